@@ -1,0 +1,98 @@
+"""Settings: defaults < config file (TOML) < NUBIS_* environment variables.
+
+The config file is ``$NUBIS_CONFIG`` or ``/etc/nubis/nubis.toml`` when it exists.
+Secrets are ``SecretStr`` so they never show in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_CONFIG_FILE = Path("/etc/nubis/nubis.toml")
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("NUBIS_CONFIG", DEFAULT_CONFIG_FILE))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NUBIS_", extra="ignore")
+
+    data_dir: Path = Path("/var/lib/nubis")
+    database_url: str | None = None  # default: SQLite file in data_dir
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8080
+    # the local libvirtd, registered as host "local" by `nubis serve`
+    local_host_uri: str = "qemu:///system"
+    register_local_host: bool = True
+    build_tiny_image: bool = True
+    # where instance disks live on each host (a libvirt dir pool Nubis creates)
+    pool_path: Path = Path("/var/lib/libvirt/nubis/disks")
+    console_path: Path = Path("/var/lib/libvirt/nubis/console")
+    task_workers: int = 4
+    token_ttl_seconds: int = 12 * 3600
+    stop_timeout_seconds: float = 30.0
+    reconcile_interval_seconds: float = 30.0
+    keepalive_interval: int = 5
+    keepalive_count: int = 3
+    # secret used to encrypt credentials at rest; default: <data_dir>/secret.key
+    secret_key: SecretStr | None = None
+    # test hook: "<task kind>:<step>" makes the worker process exit at that step
+    fault_inject: str | None = Field(default=None)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
+        return (init_settings, env_settings, toml)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'nubis.db'}"
+
+    @property
+    def image_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.image_dir, self.log_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+
+    def encryption_key(self) -> bytes:
+        """The key that encrypts secrets at rest, created on first use (0600)."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(32))
+        return path.read_text().strip().encode()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,155 @@
+"""Builder of ``nubis-tiny``: a ~10 MB bootable qcow2 made from this machine's parts.
+
+A FAT "superfloppy" with syslinux boots under SeaBIOS; it carries the Debian
+kernel and an initramfs of busybox-static whose init prints
+``NUBIS-GUEST-READY`` on the serial console, answers the ACPI power button
+(graceful shutdown) and keeps a shell on the serial console and on tty1.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+READY_MARKER = "NUBIS-GUEST-READY"
+DISK_MIB = 32
+# kernel modules the guest loads (dependencies are resolved from modules.dep)
+GUEST_MODULES = ("button", "evdev", "virtio_pci", "virtio_blk", "virtio_net", "isofs")
+
+INITTAB = """\
+::sysinit:/etc/rc
+::respawn:/bin/acpid -f -l /dev/null -a /etc/acpid.conf
+ttyS0::respawn:-/bin/sh
+tty1::respawn:-/bin/sh
+::ctrlaltdel:/bin/poweroff
+::shutdown:/bin/echo NUBIS-GUEST-SHUTDOWN
+"""
+
+RC = f"""\
+#!/bin/sh
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /etc/modules.order); do insmod /lib/modules/$m.ko 2>/dev/null; done
+hostname nubis-guest
+# acpid (from inittab) needs the power button's event device, added asynchronously
+for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/input/event0 ] && break; sleep 0.2; done
+echo {READY_MARKER} > /dev/ttyS0
+"""
+
+POWER_SH = """\
+#!/bin/sh
+echo "ACPI power button: shutting down" > /dev/ttyS0
+kill -USR2 1
+"""
+
+SYSLINUX_CFG = """\
+DEFAULT linux
+PROMPT 0
+TIMEOUT 0
+LABEL linux
+  KERNEL vmlinuz
+  APPEND initrd=initrd.gz console=tty0 console=ttyS0,115200 panic=10
+"""
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def _run(*cmd: str | Path, cwd: Path | None = None, stdin: bytes | None = None) -> bytes:
+    proc = subprocess.run([str(c) for c in cmd], cwd=cwd, input=stdin, capture_output=True)
+    if proc.returncode != 0:
+        raise BuildError(f"{cmd[0]} failed: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
+def find_kernel() -> tuple[Path, str]:
+    kernels = sorted(Path("/boot").glob("vmlinuz-*"))
+    if not kernels:
+        raise BuildError("no kernel in /boot (install linux-image-amd64)")
+    kernel = kernels[-1]
+    return kernel, kernel.name.removeprefix("vmlinuz-")
+
+
+def module_load_order(release: str, wanted: tuple[str, ...]) -> list[Path]:
+    """Module files for ``wanted`` and their dependencies, dependencies first."""
+    moddir = Path("/lib/modules") / release
+    deps: dict[str, list[str]] = {}
+    for line in (moddir / "modules.dep").read_text().splitlines():
+        target, _, rest = line.partition(":")
+        deps[Path(target).name.split(".ko")[0]] = [Path(d).name for d in rest.split()]
+    paths = {
+        Path(line.partition(":")[0]).name.split(".ko")[0]: moddir / line.partition(":")[0]
+        for line in (moddir / "modules.dep").read_text().splitlines()
+    }
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in order or name not in deps:
+            return
+        for dep in reversed(deps[name]):
+            visit(dep.split(".ko")[0])
+        order.append(name)
+
+    for name in wanted:
+        visit(name)
+    return [paths[n] for n in order]
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+def build_initramfs(work: Path, release: str) -> Path:
+    root = work / "initramfs"
+    for d in ("bin", "sbin", "dev", "proc", "sys", "tmp", "etc/acpi", "lib/modules", "var/run"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    shutil.copy2(busybox, root / "bin/busybox")
+    for applet in _run(busybox, "--list").decode().split():
+        link = root / "bin" / applet
+        if not link.exists():
+            link.symlink_to("busybox")
+    (root / "init").symlink_to("bin/busybox")
+    _write(root / "etc/inittab", INITTAB)
+    _write(root / "etc/rc", RC, 0o755)
+    _write(root / "etc/acpid.conf", "PWRF power.sh\n")
+    _write(root / "etc/acpi/power.sh", POWER_SH, 0o755)
+    modules = module_load_order(release, GUEST_MODULES)
+    for mod in modules:
+        shutil.copy2(mod, root / "lib/modules" / mod.name)
+    _write(root / "etc/modules.order", "\n".join(m.name.removesuffix(".ko") for m in modules))
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    archive = _run("busybox", "cpio", "-o", "-H", "newc", cwd=root, stdin="\n".join(files).encode())
+    out = work / "initrd.gz"
+    out.write_bytes(gzip.compress(archive, compresslevel=9))
+    return out
+
+
+def build_tiny_image(dest: Path) -> Path:
+    """Build the bootable qcow2 at ``dest`` (atomically: a partial file is never left)."""
+    kernel, release = find_kernel()
+    with tempfile.TemporaryDirectory(prefix="nubis-tiny-") as tmp:
+        work = Path(tmp)
+        initrd = build_initramfs(work, release)
+        raw = work / "tiny.raw"
+        with open(raw, "wb") as fh:
+            fh.truncate(DISK_MIB * 1024 * 1024)
+        _run("mkfs.vfat", "-n", "NUBISTINY", raw)
+        _run("syslinux", "--install", raw)
+        cfg = work / "syslinux.cfg"
+        cfg.write_text(SYSLINUX_CFG)
+        for src, name in ((kernel, "vmlinuz"), (initrd, "initrd.gz"), (cfg, "syslinux.cfg")):
+            _run("mcopy", "-i", raw, src, f"::{name}")
+        partial = dest.with_name(dest.name + ".partial")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _run("qemu-img", "convert", "-q", "-O", "qcow2", raw, partial)
+        os.replace(partial, dest)
+    return dest
