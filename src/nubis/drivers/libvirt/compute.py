@@ -1,0 +1,291 @@
+"""The libvirt compute driver: the one facade the task layer calls for hosts and VMs.
+
+Every method is idempotent where it can be (create-if-missing, delete-if-present),
+so a task step can run again after a crash without harm.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import libvirt
+
+from nubis.drivers.errors import DriverError, NotFound
+from nubis.drivers.libvirt import storage
+from nubis.drivers.libvirt.connection import (
+    ConnectionPool,
+    Credentials,
+    power_state,
+    translate,
+)
+from nubis.drivers.libvirt.domain_xml import DomainSpec, build_domain_xml
+
+DISK_POOL = "nubis-disks"
+CONSOLE_POOL = "nubis-console"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class HostRef:
+    uri: str
+    credentials: Credentials | None = None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    hostname: str
+    arch: str
+    cpu_model: str
+    cpus: int
+    sockets: int
+    cores: int
+    threads: int
+    memory_mib: int
+    virt_type: str  # kvm when the CPU can do it and libvirt offers it, else qemu
+
+
+def detect_virt_type(capabilities_xml: str) -> str:
+    """``kvm`` only when libvirt offers it *and* the host CPU has VT-x/AMD-V."""
+    caps = ET.fromstring(capabilities_xml)
+    features = {f.get("name") for f in caps.findall("./host/cpu/feature")}
+    kvm_offered = any(d.get("type") == "kvm" for d in caps.findall("./guest/arch/domain"))
+    return "kvm" if kvm_offered and features & {"vmx", "svm"} else "qemu"
+
+
+class LibvirtDriver:
+    def __init__(self, pool: ConnectionPool, disk_path: Path, console_path: Path) -> None:
+        self.conns = pool
+        self.disk_path = disk_path
+        self.console_path = console_path
+
+    # -- plumbing -----------------------------------------------------------------
+    def _call(self, host: HostRef, fn: Callable[[libvirt.virConnect], T], what: str = "") -> T:
+        conn = self.conns.get(host.uri, host.credentials)
+        try:
+            return fn(conn)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, what) from exc
+
+    @staticmethod
+    def _domain(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain:
+        return conn.lookupByUUIDString(uuid)
+
+    def _find_domain(self, conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
+        try:
+            return self._domain(conn, uuid)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    # -- hosts --------------------------------------------------------------------
+    def probe_host(self, host: HostRef) -> HostInfo:
+        def probe(conn: libvirt.virConnect) -> HostInfo:
+            caps_xml = conn.getCapabilities()
+            caps = ET.fromstring(caps_xml)
+            topo = caps.find("./host/cpu/topology")
+            arch, memory_mib, cpus = conn.getInfo()[:3]
+            return HostInfo(
+                hostname=conn.getHostname(),
+                arch=arch,
+                cpu_model=caps.findtext("./host/cpu/model", "unknown"),
+                cpus=cpus,
+                sockets=int(topo.get("sockets", 1)) if topo is not None else 1,
+                cores=int(topo.get("cores", cpus)) if topo is not None else cpus,
+                threads=int(topo.get("threads", 1)) if topo is not None else 1,
+                memory_mib=memory_mib,
+                virt_type=detect_virt_type(caps_xml),
+            )
+
+        return self._call(host, probe, "host")
+
+    def prepare_host(self, host: HostRef) -> None:
+        """Create the storage pools Nubis uses on the host (idempotent)."""
+
+        def prepare(conn: libvirt.virConnect) -> None:
+            storage.ensure_pool(conn, DISK_POOL, self.disk_path)
+            storage.ensure_pool(conn, CONSOLE_POOL, self.console_path)
+
+        self._call(host, prepare, "storage pool")
+
+    def forget_host(self, host: HostRef) -> None:
+        self.conns.close(host.uri)
+
+    # -- volumes ------------------------------------------------------------------
+    def volume_path(self, host: HostRef, name: str) -> str | None:
+        def find(conn: libvirt.virConnect) -> str | None:
+            vol = storage.find_volume(conn.storagePoolLookupByName(DISK_POOL), name)
+            return vol.path() if vol is not None else None
+
+        return self._call(host, find, f"volume {name}")
+
+    def upload_volume(self, host: HostRef, name: str, source: Path) -> str:
+        def upload(conn: libvirt.virConnect) -> str:
+            pool = conn.storagePoolLookupByName(DISK_POOL)
+            storage.delete_volume(pool, name)  # a partial copy from an interrupted run
+            return storage.upload_file(conn, pool, name, source)
+
+        return self._call(host, upload, f"volume {name}")
+
+    def create_overlay(
+        self, host: HostRef, name: str, backing_path: str, backing_fmt: str, capacity: int
+    ) -> str:
+        def create(conn: libvirt.virConnect) -> str:
+            pool = conn.storagePoolLookupByName(DISK_POOL)
+            existing = storage.find_volume(pool, name)
+            if existing is not None:
+                return existing.path()
+            return storage.create_overlay(pool, name, backing_path, backing_fmt, capacity)
+
+        return self._call(host, create, f"volume {name}")
+
+    def delete_volume(self, host: HostRef, name: str) -> bool:
+        return self._call(
+            host,
+            lambda c: storage.delete_volume(c.storagePoolLookupByName(DISK_POOL), name),
+            f"volume {name}",
+        )
+
+    def list_volumes(self, host: HostRef) -> list[str]:
+        def names(conn: libvirt.virConnect) -> list[str]:
+            result = []
+            for pool_name in (DISK_POOL, CONSOLE_POOL):
+                pool = conn.storagePoolLookupByName(pool_name)
+                pool.refresh(0)
+                result += pool.listVolumes()
+            return result
+
+        return self._call(host, names)
+
+    # -- console log --------------------------------------------------------------
+    def console_log_path(self, domain_name: str) -> str:
+        return str(self.console_path / f"{domain_name}.log")
+
+    def read_console_log(self, host: HostRef, domain_name: str, max_bytes: int) -> bytes:
+        def read(conn: libvirt.virConnect) -> bytes:
+            pool = conn.storagePoolLookupByName(CONSOLE_POOL)
+            try:
+                return storage.read_tail(conn, pool, f"{domain_name}.log", max_bytes)
+            except NotFound:
+                return b""
+
+        return self._call(host, read, "console log")
+
+    def delete_console_log(self, host: HostRef, domain_name: str) -> bool:
+        return self._call(
+            host,
+            lambda c: storage.delete_volume(
+                c.storagePoolLookupByName(CONSOLE_POOL), f"{domain_name}.log"
+            ),
+            "console log",
+        )
+
+    # -- domains ------------------------------------------------------------------
+    def define(self, host: HostRef, spec: DomainSpec) -> None:
+        def define(conn: libvirt.virConnect) -> None:
+            if self._find_domain(conn, spec.uuid) is None:
+                conn.defineXML(build_domain_xml(spec))
+
+        self._call(host, define, f"domain {spec.name}")
+
+    def domain_xml(self, host: HostRef, uuid: str) -> str:
+        return self._call(host, lambda c: self._domain(c, uuid).XMLDesc(0), f"domain {uuid}")
+
+    def state(self, host: HostRef, uuid: str) -> str | None:
+        """running | paused | stopped, or None when the domain is not defined."""
+
+        def state(conn: libvirt.virConnect) -> str | None:
+            dom = self._find_domain(conn, uuid)
+            return power_state(dom.state()[0]) if dom is not None else None
+
+        return self._call(host, state, f"domain {uuid}")
+
+    def list_domains(self, host: HostRef) -> dict[str, str]:
+        """uuid -> power state of every domain Nubis owns on the host."""
+
+        def states(conn: libvirt.virConnect) -> dict[str, str]:
+            return {
+                d.UUIDString(): power_state(d.state()[0])
+                for d in conn.listAllDomains(0)
+                if d.name().startswith("nubis-")
+            }
+
+        return self._call(host, states)
+
+    def start(self, host: HostRef, uuid: str) -> None:
+        def start(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            state = power_state(dom.state()[0])
+            if state == "stopped":
+                dom.create()
+            elif state == "paused":
+                dom.resume()
+
+        self._call(host, start, f"domain {uuid}")
+
+    def shutdown(self, host: HostRef, uuid: str, timeout: float) -> bool:
+        """ACPI power-button shutdown; True if the guest stopped within ``timeout``."""
+
+        def shutdown(conn: libvirt.virConnect) -> bool:
+            dom = self._domain(conn, uuid)
+            if not dom.isActive():
+                return True
+            dom.shutdown()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not dom.isActive():
+                    return True
+                time.sleep(0.2)
+            return False
+
+        return self._call(host, shutdown, f"domain {uuid}")
+
+    def destroy(self, host: HostRef, uuid: str) -> None:
+        def destroy(conn: libvirt.virConnect) -> None:
+            dom = self._find_domain(conn, uuid)
+            if dom is not None and dom.isActive():
+                dom.destroy()
+
+        self._call(host, destroy, f"domain {uuid}")
+
+    def reboot(self, host: HostRef, uuid: str, hard: bool = False) -> None:
+        """Graceful (ACPI, libvirt restarts the guest once it powers off) or a hard reset."""
+
+        def reboot(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            if hard:
+                dom.reset(0)
+            else:
+                dom.reboot(0)
+
+        self._call(host, reboot, f"domain {uuid}")
+
+    def pause(self, host: HostRef, uuid: str) -> None:
+        self._call(host, lambda c: self._domain(c, uuid).suspend(), f"domain {uuid}")
+
+    def resume(self, host: HostRef, uuid: str) -> None:
+        self._call(host, lambda c: self._domain(c, uuid).resume(), f"domain {uuid}")
+
+    def undefine(self, host: HostRef, uuid: str) -> None:
+        def undefine(conn: libvirt.virConnect) -> None:
+            dom = self._find_domain(conn, uuid)
+            if dom is None:
+                return
+            if dom.isActive():
+                dom.destroy()
+            flags = (
+                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+            )
+            dom.undefineFlags(flags)
+
+        self._call(host, undefine, f"domain {uuid}")
+
+
+__all__ = ["DriverError", "HostInfo", "HostRef", "LibvirtDriver", "NotFound", "detect_virt_type"]

@@ -1,0 +1,214 @@
+"""Connections to libvirtd, one per host URI, with keepalive, reconnect and events.
+
+libvirt's default event loop runs in one daemon thread; it delivers domain
+lifecycle events and keepalives for every open connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import libvirt
+
+from nubis.drivers.errors import DriverError, HostUnreachable, NotFound
+
+log = logging.getLogger(__name__)
+
+_NOT_FOUND_CODES = {
+    libvirt.VIR_ERR_NO_DOMAIN,
+    libvirt.VIR_ERR_NO_STORAGE_POOL,
+    libvirt.VIR_ERR_NO_STORAGE_VOL,
+}
+_UNREACHABLE_CODES = {
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_AUTH_FAILED,
+}
+
+# virDomainState -> Nubis power state
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "stopped",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "running",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "running",
+    libvirt.VIR_DOMAIN_SHUTOFF: "stopped",
+    libvirt.VIR_DOMAIN_CRASHED: "stopped",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "paused",
+}
+
+
+def power_state(state: int) -> str:
+    return _STATES.get(state, "stopped")
+
+
+def translate(exc: libvirt.libvirtError, what: str = "") -> DriverError:
+    code = exc.get_error_code()
+    message = exc.get_error_message() or str(exc)
+    if code in _NOT_FOUND_CODES:
+        return NotFound(f"{what}: {message}" if what else message)
+    if code in _UNREACHABLE_CODES:
+        return HostUnreachable(message)
+    return DriverError(message)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str | None = None
+    password: str | None = None
+
+    def __repr__(self) -> str:  # never print a password
+        return f"Credentials(username={self.username!r}, password=***)"
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    uri: str
+    uuid: str
+    name: str
+    state: str  # running | paused | stopped
+
+
+_loop_lock = threading.Lock()
+_loop_started = False
+
+
+def start_event_loop() -> None:
+    """Register libvirt's default event loop and run it in a daemon thread (once)."""
+    global _loop_started
+    with _loop_lock:
+        if _loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                try:
+                    libvirt.virEventRunDefaultImpl()
+                except libvirt.libvirtError:  # pragma: no cover - keep the loop alive
+                    log.exception("libvirt event loop iteration failed")
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _loop_started = True
+
+
+# libvirt's own error handler prints every error to stderr; errors are exceptions here
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+class ConnectionPool:
+    """Keeps one open connection per URI and reopens it when it dies."""
+
+    def __init__(
+        self,
+        keepalive_interval: int = 5,
+        keepalive_count: int = 3,
+        on_domain_event: Callable[[DomainEvent], None] | None = None,
+        on_disconnect: Callable[[str, str], None] | None = None,
+    ) -> None:
+        start_event_loop()
+        self.keepalive = (keepalive_interval, keepalive_count)
+        self.on_domain_event = on_domain_event
+        self.on_disconnect = on_disconnect
+        self._conns: dict[str, libvirt.virConnect] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, uri: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uri, threading.Lock())
+
+    def get(self, uri: str, credentials: Credentials | None = None) -> libvirt.virConnect:
+        with self._lock(uri):
+            conn = self._conns.get(uri)
+            if conn is not None:
+                try:
+                    if conn.isAlive() == 1:
+                        return conn
+                except libvirt.libvirtError:
+                    pass
+                self._drop(uri)
+            conn = self._open(uri, credentials)
+            self._conns[uri] = conn
+            return conn
+
+    def _open(self, uri: str, credentials: Credentials | None) -> libvirt.virConnect:
+        try:
+            if credentials and (credentials.username or credentials.password):
+                conn = libvirt.openAuth(uri, self._auth(credentials), 0)
+            else:
+                conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise HostUnreachable(exc.get_error_message() or str(exc)) from exc
+        if not uri.startswith("test:"):
+            try:
+                conn.setKeepAlive(*self.keepalive)
+            except libvirt.libvirtError:  # local qemu:/// without a remote driver
+                pass
+        conn.registerCloseCallback(self._closed, uri)
+        conn.domainEventRegisterAny(
+            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, uri
+        )
+        return conn
+
+    @staticmethod
+    def _auth(credentials: Credentials) -> list:
+        def callback(creds: list, _data: object) -> int:
+            for cred in creds:
+                if cred[0] == libvirt.VIR_CRED_AUTHNAME:
+                    cred[4] = credentials.username or ""
+                elif cred[0] == libvirt.VIR_CRED_PASSPHRASE:
+                    cred[4] = credentials.password or ""
+            return 0
+
+        return [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], callback, None]
+
+    def _lifecycle(
+        self,
+        _conn: libvirt.virConnect,
+        dom: libvirt.virDomain,
+        _event: int,
+        _detail: int,
+        uri: str,
+    ) -> None:
+        if self.on_domain_event is None:
+            return
+        try:
+            state = power_state(dom.state()[0])
+        except libvirt.libvirtError:
+            state = "stopped"  # undefined while we looked: it is not running
+        try:
+            self.on_domain_event(DomainEvent(uri, dom.UUIDString(), dom.name(), state))
+        except Exception:  # never let a listener kill the event loop
+            log.exception("domain event listener failed")
+
+    def _closed(self, _conn: libvirt.virConnect, reason: int, uri: str) -> None:
+        log.warning("connection to %s closed (reason %s)", uri, reason)
+        if self.on_disconnect is not None:
+            try:
+                self.on_disconnect(uri, f"connection closed (reason {reason})")
+            except Exception:
+                log.exception("disconnect listener failed")
+
+    def _drop(self, uri: str) -> None:
+        conn = self._conns.pop(uri, None)
+        if conn is None:
+            return
+        try:
+            conn.unregisterCloseCallback()
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def close(self, uri: str) -> None:
+        with self._lock(uri):
+            self._drop(uri)
+
+    def close_all(self) -> None:
+        for uri in list(self._conns):
+            self.close(uri)

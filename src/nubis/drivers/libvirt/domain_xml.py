@@ -1,0 +1,140 @@
+"""Domain XML from a typed description of the VM, and back (never string templates)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+NUBIS_NS = "https://nubis.dev/xmlns/instance/1"
+ET.register_namespace("nubis", NUBIS_NS)
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    path: str
+    format: str = "qcow2"  # qcow2 | raw
+    target: str = "vda"
+    bus: str = "virtio"
+    device: str = "disk"  # disk | cdrom
+    boot_order: int | None = None
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    name: str
+    uuid: str
+    vcpus: int
+    memory_mib: int
+    virt_type: str = "qemu"  # kvm | qemu
+    arch: str = "x86_64"
+    title: str | None = None
+    disks: tuple[DiskSpec, ...] = ()
+    console_log: str | None = None
+    vnc_listen: str = "127.0.0.1"
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _disk(devices: ET.Element, disk: DiskSpec) -> None:
+    el = _sub(devices, "disk", type="file", device=disk.device)
+    _sub(el, "driver", name="qemu", type=disk.format)
+    _sub(el, "source", file=disk.path)
+    _sub(el, "target", dev=disk.target, bus=disk.bus)
+    if disk.boot_order is not None:
+        _sub(el, "boot", order=str(disk.boot_order))
+    if disk.readonly:
+        _sub(el, "readonly")
+
+
+def build_domain_xml(spec: DomainSpec) -> str:
+    if spec.virt_type not in ("kvm", "qemu"):
+        raise ValueError(f"unknown virtualization type {spec.virt_type!r}")
+    dom = ET.Element("domain", type=spec.virt_type)
+    _sub(dom, "name", spec.name)
+    _sub(dom, "uuid", spec.uuid)
+    if spec.title:
+        _sub(dom, "title", spec.title)
+    if spec.metadata:
+        meta = _sub(dom, "metadata")
+        inst = _sub(meta, f"{{{NUBIS_NS}}}instance")
+        for key, value in sorted(spec.metadata.items()):
+            _sub(inst, f"{{{NUBIS_NS}}}{key}", value)
+    _sub(dom, "memory", str(spec.memory_mib), unit="MiB")
+    _sub(dom, "vcpu", str(spec.vcpus))
+    os_el = _sub(dom, "os")
+    _sub(os_el, "type", "hvm", arch=spec.arch, machine="pc")
+    features = _sub(dom, "features")
+    _sub(features, "acpi")
+    _sub(features, "apic")
+    if spec.virt_type == "kvm":
+        _sub(dom, "cpu", mode="host-model")
+    _sub(dom, "clock", offset="utc")
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+    devices = _sub(dom, "devices")
+    for disk in spec.disks:
+        _disk(devices, disk)
+    serial = _sub(devices, "serial", type="pty")
+    if spec.console_log:
+        _sub(serial, "log", file=spec.console_log, append="on")
+    _sub(serial, "target", port="0")
+    console = _sub(devices, "console", type="pty")
+    _sub(console, "target", type="serial", port="0")
+    _sub(devices, "graphics", type="vnc", port="-1", autoport="yes", listen=spec.vnc_listen)
+    video = _sub(devices, "video")
+    _sub(video, "model", type="vga")
+    _sub(devices, "memballoon", model="virtio")
+    return ET.tostring(dom, encoding="unicode")
+
+
+def _memory_mib(el: ET.Element) -> int:
+    units = {"KiB": 1 / 1024, "k": 1 / 1024, "MiB": 1, "M": 1, "GiB": 1024, "G": 1024}
+    return int(int(el.text or 0) * units[el.get("unit", "KiB")])
+
+
+def parse_domain_xml(xml: str) -> DomainSpec:
+    """Read back the parts of a domain Nubis describes (also from libvirt's XMLDesc)."""
+    dom = ET.fromstring(xml)
+    disks = []
+    for el in dom.findall("./devices/disk"):
+        driver, source, target = el.find("driver"), el.find("source"), el.find("target")
+        boot = el.find("boot")
+        disks.append(
+            DiskSpec(
+                path=source.get("file", "") if source is not None else "",
+                format=driver.get("type", "raw") if driver is not None else "raw",
+                target=target.get("dev", "") if target is not None else "",
+                bus=target.get("bus", "") if target is not None else "",
+                device=el.get("device", "disk"),
+                boot_order=int(boot.get("order", 0)) if boot is not None else None,
+                readonly=el.find("readonly") is not None,
+            )
+        )
+    log = dom.find("./devices/serial/log")
+    graphics = dom.find("./devices/graphics")
+    meta = dom.find(f"./metadata/{{{NUBIS_NS}}}instance")
+    metadata = {}
+    if meta is not None:
+        metadata = {child.tag.split("}")[1]: child.text or "" for child in meta}
+    os_type = dom.find("./os/type")
+    return DomainSpec(
+        name=dom.findtext("name", ""),
+        uuid=dom.findtext("uuid", ""),
+        vcpus=int(dom.findtext("vcpu", "1")),
+        memory_mib=_memory_mib(dom.find("memory")),  # type: ignore[arg-type]
+        virt_type=dom.get("type", "qemu"),
+        arch=os_type.get("arch", "x86_64") if os_type is not None else "x86_64",
+        title=dom.findtext("title"),
+        disks=tuple(disks),
+        console_log=log.get("file") if log is not None else None,
+        vnc_listen=graphics.get("listen", "") if graphics is not None else "",
+        metadata=metadata,
+    )
