@@ -144,6 +144,16 @@ class LibvirtDriver:
 
         return self._call(host, create, f"volume {name}")
 
+    def create_marker(self, host: HostRef, name: str) -> None:
+        """An empty volume whose existence records that some work completed."""
+
+        def create(conn: libvirt.virConnect) -> None:
+            pool = conn.storagePoolLookupByName(DISK_POOL)
+            if storage.find_volume(pool, name) is None:
+                storage.create_empty(pool, name)
+
+        self._call(host, create, f"volume {name}")
+
     def delete_volume(self, host: HostRef, name: str) -> bool:
         return self._call(
             host,

@@ -88,6 +88,10 @@ def upload_file(
     return vol.path()
 
 
+def create_empty(pool: libvirt.virStoragePool, name: str) -> None:
+    pool.createXML(_volume_xml(name, 0, "raw"), 0)
+
+
 def create_overlay(
     pool: libvirt.virStoragePool, name: str, backing_path: str, backing_fmt: str, capacity: int
 ) -> str:

@@ -1,0 +1,48 @@
+"""The FastAPI application: routers under /api/v1, errors in one shape."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from nubis import __version__
+from nubis.api import errors
+from nubis.api.routers import auth, flavors, hosts, images, instances, tasks
+from nubis.platform import Platform
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(
+    platform: Platform,
+    manage_lifecycle: bool = True,
+    on_started: Callable[[], None] | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if manage_lifecycle:
+            platform.start()
+        if on_started is not None:
+            on_started()
+        try:
+            yield
+        finally:
+            if manage_lifecycle:
+                platform.stop()
+
+    app = FastAPI(
+        title="Nubis",
+        version=__version__,
+        description="Private-cloud IaaS manager for libvirt/QEMU hosts",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.platform = platform
+    errors.install(app)
+    for module in (auth, hosts, images, flavors, instances, tasks):
+        app.include_router(module.router, prefix=API_PREFIX)
+    return app

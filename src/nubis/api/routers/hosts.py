@@ -1,0 +1,60 @@
+"""Hosts: libvirt servers Nubis manages."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from sqlalchemy import select
+
+from nubis.api.deps import AdminDep, PlatformDep, PrincipalDep
+from nubis.api.schemas import HostIn, HostOut, PageOut
+from nubis.db.models import Host
+from nubis.services.lookup import get_by_id_or_name, paginate
+
+router = APIRouter(prefix="/hosts", tags=["hosts"])
+
+
+@router.get("")
+def list_hosts(
+    platform: PlatformDep,
+    _p: PrincipalDep,
+    limit: int = 100,
+    offset: int = 0,
+    marker: str | None = None,
+    name: str | None = None,
+    state: str | None = None,
+) -> PageOut[HostOut]:
+    query = select(Host)
+    if name:
+        query = query.where(Host.name == name)
+    if state:
+        query = query.where(Host.state == state)
+    with platform.db.begin() as s:
+        page = paginate(s, query, Host, limit, offset, marker)
+        return PageOut[HostOut](
+            items=[HostOut.model_validate(h) for h in page.items],
+            total=page.total,
+            limit=page.limit,
+            offset=page.offset,
+        )
+
+
+@router.post("", status_code=201)
+def add_host(body: HostIn, platform: PlatformDep, _p: AdminDep) -> HostOut:
+    with platform.db.begin() as s:
+        host = platform.hosts.add(
+            s, body.name, body.uri, body.username, body.password, body.virt_type
+        )
+        return HostOut.model_validate(host)
+
+
+@router.get("/{ref}")
+def get_host(ref: str, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
+    with platform.db.begin() as s:
+        return HostOut.model_validate(get_by_id_or_name(s, Host, ref, "host"))
+
+
+@router.delete("/{ref}", status_code=204)
+def delete_host(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
+    with platform.db.begin() as s:
+        platform.hosts.remove(s, ref)
+    return Response(status_code=204)

@@ -1,0 +1,116 @@
+"""Images: streamed upload, import from a server path, list, show, delete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from nubis.api.deps import AdminDep, PlatformDep, PrincipalDep
+from nubis.api.schemas import ImageImportIn, ImageOut, PageOut
+from nubis.db.models import Image
+from nubis.services.auth import Principal
+from nubis.services.errors import BadRequest, Forbidden
+from nubis.services.images import Staged
+from nubis.services.lookup import get_by_id_or_name, paginate
+
+router = APIRouter(prefix="/images", tags=["images"])
+
+UPLOAD_DOC = {
+    "parameters": [
+        {
+            "name": "name",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "name of the uploaded image (with an application/octet-stream body)",
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": ImageImportIn.model_json_schema()},
+        },
+    },
+}
+
+
+@router.get("")
+def list_images(
+    platform: PlatformDep,
+    _p: PrincipalDep,
+    limit: int = 100,
+    offset: int = 0,
+    marker: str | None = None,
+    name: str | None = None,
+) -> PageOut[ImageOut]:
+    query = select(Image)
+    if name:
+        query = query.where(Image.name == name)
+    with platform.db.begin() as s:
+        page = paginate(s, query, Image, limit, offset, marker)
+        return PageOut[ImageOut](
+            items=[ImageOut.model_validate(i) for i in page.items],
+            total=page.total,
+            limit=page.limit,
+            offset=page.offset,
+        )
+
+
+def _import(platform: PlatformDep, principal: Principal, body: ImageImportIn) -> ImageOut:
+    if principal.system_role != "admin":
+        raise Forbidden("importing from a server path needs the system administrator role")
+    with platform.db.begin() as s:
+        image = platform.images.import_file(s, body.name, Path(body.path), principal.project_id)
+        return ImageOut.model_validate(image)
+
+
+def _check_name(platform: PlatformDep, name: str) -> None:
+    with platform.db.begin() as s:
+        platform.images.check_name(s, name)
+
+
+def _register(platform: PlatformDep, principal: Principal, name: str, staged: Staged) -> ImageOut:
+    with platform.db.begin() as s:
+        image = platform.images.register(s, name, staged, principal.project_id)
+        return ImageOut.model_validate(image)
+
+
+@router.post("", status_code=201, openapi_extra=UPLOAD_DOC)
+async def create_image(
+    request: Request, platform: PlatformDep, principal: PrincipalDep, name: str | None = None
+) -> ImageOut:
+    """Upload an image (``application/octet-stream`` body, ``?name=``), streamed to disk,
+    or import a file on the server (JSON ``{"name", "path"}``, administrators only)."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip()
+    if content_type == "application/json":
+        try:
+            body = ImageImportIn.model_validate(json.loads(await request.body()))
+        except (ValueError, ValidationError) as exc:
+            raise BadRequest(f"invalid JSON body: {exc}") from exc
+        return await anyio.to_thread.run_sync(_import, platform, principal, body)
+    if content_type != "application/octet-stream":
+        raise BadRequest("send the image as application/octet-stream (or JSON to import)")
+    if not name:
+        raise BadRequest("the query parameter 'name' is required for an upload")
+    await anyio.to_thread.run_sync(_check_name, platform, name)
+    staged = await platform.images.stage_stream(request.stream())
+    return await anyio.to_thread.run_sync(_register, platform, principal, name, staged)
+
+
+@router.get("/{ref}")
+def get_image(ref: str, platform: PlatformDep, _p: PrincipalDep) -> ImageOut:
+    with platform.db.begin() as s:
+        return ImageOut.model_validate(get_by_id_or_name(s, Image, ref, "image"))
+
+
+@router.delete("/{ref}", status_code=204)
+def delete_image(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
+    with platform.db.begin() as s:
+        platform.images.delete(s, ref)
+    return Response(status_code=204)

@@ -1,0 +1,78 @@
+"""The ``nubis`` command: ``serve`` runs the platform; the rest talk to its API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from nubis.cli import resources
+from nubis.cli.client import console, request, save_token
+
+app = typer.Typer(help="Nubis: a private cloud on libvirt/QEMU hosts", no_args_is_help=True)
+app.add_typer(resources.host_app, name="host")
+app.add_typer(resources.image_app, name="image")
+app.add_typer(resources.flavor_app, name="flavor")
+app.add_typer(resources.instance_app, name="instance")
+
+
+def _logging(log_file: str) -> None:
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(
+        level=logging.INFO,
+        format=fmt,
+        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(log_file)],
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="listen address")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port")] = None,
+) -> None:
+    """Run Nubis in the foreground (API on http://HOST:PORT/api/v1)."""
+    import uvicorn
+
+    from nubis.api.app import create_app
+    from nubis.config import get_settings
+    from nubis.platform import Platform
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    _logging(str(settings.log_dir / "nubis.log"))
+    platform = Platform(settings)
+    listen_host = host or settings.listen_host
+    listen_port = port or settings.listen_port
+
+    def announce() -> None:
+        console.print(
+            f"Nubis is up: http://{listen_host}:{listen_port}/api/v1 (docs at /api/v1/docs)"
+        )
+        if platform.admin_password_file:
+            console.print(f"user 'admin': password in {platform.admin_password_file}")
+
+    api = create_app(platform, on_started=announce)
+
+    uvicorn.run(api, host=listen_host, port=listen_port, log_level="info")
+
+
+@app.command()
+def login(
+    username: Annotated[str, typer.Option(prompt=True)] = "admin",
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, envvar="NUBIS_PASSWORD")
+    ] = "",
+) -> None:
+    """Get a token and keep it in ~/.config/nubis/token (mode 0600)."""
+    resp = request(
+        "POST", "/auth/tokens", auth=False, json={"username": username, "password": password}
+    )
+    data = resp.json()
+    save_token(data["token"])
+    console.print(f"logged in as {username}; token valid until {data['expires_at']}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,155 @@
+"""CLI commands for hosts, images, flavors and instances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nubis.cli.client import console, request, show, wait_for_task
+
+Fmt = Annotated[str, typer.Option("-f", "--format", help="table or json")]
+Wait = Annotated[bool, typer.Option("--wait", help="follow the task until it ends")]
+
+host_app = typer.Typer(help="Hosts (libvirt servers)", no_args_is_help=True)
+image_app = typer.Typer(help="Images", no_args_is_help=True)
+flavor_app = typer.Typer(help="Flavors", no_args_is_help=True)
+instance_app = typer.Typer(help="Instances (VMs)", no_args_is_help=True)
+
+HOST_COLS = ["name", "uri", "state", "virt_type", "cpus", "memory_mib", "id"]
+IMAGE_COLS = ["name", "status", "disk_format", "virtual_size", "size", "id"]
+FLAVOR_COLS = ["name", "vcpus", "memory_mib", "disk_gib", "id"]
+INSTANCE_COLS = ["name", "status", "task_state", "vcpus", "memory_mib", "id"]
+
+
+@host_app.command("add")
+def host_add(
+    name: str,
+    uri: str,
+    username: str | None = None,
+    password: Annotated[str | None, typer.Option(envvar="NUBIS_HOST_PASSWORD")] = None,
+    virt_type: str | None = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Register a libvirt host by URI (qemu:///system, qemu+tcp://..., qemu+ssh://...)."""
+    body = {
+        "name": name,
+        "uri": uri,
+        "username": username,
+        "password": password,
+        "virt_type": virt_type,
+    }
+    show(request("POST", "/hosts", json=body).json(), fmt, HOST_COLS)
+
+
+@host_app.command("list")
+def host_list(fmt: Fmt = "table") -> None:
+    show(request("GET", "/hosts").json(), fmt, HOST_COLS)
+
+
+@image_app.command("import")
+def image_import(path: Path, name: str, fmt: Fmt = "table") -> None:
+    """Upload a local qcow2/raw/ISO file as an image (streamed)."""
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} is not a file")
+    with open(path, "rb") as fh:
+        resp = request(
+            "POST",
+            "/images",
+            params={"name": name},
+            content=fh,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    show(resp.json(), fmt, IMAGE_COLS)
+
+
+@image_app.command("list")
+def image_list(fmt: Fmt = "table") -> None:
+    show(request("GET", "/images").json(), fmt, IMAGE_COLS)
+
+
+@flavor_app.command("list")
+def flavor_list(fmt: Fmt = "table") -> None:
+    show(request("GET", "/flavors").json(), fmt, FLAVOR_COLS)
+
+
+@instance_app.command("create")
+def instance_create(
+    name: str,
+    image: Annotated[str, typer.Option(help="image id or name")],
+    flavor: Annotated[str, typer.Option(help="flavor id or name")],
+    host: Annotated[str | None, typer.Option(help="host id or name")] = None,
+    wait: Wait = False,
+    fmt: Fmt = "table",
+) -> None:
+    body = {"name": name, "image": image, "flavor": flavor, "host": host}
+    created = request("POST", "/instances", json=body).json()
+    if wait:
+        wait_for_task(created["task_id"])
+        created = request("GET", f"/instances/{created['id']}").json()
+    show(created, fmt, INSTANCE_COLS)
+
+
+@instance_app.command("list")
+def instance_list(status: str | None = None, name: str | None = None, fmt: Fmt = "table") -> None:
+    params = {k: v for k, v in {"status": status, "name": name}.items() if v}
+    show(request("GET", "/instances", params=params).json(), fmt, INSTANCE_COLS)
+
+
+@instance_app.command("show")
+def instance_show(ref: str, fmt: Fmt = "table") -> None:
+    show(request("GET", f"/instances/{ref}").json(), fmt, INSTANCE_COLS)
+
+
+def _action(ref: str, action: str, wait: bool) -> None:
+    task = request("POST", f"/instances/{ref}/actions/{action}").json()
+    if wait:
+        wait_for_task(task["task_id"])
+        console.print(f"{action}: done")
+    else:
+        console.print(f"{action}: accepted (task {task['task_id']})")
+
+
+@instance_app.command("start")
+def instance_start(ref: str, wait: Wait = False) -> None:
+    _action(ref, "start", wait)
+
+
+@instance_app.command("stop")
+def instance_stop(
+    ref: str, force: Annotated[bool, typer.Option("--force")] = False, wait: Wait = False
+) -> None:
+    _action(ref, "force-stop" if force else "stop", wait)
+
+
+@instance_app.command("reboot")
+def instance_reboot(ref: str, wait: Wait = False) -> None:
+    _action(ref, "reboot", wait)
+
+
+@instance_app.command("pause")
+def instance_pause(ref: str, wait: Wait = False) -> None:
+    _action(ref, "pause", wait)
+
+
+@instance_app.command("resume")
+def instance_resume(ref: str, wait: Wait = False) -> None:
+    _action(ref, "resume", wait)
+
+
+@instance_app.command("delete")
+def instance_delete(ref: str, wait: Wait = False) -> None:
+    task = request("DELETE", f"/instances/{ref}").json()
+    if wait:
+        wait_for_task(task["task_id"])
+        console.print("deleted")
+    else:
+        console.print(f"delete: accepted (task {task['task_id']})")
+
+
+@instance_app.command("console-log")
+def instance_console_log(ref: str, max_bytes: int = 65536) -> None:
+    """Print the serial console output of an instance."""
+    text = request("GET", f"/instances/{ref}/console-log", params={"max_bytes": max_bytes}).text
+    console.out(text, highlight=False)

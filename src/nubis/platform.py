@@ -1,0 +1,77 @@
+"""The composition root: builds every part of a running Nubis and wires them together."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from nubis.config import Settings
+from nubis.db import migrate
+from nubis.db.session import Database
+from nubis.drivers.libvirt.compute import LibvirtDriver
+from nubis.drivers.libvirt.connection import ConnectionPool
+from nubis.services import bootstrap
+from nubis.services.hosts import HostService
+from nubis.services.images import ImageService
+from nubis.services.instance_tasks import InstanceTasks
+from nubis.services.instances import InstanceService
+from nubis.services.secrets import SecretBox
+from nubis.services.sync import StateSync
+from nubis.tasks.engine import TaskEngine
+
+log = logging.getLogger(__name__)
+
+
+class Platform:
+    def __init__(self, settings: Settings) -> None:
+        settings.ensure_dirs()
+        self.settings = settings
+        self.db = Database(settings.db_url)
+        self.box = SecretBox(settings.encryption_key())
+        self.conns = ConnectionPool(
+            settings.keepalive_interval,
+            settings.keepalive_count,
+            on_domain_event=lambda e: self.sync.on_domain_event(e),
+            on_disconnect=lambda uri, why: self.sync.on_disconnect(uri, why),
+        )
+        self.driver = LibvirtDriver(self.conns, settings.pool_path, settings.console_path)
+        self.hosts = HostService(self.driver, self.box)
+        self.sync = StateSync(self.db, self.hosts, settings.reconcile_interval_seconds)
+        self.images = ImageService(settings.image_dir, self.hosts)
+        self.engine = TaskEngine(self.db, settings.task_workers, settings.fault_inject)
+        self.instances = InstanceService(self.engine, self.hosts)
+        self.instance_tasks = InstanceTasks(
+            self.engine, self.driver, self.hosts, self.images, settings.stop_timeout_seconds
+        )
+        self.admin_password_file: Path | None = None
+        event.listen(Session, "after_commit", self._after_commit)
+
+    def _after_commit(self, session: Session) -> None:
+        if session.info.pop("nubis_wake_tasks", False):
+            self.engine.wake()
+
+    def start(self) -> None:
+        """Migrate, bootstrap, recover interrupted work, then start workers and sync."""
+        migrate.upgrade(self.db.engine)
+        self.admin_password_file = bootstrap.ensure_admin(self.db, self.settings.data_dir)
+        self.images.cleanup_partials()
+        if self.settings.register_local_host:
+            bootstrap.ensure_local_host(self.db, self.hosts, self.settings.local_host_uri)
+        if self.settings.build_tiny_image:
+            bootstrap.ensure_tiny_image(self.db, self.images)
+        recovered = self.engine.recover()
+        if recovered:
+            log.warning("recovered %d interrupted task(s)", len(recovered))
+        self.engine.start()
+        self.sync.start()
+        self.sync.reconcile_all()
+
+    def stop(self) -> None:
+        self.sync.stop()
+        self.engine.stop()
+        self.conns.close_all()
+        event.remove(Session, "after_commit", self._after_commit)
+        self.db.dispose()

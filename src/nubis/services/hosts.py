@@ -1,0 +1,152 @@
+"""Hosts: registration by libvirt URI, discovery, connection state, placement check."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nubis.db.models import Host, Instance, utcnow
+from nubis.drivers.errors import DriverError
+from nubis.drivers.libvirt.compute import HostInfo, HostRef, LibvirtDriver
+from nubis.drivers.libvirt.connection import Credentials
+from nubis.services.errors import BadRequest, Conflict
+from nubis.services.lookup import get_by_id_or_name, validate_name
+from nubis.services.secrets import SecretBox
+
+URI_RE = re.compile(r"^(qemu|qemu\+tcp|qemu\+ssh|qemu\+tls|qemu\+unix|test)://[^\s]*$")
+VIRT_TYPES = ("kvm", "qemu")
+
+
+class HostService:
+    def __init__(self, driver: LibvirtDriver, box: SecretBox) -> None:
+        self.driver = driver
+        self.box = box
+
+    def ref(self, host: Host) -> HostRef:
+        creds = None
+        if host.credentials:
+            data = self.box.decrypt(host.credentials)
+            creds = Credentials(data.get("username"), data.get("password"))
+        return HostRef(host.uri, creds)
+
+    def probe(self, uri: str, credentials: Credentials | None) -> HostInfo:
+        """Connect, discover and prepare storage; raises BadRequest when it cannot."""
+        ref = HostRef(uri, credentials)
+        try:
+            info = self.driver.probe_host(ref)
+            self.driver.prepare_host(ref)
+        except DriverError as exc:
+            self.driver.forget_host(ref)
+            raise BadRequest(f"cannot use libvirt host at {uri}: {exc}") from exc
+        return info
+
+    def add(
+        self,
+        session: Session,
+        name: str,
+        uri: str,
+        username: str | None = None,
+        password: str | None = None,
+        virt_type: str | None = None,
+    ) -> Host:
+        validate_name(name, "host")
+        if not URI_RE.match(uri or ""):
+            raise BadRequest(
+                "uri must be a libvirt URI such as qemu:///system, qemu+tcp://host/system "
+                "or qemu+ssh://user@host/system"
+            )
+        if virt_type is not None and virt_type not in VIRT_TYPES:
+            raise BadRequest(f"virt_type must be one of {', '.join(VIRT_TYPES)}")
+        if session.scalar(select(Host).where((Host.name == name) | (Host.uri == uri))):
+            raise Conflict(f"a host named {name!r} or with URI {uri!r} is already registered")
+        creds = Credentials(username, password) if (username or password) else None
+        info = self.probe(uri, creds)
+        host = Host(
+            name=name,
+            uri=uri,
+            credentials=self.box.encrypt({"username": username or "", "password": password or ""})
+            if creds
+            else None,
+            virt_type_override=virt_type,
+        )
+        self._apply(host, info)
+        session.add(host)
+        session.flush()
+        return host
+
+    @staticmethod
+    def _apply(host: Host, info: HostInfo) -> None:
+        host.state = "up"
+        host.error = None
+        host.last_seen_at = utcnow()
+        host.hostname = info.hostname
+        host.arch = info.arch
+        host.cpu_model = info.cpu_model
+        host.cpus = info.cpus
+        host.sockets = info.sockets
+        host.cores = info.cores
+        host.threads = info.threads
+        host.memory_mib = info.memory_mib
+        host.virt_type = info.virt_type
+
+    def refresh(self, session: Session, host: Host) -> None:
+        """Probe again; marks the host up (with fresh facts) or down (with the reason)."""
+        try:
+            info = self.driver.probe_host(self.ref(host))
+        except DriverError as exc:
+            host.state = "down"
+            host.error = str(exc)
+            return
+        self._apply(host, info)
+
+    def remove(self, session: Session, ref: str) -> Host:
+        host = get_by_id_or_name(session, Host, ref, "host")
+        count = session.scalar(select(func.count()).where(Instance.host_id == host.id))
+        if count:
+            raise Conflict(f"host {host.name!r} still has {count} instance(s); delete them first")
+        session.delete(host)
+        self.driver.forget_host(self.ref(host))
+        return host
+
+    @staticmethod
+    def allocated(session: Session, host_id: str) -> tuple[int, int]:
+        """(vCPUs, MiB) claimed on a host by the instances placed there."""
+        row = session.execute(
+            select(
+                func.coalesce(func.sum(Instance.vcpus), 0),
+                func.coalesce(func.sum(Instance.memory_mib), 0),
+            ).where(Instance.host_id == host_id)
+        ).one()
+        return int(row[0]), int(row[1])
+
+    def why_not(self, session: Session, host: Host, vcpus: int, memory_mib: int) -> str | None:
+        """None when the host can take the VM, else the reason it cannot."""
+        if host.state != "up":
+            return f"host {host.name} is {host.state}"
+        if not host.enabled:
+            return f"host {host.name} is disabled"
+        if vcpus > host.cpus:
+            return f"host {host.name} has {host.cpus} CPUs, the flavor asks for {vcpus}"
+        _, used_mem = self.allocated(session, host.id)
+        free = host.memory_mib - used_mem
+        if memory_mib > free:
+            return f"host {host.name} has {free} MiB free, the flavor asks for {memory_mib} MiB"
+        return None
+
+    def place(self, session: Session, vcpus: int, memory_mib: int, ref: str | None) -> Host:
+        """The requested host if it fits, else the first host that fits."""
+        if ref is not None:
+            hosts = [get_by_id_or_name(session, Host, ref, "host")]
+        else:
+            hosts = list(session.scalars(select(Host).order_by(Host.created_at)).all())
+            if not hosts:
+                raise Conflict("no host is registered")
+        reasons = []
+        for host in hosts:
+            reason = self.why_not(session, host, vcpus, memory_mib)
+            if reason is None:
+                return host
+            reasons.append(reason)
+        raise Conflict("no host can take this instance: " + "; ".join(reasons))

@@ -1,0 +1,273 @@
+"""Task handlers for instances: the steps of create, delete and the power actions.
+
+Every libvirt object an instance owns has a name derived from its id (domain
+``nubis-<id>``, volume ``nubis-<id>-root``, console log ``nubis-<id>.log``).
+So every step is idempotent and the undo of a failed or interrupted create is
+"remove whatever of those exists": it works even after the process that did
+the work died, which an in-memory undo list could not.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import update
+
+from nubis.db.models import Host, Image, Instance
+from nubis.drivers.errors import DriverError
+from nubis.drivers.libvirt.compute import HostRef, LibvirtDriver
+from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
+from nubis.services.hosts import HostService
+from nubis.services.images import ImageService, image_volume_name
+from nubis.tasks.engine import TaskContext, TaskEngine
+
+log = logging.getLogger(__name__)
+GIB = 1024**3
+
+
+def root_volume_name(instance_id: str) -> str:
+    return f"nubis-{instance_id}-root"
+
+
+@dataclass
+class Loaded:
+    instance: Instance
+    host: Host
+    ref: HostRef
+
+
+class InstanceTasks:
+    """Shared plumbing of the instance handlers."""
+
+    def __init__(
+        self,
+        engine: TaskEngine,
+        driver: LibvirtDriver,
+        hosts: HostService,
+        images: ImageService,
+        stop_timeout: float,
+    ) -> None:
+        self.db = engine.db
+        self.driver = driver
+        self.hosts = hosts
+        self.images = images
+        self.stop_timeout = stop_timeout
+        self._copy_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
+        for handler in (
+            CreateHandler(self),
+            DeleteHandler(self),
+            StartHandler(self),
+            StopHandler(self),
+            ForceStopHandler(self),
+            RebootHandler(self),
+            PauseHandler(self),
+            ResumeHandler(self),
+        ):
+            engine.register(handler)
+
+    def load(self, instance_id: str) -> Loaded:
+        with self.db.begin() as s:
+            instance = s.get(Instance, instance_id)
+            if instance is None:
+                raise LookupError(f"instance {instance_id} no longer exists")
+            host = s.get(Host, instance.host_id)
+            assert host is not None
+            return Loaded(instance, host, self.hosts.ref(host))
+
+    def settle(self, instance_id: str, status: str, error: str | None = None) -> None:
+        """End the operation in flight: the instance takes ``status``, task_state clears."""
+        with self.db.begin() as s:
+            s.execute(
+                update(Instance)
+                .where(Instance.id == instance_id)
+                .values(status=status, task_state=None, error=error)
+            )
+
+    def reconcile(self, instance_id: str) -> None:
+        """After a failed action: take the state libvirt reports as the truth."""
+        try:
+            loaded = self.load(instance_id)
+        except LookupError:
+            return
+        try:
+            state = self.driver.state(loaded.ref, instance_id)
+        except DriverError as exc:
+            self.settle(instance_id, loaded.instance.status, f"host unreachable: {exc}")
+            return
+        if state is None:
+            self.settle(instance_id, "error", "the domain is missing on its host")
+        else:
+            self.settle(instance_id, state)
+
+    def ensure_image_copy(self, ref: HostRef, image: Image) -> str:
+        """The path of the image's copy on the host, copied once per host and reused.
+
+        A ``.ready`` marker volume is written after the copy completes, so a copy
+        that an interrupted upload left half-written is never used.
+        """
+        name = image_volume_name(image)
+        with self._guard:
+            lock = self._copy_locks.setdefault((ref.uri, image.id), threading.Lock())
+        with lock:
+            path = self.driver.volume_path(ref, name)
+            if path is not None and self.driver.volume_path(ref, name + ".ready") is not None:
+                return path
+            path = self.driver.upload_volume(ref, name, self.images.path(image))
+            self.driver.create_marker(ref, name + ".ready")
+            return path
+
+    def remove_everything(self, ref: HostRef, instance_id: str) -> None:
+        """Remove the domain, root disk and console log of an instance (idempotent)."""
+        self.driver.undefine(ref, instance_id)
+        self.driver.delete_volume(ref, root_volume_name(instance_id))
+        self.driver.delete_console_log(ref, f"nubis-{instance_id}")
+
+
+class _Handler:
+    kind = ""
+    resumable = True
+
+    def __init__(self, tasks: InstanceTasks) -> None:
+        self.t = tasks
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        self.t.reconcile(ctx.resource_id)
+
+
+class CreateHandler(_Handler):
+    kind = "instance.create"
+
+    def run(self, ctx: TaskContext) -> None:
+        t = self.t
+        loaded = t.load(ctx.resource_id)
+        inst, ref = loaded.instance, loaded.ref
+        with t.db.begin() as s:
+            image = s.get(Image, inst.image_id)
+            if image is None:
+                raise LookupError("the image was deleted")
+        ctx.step("image", 10)
+        base = t.ensure_image_copy(ref, image)
+        ctx.step("disk", 40)
+        capacity = max(inst.disk_gib * GIB, image.virtual_size or 0)
+        root = t.driver.create_overlay(
+            ref, root_volume_name(inst.id), base, image.disk_format or "qcow2", capacity
+        )
+        ctx.step("define", 60)
+        spec = DomainSpec(
+            name=inst.domain_name,
+            uuid=inst.id,
+            vcpus=inst.vcpus,
+            memory_mib=inst.memory_mib,
+            virt_type=loaded.host.effective_virt_type,
+            arch=loaded.host.arch,
+            title=inst.name,
+            disks=(DiskSpec(path=root, format="qcow2", target="vda", boot_order=1),),
+            console_log=t.driver.console_log_path(inst.domain_name),
+            metadata={"instance": inst.id, "project": inst.project_id, "name": inst.name},
+        )
+        t.driver.define(ref, spec)
+        ctx.step("start", 80)
+        t.driver.start(ref, inst.id)
+        t.settle(inst.id, "running")
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        t = self.t
+        try:
+            loaded = t.load(ctx.resource_id)
+        except LookupError:
+            return
+        try:
+            t.remove_everything(loaded.ref, ctx.resource_id)
+        except DriverError as exc:
+            error = f"{error}; clean-up on the host failed too: {exc}"
+        t.settle(ctx.resource_id, "error", f"create failed: {error}")
+
+
+class DeleteHandler(_Handler):
+    kind = "instance.delete"
+
+    def run(self, ctx: TaskContext) -> None:
+        t = self.t
+        try:
+            loaded = t.load(ctx.resource_id)
+        except LookupError:
+            return  # already gone: a re-run after the row was removed
+        ctx.step("destroy", 20)
+        t.driver.destroy(loaded.ref, ctx.resource_id)
+        ctx.step("undefine", 40)
+        t.driver.undefine(loaded.ref, ctx.resource_id)
+        ctx.step("disk", 60)
+        t.driver.delete_volume(loaded.ref, root_volume_name(ctx.resource_id))
+        ctx.step("console", 80)
+        t.driver.delete_console_log(loaded.ref, loaded.instance.domain_name)
+        with t.db.begin() as s:
+            instance = s.get(Instance, ctx.resource_id)
+            if instance is not None:
+                s.delete(instance)
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        self.t.settle(ctx.resource_id, "error", f"delete failed: {error}")
+
+
+class StartHandler(_Handler):
+    kind = "instance.start"
+
+    def run(self, ctx: TaskContext) -> None:
+        loaded = self.t.load(ctx.resource_id)
+        self.t.driver.start(loaded.ref, ctx.resource_id)
+        self.t.settle(ctx.resource_id, "running")
+
+
+class StopHandler(_Handler):
+    kind = "instance.stop"
+
+    def run(self, ctx: TaskContext) -> None:
+        loaded = self.t.load(ctx.resource_id)
+        ctx.step("shutdown", 10)
+        if not self.t.driver.shutdown(loaded.ref, ctx.resource_id, self.t.stop_timeout):
+            log.info("instance %s ignored ACPI shutdown; forcing it off", ctx.resource_id)
+            ctx.step("destroy", 80)
+            self.t.driver.destroy(loaded.ref, ctx.resource_id)
+        self.t.settle(ctx.resource_id, "stopped")
+
+
+class ForceStopHandler(_Handler):
+    kind = "instance.force-stop"
+
+    def run(self, ctx: TaskContext) -> None:
+        loaded = self.t.load(ctx.resource_id)
+        self.t.driver.destroy(loaded.ref, ctx.resource_id)
+        self.t.settle(ctx.resource_id, "stopped")
+
+
+class RebootHandler(_Handler):
+    kind = "instance.reboot"
+    resumable = False  # rebooting twice is not what the user asked for
+
+    def run(self, ctx: TaskContext) -> None:
+        loaded = self.t.load(ctx.resource_id)
+        self.t.driver.reboot(loaded.ref, ctx.resource_id)
+        self.t.settle(ctx.resource_id, "running")
+
+
+class PauseHandler(_Handler):
+    kind = "instance.pause"
+
+    def run(self, ctx: TaskContext) -> None:
+        loaded = self.t.load(ctx.resource_id)
+        if self.t.driver.state(loaded.ref, ctx.resource_id) != "paused":
+            self.t.driver.pause(loaded.ref, ctx.resource_id)
+        self.t.settle(ctx.resource_id, "paused")
+
+
+class ResumeHandler(_Handler):
+    kind = "instance.resume"
+
+    def run(self, ctx: TaskContext) -> None:
+        loaded = self.t.load(ctx.resource_id)
+        if self.t.driver.state(loaded.ref, ctx.resource_id) == "paused":
+            self.t.driver.resume(loaded.ref, ctx.resource_id)
+        self.t.settle(ctx.resource_id, "running")

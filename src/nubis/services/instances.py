@@ -1,0 +1,182 @@
+"""Instances: validation, placement, guarded state changes; the work itself runs as tasks.
+
+Every action is a compare-and-swap on ``task_state`` (Nova's idea): it succeeds
+only when no other operation is in flight and the status allows it, so two
+conflicting requests can never both run; the loser gets 409.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from nubis.db.models import Flavor, Image, Instance, Task
+from nubis.services.auth import Principal
+from nubis.services.errors import BadRequest, Conflict, NotFoundError
+from nubis.services.hosts import HostService
+from nubis.services.lookup import Page, get_by_id_or_name, paginate, validate_name
+from nubis.tasks.engine import TaskEngine
+
+STATUSES = ("building", "running", "stopped", "paused", "error", "deleting")
+GIB = 1024**3
+
+# action -> (statuses it is allowed from, task_state while it runs, task kind)
+ACTIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "start": (("stopped",), "starting", "instance.start"),
+    "stop": (("running", "paused"), "stopping", "instance.stop"),
+    "force-stop": (("running", "paused"), "stopping", "instance.force-stop"),
+    "reboot": (("running",), "rebooting", "instance.reboot"),
+    "pause": (("running",), "pausing", "instance.pause"),
+    "resume": (("paused",), "resuming", "instance.resume"),
+}
+DELETABLE = ("building", "running", "stopped", "paused", "error")
+
+
+class InstanceService:
+    def __init__(self, engine: TaskEngine, hosts: HostService) -> None:
+        self.engine = engine
+        self.hosts = hosts
+
+    def get(self, session: Session, principal: Principal, ref: str) -> Instance:
+        return get_by_id_or_name(
+            session, Instance, ref, "instance", project_id=principal.project_id
+        )
+
+    def list(
+        self,
+        session: Session,
+        principal: Principal,
+        name: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        marker: str | None = None,
+    ) -> Page:
+        query = select(Instance).where(Instance.project_id == principal.project_id)
+        if name:
+            query = query.where(Instance.name == name)
+        if status:
+            if status not in STATUSES:
+                raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
+            query = query.where(Instance.status == status)
+        return paginate(session, query, Instance, limit, offset, marker)
+
+    def create(
+        self,
+        session: Session,
+        principal: Principal,
+        name: str,
+        image_ref: str,
+        flavor_ref: str,
+        host_ref: str | None = None,
+    ) -> tuple[Instance, Task]:
+        validate_name(name, "instance")
+        image = get_by_id_or_name(session, Image, image_ref, "image")
+        flavor = get_by_id_or_name(session, Flavor, flavor_ref, "flavor")
+        if image.status != "active":
+            raise Conflict(f"image {image.name!r} is {image.status}, not active")
+        if image.disk_format == "iso":
+            raise BadRequest("booting an instance from an ISO image is not supported yet")
+        if (image.virtual_size or 0) > flavor.disk_gib * GIB:
+            raise BadRequest(
+                f"image {image.name!r} needs {image.virtual_size} bytes of disk, "
+                f"flavor {flavor.name!r} gives {flavor.disk_gib} GiB"
+            )
+        exists = session.scalar(
+            select(Instance).where(
+                Instance.project_id == principal.project_id, Instance.name == name
+            )
+        )
+        if exists is not None:
+            raise Conflict(f"an instance named {name!r} already exists")
+        host = self.hosts.place(session, flavor.vcpus, flavor.memory_mib, host_ref)
+        instance = Instance(
+            name=name,
+            project_id=principal.project_id,
+            host_id=host.id,
+            image_id=image.id,
+            flavor_id=flavor.id,
+            vcpus=flavor.vcpus,
+            memory_mib=flavor.memory_mib,
+            disk_gib=flavor.disk_gib,
+            status="building",
+            task_state="spawning",
+        )
+        session.add(instance)
+        session.flush()
+        task = self.engine.submit(
+            session,
+            "instance.create",
+            "instance",
+            instance.id,
+            project_id=principal.project_id,
+            user_id=principal.user_id,
+        )
+        session.flush()
+        return instance, task
+
+    def _guard(
+        self,
+        session: Session,
+        instance: Instance,
+        allowed: tuple[str, ...],
+        task_state: str,
+        new_status: str | None = None,
+    ) -> None:
+        values: dict[str, str | None] = {"task_state": task_state}
+        if new_status:
+            values["status"] = new_status
+        swapped = session.execute(
+            update(Instance)
+            .where(
+                Instance.id == instance.id,
+                Instance.task_state.is_(None),
+                Instance.status.in_(allowed),
+            )
+            .values(**values)
+        ).rowcount
+        if swapped != 1:
+            session.refresh(instance)
+            if instance.task_state is not None:
+                raise Conflict(
+                    f"instance {instance.name!r} is busy ({instance.task_state}); "
+                    "wait for that operation to finish"
+                )
+            raise Conflict(
+                f"instance {instance.name!r} is {instance.status}; "
+                f"this action needs it to be {' or '.join(allowed)}"
+            )
+        session.refresh(instance)
+
+    def action(self, session: Session, principal: Principal, ref: str, action: str) -> Task:
+        if action not in ACTIONS:
+            raise NotFoundError(
+                f"unknown action {action!r}; actions are {', '.join(sorted(ACTIONS))}"
+            )
+        instance = self.get(session, principal, ref)
+        allowed, task_state, kind = ACTIONS[action]
+        self._guard(session, instance, allowed, task_state)
+        task = self.engine.submit(
+            session,
+            kind,
+            "instance",
+            instance.id,
+            project_id=principal.project_id,
+            user_id=principal.user_id,
+        )
+        session.flush()
+        return task
+
+    def delete(self, session: Session, principal: Principal, ref: str) -> tuple[Instance, Task]:
+        instance = self.get(session, principal, ref)
+        self._guard(session, instance, DELETABLE, "deleting", new_status="deleting")
+        task = self.engine.submit(
+            session,
+            "instance.delete",
+            "instance",
+            instance.id,
+            project_id=principal.project_id,
+            user_id=principal.user_id,
+        )
+        session.flush()
+        return instance, task
