@@ -47,7 +47,7 @@ class Platform:
             self.engine, self.driver, self.hosts, self.images, settings.stop_timeout_seconds
         )
         self.admin_password_file: Path | None = None
-        event.listen(Session, "after_commit", self._after_commit)
+        event.listen(self.db.sessionmaker, "after_commit", self._after_commit)
 
     def _after_commit(self, session: Session) -> None:
         if session.info.pop("nubis_wake_tasks", False):
@@ -73,5 +73,4 @@ class Platform:
         self.sync.stop()
         self.engine.stop()
         self.conns.close_all()
-        event.remove(Session, "after_commit", self._after_commit)
         self.db.dispose()

@@ -43,12 +43,12 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
     def begin(self) -> Iterator[Session]:
         """A session inside one transaction: committed on success, rolled back on error."""
-        with self._factory.begin() as session:
+        with self.sessionmaker.begin() as session:
             yield session
 
     def dispose(self) -> None:

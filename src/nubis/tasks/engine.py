@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Task, utcnow
+from nubis.db.models import Task, new_id, utcnow
 from nubis.db.session import Database
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,7 @@ class TaskEngine:
         if kind not in self.handlers:
             raise KeyError(f"no handler for task kind {kind!r}")
         task = Task(
+            id=new_id(),
             kind=kind,
             resource_type=resource_type,
             resource_id=resource_id,

@@ -1,0 +1,247 @@
+"""The REST contract on a control plane whose host is libvirt's test:/// driver.
+
+No task worker runs here: these tests are about what requests are accepted,
+what is refused (with which error) and that a refused request changes nothing.
+Real VMs are exercised in tests/integration.
+"""
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from nubis.api.app import create_app
+from nubis.config import Settings
+from nubis.db.models import Host, Image, Instance, Task
+from nubis.platform import Platform
+
+
+@pytest.fixture
+def platform(db_url, tmp_path):
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        register_local_host=False,
+        build_tiny_image=False,
+        task_workers=0,
+        pool_path=tmp_path / "disks",
+        console_path=tmp_path / "console",
+    )
+    p = Platform(settings)
+    p.start()
+    with p.db.begin() as s:
+        p.hosts.add(s, "fake", "test:///default")
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def client(platform):
+    app = create_app(platform, manage_lifecycle=False)
+    with TestClient(app) as c:
+        password = (platform.settings.data_dir / "admin-password").read_text().strip()
+        token = c.post("/api/v1/auth/tokens", json={"username": "admin", "password": password})
+        assert token.status_code == 201
+        c.headers["Authorization"] = f"Bearer {token.json()['token']}"
+        yield c
+
+
+def counts(platform) -> tuple[int, int, int, int]:
+    with platform.db.begin() as s:
+        return tuple(
+            s.scalar(select(func.count()).select_from(m)) for m in (Host, Image, Instance, Task)
+        )
+
+
+def qcow2(tmp_path: Path, name: str, *extra: str) -> bytes:
+    path = tmp_path / name
+    subprocess.run(
+        ["qemu-img", "create", "-f", "qcow2", *extra, str(path), "16M"],
+        check=True,
+        capture_output=True,
+    )
+    return path.read_bytes()
+
+
+def assert_error(resp, status: int, fragment: str) -> None:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and {"code", "message"} <= set(body["error"])
+    assert fragment in body["error"]["message"]
+
+
+def test_health_needs_no_token(client):
+    client.headers.pop("Authorization")
+    assert client.get("/api/v1/health").json() == {"status": "ok"}
+
+
+def test_every_other_route_needs_a_valid_token(client):
+    client.headers["Authorization"] = "Bearer not-a-token"
+    assert_error(client.get("/api/v1/instances"), 401, "invalid or expired token")
+    client.headers.pop("Authorization")
+    assert_error(client.get("/api/v1/hosts"), 401, "missing bearer token")
+
+
+def test_wrong_password_is_refused(client):
+    resp = client.post("/api/v1/auth/tokens", json={"username": "admin", "password": "nope"})
+    assert_error(resp, 401, "invalid username or password")
+
+
+def test_revoked_token_stops_working(client):
+    assert client.delete("/api/v1/auth/tokens/current").status_code == 204
+    assert_error(client.get("/api/v1/flavors"), 401, "invalid or expired token")
+
+
+def test_openapi_document_lists_the_contract(client):
+    paths = client.get("/api/v1/openapi.json").json()["paths"]
+    for path in (
+        "/api/v1/instances",
+        "/api/v1/instances/{ref}/actions/{action}",
+        "/api/v1/images",
+        "/api/v1/tasks/{task_id}",
+        "/api/v1/hosts",
+    ):
+        assert path in paths
+
+
+def test_seeded_flavors_and_pagination(client):
+    names = [f["name"] for f in client.get("/api/v1/flavors").json()["items"]]
+    assert {"m1.tiny", "m1.small"} <= set(names)
+    first = client.get("/api/v1/flavors", params={"limit": 1}).json()
+    assert first["total"] == len(names) and len(first["items"]) == 1
+    after = client.get("/api/v1/flavors", params={"limit": 1, "marker": first["items"][0]["id"]})
+    assert after.json()["items"][0]["name"] == names[1]
+    assert (
+        client.get("/api/v1/flavors", params={"offset": 1}).json()["items"][0]["name"] == names[1]
+    )
+    assert_error(client.get("/api/v1/flavors", params={"limit": 0}), 400, "limit")
+
+
+def test_tiny_flavor_matches_the_spec(client):
+    tiny = client.get("/api/v1/flavors/m1.tiny").json()
+    assert (tiny["vcpus"], tiny["memory_mib"], tiny["disk_gib"]) == (1, 128, 1)
+
+
+def test_upload_a_qcow2_records_format_size_and_checksum(client, platform, tmp_path):
+    data = qcow2(tmp_path, "ok.qcow2")
+    resp = client.post(
+        "/api/v1/images",
+        params={"name": "ok"},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert resp.status_code == 201, resp.text
+    image = resp.json()
+    assert image["disk_format"] == "qcow2"
+    assert image["virtual_size"] == 16 * 1024 * 1024
+    assert image["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (platform.settings.image_dir / image["id"]).read_bytes() == data
+    again = client.post(
+        "/api/v1/images",
+        params={"name": "ok"},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert_error(again, 409, "already exists")
+
+
+def test_upload_with_backing_file_is_refused_and_leaves_nothing(client, platform, tmp_path):
+    before = counts(platform)
+    data = qcow2(tmp_path, "evil.qcow2", "-b", "/etc/passwd", "-F", "raw")
+    resp = client.post(
+        "/api/v1/images",
+        params={"name": "evil"},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert_error(resp, 400, "backing file")
+    assert counts(platform) == before
+    assert list(platform.settings.image_dir.iterdir()) == []
+
+
+def test_import_from_server_path_and_bad_paths(client, platform, tmp_path):
+    qcow2(tmp_path, "srv.qcow2")
+    resp = client.post("/api/v1/images", json={"name": "srv", "path": str(tmp_path / "srv.qcow2")})
+    assert resp.status_code == 201, resp.text
+    missing = client.post("/api/v1/images", json={"name": "x", "path": "/nonexistent"})
+    assert_error(missing, 400, "not a readable file")
+
+
+def test_create_instance_refusals_change_nothing(client, platform, tmp_path):
+    image = client.post(
+        "/api/v1/images",
+        params={"name": "img"},
+        content=qcow2(tmp_path, "i.qcow2"),
+        headers={"Content-Type": "application/octet-stream"},
+    ).json()
+    before = counts(platform)
+    cases = [
+        ({"name": "a", "image": "no-such-image", "flavor": "m1.tiny"}, 404, "image"),
+        ({"name": "a", "image": image["id"], "flavor": "no-such"}, 404, "flavor"),
+        ({"name": "a", "image": "img", "flavor": "m1.large"}, 409, "no host can take"),
+        ({"name": "a", "image": "img", "flavor": "m1.tiny", "host": "nohost"}, 404, "host"),
+        ({"name": "bad name!", "image": "img", "flavor": "m1.tiny"}, 400, "name must be"),
+        ({"name": "a", "image": "img"}, 422, "flavor"),
+    ]
+    for body, status, fragment in cases:
+        assert_error(client.post("/api/v1/instances", json=body), status, fragment)
+    malformed = client.post(
+        "/api/v1/instances", content=b'{"name": "a",', headers={"Content-Type": "application/json"}
+    )
+    assert_error(malformed, 422, "JSON")
+    assert counts(platform) == before
+
+
+def test_accepted_create_returns_instance_and_task_and_guards_actions(client, tmp_path):
+    client.post(
+        "/api/v1/images",
+        params={"name": "img"},
+        content=qcow2(tmp_path, "i.qcow2"),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    resp = client.post(
+        "/api/v1/instances", json={"name": "vm", "image": "img", "flavor": "m1.tiny"}
+    )
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["status"] == "building" and body["task_id"]
+    task = client.get(f"/api/v1/tasks/{body['task_id']}").json()
+    assert task["status"] == "queued" and task["resource_id"] == body["id"]
+    # an operation is in flight: every other mutation is a conflict
+    assert_error(client.post(f"/api/v1/instances/{body['id']}/actions/stop"), 409, "busy")
+    assert_error(client.delete("/api/v1/instances/vm"), 409, "busy")
+    assert_error(client.post("/api/v1/instances/vm/actions/explode"), 404, "unknown action")
+    dup = client.post("/api/v1/instances", json={"name": "vm", "image": "img", "flavor": "m1.tiny"})
+    assert_error(dup, 409, "already exists")
+    listed = client.get("/api/v1/instances", params={"status": "building"}).json()
+    assert [i["name"] for i in listed["items"]] == ["vm"]
+    assert client.get("/api/v1/instances", params={"name": "other"}).json()["total"] == 0
+    assert_error(client.get("/api/v1/instances", params={"status": "exploded"}), 400, "status")
+
+
+def test_host_registration_errors(client, platform):
+    before = counts(platform)
+    assert_error(
+        client.post("/api/v1/hosts", json={"name": "h", "uri": "http://x"}), 400, "libvirt URI"
+    )
+    unreachable = client.post(
+        "/api/v1/hosts", json={"name": "h", "uri": "qemu+tcp://127.0.0.1:1/system"}
+    )
+    assert_error(unreachable, 400, "cannot use libvirt host")
+    dup = client.post("/api/v1/hosts", json={"name": "fake", "uri": "test:///default"})
+    assert_error(dup, 409, "already registered")
+    assert counts(platform) == before
+
+
+def test_unknown_resources_are_404(client):
+    for path in (
+        "/api/v1/instances/nope",
+        "/api/v1/images/nope",
+        "/api/v1/hosts/nope",
+        "/api/v1/flavors/nope",
+        "/api/v1/tasks/nope",
+    ):
+        assert_error(client.get(path), 404, "not found")

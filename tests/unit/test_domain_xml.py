@@ -1,0 +1,65 @@
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from nubis.drivers.libvirt.domain_xml import (
+    DiskSpec,
+    DomainSpec,
+    build_domain_xml,
+    parse_domain_xml,
+)
+
+
+def spec(**kw) -> DomainSpec:
+    base = dict(
+        name="nubis-1234",
+        uuid="8f1e4c1a-0000-4000-8000-000000000001",
+        vcpus=2,
+        memory_mib=256,
+        virt_type="qemu",
+        title="web-1",
+        disks=(DiskSpec(path="/pool/nubis-1234-root", boot_order=1),),
+        console_log="/console/nubis-1234.log",
+        metadata={"instance": "8f1e", "project": "p1"},
+    )
+    base.update(kw)
+    return DomainSpec(**base)
+
+
+def test_round_trip_keeps_every_field():
+    original = spec()
+    assert parse_domain_xml(build_domain_xml(original)) == original
+
+
+def test_qemu_domain_has_no_host_cpu_passthrough_and_kvm_has():
+    assert ET.fromstring(build_domain_xml(spec())).find("cpu") is None
+    cpu = ET.fromstring(build_domain_xml(spec(virt_type="kvm"))).find("cpu")
+    assert cpu is not None and cpu.get("mode") == "host-model"
+
+
+def test_vnc_listens_on_loopback_only():
+    graphics = ET.fromstring(build_domain_xml(spec())).find("./devices/graphics")
+    assert graphics.get("listen") == "127.0.0.1"
+
+
+def test_serial_console_is_logged_to_file():
+    log = ET.fromstring(build_domain_xml(spec())).find("./devices/serial/log")
+    assert log.get("file") == "/console/nubis-1234.log"
+    assert log.get("append") == "on"
+
+
+def test_names_with_xml_metacharacters_are_escaped_not_injected():
+    xml = build_domain_xml(spec(title="a<b>&'\"</title><evil/>"))
+    root = ET.fromstring(xml)
+    assert root.findtext("title") == "a<b>&'\"</title><evil/>"
+    assert root.find("evil") is None
+
+
+def test_unknown_virt_type_is_refused():
+    with pytest.raises(ValueError):
+        build_domain_xml(spec(virt_type="xen"))
+
+
+def test_memory_units_are_parsed():
+    xml = build_domain_xml(spec()).replace('<memory unit="MiB">256', '<memory unit="KiB">262144')
+    assert parse_domain_xml(xml).memory_mib == 256

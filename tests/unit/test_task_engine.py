@@ -1,0 +1,119 @@
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from nubis.db import migrate
+from nubis.db.models import Task
+from nubis.db.session import Database
+from nubis.tasks.engine import INTERRUPTED, TaskContext, TaskEngine
+
+
+class Recorder:
+    def __init__(self, kind: str, resumable: bool = True, fail: bool = False) -> None:
+        self.kind = kind
+        self.resumable = resumable
+        self.fail = fail
+        self.runs: list[str] = []
+        self.failures: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+
+    def run(self, ctx: TaskContext) -> None:
+        ctx.step("work", 50)
+        with self.lock:
+            self.runs.append(ctx.task_id)
+        if self.fail:
+            raise RuntimeError("the host said no")
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        self.failures.append((ctx.task_id, error))
+
+
+@pytest.fixture
+def db(db_url):
+    database = Database(db_url)
+    migrate.upgrade(database.engine)
+    yield database
+    database.dispose()
+
+
+def wait_all_done(db: Database, timeout: float = 30) -> list[Task]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.begin() as s:
+            tasks = s.scalars(select(Task)).all()
+        if all(t.status in ("succeeded", "failed") for t in tasks):
+            return list(tasks)
+        time.sleep(0.05)
+    raise AssertionError("tasks did not finish")
+
+
+def submit(db: Database, engine: TaskEngine, kind: str, n: int) -> list[str]:
+    ids = []
+    with db.begin() as s:
+        for i in range(n):
+            ids.append(engine.submit(s, kind, "thing", f"r{i}").id)
+    engine.wake()
+    return ids
+
+
+def test_every_task_runs_exactly_once_with_concurrent_workers(db):
+    engine = TaskEngine(db, workers=4)
+    handler = Recorder("thing.work")
+    engine.register(handler)
+    ids = submit(db, engine, "thing.work", 40)
+    engine.start()
+    try:
+        tasks = wait_all_done(db)
+    finally:
+        engine.stop()
+    assert sorted(handler.runs) == sorted(ids)
+    assert all(t.status == "succeeded" and t.progress == 100 for t in tasks)
+    assert all(t.attempts == 1 and t.started_at and t.finished_at for t in tasks)
+
+
+def test_a_failing_task_records_the_error_and_runs_its_cleanup(db):
+    engine = TaskEngine(db, workers=1)
+    handler = Recorder("thing.fail", fail=True)
+    engine.register(handler)
+    [task_id] = submit(db, engine, "thing.fail", 1)
+    engine.start()
+    try:
+        [task] = wait_all_done(db)
+    finally:
+        engine.stop()
+    assert task.status == "failed"
+    assert task.error == "the host said no"
+    assert handler.failures == [(task_id, "the host said no")]
+
+
+def test_recovery_requeues_resumable_and_fails_the_others(db):
+    engine = TaskEngine(db, workers=1)
+    resumable = Recorder("thing.resume", resumable=True)
+    once = Recorder("thing.once", resumable=False)
+    engine.register(resumable)
+    engine.register(once)
+    with db.begin() as s:  # what a process killed mid-task leaves behind
+        a = engine.submit(s, "thing.resume", "thing", "a")
+        b = engine.submit(s, "thing.once", "thing", "b")
+        a.status = b.status = "running"
+        a.attempts = b.attempts = 1
+    engine.recover()
+    with db.begin() as s:
+        assert s.get(Task, a.id).status == "queued"
+        failed = s.get(Task, b.id)
+        assert failed.status == "failed" and failed.error == INTERRUPTED
+    assert once.failures == [(b.id, INTERRUPTED)]
+    engine.start()
+    try:
+        wait_all_done(db)
+    finally:
+        engine.stop()
+    assert resumable.runs == [a.id]
+
+
+def test_unknown_task_kind_is_refused_at_submit(db):
+    engine = TaskEngine(db)
+    with pytest.raises(KeyError), db.begin() as s:
+        engine.submit(s, "no.such.kind", "thing", "x")
