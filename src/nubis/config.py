@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     keepalive_count: int = 3
     # secret used to encrypt credentials at rest; default: <data_dir>/secret.key
     secret_key: SecretStr | None = None
-    # test hook: "<task kind>:<step>" makes the worker process exit at that step
+    # test hook: "<task kind>:<step>" makes the process exit at that step,
+    # "<task kind>:<step>:raise" makes the step fail
     fault_inject: str | None = Field(default=None)
 
     @classmethod

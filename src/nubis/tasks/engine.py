@@ -44,9 +44,12 @@ class TaskContext:
             s.execute(
                 update(Task).where(Task.id == self.task_id).values(step=name, progress=progress)
             )
-        if self.engine.fault_inject == f"{self.kind}:{name}":
+        fault = self.engine.fault_inject or ""
+        if fault == f"{self.kind}:{name}":
             log.error("fault injection: exiting at %s:%s", self.kind, name)
             os._exit(137)
+        if fault == f"{self.kind}:{name}:raise":
+            raise RuntimeError(f"fault injected at {self.kind}:{name}")
 
 
 class TaskHandler(Protocol):

@@ -1,0 +1,152 @@
+"""A real Nubis server process for integration tests, and helpers to drive it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import libvirt
+
+READY = "NUBIS-GUEST-READY"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NubisServer:
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.client: httpx.Client | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, **extra_env: str) -> NubisServer:
+        env = {
+            **os.environ,
+            "NUBIS_DATA_DIR": str(self.data_dir),
+            "NUBIS_LISTEN_PORT": str(self.port),
+            "NUBIS_STOP_TIMEOUT_SECONDS": "30",
+            **self.env,
+            **extra_env,
+        }
+        log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nubis.cli.main", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("server did not come up")
+        password = (self.data_dir / "admin-password").read_text().strip()
+        token = httpx.post(
+            f"{self.url}/api/v1/auth/tokens", json={"username": "admin", "password": password}
+        ).json()["token"]
+        self.client = httpx.Client(
+            base_url=f"{self.url}/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120,
+        )
+        return self
+
+    def wait_exit(self, timeout: float = 120) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.client is not None:
+            self.client.close()
+
+    # -- helpers --------------------------------------------------------------------
+    def wait_task(self, task_id: str, timeout: float = 180) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            task = self.client.get(f"/tasks/{task_id}").json()
+            if task["status"] in ("succeeded", "failed"):
+                return task
+            time.sleep(0.2)
+        raise AssertionError(f"task {task_id} did not finish: {task}")
+
+    def instance(self, ref: str) -> dict:
+        resp = self.client.get(f"/instances/{ref}")
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def act(self, ref: str, action: str) -> dict:
+        resp = self.client.post(f"/instances/{ref}/actions/{action}")
+        assert resp.status_code == 202, resp.text
+        task = self.wait_task(resp.json()["task_id"])
+        assert task["status"] == "succeeded", task
+        return task
+
+    def console(self, ref: str) -> str:
+        resp = self.client.get(f"/instances/{ref}/console-log", params={"max_bytes": 1 << 20})
+        assert resp.status_code == 200, resp.text
+        return resp.text
+
+    def wait_console(self, ref: str, count: int = 1, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.console(ref)
+            if text.count(READY) >= count:
+                return text
+            time.sleep(0.5)
+        raise AssertionError(f"{READY} x{count} not seen; console:\n{text[-2000:]}")
+
+    def wait_status(self, ref: str, status: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            inst = self.instance(ref)
+            if inst["status"] == status and inst["task_state"] is None:
+                return inst
+            time.sleep(0.1)
+        raise AssertionError(f"instance {ref} is {inst['status']}, expected {status}")
+
+
+def libvirt_leftovers(instance_id: str, uri: str = "qemu:///system") -> list[str]:
+    """Every libvirt object of an instance that still exists (empty when all is clean)."""
+    conn = libvirt.open(uri)
+    try:
+        left = []
+        try:
+            conn.lookupByUUIDString(instance_id)
+            left.append(f"domain nubis-{instance_id}")
+        except libvirt.libvirtError:
+            pass
+        for pool_name in ("nubis-disks", "nubis-console"):
+            pool = conn.storagePoolLookupByName(pool_name)
+            pool.refresh(0)
+            left += [f"{pool_name}/{v}" for v in pool.listVolumes() if instance_id in v]
+        return left
+    finally:
+        conn.close()
