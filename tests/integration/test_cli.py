@@ -1,0 +1,67 @@
+"""The `nubis` CLI against a real server: login, host/image/flavor lists, an instance."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.server import READY, libvirt_leftovers
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("lifecycle")]
+
+
+@pytest.fixture
+def nubis(server, tmp_path):
+    env = {"NUBIS_URL": server.url, "NUBIS_TOKEN_FILE": str(tmp_path / "token"),
+           "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, "-m", "nubis.cli.main", *args],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        if ok:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    password = (server.data_dir / "admin-password").read_text().strip()
+    run("login", "--username", "admin", "--password", password)
+    assert (tmp_path / "token").stat().st_mode & 0o077 == 0
+    return run
+
+
+def test_cli_creates_boots_and_deletes_an_instance(nubis, tmp_path):
+    hosts = json.loads(nubis("host", "list", "-f", "json").stdout)
+    assert [h["name"] for h in hosts["items"]] == ["local"]
+    assert "nubis-tiny" in nubis("image", "list").stdout
+    assert "m1.tiny" in nubis("flavor", "list").stdout
+
+    out = nubis("instance", "create", "cli-vm", "--image", "nubis-tiny", "--flavor", "m1.tiny",
+                "--wait", "-f", "json").stdout
+    inst = json.loads(out)
+    assert inst["status"] == "running"
+    listed = json.loads(nubis("instance", "list", "--status", "running", "-f", "json").stdout)
+    assert "cli-vm" in [i["name"] for i in listed["items"]]
+
+    nubis("instance", "stop", "cli-vm", "--wait")
+    assert json.loads(nubis("instance", "show", "cli-vm", "-f", "json").stdout)["status"] == "stopped"
+    nubis("instance", "start", "cli-vm", "--wait")
+    for _ in range(120):
+        if READY in nubis("instance", "console-log", "cli-vm").stdout:
+            break
+    else:
+        pytest.fail("guest never printed its marker")
+    nubis("instance", "delete", "cli-vm", "--wait")
+    assert libvirt_leftovers(inst["id"]) == []
+
+
+def test_cli_reports_errors_clearly(nubis, tmp_path):
+    bad = nubis("instance", "create", "x", "--image", "nope", "--flavor", "m1.tiny", ok=False)
+    assert bad.returncode == 1
+    assert "image 'nope' not found (HTTP 404)" in bad.stderr
+    evil = tmp_path / "evil.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw",
+                    str(evil)], check=True, capture_output=True)
+    refused = nubis("image", "import", str(evil), "evil", ok=False)
+    assert refused.returncode == 1 and "backing file" in refused.stderr
