@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -42,3 +43,15 @@ def require_admin(principal: PrincipalDep) -> Principal:
 
 
 AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+@dataclass(frozen=True)
+class PageParams:
+    """``limit``, ``offset`` and ``marker`` (id of the last item seen) of a list request."""
+
+    limit: int = 100
+    offset: int = 0
+    marker: str | None = None
+
+
+PageDep = Annotated[PageParams, Depends()]

@@ -7,6 +7,8 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nubis.services.lookup import Page
+
 T = TypeVar("T")
 
 
@@ -19,6 +21,15 @@ class PageOut(BaseModel, Generic[T]):
     total: int
     limit: int
     offset: int
+
+    @classmethod
+    def of(cls, page: Page, item: type[Out]) -> PageOut:
+        return PageOut[item](  # type: ignore[valid-type]
+            items=[item.model_validate(row) for row in page.items],
+            total=page.total,
+            limit=page.limit,
+            offset=page.offset,
+        )
 
 
 class TokenIn(BaseModel):

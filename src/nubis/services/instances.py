@@ -10,9 +10,10 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Flavor, Image, Instance, Task
+from nubis.db.models import Flavor, Host, Image, Instance, Task
+from nubis.drivers.errors import DriverError
 from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, Conflict, NotFoundError
+from nubis.services.errors import BadRequest, Conflict, NotFoundError, Unavailable
 from nubis.services.hosts import HostService
 from nubis.services.lookup import Page, get_by_id_or_name, paginate, validate_name
 from nubis.tasks.engine import TaskEngine
@@ -180,3 +181,18 @@ class InstanceService:
         )
         session.flush()
         return instance, task
+
+    def console_log(self, principal: Principal, ref: str, max_bytes: int) -> str:
+        """The tail of the instance's serial console log, read through libvirt."""
+        with self.engine.db.begin() as s:
+            instance = self.get(s, principal, ref)
+            host = s.get(Host, instance.host_id) if instance.host_id else None
+            host_ref = self.hosts.ref(host) if host else None
+            domain_name = instance.domain_name
+        if host_ref is None:
+            return ""
+        try:
+            data = self.hosts.driver.read_console_log(host_ref, domain_name, max_bytes)
+        except DriverError as exc:
+            raise Unavailable(f"cannot read the console log from the host: {exc}") from exc
+        return data.decode("utf-8", errors="replace")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from nubis.api.deps import AdminDep, PlatformDep, PrincipalDep
+from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import FlavorIn, FlavorOut, PageOut
 from nubis.db.models import Flavor
 from nubis.services import flavors
@@ -18,22 +18,15 @@ router = APIRouter(prefix="/flavors", tags=["flavors"])
 def list_flavors(
     platform: PlatformDep,
     _p: PrincipalDep,
-    limit: int = 100,
-    offset: int = 0,
-    marker: str | None = None,
+    pages: PageDep,
     name: str | None = None,
 ) -> PageOut[FlavorOut]:
     query = select(Flavor)
     if name:
         query = query.where(Flavor.name == name)
     with platform.db.begin() as s:
-        page = paginate(s, query, Flavor, limit, offset, marker)
-        return PageOut[FlavorOut](
-            items=[FlavorOut.model_validate(f) for f in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        page = paginate(s, query, Flavor, pages.limit, pages.offset, pages.marker)
+        return PageOut.of(page, FlavorOut)
 
 
 @router.post("", status_code=201)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from nubis.api.deps import AdminDep, PlatformDep, PrincipalDep
+from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import HostIn, HostOut, PageOut
 from nubis.db.models import Host
 from nubis.services.lookup import get_by_id_or_name, paginate
@@ -17,9 +17,7 @@ router = APIRouter(prefix="/hosts", tags=["hosts"])
 def list_hosts(
     platform: PlatformDep,
     _p: PrincipalDep,
-    limit: int = 100,
-    offset: int = 0,
-    marker: str | None = None,
+    pages: PageDep,
     name: str | None = None,
     state: str | None = None,
 ) -> PageOut[HostOut]:
@@ -29,13 +27,8 @@ def list_hosts(
     if state:
         query = query.where(Host.state == state)
     with platform.db.begin() as s:
-        page = paginate(s, query, Host, limit, offset, marker)
-        return PageOut[HostOut](
-            items=[HostOut.model_validate(h) for h in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        page = paginate(s, query, Host, pages.limit, pages.offset, pages.marker)
+        return PageOut.of(page, HostOut)
 
 
 @router.post("", status_code=201)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from nubis.api.deps import AdminDep, PlatformDep, PrincipalDep
+from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import ImageImportIn, ImageOut, PageOut
 from nubis.db.models import Image
 from nubis.services.auth import Principal
@@ -44,22 +44,15 @@ UPLOAD_DOC = {
 def list_images(
     platform: PlatformDep,
     _p: PrincipalDep,
-    limit: int = 100,
-    offset: int = 0,
-    marker: str | None = None,
+    pages: PageDep,
     name: str | None = None,
 ) -> PageOut[ImageOut]:
     query = select(Image)
     if name:
         query = query.where(Image.name == name)
     with platform.db.begin() as s:
-        page = paginate(s, query, Image, limit, offset, marker)
-        return PageOut[ImageOut](
-            items=[ImageOut.model_validate(i) for i in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        page = paginate(s, query, Image, pages.limit, pages.offset, pages.marker)
+        return PageOut.of(page, ImageOut)
 
 
 def _import(platform: PlatformDep, principal: Principal, body: ImageImportIn) -> ImageOut:

@@ -5,11 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
-from nubis.api.deps import PlatformDep, PrincipalDep
+from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import InstanceAccepted, InstanceIn, InstanceOut, PageOut, TaskAccepted
-from nubis.db.models import Host
-from nubis.drivers.errors import DriverError
-from nubis.services.errors import Unavailable
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 
@@ -18,20 +15,15 @@ router = APIRouter(prefix="/instances", tags=["instances"])
 def list_instances(
     platform: PlatformDep,
     principal: PrincipalDep,
-    limit: int = 100,
-    offset: int = 0,
-    marker: str | None = None,
+    pages: PageDep,
     name: str | None = None,
     status: str | None = None,
 ) -> PageOut[InstanceOut]:
     with platform.db.begin() as s:
-        page = platform.instances.list(s, principal, name, status, limit, offset, marker)
-        return PageOut[InstanceOut](
-            items=[InstanceOut.model_validate(i) for i in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
+        page = platform.instances.list(
+            s, principal, name, status, pages.limit, pages.offset, pages.marker
         )
+        return PageOut.of(page, InstanceOut)
 
 
 @router.post("", status_code=202)
@@ -77,15 +69,4 @@ def console_log(
     max_bytes: int = Query(default=65536, ge=1, le=16 * 1024 * 1024),
 ) -> PlainTextResponse:
     """The serial console output of the instance (the last ``max_bytes``)."""
-    with platform.db.begin() as s:
-        instance = platform.instances.get(s, principal, ref)
-        host = s.get(Host, instance.host_id)
-        ref_ = platform.hosts.ref(host) if host else None
-        domain_name = instance.domain_name
-    if ref_ is None:
-        return PlainTextResponse("")
-    try:
-        data = platform.driver.read_console_log(ref_, domain_name, max_bytes)
-    except DriverError as exc:
-        raise Unavailable(f"cannot read the console log from the host: {exc}") from exc
-    return PlainTextResponse(data.decode("utf-8", errors="replace"))
+    return PlainTextResponse(platform.instances.console_log(principal, ref, max_bytes))

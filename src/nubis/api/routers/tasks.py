@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import select
 
-from nubis.api.deps import PlatformDep, PrincipalDep
+from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import PageOut, TaskOut
 from nubis.db.models import Task
 from nubis.services.errors import NotFoundError
@@ -18,9 +18,7 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 def list_tasks(
     platform: PlatformDep,
     principal: PrincipalDep,
-    limit: int = 100,
-    offset: int = 0,
-    marker: str | None = None,
+    pages: PageDep,
     status: str | None = None,
     resource_id: str | None = None,
 ) -> PageOut[TaskOut]:
@@ -32,13 +30,8 @@ def list_tasks(
     if resource_id:
         query = query.where(Task.resource_id == resource_id)
     with platform.db.begin() as s:
-        page = paginate(s, query, Task, limit, offset, marker)
-        return PageOut[TaskOut](
-            items=[TaskOut.model_validate(t) for t in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        page = paginate(s, query, Task, pages.limit, pages.offset, pages.marker)
+        return PageOut.of(page, TaskOut)
 
 
 @router.get("/{task_id}")
