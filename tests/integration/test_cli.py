@@ -13,13 +13,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("lifecycle")]
 
 @pytest.fixture
 def nubis(server, tmp_path):
-    env = {"NUBIS_URL": server.url, "NUBIS_TOKEN_FILE": str(tmp_path / "token"),
-           "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
+    env = {
+        "NUBIS_URL": server.url,
+        "NUBIS_TOKEN_FILE": str(tmp_path / "token"),
+        "PATH": "/usr/bin:/bin",
+        "COLUMNS": "200",
+    }
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [sys.executable, "-m", "nubis.cli.main", *args],
-            env=env, capture_output=True, text=True, timeout=300,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if ok:
             assert proc.returncode == 0, proc.stderr
@@ -37,15 +44,27 @@ def test_cli_creates_boots_and_deletes_an_instance(nubis, tmp_path):
     assert "nubis-tiny" in nubis("image", "list").stdout
     assert "m1.tiny" in nubis("flavor", "list").stdout
 
-    out = nubis("instance", "create", "cli-vm", "--image", "nubis-tiny", "--flavor", "m1.tiny",
-                "--wait", "-f", "json").stdout
+    out = nubis(
+        "instance",
+        "create",
+        "cli-vm",
+        "--image",
+        "nubis-tiny",
+        "--flavor",
+        "m1.tiny",
+        "--wait",
+        "-f",
+        "json",
+    ).stdout
     inst = json.loads(out)
     assert inst["status"] == "running"
     listed = json.loads(nubis("instance", "list", "--status", "running", "-f", "json").stdout)
     assert "cli-vm" in [i["name"] for i in listed["items"]]
 
     nubis("instance", "stop", "cli-vm", "--wait")
-    assert json.loads(nubis("instance", "show", "cli-vm", "-f", "json").stdout)["status"] == "stopped"
+    assert (
+        json.loads(nubis("instance", "show", "cli-vm", "-f", "json").stdout)["status"] == "stopped"
+    )
     nubis("instance", "start", "cli-vm", "--wait")
     for _ in range(120):
         if READY in nubis("instance", "console-log", "cli-vm").stdout:
@@ -61,7 +80,10 @@ def test_cli_reports_errors_clearly(nubis, tmp_path):
     assert bad.returncode == 1
     assert "image 'nope' not found (HTTP 404)" in bad.stderr
     evil = tmp_path / "evil.qcow2"
-    subprocess.run(["qemu-img", "create", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw",
-                    str(evil)], check=True, capture_output=True)
+    subprocess.run(
+        ["qemu-img", "create", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", str(evil)],
+        check=True,
+        capture_output=True,
+    )
     refused = nubis("image", "import", str(evil), "evil", ok=False)
     assert refused.returncode == 1 and "backing file" in refused.stderr
