@@ -32,8 +32,7 @@ def platform(db_url, tmp_path):
     )
     p = Platform(settings)
     p.start()
-    with p.db.begin() as s:
-        p.hosts.add(s, "fake", "test:///default")
+    p.hosts.add(p.db, "fake", "test:///default")
     yield p
     p.stop()
 
@@ -245,3 +244,37 @@ def test_unknown_resources_are_404(client):
         "/api/v1/tasks/nope",
     ):
         assert_error(client.get(path), 404, "not found")
+
+
+def test_image_delete_is_refused_while_in_use_and_removes_the_file_after(
+    client, platform, tmp_path
+):
+    image = client.post(
+        "/api/v1/images", params={"name": "img"}, content=qcow2(tmp_path, "i.qcow2"),
+        headers={"Content-Type": "application/octet-stream"},
+    ).json()
+    spare = client.post(
+        "/api/v1/images", params={"name": "spare"}, content=qcow2(tmp_path, "s.qcow2"),
+        headers={"Content-Type": "application/octet-stream"},
+    ).json()
+    client.post("/api/v1/instances", json={"name": "user", "image": "img", "flavor": "m1.tiny"})
+    assert_error(client.delete(f"/api/v1/images/{image['id']}"), 409, "used by 1 instance")
+    assert (platform.settings.image_dir / image["id"]).exists()
+    assert client.delete("/api/v1/images/spare").status_code == 204
+    assert client.get(f"/api/v1/images/{spare['id']}").status_code == 404
+    assert not (platform.settings.image_dir / spare["id"]).exists()
+
+
+def test_host_credentials_are_stored_encrypted_and_never_returned(client, platform):
+    resp = client.post(
+        "/api/v1/hosts",
+        json={"name": "withpw", "uri": "test:///default?x=1", "username": "u",
+              "password": "s3cret-pw"},
+    )
+    assert resp.status_code == 201, resp.text
+    assert "s3cret-pw" not in resp.text
+    assert "s3cret-pw" not in client.get("/api/v1/hosts").text
+    with platform.db.begin() as s:
+        stored = s.get(Host, resp.json()["id"]).credentials
+    assert stored and "s3cret-pw" not in stored
+    assert platform.box.decrypt(stored)["password"] == "s3cret-pw"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from nubis.services.errors import ServiceError
@@ -26,6 +27,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(_req: Request, exc: ServiceError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(IntegrityError)
+    async def integrity_error(_req: Request, _exc: IntegrityError) -> JSONResponse:
+        # a uniqueness check lost a race with a concurrent request: nothing was written
+        return error_response(409, "conflict", "a concurrent change conflicts with this request")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:

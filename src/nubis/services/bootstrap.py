@@ -41,15 +41,15 @@ def ensure_admin(db: Database, data_dir: Path) -> Path | None:
 
 def ensure_local_host(db: Database, hosts: HostService, uri: str) -> None:
     with db.begin() as s:
-        host = s.scalar(select(Host).where(Host.uri == uri))
-        if host is None:
-            try:
-                hosts.add(s, "local", uri)
-                log.info("registered the local libvirtd (%s) as host 'local'", uri)
-            except ServiceError as exc:
-                log.error("could not register the local host: %s", exc.message)
-        else:
-            hosts.refresh(s, host)
+        host_id = s.scalar(select(Host.id).where(Host.uri == uri))
+    if host_id is not None:
+        hosts.refresh(db, host_id)
+        return
+    try:
+        hosts.add(db, "local", uri)
+        log.info("registered the local libvirtd (%s) as host 'local'", uri)
+    except ServiceError as exc:
+        log.error("could not register the local host: %s", exc.message)
 
 
 def ensure_tiny_image(db: Database, images: ImageService) -> None:

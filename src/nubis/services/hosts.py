@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Instance, utcnow
+from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostInfo, HostRef, LibvirtDriver
 from nubis.drivers.libvirt.connection import Credentials
@@ -44,13 +45,15 @@ class HostService:
 
     def add(
         self,
-        session: Session,
+        db: Database,
         name: str,
         uri: str,
         username: str | None = None,
         password: str | None = None,
         virt_type: str | None = None,
     ) -> Host:
+        """Validate, probe the host (outside any transaction: it may take a network
+        timeout), then record it. Nothing is recorded when any of it fails."""
         validate_name(name, "host")
         if not URI_RE.match(uri or ""):
             raise BadRequest(
@@ -59,22 +62,31 @@ class HostService:
             )
         if virt_type is not None and virt_type not in VIRT_TYPES:
             raise BadRequest(f"virt_type must be one of {', '.join(VIRT_TYPES)}")
-        if session.scalar(select(Host).where((Host.name == name) | (Host.uri == uri))):
-            raise Conflict(f"a host named {name!r} or with URI {uri!r} is already registered")
+        with db.begin() as s:
+            self._check_unique(s, name, uri)
         creds = Credentials(username, password) if (username or password) else None
         info = self.probe(uri, creds)
-        host = Host(
-            name=name,
-            uri=uri,
-            credentials=self.box.encrypt({"username": username or "", "password": password or ""})
-            if creds
-            else None,
-            virt_type_override=virt_type,
-        )
-        self._apply(host, info)
-        session.add(host)
-        session.flush()
-        return host
+        with db.begin() as s:
+            self._check_unique(s, name, uri)
+            host = Host(
+                name=name,
+                uri=uri,
+                credentials=self.box.encrypt(
+                    {"username": username or "", "password": password or ""}
+                )
+                if creds
+                else None,
+                virt_type_override=virt_type,
+            )
+            self._apply(host, info)
+            s.add(host)
+            s.flush()
+            return host
+
+    @staticmethod
+    def _check_unique(session: Session, name: str, uri: str) -> None:
+        if session.scalar(select(Host).where((Host.name == name) | (Host.uri == uri))):
+            raise Conflict(f"a host named {name!r} or with URI {uri!r} is already registered")
 
     @staticmethod
     def _apply(host: Host, info: HostInfo) -> None:
@@ -91,15 +103,28 @@ class HostService:
         host.memory_mib = info.memory_mib
         host.virt_type = info.virt_type
 
-    def refresh(self, session: Session, host: Host) -> None:
-        """Probe again; marks the host up (with fresh facts) or down (with the reason)."""
+    def refresh(self, db: Database, host_id: str) -> Host | None:
+        """Probe the host again (no transaction held meanwhile) and record the result:
+        up with fresh facts, or down with the reason."""
+        with db.begin() as s:
+            host = s.get(Host, host_id)
+            if host is None:
+                return None
+            ref = self.ref(host)
         try:
-            info = self.driver.probe_host(self.ref(host))
+            result: HostInfo | str = self.driver.probe_host(ref)
         except DriverError as exc:
-            host.state = "down"
-            host.error = str(exc)
-            return
-        self._apply(host, info)
+            result = str(exc)
+        with db.begin() as s:
+            host = s.get(Host, host_id)
+            if host is None:
+                return None
+            if isinstance(result, str):
+                host.state = "down"
+                host.error = result
+            else:
+                self._apply(host, result)
+            return host
 
     def remove(self, session: Session, ref: str) -> Host:
         host = get_by_id_or_name(session, Host, ref, "host")

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Image, Instance, new_id
+from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.images.inspect import ImageRejected, inspect_image
 from nubis.services.errors import BadRequest, Conflict
@@ -123,20 +124,28 @@ class ImageService:
         self.check_name(session, name)
         return self.register(session, name, self.stage_file(source), project_id)
 
-    def delete(self, session: Session, ref: str) -> Image:
-        image = get_by_id_or_name(session, Image, ref, "image")
-        users = session.scalar(select(func.count()).where(Instance.image_id == image.id))
-        if users:
-            raise Conflict(f"image {image.name!r} is used by {users} instance(s)")
+    def delete(self, db: Database, ref: str) -> None:
+        """Refuse while in use; else mark ``deleting`` (no new instance can use it),
+        remove the copies on hosts (outside any transaction), then the record and file.
+        A delete interrupted half-way can simply be asked again."""
+        with db.begin() as s:
+            image = get_by_id_or_name(s, Image, ref, "image")
+            users = s.scalar(select(func.count()).where(Instance.image_id == image.id))
+            if users:
+                raise Conflict(f"image {image.name!r} is used by {users} instance(s)")
+            image.status = "deleting"
+            hosts = [self.hosts.ref(h) for h in s.scalars(select(Host).where(Host.state == "up"))]
         # copies on hosts that are up are removed now; a copy on a host that is down
-        # stays until that host is swept (known gap, see docs/images.md)
-        for host in session.scalars(select(Host).where(Host.state == "up")).all():
-            ref_ = self.hosts.ref(host)
+        # stays until removed by hand (known gap, see docs/hosts-and-images.md)
+        volume = image_volume_name(image)
+        for host in hosts:
             try:
-                self.hosts.driver.delete_volume(ref_, image_volume_name(image) + ".ready")
-                self.hosts.driver.delete_volume(ref_, image_volume_name(image))
+                self.hosts.driver.delete_volume(host, volume + ".ready")
+                self.hosts.driver.delete_volume(host, volume)
             except DriverError:
                 pass
-        session.delete(image)
+        with db.begin() as s:
+            row = s.get(Image, image.id)
+            if row is not None:
+                s.delete(row)
         self.path(image).unlink(missing_ok=True)
-        return image

@@ -86,9 +86,9 @@ class StateSync:
 
     def refresh_host_by_uri(self, uri: str) -> None:
         with self.db.begin() as s:
-            host = s.scalar(select(Host).where(Host.uri == uri))
-            if host is not None:
-                self.hosts.refresh(s, host)
+            host_id = s.scalar(select(Host.id).where(Host.uri == uri))
+        if host_id is not None:
+            self.hosts.refresh(self.db, host_id)
 
     def _periodic(self) -> None:
         while not self._stop.wait(self.interval):
@@ -102,14 +102,10 @@ class StateSync:
         with self.db.begin() as s:
             host_ids = list(s.scalars(select(Host.id)).all())
         for host_id in host_ids:
-            with self.db.begin() as s:
-                host = s.get(Host, host_id)
-                if host is None:
-                    continue
-                self.hosts.refresh(s, host)
-                if host.state != "up":
-                    continue
-                ref = self.hosts.ref(host)
+            host = self.hosts.refresh(self.db, host_id)
+            if host is None or host.state != "up":
+                continue
+            ref = self.hosts.ref(host)
             # an instance changed after this snapshot was taken knows better than it
             snapshot_at = utcnow()
             try:

@@ -33,11 +33,10 @@ def list_hosts(
 
 @router.post("", status_code=201)
 def add_host(body: HostIn, platform: PlatformDep, _p: AdminDep) -> HostOut:
-    with platform.db.begin() as s:
-        host = platform.hosts.add(
-            s, body.name, body.uri, body.username, body.password, body.virt_type
-        )
-        return HostOut.model_validate(host)
+    host = platform.hosts.add(
+        platform.db, body.name, body.uri, body.username, body.password, body.virt_type
+    )
+    return HostOut.model_validate(host)
 
 
 @router.get("/{ref}")

@@ -104,6 +104,5 @@ def get_image(ref: str, platform: PlatformDep, _p: PrincipalDep) -> ImageOut:
 
 @router.delete("/{ref}", status_code=204)
 def delete_image(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
-    with platform.db.begin() as s:
-        platform.images.delete(s, ref)
+    platform.images.delete(platform.db, ref)
     return Response(status_code=204)
