@@ -70,3 +70,41 @@ def test_actions_in_the_wrong_state_are_conflicts(server):
     resp = server.client.delete(f"/instances/{iid}")
     assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
     assert libvirt_leftovers(iid) == []
+
+
+def test_boot_from_an_uploaded_iso_onto_a_blank_disk(server, tmp_path):
+    from nubis.images.tinyimage import build_tiny_iso
+
+    iso = build_tiny_iso(tmp_path / "tiny.iso")
+    with open(iso, "rb") as fh:
+        resp = server.client.post(
+            "/images",
+            params={"name": "tiny-iso"},
+            content=fh,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+    assert resp.status_code == 201, resp.text
+    image = resp.json()
+    assert image["disk_format"] == "iso"
+    created = server.client.post(
+        "/instances", json={"name": "from-iso", "image": "tiny-iso", "flavor": "m1.tiny"}
+    ).json()
+    assert server.wait_task(created["task_id"])["status"] == "succeeded"
+    iid = created["id"]
+    assert READY in server.wait_console(iid)
+    conn = libvirt.open("qemu:///system")
+    try:
+        xml = conn.lookupByUUIDString(iid).XMLDesc(0)
+        vol = conn.storagePoolLookupByName("nubis-disks").storageVolLookupByName(
+            f"nubis-{iid}-root"
+        )
+        assert "device='cdrom'" in xml
+        assert "<backingStore/>" in vol.XMLDesc(0) or "<backingStore>" not in vol.XMLDesc(0)
+        assert vol.info()[1] == 1024**3  # the flavor's disk, blank
+    finally:
+        conn.close()
+    resp = server.client.delete(f"/instances/{iid}")
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    assert libvirt_leftovers(iid) == []
+    assert server.client.delete(f"/images/{image['id']}").status_code == 204
+    assert libvirt_leftovers(image["id"]) == []  # its copy on the host went too

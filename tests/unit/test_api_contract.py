@@ -250,11 +250,15 @@ def test_image_delete_is_refused_while_in_use_and_removes_the_file_after(
     client, platform, tmp_path
 ):
     image = client.post(
-        "/api/v1/images", params={"name": "img"}, content=qcow2(tmp_path, "i.qcow2"),
+        "/api/v1/images",
+        params={"name": "img"},
+        content=qcow2(tmp_path, "i.qcow2"),
         headers={"Content-Type": "application/octet-stream"},
     ).json()
     spare = client.post(
-        "/api/v1/images", params={"name": "spare"}, content=qcow2(tmp_path, "s.qcow2"),
+        "/api/v1/images",
+        params={"name": "spare"},
+        content=qcow2(tmp_path, "s.qcow2"),
         headers={"Content-Type": "application/octet-stream"},
     ).json()
     client.post("/api/v1/instances", json={"name": "user", "image": "img", "flavor": "m1.tiny"})
@@ -268,8 +272,12 @@ def test_image_delete_is_refused_while_in_use_and_removes_the_file_after(
 def test_host_credentials_are_stored_encrypted_and_never_returned(client, platform):
     resp = client.post(
         "/api/v1/hosts",
-        json={"name": "withpw", "uri": "test:///default?x=1", "username": "u",
-              "password": "s3cret-pw"},
+        json={
+            "name": "withpw",
+            "uri": "test:///default?x=1",
+            "username": "u",
+            "password": "s3cret-pw",
+        },
     )
     assert resp.status_code == 201, resp.text
     assert "s3cret-pw" not in resp.text

@@ -47,14 +47,18 @@ echo "ACPI power button: shutting down" > /dev/ttyS0
 kill -USR2 1
 """
 
-SYSLINUX_CFG = """\
+BOOT_CFG = """\
 DEFAULT linux
 PROMPT 0
 TIMEOUT 0
 LABEL linux
-  KERNEL vmlinuz
-  APPEND initrd=initrd.gz console=tty0 console=ttyS0,115200 panic=10
+  KERNEL /vmlinuz
+  APPEND initrd=/initrd.gz console=tty0 console=ttyS0,115200 panic=10
 """
+
+
+ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
+LDLINUX_C32 = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
 
 
 class BuildError(RuntimeError):
@@ -145,11 +149,49 @@ def build_tiny_image(dest: Path) -> Path:
         _run("mkfs.vfat", "-n", "NUBISTINY", raw)
         _run("syslinux", "--install", raw)
         cfg = work / "syslinux.cfg"
-        cfg.write_text(SYSLINUX_CFG)
+        cfg.write_text(BOOT_CFG)
         for src, name in ((kernel, "vmlinuz"), (initrd, "initrd.gz"), (cfg, "syslinux.cfg")):
             _run("mcopy", "-i", raw, src, f"::{name}")
         partial = dest.with_name(dest.name + ".partial")
         dest.parent.mkdir(parents=True, exist_ok=True)
         _run("qemu-img", "convert", "-q", "-O", "qcow2", raw, partial)
+        os.replace(partial, dest)
+    return dest
+
+
+def build_tiny_iso(dest: Path) -> Path:
+    """The same guest as a bootable ISO 9660 image (isolinux, El Torito)."""
+    kernel, release = find_kernel()
+    with tempfile.TemporaryDirectory(prefix="nubis-tiny-iso-") as tmp:
+        work = Path(tmp)
+        initrd = build_initramfs(work, release)
+        root = work / "iso"
+        (root / "isolinux").mkdir(parents=True)
+        shutil.copy2(ISOLINUX_BIN, root / "isolinux/isolinux.bin")
+        shutil.copy2(LDLINUX_C32, root / "isolinux/ldlinux.c32")
+        (root / "isolinux/isolinux.cfg").write_text(BOOT_CFG)
+        shutil.copy2(kernel, root / "vmlinuz")
+        shutil.copy2(initrd, root / "initrd.gz")
+        partial = dest.with_name(dest.name + ".partial")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _run(
+            "genisoimage",
+            "-quiet",
+            "-o",
+            partial,
+            "-b",
+            "isolinux/isolinux.bin",
+            "-c",
+            "isolinux/boot.cat",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "-J",
+            "-R",
+            "-V",
+            "NUBISTINY",
+            root,
+        )
         os.replace(partial, dest)
     return dest

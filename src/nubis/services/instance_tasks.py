@@ -152,9 +152,27 @@ class CreateHandler(_Handler):
         base = t.ensure_image_copy(ref, image)
         ctx.step("disk", 40)
         capacity = max(inst.disk_gib * GIB, image.virtual_size or 0)
-        root = t.driver.create_overlay(
-            ref, root_volume_name(inst.id), base, image.disk_format or "qcow2", capacity
-        )
+        root_name = root_volume_name(inst.id)
+        if image.disk_format == "iso":
+            # installer ISO: boot the CD-ROM first, onto a blank root disk
+            root = t.driver.create_disk(ref, root_name, inst.disk_gib * GIB)
+            disks = (
+                DiskSpec(path=root, format="qcow2", target="vda", boot_order=2),
+                DiskSpec(
+                    path=base,
+                    format="raw",
+                    target="hdc",
+                    bus="ide",
+                    device="cdrom",
+                    boot_order=1,
+                    readonly=True,
+                ),
+            )
+        else:
+            root = t.driver.create_disk(
+                ref, root_name, capacity, (base, image.disk_format or "qcow2")
+            )
+            disks = (DiskSpec(path=root, format="qcow2", target="vda", boot_order=1),)
         ctx.step("define", 60)
         spec = DomainSpec(
             name=inst.domain_name,
@@ -164,7 +182,7 @@ class CreateHandler(_Handler):
             virt_type=loaded.host.effective_virt_type,
             arch=loaded.host.arch,
             title=inst.name,
-            disks=(DiskSpec(path=root, format="qcow2", target="vda", boot_order=1),),
+            disks=disks,
             console_log=t.driver.console_log_path(inst.domain_name),
             metadata={"instance": inst.id, "project": inst.project_id, "name": inst.name},
         )

@@ -76,9 +76,7 @@ class InstanceService:
         flavor = get_by_id_or_name(session, Flavor, flavor_ref, "flavor")
         if image.status != "active":
             raise Conflict(f"image {image.name!r} is {image.status}, not active")
-        if image.disk_format == "iso":
-            raise BadRequest("booting an instance from an ISO image is not supported yet")
-        if (image.virtual_size or 0) > flavor.disk_gib * GIB:
+        if image.disk_format != "iso" and (image.virtual_size or 0) > flavor.disk_gib * GIB:
             raise BadRequest(
                 f"image {image.name!r} needs {image.virtual_size} bytes of disk, "
                 f"flavor {flavor.name!r} gives {flavor.disk_gib} GiB"

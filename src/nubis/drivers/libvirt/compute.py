@@ -132,15 +132,20 @@ class LibvirtDriver:
 
         return self._call(host, upload, f"volume {name}")
 
-    def create_overlay(
-        self, host: HostRef, name: str, backing_path: str, backing_fmt: str, capacity: int
+    def create_disk(
+        self, host: HostRef, name: str, capacity: int, backing: tuple[str, str] | None = None
     ) -> str:
+        """A qcow2 disk: a linked clone of ``backing`` (path, format), or blank without.
+        Returns its path; an existing volume of that name is reused (idempotent)."""
+
         def create(conn: libvirt.virConnect) -> str:
             pool = conn.storagePoolLookupByName(DISK_POOL)
             existing = storage.find_volume(pool, name)
             if existing is not None:
                 return existing.path()
-            return storage.create_overlay(pool, name, backing_path, backing_fmt, capacity)
+            if backing is None:
+                return storage.create_blank(pool, name, capacity)
+            return storage.create_overlay(pool, name, backing[0], backing[1], capacity)
 
         return self._call(host, create, f"volume {name}")
 

@@ -92,6 +92,11 @@ def create_empty(pool: libvirt.virStoragePool, name: str) -> None:
     pool.createXML(_volume_xml(name, 0, "raw"), 0)
 
 
+def create_blank(pool: libvirt.virStoragePool, name: str, capacity: int) -> str:
+    """A new, empty (sparse) qcow2 disk; returns its path."""
+    return pool.createXML(_volume_xml(name, capacity, "qcow2"), 0).path()
+
+
 def create_overlay(
     pool: libvirt.virStoragePool, name: str, backing_path: str, backing_fmt: str, capacity: int
 ) -> str:
