@@ -76,7 +76,25 @@ class NubisServer:
         assert self.proc is not None
         return self.proc.wait(timeout)
 
+    def remove_images(self) -> None:
+        """Delete every image through the API (so their copies leave the host pool)
+        and check that none of them is left on the host."""
+        ids = [i["id"] for i in self.client.get("/images", params={"limit": 1000}).json()["items"]]
+        for image_id in ids:
+            resp = self.client.delete(f"/images/{image_id}")
+            assert resp.status_code == 204, resp.text
+        left = [v for image_id in ids for v in libvirt_leftovers(image_id)]
+        assert left == [], f"image copies left on the host: {left}"
+
     def stop(self) -> None:
+        """Remove the images this server made (when it is still up), then stop it."""
+        try:
+            if self.proc is not None and self.proc.poll() is None and self.client is not None:
+                self.remove_images()
+        finally:
+            self._terminate()
+
+    def _terminate(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
