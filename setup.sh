@@ -99,7 +99,7 @@ main() {
       start_libvirt
       start_postgres
       log "lint: ruff + import contracts"
-      "$VENV/bin/ruff" check src tests bench
+      "$VENV/bin/ruff" check src tests bench scripts
       "$VENV/bin/lint-imports" --no-cache
       "$VENV/bin/python" scripts/check_module_size.py
       log "tests (SQLite, then PostgreSQL for the database tests)"

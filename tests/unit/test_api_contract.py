@@ -286,3 +286,49 @@ def test_host_credentials_are_stored_encrypted_and_never_returned(client, platfo
         stored = s.get(Host, resp.json()["id"]).credentials
     assert stored and "s3cret-pw" not in stored
     assert platform.box.decrypt(stored)["password"] == "s3cret-pw"
+
+
+def test_concurrent_actions_on_one_instance_let_exactly_one_through(client, platform, tmp_path):
+    """The compare-and-swap on task_state, under real concurrency on both databases."""
+    import threading
+
+    from nubis.services.auth import authenticate
+    from nubis.services.errors import Conflict
+
+    client.post(
+        "/api/v1/images",
+        params={"name": "img"},
+        content=qcow2(tmp_path, "i.qcow2"),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    created = client.post(
+        "/api/v1/instances", json={"name": "racy", "image": "img", "flavor": "m1.tiny"}
+    ).json()
+    with platform.db.begin() as s:  # as if the create had finished
+        inst = s.get(Instance, created["id"])
+        inst.status, inst.task_state = "running", None
+        principal = authenticate(s, client.headers["Authorization"].split()[1])
+    results: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def attempt(action: str) -> None:
+        barrier.wait()
+        try:
+            with platform.db.begin() as s:
+                platform.instances.action(s, principal, created["id"], action)
+            results.append("accepted")
+        except Conflict:
+            results.append("conflict")
+
+    threads = [
+        threading.Thread(target=attempt, args=(a,))
+        for a in ("stop", "reboot", "pause", "force-stop") * 2
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["accepted"] + ["conflict"] * 7
+    with platform.db.begin() as s:
+        tasks = s.scalars(select(Task).where(Task.resource_id == created["id"])).all()
+    assert len(tasks) == 2  # the create and the one accepted action

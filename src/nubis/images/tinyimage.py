@@ -13,6 +13,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 READY_MARKER = "NUBIS-GUEST-READY"
@@ -137,6 +139,18 @@ def build_initramfs(work: Path, release: str) -> Path:
     return out
 
 
+@contextmanager
+def _atomic(dest: Path) -> Iterator[Path]:
+    """A path to write ``dest`` to; it becomes ``dest`` only if the block succeeds."""
+    partial = dest.with_name(dest.name + ".partial")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield partial
+        os.replace(partial, dest)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def build_tiny_image(dest: Path) -> Path:
     """Build the bootable qcow2 at ``dest`` (atomically: a partial file is never left)."""
     kernel, release = find_kernel()
@@ -152,10 +166,8 @@ def build_tiny_image(dest: Path) -> Path:
         cfg.write_text(BOOT_CFG)
         for src, name in ((kernel, "vmlinuz"), (initrd, "initrd.gz"), (cfg, "syslinux.cfg")):
             _run("mcopy", "-i", raw, src, f"::{name}")
-        partial = dest.with_name(dest.name + ".partial")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _run("qemu-img", "convert", "-q", "-O", "qcow2", raw, partial)
-        os.replace(partial, dest)
+        with _atomic(dest) as partial:
+            _run("qemu-img", "convert", "-q", "-O", "qcow2", raw, partial)
     return dest
 
 

@@ -103,16 +103,20 @@ class InstanceService:
         )
         session.add(instance)
         session.flush()
+        task = self._submit(session, principal, "instance.create", instance.id)
+        return instance, task
+
+    def _submit(self, session: Session, principal: Principal, kind: str, instance_id: str) -> Task:
         task = self.engine.submit(
             session,
-            "instance.create",
+            kind,
             "instance",
-            instance.id,
+            instance_id,
             project_id=principal.project_id,
             user_id=principal.user_id,
         )
         session.flush()
-        return instance, task
+        return task
 
     def _guard(
         self,
@@ -155,29 +159,13 @@ class InstanceService:
         instance = self.get(session, principal, ref)
         allowed, task_state, kind = ACTIONS[action]
         self._guard(session, instance, allowed, task_state)
-        task = self.engine.submit(
-            session,
-            kind,
-            "instance",
-            instance.id,
-            project_id=principal.project_id,
-            user_id=principal.user_id,
-        )
-        session.flush()
+        task = self._submit(session, principal, kind, instance.id)
         return task
 
     def delete(self, session: Session, principal: Principal, ref: str) -> tuple[Instance, Task]:
         instance = self.get(session, principal, ref)
         self._guard(session, instance, DELETABLE, "deleting", new_status="deleting")
-        task = self.engine.submit(
-            session,
-            "instance.delete",
-            "instance",
-            instance.id,
-            project_id=principal.project_id,
-            user_id=principal.user_id,
-        )
-        session.flush()
+        task = self._submit(session, principal, "instance.delete", instance.id)
         return instance, task
 
     def console_log(self, principal: Principal, ref: str, max_bytes: int) -> str:
