@@ -63,3 +63,21 @@ def test_unknown_virt_type_is_refused():
 def test_memory_units_are_parsed():
     xml = build_domain_xml(spec()).replace('<memory unit="MiB">256', '<memory unit="KiB">262144')
     assert parse_domain_xml(xml).memory_mib == 256
+
+
+def test_disks_bypass_the_host_cache_so_live_migration_is_safe():
+    disks = spec(
+        disks=(
+            DiskSpec(path="/p/root"),
+            DiskSpec(
+                path="/p/x.iso",
+                device="cdrom",
+                bus="ide",
+                target="hdc",
+                format="raw",
+                readonly=True,
+            ),
+        )
+    )
+    drivers = ET.fromstring(build_domain_xml(disks)).findall("./devices/disk/driver")
+    assert [d.get("cache") for d in drivers] == ["none", None]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nubis.cli import resources
+from nubis.cli import devcluster, resources
 from nubis.cli.client import console, request, save_token
 
 app = typer.Typer(help="Nubis: a private cloud on libvirt/QEMU hosts", no_args_is_help=True)
@@ -16,6 +16,7 @@ app.add_typer(resources.host_app, name="host")
 app.add_typer(resources.image_app, name="image")
 app.add_typer(resources.flavor_app, name="flavor")
 app.add_typer(resources.instance_app, name="instance")
+app.add_typer(devcluster.app, name="devcluster")
 
 
 def _logging(log_file: str) -> None:

@@ -61,19 +61,21 @@ class StateSync:
                 continue
             try:
                 if isinstance(item, DomainEvent):
-                    self.apply(item.uuid, item.state)
+                    self.apply(item.uuid, item.state, item.uri)
                 else:
                     self.refresh_host_by_uri(item)
             except Exception:
                 log.exception("applying %r failed", item)
 
-    def apply(self, instance_id: str, state: str) -> bool:
-        """Set a reported power state on an idle instance; True if it changed."""
+    def apply(self, instance_id: str, state: str, uri: str) -> bool:
+        """Set a power state reported by host ``uri`` on an idle instance that lives
+        there (a migrated-away domain's last event must not count); True if changed."""
         with self.db.begin() as s:
             changed = s.execute(
                 update(Instance)
                 .where(
                     Instance.id == instance_id,
+                    Instance.host_id.in_(select(Host.id).where(Host.uri == uri)),
                     Instance.task_state.is_(None),
                     Instance.status.in_(STABLE),
                     Instance.status != state,

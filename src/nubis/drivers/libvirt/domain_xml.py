@@ -44,7 +44,11 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
 
 def _disk(devices: ET.Element, disk: DiskSpec) -> None:
     el = _sub(devices, "disk", type="file", device=disk.device)
-    _sub(el, "driver", name="qemu", type=disk.format)
+    driver = _sub(el, "driver", name="qemu", type=disk.format)
+    if disk.device == "disk":
+        # no host page cache: the only mode in which live migration over shared
+        # storage is safe (libvirt refuses it otherwise)
+        driver.set("cache", "none")
     _sub(el, "source", file=disk.path)
     _sub(el, "target", dev=disk.target, bus=disk.bus)
     if disk.boot_order is not None:

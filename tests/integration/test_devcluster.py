@@ -1,0 +1,94 @@
+"""The devcluster: real libvirtd hosts in mount namespaces, registered in Nubis."""
+
+import os
+import subprocess
+import time
+
+import libvirt
+import pytest
+
+from nubis.devcluster.hosts import DevCluster, alive
+from tests.integration.server import READY, NubisServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("devcluster")]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = DevCluster(tmp_path_factory.mktemp("devcluster"))
+    c.up(2)
+    yield c
+    c.down(purge=True)
+
+
+@pytest.fixture(scope="module")
+def srv(cluster, tmp_path_factory):
+    s = NubisServer(
+        tmp_path_factory.mktemp("nubis-dc") / "data", NUBIS_RECONCILE_INTERVAL_SECONDS="2"
+    ).start()
+    yield s
+    s.stop()
+
+
+def wait_host(srv, name: str, state: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        host = srv.client.get(f"/hosts/{name}").json()
+        if host["state"] == state:
+            return host
+        time.sleep(0.2)
+    raise AssertionError(f"host {name} is {host['state']}, expected {state}")
+
+
+def test_hosts_are_separate_libvirtds_sharing_one_disk_directory(cluster, srv):
+    for host in cluster.hosts():
+        resp = srv.client.post("/hosts", json={"name": host.name, "uri": host.uri})
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["state"] == "up"
+    # every host has its own libvirtd process and mount namespace, none is ours
+    namespaces = {h.namespace() for h in cluster.hosts()}
+    assert len(namespaces) == 2 and os.readlink("/proc/self/ns/mnt") not in namespaces
+
+    created = srv.client.post(
+        "/instances",
+        json={"name": "on-dev2", "image": "nubis-tiny", "flavor": "m1.tiny", "host": "dev-2"},
+    ).json()
+    assert srv.wait_task(created["task_id"])["status"] == "succeeded"
+    iid = created["id"]
+    assert READY in srv.wait_console(iid)
+    assert (cluster.shared / f"nubis-{iid}-root").exists()  # on the shared storage
+    conn = libvirt.open("qemu+tcp://127.0.0.12/system")
+    assert conn.lookupByUUIDString(iid).isActive() == 1
+    conn.close()
+    conn = libvirt.open("qemu+tcp://127.0.0.11/system")
+    with pytest.raises(libvirt.libvirtError):
+        conn.lookupByUUIDString(iid)  # dev-1 does not know it
+    conn.close()
+
+    # a host crash: Nubis sees the host go down; after a reboot the guest is off
+    cluster.host("dev-2").kill()
+    assert cluster.host("dev-2").processes() == []
+    wait_host(srv, "dev-2", "down")
+    cluster.host("dev-2").start(cluster.shared)
+    wait_host(srv, "dev-2", "up")
+    srv.wait_status(iid, "stopped", timeout=30)
+    srv.act(iid, "start")
+    assert srv.wait_console(iid, 2)
+
+    resp = srv.client.delete(f"/instances/{iid}")
+    assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    assert not (cluster.shared / f"nubis-{iid}-root").exists()
+
+
+def test_down_leaves_no_process_mount_or_listener(cluster, srv):
+    srv.stop()  # removes its images from the hosts while they are up
+    pids = [pid for h in cluster.hosts() for pid in h.processes()]
+    assert pids  # libvirtd, virtlogd and the guests of both hosts
+    cluster.down(purge=True)
+    assert not cluster.base.exists()
+    assert [p for p in pids if alive(p)] == []
+    mounts = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True)
+    assert str(cluster.base) not in mounts.stdout
+    for address in ("127.0.0.11", "127.0.0.12"):
+        with pytest.raises(libvirt.libvirtError):
+            libvirt.open(f"qemu+tcp://{address}/system")
