@@ -103,7 +103,7 @@ main() {
       "$VENV/bin/lint-imports" --no-cache
       "$VENV/bin/python" scripts/check_module_size.py
       log "tests (SQLite, then PostgreSQL for the database tests)"
-      "$VENV/bin/pytest" -q -n 2 --dist loadgroup "$@"
+      "$VENV/bin/pytest" -q -n 2 --dist loadfile "$@"
       ;;
     *)
       echo "usage: $0 serve|test [args...]" >&2

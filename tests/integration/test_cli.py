@@ -8,7 +8,7 @@ import pytest
 
 from tests.integration.server import READY, libvirt_leftovers
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("lifecycle")]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import pytest
 
 from tests.integration.server import READY, NubisServer, libvirt_leftovers
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("events")]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture

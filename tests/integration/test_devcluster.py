@@ -10,7 +10,7 @@ import pytest
 from nubis.devcluster.hosts import DevCluster, alive
 from tests.integration.server import READY, NubisServer
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("devcluster")]
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")

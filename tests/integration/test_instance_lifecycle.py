@@ -5,7 +5,7 @@ import pytest
 
 from tests.integration.server import READY, libvirt_leftovers
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("lifecycle")]
+pytestmark = pytest.mark.integration
 
 
 def test_boot_stop_start_reboot_pause_resume_delete(server):

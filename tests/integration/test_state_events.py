@@ -11,7 +11,7 @@ import pytest
 
 from tests.integration.server import libvirt_leftovers
 
-pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("events")]
+pytestmark = pytest.mark.integration
 
 
 def test_virsh_destroy_and_start_show_up_within_a_second(server):
