@@ -18,6 +18,7 @@ from nubis.services.hosts import HostService
 from nubis.services.images import ImageService
 from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
+from nubis.services.scheduler import Scheduler
 from nubis.services.secrets import SecretBox
 from nubis.services.sync import StateSync
 from nubis.tasks.engine import TaskEngine
@@ -42,7 +43,8 @@ class Platform:
         self.sync = StateSync(self.db, self.hosts, settings.reconcile_interval_seconds)
         self.images = ImageService(settings.image_dir, self.hosts)
         self.engine = TaskEngine(self.db, settings.task_workers, settings.fault_inject)
-        self.instances = InstanceService(self.engine, self.hosts)
+        self.scheduler = Scheduler()
+        self.instances = InstanceService(self.engine, self.hosts, self.scheduler)
         self.instance_tasks = InstanceTasks(
             self.engine, self.driver, self.hosts, self.images, settings.stop_timeout_seconds
         )
@@ -56,7 +58,7 @@ class Platform:
     def start(self) -> None:
         """Migrate, bootstrap, recover interrupted work, then start workers and sync."""
         migrate.upgrade(self.db.engine)
-        self.admin_password_file = bootstrap.ensure_admin(self.db, self.settings.data_dir)
+        self.admin_password_file = bootstrap.seed(self.db, self.settings.data_dir)
         self.images.cleanup_partials()
         if self.settings.register_local_host:
             bootstrap.ensure_local_host(self.db, self.hosts, self.settings.local_host_uri)

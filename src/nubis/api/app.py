@@ -9,7 +9,16 @@ from fastapi import FastAPI
 
 from nubis import __version__
 from nubis.api import errors
-from nubis.api.routers import auth, flavors, hosts, images, instances, tasks
+from nubis.api.routers import (
+    auth,
+    flavors,
+    hosts,
+    images,
+    instances,
+    inventory,
+    rule_groups,
+    tasks,
+)
 from nubis.platform import Platform
 
 API_PREFIX = "/api/v1"
@@ -43,6 +52,6 @@ def create_app(
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (auth, hosts, images, flavors, instances, tasks):
+    for module in (auth, inventory, hosts, images, flavors, instances, rule_groups, tasks):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

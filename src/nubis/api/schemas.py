@@ -48,14 +48,22 @@ class HostIn(BaseModel):
     username: str | None = None
     password: str | None = Field(default=None, repr=False)
     virt_type: str | None = Field(default=None, description="override: kvm or qemu")
+    cluster: str | None = Field(default=None, description="cluster id or name (default)")
 
 
 class HostOut(Out):
     id: str
     name: str
     uri: str
+    cluster_id: str | None
     state: str
     enabled: bool
+    maintenance: str
+    alloc_vcpus: int
+    alloc_memory_mib: int
+    alloc_disk_gib: int
+    instance_count: int
+    disk_gib: int
     virt_type: str
     virt_type_override: str | None
     arch: str
@@ -108,6 +116,7 @@ class InstanceIn(BaseModel):
     image: str = Field(description="image id or name")
     flavor: str = Field(description="flavor id or name")
     host: str | None = Field(default=None, description="host id or name (optional)")
+    rule_group: str | None = Field(default=None, description="rule group id or name")
 
 
 class InstanceOut(Out):
@@ -117,6 +126,7 @@ class InstanceOut(Out):
     host_id: str | None
     image_id: str | None
     flavor_id: str | None
+    rule_group_id: str | None
     vcpus: int
     memory_mib: int
     disk_gib: int
@@ -148,3 +158,75 @@ class TaskOut(Out):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class ZoneIn(BaseModel):
+    name: str
+
+
+class ZoneOut(Out):
+    id: str
+    name: str
+    created_at: datetime
+
+
+class ClusterSettingsIn(BaseModel):
+    cpu_ratio: float | None = Field(default=None, description="vCPUs per host thread (3.0)")
+    memory_ratio: float | None = Field(default=None, description="1.0: no memory overcommit")
+    disk_ratio: float | None = None
+    disable_threshold: float | None = Field(
+        default=None, description="share of overcommitted capacity above which no VM lands"
+    )
+    max_instances_per_host: int | None = None
+    weigher: str | None = Field(default=None, description="spread (default) or pack")
+
+
+class ClusterIn(ClusterSettingsIn):
+    name: str
+    zone: str = Field(default="default", description="zone id or name")
+
+
+class ClusterOut(Out):
+    id: str
+    name: str
+    zone_id: str
+    cpu_ratio: float
+    memory_ratio: float
+    disk_ratio: float
+    disable_threshold: float
+    max_instances_per_host: int | None
+    weigher: str
+    created_at: datetime
+
+
+class ResourceCapacity(BaseModel):
+    physical: float
+    overcommitted: float
+    limit: float
+    allocated: float
+    free: float
+
+
+class CapacityOut(BaseModel):
+    hosts: int
+    instances: int
+    vcpus: ResourceCapacity
+    memory_mib: ResourceCapacity
+    disk_gib: ResourceCapacity
+
+
+class RuleGroupIn(BaseModel):
+    name: str
+    policy: str = Field(description="affinity, anti-affinity or hosts")
+    strict: bool = Field(default=True, description="refuse (true) or only prefer (false)")
+    hosts: list[str] | None = Field(default=None, description="for policy 'hosts'")
+
+
+class RuleGroupOut(Out):
+    id: str
+    name: str
+    policy: str
+    strict: bool
+    host_ids: list[str]
+    members: list[str] = []
+    created_at: datetime

@@ -10,6 +10,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -93,11 +94,45 @@ class Token(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class Zone(Base):
+    """A data centre: the largest unit of the inventory."""
+
+    __tablename__ = "zones"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Cluster(Base):
+    """Hosts with the same hypervisor and shared storage; VMs live-migrate inside it."""
+
+    __tablename__ = "clusters"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    zone_id: Mapped[str] = mapped_column(ForeignKey("zones.id"))
+    cpu_ratio: Mapped[float] = mapped_column(Float, default=3.0)  # vCPUs per host thread
+    memory_ratio: Mapped[float] = mapped_column(Float, default=1.0)
+    disk_ratio: Mapped[float] = mapped_column(Float, default=1.0)
+    # share of the overcommitted capacity above which no new VM lands (CloudStack's 0.85)
+    disable_threshold: Mapped[float] = mapped_column(Float, default=0.85)
+    max_instances_per_host: Mapped[int | None] = mapped_column(Integer)
+    weigher: Mapped[str] = mapped_column(String(16), default="spread")  # spread | pack
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Host(Base):
     __tablename__ = "hosts"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     uri: Mapped[str] = mapped_column(String(255), unique=True)
+    cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True)
+    maintenance: Mapped[str] = mapped_column(String(16), default="none")  # none|entering|active
+    # what the instances placed here claim; changed only together with those instances
+    alloc_vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    alloc_memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    alloc_disk_gib: Mapped[int] = mapped_column(Integer, default=0)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    disk_gib: Mapped[int] = mapped_column(Integer, default=0)  # capacity of its disk pool
     # encrypted JSON {"username","password"} for URIs that authenticate
     credentials: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16), default="down")  # up | down
@@ -153,9 +188,10 @@ class Instance(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
-    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"))
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), index=True)
     image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"))
     flavor_id: Mapped[str | None] = mapped_column(ForeignKey("flavors.id"))
+    rule_group_id: Mapped[str | None] = mapped_column(ForeignKey("rule_groups.id"), index=True)
     vcpus: Mapped[int]
     memory_mib: Mapped[int]
     disk_gib: Mapped[int]
@@ -169,6 +205,22 @@ class Instance(Base):
     @property
     def domain_name(self) -> str:
         return f"nubis-{self.id}"
+
+
+class RuleGroup(Base):
+    """Placement rules: affinity, anti-affinity, or pinning to a set of hosts."""
+
+    __tablename__ = "rule_groups"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    policy: Mapped[str] = mapped_column(String(16))  # affinity | anti-affinity | hosts
+    strict: Mapped[bool] = mapped_column(default=True)  # refuse (strict) or prefer (soft)
+    host_ids: Mapped[list[str]] = mapped_column(JSON, default=list)  # for policy "hosts"
+    # bumped by every placement in the group: concurrent placements serialise on it
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Task(Base):

@@ -13,20 +13,24 @@ from sqlalchemy import select
 from nubis.db.models import Host, Image, User
 from nubis.db.session import Database
 from nubis.images.tinyimage import build_tiny_image
-from nubis.services import auth, flavors
+from nubis.services import auth, flavors, inventory
 from nubis.services.errors import ServiceError
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService
+from nubis.services.scheduler import claims
 
 log = logging.getLogger(__name__)
 TINY_IMAGE = "nubis-tiny"
 
 
-def ensure_admin(db: Database, data_dir: Path) -> Path | None:
-    """Create user ``admin`` on first run; its password goes to a root-only file."""
+def seed(db: Database, data_dir: Path) -> Path | None:
+    """Default flavors, zone and cluster, healed claims; on first run, user ``admin``
+    with a random password in a root-only file (returned)."""
     path = data_dir / "admin-password"
     with db.begin() as s:
         flavors.seed_defaults(s)
+        inventory.ensure_default(s)
+        claims.heal(s)  # the claim counters always agree with the instances at start
         project = auth.ensure_project(s, auth.DEFAULT_PROJECT)
         if s.scalar(select(User).where(User.username == "admin")) is not None:
             return path if path.exists() else None

@@ -7,11 +7,12 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Instance, utcnow
+from nubis.db.models import Cluster, Host, Instance, utcnow
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostInfo, HostRef, LibvirtDriver
 from nubis.drivers.libvirt.connection import Credentials
+from nubis.services import inventory
 from nubis.services.errors import BadRequest, Conflict
 from nubis.services.lookup import get_by_id_or_name, validate_name
 from nubis.services.secrets import SecretBox
@@ -36,8 +37,8 @@ class HostService:
         """Connect, discover and prepare storage; raises BadRequest when it cannot."""
         ref = HostRef(uri, credentials)
         try:
-            info = self.driver.probe_host(ref)
             self.driver.prepare_host(ref)
+            info = self.driver.probe_host(ref)
         except DriverError as exc:
             self.driver.forget_host(ref)
             raise BadRequest(f"cannot use libvirt host at {uri}: {exc}") from exc
@@ -51,6 +52,7 @@ class HostService:
         username: str | None = None,
         password: str | None = None,
         virt_type: str | None = None,
+        cluster: str | None = None,
     ) -> Host:
         """Validate, probe the host (outside any transaction: it may take a network
         timeout), then record it. Nothing is recorded when any of it fails."""
@@ -64,6 +66,7 @@ class HostService:
             raise BadRequest(f"virt_type must be one of {', '.join(VIRT_TYPES)}")
         with db.begin() as s:
             self._check_unique(s, name, uri)
+            cluster_id = get_by_id_or_name(s, Cluster, cluster or inventory.DEFAULT, "cluster").id
         creds = Credentials(username, password) if (username or password) else None
         info = self.probe(uri, creds)
         with db.begin() as s:
@@ -77,6 +80,7 @@ class HostService:
                 if creds
                 else None,
                 virt_type_override=virt_type,
+                cluster_id=cluster_id,
             )
             self._apply(host, info)
             s.add(host)
@@ -102,6 +106,7 @@ class HostService:
         host.threads = info.threads
         host.memory_mib = info.memory_mib
         host.virt_type = info.virt_type
+        host.disk_gib = info.disk_gib
 
     def refresh(self, db: Database, host_id: str) -> Host | None:
         """Probe the host again (no transaction held meanwhile) and record the result:
@@ -136,42 +141,8 @@ class HostService:
         return host
 
     @staticmethod
-    def allocated(session: Session, host_id: str) -> tuple[int, int]:
-        """(vCPUs, MiB) claimed on a host by the instances placed there."""
-        row = session.execute(
-            select(
-                func.coalesce(func.sum(Instance.vcpus), 0),
-                func.coalesce(func.sum(Instance.memory_mib), 0),
-            ).where(Instance.host_id == host_id)
-        ).one()
-        return int(row[0]), int(row[1])
-
-    def why_not(self, session: Session, host: Host, vcpus: int, memory_mib: int) -> str | None:
-        """None when the host can take the VM, else the reason it cannot."""
-        if host.state != "up":
-            return f"host {host.name} is {host.state}"
-        if not host.enabled:
-            return f"host {host.name} is disabled"
-        if vcpus > host.cpus:
-            return f"host {host.name} has {host.cpus} CPUs, the flavor asks for {vcpus}"
-        _, used_mem = self.allocated(session, host.id)
-        free = host.memory_mib - used_mem
-        if memory_mib > free:
-            return f"host {host.name} has {free} MiB free, the flavor asks for {memory_mib} MiB"
-        return None
-
-    def place(self, session: Session, vcpus: int, memory_mib: int, ref: str | None) -> Host:
-        """The requested host if it fits, else the first host that fits."""
-        if ref is not None:
-            hosts = [get_by_id_or_name(session, Host, ref, "host")]
-        else:
-            hosts = list(session.scalars(select(Host).order_by(Host.created_at)).all())
-            if not hosts:
-                raise Conflict("no host is registered")
-        reasons = []
-        for host in hosts:
-            reason = self.why_not(session, host, vcpus, memory_mib)
-            if reason is None:
-                return host
-            reasons.append(reason)
-        raise Conflict("no host can take this instance: " + "; ".join(reasons))
+    def set_enabled(session: Session, ref: str, enabled: bool) -> Host:
+        """A disabled host keeps its instances but receives no new placement."""
+        host = get_by_id_or_name(session, Host, ref, "host")
+        host.enabled = enabled
+        return host

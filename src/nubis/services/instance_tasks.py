@@ -21,6 +21,7 @@ from nubis.drivers.libvirt.compute import HostRef, LibvirtDriver
 from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService, image_volume_name
+from nubis.services.scheduler import claims
 from nubis.tasks.engine import TaskContext, TaskEngine
 
 log = logging.getLogger(__name__)
@@ -224,6 +225,14 @@ class DeleteHandler(_Handler):
         with t.db.begin() as s:
             instance = s.get(Instance, ctx.resource_id)
             if instance is not None:
+                if instance.host_id is not None:
+                    claims.release(
+                        s,
+                        instance.host_id,
+                        instance.vcpus,
+                        instance.memory_mib,
+                        instance.disk_gib,
+                    )
                 s.delete(instance)
 
     def failed(self, ctx: TaskContext, error: str) -> None:

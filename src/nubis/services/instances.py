@@ -12,10 +12,12 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import Flavor, Host, Image, Instance, Task
 from nubis.drivers.errors import DriverError
+from nubis.services import rule_groups
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, NotFoundError, Unavailable
 from nubis.services.hosts import HostService
 from nubis.services.lookup import Page, get_by_id_or_name, paginate, validate_name
+from nubis.services.scheduler import PlacementRequest, Scheduler
 from nubis.tasks.engine import TaskEngine
 
 STATUSES = ("building", "running", "stopped", "paused", "error", "deleting")
@@ -34,9 +36,10 @@ DELETABLE = ("building", "running", "stopped", "paused", "error")
 
 
 class InstanceService:
-    def __init__(self, engine: TaskEngine, hosts: HostService) -> None:
+    def __init__(self, engine: TaskEngine, hosts: HostService, scheduler: Scheduler) -> None:
         self.engine = engine
         self.hosts = hosts
+        self.scheduler = scheduler
 
     def get(self, session: Session, principal: Principal, ref: str) -> Instance:
         return get_by_id_or_name(
@@ -70,6 +73,7 @@ class InstanceService:
         image_ref: str,
         flavor_ref: str,
         host_ref: str | None = None,
+        rule_group_ref: str | None = None,
     ) -> tuple[Instance, Task]:
         validate_name(name, "instance")
         image = get_by_id_or_name(session, Image, image_ref, "image")
@@ -88,8 +92,18 @@ class InstanceService:
         )
         if exists is not None:
             raise Conflict(f"an instance named {name!r} already exists")
-        host = self.hosts.place(session, flavor.vcpus, flavor.memory_mib, host_ref)
+        group = rule_groups.get(session, principal, rule_group_ref) if rule_group_ref else None
+        requested = get_by_id_or_name(session, Host, host_ref, "host") if host_ref else None
+        request = PlacementRequest(
+            vcpus=flavor.vcpus,
+            memory_mib=flavor.memory_mib,
+            disk_gib=flavor.disk_gib,
+            host_id=requested.id if requested else None,
+        )
+        request = self.scheduler.group_request(session, request, group.id if group else None)
+        host = self.scheduler.place(session, request)
         instance = Instance(
+            rule_group_id=group.id if group else None,
             name=name,
             project_id=principal.project_id,
             host_id=host.id,

@@ -6,8 +6,10 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
-from nubis.api.schemas import HostIn, HostOut, PageOut
+from nubis.api.schemas import CapacityOut, HostIn, HostOut, PageOut
 from nubis.db.models import Host
+from nubis.services import inventory
+from nubis.services.errors import NotFoundError
 from nubis.services.lookup import get_by_id_or_name, paginate
 
 router = APIRouter(prefix="/hosts", tags=["hosts"])
@@ -34,7 +36,13 @@ def list_hosts(
 @router.post("", status_code=201)
 def add_host(body: HostIn, platform: PlatformDep, _p: AdminDep) -> HostOut:
     host = platform.hosts.add(
-        platform.db, body.name, body.uri, body.username, body.password, body.virt_type
+        platform.db,
+        body.name,
+        body.uri,
+        body.username,
+        body.password,
+        body.virt_type,
+        body.cluster,
     )
     return HostOut.model_validate(host)
 
@@ -43,6 +51,21 @@ def add_host(body: HostIn, platform: PlatformDep, _p: AdminDep) -> HostOut:
 def get_host(ref: str, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
     with platform.db.begin() as s:
         return HostOut.model_validate(get_by_id_or_name(s, Host, ref, "host"))
+
+
+@router.get("/{ref}/capacity")
+def host_capacity(ref: str, platform: PlatformDep, _p: PrincipalDep) -> CapacityOut:
+    with platform.db.begin() as s:
+        return CapacityOut.model_validate(inventory.host_capacity(s, ref))
+
+
+@router.post("/{ref}/actions/{action}")
+def host_action(ref: str, action: str, platform: PlatformDep, _p: AdminDep) -> HostOut:
+    """``enable`` or ``disable`` (a disabled host keeps its VMs, takes no new one)."""
+    if action not in ("enable", "disable"):
+        raise NotFoundError(f"unknown host action {action!r}; actions are enable, disable")
+    with platform.db.begin() as s:
+        return HostOut.model_validate(platform.hosts.set_enabled(s, ref, action == "enable"))
 
 
 @router.delete("/{ref}", status_code=204)

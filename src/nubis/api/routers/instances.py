@@ -32,7 +32,7 @@ def create_instance(
 ) -> InstanceAccepted:
     with platform.db.begin() as s:
         instance, task = platform.instances.create(
-            s, principal, body.name, body.image, body.flavor, body.host
+            s, principal, body.name, body.image, body.flavor, body.host, body.rule_group
         )
         out = InstanceOut.model_validate(instance).model_dump()
     return InstanceAccepted(**out, task_id=task.id)

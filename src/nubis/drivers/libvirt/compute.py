@@ -47,6 +47,7 @@ class HostInfo:
     threads: int
     memory_mib: int
     virt_type: str  # kvm when the CPU can do it and libvirt offers it, else qemu
+    disk_gib: int  # capacity of the host's disk pool (0 before it exists)
 
 
 def detect_virt_type(capabilities_xml: str) -> str:
@@ -90,6 +91,10 @@ class LibvirtDriver:
             caps = ET.fromstring(caps_xml)
             topo = caps.find("./host/cpu/topology")
             arch, memory_mib, cpus = conn.getInfo()[:3]
+            try:
+                disk_bytes = conn.storagePoolLookupByName(DISK_POOL).info()[1]
+            except libvirt.libvirtError:
+                disk_bytes = 0
             return HostInfo(
                 hostname=conn.getHostname(),
                 arch=arch,
@@ -100,6 +105,7 @@ class LibvirtDriver:
                 threads=int(topo.get("threads", 1)) if topo is not None else 1,
                 memory_mib=memory_mib,
                 virt_type=detect_virt_type(caps_xml),
+                disk_gib=disk_bytes // 1024**3,
             )
 
         return self._call(host, probe, "host")

@@ -1,0 +1,92 @@
+"""The scheduler: filters remove hosts that cannot take a VM, weighers order the rest,
+and a claim takes the capacity on the best host in the caller's transaction."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from nubis.db.models import Host, Instance, RuleGroup
+from nubis.services.errors import Conflict
+from nubis.services.scheduler import claims
+from nubis.services.scheduler.filters import FILTERS, PlacementRequest
+from nubis.services.scheduler.state import HostState, load_host_states
+from nubis.services.scheduler.weighers import order
+
+__all__ = ["NoValidHost", "PlacementRequest", "Scheduler", "claims"]
+
+
+class NoValidHost(Conflict):
+    code = "no_valid_host"
+
+
+def filter_hosts(
+    hosts: list[HostState], req: PlacementRequest
+) -> tuple[list[HostState], list[tuple[str, int]]]:
+    """The hosts every filter accepts, and how many hosts each filter removed."""
+    removed: list[tuple[str, int]] = []
+    for f in FILTERS:
+        kept = [h for h in hosts if not f.reject(h, req)]
+        if len(kept) != len(hosts):
+            removed.append((f.name, len(hosts) - len(kept)))
+        hosts = kept
+        if not hosts:
+            break
+    return hosts, removed
+
+
+def explain(total: int, removed: list[tuple[str, int]]) -> str:
+    if total == 0:
+        return "no host can take this instance: no host is registered"
+    reasons = ", ".join(f"{name} removed {n}" for name, n in removed)
+    return f"no host can take this instance: of {total} host(s), {reasons}"
+
+
+class Scheduler:
+    def group_request(
+        self,
+        session: Session,
+        req: PlacementRequest,
+        group_id: str | None,
+        instance_id: str | None = None,
+    ) -> PlacementRequest:
+        """Add the rule group's constraints (and lock the group: placements into one
+        group are serialised, so two strict anti-affinity members never share a host)."""
+        if group_id is None:
+            return req
+        session.execute(
+            update(RuleGroup).where(RuleGroup.id == group_id).values(version=RuleGroup.version + 1)
+        )
+        group = session.get(RuleGroup, group_id)
+        assert group is not None
+        members = select(Instance.host_id).where(
+            Instance.rule_group_id == group_id, Instance.host_id.is_not(None)
+        )
+        if instance_id is not None:
+            members = members.where(Instance.id != instance_id)
+        return PlacementRequest(
+            **{
+                **req.__dict__,
+                "group_policy": group.policy,
+                "group_strict": group.strict,
+                "group_host_ids": frozenset(group.host_ids or ()),
+                "member_host_ids": frozenset(session.scalars(members).all()),
+            },
+        )
+
+    def place(self, session: Session, req: PlacementRequest) -> Host:
+        """Choose a host and claim the request on it, in the caller's transaction."""
+        hosts = load_host_states(session, req.cluster_id)
+        passing, removed = filter_hosts(hosts, req)
+        if not passing:
+            raise NoValidHost(explain(len(hosts), removed))
+        for host in order(passing, req):
+            if claims.claim(session, host, req):
+                chosen = session.get(Host, host.id)
+                assert chosen is not None
+                session.refresh(chosen)
+                return chosen
+        raise NoValidHost(
+            f"no host can take this instance: the {len(passing)} host(s) that fitted were "
+            "filled by concurrent requests"
+        )

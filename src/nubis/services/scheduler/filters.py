@@ -1,0 +1,113 @@
+"""Scheduler filters: each removes the hosts that cannot take the VM, and says why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from nubis.services.scheduler.state import HostState
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    vcpus: int
+    memory_mib: int
+    disk_gib: int
+    virt_type: str | None = None  # a required virtualization type, if any
+    host_id: str | None = None  # an explicit target
+    cluster_id: str | None = None  # stay inside this cluster (migration)
+    exclude_host_ids: frozenset[str] = frozenset()  # e.g. the source of a migration
+    # rule group: policy, strictness, pinned hosts, hosts of the other members
+    group_policy: str | None = None
+    group_strict: bool = True
+    group_host_ids: frozenset[str] = frozenset()
+    member_host_ids: frozenset[str] = field(default_factory=frozenset)
+
+
+class Filter(Protocol):
+    name: str
+
+    def reject(self, host: HostState, req: PlacementRequest) -> bool: ...
+
+
+class HostStateFilter:
+    name = "host state (up, enabled, not in maintenance)"
+
+    def reject(self, host: HostState, req: PlacementRequest) -> bool:
+        return host.state != "up" or not host.enabled or host.maintenance != "none"
+
+
+class RequestedHostFilter:
+    name = "requested host / cluster"
+
+    def reject(self, host: HostState, req: PlacementRequest) -> bool:
+        return (
+            (req.host_id is not None and host.id != req.host_id)
+            or (req.cluster_id is not None and host.cluster_id != req.cluster_id)
+            or host.id in req.exclude_host_ids
+        )
+
+
+class VirtTypeFilter:
+    name = "virtualization type"
+
+    def reject(self, host: HostState, req: PlacementRequest) -> bool:
+        return req.virt_type is not None and host.virt_type != req.virt_type
+
+
+class CpuFilter:
+    name = "vCPU capacity"
+
+    def reject(self, host: HostState, req: PlacementRequest) -> bool:
+        return not host.vcpus.fits(host.alloc_vcpus, req.vcpus)
+
+
+class MemoryFilter:
+    name = "memory capacity"
+
+    def reject(self, host: HostState, req: PlacementRequest) -> bool:
+        return not host.memory_mib.fits(host.alloc_memory_mib, req.memory_mib)
+
+
+class DiskFilter:
+    name = "disk capacity"
+
+    def reject(self, host: HostState, req: PlacementRequest) -> bool:
+        return not host.disk_gib.fits(host.alloc_disk_gib, req.disk_gib)
+
+
+class MaxInstancesFilter:
+    name = "max instances per host"
+
+    def reject(self, host: HostState, req: PlacementRequest) -> bool:
+        return host.max_instances is not None and host.instance_count >= host.max_instances
+
+
+class RuleGroupFilter:
+    """Strict rule groups: affinity (with the other members), anti-affinity (away from
+    them), hosts (only the listed hosts). Soft groups are preferences (weighers)."""
+
+    name = "rule group"
+
+    def reject(self, host: HostState, req: PlacementRequest) -> bool:
+        if req.group_policy is None or not req.group_strict:
+            return False
+        if req.group_policy == "affinity":
+            return bool(req.member_host_ids) and host.id not in req.member_host_ids
+        if req.group_policy == "anti-affinity":
+            return host.id in req.member_host_ids
+        if req.group_policy == "hosts":
+            return host.id not in req.group_host_ids
+        return False
+
+
+FILTERS: tuple[Filter, ...] = (
+    HostStateFilter(),
+    RequestedHostFilter(),
+    VirtTypeFilter(),
+    RuleGroupFilter(),
+    MaxInstancesFilter(),
+    CpuFilter(),
+    MemoryFilter(),
+    DiskFilter(),
+)
