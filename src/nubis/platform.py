@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -70,6 +71,9 @@ class Platform:
         self.engine.start()
         self.sync.start()
         self.sync.reconcile_all()
+        # everything loaded so far lives as long as the process: keep it out of the
+        # cyclic GC's full collections, which otherwise pause requests by tens of ms
+        gc.freeze()
 
     def stop(self) -> None:
         self.sync.stop()

@@ -332,3 +332,64 @@ def test_concurrent_actions_on_one_instance_let_exactly_one_through(client, plat
     with platform.db.begin() as s:
         tasks = s.scalars(select(Task).where(Task.resource_id == created["id"])).all()
     assert len(tasks) == 2  # the create and the one accepted action
+
+
+def test_zones_clusters_and_capacity_routes(client):
+    assert client.get("/api/v1/zones").json()["items"][0]["name"] == "default"
+    assert (
+        client.get("/api/v1/hosts/fake").json()["cluster_id"]
+        == (client.get("/api/v1/clusters/default").json()["id"])
+    )
+    assert client.post("/api/v1/zones", json={"name": "dc2"}).status_code == 201
+    assert_error(client.post("/api/v1/zones", json={"name": "dc2"}), 409, "already exists")
+    created = client.post(
+        "/api/v1/clusters",
+        json={"name": "gold", "zone": "dc2", "cpu_ratio": 2.0, "max_instances_per_host": 10},
+    )
+    assert created.status_code == 201, created.text
+    gold = created.json()
+    assert (gold["cpu_ratio"], gold["memory_ratio"], gold["disable_threshold"]) == (2.0, 1.0, 0.85)
+    for bad, fragment in (
+        ({"cpu_ratio": 0}, "cpu_ratio"),
+        ({"disable_threshold": 1.5}, "disable_threshold"),
+        ({"weigher": "random"}, "weigher"),
+        ({"max_instances_per_host": 0}, "max_instances"),
+    ):
+        assert_error(client.patch("/api/v1/clusters/gold", json=bad), 400, fragment)
+    patched = client.patch("/api/v1/clusters/gold", json={"max_instances_per_host": None})
+    assert patched.json()["max_instances_per_host"] is None
+    assert_error(client.post("/api/v1/clusters", json={"name": "x", "zone": "nope"}), 404, "zone")
+    assert_error(client.delete("/api/v1/zones/dc2"), 409, "still has clusters")
+    assert_error(client.delete("/api/v1/clusters/default"), 409, "still has hosts")
+    assert client.delete("/api/v1/clusters/gold").status_code == 204
+    cap = client.get("/api/v1/clusters/default/capacity").json()
+    assert cap["hosts"] == 1 and cap["vcpus"]["overcommitted"] == cap["vcpus"]["physical"] * 3
+    assert client.get("/api/v1/hosts/fake/capacity").json() == cap
+    assert client.get("/api/v1/zones/default/capacity").json() == cap
+
+
+def test_host_enable_disable_and_rule_group_routes(client, tmp_path):
+    assert client.post("/api/v1/hosts/fake/actions/disable").json()["enabled"] is False
+    client.post(
+        "/api/v1/images",
+        params={"name": "img"},
+        content=qcow2(tmp_path, "i.qcow2"),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    body = {"name": "vm", "image": "img", "flavor": "m1.tiny"}
+    assert_error(client.post("/api/v1/instances", json=body), 409, "host state")
+    assert client.post("/api/v1/hosts/fake/actions/enable").json()["enabled"] is True
+    assert_error(client.post("/api/v1/hosts/fake/actions/reboot"), 404, "unknown host action")
+    group = client.post("/api/v1/rule-groups", json={"name": "g", "policy": "anti-affinity"})
+    assert group.status_code == 201, group.text
+    created = client.post("/api/v1/instances", json={**body, "rule_group": "g"})
+    assert created.status_code == 202, created.text
+    assert client.get("/api/v1/rule-groups/g").json()["members"] == [created.json()["id"]]
+    second = client.post("/api/v1/instances", json={**body, "name": "vm2", "rule_group": "g"})
+    assert_error(second, 409, "rule group removed 1")
+    assert_error(client.delete("/api/v1/rule-groups/g"), 409, "member")
+    assert_error(
+        client.post("/api/v1/instances", json={**body, "name": "vm3", "rule_group": "nope"}),
+        404,
+        "rule group",
+    )

@@ -26,10 +26,15 @@ def host(
         enabled=True,
         maintenance="none",
         virt_type="qemu",
-        vcpus=Limits.of(cpus, ratio, threshold),
-        memory_mib=Limits.of(memory, mem_ratio, threshold),
-        disk_gib=Limits.of(disk, 1.0, threshold),
+        cpus=cpus,
+        memory_mib=memory,
+        disk_gib=disk,
+        cpu_ratio=ratio,
+        memory_ratio=mem_ratio,
+        disk_ratio=1.0,
+        threshold=threshold,
         max_instances=None,
+        weigher="spread",
         alloc_vcpus=0,
         alloc_memory_mib=0,
         alloc_disk_gib=0,
@@ -107,6 +112,7 @@ def test_spread_prefers_the_emptiest_and_pack_the_fullest():
     ]
     assert [h.name for h in order(hosts, req())] == ["b", "c", "a"]
     packed = [host(h.name, alloc_memory_mib=h.alloc_memory_mib, weigher="pack") for h in hosts]
+    assert hosts[0].vcpu_limit == 5 and hosts[0].memory_limit == 850
     assert [h.name for h in order(packed, req())] == ["a", "c", "b"]
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from nubis.db.models import Cluster, Host, Zone
 from nubis.services.errors import BadRequest, Conflict
 from nubis.services.lookup import get_by_id_or_name, validate_name
-from nubis.services.scheduler.state import Limits, host_state
+from nubis.services.scheduler.state import Limits, load_host_states
 
 DEFAULT = "default"
 WEIGHERS = ("spread", "pack")
@@ -152,15 +152,15 @@ class Capacity:
 def capacity(session: Session, hosts: list[Host]) -> dict[str, object]:
     cpu, mem, disk = Capacity(), Capacity(), Capacity()
     instances = 0
-    clusters = {c.id: c for c in session.scalars(select(Cluster)).all()}
-    for host in hosts:
-        state = host_state(host, clusters.get(host.cluster_id or ""))
-        cpu.add(state.vcpus, host.alloc_vcpus)
-        mem.add(state.memory_mib, host.alloc_memory_mib)
-        disk.add(state.disk_gib, host.alloc_disk_gib)
-        instances += host.instance_count
+    states = load_host_states(session, host_ids=[h.id for h in hosts]) if hosts else []
+    for state in states:
+        cpu_limits, mem_limits, disk_limits = state.limits()
+        cpu.add(cpu_limits, state.alloc_vcpus)
+        mem.add(mem_limits, state.alloc_memory_mib)
+        disk.add(disk_limits, state.alloc_disk_gib)
+        instances += state.instance_count
     return {
-        "hosts": len(hosts),
+        "hosts": len(states),
         "instances": instances,
         "vcpus": cpu.as_dict(),
         "memory_mib": mem.as_dict(),

@@ -10,8 +10,6 @@ from the instances at start-up (``heal``).
 
 from __future__ import annotations
 
-import math
-
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -26,9 +24,9 @@ def claim(session: Session, host: HostState, req: PlacementRequest) -> bool:
         Host.state == "up",
         Host.enabled.is_(True),
         Host.maintenance == "none",
-        Host.alloc_vcpus + req.vcpus <= math.floor(host.vcpus.limit + 1e-9),
-        Host.alloc_memory_mib + req.memory_mib <= math.floor(host.memory_mib.limit + 1e-9),
-        Host.alloc_disk_gib + req.disk_gib <= math.floor(host.disk_gib.limit + 1e-9),
+        Host.alloc_vcpus + req.vcpus <= host.vcpu_limit,
+        Host.alloc_memory_mib + req.memory_mib <= host.memory_limit,
+        Host.alloc_disk_gib + req.disk_gib <= host.disk_limit,
     ]
     if host.max_instances is not None:
         conditions.append(Host.instance_count < host.max_instances)

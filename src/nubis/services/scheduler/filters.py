@@ -59,21 +59,21 @@ class CpuFilter:
     name = "vCPU capacity"
 
     def reject(self, host: HostState, req: PlacementRequest) -> bool:
-        return not host.vcpus.fits(host.alloc_vcpus, req.vcpus)
+        return host.alloc_vcpus + req.vcpus > host.vcpu_limit
 
 
 class MemoryFilter:
     name = "memory capacity"
 
     def reject(self, host: HostState, req: PlacementRequest) -> bool:
-        return not host.memory_mib.fits(host.alloc_memory_mib, req.memory_mib)
+        return host.alloc_memory_mib + req.memory_mib > host.memory_limit
 
 
 class DiskFilter:
     name = "disk capacity"
 
     def reject(self, host: HostState, req: PlacementRequest) -> bool:
-        return not host.disk_gib.fits(host.alloc_disk_gib, req.disk_gib)
+        return host.alloc_disk_gib + req.disk_gib > host.disk_limit
 
 
 class MaxInstancesFilter:

@@ -13,8 +13,7 @@ def free_share(host: HostState) -> float:
         return max(0.0, (limit - allocated) / limit) if limit > 0 else 0.0
 
     return (
-        share(host.vcpus.limit, host.alloc_vcpus)
-        + share(host.memory_mib.limit, host.alloc_memory_mib)
+        share(host.vcpu_limit, host.alloc_vcpus) + share(host.memory_limit, host.alloc_memory_mib)
     ) / 2
 
 
