@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = 12 * 3600
     stop_timeout_seconds: float = 30.0
     reconcile_interval_seconds: float = 30.0
+    migration_max_downtime_ms: int = 500
+    maintenance_parallel: int = 2  # live migrations at once when draining a host
     keepalive_interval: int = 5
     keepalive_count: int = 3
     # secret used to encrypt credentials at rest; default: <data_dir>/secret.key

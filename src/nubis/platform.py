@@ -19,6 +19,7 @@ from nubis.services.hosts import HostService
 from nubis.services.images import ImageService
 from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
+from nubis.services.migration import MigrateHandler
 from nubis.services.scheduler import Scheduler
 from nubis.services.secrets import SecretBox
 from nubis.services.sync import StateSync
@@ -49,6 +50,7 @@ class Platform:
         self.instance_tasks = InstanceTasks(
             self.engine, self.driver, self.hosts, self.images, settings.stop_timeout_seconds
         )
+        self.engine.register(MigrateHandler(self.instance_tasks))
         self.admin_password_file: Path | None = None
         event.listen(self.db.sessionmaker, "after_commit", self._after_commit)
 

@@ -117,6 +117,7 @@ class InstanceIn(BaseModel):
     flavor: str = Field(description="flavor id or name")
     host: str | None = Field(default=None, description="host id or name (optional)")
     rule_group: str | None = Field(default=None, description="rule group id or name")
+    cluster: str | None = Field(default=None, description="place inside this cluster")
 
 
 class InstanceOut(Out):
@@ -139,6 +140,13 @@ class InstanceOut(Out):
 
 class InstanceAccepted(InstanceOut):
     task_id: str
+
+
+class MigrateIn(BaseModel):
+    host: str | None = Field(default=None, description="target host id or name (optional)")
+    max_downtime_ms: int | None = Field(
+        default=None, description="longest pause of the guest at the switch-over (live)"
+    )
 
 
 class TaskAccepted(BaseModel):
@@ -179,6 +187,11 @@ class ClusterSettingsIn(BaseModel):
     )
     max_instances_per_host: int | None = None
     weigher: str | None = Field(default=None, description="spread (default) or pack")
+    trust_shared_storage: bool | None = Field(
+        default=None,
+        description="the disk directory is shared although libvirt cannot detect it "
+        "(a bind mount, the devcluster): allow live migration anyway",
+    )
 
 
 class ClusterIn(ClusterSettingsIn):
@@ -196,6 +209,7 @@ class ClusterOut(Out):
     disable_threshold: float
     max_instances_per_host: int | None
     weigher: str
+    trust_shared_storage: bool
     created_at: datetime
 
 

@@ -117,6 +117,9 @@ class Cluster(Base):
     disable_threshold: Mapped[float] = mapped_column(Float, default=0.85)
     max_instances_per_host: Mapped[int | None] = mapped_column(Integer)
     weigher: Mapped[str] = mapped_column(String(16), default="spread")  # spread | pack
+    # the disk directory is shared although libvirt cannot tell (a bind mount, a test
+    # bed): live migration then skips libvirt's shared-filesystem check
+    trust_shared_storage: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

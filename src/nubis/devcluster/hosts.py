@@ -137,6 +137,9 @@ class DevHost:
             # keep QEMU in the host's mount namespace (libvirt would give each domain
             # its own), so the host's processes are exactly its namespace's
             + "namespaces = []\n"
+            # the hosts share one network namespace: give each its own VNC ports
+            + f"remote_display_port_min = {6000 + 100 * self.index}\n"
+            + f"remote_display_port_max = {6099 + 100 * self.index}\n"
         )
         for name in ("virtlogd.conf", "libvirt.conf"):
             src = Path("/etc/libvirt") / name

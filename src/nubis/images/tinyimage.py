@@ -25,6 +25,7 @@ GUEST_MODULES = ("button", "evdev", "virtio_pci", "virtio_blk", "virtio_net", "i
 INITTAB = """\
 ::sysinit:/etc/rc
 ::respawn:/bin/acpid -f -l /dev/null -a /etc/acpid.conf
+::respawn:/etc/uptime.sh
 ttyS0::respawn:-/bin/sh
 tty1::respawn:-/bin/sh
 ::ctrlaltdel:/bin/poweroff
@@ -41,6 +42,12 @@ hostname nubis-guest
 # acpid (from inittab) needs the power button's event device, added asynchronously
 for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/input/event0 ] && break; sleep 0.2; done
 echo {READY_MARKER} > /dev/ttyS0
+"""
+
+# the guest's uptime on the serial console: a live migration must not reset it
+UPTIME_SH = """\
+#!/bin/sh
+while sleep 5; do echo "NUBIS-UPTIME $(cut -d. -f1 /proc/uptime)" > /dev/ttyS0; done
 """
 
 POWER_SH = """\
@@ -128,6 +135,7 @@ def build_initramfs(work: Path, release: str) -> Path:
     _write(root / "etc/rc", RC, 0o755)
     _write(root / "etc/acpid.conf", "PWRF power.sh\n")
     _write(root / "etc/acpi/power.sh", POWER_SH, 0o755)
+    _write(root / "etc/uptime.sh", UPTIME_SH, 0o755)
     modules = module_load_order(release, GUEST_MODULES)
     for mod in modules:
         shutil.copy2(mod, root / "lib/modules" / mod.name)

@@ -55,7 +55,7 @@ class InstanceTasks:
         self.hosts = hosts
         self.images = images
         self.stop_timeout = stop_timeout
-        self._copy_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._copy_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         for handler in (
             CreateHandler(self),
@@ -110,8 +110,10 @@ class InstanceTasks:
         that an interrupted upload left half-written is never used.
         """
         name = image_volume_name(image)
+        # one copy of an image at a time, whatever the host: hosts of a cluster share
+        # the pool's directory, and two uploads into one file would corrupt it
         with self._guard:
-            lock = self._copy_locks.setdefault((ref.uri, image.id), threading.Lock())
+            lock = self._copy_locks.setdefault(image.id, threading.Lock())
         with lock:
             path = self.driver.volume_path(ref, name)
             if path is not None and self.driver.volume_path(ref, name + ".ready") is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Flavor, Host, Image, Instance, Task
+from nubis.db.models import Cluster, Flavor, Host, Image, Instance, Task
 from nubis.drivers.errors import DriverError
 from nubis.services import rule_groups
 from nubis.services.auth import Principal
@@ -74,6 +74,7 @@ class InstanceService:
         flavor_ref: str,
         host_ref: str | None = None,
         rule_group_ref: str | None = None,
+        cluster_ref: str | None = None,
     ) -> tuple[Instance, Task]:
         validate_name(name, "instance")
         image = get_by_id_or_name(session, Image, image_ref, "image")
@@ -94,7 +95,11 @@ class InstanceService:
             raise Conflict(f"an instance named {name!r} already exists")
         group = rule_groups.get(session, principal, rule_group_ref) if rule_group_ref else None
         requested = get_by_id_or_name(session, Host, host_ref, "host") if host_ref else None
+        cluster = (
+            get_by_id_or_name(session, Cluster, cluster_ref, "cluster") if cluster_ref else None
+        )
         request = PlacementRequest(
+            cluster_id=cluster.id if cluster else None,
             vcpus=flavor.vcpus,
             memory_mib=flavor.memory_mib,
             disk_gib=flavor.disk_gib,
@@ -117,22 +122,30 @@ class InstanceService:
         )
         session.add(instance)
         session.flush()
-        task = self._submit(session, principal, "instance.create", instance.id)
+        task = self.submit(session, principal, "instance.create", instance.id)
         return instance, task
 
-    def _submit(self, session: Session, principal: Principal, kind: str, instance_id: str) -> Task:
+    def submit(
+        self,
+        session: Session,
+        principal: Principal | None,
+        kind: str,
+        instance_id: str,
+        params: dict[str, object] | None = None,
+    ) -> Task:
         task = self.engine.submit(
             session,
             kind,
             "instance",
             instance_id,
-            project_id=principal.project_id,
-            user_id=principal.user_id,
+            params=params,
+            project_id=principal.project_id if principal else None,
+            user_id=principal.user_id if principal else None,
         )
         session.flush()
         return task
 
-    def _guard(
+    def guard(
         self,
         session: Session,
         instance: Instance,
@@ -172,14 +185,14 @@ class InstanceService:
             )
         instance = self.get(session, principal, ref)
         allowed, task_state, kind = ACTIONS[action]
-        self._guard(session, instance, allowed, task_state)
-        task = self._submit(session, principal, kind, instance.id)
+        self.guard(session, instance, allowed, task_state)
+        task = self.submit(session, principal, kind, instance.id)
         return task
 
     def delete(self, session: Session, principal: Principal, ref: str) -> tuple[Instance, Task]:
         instance = self.get(session, principal, ref)
-        self._guard(session, instance, DELETABLE, "deleting", new_status="deleting")
-        task = self._submit(session, principal, "instance.delete", instance.id)
+        self.guard(session, instance, DELETABLE, "deleting", new_status="deleting")
+        task = self.submit(session, principal, "instance.delete", instance.id)
         return instance, task
 
     def console_log(self, principal: Principal, ref: str, max_bytes: int) -> str:

@@ -56,6 +56,7 @@ class ClusterSettings:
     disable_threshold: float | None = None
     max_instances_per_host: int | None = None
     weigher: str | None = None
+    trust_shared_storage: bool | None = None
 
 
 def _apply_settings(cluster: Cluster, settings: ClusterSettings, unset_max: bool) -> None:
@@ -75,6 +76,8 @@ def _apply_settings(cluster: Cluster, settings: ClusterSettings, unset_max: bool
         cluster.max_instances_per_host = settings.max_instances_per_host
     elif unset_max:
         cluster.max_instances_per_host = None
+    if settings.trust_shared_storage is not None:
+        cluster.trust_shared_storage = settings.trust_shared_storage
     if settings.weigher is not None:
         if settings.weigher not in WEIGHERS:
             raise BadRequest(f"weigher must be one of {', '.join(WEIGHERS)}")

@@ -51,6 +51,10 @@ class TaskContext:
         if fault == f"{self.kind}:{name}:raise":
             raise RuntimeError(f"fault injected at {self.kind}:{name}")
 
+    def progress(self, progress: int) -> None:
+        with self.db.begin() as s:
+            s.execute(update(Task).where(Task.id == self.task_id).values(progress=progress))
+
 
 class TaskHandler(Protocol):
     kind: str

@@ -1,4 +1,4 @@
-"""Instances: create, list, show, delete, power actions, console log."""
+"""Instances: create, list, show, delete, power actions, migration, console log."""
 
 from __future__ import annotations
 
@@ -6,7 +6,15 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
-from nubis.api.schemas import InstanceAccepted, InstanceIn, InstanceOut, PageOut, TaskAccepted
+from nubis.api.schemas import (
+    InstanceAccepted,
+    InstanceIn,
+    InstanceOut,
+    MigrateIn,
+    PageOut,
+    TaskAccepted,
+)
+from nubis.services import migration
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 
@@ -32,7 +40,14 @@ def create_instance(
 ) -> InstanceAccepted:
     with platform.db.begin() as s:
         instance, task = platform.instances.create(
-            s, principal, body.name, body.image, body.flavor, body.host, body.rule_group
+            s,
+            principal,
+            body.name,
+            body.image,
+            body.flavor,
+            body.host,
+            body.rule_group,
+            body.cluster,
         )
         out = InstanceOut.model_validate(instance).model_dump()
     return InstanceAccepted(**out, task_id=task.id)
@@ -50,6 +65,32 @@ def delete_instance(ref: str, platform: PlatformDep, principal: PrincipalDep) ->
         instance, task = platform.instances.delete(s, principal, ref)
         out = InstanceOut.model_validate(instance).model_dump()
     return InstanceAccepted(**out, task_id=task.id)
+
+
+@router.post("/{ref}/actions/migrate", status_code=202)
+def migrate_instance(
+    ref: str, platform: PlatformDep, principal: PrincipalDep, body: MigrateIn | None = None
+) -> TaskAccepted:
+    """Live-migrate a running (or paused) instance, cold-migrate a stopped one, to
+    ``host`` or to the host the scheduler picks in the same cluster."""
+    body = body or MigrateIn()
+    downtime = body.max_downtime_ms
+    if downtime is None:
+        downtime = platform.settings.migration_max_downtime_ms
+    with platform.db.begin() as s:
+        instance = platform.instances.get(s, principal, ref)
+        task = migration.request_migration(
+            platform.instances, s, principal, instance, body.host, downtime
+        )
+    return TaskAccepted(task_id=task.id)
+
+
+@router.post("/{ref}/actions/cancel-migration", status_code=202)
+def cancel_migration(ref: str, platform: PlatformDep, principal: PrincipalDep) -> InstanceOut:
+    """Abort a live migration in flight: the instance stays on its source host."""
+    with platform.db.begin() as s:
+        migration.cancel(platform.instances, s, principal, ref)
+        return InstanceOut.model_validate(platform.instances.get(s, principal, ref))
 
 
 @router.post("/{ref}/actions/{action}", status_code=202)

@@ -6,12 +6,14 @@ so a task step can run again after a crash without harm.
 
 from __future__ import annotations
 
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlparse
 
 import libvirt
 
@@ -177,7 +179,7 @@ class LibvirtDriver:
             result = []
             for pool_name in (DISK_POOL, CONSOLE_POOL):
                 pool = conn.storagePoolLookupByName(pool_name)
-                pool.refresh(0)
+                storage.refresh(pool)
                 result += pool.listVolumes()
             return result
 
@@ -307,6 +309,97 @@ class LibvirtDriver:
             dom.undefineFlags(flags)
 
         self._call(host, undefine, f"domain {uuid}")
+
+    # -- migration ----------------------------------------------------------------
+    def migrate_live(
+        self,
+        source: HostRef,
+        target: HostRef,
+        uuid: str,
+        max_downtime_ms: int,
+        on_progress: Callable[[int], None] | None = None,
+        trust_shared_storage: bool = False,
+    ) -> None:
+        """Live-migrate over shared storage; the domain becomes persistent on the target
+        and is undefined on the source. Blocks until done, reporting progress (0-100)."""
+        sconn = self.conns.get(source.uri, source.credentials)
+        dconn = self.conns.get(target.uri, target.credentials)
+        params: dict[str, object] = {}
+        address = urlparse(target.uri).hostname
+        if address:
+            params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{address}"
+        flags = (
+            libvirt.VIR_MIGRATE_LIVE
+            | libvirt.VIR_MIGRATE_PERSIST_DEST
+            | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        )
+        if trust_shared_storage:
+            flags |= libvirt.VIR_MIGRATE_UNSAFE
+        try:
+            dom = self._domain(sconn, uuid)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, f"domain {uuid}") from exc
+        done = threading.Event()
+        watcher = threading.Thread(
+            target=self._watch_migration,
+            args=(dom, max_downtime_ms, on_progress, done),
+            daemon=True,
+        )
+        watcher.start()
+        try:
+            dom.migrate3(dconn, params, flags)
+        except libvirt.libvirtError as exc:
+            raise translate(exc, f"migration of {uuid}") from exc
+        finally:
+            done.set()
+            watcher.join(5)
+
+    @staticmethod
+    def _watch_migration(
+        dom: libvirt.virDomain,
+        max_downtime_ms: int,
+        on_progress: Callable[[int], None] | None,
+        done: threading.Event,
+    ) -> None:
+        downtime_set = False
+        while not done.wait(0.3):
+            try:
+                if not downtime_set:
+                    dom.migrateSetMaxDowntime(max_downtime_ms, 0)
+                    downtime_set = True
+                info = dom.jobInfo()
+            except libvirt.libvirtError:
+                continue  # the job has not started yet, or just ended
+            mem_total, mem_processed = info[6], info[7]
+            if on_progress is not None and mem_total:
+                on_progress(min(99, int(100 * mem_processed / mem_total)))
+
+    def abort_job(self, host: HostRef, uuid: str) -> None:
+        """Cancel the domain's running job (a migration): it stays where it was."""
+        self._call(host, lambda c: self._domain(c, uuid).abortJob(), f"domain {uuid}")
+
+    def migrate_cold(self, source: HostRef, target: HostRef, uuid: str) -> None:
+        """Move a shut-off domain's definition to the target (disks are shared)."""
+
+        def xml_of(conn: libvirt.virConnect) -> str | None:
+            dom = self._find_domain(conn, uuid)
+            if dom is None:
+                return None
+            if dom.isActive():
+                raise DriverError("a running domain cannot be cold-migrated")
+            return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+
+        xml = self._call(source, xml_of, f"domain {uuid}")
+        if xml is not None:
+            self._call(target, lambda c: None if self._find_domain(c, uuid) else c.defineXML(xml))
+        self.undefine(source, uuid)
+
+    def defined_on(self, host: HostRef, uuid: str) -> bool:
+        """True when the host is reachable and has the domain defined."""
+        try:
+            return self.state(host, uuid) is not None
+        except DriverError:
+            return False
 
 
 __all__ = ["DriverError", "HostInfo", "HostRef", "LibvirtDriver", "NotFound", "detect_virt_type"]

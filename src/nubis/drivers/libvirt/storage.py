@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -40,13 +41,28 @@ def ensure_pool(conn: libvirt.virConnect, name: str, path: Path) -> libvirt.virS
     return pool
 
 
+def refresh(pool: libvirt.virStoragePool, timeout: float = 120) -> None:
+    """Rescan the pool; libvirt refuses while an upload/download stream runs on it,
+    so wait for that to end (an image copy takes seconds to minutes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pool.refresh(0)
+            return
+        except libvirt.libvirtError as exc:
+            busy = "asynchronous jobs running" in (exc.get_error_message() or "")
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def find_volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
     try:
         return pool.storageVolLookupByName(name)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
             raise translate(exc) from exc
-    pool.refresh(0)  # a file added behind libvirt's back (e.g. by virtlogd)
+    refresh(pool)  # a file added behind this libvirtd's back (virtlogd, another host)
     try:
         return pool.storageVolLookupByName(name)
     except libvirt.libvirtError as exc:
@@ -121,7 +137,7 @@ def read_tail(
     vol = find_volume(pool, name)
     if vol is None:
         raise NotFound(f"volume {name}")
-    pool.refresh(0)  # the file grows behind libvirt's back
+    refresh(pool)  # the file grows behind libvirt's back
     vol = pool.storageVolLookupByName(name)
     size = vol.info()[1]
     offset = max(0, size - max_bytes)

@@ -1,0 +1,155 @@
+"""Moving instances between hosts of a cluster: live and cold migration, cancel.
+
+The target is claimed when the migration is accepted (in the request's
+transaction); the source keeps its claim until the instance has moved, so
+capacity is never promised twice. If anything fails, or the control plane dies
+half-way, ``failed()`` looks where the domain really is and the instance ends
+on that host with the other host's claim released.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from nubis.db.models import Cluster, Host, Instance, Task
+from nubis.drivers.errors import DriverError
+from nubis.services.auth import Principal
+from nubis.services.errors import BadRequest, Conflict, Unavailable
+from nubis.services.instance_tasks import InstanceTasks
+from nubis.services.instances import InstanceService
+from nubis.services.lookup import get_by_id_or_name
+from nubis.services.scheduler import PlacementRequest, claims
+from nubis.tasks.engine import TaskContext
+
+MIGRATABLE = ("running", "paused", "stopped")
+
+
+def check_compatible(source: Host, target: Host) -> None:
+    """Refuse clearly what cannot work, before the scheduler is asked."""
+    if target.id == source.id:
+        raise BadRequest(f"the instance is already on host {source.name!r}")
+    if target.cluster_id != source.cluster_id:
+        raise BadRequest(
+            f"hosts {source.name!r} and {target.name!r} are in different clusters and "
+            "share no storage: migration stays inside a cluster"
+        )
+    if target.arch != source.arch:
+        raise BadRequest(
+            f"host {target.name!r} is {target.arch}, the instance runs on {source.arch}"
+        )
+    if target.effective_virt_type != source.effective_virt_type:
+        raise BadRequest(
+            f"host {target.name!r} runs {target.effective_virt_type} guests, the instance "
+            f"is a {source.effective_virt_type} guest"
+        )
+
+
+def request_migration(
+    instances: InstanceService,
+    session: Session,
+    principal: Principal | None,
+    instance: Instance,
+    host_ref: str | None,
+    max_downtime_ms: int,
+) -> Task:
+    """Guard, choose and claim a target, and queue the migration task."""
+    source = session.get(Host, instance.host_id)
+    if source is None:
+        raise Conflict(f"instance {instance.name!r} is not on any host")
+    target = get_by_id_or_name(session, Host, host_ref, "host") if host_ref else None
+    if target is not None:
+        check_compatible(source, target)
+    if not 1 <= max_downtime_ms <= 60000:
+        raise BadRequest("max_downtime_ms must be between 1 and 60000")
+    instances.guard(session, instance, MIGRATABLE, "migrating")
+    req = PlacementRequest(
+        vcpus=instance.vcpus,
+        memory_mib=instance.memory_mib,
+        disk_gib=instance.disk_gib,
+        virt_type=source.effective_virt_type,
+        host_id=target.id if target else None,
+        cluster_id=source.cluster_id,
+        exclude_host_ids=frozenset({source.id}),
+    )
+    req = instances.scheduler.group_request(session, req, instance.rule_group_id, instance.id)
+    cluster = session.get(Cluster, source.cluster_id) if source.cluster_id else None
+    chosen = instances.scheduler.place(session, req)
+    return instances.submit(
+        session,
+        principal,
+        "instance.migrate",
+        instance.id,
+        params={
+            "source_host_id": source.id,
+            "target_host_id": chosen.id,
+            "live": instance.status != "stopped",
+            "max_downtime_ms": max_downtime_ms,
+            "trust_shared_storage": bool(cluster is not None and cluster.trust_shared_storage),
+        },
+    )
+
+
+def cancel(instances: InstanceService, session: Session, principal: Principal, ref: str) -> str:
+    """Abort a live migration in flight; the instance stays on its source host."""
+    instance = instances.get(session, principal, ref)
+    if instance.task_state != "migrating" or instance.status == "stopped":
+        raise Conflict(f"instance {instance.name!r} has no live migration in progress")
+    host = session.get(Host, instance.host_id)
+    assert host is not None
+    try:
+        instances.hosts.driver.abort_job(instances.hosts.ref(host), instance.id)
+    except DriverError as exc:
+        raise Unavailable(f"could not cancel the migration: {exc}") from exc
+    return instance.id
+
+
+class MigrateHandler:
+    kind = "instance.migrate"
+    resumable = False  # after a crash: find where the domain is, never migrate twice
+
+    def __init__(self, tasks: InstanceTasks) -> None:
+        self.t = tasks
+
+    def _hosts(self, ctx: TaskContext) -> tuple[Host, Host]:
+        with self.t.db.begin() as s:
+            source = s.get(Host, ctx.params["source_host_id"])
+            target = s.get(Host, ctx.params["target_host_id"])
+            assert source is not None and target is not None
+            return source, target
+
+    def run(self, ctx: TaskContext) -> None:
+        source, target = self._hosts(ctx)
+        src, dst = self.t.hosts.ref(source), self.t.hosts.ref(target)
+        ctx.step("migrate", 1)
+        if ctx.params["live"]:
+            self.t.driver.migrate_live(
+                src,
+                dst,
+                ctx.resource_id,
+                ctx.params["max_downtime_ms"],
+                ctx.progress,
+                trust_shared_storage=ctx.params.get("trust_shared_storage", False),
+            )
+        else:
+            self.t.driver.migrate_cold(src, dst, ctx.resource_id)
+        self._settle_on(ctx, target, source)
+
+    def _settle_on(self, ctx: TaskContext, here: Host, other: Host) -> None:
+        """The instance lives on ``here``: record it and release ``other``'s claim."""
+        with self.t.db.begin() as s:
+            inst = s.get(Instance, ctx.resource_id)
+            if inst is None:
+                return
+            claims.release(s, other.id, inst.vcpus, inst.memory_mib, inst.disk_gib)
+            inst.host_id = here.id
+            inst.task_state = None
+        self.t.reconcile(ctx.resource_id)
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        source, target = self._hosts(ctx)
+        on_target = self.t.driver.defined_on(self.t.hosts.ref(target), ctx.resource_id)
+        on_source = self.t.driver.defined_on(self.t.hosts.ref(source), ctx.resource_id)
+        if on_target and not on_source:  # it moved; only the bookkeeping was missed
+            self._settle_on(ctx, target, source)
+        else:
+            self._settle_on(ctx, source, target)

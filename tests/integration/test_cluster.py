@@ -1,0 +1,170 @@
+"""A 3-host devcluster managed by Nubis: placement, rule groups, migration."""
+
+import re
+import time
+
+import pytest
+
+from nubis.devcluster.hosts import DevCluster
+from tests.integration.server import READY, NubisServer, libvirt_leftovers
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = DevCluster(tmp_path_factory.mktemp("devcluster"))
+    c.up(3)
+    yield c
+    c.down(purge=True)
+
+
+@pytest.fixture(scope="module")
+def srv(cluster, tmp_path_factory):
+    s = NubisServer(
+        tmp_path_factory.mktemp("nubis-cluster") / "data", NUBIS_RECONCILE_INTERVAL_SECONDS="5"
+    ).start()
+    assert (
+        s.client.post("/clusters", json={"name": "dc", "trust_shared_storage": True}).status_code
+        == 201
+    )
+    for host in cluster.hosts():
+        resp = s.client.post("/hosts", json={"name": host.name, "uri": host.uri, "cluster": "dc"})
+        assert resp.status_code == 201, resp.text
+    yield s
+    s.stop()
+
+
+def create(srv, name, **extra):
+    resp = srv.client.post(
+        "/instances",
+        json={"name": name, "image": "nubis-tiny", "flavor": "m1.tiny", "cluster": "dc", **extra},
+    )
+    assert resp.status_code == 202, resp.text
+    return resp.json()
+
+
+def delete_all(srv, instances):
+    tasks = [srv.client.delete(f"/instances/{i['id']}").json()["task_id"] for i in instances]
+    for task_id in tasks:
+        assert srv.wait_task(task_id)["status"] == "succeeded"
+    for inst in instances:
+        assert libvirt_leftovers(inst["id"], "qemu+tcp://127.0.0.11/system") == []
+
+
+def host_names(srv):
+    return {h["id"]: h["name"] for h in srv.client.get("/hosts").json()["items"]}
+
+
+def placed(srv, instances):
+    names = host_names(srv)
+    return [names[srv.instance(i["id"])["host_id"]] for i in instances]
+
+
+def test_six_instances_spread_two_per_host(srv):
+    made = [create(srv, f"spread-{i}") for i in range(6)]
+    for inst in made:
+        assert srv.wait_task(inst["task_id"])["status"] == "succeeded"
+    where = placed(srv, made)
+    assert sorted(where.count(h) for h in ("dev-1", "dev-2", "dev-3")) == [2, 2, 2]
+    cap = srv.client.get("/clusters/dc/capacity").json()
+    assert cap["instances"] == 6 and cap["memory_mib"]["allocated"] == 6 * 128
+    delete_all(srv, made)
+
+
+def test_rule_groups_on_real_hosts(srv):
+    assert (
+        srv.client.post(
+            "/rule-groups", json={"name": "apart", "policy": "anti-affinity"}
+        ).status_code
+        == 201
+    )
+    assert (
+        srv.client.post("/rule-groups", json={"name": "pair", "policy": "affinity"}).status_code
+        == 201
+    )
+    apart = [create(srv, f"apart-{i}", rule_group="apart") for i in range(3)]
+    fourth = srv.client.post(
+        "/instances",
+        json={
+            "name": "apart-3",
+            "image": "nubis-tiny",
+            "flavor": "m1.tiny",
+            "rule_group": "apart",
+            "cluster": "dc",
+        },
+    )
+    assert fourth.status_code == 409
+    assert "rule group removed 3" in fourth.json()["error"]["message"]
+    pair = [create(srv, f"pair-{i}", rule_group="pair") for i in range(2)]
+    for inst in apart + pair:
+        assert srv.wait_task(inst["task_id"])["status"] == "succeeded"
+    assert len(set(placed(srv, apart))) == 3
+    assert len(set(placed(srv, pair))) == 1
+    delete_all(srv, apart + pair)
+
+
+def uptimes(text: str) -> list[int]:
+    return [int(x) for x in re.findall(r"NUBIS-UPTIME (\d+)", text)]
+
+
+def wait_uptime(srv, iid: str, at_least: int, timeout: float = 90) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        values = uptimes(srv.console(iid))
+        if values and values[-1] >= at_least:
+            return values[-1]
+        time.sleep(1)
+    raise AssertionError(f"guest uptime never reached {at_least}: {srv.console(iid)[-500:]}")
+
+
+def test_live_migration_keeps_the_guest_running(srv):
+    inst = create(srv, "mover", host="dev-1")
+    assert srv.wait_task(inst["task_id"])["status"] == "succeeded"
+    iid = inst["id"]
+    srv.wait_console(iid)
+    before = wait_uptime(srv, iid, 5)
+    resp = srv.client.post(f"/instances/{iid}/actions/migrate", json={})
+    assert resp.status_code == 202, resp.text
+    task = srv.wait_task(resp.json()["task_id"])
+    assert task["status"] == "succeeded", task
+    moved = srv.instance(iid)
+    assert moved["status"] == "running" and moved["task_state"] is None
+    assert host_names(srv)[moved["host_id"]] in ("dev-2", "dev-3")
+    # the console on the new host carries on counting: no reboot happened
+    after = wait_uptime(srv, iid, before + 5)
+    assert after > before
+    assert READY not in srv.console(iid)  # the new host's log never saw a boot
+    hosts = {h["name"]: h for h in srv.client.get("/hosts").json()["items"]}
+    assert hosts["dev-1"]["instance_count"] == 0
+    assert hosts[host_names(srv)[moved["host_id"]]]["instance_count"] == 1
+
+    # cold migration of the stopped instance, to an explicit host, then it boots there
+    srv.act(iid, "stop")
+    target = "dev-1"
+    resp = srv.client.post(f"/instances/{iid}/actions/migrate", json={"host": target})
+    assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    assert host_names(srv)[srv.instance(iid)["host_id"]] == target
+    srv.act(iid, "start")
+    srv.wait_console(iid)
+    delete_all(srv, [inst])
+
+
+def test_migration_refusals(srv):
+    inst = create(srv, "stay", host="dev-2")
+    assert srv.wait_task(inst["task_id"])["status"] == "succeeded"
+    iid = inst["id"]
+    cases = [
+        ({"host": "local"}, 400, "different clusters"),
+        ({"host": "dev-2"}, 400, "already on host"),
+        ({"host": "nope"}, 404, "host 'nope' not found"),
+        ({"max_downtime_ms": 0}, 400, "max_downtime_ms"),
+    ]
+    for body, status, fragment in cases:
+        resp = srv.client.post(f"/instances/{iid}/actions/migrate", json=body)
+        assert resp.status_code == status, resp.text
+        assert fragment in resp.json()["error"]["message"]
+    resp = srv.client.post(f"/instances/{iid}/actions/cancel-migration")
+    assert resp.status_code == 409
+    assert srv.instance(iid)["task_state"] is None  # nothing was changed
+    delete_all(srv, [inst])
