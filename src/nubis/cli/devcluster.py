@@ -11,11 +11,8 @@ from nubis.cli.client import console, fail, request, saved_token, show
 from nubis.devcluster.hosts import DEFAULT_BASE, DevCluster, DevClusterError
 
 app = typer.Typer(help="Simulated hosts for trying clustering on one machine", no_args_is_help=True)
+CLUSTER = "devcluster"
 Base = Annotated[Path, typer.Option("--base", help="where the hosts keep their state")]
-
-
-def _cluster(base: Path) -> DevCluster:
-    return DevCluster(base)
 
 
 @app.command()
@@ -26,7 +23,7 @@ def up(
 ) -> None:
     """Start N libvirtd hosts (dev-1..dev-N on 127.0.0.11..) sharing one disk directory."""
     try:
-        started = _cluster(base).up(hosts)
+        started = DevCluster(base).up(hosts)
     except DevClusterError as exc:
         raise fail(str(exc)) from exc
     for host in started:
@@ -35,11 +32,18 @@ def up(
         if saved_token() is None:
             console.print("not logged in: hosts not registered (run `nubis login`, then again)")
             return
+        clusters = request("GET", "/clusters", params={"limit": 1000}).json()["items"]
+        if CLUSTER not in {c["name"] for c in clusters}:
+            # the hosts share one disk directory by construction (a bind mount libvirt
+            # cannot recognise as shared): say so, so live migration is allowed
+            request("POST", "/clusters", json={"name": CLUSTER, "trust_shared_storage": True})
         known = {h["uri"] for h in request("GET", "/hosts", params={"limit": 1000}).json()["items"]}
         for host in started:
             if host.uri not in known:
-                request("POST", "/hosts", json={"name": host.name, "uri": host.uri})
-                console.print(f"registered {host.name}")
+                request(
+                    "POST", "/hosts", json={"name": host.name, "uri": host.uri, "cluster": CLUSTER}
+                )
+                console.print(f"registered {host.name} in cluster {CLUSTER}")
 
 
 @app.command()
@@ -48,20 +52,21 @@ def down(
     purge: Annotated[bool, typer.Option(help="also delete the hosts' state and disks")] = False,
 ) -> None:
     """Stop every host: kill its daemons and guests; no process or mount remains."""
-    _cluster(base).down(purge=purge)
+    DevCluster(base).down(purge=purge)
     console.print("devcluster down")
 
 
 @app.command()
 def status(base: Base = DEFAULT_BASE, fmt: Annotated[str, typer.Option("-f")] = "table") -> None:
-    show(_cluster(base).status(), fmt, ["name", "uri", "running", "listening", "processes"])
+    """Each host: running, listening on its address, number of processes."""
+    show(DevCluster(base).status(), fmt, ["name", "uri", "running", "listening", "processes"])
 
 
 @app.command("kill-host")
 def kill_host(name: str, base: Base = DEFAULT_BASE) -> None:
     """Crash a host: SIGKILL its libvirtd and every qemu process on it."""
     try:
-        _cluster(base).host(name).kill()
+        DevCluster(base).host(name).kill()
     except DevClusterError as exc:
         raise fail(str(exc)) from exc
     console.print(f"{name} killed")
@@ -70,7 +75,7 @@ def kill_host(name: str, base: Base = DEFAULT_BASE) -> None:
 @app.command("revive-host")
 def revive_host(name: str, base: Base = DEFAULT_BASE) -> None:
     """Boot a killed host again (its guests stay shut off, as after a power cut)."""
-    cluster = _cluster(base)
+    cluster = DevCluster(base)
     try:
         cluster.host(name).start(cluster.shared)
     except DevClusterError as exc:
