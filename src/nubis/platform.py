@@ -15,6 +15,7 @@ from nubis.db.session import Database
 from nubis.drivers.libvirt.compute import LibvirtDriver
 from nubis.drivers.libvirt.connection import ConnectionPool
 from nubis.services import bootstrap
+from nubis.services.host_tasks import EvacuateHandler, MaintenanceHandler
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService
 from nubis.services.instance_tasks import InstanceTasks
@@ -51,6 +52,15 @@ class Platform:
             self.engine, self.driver, self.hosts, self.images, settings.stop_timeout_seconds
         )
         self.engine.register(MigrateHandler(self.instance_tasks))
+        for handler in (MaintenanceHandler, EvacuateHandler):
+            self.engine.register(
+                handler(
+                    self.instance_tasks,
+                    self.instances,
+                    settings.maintenance_parallel,
+                    settings.migration_max_downtime_ms,
+                )
+            )
         self.admin_password_file: Path | None = None
         event.listen(self.db.sessionmaker, "after_commit", self._after_commit)
 

@@ -168,3 +168,76 @@ def test_migration_refusals(srv):
     assert resp.status_code == 409
     assert srv.instance(iid)["task_state"] is None  # nothing was changed
     delete_all(srv, [inst])
+
+
+def wait_host(srv, name: str, **expected) -> dict:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        host = srv.client.get(f"/hosts/{name}").json()
+        if all(host[k] == v for k, v in expected.items()):
+            return host
+        time.sleep(0.3)
+    raise AssertionError(f"host {name}: {host}, expected {expected}")
+
+
+def test_maintenance_empties_a_host_and_its_instances_keep_running(srv):
+    pair = [create(srv, f"drain-{i}", host="dev-1") for i in range(2)]
+    for inst in pair:
+        assert srv.wait_task(inst["task_id"])["status"] == "succeeded"
+        srv.wait_console(inst["id"])
+    resp = srv.client.post("/hosts/dev-1/actions/maintenance")
+    assert resp.status_code == 202, resp.text
+    assert srv.client.get("/hosts/dev-1").json()["maintenance"] in ("entering", "active")
+    # no new placement on it meanwhile
+    refused = srv.client.post(
+        "/instances",
+        json={"name": "late", "image": "nubis-tiny", "flavor": "m1.tiny", "host": "dev-1"},
+    )
+    assert refused.status_code == 409 and "host state" in refused.json()["error"]["message"]
+    task = srv.wait_task(resp.json()["task_id"], timeout=300)
+    assert task["status"] == "succeeded", task
+    host = wait_host(srv, "dev-1", maintenance="active")
+    assert host["instance_count"] == 0
+    for inst in pair:
+        moved = srv.instance(inst["id"])
+        assert moved["status"] == "running"
+        assert host_names(srv)[moved["host_id"]] in ("dev-2", "dev-3")
+    assert srv.client.post("/hosts/dev-1/actions/exit-maintenance").json()["maintenance"] == "none"
+    delete_all(srv, pair)
+
+
+def test_evacuate_a_dead_host_only_when_confirmed(srv, cluster):
+    inst = create(srv, "survivor", host="dev-3")
+    assert srv.wait_task(inst["task_id"])["status"] == "succeeded"
+    iid = inst["id"]
+    srv.wait_console(iid)
+    refused = srv.client.post("/hosts/dev-3/actions/evacuate", json={"confirm_host_down": True})
+    assert refused.status_code == 409 and "only a host that is down" in refused.text
+    cluster.host("dev-3").kill()
+    wait_host(srv, "dev-3", state="down")
+    unconfirmed = srv.client.post("/hosts/dev-3/actions/evacuate", json={})
+    assert unconfirmed.status_code == 400 and "confirm_host_down" in unconfirmed.text
+    resp = srv.client.post("/hosts/dev-3/actions/evacuate", json={"confirm_host_down": True})
+    assert resp.status_code == 202
+    assert srv.wait_task(resp.json()["task_id"], timeout=180)["status"] == "succeeded"
+    moved = srv.instance(iid)
+    assert moved["status"] == "running"
+    assert host_names(srv)[moved["host_id"]] in ("dev-1", "dev-2")
+    srv.wait_console(iid)  # it booted again on its new host
+    # the dead host comes back: its stale copy of the domain is removed, never started
+    cluster.host("dev-3").start(cluster.shared)
+    wait_host(srv, "dev-3", state="up")
+
+    def stale_on_dev3() -> list[str]:  # the root disk is shared: it is not stale
+        return [
+            x
+            for x in libvirt_leftovers(iid, "qemu+tcp://127.0.0.13/system")
+            if not x.startswith("nubis-disks/")
+        ]
+
+    deadline = time.monotonic() + 30
+    while stale_on_dev3() and time.monotonic() < deadline:
+        time.sleep(1)
+    assert stale_on_dev3() == []
+    assert srv.instance(iid)["status"] == "running"
+    delete_all(srv, [inst])

@@ -149,6 +149,12 @@ class MigrateIn(BaseModel):
     )
 
 
+class EvacuateIn(BaseModel):
+    confirm_host_down: bool = Field(
+        default=False, description="the operator confirms the host is off (or fenced)"
+    )
+
+
 class TaskAccepted(BaseModel):
     task_id: str
 

@@ -122,6 +122,41 @@ class InstanceTasks:
             self.driver.create_marker(ref, name + ".ready")
             return path
 
+    def domain_spec(self, instance_id: str, root: str, image: Image | None) -> DomainSpec:
+        """The domain of an instance on its (current) host, its root disk at ``root``.
+        An ISO image is attached as a CD-ROM that boots first."""
+        loaded = self.load(instance_id)
+        inst, host = loaded.instance, loaded.host
+        disks: tuple[DiskSpec, ...]
+        if image is not None and image.disk_format == "iso":
+            cdrom = self.ensure_image_copy(loaded.ref, image)
+            disks = (
+                DiskSpec(path=root, format="qcow2", target="vda", boot_order=2),
+                DiskSpec(
+                    path=cdrom,
+                    format="raw",
+                    target="hdc",
+                    bus="ide",
+                    device="cdrom",
+                    boot_order=1,
+                    readonly=True,
+                ),
+            )
+        else:
+            disks = (DiskSpec(path=root, format="qcow2", target="vda", boot_order=1),)
+        return DomainSpec(
+            name=inst.domain_name,
+            uuid=inst.id,
+            vcpus=inst.vcpus,
+            memory_mib=inst.memory_mib,
+            virt_type=host.effective_virt_type,
+            arch=host.arch,
+            title=inst.name,
+            disks=disks,
+            console_log=self.driver.console_log_path(inst.domain_name),
+            metadata={"instance": inst.id, "project": inst.project_id, "name": inst.name},
+        )
+
     def remove_everything(self, ref: HostRef, instance_id: str) -> None:
         """Remove the domain, root disk and console log of an instance (idempotent)."""
         self.driver.undefine(ref, instance_id)
@@ -156,39 +191,14 @@ class CreateHandler(_Handler):
         ctx.step("disk", 40)
         capacity = max(inst.disk_gib * GIB, image.virtual_size or 0)
         root_name = root_volume_name(inst.id)
-        if image.disk_format == "iso":
-            # installer ISO: boot the CD-ROM first, onto a blank root disk
+        if image.disk_format == "iso":  # installer ISO: a blank root disk
             root = t.driver.create_disk(ref, root_name, inst.disk_gib * GIB)
-            disks = (
-                DiskSpec(path=root, format="qcow2", target="vda", boot_order=2),
-                DiskSpec(
-                    path=base,
-                    format="raw",
-                    target="hdc",
-                    bus="ide",
-                    device="cdrom",
-                    boot_order=1,
-                    readonly=True,
-                ),
-            )
-        else:
+        else:  # a linked clone of the image
             root = t.driver.create_disk(
                 ref, root_name, capacity, (base, image.disk_format or "qcow2")
             )
-            disks = (DiskSpec(path=root, format="qcow2", target="vda", boot_order=1),)
         ctx.step("define", 60)
-        spec = DomainSpec(
-            name=inst.domain_name,
-            uuid=inst.id,
-            vcpus=inst.vcpus,
-            memory_mib=inst.memory_mib,
-            virt_type=loaded.host.effective_virt_type,
-            arch=loaded.host.arch,
-            title=inst.name,
-            disks=disks,
-            console_log=t.driver.console_log_path(inst.domain_name),
-            metadata={"instance": inst.id, "project": inst.project_id, "name": inst.name},
-        )
+        spec = t.domain_spec(inst.id, root, image)
         t.driver.define(ref, spec)
         ctx.step("start", 80)
         t.driver.start(ref, inst.id)

@@ -135,7 +135,8 @@ class MigrateHandler:
         self._settle_on(ctx, target, source)
 
     def _settle_on(self, ctx: TaskContext, here: Host, other: Host) -> None:
-        """The instance lives on ``here``: record it and release ``other``'s claim."""
+        """The instance lives on ``here``: record it, release ``other``'s claim and
+        remove what is left of it there (its serial log: the log goes on on ``here``)."""
         with self.t.db.begin() as s:
             inst = s.get(Instance, ctx.resource_id)
             if inst is None:
@@ -143,6 +144,11 @@ class MigrateHandler:
             claims.release(s, other.id, inst.vcpus, inst.memory_mib, inst.disk_gib)
             inst.host_id = here.id
             inst.task_state = None
+            domain_name = inst.domain_name
+        try:
+            self.t.driver.delete_console_log(self.t.hosts.ref(other), domain_name)
+        except DriverError:
+            pass  # the other host is unreachable: removed with strays when it is back
         self.t.reconcile(ctx.resource_id)
 
     def failed(self, ctx: TaskContext, error: str) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from nubis.db.models import Host, Instance, utcnow
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
+from nubis.drivers.libvirt.compute import HostRef
 from nubis.drivers.libvirt.connection import DomainEvent
 from nubis.services.hosts import HostService
 
@@ -114,6 +115,7 @@ class StateSync:
                 domains = self.hosts.driver.list_domains(ref)
             except DriverError:
                 continue
+            self._remove_strays(host_id, ref, domains)
             with self.db.begin() as s:
                 idle = s.scalars(
                     select(Instance).where(
@@ -130,3 +132,24 @@ class StateSync:
                         inst.error = "the domain is missing on its host"
                     elif state != inst.status:
                         inst.status = state
+
+    def _remove_strays(self, host_id: str, ref: HostRef, domains: dict[str, str]) -> None:
+        """A domain left on a host whose instance now lives on another host (it was
+        evacuated while this host was down) must never start again: undefine it."""
+        if not domains:
+            return
+        with self.db.begin() as s:
+            strays = s.scalars(
+                select(Instance.id).where(
+                    Instance.id.in_(list(domains)),
+                    Instance.host_id != host_id,
+                    Instance.task_state.is_(None),
+                )
+            ).all()
+        for instance_id in strays:
+            log.warning("removing stale domain of instance %s from host %s", instance_id, host_id)
+            try:
+                self.hosts.driver.undefine(ref, instance_id)
+                self.hosts.driver.delete_console_log(ref, f"nubis-{instance_id}")
+            except DriverError:
+                log.exception("could not remove the stale domain %s", instance_id)

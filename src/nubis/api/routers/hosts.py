@@ -6,9 +6,9 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
-from nubis.api.schemas import CapacityOut, HostIn, HostOut, PageOut
+from nubis.api.schemas import CapacityOut, EvacuateIn, HostIn, HostOut, PageOut, TaskAccepted
 from nubis.db.models import Host
-from nubis.services import inventory
+from nubis.services import host_tasks, inventory
 from nubis.services.errors import NotFoundError
 from nubis.services.lookup import get_by_id_or_name, paginate
 
@@ -59,11 +59,37 @@ def host_capacity(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Capacity
         return CapacityOut.model_validate(inventory.host_capacity(s, ref))
 
 
+@router.post("/{ref}/actions/maintenance", status_code=202)
+def enter_maintenance(ref: str, platform: PlatformDep, _p: AdminDep) -> TaskAccepted:
+    """No new placement on the host; its instances are migrated away (running ones
+    live); the host's ``maintenance`` becomes ``active`` once it is empty."""
+    with platform.db.begin() as s:
+        task = host_tasks.enter_maintenance(platform.instances, s, ref)
+    return TaskAccepted(task_id=task.id)
+
+
+@router.post("/{ref}/actions/exit-maintenance")
+def exit_maintenance(ref: str, platform: PlatformDep, _p: AdminDep) -> HostOut:
+    with platform.db.begin() as s:
+        return HostOut.model_validate(host_tasks.exit_maintenance(s, ref))
+
+
+@router.post("/{ref}/actions/evacuate", status_code=202)
+def evacuate(ref: str, body: EvacuateIn, platform: PlatformDep, _p: AdminDep) -> TaskAccepted:
+    """Restart the instances of a host that is down on other hosts of its cluster."""
+    with platform.db.begin() as s:
+        task = host_tasks.evacuate(platform.instances, s, ref, body.confirm_host_down)
+    return TaskAccepted(task_id=task.id)
+
+
 @router.post("/{ref}/actions/{action}")
 def host_action(ref: str, action: str, platform: PlatformDep, _p: AdminDep) -> HostOut:
     """``enable`` or ``disable`` (a disabled host keeps its VMs, takes no new one)."""
     if action not in ("enable", "disable"):
-        raise NotFoundError(f"unknown host action {action!r}; actions are enable, disable")
+        raise NotFoundError(
+            f"unknown host action {action!r}; actions are enable, disable, maintenance, "
+            "exit-maintenance, evacuate"
+        )
     with platform.db.begin() as s:
         return HostOut.model_validate(platform.hosts.set_enabled(s, ref, action == "enable"))
 

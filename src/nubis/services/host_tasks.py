@@ -1,0 +1,205 @@
+"""Host operations that move instances: maintenance (drain) and evacuation.
+
+Maintenance: the host takes no new placement at once (``entering``); its
+instances are migrated away, at most ``maintenance_parallel`` at a time (live
+when running or paused, cold when stopped); when it is empty it is
+``active``. Evacuation restarts the instances of a host that is down, on other
+hosts of its cluster, and only when an operator confirms that the host is
+really down (fencing comes with high availability).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from nubis.db.models import Host, Image, Instance, Task
+from nubis.drivers.errors import DriverError
+from nubis.services.errors import BadRequest, Conflict, ServiceError
+from nubis.services.instance_tasks import InstanceTasks, root_volume_name
+from nubis.services.instances import InstanceService
+from nubis.services.lookup import get_by_id_or_name
+from nubis.services.migration import request_migration
+from nubis.services.scheduler import PlacementRequest, claims
+from nubis.tasks.engine import TaskContext
+
+log = logging.getLogger(__name__)
+FINISHED = ("succeeded", "failed")
+
+
+def _host_task_running(session: Session, host_id: str) -> bool:
+    return (
+        session.scalar(
+            select(Task.id).where(
+                Task.resource_id == host_id, Task.status.in_(("queued", "running"))
+            )
+        )
+        is not None
+    )
+
+
+def enter_maintenance(instances: InstanceService, session: Session, ref: str) -> Task:
+    host = get_by_id_or_name(session, Host, ref, "host")
+    if _host_task_running(session, host.id):
+        raise Conflict(f"host {host.name!r} already has an operation in progress")
+    if host.maintenance == "active":
+        raise Conflict(f"host {host.name!r} is already in maintenance")
+    host.maintenance = "entering"  # from now on the scheduler skips it
+    return instances.engine.submit(session, "host.maintenance", "host", host.id)
+
+
+def exit_maintenance(session: Session, ref: str) -> Host:
+    host = get_by_id_or_name(session, Host, ref, "host")
+    if host.maintenance == "none":
+        raise Conflict(f"host {host.name!r} is not in maintenance")
+    if _host_task_running(session, host.id):
+        raise Conflict(f"host {host.name!r} is still being drained; wait for it to end")
+    host.maintenance = "none"
+    return host
+
+
+def evacuate(
+    instances: InstanceService, session: Session, ref: str, confirm_host_down: bool
+) -> Task:
+    host = get_by_id_or_name(session, Host, ref, "host")
+    if host.state != "down":
+        raise Conflict(
+            f"host {host.name!r} is {host.state}: only a host that is down can be evacuated "
+            "(put a live host into maintenance instead)"
+        )
+    if not confirm_host_down:
+        raise BadRequest(
+            "evacuation restarts this host's instances elsewhere: confirm that the host is "
+            "really down (powered off, fenced) with confirm_host_down=true, or a VM could "
+            "run twice"
+        )
+    if _host_task_running(session, host.id):
+        raise Conflict(f"host {host.name!r} already has an operation in progress")
+    return instances.engine.submit(session, "host.evacuate", "host", host.id)
+
+
+class _HostHandler:
+    resumable = True  # both handlers look at what is left on the host each time
+
+    def __init__(
+        self, tasks: InstanceTasks, instances: InstanceService, parallel: int, max_downtime_ms: int
+    ) -> None:
+        self.t = tasks
+        self.instances = instances
+        self.parallel = max(1, parallel)
+        self.max_downtime_ms = max_downtime_ms
+
+    def remaining(self, host_id: str) -> list[str]:
+        with self.t.db.begin() as s:
+            return list(s.scalars(select(Instance.id).where(Instance.host_id == host_id)))
+
+
+class MaintenanceHandler(_HostHandler):
+    kind = "host.maintenance"
+
+    def run(self, ctx: TaskContext) -> None:
+        host_id = ctx.resource_id
+        total = len(self.remaining(host_id)) or 1
+        errors: dict[str, str] = {}
+        while True:
+            left = [i for i in self.remaining(host_id) if i not in errors]
+            if not left:
+                break
+            batch = left[: self.parallel]
+            waiting = {iid: self._start(iid, errors) for iid in batch}
+            for iid, task_id in waiting.items():
+                if task_id is not None:
+                    status, error = self._wait(task_id)
+                    if status != "succeeded":
+                        errors[iid] = error or status
+            ctx.progress(int(100 * (total - len(self.remaining(host_id))) / total))
+        if errors:
+            raise RuntimeError(
+                "could not move every instance off the host: "
+                + "; ".join(f"{iid}: {why}" for iid, why in errors.items())
+            )
+        with self.t.db.begin() as s:
+            s.execute(update(Host).where(Host.id == host_id).values(maintenance="active"))
+
+    def _start(self, instance_id: str, errors: dict[str, str]) -> str | None:
+        try:
+            with self.t.db.begin() as s:
+                instance = s.get(Instance, instance_id)
+                if instance is None:
+                    return None
+                task = request_migration(
+                    self.instances, s, None, instance, None, self.max_downtime_ms
+                )
+                return task.id
+        except ServiceError as exc:
+            errors[instance_id] = exc.message
+            return None
+
+    def _wait(self, task_id: str, timeout: float = 1800) -> tuple[str, str | None]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.t.db.begin() as s:
+                task = s.get(Task, task_id)
+                if task is None or task.status in FINISHED:
+                    return (task.status, task.error) if task else ("failed", "task vanished")
+            time.sleep(0.5)
+        return "failed", "timed out"
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        """The host stays out of placement (``entering``); the task says what is left."""
+
+
+class EvacuateHandler(_HostHandler):
+    kind = "host.evacuate"
+
+    def run(self, ctx: TaskContext) -> None:
+        errors = []
+        for iid in self.remaining(ctx.resource_id):
+            try:
+                self._restart_elsewhere(iid, ctx.resource_id)
+            except (ServiceError, DriverError, LookupError) as exc:
+                errors.append(f"{iid}: {getattr(exc, 'message', exc)}")
+        if errors:
+            raise RuntimeError("some instances could not be evacuated: " + "; ".join(errors))
+
+    def _restart_elsewhere(self, instance_id: str, dead_host_id: str) -> None:
+        with self.t.db.begin() as s:
+            inst = s.get(Instance, instance_id)
+            if inst is None or inst.host_id != dead_host_id:
+                return
+            dead = s.get(Host, dead_host_id)
+            assert dead is not None
+            was = inst.status
+            self.instances.guard(s, inst, ("running", "paused", "stopped", "error"), "evacuating")
+            req = PlacementRequest(
+                vcpus=inst.vcpus,
+                memory_mib=inst.memory_mib,
+                disk_gib=inst.disk_gib,
+                virt_type=dead.effective_virt_type,
+                cluster_id=dead.cluster_id,
+                exclude_host_ids=frozenset({dead.id}),
+            )
+            req = self.instances.scheduler.group_request(s, req, inst.rule_group_id, inst.id)
+            target = self.instances.scheduler.place(s, req)
+            claims.release(s, dead.id, inst.vcpus, inst.memory_mib, inst.disk_gib)
+            inst.host_id = target.id
+            image = s.get(Image, inst.image_id) if inst.image_id else None
+            target_ref = self.t.hosts.ref(target)
+        try:
+            root = self.t.driver.volume_path(target_ref, root_volume_name(instance_id))
+            if root is None:
+                raise LookupError("its root disk is not on the cluster's shared storage")
+            spec = self.t.domain_spec(instance_id, root, image)
+            self.t.driver.define(target_ref, spec)
+            if was in ("running", "paused"):
+                self.t.driver.start(target_ref, instance_id)
+            self.t.settle(instance_id, "running" if was in ("running", "paused") else "stopped")
+        except Exception as exc:
+            self.t.settle(instance_id, "error", f"evacuation failed: {exc}")
+            raise
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        """Instances not yet moved stay on the down host; the task lists them."""
