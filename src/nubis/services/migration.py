@@ -132,9 +132,11 @@ class MigrateHandler:
             )
         else:
             self.t.driver.migrate_cold(src, dst, ctx.resource_id)
-        self._settle_on(ctx, target, source)
+        self._settle_on(ctx, target, source, state_known=True)
 
-    def _settle_on(self, ctx: TaskContext, here: Host, other: Host) -> None:
+    def _settle_on(
+        self, ctx: TaskContext, here: Host, other: Host, state_known: bool = False
+    ) -> None:
         """The instance lives on ``here``: record it, release ``other``'s claim and
         remove what is left of it there (its serial log: the log goes on on ``here``)."""
         with self.t.db.begin() as s:
@@ -149,7 +151,8 @@ class MigrateHandler:
             self.t.driver.delete_console_log(self.t.hosts.ref(other), domain_name)
         except DriverError:
             pass  # the other host is unreachable: removed with strays when it is back
-        self.t.reconcile(ctx.resource_id)
+        if not state_known:  # after a failure: take the state libvirt reports
+            self.t.reconcile(ctx.resource_id)
 
     def failed(self, ctx: TaskContext, error: str) -> None:
         source, target = self._hosts(ctx)
