@@ -87,3 +87,26 @@ def test_cli_reports_errors_clearly(nubis, tmp_path):
     )
     refused = nubis("image", "import", str(evil), "evil", ok=False)
     assert refused.returncode == 1 and "backing file" in refused.stderr
+
+
+def test_cli_inventory_capacity_and_rule_groups(nubis):
+    assert "default" in nubis("zone", "list").stdout
+    clusters = json.loads(nubis("cluster", "list", "-f", "json").stdout)
+    assert [c["name"] for c in clusters["items"]] == ["default"]
+    cap = json.loads(nubis("cluster", "capacity", "default", "-f", "json").stdout)
+    assert cap["hosts"] == 1 and cap["vcpus"]["overcommitted"] == cap["vcpus"]["physical"] * 3
+    table = nubis("host", "capacity", "local").stdout
+    assert "overcommitted" in table and "memory_mib" in table
+    nubis("zone", "create", "dc2")
+    made = json.loads(
+        nubis("cluster", "create", "gold", "--zone", "dc2", "--cpu-ratio", "2", "-f", "json").stdout
+    )
+    assert made["cpu_ratio"] == 2.0
+    group = json.loads(
+        nubis("rule-group", "create", "web", "--policy", "anti-affinity", "-f", "json").stdout
+    )
+    assert group["strict"] is True
+    bad = nubis("rule-group", "create", "x", "--policy", "sideways", ok=False)
+    assert bad.returncode == 1 and "policy must be one of" in bad.stderr
+    assert json.loads(nubis("host", "disable", "local", "-f", "json").stdout)["enabled"] is False
+    assert json.loads(nubis("host", "enable", "local", "-f", "json").stdout)["enabled"] is True

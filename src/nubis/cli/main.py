@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nubis.cli import devcluster, resources
+from nubis.cli import devcluster, inventory, resources
 from nubis.cli.client import console, request, save_token
 
 app = typer.Typer(help="Nubis: a private cloud on libvirt/QEMU hosts", no_args_is_help=True)
@@ -17,6 +17,9 @@ app.add_typer(resources.image_app, name="image")
 app.add_typer(resources.flavor_app, name="flavor")
 app.add_typer(resources.instance_app, name="instance")
 app.add_typer(devcluster.app, name="devcluster")
+app.add_typer(inventory.zone_app, name="zone")
+app.add_typer(inventory.cluster_app, name="cluster")
+app.add_typer(inventory.group_app, name="rule-group")
 
 
 def _logging(log_file: str) -> None:

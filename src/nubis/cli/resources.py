@@ -80,15 +80,39 @@ def instance_create(
     image: Annotated[str, typer.Option(help="image id or name")],
     flavor: Annotated[str, typer.Option(help="flavor id or name")],
     host: Annotated[str | None, typer.Option(help="host id or name")] = None,
+    cluster: Annotated[str | None, typer.Option(help="place inside this cluster")] = None,
+    rule_group: Annotated[str | None, typer.Option(help="rule group id or name")] = None,
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
-    body = {"name": name, "image": image, "flavor": flavor, "host": host}
+    body = {
+        "name": name,
+        "image": image,
+        "flavor": flavor,
+        "host": host,
+        "cluster": cluster,
+        "rule_group": rule_group,
+    }
     created = request("POST", "/instances", json=body).json()
     if wait:
         wait_for_task(created["task_id"])
         created = request("GET", f"/instances/{created['id']}").json()
     show(created, fmt, INSTANCE_COLS)
+
+
+@instance_app.command("migrate")
+def instance_migrate(
+    ref: str,
+    host: Annotated[str | None, typer.Option(help="target host (default: the scheduler's)")] = None,
+    wait: Wait = False,
+) -> None:
+    """Live-migrate a running instance (cold when stopped) within its cluster."""
+    task = request("POST", f"/instances/{ref}/actions/migrate", json={"host": host}).json()
+    if wait:
+        wait_for_task(task["task_id"])
+        console.print("migrated")
+    else:
+        console.print(f"migrate: accepted (task {task['task_id']})")
 
 
 @instance_app.command("list")
