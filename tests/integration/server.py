@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import libvirt
 
 READY = "NUBIS-GUEST-READY"
+
+
+@contextmanager
+def devcluster_slot() -> Iterator[None]:
+    """Devcluster hosts have fixed addresses (127.0.0.11...): one devcluster at a time
+    on this machine, whichever test worker wants it."""
+    with open("/tmp/nubis-devcluster-tests.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def free_port() -> int:

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from nubis.devcluster.hosts import DevCluster
-from tests.integration.server import READY, NubisServer, libvirt_leftovers
+from tests.integration.server import READY, NubisServer, devcluster_slot, libvirt_leftovers
 
 pytestmark = pytest.mark.integration
 
@@ -14,9 +14,12 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     c = DevCluster(tmp_path_factory.mktemp("devcluster"))
-    c.up(3)
-    yield c
-    c.down(purge=True)
+    with devcluster_slot():
+        c.up(3)
+        try:
+            yield c
+        finally:
+            c.down(purge=True)
 
 
 @pytest.fixture(scope="module")

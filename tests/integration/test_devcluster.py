@@ -8,7 +8,7 @@ import libvirt
 import pytest
 
 from nubis.devcluster.hosts import DevCluster, alive
-from tests.integration.server import READY, NubisServer
+from tests.integration.server import READY, NubisServer, devcluster_slot
 
 pytestmark = pytest.mark.integration
 
@@ -16,9 +16,12 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     c = DevCluster(tmp_path_factory.mktemp("devcluster"))
-    c.up(2)
-    yield c
-    c.down(purge=True)
+    with devcluster_slot():
+        c.up(2)
+        try:
+            yield c
+        finally:
+            c.down(purge=True)
 
 
 @pytest.fixture(scope="module")
