@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import libvirt
 
+from nubis.devcluster.hosts import DevCluster
+
 READY = "NUBIS-GUEST-READY"
 
 
@@ -183,3 +185,15 @@ def libvirt_leftovers(instance_id: str, uri: str = "qemu:///system") -> list[str
         return left
     finally:
         conn.close()
+
+
+@contextmanager
+def running_devcluster(base: Path, hosts: int) -> Iterator[DevCluster]:
+    """A devcluster of ``hosts`` hosts for a test module, removed (and checked) after."""
+    cluster = DevCluster(base)
+    with devcluster_slot():
+        cluster.up(hosts)
+        try:
+            yield cluster
+        finally:
+            cluster.down(purge=True)

@@ -5,21 +5,15 @@ import time
 
 import pytest
 
-from nubis.devcluster.hosts import DevCluster
-from tests.integration.server import READY, NubisServer, devcluster_slot, libvirt_leftovers
+from tests.integration.server import READY, NubisServer, libvirt_leftovers, running_devcluster
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = DevCluster(tmp_path_factory.mktemp("devcluster"))
-    with devcluster_slot():
-        c.up(3)
-        try:
-            yield c
-        finally:
-            c.down(purge=True)
+    with running_devcluster(tmp_path_factory.mktemp("devcluster"), 3) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

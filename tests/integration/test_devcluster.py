@@ -7,21 +7,16 @@ import time
 import libvirt
 import pytest
 
-from nubis.devcluster.hosts import DevCluster, alive
-from tests.integration.server import READY, NubisServer, devcluster_slot
+from nubis.devcluster.hosts import alive
+from tests.integration.server import READY, NubisServer, running_devcluster
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = DevCluster(tmp_path_factory.mktemp("devcluster"))
-    with devcluster_slot():
-        c.up(2)
-        try:
-            yield c
-        finally:
-            c.down(purge=True)
+    with running_devcluster(tmp_path_factory.mktemp("devcluster"), 2) as c:
+        yield c
 
 
 @pytest.fixture(scope="module")

@@ -129,46 +129,10 @@ def load_host_states(
         query = query.where(Host.cluster_id == cluster_id)
     if host_ids is not None:
         query = query.where(Host.id.in_(host_ids))
-    states = []
-    for (
-        hid,
-        name,
-        cid,
-        state,
-        enabled,
-        maint,
-        virt,
-        cpus,
-        mem,
-        disk,
-        a_cpu,
-        a_mem,
-        a_disk,
-        count,
-    ) in conn.execute(query):
-        cpu_r, mem_r, disk_r, threshold, max_inst, weigher = clusters.get(cid, NO_CLUSTER)
-        states.append(
-            HostState(
-                hid,
-                name,
-                cid,
-                state,
-                enabled,
-                maint,
-                virt,
-                cpus,
-                mem,
-                disk,
-                cpu_r,
-                mem_r,
-                disk_r,
-                threshold,
-                max_inst,
-                weigher,
-                a_cpu,
-                a_mem,
-                a_disk,
-                count,
-            )
-        )
+    # HostState's fields: the host's first ten columns, its cluster's six, then the
+    # host's four allocation counters
+    states = [
+        HostState(*row[:10], *clusters.get(row[2], NO_CLUSTER), *row[10:])
+        for row in conn.execute(query)
+    ]
     return states
