@@ -14,27 +14,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from nubis.api.app import create_app
-from nubis.config import Settings
 from nubis.db.models import Host, Image, Instance, Task
-from nubis.platform import Platform
 
 
 @pytest.fixture
-def platform(db_url, tmp_path):
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        register_local_host=False,
-        build_tiny_image=False,
-        task_workers=0,
-        pool_path=tmp_path / "disks",
-        console_path=tmp_path / "console",
-    )
-    p = Platform(settings)
-    p.start()
-    p.hosts.add(p.db, "fake", "test:///default")
-    yield p
-    p.stop()
+def platform(control_plane):
+    control_plane.hosts.add(control_plane.db, "fake", "test:///default")
+    return control_plane
 
 
 @pytest.fixture
@@ -63,6 +49,15 @@ def qcow2(tmp_path: Path, name: str, *extra: str) -> bytes:
         capture_output=True,
     )
     return path.read_bytes()
+
+
+def upload(client, name: str, data: bytes):
+    return client.post(
+        "/api/v1/images",
+        params={"name": name},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
 
 
 def assert_error(resp, status: int, fragment: str) -> None:
@@ -126,36 +121,21 @@ def test_tiny_flavor_matches_the_spec(client):
 
 def test_upload_a_qcow2_records_format_size_and_checksum(client, platform, tmp_path):
     data = qcow2(tmp_path, "ok.qcow2")
-    resp = client.post(
-        "/api/v1/images",
-        params={"name": "ok"},
-        content=data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    resp = upload(client, "ok", data)
     assert resp.status_code == 201, resp.text
     image = resp.json()
     assert image["disk_format"] == "qcow2"
     assert image["virtual_size"] == 16 * 1024 * 1024
     assert image["sha256"] == hashlib.sha256(data).hexdigest()
     assert (platform.settings.image_dir / image["id"]).read_bytes() == data
-    again = client.post(
-        "/api/v1/images",
-        params={"name": "ok"},
-        content=data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    again = upload(client, "ok", data)
     assert_error(again, 409, "already exists")
 
 
 def test_upload_with_backing_file_is_refused_and_leaves_nothing(client, platform, tmp_path):
     before = counts(platform)
     data = qcow2(tmp_path, "evil.qcow2", "-b", "/etc/passwd", "-F", "raw")
-    resp = client.post(
-        "/api/v1/images",
-        params={"name": "evil"},
-        content=data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    resp = upload(client, "evil", data)
     assert_error(resp, 400, "backing file")
     assert counts(platform) == before
     assert list(platform.settings.image_dir.iterdir()) == []
@@ -170,12 +150,7 @@ def test_import_from_server_path_and_bad_paths(client, platform, tmp_path):
 
 
 def test_create_instance_refusals_change_nothing(client, platform, tmp_path):
-    image = client.post(
-        "/api/v1/images",
-        params={"name": "img"},
-        content=qcow2(tmp_path, "i.qcow2"),
-        headers={"Content-Type": "application/octet-stream"},
-    ).json()
+    image = upload(client, "img", qcow2(tmp_path, "i.qcow2")).json()
     before = counts(platform)
     cases = [
         ({"name": "a", "image": "no-such-image", "flavor": "m1.tiny"}, 404, "image"),
@@ -195,12 +170,7 @@ def test_create_instance_refusals_change_nothing(client, platform, tmp_path):
 
 
 def test_accepted_create_returns_instance_and_task_and_guards_actions(client, tmp_path):
-    client.post(
-        "/api/v1/images",
-        params={"name": "img"},
-        content=qcow2(tmp_path, "i.qcow2"),
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    upload(client, "img", qcow2(tmp_path, "i.qcow2"))
     resp = client.post(
         "/api/v1/instances", json={"name": "vm", "image": "img", "flavor": "m1.tiny"}
     )
@@ -249,18 +219,8 @@ def test_unknown_resources_are_404(client):
 def test_image_delete_is_refused_while_in_use_and_removes_the_file_after(
     client, platform, tmp_path
 ):
-    image = client.post(
-        "/api/v1/images",
-        params={"name": "img"},
-        content=qcow2(tmp_path, "i.qcow2"),
-        headers={"Content-Type": "application/octet-stream"},
-    ).json()
-    spare = client.post(
-        "/api/v1/images",
-        params={"name": "spare"},
-        content=qcow2(tmp_path, "s.qcow2"),
-        headers={"Content-Type": "application/octet-stream"},
-    ).json()
+    image = upload(client, "img", qcow2(tmp_path, "i.qcow2")).json()
+    spare = upload(client, "spare", qcow2(tmp_path, "s.qcow2")).json()
     client.post("/api/v1/instances", json={"name": "user", "image": "img", "flavor": "m1.tiny"})
     assert_error(client.delete(f"/api/v1/images/{image['id']}"), 409, "used by 1 instance")
     assert (platform.settings.image_dir / image["id"]).exists()
@@ -295,12 +255,7 @@ def test_concurrent_actions_on_one_instance_let_exactly_one_through(client, plat
     from nubis.services.auth import authenticate
     from nubis.services.errors import Conflict
 
-    client.post(
-        "/api/v1/images",
-        params={"name": "img"},
-        content=qcow2(tmp_path, "i.qcow2"),
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    upload(client, "img", qcow2(tmp_path, "i.qcow2"))
     created = client.post(
         "/api/v1/instances", json={"name": "racy", "image": "img", "flavor": "m1.tiny"}
     ).json()
@@ -370,12 +325,7 @@ def test_zones_clusters_and_capacity_routes(client):
 
 def test_host_enable_disable_and_rule_group_routes(client, tmp_path):
     assert client.post("/api/v1/hosts/fake/actions/disable").json()["enabled"] is False
-    client.post(
-        "/api/v1/images",
-        params={"name": "img"},
-        content=qcow2(tmp_path, "i.qcow2"),
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    upload(client, "img", qcow2(tmp_path, "i.qcow2"))
     body = {"name": "vm", "image": "img", "flavor": "m1.tiny"}
     assert_error(client.post("/api/v1/instances", json=body), 409, "host state")
     assert client.post("/api/v1/hosts/fake/actions/enable").json()["enabled"] is True

@@ -6,27 +6,15 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from nubis.config import Settings
 from nubis.db.models import Host
-from nubis.platform import Platform
 from nubis.services import auth, flavors, inventory, rule_groups
 from nubis.services.errors import BadRequest, Conflict
 from nubis.services.scheduler import NoValidHost
 
 
 @pytest.fixture
-def platform(db_url, tmp_path):
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        register_local_host=False,
-        build_tiny_image=False,
-        task_workers=0,
-        pool_path=tmp_path / "disks",
-        console_path=tmp_path / "console",
-    )
-    p = Platform(settings)
-    p.start()
+def platform(control_plane):
+    p = control_plane
     for i in (1, 2, 3):
         p.hosts.add(p.db, f"h{i}", f"test:///default?h={i}")
     with p.db.begin() as s:
@@ -34,8 +22,7 @@ def platform(db_url, tmp_path):
         flavors.create(s, "gig", 1, 1024, 1)
         host_mem = s.scalars(select(Host.memory_mib)).first()
     assert host_mem == 3072  # the test driver's host: 3 x 1024 MiB fit on each
-    yield p
-    p.stop()
+    return p
 
 
 @pytest.fixture
