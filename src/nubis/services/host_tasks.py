@@ -23,7 +23,7 @@ from nubis.services.instance_tasks import InstanceTasks, root_volume_name
 from nubis.services.instances import InstanceService
 from nubis.services.lookup import get_by_id_or_name
 from nubis.services.migration import request_migration
-from nubis.services.scheduler import PlacementRequest, claims
+from nubis.services.scheduler import claims
 from nubis.tasks.engine import TaskContext
 
 log = logging.getLogger(__name__)
@@ -174,16 +174,7 @@ class EvacuateHandler(_HostHandler):
             assert dead is not None
             was = inst.status
             self.instances.guard(s, inst, ("running", "paused", "stopped", "error"), "evacuating")
-            req = PlacementRequest(
-                vcpus=inst.vcpus,
-                memory_mib=inst.memory_mib,
-                disk_gib=inst.disk_gib,
-                virt_type=dead.effective_virt_type,
-                cluster_id=dead.cluster_id,
-                exclude_host_ids=frozenset({dead.id}),
-            )
-            req = self.instances.scheduler.group_request(s, req, inst.rule_group_id, inst.id)
-            target = self.instances.scheduler.place(s, req)
+            target = self.instances.scheduler.place_elsewhere(s, inst, dead)
             claims.release(s, dead.id, inst.vcpus, inst.memory_mib, inst.disk_gib)
             inst.host_id = target.id
             image = s.get(Image, inst.image_id) if inst.image_id else None

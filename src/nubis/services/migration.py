@@ -18,7 +18,7 @@ from nubis.services.errors import BadRequest, Conflict, Unavailable
 from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
 from nubis.services.lookup import get_by_id_or_name
-from nubis.services.scheduler import PlacementRequest, claims
+from nubis.services.scheduler import claims
 from nubis.tasks.engine import TaskContext
 
 MIGRATABLE = ("running", "paused", "stopped")
@@ -62,18 +62,10 @@ def request_migration(
     if not 1 <= max_downtime_ms <= 60000:
         raise BadRequest("max_downtime_ms must be between 1 and 60000")
     instances.guard(session, instance, MIGRATABLE, "migrating")
-    req = PlacementRequest(
-        vcpus=instance.vcpus,
-        memory_mib=instance.memory_mib,
-        disk_gib=instance.disk_gib,
-        virt_type=source.effective_virt_type,
-        host_id=target.id if target else None,
-        cluster_id=source.cluster_id,
-        exclude_host_ids=frozenset({source.id}),
-    )
-    req = instances.scheduler.group_request(session, req, instance.rule_group_id, instance.id)
     cluster = session.get(Cluster, source.cluster_id) if source.cluster_id else None
-    chosen = instances.scheduler.place(session, req)
+    chosen = instances.scheduler.place_elsewhere(
+        session, instance, source, target.id if target else None
+    )
     return instances.submit(
         session,
         principal,

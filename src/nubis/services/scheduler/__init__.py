@@ -74,6 +74,23 @@ class Scheduler:
             },
         )
 
+    def place_elsewhere(
+        self, session: Session, instance: Instance, source: Host, target_id: str | None = None
+    ) -> Host:
+        """Claim a host for an instance leaving ``source``: same cluster and virtualization
+        type, never the source, the instance's rule group obeyed (it not counting itself)."""
+        req = PlacementRequest(
+            vcpus=instance.vcpus,
+            memory_mib=instance.memory_mib,
+            disk_gib=instance.disk_gib,
+            virt_type=source.effective_virt_type,
+            host_id=target_id,
+            cluster_id=source.cluster_id,
+            exclude_host_ids=frozenset({source.id}),
+        )
+        req = self.group_request(session, req, instance.rule_group_id, instance.id)
+        return self.place(session, req)
+
     def place(self, session: Session, req: PlacementRequest) -> Host:
         """Choose a host and claim the request on it, in the caller's transaction."""
         hosts = load_host_states(session, req.cluster_id)
