@@ -106,6 +106,8 @@ def run(url: str, hosts: int, instances: int, decisions: int) -> None:
     db = Database(url)
     migrate.upgrade(db.engine)
     populate(db, hosts, instances)
+    with db.engine.begin() as conn:  # statistics, as autovacuum would gather them
+        conn.execute(text("ANALYZE"))
     scheduler = Scheduler()
     gc.freeze()  # as Platform.start() does in the server once it is up
     flavors = [(1, 1024, 10), (2, 4096, 20), (4, 8192, 40)]

@@ -119,11 +119,11 @@ def test_spread_prefers_the_emptiest_and_pack_the_fullest():
 def test_soft_rule_groups_are_preferences():
     hosts = [host("a"), host("b", alloc_memory_mib=500)]
     soft_aff = req(group_policy="affinity", group_strict=False, member_host_ids=frozenset({"b"}))
-    assert order(hosts, soft_aff)[0].name == "b"
+    assert next(order(hosts, soft_aff)).name == "b"
     soft_anti = req(
         group_policy="anti-affinity", group_strict=False, member_host_ids=frozenset({"a"})
     )
-    assert order(hosts, soft_anti)[0].name == "b"
+    assert next(order(hosts, soft_anti)).name == "b"
 
 
 def test_the_error_says_which_filter_removed_how_many_hosts():

@@ -11,9 +11,13 @@ from nubis.services.errors import Conflict
 from nubis.services.scheduler import claims
 from nubis.services.scheduler.filters import FILTERS, PlacementRequest
 from nubis.services.scheduler.state import HostState, load_host_states
-from nubis.services.scheduler.weighers import order
+from nubis.services.scheduler.weighers import ORDER_BY_SQL, order
 
 __all__ = ["NoValidHost", "PlacementRequest", "Scheduler", "claims"]
+
+
+# how many best hosts the database pre-selects for a placement
+CANDIDATES = 8
 
 
 class NoValidHost(Conflict):
@@ -92,18 +96,46 @@ class Scheduler:
         return self.place(session, req)
 
     def place(self, session: Session, req: PlacementRequest) -> Host:
-        """Choose a host and claim the request on it, in the caller's transaction."""
+        """Choose a host and claim the request on it, in the caller's transaction.
+
+        Fast path: the database applies the filters' conditions and the weigher and
+        returns a few best candidates, which the filters and weighers then judge as
+        usual. Only when none of them can be claimed are all hosts loaded, to claim
+        one or to say which filter removed how many.
+        """
+        if req.group_policy is None or req.group_strict:  # soft groups: weighed in Python
+            candidates = load_host_states(
+                session,
+                req.cluster_id,
+                where=[c for c in (f.where(req) for f in FILTERS) if c is not None],
+                order_by=ORDER_BY_SQL,
+                limit=CANDIDATES,
+            )
+            passing, _ = filter_hosts(candidates, req)
+            chosen = self._claim_first(session, passing, req)
+            if chosen is not None:
+                return chosen
         hosts = load_host_states(session, req.cluster_id)
         passing, removed = filter_hosts(hosts, req)
         if not passing:
             raise NoValidHost(explain(len(hosts), removed))
-        for host in order(passing, req):
-            if claims.claim(session, host, req):
-                chosen = session.get(Host, host.id)
-                assert chosen is not None
-                session.refresh(chosen)
-                return chosen
+        chosen = self._claim_first(session, passing, req)
+        if chosen is not None:
+            return chosen
         raise NoValidHost(
             f"no host can take this instance: the {len(passing)} host(s) that fitted were "
             "filled by concurrent requests"
         )
+
+    @staticmethod
+    def _claim_first(
+        session: Session, hosts: list[HostState], req: PlacementRequest
+    ) -> Host | None:
+        """Claim the request on the best of ``hosts`` that still has room."""
+        for host in order(hosts, req):
+            if claims.claim(session, host, req):
+                # one SELECT, the claimed counters included
+                chosen = session.get(Host, host.id, populate_existing=True)
+                assert chosen is not None
+                return chosen
+        return None

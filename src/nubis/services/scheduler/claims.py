@@ -10,7 +10,7 @@ from the instances at start-up (``heal``).
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Instance
@@ -18,30 +18,53 @@ from nubis.services.scheduler.filters import PlacementRequest
 from nubis.services.scheduler.state import HostState
 
 
-def claim(session: Session, host: HostState, req: PlacementRequest) -> bool:
+def _claim_statement(max_instances: bool) -> Update:
+    """The claim UPDATE, built once: building a statement costs more than running it.
+    (Parameters are prefixed: SQLAlchemy reserves the column names for SET.)"""
     conditions = [
-        Host.id == host.id,
+        Host.id == bindparam("p_host_id"),
         Host.state == "up",
         Host.enabled.is_(True),
         Host.maintenance == "none",
-        Host.alloc_vcpus + req.vcpus <= host.vcpu_limit,
-        Host.alloc_memory_mib + req.memory_mib <= host.memory_limit,
-        Host.alloc_disk_gib + req.disk_gib <= host.disk_limit,
+        Host.alloc_vcpus + bindparam("p_vcpus") <= bindparam("p_vcpu_limit"),
+        Host.alloc_memory_mib + bindparam("p_memory_mib") <= bindparam("p_memory_limit"),
+        Host.alloc_disk_gib + bindparam("p_disk_gib") <= bindparam("p_disk_limit"),
     ]
-    if host.max_instances is not None:
-        conditions.append(Host.instance_count < host.max_instances)
-    result = session.execute(
+    if max_instances:
+        conditions.append(Host.instance_count < bindparam("p_max_instances"))
+    return (
         update(Host)
         .where(*conditions)
         .values(
-            alloc_vcpus=Host.alloc_vcpus + req.vcpus,
-            alloc_memory_mib=Host.alloc_memory_mib + req.memory_mib,
-            alloc_disk_gib=Host.alloc_disk_gib + req.disk_gib,
+            alloc_vcpus=Host.alloc_vcpus + bindparam("p_vcpus"),
+            alloc_memory_mib=Host.alloc_memory_mib + bindparam("p_memory_mib"),
+            alloc_disk_gib=Host.alloc_disk_gib + bindparam("p_disk_gib"),
             instance_count=Host.instance_count + 1,
         )
-        .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+
+
+CLAIM = _claim_statement(max_instances=False)
+CLAIM_MAX_INSTANCES = _claim_statement(max_instances=True)
+
+
+def claim(session: Session, host: HostState, req: PlacementRequest) -> bool:
+    """Add the request to the host's counters if it still fits; False if it no longer does."""
+    params = {
+        "p_host_id": host.id,
+        "p_vcpus": req.vcpus,
+        "p_memory_mib": req.memory_mib,
+        "p_disk_gib": req.disk_gib,
+        "p_vcpu_limit": host.vcpu_limit,
+        "p_memory_limit": host.memory_limit,
+        "p_disk_limit": host.disk_limit,
+    }
+    statement = CLAIM
+    if host.max_instances is not None:
+        statement = CLAIM_MAX_INSTANCES
+        params["p_max_instances"] = host.max_instances
+    # Core, on the session's connection: no loaded object needs synchronising
+    return session.connection().execute(statement, params).rowcount == 1
 
 
 def release(session: Session, host_id: str, vcpus: int, memory_mib: int, disk_gib: int) -> None:

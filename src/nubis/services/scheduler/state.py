@@ -1,12 +1,15 @@
-"""What the scheduler knows of a host: one row per host, read in one Core query
-(no ORM objects: a decision over 1,000 hosts must take milliseconds)."""
+"""What the scheduler knows of a host: one row per host and its cluster's settings,
+read in one Core query (no ORM objects: a decision over 1,000 hosts must take
+milliseconds)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Cluster, Host
@@ -54,16 +57,17 @@ class HostState:
     cpus: int
     memory_mib: int
     disk_gib: int
+    alloc_vcpus: int
+    alloc_memory_mib: int
+    alloc_disk_gib: int
+    instance_count: int
+    # the cluster's settings
     cpu_ratio: float
     memory_ratio: float
     disk_ratio: float
     threshold: float
     max_instances: int | None
     weigher: str
-    alloc_vcpus: int
-    alloc_memory_mib: int
-    alloc_disk_gib: int
-    instance_count: int
 
     vcpu_limit: int = field(init=False)
     memory_limit: int = field(init=False)
@@ -83,14 +87,27 @@ class HostState:
         )
 
 
-HOST_COLUMNS = (
+# The cluster's settings as SQL (defaults for a host in no cluster), and the limits
+# HostState computes, as SQL expressions for the filters' WHERE clauses. They are not
+# rounded down: for whole numbers n, n <= floor(x) exactly when n <= x.
+CPU_RATIO = func.coalesce(Cluster.cpu_ratio, DEFAULTS["cpu_ratio"])
+MEMORY_RATIO = func.coalesce(Cluster.memory_ratio, DEFAULTS["memory_ratio"])
+DISK_RATIO = func.coalesce(Cluster.disk_ratio, DEFAULTS["disk_ratio"])
+THRESHOLD = func.coalesce(Cluster.disable_threshold, DEFAULTS["disable_threshold"])
+WEIGHER = func.coalesce(Cluster.weigher, DEFAULTS["weigher"])
+VIRT_TYPE = func.coalesce(Host.virt_type_override, Host.virt_type)
+VCPU_LIMIT = Host.cpus * CPU_RATIO * THRESHOLD + 1e-9
+MEMORY_LIMIT = Host.memory_mib * MEMORY_RATIO * THRESHOLD + 1e-9
+DISK_LIMIT = Host.disk_gib * DISK_RATIO * THRESHOLD + 1e-9
+
+STATE_COLUMNS = (
     Host.id,
     Host.name,
     Host.cluster_id,
     Host.state,
     Host.enabled,
     Host.maintenance,
-    func.coalesce(Host.virt_type_override, Host.virt_type),
+    VIRT_TYPE,
     Host.cpus,
     Host.memory_mib,
     Host.disk_gib,
@@ -98,41 +115,39 @@ HOST_COLUMNS = (
     Host.alloc_memory_mib,
     Host.alloc_disk_gib,
     Host.instance_count,
-)
-CLUSTER_COLUMNS = (
-    Cluster.id,
-    Cluster.cpu_ratio,
-    Cluster.memory_ratio,
-    Cluster.disk_ratio,
-    Cluster.disable_threshold,
+    CPU_RATIO,
+    MEMORY_RATIO,
+    DISK_RATIO,
+    THRESHOLD,
     Cluster.max_instances_per_host,
-    Cluster.weigher,
-)
-NO_CLUSTER = (
-    DEFAULTS["cpu_ratio"],
-    DEFAULTS["memory_ratio"],
-    DEFAULTS["disk_ratio"],
-    DEFAULTS["disable_threshold"],
-    None,
-    DEFAULTS["weigher"],
+    WEIGHER,
 )
 
 
 def load_host_states(
-    session: Session, cluster_id: str | None = None, host_ids: list[str] | None = None
+    session: Session,
+    cluster_id: str | None = None,
+    host_ids: list[str] | None = None,
+    where: Sequence[ColumnElement[bool]] = (),
+    order_by: Sequence[ColumnElement[Any]] = (),
+    limit: int | None = None,
 ) -> list[HostState]:
-    """Two Core queries (clusters, then hosts): no ORM objects, no join, no sort."""
-    conn = session.connection()
-    clusters = {row[0]: tuple(row[1:]) for row in conn.execute(select(*CLUSTER_COLUMNS))}
-    query = select(*HOST_COLUMNS)
+    """One Core query, hosts joined with their cluster: no ORM objects. ``where``,
+    ``order_by`` and ``limit`` let the database pre-select candidates."""
+    query = (
+        select(*STATE_COLUMNS)
+        .select_from(Host)
+        .outerjoin(Cluster, Host.cluster_id == Cluster.id)
+        .where(*where)
+    )
     if cluster_id is not None:
         query = query.where(Host.cluster_id == cluster_id)
     if host_ids is not None:
         query = query.where(Host.id.in_(host_ids))
-    # HostState's fields: the host's first ten columns, its cluster's six, then the
-    # host's four allocation counters
-    states = [
-        HostState(*row[:10], *clusters.get(row[2], NO_CLUSTER), *row[10:])
-        for row in conn.execute(query)
-    ]
-    return states
+    if order_by:
+        query = query.order_by(*order_by)
+    if limit is not None:
+        query = query.limit(limit)
+    # the columns are HostState's fields in order; all rows fetched at once
+    # (iterating a result fetches them one by one)
+    return [HostState(*row) for row in session.connection().execute(query).all()]
