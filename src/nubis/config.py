@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     stop_timeout_seconds: float = 30.0
     reconcile_interval_seconds: float = 30.0
     migration_max_downtime_ms: int = 500
+    migration_max_bandwidth_mib_s: int | None = None  # None: as fast as the link allows
     maintenance_parallel: int = 2  # live migrations at once when draining a host
     keepalive_interval: int = 5
     keepalive_count: int = 3

@@ -59,6 +59,7 @@ class Platform:
                     self.instances,
                     settings.maintenance_parallel,
                     settings.migration_max_downtime_ms,
+                    settings.migration_max_bandwidth_mib_s,
                 )
             )
         self.admin_password_file: Path | None = None

@@ -3,6 +3,7 @@
 import re
 import time
 
+import libvirt
 import pytest
 
 from tests.integration.server import READY, NubisServer, libvirt_leftovers, running_devcluster
@@ -147,6 +148,50 @@ def test_live_migration_keeps_the_guest_running(srv):
     delete_all(srv, [inst])
 
 
+def test_cancelled_migration_leaves_the_guest_running_where_it_was(srv):
+    inst = create(srv, "cancelled", host="dev-3")
+    assert srv.wait_task(inst["task_id"])["status"] == "succeeded"
+    iid = inst["id"]
+    srv.wait_console(iid)
+    before = wait_uptime(srv, iid, 3)
+    counts = {h["name"]: h["instance_count"] for h in srv.client.get("/hosts").json()["items"]}
+    # 1 MiB/s: the guest's memory takes many seconds to copy, time enough to cancel
+    resp = srv.client.post(
+        f"/instances/{iid}/actions/migrate", json={"host": "dev-1", "max_bandwidth_mib_s": 1}
+    )
+    assert resp.status_code == 202, resp.text
+    task_id = resp.json()["task_id"]
+    deadline = time.monotonic() + 60
+    while srv.client.get(f"/tasks/{task_id}").json()["progress"] < 1:
+        assert time.monotonic() < deadline, "the migration never made progress"
+        time.sleep(0.3)
+    resp = srv.client.post(f"/instances/{iid}/actions/cancel-migration")
+    assert resp.status_code == 202, resp.text
+    task = srv.wait_task(task_id)
+    assert task["status"] == "failed"
+    assert "cancel" in task["error"].lower(), task
+    stayed = srv.instance(iid)
+    assert stayed["status"] == "running" and stayed["task_state"] is None
+    assert host_names(srv)[stayed["host_id"]] == "dev-3"
+    assert wait_uptime(srv, iid, before + 5) > before  # it never stopped
+    # the target's claim is released and nothing of the instance is left there
+    after = {h["name"]: h["instance_count"] for h in srv.client.get("/hosts").json()["items"]}
+    assert after == counts
+    assert not defined_on("qemu+tcp://127.0.0.11/system", iid)
+    delete_all(srv, [inst])
+
+
+def defined_on(uri: str, instance_id: str) -> bool:
+    conn = libvirt.open(uri)
+    try:
+        conn.lookupByUUIDString(instance_id)
+        return True
+    except libvirt.libvirtError:
+        return False
+    finally:
+        conn.close()
+
+
 def test_migration_refusals(srv):
     inst = create(srv, "stay", host="dev-2")
     assert srv.wait_task(inst["task_id"])["status"] == "succeeded"
@@ -156,6 +201,7 @@ def test_migration_refusals(srv):
         ({"host": "dev-2"}, 400, "already on host"),
         ({"host": "nope"}, 404, "host 'nope' not found"),
         ({"max_downtime_ms": 0}, 400, "max_downtime_ms"),
+        ({"max_bandwidth_mib_s": 0}, 400, "max_bandwidth_mib_s"),
     ]
     for body, status, fragment in cases:
         resp = srv.client.post(f"/instances/{iid}/actions/migrate", json=body)

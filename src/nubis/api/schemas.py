@@ -147,6 +147,9 @@ class MigrateIn(BaseModel):
     max_downtime_ms: int | None = Field(
         default=None, description="longest pause of the guest at the switch-over (live)"
     )
+    max_bandwidth_mib_s: int | None = Field(
+        default=None, description="cap on the migration stream in MiB/s (live; default: none)"
+    )
 
 
 class EvacuateIn(BaseModel):

@@ -104,15 +104,33 @@ def instance_create(
 def instance_migrate(
     ref: str,
     host: Annotated[str | None, typer.Option(help="target host (default: the scheduler's)")] = None,
+    max_downtime_ms: Annotated[
+        int | None, typer.Option(help="longest pause at the switch-over")
+    ] = None,
+    max_bandwidth: Annotated[
+        int | None, typer.Option(help="cap on the migration stream, MiB/s")
+    ] = None,
     wait: Wait = False,
 ) -> None:
     """Live-migrate a running instance (cold when stopped) within its cluster."""
-    task = request("POST", f"/instances/{ref}/actions/migrate", json={"host": host}).json()
+    body: dict[str, object] = {"host": host}
+    if max_downtime_ms is not None:
+        body["max_downtime_ms"] = max_downtime_ms
+    if max_bandwidth is not None:
+        body["max_bandwidth_mib_s"] = max_bandwidth
+    task = request("POST", f"/instances/{ref}/actions/migrate", json=body).json()
     if wait:
         wait_for_task(task["task_id"])
         console.print("migrated")
     else:
         console.print(f"migrate: accepted (task {task['task_id']})")
+
+
+@instance_app.command("cancel-migration")
+def instance_cancel_migration(ref: str) -> None:
+    """Abort a live migration in flight: the instance stays where it was."""
+    request("POST", f"/instances/{ref}/actions/cancel-migration")
+    console.print("migration cancelled: the instance stays on its host")
 
 
 @instance_app.command("list")

@@ -85,12 +85,18 @@ class _HostHandler:
     resumable = True  # both handlers look at what is left on the host each time
 
     def __init__(
-        self, tasks: InstanceTasks, instances: InstanceService, parallel: int, max_downtime_ms: int
+        self,
+        tasks: InstanceTasks,
+        instances: InstanceService,
+        parallel: int,
+        max_downtime_ms: int,
+        max_bandwidth_mib_s: int | None = None,
     ) -> None:
         self.t = tasks
         self.instances = instances
         self.parallel = max(1, parallel)
         self.max_downtime_ms = max_downtime_ms
+        self.max_bandwidth_mib_s = max_bandwidth_mib_s
 
     def remaining(self, host_id: str) -> list[str]:
         with self.t.db.begin() as s:
@@ -131,7 +137,13 @@ class MaintenanceHandler(_HostHandler):
                 if instance is None:
                     return None
                 task = request_migration(
-                    self.instances, s, None, instance, None, self.max_downtime_ms
+                    self.instances,
+                    s,
+                    None,
+                    instance,
+                    None,
+                    self.max_downtime_ms,
+                    self.max_bandwidth_mib_s,
                 )
                 return task.id
         except ServiceError as exc:

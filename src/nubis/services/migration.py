@@ -51,6 +51,7 @@ def request_migration(
     instance: Instance,
     host_ref: str | None,
     max_downtime_ms: int,
+    max_bandwidth_mib_s: int | None = None,
 ) -> Task:
     """Guard, choose and claim a target, and queue the migration task."""
     source = session.get(Host, instance.host_id)
@@ -61,6 +62,8 @@ def request_migration(
         check_compatible(source, target)
     if not 1 <= max_downtime_ms <= 60000:
         raise BadRequest("max_downtime_ms must be between 1 and 60000")
+    if max_bandwidth_mib_s is not None and not 1 <= max_bandwidth_mib_s <= 100000:
+        raise BadRequest("max_bandwidth_mib_s must be between 1 and 100000 (MiB/s)")
     instances.guard(session, instance, MIGRATABLE, "migrating")
     cluster = session.get(Cluster, source.cluster_id) if source.cluster_id else None
     chosen = instances.scheduler.place_elsewhere(
@@ -76,6 +79,7 @@ def request_migration(
             "target_host_id": chosen.id,
             "live": instance.status != "stopped",
             "max_downtime_ms": max_downtime_ms,
+            "max_bandwidth_mib_s": max_bandwidth_mib_s,
             "trust_shared_storage": bool(cluster is not None and cluster.trust_shared_storage),
         },
     )
@@ -121,6 +125,7 @@ class MigrateHandler:
                 ctx.params["max_downtime_ms"],
                 ctx.progress,
                 trust_shared_storage=ctx.params.get("trust_shared_storage", False),
+                max_bandwidth_mib_s=ctx.params.get("max_bandwidth_mib_s"),
             )
         else:
             self.t.driver.migrate_cold(src, dst, ctx.resource_id)

@@ -77,10 +77,13 @@ def migrate_instance(
     downtime = body.max_downtime_ms
     if downtime is None:
         downtime = platform.settings.migration_max_downtime_ms
+    bandwidth = body.max_bandwidth_mib_s
+    if bandwidth is None:
+        bandwidth = platform.settings.migration_max_bandwidth_mib_s
     with platform.db.begin() as s:
         instance = platform.instances.get(s, principal, ref)
         task = migration.request_migration(
-            platform.instances, s, principal, instance, body.host, downtime
+            platform.instances, s, principal, instance, body.host, downtime, bandwidth
         )
     return TaskAccepted(task_id=task.id)
 

@@ -319,6 +319,7 @@ class LibvirtDriver:
         max_downtime_ms: int,
         on_progress: Callable[[int], None] | None = None,
         trust_shared_storage: bool = False,
+        max_bandwidth_mib_s: int | None = None,
     ) -> None:
         """Live-migrate over shared storage; the domain becomes persistent on the target
         and is undefined on the source. Blocks until done, reporting progress (0-100)."""
@@ -328,6 +329,8 @@ class LibvirtDriver:
         address = urlparse(target.uri).hostname
         if address:
             params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{address}"
+        if max_bandwidth_mib_s is not None:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = max_bandwidth_mib_s
         flags = (
             libvirt.VIR_MIGRATE_LIVE
             | libvirt.VIR_MIGRATE_PERSIST_DEST
