@@ -14,7 +14,7 @@ VENV=${NUBIS_VENV:-$ROOT/.venv}
 DEBIAN_PACKAGES=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
   qemu-system-x86 qemu-utils dnsmasq-base busybox-static linux-image-amd64
-  syslinux syslinux-common isolinux mtools dosfstools genisoimage
+  syslinux syslinux-common isolinux mtools dosfstools genisoimage scrub
 )
 TEST_DEBIAN_PACKAGES=(postgresql)
 

@@ -14,6 +14,7 @@ from nubis.db import migrate
 from nubis.db.session import Database
 from nubis.drivers.libvirt.compute import LibvirtDriver
 from nubis.drivers.libvirt.connection import ConnectionPool
+from nubis.drivers.libvirt.volumes import VolumeDriver
 from nubis.services import bootstrap
 from nubis.services.host_tasks import EvacuateHandler, MaintenanceHandler
 from nubis.services.hosts import HostService
@@ -23,7 +24,10 @@ from nubis.services.instances import InstanceService
 from nubis.services.migration import MigrateHandler
 from nubis.services.scheduler import Scheduler
 from nubis.services.secrets import SecretBox
+from nubis.services.storage_pools import PoolService
 from nubis.services.sync import StateSync
+from nubis.services.volume_tasks import VolumeTasks
+from nubis.services.volumes import VolumeService
 from nubis.tasks.engine import TaskEngine
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,10 @@ class Platform:
                     settings.migration_max_bandwidth_mib_s,
                 )
             )
+        self.volume_driver = VolumeDriver(self.conns)
+        self.pools = PoolService(self.db, self.volume_driver, self.hosts)
+        self.volumes = VolumeService(self.instances)
+        self.volume_tasks = VolumeTasks(self.engine, self.volume_driver, self.hosts)
         self.admin_password_file: Path | None = None
         event.listen(self.db.sessionmaker, "after_commit", self._after_commit)
 
@@ -74,6 +82,7 @@ class Platform:
         migrate.upgrade(self.db.engine)
         self.admin_password_file = bootstrap.seed(self.db, self.settings.data_dir)
         self.images.cleanup_partials()
+        self.pools.undo_interrupted()
         if self.settings.register_local_host:
             bootstrap.ensure_local_host(self.db, self.hosts, self.settings.local_host_uri)
         if self.settings.build_tiny_image:

@@ -17,7 +17,9 @@ from nubis.api.routers import (
     instances,
     inventory,
     rule_groups,
+    storage,
     tasks,
+    volumes,
 )
 from nubis.platform import Platform
 
@@ -52,6 +54,17 @@ def create_app(
     )
     app.state.platform = platform
     errors.install(app)
-    for module in (auth, inventory, hosts, images, flavors, instances, rule_groups, tasks):
+    for module in (
+        auth,
+        inventory,
+        hosts,
+        images,
+        flavors,
+        instances,
+        rule_groups,
+        storage,
+        volumes,
+        tasks,
+    ):
         app.include_router(module.router, prefix=API_PREFIX)
     return app

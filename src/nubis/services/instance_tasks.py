@@ -22,6 +22,7 @@ from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService, image_volume_name
 from nubis.services.scheduler import claims
+from nubis.services.volumes import release_attachments
 from nubis.tasks.engine import TaskContext, TaskEngine
 
 log = logging.getLogger(__name__)
@@ -245,6 +246,7 @@ class DeleteHandler(_Handler):
                         instance.memory_mib,
                         instance.disk_gib,
                     )
+                release_attachments(s, instance.id)
                 s.delete(instance)
 
     def failed(self, ctx: TaskContext, error: str) -> None:

@@ -12,16 +12,15 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import urlparse
 
 import libvirt
 
 from nubis.drivers.errors import DriverError, NotFound
 from nubis.drivers.libvirt import storage
+from nubis.drivers.libvirt.base import DriverBase, HostRef
 from nubis.drivers.libvirt.connection import (
     ConnectionPool,
-    Credentials,
     power_state,
     translate,
 )
@@ -29,13 +28,6 @@ from nubis.drivers.libvirt.domain_xml import DomainSpec, build_domain_xml
 
 DISK_POOL = "nubis-disks"
 CONSOLE_POOL = "nubis-console"
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class HostRef:
-    uri: str
-    credentials: Credentials | None = None
 
 
 @dataclass(frozen=True)
@@ -60,31 +52,11 @@ def detect_virt_type(capabilities_xml: str) -> str:
     return "kvm" if kvm_offered and features & {"vmx", "svm"} else "qemu"
 
 
-class LibvirtDriver:
+class LibvirtDriver(DriverBase):
     def __init__(self, pool: ConnectionPool, disk_path: Path, console_path: Path) -> None:
-        self.conns = pool
+        super().__init__(pool)
         self.disk_path = disk_path
         self.console_path = console_path
-
-    # -- plumbing -----------------------------------------------------------------
-    def _call(self, host: HostRef, fn: Callable[[libvirt.virConnect], T], what: str = "") -> T:
-        conn = self.conns.get(host.uri, host.credentials)
-        try:
-            return fn(conn)
-        except libvirt.libvirtError as exc:
-            raise translate(exc, what) from exc
-
-    @staticmethod
-    def _domain(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain:
-        return conn.lookupByUUIDString(uuid)
-
-    def _find_domain(self, conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain | None:
-        try:
-            return self._domain(conn, uuid)
-        except libvirt.libvirtError as exc:
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return None
-            raise
 
     # -- hosts --------------------------------------------------------------------
     def probe_host(self, host: HostRef) -> HostInfo:

@@ -18,6 +18,9 @@ class DiskSpec:
     device: str = "disk"  # disk | cdrom
     boot_order: int | None = None
     readonly: bool = False
+    serial: str | None = None  # what the guest sees in /sys/block/<dev>/serial
+    shareable: bool = False  # several domains may have it attached (multi-attach)
+    transient: bool = False  # changes go to an overlay discarded at power off
 
 
 @dataclass(frozen=True)
@@ -42,19 +45,36 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return el
 
 
+def disk_xml(disk: DiskSpec) -> str:
+    """One ``<disk>`` element, for hot-plug."""
+    holder = ET.Element("devices")
+    _disk(holder, disk)
+    return ET.tostring(holder[0], encoding="unicode")
+
+
 def _disk(devices: ET.Element, disk: DiskSpec) -> None:
-    el = _sub(devices, "disk", type="file", device=disk.device)
+    block = disk.path.startswith("/dev/")  # a logical volume or another block device
+    el = _sub(devices, "disk", type="block" if block else "file", device=disk.device)
     driver = _sub(el, "driver", name="qemu", type=disk.format)
     if disk.device == "disk":
         # no host page cache: the only mode in which live migration over shared
         # storage is safe (libvirt refuses it otherwise)
         driver.set("cache", "none")
-    _sub(el, "source", file=disk.path)
+    if block:
+        _sub(el, "source", dev=disk.path)
+    else:
+        _sub(el, "source", file=disk.path)
     _sub(el, "target", dev=disk.target, bus=disk.bus)
     if disk.boot_order is not None:
         _sub(el, "boot", order=str(disk.boot_order))
     if disk.readonly:
         _sub(el, "readonly")
+    if disk.shareable:
+        _sub(el, "shareable")
+    if disk.transient:
+        _sub(el, "transient")
+    if disk.serial:
+        _sub(el, "serial", disk.serial)
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
@@ -113,13 +133,16 @@ def parse_domain_xml(xml: str) -> DomainSpec:
         boot = el.find("boot")
         disks.append(
             DiskSpec(
-                path=source.get("file", "") if source is not None else "",
+                path=(source.get("file") or source.get("dev") or "") if source is not None else "",
                 format=driver.get("type", "raw") if driver is not None else "raw",
                 target=target.get("dev", "") if target is not None else "",
                 bus=target.get("bus", "") if target is not None else "",
                 device=el.get("device", "disk"),
                 boot_order=int(boot.get("order", 0)) if boot is not None else None,
                 readonly=el.find("readonly") is not None,
+                serial=el.findtext("serial"),
+                shareable=el.find("shareable") is not None,
+                transient=el.find("transient") is not None,
             )
         )
     log = dom.find("./devices/serial/log")

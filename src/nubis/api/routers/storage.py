@@ -1,0 +1,79 @@
+"""Storage pools (primary storage) and disk offerings: administrators manage them,
+every user can list them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from sqlalchemy import select
+
+from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
+from nubis.api.schemas import PageOut
+from nubis.api.storage_schemas import OfferingIn, OfferingOut, PoolIn, PoolOut
+from nubis.db.models import DiskOffering, StoragePool
+from nubis.services import volumes
+from nubis.services.lookup import get_by_id_or_name, paginate
+from nubis.services.storage_pools import PoolRequest
+
+router = APIRouter(tags=["storage"])
+
+
+@router.get("/storage-pools")
+def list_pools(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[PoolOut]:
+    with platform.db.begin() as s:
+        page = paginate(
+            s, select(StoragePool), StoragePool, pages.limit, pages.offset, pages.marker
+        )
+        return PageOut.of(page, PoolOut)
+
+
+@router.post("/storage-pools", status_code=201)
+def create_pool(body: PoolIn, platform: PlatformDep, _p: AdminDep) -> PoolOut:
+    """Define the pool on every host of its scope (all or none)."""
+    pool = platform.pools.create(PoolRequest(**body.model_dump()))
+    return PoolOut.model_validate(pool)
+
+
+@router.get("/storage-pools/{ref}")
+def get_pool(ref: str, platform: PlatformDep, _p: PrincipalDep) -> PoolOut:
+    with platform.db.begin() as s:
+        return PoolOut.model_validate(get_by_id_or_name(s, StoragePool, ref, "storage pool"))
+
+
+@router.post("/storage-pools/{ref}/actions/refresh")
+def refresh_pool(ref: str, platform: PlatformDep, _p: AdminDep) -> PoolOut:
+    return PoolOut.model_validate(platform.pools.refresh(ref))
+
+
+@router.delete("/storage-pools/{ref}", status_code=204)
+def delete_pool(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
+    platform.pools.delete(ref)
+    return Response(status_code=204)
+
+
+@router.get("/disk-offerings")
+def list_offerings(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[OfferingOut]:
+    with platform.db.begin() as s:
+        page = paginate(
+            s, select(DiskOffering), DiskOffering, pages.limit, pages.offset, pages.marker
+        )
+        return PageOut.of(page, OfferingOut)
+
+
+@router.post("/disk-offerings", status_code=201)
+def create_offering(body: OfferingIn, platform: PlatformDep, _p: AdminDep) -> OfferingOut:
+    with platform.db.begin() as s:
+        offering = volumes.create_offering(s, volumes.OfferingRequest(**body.model_dump()))
+        return OfferingOut.model_validate(offering)
+
+
+@router.get("/disk-offerings/{ref}")
+def get_offering(ref: str, platform: PlatformDep, _p: PrincipalDep) -> OfferingOut:
+    with platform.db.begin() as s:
+        return OfferingOut.model_validate(get_by_id_or_name(s, DiskOffering, ref, "disk offering"))
+
+
+@router.delete("/disk-offerings/{ref}", status_code=204)
+def delete_offering(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
+    with platform.db.begin() as s:
+        volumes.delete_offering(s, ref)
+    return Response(status_code=204)

@@ -1,0 +1,115 @@
+"""Request and response bodies of storage: pools, disk offerings, volumes, attachments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from nubis.api.schemas import Out
+
+
+class PoolIn(BaseModel):
+    name: str
+    kind: str = Field(description="dir | lvm (one host) or shared | nfs (a cluster)")
+    path: str = Field(description="directory (dir, shared), mount point (nfs) or VG name (lvm)")
+    host: str | None = Field(default=None, description="for dir and lvm pools")
+    cluster: str | None = Field(default=None, description="for shared and nfs pools")
+    nfs_server: str | None = None
+    nfs_export: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class PoolOut(Out):
+    id: str
+    name: str
+    kind: str
+    path: str
+    nfs_server: str | None
+    nfs_export: str | None
+    host_id: str | None
+    cluster_id: str | None
+    tags: list[str]
+    state: str
+    error: str | None
+    capacity_bytes: int
+    allocation_bytes: int
+    available_bytes: int
+    refreshed_at: datetime | None
+    created_at: datetime
+
+
+class OfferingIn(BaseModel):
+    name: str
+    size_gib: int | None = Field(default=None, description="None: the user chooses the size")
+    format: str = "qcow2"
+    provisioning: str = Field(default="thin", description="thin | thick | thick-lazy-zeroed")
+    secure_delete: bool = False
+    tags: list[str] = Field(default_factory=list, description="pools must carry these tags")
+
+
+class OfferingOut(Out):
+    id: str
+    name: str
+    size_gib: int | None
+    format: str
+    provisioning: str
+    secure_delete: bool
+    tags: list[str]
+    created_at: datetime
+
+
+class VolumeIn(BaseModel):
+    name: str
+    size_gib: int | None = None
+    pool: str | None = None
+    offering: str | None = None
+    format: str | None = Field(default=None, description="qcow2 (default) | raw")
+    provisioning: str | None = Field(default=None, description="thin (default) | thick | ...")
+    secure_delete: bool | None = Field(
+        default=None, description="overwrite the data before removal"
+    )
+    shareable: bool = Field(default=False, description="may be attached to several instances")
+
+
+class AttachmentOut(Out):
+    volume_id: str
+    instance_id: str
+    target: str
+    serial: str
+    mode: str
+    status: str
+
+
+class VolumeOut(Out):
+    id: str
+    name: str
+    pool_id: str
+    offering_id: str | None
+    size_gib: int
+    format: str
+    provisioning: str
+    secure_delete: bool
+    shareable: bool
+    status: str
+    task_state: str | None
+    error: str | None
+    created_at: datetime
+    attachments: list[AttachmentOut] = Field(default_factory=list)
+
+
+class VolumeAccepted(VolumeOut):
+    task_id: str
+
+
+class ExtendIn(BaseModel):
+    size_gib: int
+
+
+class AttachIn(BaseModel):
+    volume: str
+    mode: str = Field(default="persistent", description="persistent | nonpersistent")
+
+
+class AttachAccepted(AttachmentOut):
+    task_id: str

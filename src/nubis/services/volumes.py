@@ -1,0 +1,383 @@
+"""Volumes (data disks) and disk offerings: validation and guarded state changes.
+The work runs as tasks (``volume_tasks``).
+
+A volume takes one operation at a time (a compare-and-swap on ``task_state``, as
+instances do). Attaching or detaching also holds the instance (its ``task_state``
+is ``attaching`` / ``detaching``), so a disk is never plugged into a VM that is
+being deleted or migrated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from nubis.db.models import (
+    DiskOffering,
+    Host,
+    Instance,
+    StoragePool,
+    Task,
+    Volume,
+    VolumeAttachment,
+)
+from nubis.drivers.libvirt.volumes import PROVISIONING
+from nubis.services.auth import Principal
+from nubis.services.errors import BadRequest, Conflict, NotFoundError
+from nubis.services.instances import InstanceService
+from nubis.services.lookup import Page, get_by_id_or_name, paginate, validate_name
+from nubis.services.storage_pools import TAG_RE, reaches
+
+FORMATS = ("qcow2", "raw")
+MODES = ("persistent", "nonpersistent")
+MAX_GIB = 16384
+GIB = 1024**3
+# device names of data disks: vda is the root disk
+TARGETS = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass(frozen=True)
+class VolumeRequest:
+    name: str
+    size_gib: int | None = None
+    pool: str | None = None
+    offering: str | None = None
+    format: str | None = None
+    provisioning: str | None = None
+    secure_delete: bool | None = None
+    shareable: bool = False
+
+
+@dataclass(frozen=True)
+class OfferingRequest:
+    name: str
+    size_gib: int | None = None
+    format: str = "qcow2"
+    provisioning: str = "thin"
+    secure_delete: bool = False
+    tags: list[str] = field(default_factory=list)
+
+
+def check_size(size_gib: object) -> int:
+    if not isinstance(size_gib, int) or isinstance(size_gib, bool) or not 1 <= size_gib <= MAX_GIB:
+        raise BadRequest(f"size_gib must be a whole number of GiB between 1 and {MAX_GIB}")
+    return size_gib
+
+
+def check_layout(fmt: str, provisioning: str) -> None:
+    if fmt not in FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+    if provisioning not in PROVISIONING:
+        raise BadRequest(f"provisioning must be one of {', '.join(PROVISIONING)}")
+    if fmt == "qcow2" and provisioning == "thick":
+        raise BadRequest(
+            "thick (eager-zeroed) volumes are raw: use format raw, or thick-lazy-zeroed for qcow2"
+        )
+
+
+def create_offering(session: Session, req: OfferingRequest) -> DiskOffering:
+    validate_name(req.name, "disk offering")
+    if req.size_gib is not None:
+        check_size(req.size_gib)
+    check_layout(req.format, req.provisioning)
+    for tag in req.tags:
+        if not isinstance(tag, str) or not TAG_RE.match(tag):
+            raise BadRequest(f"tag {tag!r}: 1-32 letters, digits, '.', '_' or '-'")
+    if session.scalar(select(DiskOffering).where(DiskOffering.name == req.name)) is not None:
+        raise Conflict(f"a disk offering named {req.name!r} already exists")
+    offering = DiskOffering(
+        name=req.name,
+        size_gib=req.size_gib,
+        format=req.format,
+        provisioning=req.provisioning,
+        secure_delete=req.secure_delete,
+        tags=list(req.tags),
+    )
+    session.add(offering)
+    session.flush()
+    return offering
+
+
+def delete_offering(session: Session, ref: str) -> None:
+    offering = get_by_id_or_name(session, DiskOffering, ref, "disk offering")
+    session.execute(
+        update(Volume).where(Volume.offering_id == offering.id).values(offering_id=None)
+    )
+    session.delete(offering)
+
+
+def pick_pool(session: Session, tags: list[str], size_bytes: int) -> StoragePool:
+    """The active pool carrying every tag with the most room left."""
+    pools = [
+        p
+        for p in session.scalars(select(StoragePool).where(StoragePool.state == "active"))
+        if set(tags) <= set(p.tags or [])
+    ]
+    if not pools:
+        wanted = f" tagged {', '.join(tags)}" if tags else ""
+        raise Conflict(f"no active storage pool{wanted}: create one, or name a pool")
+    best = max(pools, key=lambda p: p.available_bytes)
+    return best
+
+
+class VolumeService:
+    def __init__(self, instances: InstanceService) -> None:
+        self.instances = instances
+        self.engine = instances.engine
+
+    def get(self, session: Session, principal: Principal, ref: str) -> Volume:
+        return get_by_id_or_name(session, Volume, ref, "volume", project_id=principal.project_id)
+
+    def list(
+        self, session: Session, principal: Principal, limit: int, offset: int, marker: str | None
+    ) -> Page:
+        query = select(Volume).where(Volume.project_id == principal.project_id)
+        return paginate(session, query, Volume, limit, offset, marker)
+
+    def attachments(self, session: Session, volume_id: str) -> list[VolumeAttachment]:
+        return list(
+            session.scalars(
+                select(VolumeAttachment).where(VolumeAttachment.volume_id == volume_id)
+            ).all()
+        )
+
+    def instance_attachments(self, session: Session, instance_id: str) -> list[VolumeAttachment]:
+        return list(
+            session.scalars(
+                select(VolumeAttachment)
+                .where(VolumeAttachment.instance_id == instance_id)
+                .order_by(VolumeAttachment.target)
+            ).all()
+        )
+
+    def _submit(
+        self,
+        session: Session,
+        principal: Principal,
+        kind: str,
+        volume_id: str,
+        params: dict[str, object] | None = None,
+    ) -> Task:
+        task = self.engine.submit(
+            session,
+            kind,
+            "volume",
+            volume_id,
+            params=params,
+            project_id=principal.project_id,
+            user_id=principal.user_id,
+        )
+        session.flush()
+        return task
+
+    def _guard(
+        self, session: Session, volume: Volume, allowed: tuple[str, ...], task_state: str
+    ) -> None:
+        swapped = session.execute(
+            update(Volume)
+            .where(
+                Volume.id == volume.id,
+                Volume.task_state.is_(None),
+                Volume.status.in_(allowed),
+            )
+            .values(task_state=task_state)
+        ).rowcount
+        session.refresh(volume)
+        if swapped != 1:
+            if volume.task_state is not None:
+                raise Conflict(f"volume {volume.name!r} is busy ({volume.task_state})")
+            raise Conflict(
+                f"volume {volume.name!r} is {volume.status}; this needs it to be "
+                f"{' or '.join(allowed)}"
+            )
+
+    # -- create / delete / extend ------------------------------------------------------
+    def create(
+        self, session: Session, principal: Principal, req: VolumeRequest
+    ) -> tuple[Volume, Task]:
+        validate_name(req.name, "volume")
+        offering = (
+            get_by_id_or_name(session, DiskOffering, req.offering, "disk offering")
+            if req.offering
+            else None
+        )
+        size = req.size_gib
+        if offering is not None and offering.size_gib is not None:
+            if size is not None and size != offering.size_gib:
+                raise BadRequest(
+                    f"disk offering {offering.name!r} has a fixed size of "
+                    f"{offering.size_gib} GiB; leave size_gib out"
+                )
+            size = offering.size_gib
+        if size is None:
+            raise BadRequest("size_gib is required (or a disk offering with a size)")
+        size = check_size(size)
+        fmt = req.format or (offering.format if offering else "qcow2")
+        provisioning = req.provisioning or (offering.provisioning if offering else "thin")
+        check_layout(fmt, provisioning)
+        secure = req.secure_delete
+        if secure is None:
+            secure = offering.secure_delete if offering else False
+        if req.pool:
+            pool = get_by_id_or_name(session, StoragePool, req.pool, "storage pool")
+            if pool.state != "active":
+                raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
+        else:
+            pool = pick_pool(session, list(offering.tags) if offering else [], size * GIB)
+        if provisioning != "thin" and size * GIB > pool.available_bytes:
+            raise Conflict(
+                f"storage pool {pool.name!r} has {pool.available_bytes // GIB} GiB free; "
+                f"a {provisioning} volume of {size} GiB reserves all of it up front"
+            )
+        exists = session.scalar(
+            select(Volume).where(Volume.project_id == principal.project_id, Volume.name == req.name)
+        )
+        if exists is not None:
+            raise Conflict(f"a volume named {req.name!r} already exists")
+        volume = Volume(
+            name=req.name,
+            project_id=principal.project_id,
+            pool_id=pool.id,
+            offering_id=offering.id if offering else None,
+            size_gib=size,
+            format=fmt,
+            provisioning=provisioning,
+            secure_delete=secure,
+            shareable=req.shareable,
+            status="creating",
+            task_state="creating",
+        )
+        session.add(volume)
+        session.flush()
+        return volume, self._submit(session, principal, "volume.create", volume.id)
+
+    def delete(self, session: Session, principal: Principal, ref: str) -> tuple[Volume, Task]:
+        volume = self.get(session, principal, ref)
+        attached = self.attachments(session, volume.id)
+        if attached:
+            names = [
+                session.get(Instance, a.instance_id).name  # type: ignore[union-attr]
+                for a in attached
+            ]
+            raise Conflict(
+                f"volume {volume.name!r} is attached to {', '.join(names)}; detach it first"
+            )
+        self._guard(session, volume, ("available", "error"), "deleting")
+        volume.status = "deleting"
+        return volume, self._submit(session, principal, "volume.delete", volume.id)
+
+    def extend(
+        self, session: Session, principal: Principal, ref: str, size_gib: object
+    ) -> tuple[Volume, Task]:
+        volume = self.get(session, principal, ref)
+        size = check_size(size_gib)
+        if size <= volume.size_gib:
+            raise BadRequest(
+                f"volume {volume.name!r} is {volume.size_gib} GiB: the new size must be larger "
+                "(volumes never shrink)"
+            )
+        self._guard(session, volume, ("available", "in-use"), "extending")
+        return volume, self._submit(
+            session, principal, "volume.extend", volume.id, {"size_gib": size}
+        )
+
+    # -- attach / detach ------------------------------------------------------------------
+    def attach(
+        self,
+        session: Session,
+        principal: Principal,
+        instance_ref: str,
+        volume_ref: str,
+        mode: str = "persistent",
+    ) -> tuple[VolumeAttachment, Task]:
+        if mode not in MODES:
+            raise BadRequest(f"mode must be one of {', '.join(MODES)}")
+        instance = self.instances.get(session, principal, instance_ref)
+        volume = self.get(session, principal, volume_ref)
+        host = session.get(Host, instance.host_id) if instance.host_id else None
+        pool = session.get(StoragePool, volume.pool_id)
+        assert pool is not None
+        if host is None:
+            raise Conflict(f"instance {instance.name!r} is not on any host")
+        if not reaches(pool, host):
+            raise Conflict(
+                f"volume {volume.name!r} is in storage pool {pool.name!r}, which host "
+                f"{host.name!r} of instance {instance.name!r} cannot reach"
+            )
+        attached = self.attachments(session, volume.id)
+        if any(a.instance_id == instance.id for a in attached):
+            raise Conflict(f"volume {volume.name!r} is already attached to {instance.name!r}")
+        if attached and not volume.shareable:
+            raise Conflict(
+                f"volume {volume.name!r} is in use by another instance and is not shareable"
+            )
+        if mode == "nonpersistent" and (volume.shareable or instance.status != "stopped"):
+            raise BadRequest(
+                "a nonpersistent disk is attached to a stopped instance, and cannot be "
+                "shareable: its overlay is made when the instance starts"
+            )
+        used = set(
+            session.scalars(
+                select(VolumeAttachment.target).where(VolumeAttachment.instance_id == instance.id)
+            ).all()
+        )
+        free = [t for t in TARGETS if t not in used]
+        if not free:
+            raise Conflict(f"instance {instance.name!r} has no free disk slot")
+        self._guard(session, volume, ("available", "in-use"), "attaching")
+        self.instances.guard(session, instance, ("running", "stopped", "paused"), "attaching")
+        attachment = VolumeAttachment(
+            volume_id=volume.id, instance_id=instance.id, target=free[0], mode=mode
+        )
+        session.add(attachment)
+        volume.status = "in-use"
+        session.flush()
+        task = self._submit(
+            session, principal, "volume.attach", volume.id, {"attachment_id": attachment.id}
+        )
+        return attachment, task
+
+    def detach(
+        self, session: Session, principal: Principal, instance_ref: str, volume_ref: str
+    ) -> Task:
+        instance = self.instances.get(session, principal, instance_ref)
+        volume = self.get(session, principal, volume_ref)
+        attachment = session.scalar(
+            select(VolumeAttachment).where(
+                VolumeAttachment.volume_id == volume.id,
+                VolumeAttachment.instance_id == instance.id,
+            )
+        )
+        if attachment is None:
+            raise NotFoundError(f"volume {volume.name!r} is not attached to {instance.name!r}")
+        self._guard(session, volume, ("in-use",), "detaching")
+        self.instances.guard(
+            session, instance, ("running", "stopped", "paused", "error"), "detaching"
+        )
+        attachment.status = "detaching"
+        return self._submit(
+            session, principal, "volume.detach", volume.id, {"attachment_id": attachment.id}
+        )
+
+
+def release_attachments(session: Session, instance_id: str) -> None:
+    """The instance is gone: its volumes are free again (or still in use by others)."""
+    attachments = session.scalars(
+        select(VolumeAttachment).where(VolumeAttachment.instance_id == instance_id)
+    ).all()
+    for attachment in attachments:
+        session.delete(attachment)
+    session.flush()
+    for attachment in attachments:
+        left = attachment_count(session, attachment.volume_id)
+        session.execute(
+            update(Volume)
+            .where(Volume.id == attachment.volume_id)
+            .values(status="in-use" if left else "available")
+        )
+
+
+def attachment_count(session: Session, volume_id: str) -> int:
+    return session.scalar(select(func.count()).where(VolumeAttachment.volume_id == volume_id)) or 0

@@ -1,0 +1,43 @@
+"""Typing into a guest's serial console (its shell), as a user at the console would,
+and reading the answer back from the console log Nubis serves."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import libvirt
+
+from tests.integration.server import NubisServer
+
+
+def guest_run(
+    srv: NubisServer, instance_id: str, command: str, uri: str = "qemu:///system", timeout=60
+) -> str:
+    """Run a shell command in the guest; returns its output (stdout and stderr, and a
+    newline added so that output without one still ends its line)."""
+    tag = uuid.uuid4().hex[:8]
+    # a carriage return ends the line, as the Enter key does on a serial terminal
+    line = f"echo BEGIN-{tag}; ( {command} ) 2>&1; echo; echo END-{tag}\r"
+    pattern = re.compile(rf"^BEGIN-{tag}\r?\n(.*?)^END-{tag}", re.S | re.M)
+    conn = libvirt.open(uri)
+    try:
+        dom = conn.lookupByUUIDString(instance_id)
+        stream = conn.newStream(0)
+        dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
+        try:
+            stream.send(line.encode())
+            # the console stays open until the answer is in the log: closing it at
+            # once can drop what was typed before the guest read it
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                found = pattern.search(srv.console(instance_id))
+                if found:
+                    return found.group(1).replace("\r", "")
+                time.sleep(0.5)
+        finally:
+            stream.finish()
+    finally:
+        conn.close()
+    raise AssertionError(f"no answer to {command!r}: {srv.console(instance_id)[-1500:]}")

@@ -1,0 +1,209 @@
+"""Storage pools and data volumes on the real local libvirtd, with a real guest:
+hot-plug seen in /sys/block, data written by the guest kept across detach/attach,
+online extend, secure delete, and bad input refused with nothing changed."""
+
+import os
+import shutil
+import tempfile
+import time
+
+import pytest
+
+from tests.integration.guest import guest_run
+from tests.integration.server import libvirt_leftovers
+
+pytestmark = pytest.mark.integration
+GIB = 1024**3
+
+
+@pytest.fixture(scope="module")
+def pool(server):
+    # QEMU runs as its own user: the pool's directory and its parents must let it in
+    # (pytest's temporary directories are private to root)
+    path = tempfile.mkdtemp(prefix="nubis-test-pool-", dir="/var/tmp")
+    os.chmod(path, 0o755)
+    resp = server.client.post(
+        "/storage-pools",
+        json={"name": "local-dir", "kind": "dir", "path": str(path), "host": "local"},
+    )
+    assert resp.status_code == 201, resp.text
+    out = resp.json()
+    assert out["state"] == "active" and out["capacity_bytes"] > 0
+    yield out
+    assert server.client.delete("/storage-pools/local-dir").status_code == 204
+    assert os.listdir(path) == []  # every volume was removed
+    shutil.rmtree(path)
+
+
+@pytest.fixture(scope="module")
+def guest(server):
+    resp = server.client.post(
+        "/instances", json={"name": "vol-guest", "image": "nubis-tiny", "flavor": "m1.tiny"}
+    )
+    assert resp.status_code == 202, resp.text
+    inst = resp.json()
+    assert server.wait_task(inst["task_id"])["status"] == "succeeded"
+    server.wait_console(inst["id"])
+    yield inst
+    resp = server.client.delete(f"/instances/{inst['id']}")
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+
+
+def create_volume(server, **body) -> dict:
+    resp = server.client.post("/volumes", json=body)
+    assert resp.status_code == 202, resp.text
+    task = server.wait_task(resp.json()["task_id"])
+    assert task["status"] == "succeeded", task
+    return server.client.get(f"/volumes/{resp.json()['id']}").json()
+
+
+def attach(server, instance_id: str, volume_id: str) -> dict:
+    resp = server.client.post(f"/instances/{instance_id}/volumes", json={"volume": volume_id})
+    assert resp.status_code == 202, resp.text
+    task = server.wait_task(resp.json()["task_id"])
+    assert task["status"] == "succeeded", task["error"]
+    return resp.json()
+
+
+def detach(server, instance_id: str, volume_id: str) -> None:
+    resp = server.client.delete(f"/instances/{instance_id}/volumes/{volume_id}")
+    assert resp.status_code == 202, resp.text
+    task = server.wait_task(resp.json()["task_id"])
+    assert task["status"] == "succeeded", task
+
+
+def wait_guest(server, iid: str, command: str, expected: str, timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        out = guest_run(server, iid, command).strip()
+        if out == expected or time.monotonic() > deadline:
+            return out
+        time.sleep(1)
+
+
+def test_bad_input_is_refused_and_changes_nothing(server, pool, guest):
+    before = server.client.get("/volumes").json()["total"]
+    cases = [
+        ({"name": "v", "size_gib": -1, "pool": "local-dir"}, 400, "size_gib"),
+        ({"name": "v", "size_gib": 0, "pool": "local-dir"}, 400, "size_gib"),
+        ({"name": "v", "size_gib": 10**9, "pool": "local-dir"}, 400, "size_gib"),
+        ({"name": "v", "size_gib": 1, "pool": "local-dir", "format": "vmdk"}, 400, "format"),
+        (
+            {"name": "v", "size_gib": 1, "pool": "local-dir", "provisioning": "thick"},
+            400,
+            "thick (eager-zeroed) volumes are raw",
+        ),
+        ({"name": "v", "size_gib": 1, "pool": "nope"}, 404, "storage pool 'nope' not found"),
+        ({"name": "bad name!", "size_gib": 1, "pool": "local-dir"}, 400, "volume name"),
+        ({"name": "v", "pool": "local-dir"}, 400, "size_gib is required"),
+    ]
+    for body, status, fragment in cases:
+        resp = server.client.post("/volumes", json=body)
+        assert resp.status_code == status, (body, resp.text)
+        assert fragment in resp.json()["error"]["message"], resp.text
+    assert server.client.get("/volumes").json()["total"] == before
+    # pools: wrong scope, relative path, unknown kind
+    for body, fragment in [
+        ({"name": "p", "kind": "dir", "path": "/tmp/x", "cluster": "default"}, "one host"),
+        ({"name": "p", "kind": "dir", "path": "rel/dir", "host": "local"}, "absolute"),
+        ({"name": "p", "kind": "tape", "path": "/tmp/x", "host": "local"}, "kind must be"),
+    ]:
+        resp = server.client.post("/storage-pools", json=body)
+        assert resp.status_code == 400 and fragment in resp.text, resp.text
+    assert server.client.get("/storage-pools/p").status_code == 404
+    # attaching to an instance that does not exist
+    vol = create_volume(server, name="orphan-check", size_gib=1, pool="local-dir")
+    resp = server.client.post("/instances/no-such-vm/volumes", json={"volume": vol["id"]})
+    assert resp.status_code == 404
+    assert server.client.get(f"/volumes/{vol['id']}").json()["status"] == "available"
+    resp = server.client.delete(f"/volumes/{vol['id']}")
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+
+
+def test_hot_plug_data_survives_detach_and_grows_online(server, pool, guest):
+    iid = guest["id"]
+    vol = create_volume(server, name="data1", size_gib=1, pool="local-dir")
+    assert vol["status"] == "available" and vol["provisioning"] == "thin"
+    att = attach(server, iid, vol["id"])
+    assert att["target"] == "vdb"
+    # the guest sees the disk, with the volume's serial, at the size asked for
+    assert wait_guest(server, iid, "cat /sys/block/vdb/serial", att["serial"]) == att["serial"]
+    assert guest_run(server, iid, "cat /sys/block/vdb/size").strip() == str(GIB // 512)
+    assert server.client.get(f"/volumes/{vol['id']}").json()["status"] == "in-use"
+    # deleting an attached volume is refused, and changes nothing
+    resp = server.client.delete(f"/volumes/{vol['id']}")
+    assert resp.status_code == 409 and "detach it first" in resp.text
+    # the guest writes a marker onto the raw disk
+    guest_run(server, iid, "printf NUBIS-MARK-4242 > /dev/vdb; sync")
+    detach(server, iid, vol["id"])
+    assert wait_guest(server, iid, "ls /sys/block | grep -c vdb", "0") == "0"
+    assert server.client.get(f"/volumes/{vol['id']}").json()["status"] == "available"
+    # attached again, the data is there
+    attach(server, iid, vol["id"])
+    wait_guest(server, iid, "cat /sys/block/vdb/serial", att["serial"])
+    assert guest_run(server, iid, "head -c 15 /dev/vdb").strip() == "NUBIS-MARK-4242"
+    # online extend: the guest sees 2 GiB without a reboot
+    resp = server.client.post(f"/volumes/{vol['id']}/actions/extend", json={"size_gib": 2})
+    assert resp.status_code == 202, resp.text
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    assert wait_guest(server, iid, "cat /sys/block/vdb/size", str(2 * GIB // 512)) == str(
+        2 * GIB // 512
+    )
+    assert server.client.get(f"/volumes/{vol['id']}").json()["size_gib"] == 2
+    for body, fragment in [({"size_gib": 1}, "never shrink"), ({"size_gib": -3}, "size_gib")]:
+        resp = server.client.post(f"/volumes/{vol['id']}/actions/extend", json=body)
+        assert resp.status_code == 400 and fragment in resp.text
+    detach(server, iid, vol["id"])
+    resp = server.client.delete(f"/volumes/{vol['id']}")
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    assert server.client.get(f"/volumes/{vol['id']}").status_code == 404
+    assert libvirt_leftovers(vol["id"]) == []
+
+
+def volume_file(pool: dict, volume: dict) -> str:
+    ext = ".qcow2" if volume["format"] == "qcow2" else ".img"
+    return os.path.join(pool["path"], f"nubis-vol-{volume['id']}{ext}")
+
+
+@pytest.mark.parametrize("secure", [True, False], ids=["secure", "plain"])
+def test_secure_delete_leaves_no_bytes_behind(server, pool, guest, secure):
+    iid = guest["id"]
+    vol = create_volume(
+        server, name=f"wipe-{secure}", size_gib=1, pool="local-dir", secure_delete=secure
+    )
+    att = attach(server, iid, vol["id"])
+    wait_guest(server, iid, f"cat /sys/block/{att['target']}/serial", att["serial"])
+    marker = f"SECRET-{vol['id'][:8]}"
+    guest_run(server, iid, f"printf {marker} > /dev/{att['target']}; sync")
+    detach(server, iid, vol["id"])
+    # keep the file open: after it is unlinked its blocks can still be read through it
+    with open(volume_file(pool, vol), "rb") as fh:
+        assert marker.encode() in fh.read()
+        resp = server.client.delete(f"/volumes/{vol['id']}")
+        assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+        assert not os.path.exists(volume_file(pool, vol))
+        fh.seek(0)
+        left = fh.read()
+    # secure: the old bytes were overwritten before removal; plain: they were not
+    assert (marker.encode() in left) is not secure
+
+
+def test_thick_volumes_are_allocated_up_front(server, pool):
+    thin = create_volume(server, name="thin", size_gib=1, pool="local-dir", format="raw")
+    lazy = create_volume(
+        server,
+        name="lazy",
+        size_gib=1,
+        pool="local-dir",
+        format="raw",
+        provisioning="thick-lazy-zeroed",
+    )
+    eager = create_volume(
+        server, name="eager", size_gib=1, pool="local-dir", format="raw", provisioning="thick"
+    )
+    blocks = {v["name"]: os.stat(volume_file(pool, v)).st_blocks * 512 for v in (thin, lazy, eager)}
+    assert blocks["thin"] < 1024 * 1024
+    assert blocks["lazy"] >= GIB and blocks["eager"] >= GIB
+    for v in (thin, lazy, eager):
+        resp = server.client.delete(f"/volumes/{v['id']}")
+        assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
