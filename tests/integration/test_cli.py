@@ -1,8 +1,10 @@
 """The `nubis` CLI against a real server: login, host/image/flavor lists, an instance."""
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -110,3 +112,51 @@ def test_cli_inventory_capacity_and_rule_groups(nubis):
     assert bad.returncode == 1 and "policy must be one of" in bad.stderr
     assert json.loads(nubis("host", "disable", "local", "-f", "json").stdout)["enabled"] is False
     assert json.loads(nubis("host", "enable", "local", "-f", "json").stdout)["enabled"] is True
+
+
+def test_cli_manages_pools_offerings_and_volumes(nubis):
+    path = tempfile.mkdtemp(prefix="nubis-cli-pool-", dir="/var/tmp")
+    os.chmod(path, 0o755)
+    nubis(
+        "pool",
+        "create",
+        "cli-pool",
+        "--kind",
+        "dir",
+        "--path",
+        path,
+        "--host",
+        "local",
+        "--tag",
+        "fast",
+    )
+    pools = json.loads(nubis("pool", "list", "-f", "json").stdout)["items"]
+    assert [p["state"] for p in pools if p["name"] == "cli-pool"] == ["active"]
+    nubis(
+        "disk-offering",
+        "create",
+        "fast-2g",
+        "--size-gib",
+        "2",
+        "--tag",
+        "fast",
+        "--provisioning",
+        "thick-lazy-zeroed",
+        "--disk-format",
+        "raw",
+    )
+    nubis("volume", "create", "cli-vol", "--offering", "fast-2g", "--wait")
+    vol = json.loads(nubis("volume", "show", "cli-vol", "-f", "json").stdout)
+    assert (vol["size_gib"], vol["format"], vol["status"]) == (2, "raw", "available")
+    assert vol["pool_id"] == next(p["id"] for p in pools if p["name"] == "cli-pool")
+    bad = nubis("volume", "extend", "cli-vol", "1", ok=False)
+    assert bad.returncode != 0 and "never shrink" in bad.stderr + bad.stdout
+    nubis("volume", "extend", "cli-vol", "3", "--wait")
+    assert json.loads(nubis("volume", "show", "cli-vol", "-f", "json").stdout)["size_gib"] == 3
+    held = nubis("pool", "delete", "cli-pool", ok=False)
+    assert held.returncode != 0 and "still holds 1 volume" in held.stderr + held.stdout
+    nubis("volume", "delete", "cli-vol", "--wait")
+    nubis("disk-offering", "delete", "fast-2g")
+    nubis("pool", "delete", "cli-pool")
+    assert os.listdir(path) == []
+    os.rmdir(path)

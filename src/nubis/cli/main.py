@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nubis.cli import devcluster, inventory, resources
+from nubis.cli import devcluster, inventory, resources, storage
 from nubis.cli.client import console, request, save_token
 
 app = typer.Typer(help="Nubis: a private cloud on libvirt/QEMU hosts", no_args_is_help=True)
@@ -20,6 +20,9 @@ app.add_typer(devcluster.app, name="devcluster")
 app.add_typer(inventory.zone_app, name="zone")
 app.add_typer(inventory.cluster_app, name="cluster")
 app.add_typer(inventory.group_app, name="rule-group")
+app.add_typer(storage.pool_app, name="pool")
+app.add_typer(storage.offering_app, name="disk-offering")
+app.add_typer(storage.volume_app, name="volume")
 
 
 def _logging(log_file: str) -> None:

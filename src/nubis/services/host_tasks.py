@@ -24,6 +24,7 @@ from nubis.services.instances import InstanceService
 from nubis.services.lookup import get_by_id_or_name
 from nubis.services.migration import request_migration
 from nubis.services.scheduler import claims
+from nubis.services.volumes import unreachable_volumes
 from nubis.tasks.engine import TaskContext
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,11 @@ class EvacuateHandler(_HostHandler):
             was = inst.status
             self.instances.guard(s, inst, ("running", "paused", "stopped", "error"), "evacuating")
             target = self.instances.scheduler.place_elsewhere(s, inst, dead)
+            local = unreachable_volumes(s, inst.id, target)
+            if local:  # the data is on the dead host's own disks: it cannot come along
+                raise Conflict(
+                    f"its volume(s) {', '.join(local)} are in a pool of the down host only"
+                )
             claims.release(s, dead.id, inst.vcpus, inst.memory_mib, inst.disk_gib)
             inst.host_id = target.id
             image = s.get(Image, inst.image_id) if inst.image_id else None

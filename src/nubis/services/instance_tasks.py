@@ -22,7 +22,7 @@ from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService, image_volume_name
 from nubis.services.scheduler import claims
-from nubis.services.volumes import release_attachments
+from nubis.services.volumes import attached_disks, release_attachments
 from nubis.tasks.engine import TaskContext, TaskEngine
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,8 @@ class InstanceTasks:
             )
         else:
             disks = (DiskSpec(path=root, format="qcow2", target="vda", boot_order=1),)
+        with self.db.begin() as s:
+            disks += tuple(attached_disks(s, instance_id))
         return DomainSpec(
             name=inst.domain_name,
             uuid=inst.id,

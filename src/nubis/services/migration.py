@@ -19,6 +19,7 @@ from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
 from nubis.services.lookup import get_by_id_or_name
 from nubis.services.scheduler import claims
+from nubis.services.volumes import unreachable_volumes
 from nubis.tasks.engine import TaskContext
 
 MIGRATABLE = ("running", "paused", "stopped")
@@ -69,6 +70,12 @@ def request_migration(
     chosen = instances.scheduler.place_elsewhere(
         session, instance, source, target.id if target else None
     )
+    local = unreachable_volumes(session, instance.id, chosen)
+    if local:
+        raise Conflict(
+            f"instance {instance.name!r} has volume(s) {', '.join(local)} in a pool only "
+            f"its host {source.name!r} can reach: detach them, or keep them on shared storage"
+        )
     return instances.submit(
         session,
         principal,

@@ -23,6 +23,7 @@ from nubis.db.models import (
     Volume,
     VolumeAttachment,
 )
+from nubis.drivers.libvirt.domain_xml import DiskSpec
 from nubis.drivers.libvirt.volumes import PROVISIONING
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, NotFoundError
@@ -360,6 +361,53 @@ class VolumeService:
         return self._submit(
             session, principal, "volume.detach", volume.id, {"attachment_id": attachment.id}
         )
+
+
+def volume_path(pool: StoragePool, volume: Volume) -> str:
+    """Where libvirt keeps the volume: the same path on every host of a shared pool."""
+    if pool.kind == "lvm":
+        return f"/dev/{pool.path}/{volume.libvirt_name}"
+    return f"{pool.path.rstrip('/')}/{volume.libvirt_name}"
+
+
+def attached_disks(session: Session, instance_id: str) -> list[DiskSpec]:
+    """The instance's data disks, for a domain definition made anew (evacuation)."""
+    disks = []
+    for attachment in session.scalars(
+        select(VolumeAttachment)
+        .where(VolumeAttachment.instance_id == instance_id)
+        .order_by(VolumeAttachment.target)
+    ):
+        volume = session.get(Volume, attachment.volume_id)
+        assert volume is not None
+        pool = session.get(StoragePool, volume.pool_id)
+        assert pool is not None
+        disks.append(
+            DiskSpec(
+                path=volume_path(pool, volume),
+                format=volume.format,
+                target=attachment.target,
+                serial=attachment.serial,
+                shareable=volume.shareable,
+                transient=attachment.mode == "nonpersistent",
+            )
+        )
+    return disks
+
+
+def unreachable_volumes(session: Session, instance_id: str, host: Host) -> list[str]:
+    """Names of the instance's volumes whose pools ``host`` cannot reach."""
+    names = []
+    for attachment in session.scalars(
+        select(VolumeAttachment).where(VolumeAttachment.instance_id == instance_id)
+    ):
+        volume = session.get(Volume, attachment.volume_id)
+        assert volume is not None
+        pool = session.get(StoragePool, volume.pool_id)
+        assert pool is not None
+        if not reaches(pool, host):
+            names.append(volume.name)
+    return names
 
 
 def release_attachments(session: Session, instance_id: str) -> None:

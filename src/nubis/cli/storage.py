@@ -1,0 +1,196 @@
+"""CLI commands for storage pools, disk offerings and volumes."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from nubis.cli.client import console, request, show, wait_for_task
+from nubis.cli.resources import Fmt, Wait
+
+pool_app = typer.Typer(help="Storage pools (primary storage)", no_args_is_help=True)
+offering_app = typer.Typer(help="Disk offerings", no_args_is_help=True)
+volume_app = typer.Typer(help="Volumes (data disks)", no_args_is_help=True)
+
+POOL_COLS = ["name", "kind", "path", "state", "capacity_bytes", "available_bytes", "id"]
+OFFERING_COLS = ["name", "size_gib", "format", "provisioning", "secure_delete", "tags"]
+VOLUME_COLS = ["name", "size_gib", "format", "provisioning", "status", "attachments", "id"]
+Tags = Annotated[list[str] | None, typer.Option("--tag", help="a tag (repeatable)")]
+
+
+@pool_app.command("list")
+def pool_list(fmt: Fmt = "table") -> None:
+    show(request("GET", "/storage-pools").json(), fmt, POOL_COLS)
+
+
+@pool_app.command("create")
+def pool_create(
+    name: str,
+    kind: Annotated[str, typer.Option(help="dir | lvm (one host), shared | nfs (a cluster)")],
+    path: Annotated[str, typer.Option(help="directory, mount point, or VG name for lvm")],
+    host: Annotated[str | None, typer.Option(help="the host of a dir or lvm pool")] = None,
+    cluster: Annotated[str | None, typer.Option(help="the cluster of a shared/nfs pool")] = None,
+    nfs_server: str | None = None,
+    nfs_export: str | None = None,
+    tag: Tags = None,
+    fmt: Fmt = "table",
+) -> None:
+    body = {
+        "name": name,
+        "kind": kind,
+        "path": path,
+        "host": host,
+        "cluster": cluster,
+        "nfs_server": nfs_server,
+        "nfs_export": nfs_export,
+        "tags": tag or [],
+    }
+    show(request("POST", "/storage-pools", json=body).json(), fmt, POOL_COLS)
+
+
+@pool_app.command("show")
+def pool_show(ref: str, fmt: Fmt = "table") -> None:
+    show(request("GET", f"/storage-pools/{ref}").json(), fmt, POOL_COLS)
+
+
+@pool_app.command("refresh")
+def pool_refresh(ref: str, fmt: Fmt = "table") -> None:
+    show(request("POST", f"/storage-pools/{ref}/actions/refresh").json(), fmt, POOL_COLS)
+
+
+@pool_app.command("delete")
+def pool_delete(ref: str) -> None:
+    request("DELETE", f"/storage-pools/{ref}")
+    console.print(f"storage pool {ref} deleted")
+
+
+@offering_app.command("list")
+def offering_list(fmt: Fmt = "table") -> None:
+    show(request("GET", "/disk-offerings").json(), fmt, OFFERING_COLS)
+
+
+@offering_app.command("create")
+def offering_create(
+    name: str,
+    size_gib: Annotated[int | None, typer.Option(help="omit: the user picks the size")] = None,
+    format: Annotated[str, typer.Option("--disk-format", help="qcow2 | raw")] = "qcow2",
+    provisioning: Annotated[str, typer.Option(help="thin | thick | thick-lazy-zeroed")] = "thin",
+    secure_delete: bool = False,
+    tag: Tags = None,
+    fmt: Fmt = "table",
+) -> None:
+    body = {
+        "name": name,
+        "size_gib": size_gib,
+        "format": format,
+        "provisioning": provisioning,
+        "secure_delete": secure_delete,
+        "tags": tag or [],
+    }
+    show(request("POST", "/disk-offerings", json=body).json(), fmt, OFFERING_COLS)
+
+
+@offering_app.command("delete")
+def offering_delete(ref: str) -> None:
+    request("DELETE", f"/disk-offerings/{ref}")
+    console.print(f"disk offering {ref} deleted")
+
+
+def _volume_rows(data: dict) -> dict:
+    def summary(v: dict) -> dict:
+        names = ", ".join(f"{a['instance_id'][:8]}:{a['target']}" for a in v["attachments"])
+        return {**v, "attachments": names}
+
+    if "items" in data:
+        return {**data, "items": [summary(v) for v in data["items"]]}
+    return summary(data)
+
+
+@volume_app.command("list")
+def volume_list(fmt: Fmt = "table") -> None:
+    data = request("GET", "/volumes").json()
+    show(data if fmt == "json" else _volume_rows(data), fmt, VOLUME_COLS)
+
+
+@volume_app.command("show")
+def volume_show(ref: str, fmt: Fmt = "table") -> None:
+    data = request("GET", f"/volumes/{ref}").json()
+    show(data if fmt == "json" else _volume_rows(data), fmt, VOLUME_COLS)
+
+
+@volume_app.command("create")
+def volume_create(
+    name: str,
+    size_gib: Annotated[int | None, typer.Option(help="size in GiB")] = None,
+    pool: str | None = None,
+    offering: str | None = None,
+    format: Annotated[str | None, typer.Option("--disk-format", help="qcow2 | raw")] = None,
+    provisioning: Annotated[
+        str | None, typer.Option(help="thin | thick | thick-lazy-zeroed")
+    ] = None,
+    secure_delete: Annotated[
+        bool | None, typer.Option("--secure-delete/--no-secure-delete")
+    ] = None,
+    shareable: bool = False,
+    wait: Wait = False,
+    fmt: Fmt = "table",
+) -> None:
+    body = {
+        "name": name,
+        "size_gib": size_gib,
+        "pool": pool,
+        "offering": offering,
+        "format": format,
+        "provisioning": provisioning,
+        "secure_delete": secure_delete,
+        "shareable": shareable,
+    }
+    created = request("POST", "/volumes", json=body).json()
+    if wait:
+        wait_for_task(created["task_id"])
+        created = request("GET", f"/volumes/{created['id']}").json()
+    show(_volume_rows(created), fmt, VOLUME_COLS)
+
+
+@volume_app.command("delete")
+def volume_delete(ref: str, wait: Wait = False) -> None:
+    task = request("DELETE", f"/volumes/{ref}").json()
+    if wait:
+        wait_for_task(task["task_id"])
+    console.print(f"volume {ref}: delete {'done' if wait else 'accepted'}")
+
+
+@volume_app.command("extend")
+def volume_extend(ref: str, size_gib: int, wait: Wait = False) -> None:
+    task = request("POST", f"/volumes/{ref}/actions/extend", json={"size_gib": size_gib}).json()
+    if wait:
+        wait_for_task(task["task_id"])
+    console.print(f"volume {ref}: extend to {size_gib} GiB {'done' if wait else 'accepted'}")
+
+
+@volume_app.command("attach")
+def volume_attach(
+    ref: str,
+    instance: Annotated[str, typer.Option(help="the instance to attach to")],
+    mode: Annotated[str, typer.Option(help="persistent | nonpersistent")] = "persistent",
+    wait: Wait = False,
+) -> None:
+    out = request(
+        "POST", f"/instances/{instance}/volumes", json={"volume": ref, "mode": mode}
+    ).json()
+    if wait:
+        wait_for_task(out["task_id"])
+    console.print(f"volume {ref} -> {instance} as {out['target']} (serial {out['serial']})")
+
+
+@volume_app.command("detach")
+def volume_detach(
+    ref: str,
+    instance: Annotated[str, typer.Option(help="the instance to detach from")],
+    wait: Wait = False,
+) -> None:
+    task = request("DELETE", f"/instances/{instance}/volumes/{ref}").json()
+    if wait:
+        wait_for_task(task["task_id"])
+    console.print(f"volume {ref}: detach from {instance} {'done' if wait else 'accepted'}")
