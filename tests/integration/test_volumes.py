@@ -207,3 +207,42 @@ def test_thick_volumes_are_allocated_up_front(server, pool):
     for v in (thin, lazy, eager):
         resp = server.client.delete(f"/volumes/{v['id']}")
         assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+
+
+def test_nonpersistent_disk_forgets_at_power_off_persistent_keeps(server, pool, guest):
+    iid = guest["id"]
+    server.act(iid, "stop")
+    kept = create_volume(server, name="kept", size_gib=1, pool="local-dir")
+    gone = create_volume(server, name="gone", size_gib=1, pool="local-dir")
+    targets = {}
+    for vol, mode in ((kept, "persistent"), (gone, "nonpersistent")):
+        resp = server.client.post(
+            f"/instances/{iid}/volumes", json={"volume": vol["id"], "mode": mode}
+        )
+        assert resp.status_code == 202, resp.text
+        task = server.wait_task(resp.json()["task_id"])
+        assert task["status"] == "succeeded", task["error"]
+        targets[vol["name"]] = resp.json()["target"]
+    server.act(iid, "start")
+    server.wait_console(iid, count=2)
+    # a nonpersistent disk is not hot-plugged: its overlay is made at start
+    hot = create_volume(server, name="hot", size_gib=1, pool="local-dir")
+    resp = server.client.post(
+        f"/instances/{iid}/volumes", json={"volume": hot["id"], "mode": "nonpersistent"}
+    )
+    assert resp.status_code == 400 and "stopped instance" in resp.text
+    assert server.client.get(f"/volumes/{hot['id']}").json()["status"] == "available"
+    resp = server.client.delete(f"/volumes/{hot['id']}")
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    for name, target in targets.items():
+        guest_run(server, iid, f"printf WRITTEN-{name} > /dev/{target}; sync")
+        assert guest_run(server, iid, f"head -c 12 /dev/{target}").strip().startswith("WRITTEN-")
+    server.act(iid, "stop")  # power off
+    server.act(iid, "start")
+    server.wait_console(iid, count=3)
+    assert guest_run(server, iid, f"head -c 12 /dev/{targets['kept']}").strip() == "WRITTEN-kept"
+    assert "WRITTEN" not in guest_run(server, iid, f"head -c 12 /dev/{targets['gone']} | od -c")
+    for vol in (kept, gone):
+        detach(server, iid, vol["id"])
+        resp = server.client.delete(f"/volumes/{vol['id']}")
+        assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
