@@ -14,8 +14,9 @@ from nubis.db import migrate
 from nubis.db.session import Database
 from nubis.drivers.libvirt.compute import LibvirtDriver
 from nubis.drivers.libvirt.connection import ConnectionPool
+from nubis.drivers.libvirt.snapshots import SnapshotDriver
 from nubis.drivers.libvirt.volumes import VolumeDriver
-from nubis.services import bootstrap
+from nubis.services import bootstrap, snapshots
 from nubis.services.host_tasks import EvacuateHandler, MaintenanceHandler
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService
@@ -24,6 +25,7 @@ from nubis.services.instances import InstanceService
 from nubis.services.migration import MigrateHandler
 from nubis.services.scheduler import Scheduler
 from nubis.services.secrets import SecretBox
+from nubis.services.snapshots import SnapshotService
 from nubis.services.storage_pools import PoolService
 from nubis.services.sync import StateSync
 from nubis.services.volume_tasks import VolumeTasks
@@ -70,6 +72,8 @@ class Platform:
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
         self.volumes = VolumeService(self.instances)
         self.volume_tasks = VolumeTasks(self.engine, self.volume_driver, self.hosts)
+        self.snapshots = SnapshotService(self.instances)
+        snapshots.register(self.engine, SnapshotDriver(self.conns), self.driver, self.hosts)
         self.admin_password_file: Path | None = None
         event.listen(self.db.sessionmaker, "after_commit", self._after_commit)
 

@@ -246,3 +246,81 @@ def test_nonpersistent_disk_forgets_at_power_off_persistent_keeps(server, pool, 
         detach(server, iid, vol["id"])
         resp = server.client.delete(f"/volumes/{vol['id']}")
         assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+
+
+def snap(server, iid: str, name: str) -> dict:
+    resp = server.client.post(f"/instances/{iid}/snapshots", json={"name": name})
+    assert resp.status_code == 202, resp.text
+    task = server.wait_task(resp.json()["task_id"])
+    assert task["status"] == "succeeded", task["error"]
+    return server.client.get(f"/instances/{iid}/snapshots/{name}").json()
+
+
+def snap_action(server, iid: str, name: str, method: str, path: str = "") -> None:
+    resp = server.client.request(method, f"/instances/{iid}/snapshots/{name}{path}")
+    assert resp.status_code == 202, resp.text
+    task = server.wait_task(resp.json()["task_id"])
+    assert task["status"] == "succeeded", task["error"]
+
+
+def test_snapshots_revert_the_guests_data(server, pool, guest):
+    iid = guest["id"]
+    vol = create_volume(server, name="snapped", size_gib=1, pool="local-dir")
+    att = attach(server, iid, vol["id"])
+    dev = f"/dev/{att['target']}"
+    wait_guest(server, iid, f"cat /sys/block/{att['target']}/serial", att["serial"])
+    # a chain of five snapshots of the running guest, each after a new marker
+    for i in range(1, 6):
+        guest_run(server, iid, f"printf MARK-{i} > {dev}; sync")
+        taken = snap(server, iid, f"s{i}")
+        assert taken["memory"] is True and taken["volume_ids"] == [vol["id"]]
+    guest_run(server, iid, f"printf MARK-X > {dev}; sync")
+    names = [x["name"] for x in server.client.get(f"/instances/{iid}/snapshots").json()]
+    assert names == ["s1", "s2", "s3", "s4", "s5"]
+    # back to s2: the guest runs on from that moment and reads what it had written
+    snap_action(server, iid, "s2", "POST", "/actions/revert")
+    assert server.instance(iid)["status"] == "running"
+    assert guest_run(server, iid, f"head -c 6 {dev}").strip() == "MARK-2"
+    # deleting snapshots in the middle and at the end leaves the others usable
+    for name in ("s3", "s1", "s5"):
+        snap_action(server, iid, name, "DELETE")
+    snap_action(server, iid, "s4", "POST", "/actions/revert")
+    assert guest_run(server, iid, f"head -c 6 {dev}").strip() == "MARK-4"
+    # a stopped instance is snapshotted without memory, and reverted stays stopped
+    server.act(iid, "stop")
+    cold = snap(server, iid, "cold")
+    assert cold["memory"] is False
+    server.act(iid, "start")
+    server.wait_console(iid, count=server.console(iid).count("NUBIS-GUEST-READY") + 1)
+    guest_run(server, iid, f"printf MARK-Y > {dev}; sync")
+    server.act(iid, "stop")
+    snap_action(server, iid, "cold", "POST", "/actions/revert")
+    assert server.instance(iid)["status"] == "stopped"
+    server.act(iid, "start")
+    server.wait_console(iid, count=server.console(iid).count("NUBIS-GUEST-READY") + 1)
+    assert guest_run(server, iid, f"head -c 6 {dev}").strip() == "MARK-4"
+    # bad input and refusals change nothing
+    assert server.client.post(f"/instances/{iid}/snapshots", json={"name": "s2"}).status_code == 409
+    assert (
+        server.client.post(f"/instances/{iid}/snapshots", json={"name": "b a d"}).status_code == 400
+    )
+    assert server.client.post(f"/instances/{iid}/snapshots/nope/actions/revert").status_code == 404
+    raw = create_volume(server, name="rawdisk", size_gib=1, pool="local-dir", format="raw")
+    attach(server, iid, raw["id"])
+    resp = server.client.post(f"/instances/{iid}/snapshots", json={"name": "with-raw"})
+    assert resp.status_code == 400 and "raw" in resp.text
+    resp = server.client.post(f"/instances/{iid}/snapshots/s2/actions/revert")
+    assert resp.status_code == 409 and "other volumes attached" in resp.text
+    assert server.instance(iid)["task_state"] is None
+    detach(server, iid, raw["id"])
+    # a volume the snapshots include stays attached until they are deleted
+    resp = server.client.delete(f"/instances/{iid}/volumes/{vol['id']}")
+    assert resp.status_code == 409 and "delete them before detaching" in resp.text
+    for name in ("s2", "s4", "cold"):
+        snap_action(server, iid, name, "DELETE")
+    assert server.client.get(f"/instances/{iid}/snapshots").json() == []
+    for v in (raw, vol):
+        if v is vol:
+            detach(server, iid, v["id"])
+        resp = server.client.delete(f"/volumes/{v['id']}")
+        assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"

@@ -17,6 +17,7 @@ from nubis.api.routers import (
     instances,
     inventory,
     rule_groups,
+    snapshots,
     storage,
     tasks,
     volumes,
@@ -64,6 +65,7 @@ def create_app(
         rule_groups,
         storage,
         volumes,
+        snapshots,
         tasks,
     ):
         app.include_router(module.router, prefix=API_PREFIX)

@@ -113,3 +113,23 @@ class AttachIn(BaseModel):
 
 class AttachAccepted(AttachmentOut):
     task_id: str
+
+
+class SnapshotIn(BaseModel):
+    name: str
+
+
+class SnapshotOut(Out):
+    id: str
+    name: str
+    instance_id: str
+    memory: bool
+    volume_ids: list[str]
+    status: str
+    task_state: str | None
+    error: str | None
+    created_at: datetime
+
+
+class SnapshotAccepted(SnapshotOut):
+    task_id: str

@@ -344,3 +344,27 @@ class VolumeAttachment(Base):
     def serial(self) -> str:
         """virtio-blk serials hold 20 bytes: the volume id without dashes, cut."""
         return self.volume_id.replace("-", "")[:20]
+
+
+class Snapshot(Base):
+    """A point-in-time state of an instance: all its disks (internal qcow2 snapshots),
+    and its memory when it was running. ``volume_ids`` are the data volumes it
+    covered, so a revert is refused when the instance's disks have changed since."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (UniqueConstraint("instance_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
+    memory: Mapped[bool] = mapped_column(default=False)
+    volume_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # creating | available | error (reverting / deleting run as task_state)
+    status: Mapped[str] = mapped_column(String(16), default="creating")
+    task_state: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def libvirt_name(self) -> str:
+        return f"nubis-snap-{self.id}"

@@ -16,7 +16,7 @@ import time
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Image, Instance, Task
+from nubis.db.models import Host, Image, Instance, Snapshot, Task
 from nubis.drivers.errors import DriverError
 from nubis.services.errors import BadRequest, Conflict, ServiceError
 from nubis.services.instance_tasks import InstanceTasks, root_volume_name
@@ -197,6 +197,12 @@ class EvacuateHandler(_HostHandler):
             inst.host_id = target.id
             image = s.get(Image, inst.image_id) if inst.image_id else None
             target_ref = self.t.hosts.ref(target)
+            # the snapshots' data is in the disks, their metadata died with the host
+            s.execute(
+                update(Snapshot)
+                .where(Snapshot.instance_id == instance_id)
+                .values(status="error", error="metadata lost when the host failed")
+            )
         try:
             root = self.t.driver.volume_path(target_ref, root_volume_name(instance_id))
             if root is None:

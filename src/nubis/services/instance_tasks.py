@@ -22,6 +22,7 @@ from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService, image_volume_name
 from nubis.services.scheduler import claims
+from nubis.services.snapshots import forget_snapshots
 from nubis.services.volumes import attached_disks, release_attachments
 from nubis.tasks.engine import TaskContext, TaskEngine
 
@@ -249,6 +250,7 @@ class DeleteHandler(_Handler):
                         instance.disk_gib,
                     )
                 release_attachments(s, instance.id)
+                forget_snapshots(s, instance.id)
                 s.delete(instance)
 
     def failed(self, ctx: TaskContext, error: str) -> None:

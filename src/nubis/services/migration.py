@@ -9,9 +9,10 @@ on that host with the other host's claim released.
 
 from __future__ import annotations
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster, Host, Instance, Task
+from nubis.db.models import Cluster, Host, Instance, Snapshot, Task
 from nubis.drivers.errors import DriverError
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, Unavailable
@@ -65,6 +66,12 @@ def request_migration(
         raise BadRequest("max_downtime_ms must be between 1 and 60000")
     if max_bandwidth_mib_s is not None and not 1 <= max_bandwidth_mib_s <= 100000:
         raise BadRequest("max_bandwidth_mib_s must be between 1 and 100000 (MiB/s)")
+    snapshots = session.scalar(select(func.count()).where(Snapshot.instance_id == instance.id))
+    if snapshots:
+        raise Conflict(
+            f"instance {instance.name!r} has {snapshots} snapshot(s), which libvirt cannot "
+            "carry to another host: delete them before migrating"
+        )
     instances.guard(session, instance, MIGRATABLE, "migrating")
     cluster = session.get(Cluster, source.cluster_id) if source.cluster_id else None
     chosen = instances.scheduler.place_elsewhere(

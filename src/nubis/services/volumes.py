@@ -18,6 +18,7 @@ from nubis.db.models import (
     DiskOffering,
     Host,
     Instance,
+    Snapshot,
     StoragePool,
     Task,
     Volume,
@@ -353,6 +354,20 @@ class VolumeService:
         )
         if attachment is None:
             raise NotFoundError(f"volume {volume.name!r} is not attached to {instance.name!r}")
+        covering = [
+            snap.name
+            for snap in session.scalars(
+                select(Snapshot).where(Snapshot.instance_id == instance.id)
+            )
+            if volume.id in (snap.volume_ids or [])
+        ]
+        if covering:
+            # a snapshot must keep every disk it covers (and libvirt 9.0 crashes when
+            # deleting an internal snapshot one of whose disks has left the domain)
+            raise Conflict(
+                f"snapshot(s) {', '.join(covering)} of {instance.name!r} include volume "
+                f"{volume.name!r}: delete them before detaching it"
+            )
         self._guard(session, volume, ("in-use",), "detaching")
         self.instances.guard(
             session, instance, ("running", "stopped", "paused", "error"), "detaching"
