@@ -23,6 +23,7 @@ app.add_typer(inventory.group_app, name="rule-group")
 app.add_typer(storage.pool_app, name="pool")
 app.add_typer(storage.offering_app, name="disk-offering")
 app.add_typer(storage.volume_app, name="volume")
+app.add_typer(storage.snapshot_app, name="snapshot")
 
 
 def _logging(log_file: str) -> None:

@@ -1,4 +1,4 @@
-"""CLI commands for storage pools, disk offerings and volumes."""
+"""CLI commands for storage pools, disk offerings, volumes and snapshots."""
 
 from __future__ import annotations
 
@@ -194,3 +194,38 @@ def volume_detach(
     if wait:
         wait_for_task(task["task_id"])
     console.print(f"volume {ref}: detach from {instance} {'done' if wait else 'accepted'}")
+
+
+snapshot_app = typer.Typer(help="Instance snapshots", no_args_is_help=True)
+SNAPSHOT_COLS = ["name", "memory", "status", "task_state", "created_at", "id"]
+Instance = Annotated[str, typer.Option("--instance", "-i", help="the instance")]
+
+
+@snapshot_app.command("list")
+def snapshot_list(instance: Instance, fmt: Fmt = "table") -> None:
+    show(request("GET", f"/instances/{instance}/snapshots").json(), fmt, SNAPSHOT_COLS)
+
+
+@snapshot_app.command("create")
+def snapshot_create(name: str, instance: Instance, wait: Wait = False) -> None:
+    """Snapshot every disk of the instance (and its memory when it runs)."""
+    out = request("POST", f"/instances/{instance}/snapshots", json={"name": name}).json()
+    if wait:
+        wait_for_task(out["task_id"])
+    console.print(f"snapshot {name} of {instance}: {'done' if wait else 'accepted'}")
+
+
+@snapshot_app.command("revert")
+def snapshot_revert(name: str, instance: Instance, wait: Wait = False) -> None:
+    task = request("POST", f"/instances/{instance}/snapshots/{name}/actions/revert").json()
+    if wait:
+        wait_for_task(task["task_id"])
+    console.print(f"{instance} reverted to {name}" if wait else "revert: accepted")
+
+
+@snapshot_app.command("delete")
+def snapshot_delete(name: str, instance: Instance, wait: Wait = False) -> None:
+    task = request("DELETE", f"/instances/{instance}/snapshots/{name}").json()
+    if wait:
+        wait_for_task(task["task_id"])
+    console.print(f"snapshot {name}: delete {'done' if wait else 'accepted'}")

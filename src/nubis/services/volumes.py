@@ -356,9 +356,7 @@ class VolumeService:
             raise NotFoundError(f"volume {volume.name!r} is not attached to {instance.name!r}")
         covering = [
             snap.name
-            for snap in session.scalars(
-                select(Snapshot).where(Snapshot.instance_id == instance.id)
-            )
+            for snap in session.scalars(select(Snapshot).where(Snapshot.instance_id == instance.id))
             if volume.id in (snap.volume_ids or [])
         ]
         if covering:
