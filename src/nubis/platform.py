@@ -28,6 +28,7 @@ from nubis.services.secrets import SecretBox
 from nubis.services.snapshots import SnapshotService
 from nubis.services.storage_pools import PoolService
 from nubis.services.sync import StateSync
+from nubis.services.templates import TemplateHandler
 from nubis.services.volume_tasks import VolumeTasks
 from nubis.services.volumes import VolumeService
 from nubis.tasks.engine import TaskEngine
@@ -58,6 +59,7 @@ class Platform:
             self.engine, self.driver, self.hosts, self.images, settings.stop_timeout_seconds
         )
         self.engine.register(MigrateHandler(self.instance_tasks))
+        self.engine.register(TemplateHandler(self.instance_tasks))
         for handler in (MaintenanceHandler, EvacuateHandler):
             self.engine.register(
                 handler(

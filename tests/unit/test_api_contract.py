@@ -222,7 +222,9 @@ def test_image_delete_is_refused_while_in_use_and_removes_the_file_after(
     image = upload(client, "img", qcow2(tmp_path, "i.qcow2")).json()
     spare = upload(client, "spare", qcow2(tmp_path, "s.qcow2")).json()
     client.post("/api/v1/instances", json={"name": "user", "image": "img", "flavor": "m1.tiny"})
-    assert_error(client.delete(f"/api/v1/images/{image['id']}"), 409, "used by 1 instance")
+    assert_error(
+        client.delete(f"/api/v1/images/{image['id']}"), 409, "base of 1 linked clone(s): user"
+    )
     assert (platform.settings.image_dir / image["id"]).exists()
     assert client.delete("/api/v1/images/spare").status_code == 204
     assert client.get(f"/api/v1/images/{spare['id']}").status_code == 404

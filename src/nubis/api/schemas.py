@@ -118,11 +118,16 @@ class InstanceIn(BaseModel):
     host: str | None = Field(default=None, description="host id or name (optional)")
     rule_group: str | None = Field(default=None, description="rule group id or name")
     cluster: str | None = Field(default=None, description="place inside this cluster")
+    clone: str = Field(
+        default="linked",
+        description="root disk: linked (qcow2 overlay of the image) or full (a copy)",
+    )
 
 
 class InstanceOut(Out):
     id: str
     name: str
+    clone_mode: str
     project_id: str
     host_id: str | None
     image_id: str | None
@@ -156,6 +161,10 @@ class EvacuateIn(BaseModel):
     confirm_host_down: bool = Field(
         default=False, description="the operator confirms the host is off (or fenced)"
     )
+
+
+class TemplateIn(BaseModel):
+    name: str = Field(description="the new image's name")
 
 
 class TaskAccepted(BaseModel):

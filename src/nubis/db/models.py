@@ -194,6 +194,9 @@ class Instance(Base):
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), index=True)
     image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"))
     flavor_id: Mapped[str | None] = mapped_column(ForeignKey("flavors.id"))
+    # linked: the root disk is a qcow2 overlay of the image (which it then needs);
+    # full: an independent copy
+    clone_mode: Mapped[str] = mapped_column(String(8), default="linked")
     rule_group_id: Mapped[str | None] = mapped_column(ForeignKey("rule_groups.id"), index=True)
     vcpus: Mapped[int]
     memory_mib: Mapped[int]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Image, Instance, new_id
@@ -130,9 +130,17 @@ class ImageService:
         A delete interrupted half-way can simply be asked again."""
         with db.begin() as s:
             image = get_by_id_or_name(s, Image, ref, "image")
-            users = s.scalar(select(func.count()).where(Instance.image_id == image.id))
+            users = s.scalars(
+                select(Instance.name)
+                .where(Instance.image_id == image.id, Instance.clone_mode == "linked")
+                .order_by(Instance.name)
+            ).all()
             if users:
-                raise Conflict(f"image {image.name!r} is used by {users} instance(s)")
+                shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
+                raise Conflict(
+                    f"image {image.name!r} is the base of {len(users)} linked clone(s): "
+                    f"{shown}; delete them first"
+                )
             image.status = "deleting"
             hosts = [self.hosts.ref(h) for h in s.scalars(select(Host).where(Host.state == "up"))]
         # copies on hosts that are up are removed now; a copy on a host that is down
@@ -147,5 +155,9 @@ class ImageService:
         with db.begin() as s:
             row = s.get(Image, image.id)
             if row is not None:
+                # full clones were made from it but do not need it: they forget it
+                s.execute(
+                    update(Instance).where(Instance.image_id == image.id).values(image_id=None)
+                )
                 s.delete(row)
         self.path(image).unlink(missing_ok=True)

@@ -165,6 +165,7 @@ class InstanceTasks:
         """Remove the domain, root disk and console log of an instance (idempotent)."""
         self.driver.undefine(ref, instance_id)
         self.driver.delete_volume(ref, root_volume_name(instance_id))
+        self.driver.delete_volume(ref, root_volume_name(instance_id) + ".full")
         self.driver.delete_console_log(ref, f"nubis-{instance_id}")
 
 
@@ -197,6 +198,11 @@ class CreateHandler(_Handler):
         root_name = root_volume_name(inst.id)
         if image.disk_format == "iso":  # installer ISO: a blank root disk
             root = t.driver.create_disk(ref, root_name, inst.disk_gib * GIB)
+        elif inst.clone_mode == "full":  # an independent copy, marked when complete
+            root = t.driver.volume_path(ref, root_name)
+            if root is None or t.driver.volume_path(ref, root_name + ".full") is None:
+                root = t.driver.copy_disk(ref, root_name, base, capacity)
+                t.driver.create_marker(ref, root_name + ".full")
         else:  # a linked clone of the image
             root = t.driver.create_disk(
                 ref, root_name, capacity, (base, image.disk_format or "qcow2")
@@ -236,6 +242,7 @@ class DeleteHandler(_Handler):
         t.driver.undefine(loaded.ref, ctx.resource_id)
         ctx.step("disk", 60)
         t.driver.delete_volume(loaded.ref, root_volume_name(ctx.resource_id))
+        t.driver.delete_volume(loaded.ref, root_volume_name(ctx.resource_id) + ".full")
         ctx.step("console", 80)
         t.driver.delete_console_log(loaded.ref, loaded.instance.domain_name)
         with t.db.begin() as s:

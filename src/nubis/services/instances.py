@@ -32,6 +32,7 @@ ACTIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "pause": (("running",), "pausing", "instance.pause"),
     "resume": (("paused",), "resuming", "instance.resume"),
 }
+CLONE_MODES = ("linked", "full")
 DELETABLE = ("building", "running", "stopped", "paused", "error")
 
 
@@ -75,8 +76,11 @@ class InstanceService:
         host_ref: str | None = None,
         rule_group_ref: str | None = None,
         cluster_ref: str | None = None,
+        clone: str = "linked",
     ) -> tuple[Instance, Task]:
         validate_name(name, "instance")
+        if clone not in CLONE_MODES:
+            raise BadRequest(f"clone must be one of {', '.join(CLONE_MODES)}")
         image = get_by_id_or_name(session, Image, image_ref, "image")
         flavor = get_by_id_or_name(session, Flavor, flavor_ref, "flavor")
         if image.status != "active":
@@ -119,6 +123,7 @@ class InstanceService:
             disk_gib=flavor.disk_gib,
             status="building",
             task_state="spawning",
+            clone_mode="linked" if image.disk_format == "iso" else clone,
         )
         session.add(instance)
         session.flush()

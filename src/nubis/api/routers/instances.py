@@ -13,8 +13,9 @@ from nubis.api.schemas import (
     MigrateIn,
     PageOut,
     TaskAccepted,
+    TemplateIn,
 )
-from nubis.services import migration
+from nubis.services import migration, templates
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 
@@ -48,6 +49,7 @@ def create_instance(
             body.host,
             body.rule_group,
             body.cluster,
+            body.clone,
         )
         out = InstanceOut.model_validate(instance).model_dump()
     return InstanceAccepted(**out, task_id=task.id)
@@ -94,6 +96,19 @@ def cancel_migration(ref: str, platform: PlatformDep, principal: PrincipalDep) -
     with platform.db.begin() as s:
         migration.cancel(platform.instances, s, principal, ref)
         return InstanceOut.model_validate(platform.instances.get(s, principal, ref))
+
+
+@router.post("/{ref}/actions/create-template", status_code=202)
+def create_template(
+    ref: str, body: TemplateIn, platform: PlatformDep, principal: PrincipalDep
+) -> TaskAccepted:
+    """Make an image of a stopped instance's root disk (flattened); new instances
+    can boot from it as linked or full clones."""
+    with platform.db.begin() as s:
+        task = templates.request_template(
+            platform.instances, platform.images, s, principal, ref, body.name
+        )
+        return TaskAccepted(task_id=task.id)
 
 
 @router.post("/{ref}/actions/{action}", status_code=202)

@@ -129,6 +129,52 @@ class LibvirtDriver(DriverBase):
 
         return self._call(host, create, f"volume {name}")
 
+    def copy_disk(self, host: HostRef, name: str, source_path: str, capacity: int) -> str:
+        """A full, independent qcow2 copy of the disk at ``source_path`` (its backing
+        chain flattened by qemu-img convert), at least ``capacity`` bytes. Not
+        idempotent on its own: callers mark completion (``create_marker``)."""
+
+        def copy(conn: libvirt.virConnect) -> str:
+            pool = conn.storagePoolLookupByName(DISK_POOL)
+            storage.delete_volume(pool, name)  # a partial copy from an interrupted run
+            source = conn.storageVolLookupByPath(source_path)
+            size = max(capacity, source.info()[1])
+            vol = pool.createXMLFrom(storage.volume_xml(name, size, "qcow2"), source, 0)
+            if vol.info()[1] < size:
+                vol.resize(size, 0)
+            return vol.path()
+
+        return self._call(host, copy, f"volume {name}")
+
+    def download(
+        self,
+        host: HostRef,
+        name: str,
+        write: Callable[[bytes], None],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Stream a volume of the disk pool to ``write``, chunk by chunk."""
+
+        def download(conn: libvirt.virConnect) -> None:
+            vol = conn.storagePoolLookupByName(DISK_POOL).storageVolLookupByName(name)
+            total = vol.info()[2] or 1  # bytes in use, the file's real size
+            stream = conn.newStream(0)
+            vol.download(stream, 0, 0, 0)
+            done = 0
+
+            def sink(_stream: libvirt.virStream, data: bytes, _opaque: object) -> int:
+                nonlocal done
+                write(data)
+                done += len(data)
+                if on_progress is not None:
+                    on_progress(min(99, done * 100 // total))
+                return 0
+
+            stream.recvAll(sink, None)
+            stream.finish()
+
+        self._call(host, download, f"volume {name}")
+
     def create_marker(self, host: HostRef, name: str) -> None:
         """An empty volume whose existence records that some work completed."""
 

@@ -71,6 +71,11 @@ def find_volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVo
     return None
 
 
+def volume_xml(name: str, capacity: int, fmt: str) -> str:
+    """A plain volume description (no backing file)."""
+    return _volume_xml(name, capacity, fmt)
+
+
 def _volume_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | None = None) -> str:
     vol = ET.Element("volume")
     ET.SubElement(vol, "name").text = name
