@@ -44,6 +44,13 @@ class PoolRequest:
     tags: list[str] = field(default_factory=list)
 
 
+def check_tags(tags: list[str]) -> list[str]:
+    for tag in tags:
+        if not isinstance(tag, str) or not TAG_RE.match(tag):
+            raise BadRequest(f"tag {tag!r}: 1-32 letters, digits, '.', '_' or '-'")
+    return list(tags)
+
+
 def spec_of(pool: StoragePool) -> PoolSpec:
     if pool.kind == "lvm":
         return PoolSpec(pool.libvirt_name, "logical", f"/dev/{pool.path}", source_name=pool.path)
@@ -78,9 +85,7 @@ def _validate(session: Session, req: PoolRequest) -> tuple[Host | None, Cluster 
         raise BadRequest(f"kind must be one of {', '.join(KINDS)}")
     if session.scalar(select(StoragePool).where(StoragePool.name == req.name)) is not None:
         raise Conflict(f"a storage pool named {req.name!r} already exists")
-    for tag in req.tags:
-        if not isinstance(tag, str) or not TAG_RE.match(tag):
-            raise BadRequest(f"tag {tag!r}: 1-32 letters, digits, '.', '_' or '-'")
+    check_tags(req.tags)
     host = cluster = None
     if KINDS[req.kind] == "host":
         if not req.host or req.cluster:

@@ -30,7 +30,7 @@ from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, NotFoundError
 from nubis.services.instances import InstanceService
 from nubis.services.lookup import Page, get_by_id_or_name, paginate, validate_name
-from nubis.services.storage_pools import TAG_RE, reaches
+from nubis.services.storage_pools import check_tags, reaches
 
 FORMATS = ("qcow2", "raw")
 MODES = ("persistent", "nonpersistent")
@@ -84,9 +84,7 @@ def create_offering(session: Session, req: OfferingRequest) -> DiskOffering:
     if req.size_gib is not None:
         check_size(req.size_gib)
     check_layout(req.format, req.provisioning)
-    for tag in req.tags:
-        if not isinstance(tag, str) or not TAG_RE.match(tag):
-            raise BadRequest(f"tag {tag!r}: 1-32 letters, digits, '.', '_' or '-'")
+    check_tags(req.tags)
     if session.scalar(select(DiskOffering).where(DiskOffering.name == req.name)) is not None:
         raise Conflict(f"a disk offering named {req.name!r} already exists")
     offering = DiskOffering(
