@@ -45,9 +45,15 @@ class SnapshotService:
         self.instances = instances
         self.engine = instances.engine
 
-    def get(self, session: Session, principal: Principal, instance_ref: str, ref: str) -> Snapshot:
+    def find(
+        self, session: Session, principal: Principal, instance_ref: str, ref: str
+    ) -> tuple[Instance, Snapshot]:
         instance = self.instances.get(session, principal, instance_ref)
-        return get_by_id_or_name(session, Snapshot, ref, "snapshot", instance_id=instance.id)
+        snapshot = get_by_id_or_name(session, Snapshot, ref, "snapshot", instance_id=instance.id)
+        return instance, snapshot
+
+    def get(self, session: Session, principal: Principal, instance_ref: str, ref: str) -> Snapshot:
+        return self.find(session, principal, instance_ref, ref)[1]
 
     def list(self, session: Session, principal: Principal, instance_ref: str) -> list[Snapshot]:
         instance = self.instances.get(session, principal, instance_ref)
@@ -114,8 +120,7 @@ class SnapshotService:
     def revert(
         self, session: Session, principal: Principal, instance_ref: str, ref: str
     ) -> tuple[Snapshot, Task]:
-        snapshot = self.get(session, principal, instance_ref, ref)
-        instance = self.instances.get(session, principal, instance_ref)
+        instance, snapshot = self.find(session, principal, instance_ref, ref)
         if snapshot.status != "available" or snapshot.task_state is not None:
             raise Conflict(
                 f"snapshot {snapshot.name!r} is {snapshot.task_state or snapshot.status}"
@@ -132,8 +137,7 @@ class SnapshotService:
     def delete(
         self, session: Session, principal: Principal, instance_ref: str, ref: str
     ) -> tuple[Snapshot, Task]:
-        snapshot = self.get(session, principal, instance_ref, ref)
-        instance = self.instances.get(session, principal, instance_ref)
+        instance, snapshot = self.find(session, principal, instance_ref, ref)
         if snapshot.task_state is not None:
             raise Conflict(f"snapshot {snapshot.name!r} is busy ({snapshot.task_state})")
         self.instances.guard(session, instance, SNAPSHOTTABLE + ("error",), "unsnapshotting")

@@ -9,6 +9,7 @@ the row deleted. A pool a dead process left ``creating`` is undone at start-up.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -79,7 +80,9 @@ def reaches(pool: StoragePool, host: Host) -> bool:
     return pool.cluster_id is not None and pool.cluster_id == host.cluster_id
 
 
-def _validate(session: Session, req: PoolRequest) -> tuple[Host | None, Cluster | None]:
+def _validate(session: Session, req: PoolRequest) -> tuple[Host | None, Cluster | None, str]:
+    """The pool's host or cluster, and its path as libvirt will keep it (a directory
+    without doubled or trailing slashes)."""
     validate_name(req.name, "storage pool")
     if req.kind not in KINDS:
         raise BadRequest(f"kind must be one of {', '.join(KINDS)}")
@@ -100,16 +103,18 @@ def _validate(session: Session, req: PoolRequest) -> tuple[Host | None, Cluster 
             raise BadRequest("an lvm pool's path is the name of an existing volume group")
     elif not req.path.startswith("/") or ".." in req.path.split("/") or len(req.path) > 255:
         raise BadRequest("path must be an absolute directory path (no '..')")
+    path = req.path if req.kind == "lvm" else os.path.normpath(req.path)
+
     if req.kind == "nfs" and not (req.nfs_server and req.nfs_export):
         raise BadRequest("an nfs pool needs nfs_server and nfs_export")
-    same_place = select(StoragePool).where(StoragePool.path == req.path)
+    same_place = select(StoragePool).where(StoragePool.path == path)
     if host is not None:
         same_place = same_place.where(StoragePool.host_id == host.id)
     elif cluster is not None:
         same_place = same_place.where(StoragePool.cluster_id == cluster.id)
     if session.scalar(same_place) is not None:
         raise Conflict(f"another pool already uses {req.path!r} there")
-    return host, cluster
+    return host, cluster, path
 
 
 class PoolService:
@@ -120,11 +125,11 @@ class PoolService:
 
     def create(self, req: PoolRequest) -> StoragePool:
         with self.db.begin() as s:
-            host, cluster = _validate(s, req)
+            host, cluster, path = _validate(s, req)
             pool = StoragePool(
                 name=req.name,
                 kind=req.kind,
-                path=req.path,
+                path=path,
                 nfs_server=req.nfs_server,
                 nfs_export=req.nfs_export,
                 host_id=host.id if host else None,
@@ -227,24 +232,36 @@ class PoolService:
             pool.error = "; ".join(errors) or "no host of the pool is up"
             return pool
 
-    def ensure_on_host(self, session: Session, host: Host) -> None:
-        """Define the pools a host should have (a host that joined a cluster later,
-        or whose libvirtd lost its definitions). Errors are recorded on the pool."""
-        pools = session.scalars(
-            select(StoragePool).where(
-                StoragePool.state != "creating",
-                (StoragePool.host_id == host.id)
-                | (
-                    (StoragePool.cluster_id == host.cluster_id)
-                    & StoragePool.cluster_id.is_not(None)
-                ),
-            )
-        ).all()
-        for pool in pools:
+    def ensure_on_host(self, host_id: str) -> None:
+        """Define on a host (one just added, e.g. to a cluster that has pools) the
+        pools it should have. libvirt is called outside any transaction; a host that
+        refuses a pool marks that pool ``error``."""
+        with self.db.begin() as s:
+            host = s.get(Host, host_id)
+            if host is None or host.state != "up":
+                return
+            host_name, ref = host.name, self.hosts.ref(host)
+            wanted = [
+                (p.id, spec_of(p))
+                for p in s.scalars(
+                    select(StoragePool).where(
+                        StoragePool.state != "creating",
+                        (StoragePool.host_id == host.id)
+                        | (
+                            (StoragePool.cluster_id == host.cluster_id)
+                            & StoragePool.cluster_id.is_not(None)
+                        ),
+                    )
+                )
+            ]
+        for pool_id, spec in wanted:
             try:
-                self.driver.ensure_pool(self.hosts.ref(host), spec_of(pool))
+                self.driver.ensure_pool(ref, spec)
             except DriverError as exc:
-                pool.state, pool.error = "error", f"host {host.name}: {exc}"
+                with self.db.begin() as s:
+                    pool = s.get(StoragePool, pool_id)
+                    if pool is not None:
+                        pool.state, pool.error = "error", f"host {host_name}: {exc}"
 
     @staticmethod
     def _apply_usage(pool: StoragePool, capacity: int, allocation: int, available: int) -> None:

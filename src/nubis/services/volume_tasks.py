@@ -21,7 +21,7 @@ from nubis.drivers.libvirt.domain_xml import DiskSpec
 from nubis.drivers.libvirt.volumes import VolumeDriver
 from nubis.services.hosts import HostService
 from nubis.services.storage_pools import one_host
-from nubis.services.volumes import GIB, attachment_count
+from nubis.services.volumes import GIB, attachment_count, disk_spec
 from nubis.tasks.engine import TaskContext, TaskEngine
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class LoadedAttachment:
     attachment: VolumeAttachment
     volume: Volume
     instance: Instance
-    pool_name: str
+    disk: DiskSpec  # the <disk> it puts into the domain
     ref: HostRef  # the instance's host
 
 
@@ -78,21 +78,12 @@ class VolumeTasks:
             host = s.get(Host, instance.host_id)
             assert pool is not None and host is not None
             return LoadedAttachment(
-                attachment, volume, instance, pool.libvirt_name, self.hosts.ref(host)
+                attachment,
+                volume,
+                instance,
+                disk_spec(pool, volume, attachment),
+                self.hosts.ref(host),
             )
-
-    def disk_spec(self, la: LoadedAttachment) -> DiskSpec:
-        path = self.driver.volume_path(la.ref, la.pool_name, la.volume.libvirt_name)
-        if path is None:
-            raise DriverError(f"volume {la.volume.name} is missing from its pool")
-        return DiskSpec(
-            path=path,
-            format=la.volume.format,
-            target=la.attachment.target,
-            serial=la.attachment.serial,
-            shareable=la.volume.shareable,
-            transient=la.attachment.mode == "nonpersistent",
-        )
 
     def settle(self, volume_id: str, **values: object) -> None:
         with self.db.begin() as s:
@@ -100,7 +91,7 @@ class VolumeTasks:
                 update(Volume).where(Volume.id == volume_id).values(task_state=None, **values)
             )
 
-    def end_attachment_op(self, attachment_id: str, volume_id: str, instance_id: str) -> None:
+    def end_attachment_op(self, volume_id: str, instance_id: str) -> None:
         """Clear the operation on the volume and the instance; the volume is in-use
         while any attachment is left."""
         with self.db.begin() as s:
@@ -140,9 +131,7 @@ class CreateHandler(_Handler):
     def failed(self, ctx: TaskContext, error: str) -> None:
         try:
             loaded = self.t.load(ctx.resource_id)
-            self.t.driver.delete_volume(
-                loaded.ref, loaded.pool_name, loaded.volume.libvirt_name, secure=False
-            )
+            self.t.driver.delete_volume(loaded.ref, loaded.pool_name, loaded.volume.libvirt_name)
         except (LookupError, DriverError) as exc:
             log.warning("could not remove the half-created volume %s: %s", ctx.resource_id, exc)
         self.t.settle(ctx.resource_id, status="error", error=f"create failed: {error}")
@@ -159,10 +148,9 @@ class DeleteHandler(_Handler):
         name = loaded.volume.libvirt_name
         if loaded.volume.secure_delete:
             ctx.step("wipe", 10)
-            if self.t.driver.volume_info(loaded.ref, loaded.pool_name, name) is not None:
-                self.t.driver.wipe_volume(loaded.ref, loaded.pool_name, name)
+            self.t.driver.wipe_volume(loaded.ref, loaded.pool_name, name)
         ctx.step("delete", 80)
-        self.t.driver.delete_volume(loaded.ref, loaded.pool_name, name, secure=False)
+        self.t.driver.delete_volume(loaded.ref, loaded.pool_name, name)
         with self.t.db.begin() as s:
             volume = s.get(Volume, ctx.resource_id)
             if volume is not None:
@@ -216,14 +204,14 @@ class AttachHandler(_Handler):
         ctx.step("plug", 30)
         disks = self.t.driver.attached_targets(la.ref, la.instance.id)
         if la.attachment.target not in disks:
-            self.t.driver.attach_disk(la.ref, la.instance.id, self.t.disk_spec(la))
+            self.t.driver.attach_disk(la.ref, la.instance.id, la.disk)
         with self.t.db.begin() as s:
             s.execute(
                 update(VolumeAttachment)
                 .where(VolumeAttachment.id == la.attachment.id)
                 .values(status="attached")
             )
-        self.t.end_attachment_op(la.attachment.id, la.volume.id, la.instance.id)
+        self.t.end_attachment_op(la.volume.id, la.instance.id)
 
     def failed(self, ctx: TaskContext, error: str) -> None:
         la = self.t.load_attachment(ctx.params["attachment_id"])
@@ -231,14 +219,14 @@ class AttachHandler(_Handler):
             return
         try:  # unplug whatever half of it got in, then forget it
             if la.attachment.target in self.t.driver.attached_targets(la.ref, la.instance.id):
-                self.t.driver.detach_disk(la.ref, la.instance.id, self.t.disk_spec(la))
+                self.t.driver.detach_disk(la.ref, la.instance.id, la.disk)
         except DriverError as exc:
             log.warning("could not undo the attachment %s: %s", la.attachment.id, exc)
         with self.t.db.begin() as s:
             attachment = s.get(VolumeAttachment, la.attachment.id)
             if attachment is not None:
                 s.delete(attachment)
-        self.t.end_attachment_op(la.attachment.id, la.volume.id, la.instance.id)
+        self.t.end_attachment_op(la.volume.id, la.instance.id)
         with self.t.db.begin() as s:
             s.execute(
                 update(Volume)
@@ -256,12 +244,12 @@ class DetachHandler(_Handler):
             return  # a re-run after the record was removed
         ctx.step("unplug", 30)
         if la.attachment.target in self.t.driver.attached_targets(la.ref, la.instance.id):
-            self.t.driver.detach_disk(la.ref, la.instance.id, self.t.disk_spec(la))
+            self.t.driver.detach_disk(la.ref, la.instance.id, la.disk)
         with self.t.db.begin() as s:
             attachment = s.get(VolumeAttachment, la.attachment.id)
             if attachment is not None:
                 s.delete(attachment)
-        self.t.end_attachment_op(la.attachment.id, la.volume.id, la.instance.id)
+        self.t.end_attachment_op(la.volume.id, la.instance.id)
 
     def failed(self, ctx: TaskContext, error: str) -> None:
         la = self.t.load_attachment(ctx.params["attachment_id"])
@@ -278,4 +266,4 @@ class DetachHandler(_Handler):
                 .where(Volume.id == la.volume.id)
                 .values(error=f"detach failed: {error}")
             )
-        self.t.end_attachment_op(la.attachment.id, la.volume.id, la.instance.id)
+        self.t.end_attachment_op(la.volume.id, la.instance.id)

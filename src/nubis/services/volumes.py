@@ -108,7 +108,7 @@ def delete_offering(session: Session, ref: str) -> None:
     session.delete(offering)
 
 
-def pick_pool(session: Session, tags: list[str], size_bytes: int) -> StoragePool:
+def pick_pool(session: Session, tags: list[str]) -> StoragePool:
     """The active pool carrying every tag with the most room left."""
     pools = [
         p
@@ -118,8 +118,7 @@ def pick_pool(session: Session, tags: list[str], size_bytes: int) -> StoragePool
     if not pools:
         wanted = f" tagged {', '.join(tags)}" if tags else ""
         raise Conflict(f"no active storage pool{wanted}: create one, or name a pool")
-    best = max(pools, key=lambda p: p.available_bytes)
-    return best
+    return max(pools, key=lambda p: p.available_bytes)
 
 
 class VolumeService:
@@ -225,7 +224,7 @@ class VolumeService:
             if pool.state != "active":
                 raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
         else:
-            pool = pick_pool(session, list(offering.tags) if offering else [], size * GIB)
+            pool = pick_pool(session, list(offering.tags) if offering else [])
         if provisioning != "thin" and size * GIB > pool.available_bytes:
             raise Conflict(
                 f"storage pool {pool.name!r} has {pool.available_bytes // GIB} GiB free; "
@@ -375,10 +374,23 @@ class VolumeService:
 
 
 def volume_path(pool: StoragePool, volume: Volume) -> str:
-    """Where libvirt keeps the volume: the same path on every host of a shared pool."""
+    """Where libvirt keeps the volume: the same path on every host of a shared pool
+    (pool paths are stored normalised, as libvirt keeps them)."""
     if pool.kind == "lvm":
         return f"/dev/{pool.path}/{volume.libvirt_name}"
-    return f"{pool.path.rstrip('/')}/{volume.libvirt_name}"
+    return f"{pool.path}/{volume.libvirt_name}"
+
+
+def disk_spec(pool: StoragePool, volume: Volume, attachment: VolumeAttachment) -> DiskSpec:
+    """The ``<disk>`` an attachment puts into the instance's domain."""
+    return DiskSpec(
+        path=volume_path(pool, volume),
+        format=volume.format,
+        target=attachment.target,
+        serial=attachment.serial,
+        shareable=volume.shareable,
+        transient=attachment.mode == "nonpersistent",
+    )
 
 
 def attached_disks(session: Session, instance_id: str) -> list[DiskSpec]:
@@ -393,16 +405,7 @@ def attached_disks(session: Session, instance_id: str) -> list[DiskSpec]:
         assert volume is not None
         pool = session.get(StoragePool, volume.pool_id)
         assert pool is not None
-        disks.append(
-            DiskSpec(
-                path=volume_path(pool, volume),
-                format=volume.format,
-                target=attachment.target,
-                serial=attachment.serial,
-                shareable=volume.shareable,
-                transient=attachment.mode == "nonpersistent",
-            )
-        )
+        disks.append(disk_spec(pool, volume, attachment))
     return disks
 
 

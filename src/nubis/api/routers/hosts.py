@@ -44,10 +44,7 @@ def add_host(body: HostIn, platform: PlatformDep, _p: AdminDep) -> HostOut:
         body.virt_type,
         body.cluster,
     )
-    with platform.db.begin() as s:  # the pools of its cluster, defined on it too
-        added = s.get(Host, host.id)
-        if added is not None and added.state == "up":
-            platform.pools.ensure_on_host(s, added)
+    platform.pools.ensure_on_host(host.id)  # the pools of its cluster, on it too
     return HostOut.model_validate(host)
 
 

@@ -71,17 +71,22 @@ def find_volume(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVo
     return None
 
 
-def volume_xml(name: str, capacity: int, fmt: str) -> str:
-    """A plain volume description (no backing file)."""
-    return _volume_xml(name, capacity, fmt)
-
-
-def _volume_xml(name: str, capacity: int, fmt: str, backing: tuple[str, str] | None = None) -> str:
+def volume_xml(
+    name: str,
+    capacity: int,
+    fmt: str,
+    backing: tuple[str, str] | None = None,
+    allocation: int | None = None,
+) -> str:
+    """A volume description: ``allocation`` bytes reserved up front (default: none
+    for a raw file, libvirt's choice otherwise), on ``backing`` (path, format) if given."""
     vol = ET.Element("volume")
     ET.SubElement(vol, "name").text = name
     ET.SubElement(vol, "capacity", unit="bytes").text = str(capacity)
-    if backing is None and fmt == "raw":
-        ET.SubElement(vol, "allocation", unit="bytes").text = "0"
+    if allocation is None and backing is None and fmt == "raw":
+        allocation = 0
+    if allocation is not None:
+        ET.SubElement(vol, "allocation", unit="bytes").text = str(allocation)
     target = ET.SubElement(vol, "target")
     ET.SubElement(target, "format", type=fmt)
     if backing is not None:
@@ -96,7 +101,7 @@ def upload_file(
 ) -> str:
     """Copy a local file byte for byte into a new volume (through a libvirt stream)."""
     size = source.stat().st_size
-    vol = pool.createXML(_volume_xml(name, size, "raw"), 0)
+    vol = pool.createXML(volume_xml(name, size, "raw"), 0)
     try:
         stream = conn.newStream(0)
         vol.upload(stream, 0, size, 0)
@@ -110,12 +115,12 @@ def upload_file(
 
 
 def create_empty(pool: libvirt.virStoragePool, name: str) -> None:
-    pool.createXML(_volume_xml(name, 0, "raw"), 0)
+    pool.createXML(volume_xml(name, 0, "raw"), 0)
 
 
 def create_blank(pool: libvirt.virStoragePool, name: str, capacity: int) -> str:
     """A new, empty (sparse) qcow2 disk; returns its path."""
-    return pool.createXML(_volume_xml(name, capacity, "qcow2"), 0).path()
+    return pool.createXML(volume_xml(name, capacity, "qcow2"), 0).path()
 
 
 def create_overlay(
@@ -123,7 +128,7 @@ def create_overlay(
 ) -> str:
     """A qcow2 linked clone of ``backing_path``; returns the new volume's path."""
     return pool.createXML(
-        _volume_xml(name, capacity, "qcow2", (backing_path, backing_fmt)), 0
+        volume_xml(name, capacity, "qcow2", (backing_path, backing_fmt)), 0
     ).path()
 
 

@@ -59,18 +59,6 @@ def pool_xml(spec: PoolSpec) -> str:
     return ET.tostring(pool, encoding="unicode")
 
 
-def volume_xml(name: str, capacity: int, fmt: str, provisioning: str) -> str:
-    vol = ET.Element("volume")
-    ET.SubElement(vol, "name").text = name
-    ET.SubElement(vol, "capacity", unit="bytes").text = str(capacity)
-    # thin: nothing allocated up front; the thick modes reserve the whole size
-    allocation = 0 if provisioning == "thin" else capacity
-    ET.SubElement(vol, "allocation", unit="bytes").text = str(allocation)
-    target = ET.SubElement(vol, "target")
-    ET.SubElement(target, "format", type=fmt)
-    return ET.tostring(vol, encoding="unicode")
-
-
 class VolumeDriver(DriverBase):
     # -- pools ----------------------------------------------------------------------
     def ensure_pool(self, host: HostRef, spec: PoolSpec) -> PoolUsage:
@@ -134,7 +122,11 @@ class VolumeDriver(DriverBase):
             flags = 0
             if fmt == "qcow2" and provisioning != "thin":
                 flags |= libvirt.VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA  # falloc
-            vol = pool.createXML(volume_xml(name, capacity, fmt, provisioning), flags)
+            # thin: nothing allocated up front; the thick modes reserve the whole size
+            allocation = 0 if provisioning == "thin" else capacity
+            vol = pool.createXML(
+                storage.volume_xml(name, capacity, fmt, allocation=allocation), flags
+            )
             try:
                 if provisioning == "thick":
                     vol.wipe(0)  # zeros written over the whole, reserved, volume
@@ -145,28 +137,21 @@ class VolumeDriver(DriverBase):
 
         return self._call(host, create, f"volume {name}")
 
-    def delete_volume(self, host: HostRef, pool_name: str, name: str, secure: bool) -> bool:
-        """Remove the volume; with ``secure`` its bytes are first overwritten with
-        random data (libvirt's wipe, run by scrub), so nothing of it can be read back."""
-
-        def delete(conn: libvirt.virConnect) -> bool:
-            pool = conn.storagePoolLookupByName(pool_name)
-            vol = storage.find_volume(pool, name)
-            if vol is None:
-                return False
-            if secure:
-                vol.wipePattern(libvirt.VIR_STORAGE_VOL_WIPE_ALG_RANDOM, 0)
-            vol.delete(0)
-            return True
-
-        return self._call(host, delete, f"volume {name}")
+    def delete_volume(self, host: HostRef, pool_name: str, name: str) -> bool:
+        return self._call(
+            host,
+            lambda c: storage.delete_volume(c.storagePoolLookupByName(pool_name), name),
+            f"volume {name}",
+        )
 
     def wipe_volume(self, host: HostRef, pool_name: str, name: str) -> None:
+        """Overwrite every byte with random data (libvirt's wipe, run by scrub), so
+        nothing of the volume can be read back; nothing to do when it is gone."""
+
         def wipe(conn: libvirt.virConnect) -> None:
             vol = storage.find_volume(conn.storagePoolLookupByName(pool_name), name)
-            if vol is None:
-                raise NotFound(f"volume {name}")
-            vol.wipePattern(libvirt.VIR_STORAGE_VOL_WIPE_ALG_RANDOM, 0)
+            if vol is not None:
+                vol.wipePattern(libvirt.VIR_STORAGE_VOL_WIPE_ALG_RANDOM, 0)
 
         self._call(host, wipe, f"volume {name}")
 
@@ -181,25 +166,6 @@ class VolumeDriver(DriverBase):
                 vol.resize(capacity, 0)
 
         self._call(host, resize, f"volume {name}")
-
-    def volume_path(self, host: HostRef, pool_name: str, name: str) -> str | None:
-        def path(conn: libvirt.virConnect) -> str | None:
-            vol = storage.find_volume(conn.storagePoolLookupByName(pool_name), name)
-            return None if vol is None else vol.path()
-
-        return self._call(host, path, f"volume {name}")
-
-    def volume_info(self, host: HostRef, pool_name: str, name: str) -> tuple[int, int] | None:
-        """(capacity, allocation) in bytes, or None when the volume does not exist."""
-
-        def info(conn: libvirt.virConnect) -> tuple[int, int] | None:
-            vol = storage.find_volume(conn.storagePoolLookupByName(pool_name), name)
-            if vol is None:
-                return None
-            _type, capacity, allocation = vol.info()
-            return capacity, allocation
-
-        return self._call(host, info, f"volume {name}")
 
     # -- disks of domains -------------------------------------------------------------
     def attached_targets(self, host: HostRef, uuid: str) -> dict[str, str]:
