@@ -22,6 +22,7 @@ from nubis.services.hosts import HostService
 from nubis.services.images import ImageService
 from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
+from nubis.services.media import BootOrderHandler, MediaHandler
 from nubis.services.migration import MigrateHandler
 from nubis.services.scheduler import Scheduler
 from nubis.services.secrets import SecretBox
@@ -60,6 +61,8 @@ class Platform:
         )
         self.engine.register(MigrateHandler(self.instance_tasks))
         self.engine.register(TemplateHandler(self.instance_tasks))
+        self.engine.register(MediaHandler(self.instance_tasks))
+        self.engine.register(BootOrderHandler(self.instance_tasks))
         for handler in (MaintenanceHandler, EvacuateHandler):
             self.engine.register(
                 handler(

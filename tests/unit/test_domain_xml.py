@@ -81,3 +81,12 @@ def test_disks_bypass_the_host_cache_so_live_migration_is_safe():
     )
     drivers = ET.fromstring(build_domain_xml(disks)).findall("./devices/disk/driver")
     assert [d.get("cache") for d in drivers] == ["none", None]
+
+
+def test_an_empty_cdrom_drive_has_no_source_and_round_trips():
+    drive = DiskSpec(path="", device="cdrom", bus="ide", target="hdc", format="raw", readonly=True)
+    original = spec(disks=(DiskSpec(path="/p/root", boot_order=1), drive))
+    xml = build_domain_xml(original)
+    cdrom = ET.fromstring(xml).find("./devices/disk[@device='cdrom']")
+    assert cdrom.find("source") is None and cdrom.find("readonly") is not None
+    assert parse_domain_xml(xml) == original

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nubis.services.lookup import Page
 
@@ -128,6 +128,8 @@ class InstanceOut(Out):
     id: str
     name: str
     clone_mode: str
+    cdrom_image_id: str | None = Field(description="the ISO in the CD-ROM drive, if any")
+    boot_order: list[str] = Field(description="boot devices, first to last (disk, cdrom)")
     project_id: str
     host_id: str | None
     image_id: str | None
@@ -141,6 +143,11 @@ class InstanceOut(Out):
     error: str | None
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("boot_order", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return value.split(",") if isinstance(value, str) else value
 
 
 class InstanceAccepted(InstanceOut):
@@ -161,6 +168,14 @@ class EvacuateIn(BaseModel):
     confirm_host_down: bool = Field(
         default=False, description="the operator confirms the host is off (or fenced)"
     )
+
+
+class CdromIn(BaseModel):
+    image: str = Field(description="an ISO image, by id or name")
+
+
+class BootOrderIn(BaseModel):
+    order: list[str] = Field(description="boot devices, first to last: disk, cdrom")
 
 
 class TemplateIn(BaseModel):

@@ -82,6 +82,9 @@ def instance_create(
     host: Annotated[str | None, typer.Option(help="host id or name")] = None,
     cluster: Annotated[str | None, typer.Option(help="place inside this cluster")] = None,
     rule_group: Annotated[str | None, typer.Option(help="rule group id or name")] = None,
+    clone: Annotated[
+        str, typer.Option(help="root disk: linked (overlay of the image) or full (a copy)")
+    ] = "linked",
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
@@ -92,6 +95,7 @@ def instance_create(
         "host": host,
         "cluster": cluster,
         "rule_group": rule_group,
+        "clone": clone,
     }
     created = request("POST", "/instances", json=body).json()
     if wait:
@@ -195,3 +199,36 @@ def instance_console_log(ref: str, max_bytes: int = 65536) -> None:
     """Print the serial console output of an instance."""
     text = request("GET", f"/instances/{ref}/console-log", params={"max_bytes": max_bytes}).text
     console.out(text, highlight=False)
+
+
+def _follow(task: dict, wait: bool, what: str) -> None:
+    if wait:
+        wait_for_task(task["task_id"])
+        console.print(f"{what}: done")
+    else:
+        console.print(f"{what}: accepted (task {task['task_id']})")
+
+
+@instance_app.command("insert-iso")
+def instance_insert_iso(
+    ref: str, image: Annotated[str, typer.Option(help="ISO image id or name")], wait: Wait = False
+) -> None:
+    """Put an ISO image into the CD-ROM drive (live when the instance runs)."""
+    _follow(request("PUT", f"/instances/{ref}/cdrom", json={"image": image}).json(), wait, "insert")
+
+
+@instance_app.command("eject")
+def instance_eject(ref: str, wait: Wait = False) -> None:
+    """Empty the CD-ROM drive."""
+    _follow(request("DELETE", f"/instances/{ref}/cdrom").json(), wait, "eject")
+
+
+@instance_app.command("boot-order")
+def instance_boot_order(
+    ref: str,
+    devices: Annotated[list[str], typer.Argument(help="disk and/or cdrom, first to last")],
+    wait: Wait = False,
+) -> None:
+    """Set the boot order (from the next start), e.g. `boot-order vm1 disk cdrom`."""
+    task = request("PUT", f"/instances/{ref}/boot-order", json={"order": devices}).json()
+    _follow(task, wait, "boot order")

@@ -197,6 +197,10 @@ class Instance(Base):
     # linked: the root disk is a qcow2 overlay of the image (which it then needs);
     # full: an independent copy
     clone_mode: Mapped[str] = mapped_column(String(8), default="linked")
+    # the ISO image in the instance's CD-ROM drive (None: the drive is empty)
+    cdrom_image_id: Mapped[str | None] = mapped_column(ForeignKey("images.id"), index=True)
+    # devices tried at power-on, first to last: "disk,cdrom" or "cdrom,disk"
+    boot_order: Mapped[str] = mapped_column(String(32), default="disk,cdrom")
     rule_group_id: Mapped[str | None] = mapped_column(ForeignKey("rule_groups.id"), index=True)
     vcpus: Mapped[int]
     memory_mib: Mapped[int]

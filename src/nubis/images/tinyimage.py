@@ -20,7 +20,17 @@ from pathlib import Path
 READY_MARKER = "NUBIS-GUEST-READY"
 DISK_MIB = 32
 # kernel modules the guest loads (dependencies are resolved from modules.dep)
-GUEST_MODULES = ("button", "evdev", "virtio_pci", "virtio_blk", "virtio_net", "isofs")
+GUEST_MODULES = (
+    "button",
+    "evdev",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "isofs",
+    # the IDE CD-ROM drive every instance has: /dev/sr0
+    "ata_piix",
+    "sr_mod",
+)
 
 INITTAB = """\
 ::sysinit:/etc/rc
@@ -179,8 +189,9 @@ def build_tiny_image(dest: Path) -> Path:
     return dest
 
 
-def build_tiny_iso(dest: Path) -> Path:
-    """The same guest as a bootable ISO 9660 image (isolinux, El Torito)."""
+def build_tiny_iso(dest: Path, extra: dict[str, Path] | None = None) -> Path:
+    """The same guest as a bootable ISO 9660 image (isolinux, El Torito); ``extra``
+    files are added at the given paths (an installer's payload, for instance)."""
     kernel, release = find_kernel()
     with tempfile.TemporaryDirectory(prefix="nubis-tiny-iso-") as tmp:
         work = Path(tmp)
@@ -192,6 +203,9 @@ def build_tiny_iso(dest: Path) -> Path:
         (root / "isolinux/isolinux.cfg").write_text(BOOT_CFG)
         shutil.copy2(kernel, root / "vmlinuz")
         shutil.copy2(initrd, root / "initrd.gz")
+        for name, source in (extra or {}).items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / name)
         partial = dest.with_name(dest.name + ".partial")
         dest.parent.mkdir(parents=True, exist_ok=True)
         _run(

@@ -16,7 +16,7 @@ import time
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Image, Instance, Snapshot, Task
+from nubis.db.models import Host, Instance, Snapshot, Task
 from nubis.drivers.errors import DriverError
 from nubis.services.errors import BadRequest, Conflict, ServiceError
 from nubis.services.instance_tasks import InstanceTasks, root_volume_name
@@ -195,7 +195,6 @@ class EvacuateHandler(_HostHandler):
                 )
             claims.release(s, dead.id, inst.vcpus, inst.memory_mib, inst.disk_gib)
             inst.host_id = target.id
-            image = s.get(Image, inst.image_id) if inst.image_id else None
             target_ref = self.t.hosts.ref(target)
             # the snapshots' data is in the disks, their metadata died with the host
             s.execute(
@@ -207,7 +206,7 @@ class EvacuateHandler(_HostHandler):
             root = self.t.driver.volume_path(target_ref, root_volume_name(instance_id))
             if root is None:
                 raise LookupError("its root disk is not on the cluster's shared storage")
-            spec = self.t.domain_spec(instance_id, root, image)
+            spec = self.t.domain_spec(instance_id, root)
             self.t.driver.define(target_ref, spec)
             if was in ("running", "paused"):
                 self.t.driver.start(target_ref, instance_id)

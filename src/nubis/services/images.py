@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,16 +130,25 @@ class ImageService:
         A delete interrupted half-way can simply be asked again."""
         with db.begin() as s:
             image = get_by_id_or_name(s, Image, ref, "image")
+            loaded = s.scalars(
+                select(Instance.name)
+                .where(Instance.cdrom_image_id == image.id)
+                .order_by(Instance.name)
+            ).all()
+            if loaded:
+                raise Conflict(
+                    f"image {image.name!r} is in the CD-ROM drive of {len(loaded)} "
+                    f"instance(s): {_names(loaded)}; eject it first"
+                )
             users = s.scalars(
                 select(Instance.name)
                 .where(Instance.image_id == image.id, Instance.clone_mode == "linked")
                 .order_by(Instance.name)
             ).all()
-            if users:
-                shown = ", ".join(users[:10]) + (" ..." if len(users) > 10 else "")
+            if users and image.disk_format != "iso":  # an ISO is no base of any disk
                 raise Conflict(
                     f"image {image.name!r} is the base of {len(users)} linked clone(s): "
-                    f"{shown}; delete them first"
+                    f"{_names(users)}; delete them first"
                 )
             image.status = "deleting"
             hosts = [self.hosts.ref(h) for h in s.scalars(select(Host).where(Host.state == "up"))]
@@ -161,3 +170,7 @@ class ImageService:
                 )
                 s.delete(row)
         self.path(image).unlink(missing_ok=True)
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")

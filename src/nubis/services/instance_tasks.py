@@ -28,6 +28,17 @@ from nubis.tasks.engine import TaskContext, TaskEngine
 
 log = logging.getLogger(__name__)
 GIB = 1024**3
+ROOT_TARGET = "vda"
+# every instance has an IDE CD-ROM drive (empty unless a disc is inserted): IDE drives
+# cannot be hot-plugged, so the drive is there from the start for discs to come live
+CDROM_TARGET = "hdc"
+# boot devices a user names, and the domain's devices they are
+BOOT_DEVICES = {"disk": ROOT_TARGET, "cdrom": CDROM_TARGET}
+
+
+def boot_targets(boot_order: str) -> list[str]:
+    """The domain devices of a stored boot order ("cdrom,disk" -> [hdc, vda])."""
+    return [BOOT_DEVICES[d] for d in boot_order.split(",") if d in BOOT_DEVICES]
 
 
 def root_volume_name(instance_id: str) -> str:
@@ -124,28 +135,35 @@ class InstanceTasks:
             self.driver.create_marker(ref, name + ".ready")
             return path
 
-    def domain_spec(self, instance_id: str, root: str, image: Image | None) -> DomainSpec:
-        """The domain of an instance on its (current) host, its root disk at ``root``.
-        An ISO image is attached as a CD-ROM that boots first."""
+    def domain_spec(self, instance_id: str, root: str) -> DomainSpec:
+        """The domain of an instance on its (current) host, its root disk at ``root``,
+        the disc of its CD-ROM drive copied there, its devices in its boot order."""
         loaded = self.load(instance_id)
         inst, host = loaded.instance, loaded.host
-        disks: tuple[DiskSpec, ...]
-        if image is not None and image.disk_format == "iso":
-            cdrom = self.ensure_image_copy(loaded.ref, image)
-            disks = (
-                DiskSpec(path=root, format="qcow2", target="vda", boot_order=2),
-                DiskSpec(
-                    path=cdrom,
-                    format="raw",
-                    target="hdc",
-                    bus="ide",
-                    device="cdrom",
-                    boot_order=1,
-                    readonly=True,
-                ),
-            )
-        else:
-            disks = (DiskSpec(path=root, format="qcow2", target="vda", boot_order=1),)
+        disc = ""
+        if inst.cdrom_image_id is not None:
+            with self.db.begin() as s:
+                image = s.get(Image, inst.cdrom_image_id)
+                if image is None:
+                    raise LookupError("the ISO image in the CD-ROM drive was deleted")
+            disc = self.ensure_image_copy(loaded.ref, image)
+        order = boot_targets(inst.boot_order)
+
+        def boot(target: str) -> int | None:
+            return order.index(target) + 1 if target in order else None
+
+        disks: tuple[DiskSpec, ...] = (
+            DiskSpec(path=root, format="qcow2", target=ROOT_TARGET, boot_order=boot(ROOT_TARGET)),
+            DiskSpec(
+                path=disc,
+                format="raw",
+                target=CDROM_TARGET,
+                bus="ide",
+                device="cdrom",
+                boot_order=boot(CDROM_TARGET),
+                readonly=True,
+            ),
+        )
         with self.db.begin() as s:
             disks += tuple(attached_disks(s, instance_id))
         return DomainSpec(
@@ -208,7 +226,7 @@ class CreateHandler(_Handler):
                 ref, root_name, capacity, (base, image.disk_format or "qcow2")
             )
         ctx.step("define", 60)
-        spec = t.domain_spec(inst.id, root, image)
+        spec = t.domain_spec(inst.id, root)
         t.driver.define(ref, spec)
         ctx.step("start", 80)
         t.driver.start(ref, inst.id)

@@ -123,7 +123,11 @@ class InstanceService:
             disk_gib=flavor.disk_gib,
             status="building",
             task_state="spawning",
-            clone_mode="linked" if image.disk_format == "iso" else clone,
+            # a blank root disk owes nothing to an installer ISO
+            clone_mode="full" if image.disk_format == "iso" else clone,
+            # an installer ISO boots first, onto the blank root disk
+            cdrom_image_id=image.id if image.disk_format == "iso" else None,
+            boot_order="cdrom,disk" if image.disk_format == "iso" else "disk,cdrom",
         )
         session.add(instance)
         session.flush()

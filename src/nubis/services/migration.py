@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster, Host, Instance, Snapshot, Task
+from nubis.db.models import Cluster, Host, Image, Instance, Snapshot, Task
 from nubis.drivers.errors import DriverError
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, Unavailable
@@ -130,6 +130,12 @@ class MigrateHandler:
     def run(self, ctx: TaskContext) -> None:
         source, target = self._hosts(ctx)
         src, dst = self.t.hosts.ref(source), self.t.hosts.ref(target)
+        with self.t.db.begin() as s:
+            inst = s.get(Instance, ctx.resource_id)
+            disc = s.get(Image, inst.cdrom_image_id) if inst and inst.cdrom_image_id else None
+        if disc is not None:  # the disc in its CD-ROM drive must be there too
+            ctx.step("copy-disc", 1)
+            self.t.ensure_image_copy(dst, disc)
         ctx.step("migrate", 1)
         if ctx.params["live"]:
             self.t.driver.migrate_live(

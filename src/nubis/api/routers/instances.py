@@ -7,6 +7,8 @@ from fastapi.responses import PlainTextResponse
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import (
+    BootOrderIn,
+    CdromIn,
     InstanceAccepted,
     InstanceIn,
     InstanceOut,
@@ -15,7 +17,7 @@ from nubis.api.schemas import (
     TaskAccepted,
     TemplateIn,
 )
-from nubis.services import migration, templates
+from nubis.services import media, migration, templates
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 
@@ -108,6 +110,33 @@ def create_template(
         task = templates.request_template(
             platform.instances, platform.images, s, principal, ref, body.name
         )
+        return TaskAccepted(task_id=task.id)
+
+
+@router.put("/{ref}/cdrom", status_code=202)
+def insert_disc(
+    ref: str, body: CdromIn, platform: PlatformDep, principal: PrincipalDep
+) -> TaskAccepted:
+    """Put an ISO image into the instance's CD-ROM drive (at once when it runs)."""
+    with platform.db.begin() as s:
+        task = media.request_insert(platform.instances, s, principal, ref, body.image)
+        return TaskAccepted(task_id=task.id)
+
+
+@router.delete("/{ref}/cdrom", status_code=202)
+def eject_disc(ref: str, platform: PlatformDep, principal: PrincipalDep) -> TaskAccepted:
+    """Empty the CD-ROM drive (a running guest's tray lock is overridden)."""
+    with platform.db.begin() as s:
+        return TaskAccepted(task_id=media.request_eject(platform.instances, s, principal, ref).id)
+
+
+@router.put("/{ref}/boot-order", status_code=202)
+def set_boot_order(
+    ref: str, body: BootOrderIn, platform: PlatformDep, principal: PrincipalDep
+) -> TaskAccepted:
+    """The devices the instance boots from, first to last; applies from its next start."""
+    with platform.db.begin() as s:
+        task = media.request_boot_order(platform.instances, s, principal, ref, body.order)
         return TaskAccepted(task_id=task.id)
 
 

@@ -24,7 +24,7 @@ from nubis.drivers.libvirt.connection import (
     power_state,
     translate,
 )
-from nubis.drivers.libvirt.domain_xml import DomainSpec, build_domain_xml
+from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec, build_domain_xml, disk_xml
 
 DISK_POOL = "nubis-disks"
 CONSOLE_POOL = "nubis-console"
@@ -42,6 +42,25 @@ class HostInfo:
     memory_mib: int
     virt_type: str  # kvm when the CPU can do it and libvirt offers it, else qemu
     disk_gib: int  # capacity of the host's disk pool (0 before it exists)
+
+
+def _drive(domain_xml: str, target: str) -> ET.Element | None:
+    for disk in ET.fromstring(domain_xml).findall("./devices/disk"):
+        el = disk.find("target")
+        if el is not None and el.get("dev") == target:
+            return disk
+    return None
+
+
+def _with_source(disk: ET.Element, path: str | None) -> str:
+    """The drive's own ``<disk>`` (its boot order, address... unchanged: libvirt refuses
+    other changes with the medium) with a new medium, or none."""
+    for source in disk.findall("source"):
+        disk.remove(source)
+    if path:
+        source = ET.Element("source", file=path)
+        disk.insert(1, source)
+    return ET.tostring(disk, encoding="unicode")
 
 
 def detect_virt_type(capabilities_xml: str) -> str:
@@ -311,6 +330,63 @@ class LibvirtDriver(DriverBase):
 
     def resume(self, host: HostRef, uuid: str) -> None:
         self._call(host, lambda c: self._domain(c, uuid).resume(), f"domain {uuid}")
+
+    # -- CD-ROM and boot order ------------------------------------------------------
+    def change_media(self, host: HostRef, uuid: str, target: str, path: str | None) -> None:
+        """Put the disc at ``path`` into the CD-ROM drive ``target``, or empty the drive
+        (``None``): at once when the domain runs (the guest's tray lock is overridden),
+        and in its persistent definition. A stopped domain without the drive gets one;
+        a running one cannot (IDE drives are not hot-pluggable)."""
+
+        def change(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            config = _drive(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), target)
+            active = bool(dom.isActive())
+            live = _drive(dom.XMLDesc(0), target) if active else None
+            if active and live is None:
+                raise DriverError(
+                    "the instance has no CD-ROM drive: stop it once, and the drive is "
+                    "added when a disc is inserted"
+                )
+            if config is None:
+                drive = DiskSpec(
+                    path=path or "",
+                    format="raw",
+                    target=target,
+                    bus="ide",
+                    device="cdrom",
+                    readonly=True,
+                )
+                dom.attachDeviceFlags(disk_xml(drive), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            else:
+                dom.updateDeviceFlags(_with_source(config, path), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            if live is not None:
+                dom.updateDeviceFlags(
+                    _with_source(live, path),
+                    libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_DEVICE_MODIFY_FORCE,
+                )
+
+        self._call(host, change, f"CD-ROM of domain {uuid}")
+
+    def set_boot_order(self, host: HostRef, uuid: str, targets: list[str]) -> None:
+        """Boot from the devices ``targets`` (vda, hdc...) in that order, from the next
+        power-on (the persistent definition changes; a running guest is untouched)."""
+
+        def reorder(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            for legacy in root.findall("./os/boot"):
+                root.find("os").remove(legacy)  # type: ignore[union-attr]
+            for disk in root.findall("./devices/disk"):
+                for boot in disk.findall("boot"):
+                    disk.remove(boot)
+                target = disk.find("target")
+                dev = target.get("dev", "") if target is not None else ""
+                if dev in targets:
+                    ET.SubElement(disk, "boot", order=str(targets.index(dev) + 1))
+            conn.defineXML(ET.tostring(root, encoding="unicode"))
+
+        self._call(host, reorder, f"domain {uuid}")
 
     def undefine(self, host: HostRef, uuid: str) -> None:
         def undefine(conn: libvirt.virConnect) -> None:

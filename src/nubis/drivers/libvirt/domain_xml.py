@@ -11,7 +11,7 @@ ET.register_namespace("nubis", NUBIS_NS)
 
 @dataclass(frozen=True)
 class DiskSpec:
-    path: str
+    path: str  # "" for a CD-ROM drive with no medium
     format: str = "qcow2"  # qcow2 | raw
     target: str = "vda"
     bus: str = "virtio"
@@ -60,7 +60,9 @@ def _disk(devices: ET.Element, disk: DiskSpec) -> None:
         # no host page cache: the only mode in which live migration over shared
         # storage is safe (libvirt refuses it otherwise)
         driver.set("cache", "none")
-    if block:
+    if not disk.path:
+        pass  # an empty drive (a CD-ROM with its tray open or no disc)
+    elif block:
         _sub(el, "source", dev=disk.path)
     else:
         _sub(el, "source", file=disk.path)
