@@ -31,6 +31,7 @@ from nubis.services.storage_pools import PoolService
 from nubis.services.sync import StateSync
 from nubis.services.templates import TemplateHandler
 from nubis.services.volume_tasks import VolumeTasks
+from nubis.services.volume_transfers import VolumeTransfers
 from nubis.services.volumes import VolumeService
 from nubis.tasks.engine import TaskEngine
 
@@ -77,6 +78,7 @@ class Platform:
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
         self.volumes = VolumeService(self.instances)
         self.volume_tasks = VolumeTasks(self.engine, self.volume_driver, self.hosts)
+        self.volume_transfers = VolumeTransfers(self.volumes, self.volume_driver, self.hosts)
         self.snapshots = SnapshotService(self.instances)
         snapshots.register(self.engine, SnapshotDriver(self.conns), self.driver, self.hosts)
         self.admin_password_file: Path | None = None

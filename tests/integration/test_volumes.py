@@ -3,82 +3,15 @@ hot-plug seen in /sys/block, data written by the guest kept across detach/attach
 online extend, secure delete, and bad input refused with nothing changed."""
 
 import os
-import shutil
-import tempfile
-import time
 
 import pytest
 
 from tests.integration.guest import guest_run
 from tests.integration.server import libvirt_leftovers
+from tests.integration.storage import attach, create_volume, detach, volume_file, wait_guest
 
 pytestmark = pytest.mark.integration
 GIB = 1024**3
-
-
-@pytest.fixture(scope="module")
-def pool(server):
-    # QEMU runs as its own user: the pool's directory and its parents must let it in
-    # (pytest's temporary directories are private to root)
-    path = tempfile.mkdtemp(prefix="nubis-test-pool-", dir="/var/tmp")
-    os.chmod(path, 0o755)
-    resp = server.client.post(
-        "/storage-pools",
-        json={"name": "local-dir", "kind": "dir", "path": str(path), "host": "local"},
-    )
-    assert resp.status_code == 201, resp.text
-    out = resp.json()
-    assert out["state"] == "active" and out["capacity_bytes"] > 0
-    yield out
-    assert server.client.delete("/storage-pools/local-dir").status_code == 204
-    assert os.listdir(path) == []  # every volume was removed
-    shutil.rmtree(path)
-
-
-@pytest.fixture(scope="module")
-def guest(server):
-    resp = server.client.post(
-        "/instances", json={"name": "vol-guest", "image": "nubis-tiny", "flavor": "m1.tiny"}
-    )
-    assert resp.status_code == 202, resp.text
-    inst = resp.json()
-    assert server.wait_task(inst["task_id"])["status"] == "succeeded"
-    server.wait_console(inst["id"])
-    yield inst
-    resp = server.client.delete(f"/instances/{inst['id']}")
-    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
-
-
-def create_volume(server, **body) -> dict:
-    resp = server.client.post("/volumes", json=body)
-    assert resp.status_code == 202, resp.text
-    task = server.wait_task(resp.json()["task_id"])
-    assert task["status"] == "succeeded", task
-    return server.client.get(f"/volumes/{resp.json()['id']}").json()
-
-
-def attach(server, instance_id: str, volume_id: str) -> dict:
-    resp = server.client.post(f"/instances/{instance_id}/volumes", json={"volume": volume_id})
-    assert resp.status_code == 202, resp.text
-    task = server.wait_task(resp.json()["task_id"])
-    assert task["status"] == "succeeded", task["error"]
-    return resp.json()
-
-
-def detach(server, instance_id: str, volume_id: str) -> None:
-    resp = server.client.delete(f"/instances/{instance_id}/volumes/{volume_id}")
-    assert resp.status_code == 202, resp.text
-    task = server.wait_task(resp.json()["task_id"])
-    assert task["status"] == "succeeded", task
-
-
-def wait_guest(server, iid: str, command: str, expected: str, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while True:
-        out = guest_run(server, iid, command).strip()
-        if out == expected or time.monotonic() > deadline:
-            return out
-        time.sleep(1)
 
 
 def test_bad_input_is_refused_and_changes_nothing(server, pool, guest):
@@ -158,11 +91,6 @@ def test_hot_plug_data_survives_detach_and_grows_online(server, pool, guest):
     assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
     assert server.client.get(f"/volumes/{vol['id']}").status_code == 404
     assert libvirt_leftovers(vol["id"]) == []
-
-
-def volume_file(pool: dict, volume: dict) -> str:
-    ext = ".qcow2" if volume["format"] == "qcow2" else ".img"
-    return os.path.join(pool["path"], f"nubis-vol-{volume['id']}{ext}")
 
 
 @pytest.mark.parametrize("secure", [True, False], ids=["secure", "plain"])

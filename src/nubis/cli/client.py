@@ -5,13 +5,20 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 console = Console()
@@ -41,19 +48,16 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def request(method: str, path: str, auth: bool = True, **kwargs: Any) -> httpx.Response:
-    headers = kwargs.pop("headers", {})
+def _auth_headers(headers: dict[str, str], auth: bool) -> dict[str, str]:
     if auth:
         token = saved_token()
         if token is None:
             raise fail("not logged in: run `nubis login` first (or set NUBIS_TOKEN)")
         headers["Authorization"] = f"Bearer {token}"
-    try:
-        resp = httpx.request(
-            method, f"{base_url()}/api/v1{path}", headers=headers, timeout=600, **kwargs
-        )
-    except httpx.HTTPError as exc:
-        raise fail(f"cannot reach Nubis at {base_url()}: {exc}") from exc
+    return headers
+
+
+def _check(resp: httpx.Response) -> httpx.Response:
     if resp.status_code >= 400:
         try:
             message = resp.json()["error"]["message"]
@@ -61,6 +65,72 @@ def request(method: str, path: str, auth: bool = True, **kwargs: Any) -> httpx.R
             message = resp.text
         raise fail(f"{message} (HTTP {resp.status_code})")
     return resp
+
+
+def request(method: str, path: str, auth: bool = True, **kwargs: Any) -> httpx.Response:
+    headers = _auth_headers(kwargs.pop("headers", {}), auth)
+    try:
+        resp = httpx.request(
+            method, f"{base_url()}/api/v1{path}", headers=headers, timeout=600, **kwargs
+        )
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach Nubis at {base_url()}: {exc}") from exc
+    return _check(resp)
+
+
+def _bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+def upload_file(path: Path, api_path: str, params: dict[str, Any]) -> httpx.Response:
+    """POST a file as application/octet-stream, streamed, with a progress bar."""
+    size = path.stat().st_size
+
+    with _bar() as progress, open(path, "rb") as fh:
+        bar = progress.add_task(f"upload {path.name}", total=size)
+
+        def chunks() -> Iterator[bytes]:
+            while data := fh.read(1024 * 1024):
+                progress.advance(bar, len(data))
+                yield data
+
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        return request("POST", api_path, params=params, content=chunks(), headers=headers)
+
+
+def download_file(api_path: str, dest: Path) -> int:
+    """GET a file into ``dest`` (written whole or not at all), with a progress bar."""
+    partial = dest.with_name(dest.name + ".partial")
+    headers = _auth_headers({}, True)
+    try:
+        with httpx.stream(
+            "GET", f"{base_url()}/api/v1{api_path}", headers=headers, timeout=600
+        ) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                _check(resp)
+            total = int(resp.headers.get("content-length", 0)) or None
+            with _bar() as progress, open(partial, "wb") as fh:
+                bar = progress.add_task(f"download {dest.name}", total=total)
+                for data in resp.iter_bytes(1024 * 1024):
+                    fh.write(data)
+                    progress.advance(bar, len(data))
+                written = fh.tell()
+        if total is not None and written != total:
+            raise fail(f"the download ended after {written} of {total} bytes")
+        os.replace(partial, dest)
+        return written
+    except httpx.HTTPError as exc:
+        raise fail(f"download failed: {exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def show(data: Any, fmt: str, columns: list[str]) -> None:

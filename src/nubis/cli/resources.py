@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from nubis.cli.client import console, request, show, wait_for_task
+from nubis.cli.client import (
+    console,
+    download_file,
+    request,
+    show,
+    upload_file,
+    wait_for_task,
+)
 
 Fmt = Annotated[str, typer.Option("-f", "--format", help="table or json")]
 Wait = Annotated[bool, typer.Option("--wait", help="follow the task until it ends")]
@@ -53,15 +60,16 @@ def image_import(path: Path, name: str, fmt: Fmt = "table") -> None:
     """Upload a local qcow2/raw/ISO file as an image (streamed)."""
     if not path.is_file():
         raise typer.BadParameter(f"{path} is not a file")
-    with open(path, "rb") as fh:
-        resp = request(
-            "POST",
-            "/images",
-            params={"name": name},
-            content=fh,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-    show(resp.json(), fmt, IMAGE_COLS)
+    show(upload_file(path, "/images", {"name": name}).json(), fmt, IMAGE_COLS)
+
+
+@image_app.command("download")
+def image_download(
+    ref: str, output: Annotated[Path, typer.Option("-o", "--output", help="file to write")]
+) -> None:
+    """Download an image's file from the image store."""
+    size = download_file(f"/images/{ref}/file", output)
+    console.print(f"image {ref}: {size} bytes written to {output}")
 
 
 @image_app.command("list")

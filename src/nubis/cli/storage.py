@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from nubis.cli.client import console, request, show, wait_for_task
+from nubis.cli.client import (
+    console,
+    download_file,
+    request,
+    show,
+    upload_file,
+    wait_for_task,
+)
 from nubis.cli.resources import Fmt, Wait
 
 pool_app = typer.Typer(help="Storage pools (primary storage)", no_args_is_help=True)
@@ -151,6 +159,37 @@ def volume_create(
         wait_for_task(created["task_id"])
         created = request("GET", f"/volumes/{created['id']}").json()
     show(_volume_rows(created), fmt, VOLUME_COLS)
+
+
+@volume_app.command("upload")
+def volume_upload(
+    path: Path,
+    name: Annotated[str, typer.Option(help="the new volume's name")],
+    pool: str | None = None,
+    offering: str | None = None,
+    secure_delete: Annotated[
+        bool | None, typer.Option("--secure-delete/--no-secure-delete")
+    ] = None,
+    shareable: bool = False,
+    fmt: Fmt = "table",
+) -> None:
+    """Upload a qcow2 or raw disk image as a new volume (streamed to its host)."""
+    if not path.is_file():
+        raise typer.BadParameter(f"{path} is not a file")
+    params: dict[str, object] = {"name": name, "shareable": shareable}
+    for key, value in (("pool", pool), ("offering", offering), ("secure_delete", secure_delete)):
+        if value is not None:
+            params[key] = value
+    show(_volume_rows(upload_file(path, "/volumes/upload", params).json()), fmt, VOLUME_COLS)
+
+
+@volume_app.command("download")
+def volume_download(
+    ref: str, output: Annotated[Path, typer.Option("-o", "--output", help="file to write")]
+) -> None:
+    """Download a volume's file (qcow2 or raw, as stored) from its host."""
+    size = download_file(f"/volumes/{ref}/download", output)
+    console.print(f"volume {ref}: {size} bytes written to {output}")
 
 
 @volume_app.command("delete")

@@ -23,6 +23,7 @@ from nubis.db.models import (
     Task,
     Volume,
     VolumeAttachment,
+    new_id,
 )
 from nubis.drivers.libvirt.domain_xml import DiskSpec
 from nubis.drivers.libvirt.volumes import PROVISIONING
@@ -171,7 +172,7 @@ class VolumeService:
         session.flush()
         return task
 
-    def _guard(
+    def guard(
         self, session: Session, volume: Volume, allowed: tuple[str, ...], task_state: str
     ) -> None:
         swapped = session.execute(
@@ -196,6 +197,14 @@ class VolumeService:
     def create(
         self, session: Session, principal: Principal, req: VolumeRequest
     ) -> tuple[Volume, Task]:
+        volume = self.plan(session, principal, req)
+        session.add(volume)
+        session.flush()
+        return volume, self._submit(session, principal, "volume.create", volume.id)
+
+    def plan(self, session: Session, principal: Principal, req: VolumeRequest) -> Volume:
+        """Check a request and return the volume it describes (status ``creating``),
+        not yet added to the session: nothing is written."""
         validate_name(req.name, "volume")
         offering = (
             get_by_id_or_name(session, DiskOffering, req.offering, "disk offering")
@@ -235,7 +244,8 @@ class VolumeService:
         )
         if exists is not None:
             raise Conflict(f"a volume named {req.name!r} already exists")
-        volume = Volume(
+        return Volume(
+            id=new_id(),
             name=req.name,
             project_id=principal.project_id,
             pool_id=pool.id,
@@ -248,9 +258,6 @@ class VolumeService:
             status="creating",
             task_state="creating",
         )
-        session.add(volume)
-        session.flush()
-        return volume, self._submit(session, principal, "volume.create", volume.id)
 
     def delete(self, session: Session, principal: Principal, ref: str) -> tuple[Volume, Task]:
         volume = self.get(session, principal, ref)
@@ -263,7 +270,7 @@ class VolumeService:
             raise Conflict(
                 f"volume {volume.name!r} is attached to {', '.join(names)}; detach it first"
             )
-        self._guard(session, volume, ("available", "error"), "deleting")
+        self.guard(session, volume, ("available", "error"), "deleting")
         volume.status = "deleting"
         return volume, self._submit(session, principal, "volume.delete", volume.id)
 
@@ -277,7 +284,7 @@ class VolumeService:
                 f"volume {volume.name!r} is {volume.size_gib} GiB: the new size must be larger "
                 "(volumes never shrink)"
             )
-        self._guard(session, volume, ("available", "in-use"), "extending")
+        self.guard(session, volume, ("available", "in-use"), "extending")
         return volume, self._submit(
             session, principal, "volume.extend", volume.id, {"size_gib": size}
         )
@@ -325,7 +332,7 @@ class VolumeService:
         free = [t for t in TARGETS if t not in used]
         if not free:
             raise Conflict(f"instance {instance.name!r} has no free disk slot")
-        self._guard(session, volume, ("available", "in-use"), "attaching")
+        self.guard(session, volume, ("available", "in-use"), "attaching")
         self.instances.guard(session, instance, ("running", "stopped", "paused"), "attaching")
         attachment = VolumeAttachment(
             volume_id=volume.id, instance_id=instance.id, target=free[0], mode=mode
@@ -363,7 +370,7 @@ class VolumeService:
                 f"snapshot(s) {', '.join(covering)} of {instance.name!r} include volume "
                 f"{volume.name!r}: delete them before detaching it"
             )
-        self._guard(session, volume, ("in-use",), "detaching")
+        self.guard(session, volume, ("in-use",), "detaching")
         self.instances.guard(
             session, instance, ("running", "stopped", "paused", "error"), "detaching"
         )

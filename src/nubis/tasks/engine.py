@@ -52,8 +52,7 @@ class TaskContext:
             raise RuntimeError(f"fault injected at {self.kind}:{name}")
 
     def progress(self, progress: int) -> None:
-        with self.db.begin() as s:
-            s.execute(update(Task).where(Task.id == self.task_id).values(progress=progress))
+        self.engine.report(self.task_id, progress)
 
 
 class TaskHandler(Protocol):
@@ -108,6 +107,47 @@ class TaskEngine:
         session.add(task)
         session.info["nubis_wake_tasks"] = True
         return task
+
+    def begin_inline(
+        self,
+        session: Session,
+        kind: str,
+        resource_type: str,
+        resource_id: str,
+        params: dict[str, Any] | None = None,
+        project_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Task:
+        """A task its caller runs itself (a transfer inside an HTTP request), recorded
+        as running from the start: it shows its progress like any task, ends with
+        ``finish``, and if this process dies first, ``recover()`` fails it and its
+        handler's ``failed`` cleans up."""
+        if kind not in self.handlers:
+            raise KeyError(f"no handler for task kind {kind!r}")
+        task = Task(
+            id=new_id(),
+            kind=kind,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            params=params or {},
+            project_id=project_id,
+            user_id=user_id,
+            status="running",
+            worker=self.worker_id,
+            started_at=utcnow(),
+            attempts=1,
+        )
+        session.add(task)
+        return task
+
+    def report(self, task_id: str, progress: int) -> None:
+        """Record how far a task has come (0-100)."""
+        with self.db.begin() as s:
+            s.execute(update(Task).where(Task.id == task_id).values(progress=progress))
+
+    def finish(self, task_id: str, error: str | None = None) -> None:
+        """End a task begun with ``begin_inline``: succeeded, or failed with ``error``."""
+        self._finish(task_id, "succeeded" if error is None else "failed", error)
 
     def wake(self) -> None:
         with self._wake:

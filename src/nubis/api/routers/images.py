@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 
@@ -14,7 +15,7 @@ from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import ImageImportIn, ImageOut, PageOut
 from nubis.db.models import Image
 from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, Forbidden
+from nubis.services.errors import BadRequest, Conflict, Forbidden
 from nubis.services.images import Staged
 from nubis.services.lookup import get_by_id_or_name, paginate
 
@@ -100,6 +101,22 @@ async def create_image(
 def get_image(ref: str, platform: PlatformDep, _p: PrincipalDep) -> ImageOut:
     with platform.db.begin() as s:
         return ImageOut.model_validate(get_by_id_or_name(s, Image, ref, "image"))
+
+
+@router.get(
+    "/{ref}/file",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def download_image(ref: str, platform: PlatformDep, _p: PrincipalDep) -> FileResponse:
+    """The image's file from the image store, streamed."""
+    with platform.db.begin() as s:
+        image = get_by_id_or_name(s, Image, ref, "image")
+        if image.status != "active":
+            raise Conflict(f"image {image.name!r} is {image.status}, not active")
+        path = platform.images.path(image)
+        filename = f"{image.name}.{image.disk_format or 'img'}"
+    return FileResponse(path, media_type="application/octet-stream", filename=filename)
 
 
 @router.delete("/{ref}", status_code=204)

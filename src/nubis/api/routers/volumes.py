@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import AsyncIterator
+
+import anyio
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
+from starlette.requests import ClientDisconnect
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import PageOut, TaskAccepted
@@ -17,8 +22,13 @@ from nubis.api.storage_schemas import (
     VolumeOut,
 )
 from nubis.db.models import Volume
+from nubis.images.header import HEAD_BYTES
 from nubis.platform import Platform
+from nubis.services.errors import BadRequest, ServiceError
+from nubis.services.volume_transfers import UploadRequest
 from nubis.services.volumes import VolumeRequest
+
+UPLOAD_CHUNK = 1024 * 1024  # bytes handed to libvirt at a time
 
 router = APIRouter(tags=["volumes"])
 
@@ -50,6 +60,101 @@ def create_volume(body: VolumeIn, platform: PlatformDep, principal: PrincipalDep
     with platform.db.begin() as s:
         volume, task = platform.volumes.create(s, principal, VolumeRequest(**body.model_dump()))
         return VolumeAccepted(**volume_out(platform, s, volume).model_dump(), task_id=task.id)
+
+
+UPLOAD_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    },
+}
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ServiceError):
+        return exc.message
+    if isinstance(exc, ClientDisconnect):
+        return "the client went away before the upload ended"
+    return str(exc) or exc.__class__.__name__
+
+
+@router.post("/volumes/upload", status_code=201, openapi_extra=UPLOAD_DOC)
+async def upload_volume(
+    request: Request,
+    platform: PlatformDep,
+    principal: PrincipalDep,
+    name: str,
+    pool: str | None = None,
+    offering: str | None = None,
+    secure_delete: bool | None = None,
+    shareable: bool = False,
+) -> VolumeOut:
+    """Upload a disk image (qcow2 or raw, ``application/octet-stream`` with a
+    Content-Length) as a new volume: streamed to a host of the pool through libvirt,
+    never held whole in memory. Progress: the ``volume.upload`` task of the volume."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/octet-stream":
+        raise BadRequest("send the disk image as application/octet-stream")
+    try:
+        length = int(request.headers["content-length"])
+    except (KeyError, ValueError):
+        raise BadRequest("a Content-Length is required: the upload is streamed") from None
+    chunks = request.stream()
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        if len(buffer) >= HEAD_BYTES:
+            break
+    req = UploadRequest(name, length, pool, offering, secure_delete, shareable)
+    upload = await anyio.to_thread.run_sync(
+        platform.volume_transfers.start_upload, principal, req, bytes(buffer[:HEAD_BYTES])
+    )
+    try:
+        async for chunk in chunks:
+            buffer += chunk
+            if len(buffer) >= UPLOAD_CHUNK:
+                await anyio.to_thread.run_sync(upload.write, bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await anyio.to_thread.run_sync(upload.write, bytes(buffer))
+        volume = await anyio.to_thread.run_sync(upload.finish)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(upload.abort, _describe(exc))
+        raise
+    return VolumeOut.model_validate(volume)
+
+
+@router.get(
+    "/volumes/{ref}/download",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+async def download_volume(ref: str, platform: PlatformDep, principal: PrincipalDep) -> Response:
+    """The volume's file (qcow2 or raw, as stored), streamed from its host through
+    libvirt. Not while a running instance uses it. Progress: its ``volume.download``
+    task."""
+    download = await anyio.to_thread.run_sync(
+        platform.volume_transfers.start_download, principal, ref
+    )
+
+    async def body() -> AsyncIterator[bytes]:
+        complete = False
+        try:
+            while data := await anyio.to_thread.run_sync(download.read):
+                yield data
+            complete = True
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(download.close, complete)
+
+    return StreamingResponse(
+        body(),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(download.length),
+            "Content-Disposition": f'attachment; filename="{download.filename}"',
+        },
+    )
 
 
 @router.get("/volumes/{ref}")

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import libvirt
 
 from nubis.drivers.errors import DriverError, NotFound
-from nubis.drivers.libvirt import storage
+from nubis.drivers.libvirt import storage, streams
 from nubis.drivers.libvirt.base import DriverBase, HostRef
 from nubis.drivers.libvirt.connection import (
     ConnectionPool,
@@ -176,21 +176,19 @@ class LibvirtDriver(DriverBase):
 
         def download(conn: libvirt.virConnect) -> None:
             vol = conn.storagePoolLookupByName(DISK_POOL).storageVolLookupByName(name)
-            total = vol.info()[2] or 1  # bytes in use, the file's real size
-            stream = conn.newStream(0)
-            vol.download(stream, 0, 0, 0)
-            done = 0
-
-            def sink(_stream: libvirt.virStream, data: bytes, _opaque: object) -> int:
-                nonlocal done
-                write(data)
-                done += len(data)
-                if on_progress is not None:
-                    on_progress(min(99, done * 100 // total))
-                return 0
-
-            stream.recvAll(sink, None)
-            stream.finish()
+            transfer = streams.open_download(conn, vol, f"download of volume {name}")
+            shown = 0
+            try:
+                while data := transfer.read():
+                    write(data)
+                    percent = min(99, transfer.received * 100 // max(transfer.length, 1))
+                    if on_progress is not None and percent > shown:
+                        shown = percent
+                        on_progress(percent)
+                transfer.finish()
+            except BaseException:
+                transfer.abort()
+                raise
 
         self._call(host, download, f"volume {name}")
 

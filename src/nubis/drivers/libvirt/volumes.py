@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import libvirt
 
 from nubis.drivers.errors import DriverError, NotFound
-from nubis.drivers.libvirt import storage
+from nubis.drivers.libvirt import storage, streams
 from nubis.drivers.libvirt.base import DriverBase, HostRef
 from nubis.drivers.libvirt.domain_xml import DiskSpec, disk_xml
 
@@ -31,6 +31,13 @@ class PoolSpec:
     source_name: str | None = None  # logical: the volume group's name
     source_host: str | None = None  # netfs: the NFS server
     source_dir: str | None = None  # netfs: the export
+
+
+@dataclass(frozen=True)
+class VolumeFacts:
+    format: str  # qcow2 | raw | ... as libvirt probes it
+    capacity: int  # bytes the guest sees
+    backing: bool  # the file names a backing file
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,54 @@ class VolumeDriver(DriverBase):
                 vol.resize(capacity, 0)
 
         self._call(host, resize, f"volume {name}")
+
+    # -- data in and out ---------------------------------------------------------------
+    def open_upload(
+        self, host: HostRef, pool_name: str, name: str, length: int
+    ) -> streams.VolumeUpload:
+        """A new volume of ``length`` bytes, to be filled by the returned upload from
+        its first byte to its last (an image's file as it is: qcow2 or raw)."""
+        what = f"upload into volume {name}"
+
+        def open_(conn: libvirt.virConnect) -> streams.VolumeUpload:
+            pool = conn.storagePoolLookupByName(pool_name)
+            storage.delete_volume(pool, name)  # a partial upload from an interrupted run
+            vol = pool.createXML(storage.volume_xml(name, length, "raw", allocation=0), 0)
+            try:
+                return streams.open_upload(conn, vol, length, what)
+            except BaseException:
+                vol.delete(0)
+                raise
+
+        return self._call(host, open_, what)
+
+    def open_download(self, host: HostRef, pool_name: str, name: str) -> streams.VolumeDownload:
+        what = f"download of volume {name}"
+
+        def open_(conn: libvirt.virConnect) -> streams.VolumeDownload:
+            vol = storage.find_volume(conn.storagePoolLookupByName(pool_name), name)
+            if vol is None:
+                raise NotFound(f"volume {name}")
+            return streams.open_download(conn, vol, what)
+
+        return self._call(host, open_, what)
+
+    def inspect_volume(self, host: HostRef, pool_name: str, name: str) -> VolumeFacts:
+        """What libvirt finds in the volume's file (after rescanning the pool)."""
+
+        def inspect(conn: libvirt.virConnect) -> VolumeFacts:
+            pool = conn.storagePoolLookupByName(pool_name)
+            storage.refresh(pool)
+            vol = pool.storageVolLookupByName(name)
+            root = ET.fromstring(vol.XMLDesc(0))
+            fmt = root.find("./target/format")
+            return VolumeFacts(
+                format=fmt.get("type", "raw") if fmt is not None else "raw",
+                capacity=vol.info()[1],
+                backing=root.find("./backingStore/path") is not None,
+            )
+
+        return self._call(host, inspect, f"volume {name}")
 
     # -- disks of domains -------------------------------------------------------------
     def attached_targets(self, host: HostRef, uuid: str) -> dict[str, str]:

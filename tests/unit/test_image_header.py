@@ -1,0 +1,75 @@
+"""Header sniffing of streamed uploads, on images made by the real qemu-img."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from nubis.images.header import HEAD_BYTES, sniff
+from nubis.images.inspect import ImageRejected
+
+MIB = 1024 * 1024
+
+
+def make(tmp_path: Path, name: str, fmt: str, *args: str, size: str = "3M") -> Path:
+    path = tmp_path / name
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", fmt, *args, str(path), size],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def facts(path: Path):
+    with open(path, "rb") as fh:
+        return sniff(fh.read(HEAD_BYTES), path.stat().st_size)
+
+
+@pytest.mark.parametrize("compat", ["0.10", "1.1"])
+def test_qcow2_gives_its_virtual_size(tmp_path, compat):
+    got = facts(make(tmp_path, "a.qcow2", "qcow2", "-o", f"compat={compat}", size="5G"))
+    assert (got.disk_format, got.virtual_size) == ("qcow2", 5 * 1024**3)
+
+
+def test_raw_is_its_bytes(tmp_path):
+    path = tmp_path / "disk.raw"
+    path.write_bytes(b"\x00" * MIB + b"hello")
+    got = facts(path)
+    assert (got.disk_format, got.virtual_size) == ("raw", MIB + 5)
+
+
+def test_dangerous_qcow2_are_refused(tmp_path):
+    base = make(tmp_path, "base.qcow2", "qcow2")
+    backed = make(tmp_path, "b.qcow2", "qcow2", "-b", str(base), "-F", "qcow2")
+    with pytest.raises(ImageRejected, match="backing file"):
+        facts(backed)
+    data = make(tmp_path, "d.qcow2", "qcow2", "-o", f"data_file={tmp_path / 'd.raw'}")
+    with pytest.raises(ImageRejected, match="external data file"):
+        facts(data)
+    encrypted = tmp_path / "e.qcow2"
+    subprocess.run(
+        [
+            "qemu-img", "create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2",
+            "-o", "encrypt.format=luks,encrypt.key-secret=s0", str(encrypted), "3M",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    with pytest.raises(ImageRejected, match="encrypted"):
+        facts(encrypted)
+
+
+@pytest.mark.parametrize(
+    "fmt,label", [("vmdk", "vmdk"), ("vhdx", "vhdx"), ("vpc", "vpc"), ("vdi", "vdi")]
+)
+def test_other_formats_are_named_and_refused(tmp_path, fmt, label):
+    with pytest.raises(ImageRejected, match=label):
+        facts(make(tmp_path, f"x.{fmt}", fmt))
+
+
+def test_empty_and_truncated_are_refused(tmp_path):
+    with pytest.raises(ImageRejected, match="empty"):
+        sniff(b"", 0)
+    with pytest.raises(ImageRejected, match="truncated"):
+        sniff(b"QFI\xfb\x00\x00\x00\x03", 8)
