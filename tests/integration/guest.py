@@ -11,6 +11,10 @@ import libvirt
 
 from tests.integration.server import NubisServer
 
+# the tiny guest prints its uptime on the serial console every 5 s (the migration
+# tests follow it): such a line can land in the middle of a command's output
+UPTIME_LINE = re.compile(r"^NUBIS-UPTIME \d+\n", re.M)
+
 
 def guest_run(
     srv: NubisServer, instance_id: str, command: str, uri: str = "qemu:///system", timeout=60
@@ -34,7 +38,7 @@ def guest_run(
             while time.monotonic() < deadline:
                 found = pattern.search(srv.console(instance_id))
                 if found:
-                    return found.group(1).replace("\r", "")
+                    return UPTIME_LINE.sub("", found.group(1).replace("\r", ""))
                 time.sleep(0.5)
         finally:
             stream.finish()
