@@ -29,7 +29,9 @@ from nubis.services.secrets import SecretBox
 from nubis.services.snapshots import SnapshotService
 from nubis.services.storage_pools import PoolService
 from nubis.services.sync import StateSync
-from nubis.services.templates import TemplateHandler
+from nubis.services.templates import TemplateHandler, VolumeTemplateHandler
+from nubis.services.volume_snapshot_tasks import VolumeSnapshotTasks
+from nubis.services.volume_snapshots import VolumeSnapshotService
 from nubis.services.volume_tasks import VolumeTasks
 from nubis.services.volume_transfers import VolumeTransfers
 from nubis.services.volumes import VolumeService
@@ -79,6 +81,11 @@ class Platform:
         self.volumes = VolumeService(self.instances)
         self.volume_tasks = VolumeTasks(self.engine, self.volume_driver, self.hosts)
         self.volume_transfers = VolumeTransfers(self.volumes, self.volume_driver, self.hosts)
+        self.volume_snapshots = VolumeSnapshotService(self.volumes)
+        VolumeSnapshotTasks(self.engine, self.volume_driver, self.hosts)
+        self.engine.register(
+            VolumeTemplateHandler(self.images, self.db, self.volume_driver, self.hosts)
+        )
         self.snapshots = SnapshotService(self.instances)
         snapshots.register(self.engine, SnapshotDriver(self.conns), self.driver, self.hosts)
         self.admin_password_file: Path | None = None

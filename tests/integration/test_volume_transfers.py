@@ -14,7 +14,7 @@ import pytest
 
 from nubis.images.tinyimage import build_tiny_image
 from tests.integration.guest import guest_run
-from tests.integration.server import NubisServer, libvirt_leftovers
+from tests.integration.server import READY, NubisServer, libvirt_leftovers
 from tests.integration.storage import attach, detach, volume_file, wait_guest
 
 pytestmark = pytest.mark.integration
@@ -131,7 +131,7 @@ def test_one_gib_streams_up_and_down_with_bounded_memory(server, pool):
     remove(server, vol["id"])
 
 
-def test_a_qcow2_image_becomes_a_volume_the_guest_reads(server, pool, guest, tmp_path):
+def test_a_qcow2_image_becomes_a_volume_then_a_template_that_boots(server, pool, guest, tmp_path):
     tiny = build_tiny_image(tmp_path / "tiny.qcow2")
     with open(tiny, "rb") as fh:
         resp = upload(server, fh, tiny.stat().st_size, name="boot-disk", pool="local-dir")
@@ -146,9 +146,13 @@ def test_a_qcow2_image_becomes_a_volume_the_guest_reads(server, pool, guest, tmp
     # the guest sees the image's content, not the qcow2 container: a FAT boot sector
     out = guest_run(server, guest["id"], f"head -c 512 /dev/{dev} | tail -c 2 | od -An -tx1")
     assert out.split() == ["55", "aa"], out
-    # a volume in use by a running instance is not downloaded (it would be torn)
+    # a volume in use by a running instance is neither downloaded nor templated
     resp = server.client.get(f"/volumes/{vol['id']}/download")
     assert resp.status_code == 409 and "running" in resp.text
+    resp = server.client.post(
+        f"/volumes/{vol['id']}/actions/create-template", json={"name": "from-volume"}
+    )
+    assert resp.status_code == 409 and "not stopped" in resp.text
     detach(server, guest["id"], vol["id"])
     out = tmp_path / "back.qcow2"
     with server.client.stream("GET", f"/volumes/{vol['id']}/download") as stream:
@@ -158,6 +162,29 @@ def test_a_qcow2_image_becomes_a_volume_the_guest_reads(server, pool, guest, tmp
                 fh.write(data)
     # the same disk as uploaded (the extra space reads as zeros)
     subprocess.run(["qemu-img", "compare", "-q", str(tiny), str(out)], check=True)
+
+    # the volume becomes a template, and the template boots new instances
+    for body, status in [({"name": "nubis-tiny"}, 409), ({"name": "bad name"}, 400)]:
+        resp = server.client.post(f"/volumes/{vol['id']}/actions/create-template", json=body)
+        assert resp.status_code == status, resp.text
+    resp = server.client.post(
+        f"/volumes/{vol['id']}/actions/create-template", json={"name": "from-volume"}
+    )
+    assert resp.status_code == 202, resp.text
+    task = server.wait_task(resp.json()["task_id"])
+    assert task["status"] == "succeeded", task["error"]
+    image = server.client.get("/images/from-volume").json()
+    assert (image["disk_format"], image["virtual_size"]) == ("qcow2", GIB)
+    assert server.client.get(f"/volumes/{vol['id']}").json()["task_state"] is None
+    resp = server.client.post(
+        "/instances", json={"name": "from-vol", "image": "from-volume", "flavor": "m1.tiny"}
+    )
+    assert resp.status_code == 202, resp.text
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    assert READY in server.wait_console(resp.json()["id"])
+    resp = server.client.delete(f"/instances/{resp.json()['id']}")
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    assert server.client.delete(f"/images/{image['id']}").status_code == 204
     remove(server, vol["id"])
 
 

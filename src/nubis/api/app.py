@@ -20,6 +20,7 @@ from nubis.api.routers import (
     snapshots,
     storage,
     tasks,
+    volume_snapshots,
     volumes,
 )
 from nubis.platform import Platform
@@ -65,6 +66,7 @@ def create_app(
         rule_groups,
         storage,
         volumes,
+        volume_snapshots,
         snapshots,
         tasks,
     ):

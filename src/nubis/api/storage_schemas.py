@@ -70,6 +70,9 @@ class VolumeIn(BaseModel):
         default=None, description="overwrite the data before removal"
     )
     shareable: bool = Field(default=False, description="may be attached to several instances")
+    snapshot: str | None = Field(
+        default=None, description="a volume snapshot (id, or name) to copy the data from"
+    )
 
 
 class AttachmentOut(Out):
@@ -132,4 +135,22 @@ class SnapshotOut(Out):
 
 
 class SnapshotAccepted(SnapshotOut):
+    task_id: str
+
+
+class VolumeSnapshotOut(Out):
+    id: str
+    name: str
+    volume_id: str
+    size_gib: int
+    live_instance_id: str | None = Field(
+        description="the running instance whose disk was frozen while it was copied"
+    )
+    status: str
+    task_state: str | None
+    error: str | None
+    created_at: datetime
+
+
+class VolumeSnapshotAccepted(VolumeSnapshotOut):
     task_id: str

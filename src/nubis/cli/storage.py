@@ -141,6 +141,9 @@ def volume_create(
         bool | None, typer.Option("--secure-delete/--no-secure-delete")
     ] = None,
     shareable: bool = False,
+    snapshot: Annotated[
+        str | None, typer.Option(help="a volume snapshot to copy the data from")
+    ] = None,
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
@@ -153,6 +156,7 @@ def volume_create(
         "provisioning": provisioning,
         "secure_delete": secure_delete,
         "shareable": shareable,
+        "snapshot": snapshot,
     }
     created = request("POST", "/volumes", json=body).json()
     if wait:
@@ -190,6 +194,19 @@ def volume_download(
     """Download a volume's file (qcow2 or raw, as stored) from its host."""
     size = download_file(f"/volumes/{ref}/download", output)
     console.print(f"volume {ref}: {size} bytes written to {output}")
+
+
+@volume_app.command("create-template")
+def volume_create_template(
+    ref: str,
+    name: Annotated[str, typer.Option(help="the new image's name")],
+    wait: Wait = False,
+) -> None:
+    """Make an image of the volume (no running instance may use it)."""
+    task = request("POST", f"/volumes/{ref}/actions/create-template", json={"name": name}).json()
+    if wait:
+        wait_for_task(task["task_id"])
+    console.print(f"image {name} from volume {ref}: {'done' if wait else 'accepted'}")
 
 
 @volume_app.command("delete")
@@ -268,3 +285,39 @@ def snapshot_delete(name: str, instance: Instance, wait: Wait = False) -> None:
     if wait:
         wait_for_task(task["task_id"])
     console.print(f"snapshot {name}: delete {'done' if wait else 'accepted'}")
+
+
+volume_snapshot_app = typer.Typer(help="Volume snapshots (copies of one volume)")
+volume_app.add_typer(volume_snapshot_app, name="snapshot", no_args_is_help=True)
+VOLUME_SNAPSHOT_COLS = ["name", "size_gib", "status", "task_state", "created_at", "id"]
+
+
+def _done(task: dict, wait: bool, what: str) -> None:
+    if wait:
+        wait_for_task(task["task_id"])
+    console.print(f"{what}: {'done' if wait else 'accepted'}")
+
+
+@volume_snapshot_app.command("list")
+def volume_snapshot_list(volume: str, fmt: Fmt = "table") -> None:
+    show(request("GET", f"/volumes/{volume}/snapshots").json(), fmt, VOLUME_SNAPSHOT_COLS)
+
+
+@volume_snapshot_app.command("create")
+def volume_snapshot_create(volume: str, name: str, wait: Wait = False) -> None:
+    """Copy the volume as it is now (a running instance using it runs on)."""
+    out = request("POST", f"/volumes/{volume}/snapshots", json={"name": name}).json()
+    _done(out, wait, f"snapshot {name} of volume {volume}")
+
+
+@volume_snapshot_app.command("revert")
+def volume_snapshot_revert(volume: str, name: str, wait: Wait = False) -> None:
+    """Replace the volume's data with the snapshot's (no running instance may use it)."""
+    task = request("POST", f"/volumes/{volume}/snapshots/{name}/actions/revert").json()
+    _done(task, wait, f"volume {volume} reverted to {name}")
+
+
+@volume_snapshot_app.command("delete")
+def volume_snapshot_delete(volume: str, name: str, wait: Wait = False) -> None:
+    task = request("DELETE", f"/volumes/{volume}/snapshots/{name}").json()
+    _done(task, wait, f"snapshot {name}: delete")

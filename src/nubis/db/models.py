@@ -322,12 +322,46 @@ class Volume(Base):
     status: Mapped[str] = mapped_column(String(16), default="creating")
     task_state: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
+    # bumped when the volume's data is replaced by a new file (a revert to a snapshot):
+    # the new file is made beside the old one, and the switch is one database update
+    generation: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     @property
     def libvirt_name(self) -> str:
-        return f"nubis-vol-{self.id}" + (".qcow2" if self.format == "qcow2" else ".img")
+        return volume_file_name(self.id, self.format, self.generation)
+
+
+def volume_file_name(volume_id: str, fmt: str, generation: int = 0) -> str:
+    """The name of a volume's file (libvirt volume) in its pool, per generation."""
+    suffix = f".g{generation}" if generation else ""
+    return f"nubis-vol-{volume_id}{suffix}" + (".qcow2" if fmt == "qcow2" else ".img")
+
+
+class VolumeSnapshot(Base):
+    """A point-in-time copy of one volume, kept in the volume's pool: independent of
+    the volume and of other snapshots (a flattened qcow2), so any can be reverted to,
+    cloned into a new volume, or deleted, in any order."""
+
+    __tablename__ = "volume_snapshots"
+    __table_args__ = (UniqueConstraint("volume_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id"), index=True)
+    size_gib: Mapped[int] = mapped_column(Integer)  # the volume's size when taken
+    # the instance it was attached to and running on, frozen while copied (else None)
+    live_instance_id: Mapped[str | None] = mapped_column(String(36))
+    # creating | available | error (reverting / cloning / deleting run as task_state)
+    status: Mapped[str] = mapped_column(String(16), default="creating")
+    task_state: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def libvirt_name(self) -> str:
+        return f"nubis-vsnap-{self.id}.qcow2"
 
 
 class VolumeAttachment(Base):

@@ -18,6 +18,7 @@ from nubis.services.errors import BadRequest, Conflict, NotFoundError, Unavailab
 from nubis.services.hosts import HostService
 from nubis.services.lookup import Page, get_by_id_or_name, paginate, validate_name
 from nubis.services.scheduler import PlacementRequest, Scheduler
+from nubis.services.submit import submit_task
 from nubis.tasks.engine import TaskEngine
 
 STATUSES = ("building", "running", "stopped", "paused", "error", "deleting")
@@ -142,17 +143,7 @@ class InstanceService:
         instance_id: str,
         params: dict[str, object] | None = None,
     ) -> Task:
-        task = self.engine.submit(
-            session,
-            kind,
-            "instance",
-            instance_id,
-            params=params,
-            project_id=principal.project_id if principal else None,
-            user_id=principal.user_id if principal else None,
-        )
-        session.flush()
-        return task
+        return submit_task(self.engine, session, principal, kind, "instance", instance_id, params)
 
     def guard(
         self,

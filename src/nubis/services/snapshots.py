@@ -22,6 +22,7 @@ from nubis.services.errors import BadRequest, Conflict
 from nubis.services.hosts import HostService
 from nubis.services.instances import InstanceService
 from nubis.services.lookup import get_by_id_or_name, validate_name
+from nubis.services.submit import submit_task
 from nubis.tasks.engine import TaskContext, TaskEngine
 
 SNAPSHOTTABLE = ("running", "paused", "stopped")
@@ -66,16 +67,7 @@ class SnapshotService:
         )
 
     def _submit(self, session: Session, principal: Principal, kind: str, snapshot_id: str) -> Task:
-        task = self.engine.submit(
-            session,
-            kind,
-            "snapshot",
-            snapshot_id,
-            project_id=principal.project_id,
-            user_id=principal.user_id,
-        )
-        session.flush()
-        return task
+        return submit_task(self.engine, session, principal, kind, "snapshot", snapshot_id)
 
     def create(
         self, session: Session, principal: Principal, instance_ref: str, name: str

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 
-from nubis.db.models import Host, Instance, StoragePool, Volume, VolumeAttachment
+from nubis.db.models import (
+    Host,
+    Instance,
+    StoragePool,
+    Volume,
+    VolumeAttachment,
+    VolumeSnapshot,
+)
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
@@ -21,7 +28,7 @@ from nubis.drivers.libvirt.domain_xml import DiskSpec
 from nubis.drivers.libvirt.volumes import VolumeDriver
 from nubis.services.hosts import HostService
 from nubis.services.storage_pools import one_host
-from nubis.services.volumes import GIB, attachment_count, disk_spec
+from nubis.services.volumes import GIB, attachment_count, disk_spec, pool_file
 from nubis.tasks.engine import TaskContext, TaskEngine
 
 log = logging.getLogger(__name__)
@@ -117,16 +124,48 @@ class CreateHandler(_Handler):
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
         vol = loaded.volume
-        ctx.step("allocate", 10)
-        self.t.driver.create_volume(
-            loaded.ref,
-            loaded.pool_name,
-            vol.libvirt_name,
-            vol.size_gib * GIB,
-            vol.format,
-            vol.provisioning,
-        )
+        snapshot_id = ctx.params.get("snapshot_id")
+        if snapshot_id:  # a copy of a volume snapshot (in the same pool)
+            ctx.step("copy", 10)
+            self.t.driver.copy_volume(
+                loaded.ref,
+                loaded.pool_name,
+                vol.libvirt_name,
+                self._snapshot_path(snapshot_id),
+                vol.format,
+                vol.size_gib * GIB,
+            )
+            self._release_snapshot(snapshot_id)
+        else:
+            ctx.step("allocate", 10)
+            self.t.driver.create_volume(
+                loaded.ref,
+                loaded.pool_name,
+                vol.libvirt_name,
+                vol.size_gib * GIB,
+                vol.format,
+                vol.provisioning,
+            )
         self.t.settle(ctx.resource_id, status="available", error=None)
+
+    def _snapshot_path(self, snapshot_id: str) -> str:
+        with self.t.db.begin() as s:
+            snapshot = s.get(VolumeSnapshot, snapshot_id)
+            if snapshot is None:
+                raise LookupError("the volume snapshot was deleted")
+            origin = s.get(Volume, snapshot.volume_id)
+            assert origin is not None
+            pool = s.get(StoragePool, origin.pool_id)
+            assert pool is not None
+            return pool_file(pool, snapshot.libvirt_name)
+
+    def _release_snapshot(self, snapshot_id: str) -> None:
+        with self.t.db.begin() as s:
+            s.execute(
+                update(VolumeSnapshot)
+                .where(VolumeSnapshot.id == snapshot_id, VolumeSnapshot.task_state == "cloning")
+                .values(task_state=None)
+            )
 
     def failed(self, ctx: TaskContext, error: str) -> None:
         try:
@@ -134,6 +173,8 @@ class CreateHandler(_Handler):
             self.t.driver.delete_volume(loaded.ref, loaded.pool_name, loaded.volume.libvirt_name)
         except (LookupError, DriverError) as exc:
             log.warning("could not remove the half-created volume %s: %s", ctx.resource_id, exc)
+        if ctx.params.get("snapshot_id"):
+            self._release_snapshot(ctx.params["snapshot_id"])
         self.t.settle(ctx.resource_id, status="error", error=f"create failed: {error}")
 
 

@@ -14,10 +14,10 @@ import logging
 import math
 from dataclasses import dataclass
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import DiskOffering, Instance, StoragePool, Volume, VolumeAttachment
+from nubis.db.models import DiskOffering, StoragePool, Volume
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
@@ -30,7 +30,14 @@ from nubis.services.errors import BadRequest, Conflict, Unavailable
 from nubis.services.hosts import HostService
 from nubis.services.lookup import get_by_id_or_name
 from nubis.services.storage_pools import one_host
-from nubis.services.volumes import GIB, MAX_GIB, VolumeRequest, VolumeService
+from nubis.services.volumes import (
+    GIB,
+    MAX_GIB,
+    VolumeRequest,
+    VolumeService,
+    release_hold,
+    volume_users,
+)
 from nubis.tasks.engine import TaskContext, TaskEngine
 
 log = logging.getLogger(__name__)
@@ -286,7 +293,7 @@ class VolumeTransfers:
         starts and writes mid-copy) and open the stream out of it."""
         with self.db.begin() as s:
             volume = self.volumes.get(s, principal, ref)
-            instances = self._attached(s, volume.id)
+            instances = [i for _a, i in volume_users(s, volume.id)]
             busy = [i.name for i in instances if i.status in RUNNING]
             if busy:
                 raise Conflict(
@@ -317,27 +324,10 @@ class VolumeTransfers:
             raise
         return Download(self, volume, task.id, stream)
 
-    @staticmethod
-    def _attached(session: Session, volume_id: str) -> list[Instance]:
-        return list(
-            session.scalars(
-                select(Instance)
-                .join(VolumeAttachment, VolumeAttachment.instance_id == Instance.id)
-                .where(VolumeAttachment.volume_id == volume_id)
-            ).all()
-        )
-
     def release(self, volume_id: str) -> None:
         """End a download's hold on the volume and its instances."""
         with self.db.begin() as s:
-            s.execute(
-                update(Volume)
-                .where(Volume.id == volume_id, Volume.task_state == "downloading")
-                .values(task_state=None)
-            )
-            for instance in self._attached(s, volume_id):
-                if instance.task_state == "downloading":
-                    instance.task_state = None
+            release_hold(s, volume_id, "downloading")
 
 
 class UploadHandler:

@@ -23,6 +23,7 @@ from nubis.db.models import (
     Task,
     Volume,
     VolumeAttachment,
+    VolumeSnapshot,
     new_id,
 )
 from nubis.drivers.libvirt.domain_xml import DiskSpec
@@ -32,6 +33,7 @@ from nubis.services.errors import BadRequest, Conflict, NotFoundError
 from nubis.services.instances import InstanceService
 from nubis.services.lookup import Page, get_by_id_or_name, paginate, validate_name
 from nubis.services.storage_pools import check_tags, reaches
+from nubis.services.submit import submit_task
 
 FORMATS = ("qcow2", "raw")
 MODES = ("persistent", "nonpersistent")
@@ -51,6 +53,7 @@ class VolumeRequest:
     provisioning: str | None = None
     secure_delete: bool | None = None
     shareable: bool = False
+    snapshot: str | None = None  # a volume snapshot to copy the data from
 
 
 @dataclass(frozen=True)
@@ -160,17 +163,7 @@ class VolumeService:
         volume_id: str,
         params: dict[str, object] | None = None,
     ) -> Task:
-        task = self.engine.submit(
-            session,
-            kind,
-            "volume",
-            volume_id,
-            params=params,
-            project_id=principal.project_id,
-            user_id=principal.user_id,
-        )
-        session.flush()
-        return task
+        return submit_task(self.engine, session, principal, kind, "volume", volume_id, params)
 
     def guard(
         self, session: Session, volume: Volume, allowed: tuple[str, ...], task_state: str
@@ -198,14 +191,21 @@ class VolumeService:
         self, session: Session, principal: Principal, req: VolumeRequest
     ) -> tuple[Volume, Task]:
         volume = self.plan(session, principal, req)
+        params: dict[str, object] = {}
+        if req.snapshot:
+            source = find_snapshot(session, principal, req.snapshot)
+            claim_for_clone(session, source)
+            params["snapshot_id"] = source.id
         session.add(volume)
         session.flush()
-        return volume, self._submit(session, principal, "volume.create", volume.id)
+        return volume, self._submit(session, principal, "volume.create", volume.id, params)
 
     def plan(self, session: Session, principal: Principal, req: VolumeRequest) -> Volume:
         """Check a request and return the volume it describes (status ``creating``),
         not yet added to the session: nothing is written."""
         validate_name(req.name, "volume")
+        if req.snapshot:
+            return self._plan_from_snapshot(session, principal, req)
         offering = (
             get_by_id_or_name(session, DiskOffering, req.offering, "disk offering")
             if req.offering
@@ -239,11 +239,7 @@ class VolumeService:
                 f"storage pool {pool.name!r} has {pool.available_bytes // GIB} GiB free; "
                 f"a {provisioning} volume of {size} GiB reserves all of it up front"
             )
-        exists = session.scalar(
-            select(Volume).where(Volume.project_id == principal.project_id, Volume.name == req.name)
-        )
-        if exists is not None:
-            raise Conflict(f"a volume named {req.name!r} already exists")
+        self._check_unique(session, principal, req.name)
         return Volume(
             id=new_id(),
             name=req.name,
@@ -259,8 +255,66 @@ class VolumeService:
             task_state="creating",
         )
 
+    def _plan_from_snapshot(
+        self, session: Session, principal: Principal, req: VolumeRequest
+    ) -> Volume:
+        """A new volume holding a volume snapshot's data, in the snapshot's pool."""
+        assert req.snapshot is not None
+        if req.offering:
+            raise BadRequest("give a snapshot or a disk offering, not both")
+        source = find_snapshot(session, principal, req.snapshot)
+        origin = session.get(Volume, source.volume_id)
+        pool = session.get(StoragePool, origin.pool_id) if origin else None
+        assert origin is not None and pool is not None
+        if req.pool:
+            asked = get_by_id_or_name(session, StoragePool, req.pool, "storage pool")
+            if asked.id != pool.id:
+                raise BadRequest(
+                    f"a volume made from a snapshot is created in the snapshot's pool {pool.name!r}"
+                )
+        size = check_clone_size(
+            source, check_size(req.size_gib) if req.size_gib is not None else None
+        )
+        fmt = req.format or origin.format
+        provisioning = req.provisioning or "thin"
+        check_layout(fmt, provisioning)
+        if provisioning != "thin":
+            raise BadRequest("a volume made from a snapshot is thin-provisioned")
+        self._check_unique(session, principal, req.name)
+        return Volume(
+            id=new_id(),
+            name=req.name,
+            project_id=principal.project_id,
+            pool_id=pool.id,
+            size_gib=size,
+            format=fmt,
+            provisioning=provisioning,
+            secure_delete=origin.secure_delete if req.secure_delete is None else req.secure_delete,
+            shareable=req.shareable,
+            status="creating",
+            task_state="creating",
+        )
+
+    @staticmethod
+    def _check_unique(session: Session, principal: Principal, name: str) -> None:
+        exists = session.scalar(
+            select(Volume).where(Volume.project_id == principal.project_id, Volume.name == name)
+        )
+        if exists is not None:
+            raise Conflict(f"a volume named {name!r} already exists")
+
     def delete(self, session: Session, principal: Principal, ref: str) -> tuple[Volume, Task]:
         volume = self.get(session, principal, ref)
+        snapshots = session.scalars(
+            select(VolumeSnapshot.name)
+            .where(VolumeSnapshot.volume_id == volume.id)
+            .order_by(VolumeSnapshot.created_at)
+        ).all()
+        if snapshots:
+            raise Conflict(
+                f"volume {volume.name!r} has {len(snapshots)} snapshot(s): "
+                f"{', '.join(snapshots)}; delete them first"
+            )
         attached = self.attachments(session, volume.id)
         if attached:
             names = [
@@ -380,12 +434,16 @@ class VolumeService:
         )
 
 
-def volume_path(pool: StoragePool, volume: Volume) -> str:
-    """Where libvirt keeps the volume: the same path on every host of a shared pool
-    (pool paths are stored normalised, as libvirt keeps them)."""
+def pool_file(pool: StoragePool, name: str) -> str:
+    """Where libvirt keeps the pool's volume ``name``: the same path on every host of a
+    shared pool (pool paths are stored normalised, as libvirt keeps them)."""
     if pool.kind == "lvm":
-        return f"/dev/{pool.path}/{volume.libvirt_name}"
-    return f"{pool.path}/{volume.libvirt_name}"
+        return f"/dev/{pool.path}/{name}"
+    return f"{pool.path}/{name}"
+
+
+def volume_path(pool: StoragePool, volume: Volume) -> str:
+    return pool_file(pool, volume.libvirt_name)
 
 
 def disk_spec(pool: StoragePool, volume: Volume, attachment: VolumeAttachment) -> DiskSpec:
@@ -450,3 +508,74 @@ def release_attachments(session: Session, instance_id: str) -> None:
 
 def attachment_count(session: Session, volume_id: str) -> int:
     return session.scalar(select(func.count()).where(VolumeAttachment.volume_id == volume_id)) or 0
+
+
+def volume_users(session: Session, volume_id: str) -> list[tuple[VolumeAttachment, Instance]]:
+    """The volume's attachments and their instances, by instance name."""
+    rows = session.execute(
+        select(VolumeAttachment, Instance)
+        .join(Instance, Instance.id == VolumeAttachment.instance_id)
+        .where(VolumeAttachment.volume_id == volume_id)
+        .order_by(Instance.name)
+    ).all()
+    return [(a, i) for a, i in rows]
+
+
+def find_snapshot(session: Session, principal: Principal, ref: str) -> VolumeSnapshot:
+    """A volume snapshot of the caller's project by id, or by name if only one has it."""
+    scope = VolumeSnapshot.project_id == principal.project_id
+    found = session.scalars(select(VolumeSnapshot).where(scope, VolumeSnapshot.id == ref)).all()
+    if not found:
+        found = session.scalars(
+            select(VolumeSnapshot).where(scope, VolumeSnapshot.name == ref)
+        ).all()
+    if not found:
+        raise NotFoundError(f"volume snapshot {ref!r} not found")
+    if len(found) > 1:
+        raise Conflict(f"several volume snapshots are named {ref!r}: give its id")
+    return found[0]
+
+
+def claim_for_clone(session: Session, snapshot: VolumeSnapshot) -> None:
+    """Hold a snapshot while a new volume is copied from it (it cannot go meanwhile)."""
+    swapped = session.execute(
+        update(VolumeSnapshot)
+        .where(
+            VolumeSnapshot.id == snapshot.id,
+            VolumeSnapshot.status == "available",
+            VolumeSnapshot.task_state.is_(None),
+        )
+        .values(task_state="cloning")
+    ).rowcount
+    session.refresh(snapshot)
+    if swapped != 1:
+        raise Conflict(
+            f"volume snapshot {snapshot.name!r} is {snapshot.task_state or snapshot.status}"
+        )
+
+
+def check_clone_size(snapshot: VolumeSnapshot, size_gib: int | None) -> int:
+    if size_gib is None:
+        return snapshot.size_gib
+    if size_gib < snapshot.size_gib:
+        raise BadRequest(
+            f"volume snapshot {snapshot.name!r} is {snapshot.size_gib} GiB: a volume made "
+            "from it is at least that large"
+        )
+    return size_gib
+
+
+def release_hold(session: Session, volume_id: str, task_state: str) -> None:
+    """End an operation that held the volume and the instances it is attached to
+    (where it still holds them)."""
+    session.execute(
+        update(Volume)
+        .where(Volume.id == volume_id, Volume.task_state == task_state)
+        .values(task_state=None)
+    )
+    ids = select(VolumeAttachment.instance_id).where(VolumeAttachment.volume_id == volume_id)
+    session.execute(
+        update(Instance)
+        .where(Instance.id.in_(ids), Instance.task_state == task_state)
+        .values(task_state=None)
+    )

@@ -93,9 +93,23 @@ class TaskEngine:
         user_id: str | None = None,
     ) -> Task:
         """Add a queued task in the caller's transaction; workers wake when it commits."""
+        task = self._new(kind, resource_type, resource_id, params, project_id, user_id)
+        session.add(task)
+        session.info["nubis_wake_tasks"] = True
+        return task
+
+    def _new(
+        self,
+        kind: str,
+        resource_type: str,
+        resource_id: str,
+        params: dict[str, Any] | None,
+        project_id: str | None,
+        user_id: str | None,
+    ) -> Task:
         if kind not in self.handlers:
             raise KeyError(f"no handler for task kind {kind!r}")
-        task = Task(
+        return Task(
             id=new_id(),
             kind=kind,
             resource_type=resource_type,
@@ -104,9 +118,6 @@ class TaskEngine:
             project_id=project_id,
             user_id=user_id,
         )
-        session.add(task)
-        session.info["nubis_wake_tasks"] = True
-        return task
 
     def begin_inline(
         self,
@@ -122,21 +133,11 @@ class TaskEngine:
         as running from the start: it shows its progress like any task, ends with
         ``finish``, and if this process dies first, ``recover()`` fails it and its
         handler's ``failed`` cleans up."""
-        if kind not in self.handlers:
-            raise KeyError(f"no handler for task kind {kind!r}")
-        task = Task(
-            id=new_id(),
-            kind=kind,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            params=params or {},
-            project_id=project_id,
-            user_id=user_id,
-            status="running",
-            worker=self.worker_id,
-            started_at=utcnow(),
-            attempts=1,
-        )
+        task = self._new(kind, resource_type, resource_id, params, project_id, user_id)
+        task.status = "running"
+        task.worker = self.worker_id
+        task.started_at = utcnow()
+        task.attempts = 1
         session.add(task)
         return task
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import ClientDisconnect
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
-from nubis.api.schemas import PageOut, TaskAccepted
+from nubis.api.schemas import PageOut, TaskAccepted, TemplateIn
 from nubis.api.storage_schemas import (
     AttachAccepted,
     AttachIn,
@@ -24,6 +24,7 @@ from nubis.api.storage_schemas import (
 from nubis.db.models import Volume
 from nubis.images.header import HEAD_BYTES
 from nubis.platform import Platform
+from nubis.services import templates
 from nubis.services.errors import BadRequest, ServiceError
 from nubis.services.volume_transfers import UploadRequest
 from nubis.services.volumes import VolumeRequest
@@ -178,6 +179,19 @@ def extend_volume(
     """Grow the volume; attached to a running instance, the guest sees the new size."""
     with platform.db.begin() as s:
         _volume, task = platform.volumes.extend(s, principal, ref, body.size_gib)
+        return TaskAccepted(task_id=task.id)
+
+
+@router.post("/volumes/{ref}/actions/create-template", status_code=202)
+def create_volume_template(
+    ref: str, body: TemplateIn, platform: PlatformDep, principal: PrincipalDep
+) -> TaskAccepted:
+    """Make an image of the volume (flattened qcow2): new instances can boot from it.
+    Not while a running instance uses the volume."""
+    with platform.db.begin() as s:
+        task = templates.request_volume_template(
+            platform.volumes, platform.images, s, principal, ref, body.name
+        )
         return TaskAccepted(task_id=task.id)
 
 

@@ -153,17 +153,13 @@ class LibvirtDriver(DriverBase):
         chain flattened by qemu-img convert), at least ``capacity`` bytes. Not
         idempotent on its own: callers mark completion (``create_marker``)."""
 
-        def copy(conn: libvirt.virConnect) -> str:
-            pool = conn.storagePoolLookupByName(DISK_POOL)
-            storage.delete_volume(pool, name)  # a partial copy from an interrupted run
-            source = conn.storageVolLookupByPath(source_path)
-            size = max(capacity, source.info()[1])
-            vol = pool.createXMLFrom(storage.volume_xml(name, size, "qcow2"), source, 0)
-            if vol.info()[1] < size:
-                vol.resize(size, 0)
-            return vol.path()
-
-        return self._call(host, copy, f"volume {name}")
+        return self._call(
+            host,
+            lambda c: storage.copy_from(
+                c, c.storagePoolLookupByName(DISK_POOL), name, source_path, "qcow2", capacity
+            ),
+            f"volume {name}",
+        )
 
     def download(
         self,
@@ -177,18 +173,7 @@ class LibvirtDriver(DriverBase):
         def download(conn: libvirt.virConnect) -> None:
             vol = conn.storagePoolLookupByName(DISK_POOL).storageVolLookupByName(name)
             transfer = streams.open_download(conn, vol, f"download of volume {name}")
-            shown = 0
-            try:
-                while data := transfer.read():
-                    write(data)
-                    percent = min(99, transfer.received * 100 // max(transfer.length, 1))
-                    if on_progress is not None and percent > shown:
-                        shown = percent
-                        on_progress(percent)
-                transfer.finish()
-            except BaseException:
-                transfer.abort()
-                raise
+            streams.drain(transfer, write, on_progress)
 
         self._call(host, download, f"volume {name}")
 

@@ -132,6 +132,27 @@ def create_overlay(
     ).path()
 
 
+def copy_from(
+    conn: libvirt.virConnect,
+    pool: libvirt.virStoragePool,
+    name: str,
+    source_path: str,
+    fmt: str,
+    capacity: int = 0,
+) -> str:
+    """A full, independent copy (``fmt``) of the volume at ``source_path`` as the pool's
+    volume ``name``: its backing chain flattened by qemu-img convert, at least
+    ``capacity`` bytes. A partial copy an interrupted run left is replaced. Returns
+    the copy's path."""
+    delete_volume(pool, name)
+    source = conn.storageVolLookupByPath(source_path)
+    size = max(capacity, source.info()[1])
+    vol = pool.createXMLFrom(volume_xml(name, size, fmt), source, 0)
+    if vol.info()[1] < size:
+        vol.resize(size, 0)
+    return vol.path()
+
+
 def delete_volume(pool: libvirt.virStoragePool, name: str) -> bool:
     vol = find_volume(pool, name)
     if vol is None:

@@ -123,3 +123,23 @@ def open_download(
 ) -> VolumeDownload:
     """The whole file behind the volume (its physical size: a qcow2 file as it is)."""
     return VolumeDownload(conn, vol, vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2], what)
+
+
+def drain(
+    transfer: VolumeDownload,
+    write: Callable[[bytes], None],
+    on_progress: Callable[[int], None] | None = None,
+) -> None:
+    """Read a whole download into ``write``, reporting whole percents as they pass."""
+    shown = 0
+    try:
+        while data := transfer.read():
+            write(data)
+            percent = min(99, transfer.received * 100 // max(transfer.length, 1))
+            if on_progress is not None and percent > shown:
+                shown = percent
+                on_progress(percent)
+        transfer.finish()
+    except BaseException:
+        transfer.abort()
+        raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import libvirt
@@ -174,6 +175,25 @@ class VolumeDriver(DriverBase):
 
         self._call(host, resize, f"volume {name}")
 
+    def copy_volume(
+        self,
+        host: HostRef,
+        pool_name: str,
+        name: str,
+        source_path: str,
+        fmt: str,
+        capacity: int = 0,
+    ) -> str:
+        """A full, flattened copy of the volume at ``source_path`` as ``name`` in the pool
+        (see ``storage.copy_from``); a partial one from an interrupted run is replaced."""
+        return self._call(
+            host,
+            lambda c: storage.copy_from(
+                c, c.storagePoolLookupByName(pool_name), name, source_path, fmt, capacity
+            ),
+            f"copy into volume {name}",
+        )
+
     # -- data in and out ---------------------------------------------------------------
     def open_upload(
         self, host: HostRef, pool_name: str, name: str, length: int
@@ -205,6 +225,17 @@ class VolumeDriver(DriverBase):
 
         return self._call(host, open_, what)
 
+    def download(
+        self,
+        host: HostRef,
+        pool_name: str,
+        name: str,
+        write: Callable[[bytes], None],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Stream a volume of the pool to ``write``, chunk by chunk."""
+        streams.drain(self.open_download(host, pool_name, name), write, on_progress)
+
     def inspect_volume(self, host: HostRef, pool_name: str, name: str) -> VolumeFacts:
         """What libvirt finds in the volume's file (after rescanning the pool)."""
 
@@ -227,15 +258,8 @@ class VolumeDriver(DriverBase):
         """target device -> source path of each disk in the domain's persistent config."""
 
         def targets(conn: libvirt.virConnect) -> dict[str, str]:
-            dom = self._domain(conn, uuid)
-            xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
-            result = {}
-            for disk in ET.fromstring(xml).findall("./devices/disk"):
-                target, source = disk.find("target"), disk.find("source")
-                if target is not None:
-                    path = "" if source is None else source.get("file") or source.get("dev")
-                    result[target.get("dev", "")] = path or ""
-            return result
+            xml = self._domain(conn, uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+            return {dev: path or "" for dev, path in _disk_sources(xml).items()}
 
         return self._call(host, targets, f"domain {uuid}")
 
@@ -268,6 +292,105 @@ class VolumeDriver(DriverBase):
 
         self._call(host, detach, f"domain {uuid}")
 
+    # -- freezing a disk of a running domain (for a consistent copy) ------------------
+    def disk_source(self, host: HostRef, uuid: str, target: str) -> tuple[bool, str | None]:
+        """Whether the domain runs, and the file its disk ``target`` is on: in the
+        running machine, else in the definition (None: no such disk)."""
+
+        def source(conn: libvirt.virConnect) -> tuple[bool, str | None]:
+            dom = self._domain(conn, uuid)
+            active = bool(dom.isActive())
+            flags = 0 if active else libvirt.VIR_DOMAIN_XML_INACTIVE
+            return active, _disk_sources(dom.XMLDesc(flags)).get(target)
+
+        return self._call(host, source, f"domain {uuid}")
+
+    def freeze_disk(self, host: HostRef, uuid: str, target: str, overlay: str) -> None:
+        """Put a new qcow2 overlay file ``overlay`` on top of the running domain's disk
+        ``target`` (an external disk-only snapshot of that disk alone): the guest writes
+        into the overlay, and the file under it stops changing, so it can be copied
+        consistently. Idempotent: a disk already on ``overlay`` is left as it is."""
+
+        def freeze(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            sources = _disk_sources(dom.XMLDesc(0))
+            if sources.get(target) == overlay:
+                return
+            snap = ET.Element("domainsnapshot")
+            disks = ET.SubElement(snap, "disks")
+            for dev in sources:
+                if dev != target:
+                    ET.SubElement(disks, "disk", name=dev, snapshot="no")
+            disk = ET.SubElement(disks, "disk", name=target, snapshot="external")
+            ET.SubElement(disk, "driver", type="qcow2")
+            ET.SubElement(disk, "source", file=overlay)
+            dom.snapshotCreateXML(
+                ET.tostring(snap, encoding="unicode"),
+                libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+                | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
+                | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC,
+            )
+
+        self._call(host, freeze, f"disk {target} of domain {uuid}")
+
+    def merge_disk(
+        self, host: HostRef, uuid: str, target: str, base: str, timeout: float = 600
+    ) -> None:
+        """Commit what the guest wrote into the overlay on top of ``base`` back into it,
+        and move the domain's disk ``target`` onto ``base`` again (active block commit,
+        then pivot), in its definition too. Idempotent: a disk on ``base`` needs nothing.
+        A domain that stopped while frozen is started paused for the merge."""
+
+        def merge(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            if not dom.isActive():
+                xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+                if _disk_sources(xml).get(target) == base:
+                    return
+                # the guest powered off while frozen: only a running QEMU commits, so
+                # start it paused (the guest never runs), merge, and stop it again
+                dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+                try:
+                    merge(conn)
+                finally:
+                    dom.destroy()
+                return
+            if _disk_sources(dom.XMLDesc(0)).get(target) == base:
+                return
+            if not dom.blockJobInfo(target, 0):
+                dom.blockCommit(target, None, None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+            deadline = time.monotonic() + timeout
+            while _disk_sources(dom.XMLDesc(0)).get(target) != base:
+                if time.monotonic() > deadline:
+                    raise DriverError(f"merging disk {target} took more than {timeout:.0f}s")
+                info = dom.blockJobInfo(target, 0)
+                if info and info.get("end", 0) > 0 and info.get("cur") == info.get("end"):
+                    try:
+                        dom.blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+                    except libvirt.libvirtError as exc:
+                        if exc.get_error_code() != libvirt.VIR_ERR_BLOCK_COPY_ACTIVE:
+                            raise  # other than "not ready for pivot yet"
+                time.sleep(0.1)
+
+        self._call(host, merge, f"disk {target} of domain {uuid}")
+
+    def replace_disk(self, host: HostRef, uuid: str, old: DiskSpec, new: DiskSpec) -> None:
+        """In a stopped domain's definition, put disk ``new`` where ``old`` was (the same
+        device, another file). Idempotent."""
+
+        def replace(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            if dom.isActive():
+                raise DriverError(f"domain {uuid} runs: its disks cannot be swapped")
+            sources = _disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            if sources.get(new.target) == new.path:
+                return
+            if new.target in sources:
+                dom.detachDeviceFlags(disk_xml(old), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+            dom.attachDeviceFlags(disk_xml(new), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+        self._call(host, replace, f"domain {uuid}")
+
     def block_resize(self, host: HostRef, uuid: str, target: str, capacity: int) -> None:
         """Grow an attached disk of a running domain: the guest sees the new size."""
         self._call(
@@ -277,6 +400,17 @@ class VolumeDriver(DriverBase):
             ),
             f"disk {target} of domain {uuid}",
         )
+
+
+def _disk_sources(domain_xml: str) -> dict[str, str | None]:
+    """target device -> file (or block device) of each disk of a domain description."""
+    result: dict[str, str | None] = {}
+    for disk in ET.fromstring(domain_xml).findall("./devices/disk"):
+        target, source = disk.find("target"), disk.find("source")
+        if target is not None:
+            path = None if source is None else source.get("file") or source.get("dev")
+            result[target.get("dev", "")] = path
+    return result
 
 
 def _live_targets(dom: libvirt.virDomain) -> set[str]:
