@@ -62,15 +62,34 @@ def read(server, iid: str, dev: str, n: int = 6) -> str:
     return guest_run(server, iid, f"head -c {n} /dev/{dev}").strip()
 
 
+def mount(server, iid: str, dev: str, mkfs: bool = False) -> None:
+    """The volume's file system on /mnt/<dev> in the guest (made first if asked)."""
+    make = f"mke2fs -q /dev/{dev} && " if mkfs else ""
+    out = guest_run(
+        server, iid, f"{make}mkdir -p /mnt/{dev} && mount /dev/{dev} /mnt/{dev} && echo OK"
+    )
+    assert out.strip().endswith("OK"), out
+
+
+def write_file(server, iid: str, dev: str, text: str) -> None:
+    guest_run(server, iid, f"echo {text} > /mnt/{dev}/marker && sync")
+
+
+def read_file(server, iid: str, dev: str) -> str:
+    return guest_run(server, iid, f"cat /mnt/{dev}/marker").strip()
+
+
 def test_live_snapshots_revert_and_clone(server, pool, guest):
     iid = guest["id"]
     vol = create_volume(server, name="snapped", size_gib=1, pool="local-dir")
     att = attach(server, iid, vol["id"])
     dev = att["target"]
     wait_guest(server, iid, f"cat /sys/block/{dev}/serial", att["serial"])
-    # a series of snapshots taken while the guest runs, each after a new marker
+    # a file system on the volume, and a series of snapshots taken while the guest
+    # runs with it mounted, each after a new marker file
+    mount(server, iid, dev, mkfs=True)
     for i in range(1, 6):
-        mark(server, iid, dev, f"MARK-{i}")
+        write_file(server, iid, dev, f"MARK-{i}")
         taken = snapshot(server, vol["id"], f"s{i}")
         assert (taken["status"], taken["live_instance_id"]) == ("available", iid)
         assert taken["size_gib"] == 1
@@ -84,7 +103,7 @@ def test_live_snapshots_revert_and_clone(server, pool, guest):
     assert not [f for f in os.listdir(pool["path"]) if "overlay" in f]
     assert server.instance(iid)["status"] == "running"
     assert server.instance(iid)["task_state"] is None
-    mark(server, iid, dev, "MARK-X")
+    write_file(server, iid, dev, "MARK-X")
     names = [s["name"] for s in server.client.get(f"/volumes/{vol['id']}/snapshots").json()]
     assert names == ["s1", "s2", "s3", "s4", "s5"]
 
@@ -99,20 +118,23 @@ def test_live_snapshots_revert_and_clone(server, pool, guest):
     assert resp.status_code == 404
     resp = server.client.delete(f"/volumes/{vol['id']}")
     assert resp.status_code == 409
-    assert read(server, iid, dev) == "MARK-X"
+    assert read_file(server, iid, dev) == "MARK-X"
 
     # a new volume from a snapshot holds its data; the snapshot is not consumed
     clone = create_volume(server, name="from-s3", snapshot="s3")
     assert (clone["size_gib"], clone["format"]) == (1, "qcow2")
     catt = attach(server, iid, clone["id"])
     wait_guest(server, iid, f"cat /sys/block/{catt['target']}/serial", catt["serial"])
-    assert read(server, iid, catt["target"]) == "MARK-3"
+    mount(server, iid, catt["target"])
+    assert read_file(server, iid, catt["target"]) == "MARK-3"
+    guest_run(server, iid, f"umount /mnt/{catt['target']}")
     resp = server.client.post("/volumes", json={"name": "c2", "snapshot": "s3", "size_gib": 0})
     assert resp.status_code == 400
     detach(server, iid, clone["id"])
     remove_volume(server, clone["id"])
 
     # revert: the stopped guest boots on the snapshot's data, the old file is gone
+    guest_run(server, iid, f"umount /mnt/{dev}")
     server.act(iid, "stop")
     before = files(pool, vol["id"])
     run_task(server, "POST", f"/volumes/{vol['id']}/snapshots/s2/actions/revert")
@@ -122,7 +144,9 @@ def test_live_snapshots_revert_and_clone(server, pool, guest):
     server.act(iid, "start")
     server.wait_console(iid, count=server.console(iid).count("NUBIS-GUEST-READY") + 1)
     wait_guest(server, iid, f"cat /sys/block/{dev}/serial", att["serial"])
-    assert read(server, iid, dev) == "MARK-2"
+    mount(server, iid, dev)
+    assert read_file(server, iid, dev) == "MARK-2"
+    guest_run(server, iid, f"umount /mnt/{dev}")
     # deleting in any order leaves the others whole
     for name in ("s3", "s1", "s5"):
         run_task(server, "DELETE", f"/volumes/{vol['id']}/snapshots/{name}")
@@ -131,7 +155,9 @@ def test_live_snapshots_revert_and_clone(server, pool, guest):
     server.act(iid, "start")
     server.wait_console(iid, count=server.console(iid).count("NUBIS-GUEST-READY") + 1)
     wait_guest(server, iid, f"cat /sys/block/{dev}/serial", att["serial"])
-    assert read(server, iid, dev) == "MARK-4"
+    mount(server, iid, dev)
+    assert read_file(server, iid, dev) == "MARK-4"
+    guest_run(server, iid, f"umount /mnt/{dev}")
     for name in ("s2", "s4"):
         run_task(server, "DELETE", f"/volumes/{vol['id']}/snapshots/{name}")
     assert server.client.get(f"/volumes/{vol['id']}/snapshots").json() == []

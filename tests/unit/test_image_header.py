@@ -11,13 +11,14 @@ from nubis.images.inspect import ImageRejected
 MIB = 1024 * 1024
 
 
+def qemu_img(*args: str) -> None:
+    proc = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+    assert proc.returncode == 0, f"qemu-img {' '.join(args)}: {proc.stderr}"
+
+
 def make(tmp_path: Path, name: str, fmt: str, *args: str, size: str = "3M") -> Path:
     path = tmp_path / name
-    subprocess.run(
-        ["qemu-img", "create", "-q", "-f", fmt, *args, str(path), size],
-        check=True,
-        capture_output=True,
-    )
+    qemu_img("create", "-q", "-f", fmt, *args, str(path), size)
     return path
 
 
@@ -48,13 +49,10 @@ def test_dangerous_qcow2_are_refused(tmp_path):
     with pytest.raises(ImageRejected, match="external data file"):
         facts(data)
     encrypted = tmp_path / "e.qcow2"
-    subprocess.run(
-        [
-            "qemu-img", "create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2",
-            "-o", "encrypt.format=luks,encrypt.key-secret=s0", str(encrypted), "3M",
-        ],
-        check=True,
-        capture_output=True,
+    qemu_img(
+        "create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2",
+        "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10",
+        str(encrypted), "3M",
     )  # fmt: skip
     with pytest.raises(ImageRejected, match="encrypted"):
         facts(encrypted)

@@ -30,6 +30,10 @@ GUEST_MODULES = (
     # the IDE CD-ROM drive every instance has: /dev/sr0
     "ata_piix",
     "sr_mod",
+    # file systems on data volumes (busybox's mke2fs makes ext2, which ext4 mounts;
+    # ext4 wants the crc32c checksum whatever the file system)
+    "crc32c_generic",
+    "ext4",
 )
 
 INITTAB = """\
