@@ -94,3 +94,34 @@ def test_template_linked_and_full_clones(server):
     assert read_mark(server, full["id"]) == "GOLDEN-MARK"
     for iid in (full["id"], gid):
         delete(server, iid)
+
+
+def test_full_clone_of_a_stopped_instance(server):
+    orig = boot(server, "orig")
+    oid = orig["id"]
+    guest_run(
+        server,
+        oid,
+        f"echo ORIG-MARK-1 | dd of=/dev/vda bs=1M seek={MARK_AT_MIB} conv=notrunc; sync",
+    )
+    # a running instance is not cloned: its disk changes under the copy
+    resp = server.client.post(f"/instances/{oid}/actions/clone", json={"name": "copy-1"})
+    assert resp.status_code == 409 and "stopped" in resp.text
+    server.act(oid, "stop")
+    for body, status in [({"name": "orig"}, 409), ({"name": "bad name"}, 400)]:
+        resp = server.client.post(f"/instances/{oid}/actions/clone", json=body)
+        assert resp.status_code == status, resp.text
+    resp = server.client.post(f"/instances/{oid}/actions/clone", json={"name": "copy-1"})
+    assert resp.status_code == 202, resp.text
+    copy = resp.json()
+    assert (copy["clone_mode"], copy["host_id"]) == ("full", orig["host_id"])
+    task = server.wait_task(copy["task_id"])
+    assert task["status"] == "succeeded", task["error"]
+    server.wait_console(copy["id"])
+    # the copy has the original's data in a disk of its own; the original is free again
+    assert read_mark(server, copy["id"]) == "ORIG-MARK-1"
+    assert backing_of(copy["id"]) is None
+    inst = server.instance(oid)
+    assert (inst["status"], inst["task_state"]) == ("stopped", None)
+    for iid in (copy["id"], oid):
+        delete(server, iid)

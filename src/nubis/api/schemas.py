@@ -170,6 +170,10 @@ class EvacuateIn(BaseModel):
     )
 
 
+class CloneIn(BaseModel):
+    name: str = Field(description="the new instance's name")
+
+
 class CdromIn(BaseModel):
     image: str = Field(description="an ISO image, by id or name")
 

@@ -217,6 +217,16 @@ def _follow(task: dict, wait: bool, what: str) -> None:
         console.print(f"{what}: accepted (task {task['task_id']})")
 
 
+@instance_app.command("clone")
+def instance_clone(ref: str, name: str, wait: Wait = False, fmt: Fmt = "table") -> None:
+    """A full clone of a stopped instance (its root disk copied; not its volumes)."""
+    created = request("POST", f"/instances/{ref}/actions/clone", json={"name": name}).json()
+    if wait:
+        wait_for_task(created["task_id"])
+        created = request("GET", f"/instances/{created['id']}").json()
+    show(created, fmt, INSTANCE_COLS)
+
+
 @instance_app.command("insert-iso")
 def instance_insert_iso(
     ref: str, image: Annotated[str, typer.Option(help="ISO image id or name")], wait: Wait = False

@@ -205,6 +205,25 @@ class CreateHandler(_Handler):
         t = self.t
         loaded = t.load(ctx.resource_id)
         inst, ref = loaded.instance, loaded.ref
+        source_id = ctx.params.get("source_instance_id")
+        if source_id:  # a full clone of a stopped instance
+            ctx.step("disk", 40)
+            source = t.driver.volume_path(ref, root_volume_name(source_id))
+            if source is None:
+                raise LookupError("the root disk of the instance to clone is gone")
+            root = self._full_copy(ref, inst.id, source, inst.disk_gib * GIB)
+            self._release_source(source_id)
+        else:
+            root = self._root_from_image(ctx, ref, inst)
+        ctx.step("define", 60)
+        spec = t.domain_spec(inst.id, root)
+        t.driver.define(ref, spec)
+        ctx.step("start", 80)
+        t.driver.start(ref, inst.id)
+        t.settle(inst.id, "running")
+
+    def _root_from_image(self, ctx: TaskContext, ref: HostRef, inst: Instance) -> str:
+        t = self.t
         with t.db.begin() as s:
             image = s.get(Image, inst.image_id)
             if image is None:
@@ -213,27 +232,37 @@ class CreateHandler(_Handler):
         base = t.ensure_image_copy(ref, image)
         ctx.step("disk", 40)
         capacity = max(inst.disk_gib * GIB, image.virtual_size or 0)
-        root_name = root_volume_name(inst.id)
         if image.disk_format == "iso":  # installer ISO: a blank root disk
-            root = t.driver.create_disk(ref, root_name, inst.disk_gib * GIB)
-        elif inst.clone_mode == "full":  # an independent copy, marked when complete
-            root = t.driver.volume_path(ref, root_name)
-            if root is None or t.driver.volume_path(ref, root_name + ".full") is None:
-                root = t.driver.copy_disk(ref, root_name, base, capacity)
-                t.driver.create_marker(ref, root_name + ".full")
-        else:  # a linked clone of the image
-            root = t.driver.create_disk(
-                ref, root_name, capacity, (base, image.disk_format or "qcow2")
+            return t.driver.create_disk(ref, root_volume_name(inst.id), inst.disk_gib * GIB)
+        if inst.clone_mode == "full":
+            return self._full_copy(ref, inst.id, base, capacity)
+        # a linked clone of the image
+        return t.driver.create_disk(
+            ref, root_volume_name(inst.id), capacity, (base, image.disk_format or "qcow2")
+        )
+
+    def _full_copy(self, ref: HostRef, instance_id: str, source: str, capacity: int) -> str:
+        """An independent copy of ``source`` as the root disk, marked when complete so a
+        copy an interrupted run left half-written is made again, never used."""
+        t, name = self.t, root_volume_name(instance_id)
+        root = t.driver.volume_path(ref, name)
+        if root is None or t.driver.volume_path(ref, name + ".full") is None:
+            root = t.driver.copy_disk(ref, name, source, capacity)
+            t.driver.create_marker(ref, name + ".full")
+        return root
+
+    def _release_source(self, source_id: str) -> None:
+        with self.t.db.begin() as s:
+            s.execute(
+                update(Instance)
+                .where(Instance.id == source_id, Instance.task_state == "cloning")
+                .values(task_state=None)
             )
-        ctx.step("define", 60)
-        spec = t.domain_spec(inst.id, root)
-        t.driver.define(ref, spec)
-        ctx.step("start", 80)
-        t.driver.start(ref, inst.id)
-        t.settle(inst.id, "running")
 
     def failed(self, ctx: TaskContext, error: str) -> None:
         t = self.t
+        if ctx.params.get("source_instance_id"):
+            self._release_source(ctx.params["source_instance_id"])
         try:
             loaded = t.load(ctx.resource_id)
         except LookupError:

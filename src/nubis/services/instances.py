@@ -135,6 +135,55 @@ class InstanceService:
         task = self.submit(session, principal, "instance.create", instance.id)
         return instance, task
 
+    def clone(
+        self, session: Session, principal: Principal, ref: str, name: str
+    ) -> tuple[Instance, Task]:
+        """A full clone: a new instance, on the same host, whose root disk is a flattened
+        copy of a stopped instance's (its data volumes are not copied). A linked clone
+        needs a base that never changes: make a template, and linked clones of it."""
+        validate_name(name, "instance")
+        source = self.get(session, principal, ref)
+        exists = session.scalar(
+            select(Instance).where(
+                Instance.project_id == principal.project_id, Instance.name == name
+            )
+        )
+        if exists is not None:
+            raise Conflict(f"an instance named {name!r} already exists")
+        if source.host_id is None:
+            raise Conflict(f"instance {source.name!r} is not on any host")
+        self.guard(session, source, ("stopped",), "cloning")
+        host = self.scheduler.place(
+            session,
+            PlacementRequest(
+                vcpus=source.vcpus,
+                memory_mib=source.memory_mib,
+                disk_gib=source.disk_gib,
+                host_id=source.host_id,  # its disk is in that host's pool
+            ),
+        )
+        instance = Instance(
+            name=name,
+            project_id=principal.project_id,
+            host_id=host.id,
+            image_id=source.image_id,
+            flavor_id=source.flavor_id,
+            vcpus=source.vcpus,
+            memory_mib=source.memory_mib,
+            disk_gib=source.disk_gib,
+            clone_mode="full",
+            cdrom_image_id=source.cdrom_image_id,
+            boot_order=source.boot_order,
+            status="building",
+            task_state="spawning",
+        )
+        session.add(instance)
+        session.flush()
+        task = self.submit(
+            session, principal, "instance.create", instance.id, {"source_instance_id": source.id}
+        )
+        return instance, task
+
     def submit(
         self,
         session: Session,

@@ -9,6 +9,7 @@ from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import (
     BootOrderIn,
     CdromIn,
+    CloneIn,
     InstanceAccepted,
     InstanceIn,
     InstanceOut,
@@ -111,6 +112,18 @@ def create_template(
             platform.instances, platform.images, s, principal, ref, body.name
         )
         return TaskAccepted(task_id=task.id)
+
+
+@router.post("/{ref}/actions/clone", status_code=202)
+def clone_instance(
+    ref: str, body: CloneIn, platform: PlatformDep, principal: PrincipalDep
+) -> InstanceAccepted:
+    """A full clone of a stopped instance: a new instance on the same host whose root
+    disk is a flattened copy of this one's (data volumes are not copied)."""
+    with platform.db.begin() as s:
+        instance, task = platform.instances.clone(s, principal, ref, body.name)
+        out = InstanceOut.model_validate(instance).model_dump()
+    return InstanceAccepted(**out, task_id=task.id)
 
 
 @router.put("/{ref}/cdrom", status_code=202)
