@@ -11,8 +11,16 @@ from nubis.images.inspect import ImageRejected
 MIB = 1024 * 1024
 
 
+# QEMU times PBKDF2 rounds by thread CPU time before writing a LUKS header; on a
+# coarse clock a round can measure 0 ms and qemu-img gives up with this message.
+CPU_CLOCK_TOO_COARSE = "Unable to get accurate CPU usage"
+
+
 def qemu_img(*args: str) -> None:
-    proc = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+    for _attempt in range(5):
+        proc = subprocess.run(["qemu-img", *args], capture_output=True, text=True)
+        if CPU_CLOCK_TOO_COARSE not in proc.stderr:
+            break
     assert proc.returncode == 0, f"qemu-img {' '.join(args)}: {proc.stderr}"
 
 
