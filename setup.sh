@@ -15,6 +15,7 @@ DEBIAN_PACKAGES=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
   qemu-system-x86 qemu-utils dnsmasq-base busybox-static linux-image-amd64
   syslinux syslinux-common isolinux mtools dosfstools genisoimage scrub
+  iptables iproute2
 )
 TEST_DEBIAN_PACKAGES=(postgresql)
 

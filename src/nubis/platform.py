@@ -14,6 +14,7 @@ from nubis.db import migrate
 from nubis.db.session import Database
 from nubis.drivers.libvirt.compute import LibvirtDriver
 from nubis.drivers.libvirt.connection import ConnectionPool
+from nubis.drivers.libvirt.networks import NetworkDriver
 from nubis.drivers.libvirt.snapshots import SnapshotDriver
 from nubis.drivers.libvirt.volumes import VolumeDriver
 from nubis.services import bootstrap, snapshots
@@ -24,6 +25,8 @@ from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
 from nubis.services.media import BootOrderHandler, MediaHandler
 from nubis.services.migration import MigrateHandler
+from nubis.services.networks import NetworkService
+from nubis.services.ports import PortPlumbing
 from nubis.services.scheduler import Scheduler
 from nubis.services.secrets import SecretBox
 from nubis.services.snapshots import SnapshotService
@@ -59,8 +62,15 @@ class Platform:
         self.engine = TaskEngine(self.db, settings.task_workers, settings.fault_inject)
         self.scheduler = Scheduler()
         self.instances = InstanceService(self.engine, self.hosts, self.scheduler)
+        self.network_driver = NetworkDriver(self.conns)
+        self.networks = NetworkService(self.db, self.network_driver, self.hosts)
         self.instance_tasks = InstanceTasks(
-            self.engine, self.driver, self.hosts, self.images, settings.stop_timeout_seconds
+            self.engine,
+            self.driver,
+            self.hosts,
+            self.images,
+            PortPlumbing(self.db, self.network_driver),
+            settings.stop_timeout_seconds,
         )
         self.engine.register(MigrateHandler(self.instance_tasks))
         self.engine.register(TemplateHandler(self.instance_tasks))
@@ -101,6 +111,7 @@ class Platform:
         self.admin_password_file = bootstrap.seed(self.db, self.settings.data_dir)
         self.images.cleanup_partials()
         self.pools.undo_interrupted()
+        self.networks.undo_interrupted()
         if self.settings.register_local_host:
             bootstrap.ensure_local_host(self.db, self.hosts, self.settings.local_host_uri)
         if self.settings.build_tiny_image:

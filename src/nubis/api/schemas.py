@@ -111,6 +111,11 @@ class FlavorOut(Out):
     created_at: datetime
 
 
+class NicIn(BaseModel):
+    network: str = Field(description="network id or name")
+    ip: str | None = Field(default=None, description="a fixed address (default: the next free)")
+
+
 class InstanceIn(BaseModel):
     name: str
     image: str = Field(description="image id or name")
@@ -121,6 +126,9 @@ class InstanceIn(BaseModel):
     clone: str = Field(
         default="linked",
         description="root disk: linked (qcow2 overlay of the image) or full (a copy)",
+    )
+    networks: list[NicIn] = Field(
+        default_factory=list, description="one NIC (port) per entry, in this order"
     )
 
 

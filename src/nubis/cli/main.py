@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nubis.cli import devcluster, inventory, resources, storage
+from nubis.cli import devcluster, inventory, networks, resources, storage
 from nubis.cli.client import console, request, save_token
 
 app = typer.Typer(help="Nubis: a private cloud on libvirt/QEMU hosts", no_args_is_help=True)
@@ -24,6 +24,7 @@ app.add_typer(storage.pool_app, name="pool")
 app.add_typer(storage.offering_app, name="disk-offering")
 app.add_typer(storage.volume_app, name="volume")
 app.add_typer(storage.snapshot_app, name="snapshot")
+app.add_typer(networks.network_app, name="network")
 
 
 def _logging(log_file: str) -> None:

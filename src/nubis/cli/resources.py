@@ -93,9 +93,17 @@ def instance_create(
     clone: Annotated[
         str, typer.Option(help="root disk: linked (overlay of the image) or full (a copy)")
     ] = "linked",
+    network: Annotated[
+        list[str] | None,
+        typer.Option(help="a NIC on NETWORK or NETWORK=IP (repeatable, eth0 first)"),
+    ] = None,
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
+    nics = []
+    for nic in network or []:
+        net, _, ip = nic.partition("=")
+        nics.append({"network": net, "ip": ip or None})
     body = {
         "name": name,
         "image": image,
@@ -104,12 +112,20 @@ def instance_create(
         "cluster": cluster,
         "rule_group": rule_group,
         "clone": clone,
+        "networks": nics,
     }
     created = request("POST", "/instances", json=body).json()
     if wait:
         wait_for_task(created["task_id"])
         created = request("GET", f"/instances/{created['id']}").json()
     show(created, fmt, INSTANCE_COLS)
+
+
+@instance_app.command("ports")
+def instance_ports(ref: str, fmt: Fmt = "table") -> None:
+    """The instance's NICs: MAC and IP of each, eth0 first."""
+    cols = ["position", "mac", "ip", "network_id", "status", "id"]
+    show(request("GET", f"/instances/{ref}/ports").json(), fmt, cols)
 
 
 @instance_app.command("migrate")

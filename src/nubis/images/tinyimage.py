@@ -2,7 +2,8 @@
 
 A FAT "superfloppy" with syslinux boots under SeaBIOS; it carries the Debian
 kernel and an initramfs of busybox-static whose init prints
-``NUBIS-GUEST-READY`` on the serial console, answers the ACPI power button
+``NUBIS-GUEST-READY`` on the serial console, asks DHCP for each NIC's address
+(``NUBIS-IP eth0 10.0.0.5`` on the console), answers the ACPI power button
 (graceful shutdown) and keeps a shell on the serial console and on tty1.
 """
 
@@ -53,6 +54,11 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in $(cat /etc/modules.order); do insmod /lib/modules/$m.ko 2>/dev/null; done
 hostname nubis-guest
+ip link set lo up
+# every NIC asks DHCP for its address, in the background (the guest does not wait)
+for dev in /sys/class/net/eth*; do
+  [ -e "$dev" ] && udhcpc -f -i "${{dev##*/}}" -s /etc/udhcpc.sh -T 1 -A 2 >/dev/null 2>&1 &
+done
 # acpid (from inittab) needs the power button's event device, added asynchronously
 for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/input/event0 ] && break; sleep 0.2; done
 echo {READY_MARKER} > /dev/ttyS0
@@ -62,6 +68,18 @@ echo {READY_MARKER} > /dev/ttyS0
 UPTIME_SH = """\
 #!/bin/sh
 while sleep 5; do echo "NUBIS-UPTIME $(cut -d. -f1 /proc/uptime)" > /dev/ttyS0; done
+"""
+
+# udhcpc's hook: configure the address it got, and say so on the serial console
+UDHCPC_SH = """\
+#!/bin/sh
+case "$1" in
+  deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    ifconfig "$interface" "$ip" netmask "$subnet" up
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    echo "NUBIS-IP $interface $ip" > /dev/ttyS0 ;;
+esac
 """
 
 POWER_SH = """\
@@ -150,6 +168,7 @@ def build_initramfs(work: Path, release: str) -> Path:
     _write(root / "etc/acpid.conf", "PWRF power.sh\n")
     _write(root / "etc/acpi/power.sh", POWER_SH, 0o755)
     _write(root / "etc/uptime.sh", UPTIME_SH, 0o755)
+    _write(root / "etc/udhcpc.sh", UDHCPC_SH, 0o755)
     modules = module_load_order(release, GUEST_MODULES)
     for mod in modules:
         shutil.copy2(mod, root / "lib/modules" / mod.name)

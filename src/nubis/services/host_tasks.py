@@ -206,6 +206,7 @@ class EvacuateHandler(_HostHandler):
             root = self.t.driver.volume_path(target_ref, root_volume_name(instance_id))
             if root is None:
                 raise LookupError("its root disk is not on the cluster's shared storage")
+            self.t.ports.prepare(target_ref, instance_id)
             spec = self.t.domain_spec(instance_id, root)
             self.t.driver.define(target_ref, spec)
             if was in ("running", "paused"):

@@ -21,6 +21,7 @@ from nubis.drivers.libvirt.compute import HostRef, LibvirtDriver
 from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService, image_volume_name
+from nubis.services.ports import PortPlumbing, cluster_refs, instance_ports, interfaces
 from nubis.services.scheduler import claims
 from nubis.services.snapshots import forget_snapshots
 from nubis.services.volumes import attached_disks, release_attachments
@@ -61,12 +62,14 @@ class InstanceTasks:
         driver: LibvirtDriver,
         hosts: HostService,
         images: ImageService,
+        ports: PortPlumbing,
         stop_timeout: float,
     ) -> None:
         self.db = engine.db
         self.driver = driver
         self.hosts = hosts
         self.images = images
+        self.ports = ports
         self.stop_timeout = stop_timeout
         self._copy_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -166,6 +169,7 @@ class InstanceTasks:
         )
         with self.db.begin() as s:
             disks += tuple(attached_disks(s, instance_id))
+            nics = interfaces(s, instance_id)
         return DomainSpec(
             name=inst.domain_name,
             uuid=inst.id,
@@ -175,6 +179,7 @@ class InstanceTasks:
             arch=host.arch,
             title=inst.name,
             disks=disks,
+            interfaces=nics,
             console_log=self.driver.console_log_path(inst.domain_name),
             metadata={"instance": inst.id, "project": inst.project_id, "name": inst.name},
         )
@@ -216,6 +221,7 @@ class CreateHandler(_Handler):
         else:
             root = self._root_from_image(ctx, ref, inst)
         ctx.step("define", 60)
+        t.ports.prepare(ref, inst.id)
         spec = t.domain_spec(inst.id, root)
         t.driver.define(ref, spec)
         ctx.step("start", 80)
@@ -305,6 +311,11 @@ class DeleteHandler(_Handler):
                     )
                 release_attachments(s, instance.id)
                 forget_snapshots(s, instance.id)
+                refs = cluster_refs(s, instance, t.hosts)
+                for port in instance_ports(s, instance.id):
+                    t.ports.release(s, refs, port)
+                    s.delete(port)
+                s.flush()
                 s.delete(instance)
 
     def failed(self, ctx: TaskContext, error: str) -> None:
@@ -316,6 +327,7 @@ class StartHandler(_Handler):
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
+        self.t.ports.prepare(loaded.ref, ctx.resource_id)  # after a host reboot, say
         self.t.driver.start(loaded.ref, ctx.resource_id)
         self.t.settle(ctx.resource_id, "running")
 

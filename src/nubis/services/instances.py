@@ -12,11 +12,12 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import Cluster, Flavor, Host, Image, Instance, Task
 from nubis.drivers.errors import DriverError
-from nubis.services import rule_groups
+from nubis.services import ports, rule_groups
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, NotFoundError, Unavailable
 from nubis.services.hosts import HostService
 from nubis.services.lookup import Page, get_by_id_or_name, paginate, validate_name
+from nubis.services.ports import NicRequest
 from nubis.services.scheduler import PlacementRequest, Scheduler
 from nubis.services.submit import submit_task
 from nubis.tasks.engine import TaskEngine
@@ -78,6 +79,7 @@ class InstanceService:
         rule_group_ref: str | None = None,
         cluster_ref: str | None = None,
         clone: str = "linked",
+        nics: list[NicRequest] | None = None,
     ) -> tuple[Instance, Task]:
         validate_name(name, "instance")
         if clone not in CLONE_MODES:
@@ -103,8 +105,14 @@ class InstanceService:
         cluster = (
             get_by_id_or_name(session, Cluster, cluster_ref, "cluster") if cluster_ref else None
         )
+        networks = ports.resolve_networks(session, principal, nics or [])
+        cluster_id = cluster.id if cluster else None
+        if networks:  # the instance runs where its networks are
+            if cluster_id not in (None, networks[0].cluster_id):
+                raise BadRequest("the instance's networks are not in the cluster asked for")
+            cluster_id = networks[0].cluster_id
         request = PlacementRequest(
-            cluster_id=cluster.id if cluster else None,
+            cluster_id=cluster_id,
             vcpus=flavor.vcpus,
             memory_mib=flavor.memory_mib,
             disk_gib=flavor.disk_gib,
@@ -132,6 +140,8 @@ class InstanceService:
         )
         session.add(instance)
         session.flush()
+        for position, (nic, network) in enumerate(zip(nics or [], networks, strict=True)):
+            ports.allocate(session, principal.project_id, network, instance.id, nic.ip, position)
         task = self.submit(session, principal, "instance.create", instance.id)
         return instance, task
 

@@ -136,6 +136,8 @@ class MigrateHandler:
         if disc is not None:  # the disc in its CD-ROM drive must be there too
             ctx.step("copy-disc", 1)
             self.t.ensure_image_copy(dst, disc)
+        ctx.step("networks", 1)
+        self.t.ports.prepare(dst, ctx.resource_id)  # its networks and addresses there
         ctx.step("migrate", 1)
         if ctx.params["live"]:
             self.t.driver.migrate_live(

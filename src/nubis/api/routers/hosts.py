@@ -45,6 +45,7 @@ def add_host(body: HostIn, platform: PlatformDep, _p: AdminDep) -> HostOut:
         body.cluster,
     )
     platform.pools.ensure_on_host(host.id)  # the pools of its cluster, on it too
+    platform.networks.ensure_on_host(host.id)  # and its networks
     return HostOut.model_validate(host)
 
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
+from nubis.api.network_schemas import PortOut
 from nubis.api.schemas import (
     BootOrderIn,
     CdromIn,
@@ -19,6 +20,7 @@ from nubis.api.schemas import (
     TemplateIn,
 )
 from nubis.services import media, migration, templates
+from nubis.services.ports import NicRequest, instance_ports
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 
@@ -53,6 +55,7 @@ def create_instance(
             body.rule_group,
             body.cluster,
             body.clone,
+            [NicRequest(n.network, n.ip) for n in body.networks],
         )
         out = InstanceOut.model_validate(instance).model_dump()
     return InstanceAccepted(**out, task_id=task.id)
@@ -62,6 +65,14 @@ def create_instance(
 def get_instance(ref: str, platform: PlatformDep, principal: PrincipalDep) -> InstanceOut:
     with platform.db.begin() as s:
         return InstanceOut.model_validate(platform.instances.get(s, principal, ref))
+
+
+@router.get("/{ref}/ports")
+def list_instance_ports(ref: str, platform: PlatformDep, principal: PrincipalDep) -> list[PortOut]:
+    """The instance's NICs in order (eth0 first): MAC and fixed IP of each."""
+    with platform.db.begin() as s:
+        instance = platform.instances.get(s, principal, ref)
+        return [PortOut.model_validate(p) for p in instance_ports(s, instance.id)]
 
 
 @router.delete("/{ref}", status_code=202)

@@ -24,6 +24,15 @@ class DiskSpec:
 
 
 @dataclass(frozen=True)
+class InterfaceSpec:
+    """A NIC on a libvirt network (one port of the instance)."""
+
+    mac: str
+    network: str  # the libvirt network's name
+    model: str = "virtio"
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     name: str
     uuid: str
@@ -33,6 +42,7 @@ class DomainSpec:
     arch: str = "x86_64"
     title: str | None = None
     disks: tuple[DiskSpec, ...] = ()
+    interfaces: tuple[InterfaceSpec, ...] = ()
     console_log: str | None = None
     vnc_listen: str = "127.0.0.1"
     metadata: dict[str, str] = field(default_factory=dict)
@@ -79,6 +89,20 @@ def _disk(devices: ET.Element, disk: DiskSpec) -> None:
         _sub(el, "serial", disk.serial)
 
 
+def interface_xml(nic: InterfaceSpec) -> str:
+    """One ``<interface>`` element, for hot-plug."""
+    holder = ET.Element("devices")
+    _interface(holder, nic)
+    return ET.tostring(holder[0], encoding="unicode")
+
+
+def _interface(devices: ET.Element, nic: InterfaceSpec) -> None:
+    el = _sub(devices, "interface", type="network")
+    _sub(el, "mac", address=nic.mac)
+    _sub(el, "source", network=nic.network)
+    _sub(el, "model", type=nic.model)
+
+
 def build_domain_xml(spec: DomainSpec) -> str:
     if spec.virt_type not in ("kvm", "qemu"):
         raise ValueError(f"unknown virtualization type {spec.virt_type!r}")
@@ -108,6 +132,8 @@ def build_domain_xml(spec: DomainSpec) -> str:
     devices = _sub(dom, "devices")
     for disk in spec.disks:
         _disk(devices, disk)
+    for nic in spec.interfaces:
+        _interface(devices, nic)
     serial = _sub(devices, "serial", type="pty")
     if spec.console_log:
         _sub(serial, "log", file=spec.console_log, append="on")
@@ -124,6 +150,11 @@ def build_domain_xml(spec: DomainSpec) -> str:
 def _memory_mib(el: ET.Element) -> int:
     units = {"KiB": 1 / 1024, "k": 1 / 1024, "MiB": 1, "M": 1, "GiB": 1024, "G": 1024}
     return int(int(el.text or 0) * units[el.get("unit", "KiB")])
+
+
+def _attr(el: ET.Element, path: str, name: str) -> str:
+    found = el.find(path)
+    return "" if found is None else found.get(name, "")
 
 
 def parse_domain_xml(xml: str) -> DomainSpec:
@@ -147,6 +178,14 @@ def parse_domain_xml(xml: str) -> DomainSpec:
                 transient=el.find("transient") is not None,
             )
         )
+    interfaces = tuple(
+        InterfaceSpec(
+            mac=_attr(el, "mac", "address"),
+            network=_attr(el, "source", "network"),
+            model=_attr(el, "model", "type"),
+        )
+        for el in dom.findall("./devices/interface[@type='network']")
+    )
     log = dom.find("./devices/serial/log")
     graphics = dom.find("./devices/graphics")
     meta = dom.find(f"./metadata/{{{NUBIS_NS}}}instance")
@@ -163,6 +202,7 @@ def parse_domain_xml(xml: str) -> DomainSpec:
         arch=os_type.get("arch", "x86_64") if os_type is not None else "x86_64",
         title=dom.findtext("title"),
         disks=tuple(disks),
+        interfaces=interfaces,
         console_log=log.get("file") if log is not None else None,
         vnc_listen=graphics.get("listen", "") if graphics is not None else "",
         metadata=metadata,

@@ -1,0 +1,65 @@
+"""Request and response bodies of networking: networks, subnets, ports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from nubis.api.schemas import Out
+
+
+class SubnetIn(BaseModel):
+    cidr: str = Field(description="IPv4 network with its prefix, e.g. 10.20.0.0/24")
+    gateway: str | None = Field(
+        default=None, description="default: the first host address (nat and isolated)"
+    )
+    dns_servers: list[str] | None = Field(default=None, description="default: the gateway")
+    pool_start: str | None = Field(default=None, description="first address handed out")
+    pool_end: str | None = Field(default=None, description="last address handed out")
+
+
+class NetworkIn(BaseModel):
+    name: str
+    mode: str = Field(description="nat | isolated | bridged")
+    subnets: list[SubnetIn] = Field(description="one to four; DHCP serves the first")
+    cluster: str | None = Field(default=None, description="default: cluster 'default'")
+    host_bridge: str | None = Field(
+        default=None, description="bridged: the bridge every host of the cluster has"
+    )
+
+
+class SubnetOut(Out):
+    id: str
+    cidr: str
+    gateway: str | None
+    dns_servers: list[str]
+    pool_start: str
+    pool_end: str
+    dhcp: bool
+
+
+class NetworkOut(Out):
+    id: str
+    name: str
+    project_id: str
+    cluster_id: str
+    mode: str
+    tag: str
+    bridge_name: str
+    state: str
+    error: str | None
+    created_at: datetime
+    subnets: list[SubnetOut] = Field(default_factory=list)
+
+
+class PortOut(Out):
+    id: str
+    network_id: str
+    subnet_id: str
+    instance_id: str | None
+    mac: str
+    ip: str
+    status: str
+    position: int
+    created_at: datetime

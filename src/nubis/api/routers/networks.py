@@ -1,0 +1,79 @@
+"""Networks and their subnets, and the ports on them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
+from nubis.api.network_schemas import NetworkIn, NetworkOut, PortOut, SubnetOut
+from nubis.api.schemas import PageOut
+from nubis.db.models import Network, Port
+from nubis.services.errors import Forbidden
+from nubis.services.ipam import SubnetRequest
+from nubis.services.lookup import paginate
+from nubis.services.networks import NetworkRequest, subnets_of
+
+router = APIRouter(tags=["networks"])
+
+
+def network_out(session: Session, network: Network) -> NetworkOut:
+    out = NetworkOut.model_validate(network)
+    out.subnets = [SubnetOut.model_validate(sub) for sub in subnets_of(session, network.id)]
+    return out
+
+
+@router.get("/networks")
+def list_networks(
+    platform: PlatformDep, principal: PrincipalDep, pages: PageDep
+) -> PageOut[NetworkOut]:
+    with platform.db.begin() as s:
+        query = select(Network).where(Network.project_id == principal.project_id)
+        page = paginate(s, query, Network, pages.limit, pages.offset, pages.marker)
+        return PageOut[NetworkOut](
+            items=[network_out(s, n) for n in page.items],
+            total=page.total,
+            limit=page.limit,
+            offset=page.offset,
+        )
+
+
+@router.post("/networks", status_code=201)
+def create_network(body: NetworkIn, platform: PlatformDep, principal: PrincipalDep) -> NetworkOut:
+    """Define the network on every host of its cluster (all or none)."""
+    if body.mode == "bridged" and principal.system_role != "admin":
+        raise Forbidden("bridging onto a host's bridge is for system administrators")
+    req = NetworkRequest(
+        name=body.name,
+        mode=body.mode,
+        subnets=[SubnetRequest(**sub.model_dump()) for sub in body.subnets],
+        cluster=body.cluster,
+        host_bridge=body.host_bridge,
+    )
+    network = platform.networks.create(principal, req)
+    with platform.db.begin() as s:
+        return network_out(s, s.merge(network))
+
+
+@router.get("/networks/{ref}")
+def get_network(ref: str, platform: PlatformDep, principal: PrincipalDep) -> NetworkOut:
+    with platform.db.begin() as s:
+        return network_out(s, platform.networks.get(s, principal, ref))
+
+
+@router.delete("/networks/{ref}", status_code=204)
+def delete_network(ref: str, platform: PlatformDep, principal: PrincipalDep) -> Response:
+    platform.networks.delete(principal, ref)
+    return Response(status_code=204)
+
+
+@router.get("/networks/{ref}/ports")
+def network_ports(
+    ref: str, platform: PlatformDep, principal: PrincipalDep, pages: PageDep
+) -> PageOut[PortOut]:
+    with platform.db.begin() as s:
+        network = platform.networks.get(s, principal, ref)
+        query = select(Port).where(Port.network_id == network.id)
+        page = paginate(s, query, Port, pages.limit, pages.offset, pages.marker)
+        return PageOut.of(page, PortOut)

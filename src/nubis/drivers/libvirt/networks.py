@@ -1,0 +1,174 @@
+"""The network driver: the libvirt networks Nubis defines on each host of a cluster,
+and the DHCP reservations (``<host mac= ip=>``) that give each port its address.
+
+A nat or isolated network is a bridge libvirt makes and a dnsmasq it runs on the
+bridge; with reservations only (no ``<range>``) dnsmasq answers the reserved MACs
+and nobody else. A bridged network joins a bridge the host already has. Every
+method is idempotent (define-if-missing, remove-if-present).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import libvirt
+
+from nubis.drivers.libvirt.base import DriverBase, HostRef
+
+MODES = ("nat", "isolated", "bridged")
+
+
+@dataclass(frozen=True)
+class Reservation:
+    mac: str
+    ip: str
+    hostname: str | None = None
+
+
+@dataclass(frozen=True)
+class SubnetSpec:
+    cidr: str
+    gateway: str | None  # the host's address on the bridge (nat and isolated)
+    dhcp: bool = True
+    reservations: tuple[Reservation, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    mode: str  # nat | isolated | bridged
+    bridge: str
+    subnets: tuple[SubnetSpec, ...] = ()
+
+
+def _host_el(parent: ET.Element, res: Reservation) -> ET.Element:
+    el = ET.SubElement(parent, "host", mac=res.mac, ip=res.ip)
+    if res.hostname:
+        el.set("name", res.hostname)
+    return el
+
+
+def reservation_xml(res: Reservation) -> str:
+    return ET.tostring(_host_el(ET.Element("dhcp"), res), encoding="unicode")
+
+
+def network_xml(spec: NetworkSpec) -> str:
+    if spec.mode not in MODES:
+        raise ValueError(f"unknown network mode {spec.mode!r}")
+    net = ET.Element("network")
+    ET.SubElement(net, "name").text = spec.name
+    if spec.mode == "bridged":
+        ET.SubElement(net, "forward", mode="bridge")
+        ET.SubElement(net, "bridge", name=spec.bridge)
+        return ET.tostring(net, encoding="unicode")
+    if spec.mode == "nat":
+        ET.SubElement(net, "forward", mode="nat")
+    ET.SubElement(net, "bridge", name=spec.bridge, stp="on", delay="0")
+    for subnet in spec.subnets:
+        if subnet.gateway is None:
+            continue
+        prefix = ipaddress.ip_network(subnet.cidr).prefixlen
+        ip = ET.SubElement(net, "ip", address=subnet.gateway, prefix=str(prefix))
+        if subnet.dhcp:
+            dhcp = ET.SubElement(ip, "dhcp")
+            for res in subnet.reservations:
+                _host_el(dhcp, res)
+    return ET.tostring(net, encoding="unicode")
+
+
+def reservations_of(xml: str) -> dict[str, str]:
+    """mac -> ip of the DHCP reservations in a network's description."""
+    root = ET.fromstring(xml)
+    return {h.get("mac", "").lower(): h.get("ip", "") for h in root.findall("./ip/dhcp/host")}
+
+
+def bridge_of(xml: str) -> str:
+    bridge = ET.fromstring(xml).find("bridge")
+    return "" if bridge is None else bridge.get("name", "")
+
+
+class NetworkDriver(DriverBase):
+    def ensure_network(self, host: HostRef, spec: NetworkSpec) -> None:
+        """Define, start and autostart the network on the host (idempotent)."""
+
+        def ensure(conn: libvirt.virConnect) -> None:
+            net = self._lookup(conn, spec.name)
+            if net is None:
+                net = conn.networkDefineXML(network_xml(spec))
+                net.setAutostart(1)
+            if not net.isActive():
+                net.create()
+
+        self._call(host, ensure, f"network {spec.name}")
+
+    def remove_network(self, host: HostRef, name: str) -> None:
+        """Stop and undefine the network (its bridge goes with it)."""
+
+        def remove(conn: libvirt.virConnect) -> None:
+            net = self._lookup(conn, name)
+            if net is None:
+                return
+            if net.isActive():
+                net.destroy()
+            net.undefine()
+
+        self._call(host, remove, f"network {name}")
+
+    def network_description(self, host: HostRef, name: str) -> str | None:
+        """The network's definition as libvirt keeps it (None: not defined there)."""
+
+        def describe(conn: libvirt.virConnect) -> str | None:
+            net = self._lookup(conn, name)
+            return None if net is None else net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)
+
+        return self._call(host, describe, f"network {name}")
+
+    def reserve(self, host: HostRef, name: str, res: Reservation) -> None:
+        """Add the DHCP reservation to the running network and its definition."""
+        self._update(host, name, res, add=True)
+
+    def unreserve(self, host: HostRef, name: str, res: Reservation) -> None:
+        self._update(host, name, res, add=False)
+
+    def _update(self, host: HostRef, name: str, res: Reservation, add: bool) -> None:
+        def update(conn: libvirt.virConnect) -> None:
+            net = self._lookup(conn, name)
+            if net is None:
+                if add:
+                    raise libvirt.libvirtError(f"network {name} is not defined on the host")
+                return
+            known = reservations_of(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
+            mac = res.mac.lower()
+            if add and known.get(mac) == res.ip or not add and mac not in known:
+                return
+            # entries in the way: this MAC's old address, or a stale holder of the
+            # address (left by a host that was unreachable when its port was deleted)
+            stale = [(m, ip) for m, ip in known.items() if m == mac or add and ip == res.ip]
+            for old_mac, old_ip in stale:
+                old = Reservation(old_mac, old_ip)
+                self._apply(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, old)
+            if add:
+                self._apply(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, res)
+
+        self._call(host, update, f"network {name}")
+
+    @staticmethod
+    def _apply(net: libvirt.virNetwork, command: int, res: Reservation) -> None:
+        flags = libvirt.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        if net.isActive():
+            flags |= libvirt.VIR_NETWORK_UPDATE_AFFECT_LIVE
+        # parent index -1: the <ip> element that has DHCP
+        net.update(
+            command, libvirt.VIR_NETWORK_SECTION_IP_DHCP_HOST, -1, reservation_xml(res), flags
+        )
+
+    @staticmethod
+    def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virNetwork | None:
+        try:
+            return conn.networkLookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_NETWORK:
+                return None
+            raise

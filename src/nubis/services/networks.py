@@ -1,0 +1,266 @@
+"""Networks of a cluster and their subnets: defined as libvirt networks on every host
+of the cluster, all or none (as storage pools are).
+
+The rows are written as ``creating``; the network is defined on each host that is
+up; if one refuses, it is removed from the others and the rows deleted. A network
+a dead process left ``creating`` is undone at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from nubis.db.models import Cluster, Host, Network, Port, Subnet
+from nubis.db.session import Database
+from nubis.drivers.errors import DriverError
+from nubis.drivers.libvirt.base import HostRef
+from nubis.drivers.libvirt.networks import MODES, NetworkDriver, NetworkSpec, Reservation
+from nubis.drivers.libvirt.networks import SubnetSpec as DriverSubnet
+from nubis.services import inventory
+from nubis.services.auth import Principal
+from nubis.services.errors import BadRequest, Conflict, Unavailable
+from nubis.services.hosts import HostService
+from nubis.services.ipam import SubnetRequest, check_disjoint, plan_subnet
+from nubis.services.lookup import get_by_id_or_name, validate_name
+
+log = logging.getLogger(__name__)
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+MAX_SUBNETS = 4
+
+
+@dataclass(frozen=True)
+class NetworkRequest:
+    name: str
+    mode: str
+    subnets: list[SubnetRequest] = field(default_factory=list)
+    cluster: str | None = None
+    host_bridge: str | None = None
+
+
+def spec_of(session: Session, network: Network) -> NetworkSpec:
+    """The libvirt network: its subnets, and a DHCP reservation for every port."""
+    subnets = session.scalars(
+        select(Subnet).where(Subnet.network_id == network.id).order_by(Subnet.position)
+    ).all()
+    specs = []
+    for subnet in subnets:
+        ports = session.scalars(
+            select(Port).where(Port.subnet_id == subnet.id).order_by(Port.ip)
+        ).all()
+        reservations = tuple(Reservation(p.mac, p.ip) for p in ports) if subnet.dhcp else ()
+        specs.append(DriverSubnet(subnet.cidr, subnet.gateway, subnet.dhcp, reservations))
+    return NetworkSpec(network.libvirt_name, network.mode, network.bridge_name, tuple(specs))
+
+
+def hosts_of(session: Session, network: Network) -> list[Host]:
+    return list(session.scalars(select(Host).where(Host.cluster_id == network.cluster_id)))
+
+
+def subnets_of(session: Session, network_id: str) -> list[Subnet]:
+    return list(
+        session.scalars(
+            select(Subnet).where(Subnet.network_id == network_id).order_by(Subnet.position)
+        )
+    )
+
+
+def _validate(session: Session, principal: Principal, req: NetworkRequest) -> Cluster:
+    validate_name(req.name, "network")
+    if req.mode not in MODES:
+        raise BadRequest(f"mode must be one of {', '.join(MODES)}")
+    if req.mode == "bridged":
+        if not req.host_bridge or not IFNAME_RE.match(req.host_bridge):
+            raise BadRequest("a bridged network needs host_bridge: the name of a host bridge")
+    elif req.host_bridge:
+        raise BadRequest(f"a {req.mode} network makes its own bridge: give no host_bridge")
+    if not 1 <= len(req.subnets) <= MAX_SUBNETS:
+        raise BadRequest(f"a network needs 1 to {MAX_SUBNETS} subnets")
+    exists = session.scalar(
+        select(Network).where(Network.project_id == principal.project_id, Network.name == req.name)
+    )
+    if exists is not None:
+        raise Conflict(f"a network named {req.name!r} already exists")
+    return get_by_id_or_name(session, Cluster, req.cluster or inventory.DEFAULT, "cluster")
+
+
+def _check_overlaps(session: Session, cluster: Cluster, cidrs: list[str]) -> None:
+    """The hosts of a cluster route every nat and isolated subnet: none may overlap."""
+    check_disjoint((f"subnet {i + 1} of the request", c) for i, c in enumerate(cidrs))
+    existing = session.execute(
+        select(Network.name, Subnet.cidr)
+        .join(Subnet, Subnet.network_id == Network.id)
+        .where(Network.cluster_id == cluster.id)
+    ).all()
+    for cidr in cidrs:
+        try:
+            check_disjoint(
+                [*((f"network {name!r}", other) for name, other in existing), ("", cidr)]
+            )
+        except BadRequest as exc:
+            raise Conflict(exc.message) from None
+
+
+class NetworkService:
+    def __init__(self, db: Database, driver: NetworkDriver, hosts: HostService) -> None:
+        self.db = db
+        self.driver = driver
+        self.hosts = hosts
+
+    def create(self, principal: Principal, req: NetworkRequest) -> Network:
+        needs_gateway = req.mode != "bridged"
+        with self.db.begin() as s:
+            cluster = _validate(s, principal, req)
+            plans = [plan_subnet(sub, needs_gateway) for sub in req.subnets]
+            _check_overlaps(s, cluster, [str(p.network) for p in plans])
+            network = self._insert(s, principal, req, cluster)
+            for position, plan in enumerate(plans):
+                s.add(
+                    Subnet(
+                        network_id=network.id,
+                        cidr=str(plan.network),
+                        gateway=str(plan.gateway) if plan.gateway else None,
+                        dns_servers=[str(d) for d in plan.dns_servers],
+                        pool_start=str(plan.pool_start),
+                        pool_end=str(plan.pool_end),
+                        # libvirt's dnsmasq serves one subnet of a network: the first
+                        dhcp=needs_gateway and position == 0,
+                        position=position,
+                    )
+                )
+            s.flush()
+            network_id, spec = network.id, spec_of(s, network)
+            targets = [(h.name, self.hosts.ref(h)) for h in hosts_of(s, network) if h.state == "up"]
+        if not targets:
+            self._undo(network_id, [])
+            raise Conflict("no host of the cluster is up: the network cannot be defined anywhere")
+        attempted: list[HostRef] = []
+        try:
+            for name, ref in targets:
+                attempted.append(ref)
+                try:
+                    self.driver.ensure_network(ref, spec)
+                except DriverError as exc:
+                    raise BadRequest(f"host {name!r} cannot make the network: {exc}") from exc
+        except BaseException:
+            self._undo(network_id, attempted)
+            raise
+        with self.db.begin() as s:
+            network = s.get(Network, network_id)
+            assert network is not None
+            network.state = "active"
+            return network
+
+    @staticmethod
+    def _insert(
+        session: Session, principal: Principal, req: NetworkRequest, cluster: Cluster
+    ) -> Network:
+        """The network's row with a fresh random tag (a tag already taken: the unique
+        constraint refuses the row, and another tag is drawn)."""
+        for _attempt in range(5):
+            network = Network(
+                name=req.name,
+                project_id=principal.project_id,
+                cluster_id=cluster.id,
+                mode=req.mode,
+                host_bridge=req.host_bridge,
+                tag=secrets.token_hex(4),
+                state="creating",
+            )
+            try:
+                with session.begin_nested():
+                    session.add(network)
+                    session.flush()
+                return network
+            except IntegrityError:
+                if session.scalar(
+                    select(Network).where(
+                        Network.project_id == principal.project_id, Network.name == req.name
+                    )
+                ):
+                    raise Conflict(f"a network named {req.name!r} already exists") from None
+        raise Conflict("could not allocate a network tag; try again")
+
+    def _undo(self, network_id: str, refs: list[HostRef]) -> None:
+        with self.db.begin() as s:
+            network = s.get(Network, network_id)
+            if network is None:
+                return
+            name = network.libvirt_name
+        for ref in refs:
+            try:
+                self.driver.remove_network(ref, name)
+            except DriverError as exc:
+                log.warning("could not remove network %s from %s: %s", name, ref.uri, exc)
+        with self.db.begin() as s:
+            for subnet in subnets_of(s, network_id):
+                s.delete(subnet)
+            s.flush()
+            network = s.get(Network, network_id)
+            if network is not None:
+                s.delete(network)
+
+    def undo_interrupted(self) -> None:
+        """Start-up: networks a dead process left half-created are removed everywhere."""
+        with self.db.begin() as s:
+            stale = [
+                (n.id, [self.hosts.ref(h) for h in hosts_of(s, n)])
+                for n in s.scalars(select(Network).where(Network.state == "creating"))
+            ]
+        for network_id, refs in stale:
+            self._undo(network_id, refs)
+
+    def delete(self, principal: Principal, ref: str) -> None:
+        with self.db.begin() as s:
+            network = self.get(s, principal, ref)
+            count = s.scalar(select(func.count()).where(Port.network_id == network.id)) or 0
+            if count:
+                raise Conflict(
+                    f"network {network.name!r} still has {count} port(s); "
+                    "detach them or delete their instances first"
+                )
+            name, refs = network.libvirt_name, [self.hosts.ref(h) for h in hosts_of(s, network)]
+            for subnet in subnets_of(s, network.id):
+                s.delete(subnet)
+            s.flush()
+            s.delete(network)
+            # the rows go in this transaction only if every host let the network go
+            for host_ref in refs:
+                try:
+                    self.driver.remove_network(host_ref, name)
+                except DriverError as exc:
+                    raise Unavailable(f"could not remove the network from a host: {exc}") from exc
+
+    def get(self, session: Session, principal: Principal, ref: str) -> Network:
+        return get_by_id_or_name(session, Network, ref, "network", project_id=principal.project_id)
+
+    def ensure_on_host(self, host_id: str) -> None:
+        """Define on a host (one just added to a cluster) the cluster's networks; a
+        host that refuses one marks that network ``error``."""
+        with self.db.begin() as s:
+            host = s.get(Host, host_id)
+            if host is None or host.state != "up" or host.cluster_id is None:
+                return
+            host_name, ref = host.name, self.hosts.ref(host)
+            wanted = [
+                (n.id, spec_of(s, n))
+                for n in s.scalars(
+                    select(Network).where(
+                        Network.cluster_id == host.cluster_id, Network.state != "creating"
+                    )
+                )
+            ]
+        for network_id, spec in wanted:
+            try:
+                self.driver.ensure_network(ref, spec)
+            except DriverError as exc:
+                with self.db.begin() as s:
+                    network = s.get(Network, network_id)
+                    if network is not None:
+                        network.state, network.error = "error", f"host {host_name}: {exc}"

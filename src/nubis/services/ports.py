@@ -1,0 +1,176 @@
+"""Ports: an instance's NICs, each a MAC and a fixed IP of a subnet.
+
+An address is chosen as the lowest free one of the subnet's pool and inserted in a
+savepoint: the unique constraints (subnet, ip) and (mac) reject a second holder,
+so two requests racing for one address cannot both win; the loser takes the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from nubis.db.models import Host, Instance, Network, Port, Subnet
+from nubis.db.session import Database
+from nubis.drivers.errors import DriverError
+from nubis.drivers.libvirt.base import HostRef
+from nubis.drivers.libvirt.domain_xml import InterfaceSpec
+from nubis.drivers.libvirt.networks import NetworkDriver, Reservation
+from nubis.services.auth import Principal
+from nubis.services.errors import BadRequest, Conflict
+from nubis.services.hosts import HostService
+from nubis.services.ipam import check_fixed_ip, first_free, random_mac
+from nubis.services.lookup import get_by_id_or_name
+from nubis.services.networks import spec_of, subnets_of
+
+MAX_NICS = 8
+ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class NicRequest:
+    network: str
+    ip: str | None = None
+
+
+def resolve_networks(
+    session: Session, principal: Principal, nics: list[NicRequest]
+) -> list[Network]:
+    """The networks the NICs ask for: the caller's, active, all of one cluster."""
+    if len(nics) > MAX_NICS:
+        raise BadRequest(f"at most {MAX_NICS} NICs per instance")
+    networks = []
+    for nic in nics:
+        network = get_by_id_or_name(
+            session, Network, nic.network, "network", project_id=principal.project_id
+        )
+        if network.state != "active":
+            raise Conflict(f"network {network.name!r} is {network.state}, not active")
+        networks.append(network)
+    if len({n.cluster_id for n in networks}) > 1:
+        raise BadRequest("the NICs' networks are in different clusters")
+    return networks
+
+
+def _subnet_for(session: Session, network: Network, ip: str | None) -> Subnet:
+    subnets = subnets_of(session, network.id)
+    if ip is None:
+        return subnets[0]
+    for subnet in subnets:
+        try:
+            if IPv4Address(ip) in IPv4Network(subnet.cidr):
+                return subnet
+        except ValueError:
+            raise BadRequest(f"ip {ip!r} is not an IPv4 address") from None
+    raise BadRequest(f"{ip} is in no subnet of network {network.name!r}")
+
+
+def allocate(
+    session: Session,
+    project_id: str,
+    network: Network,
+    instance_id: str | None,
+    ip: str | None = None,
+    position: int = 0,
+) -> Port:
+    """A port on the network with ``ip`` (if free) or the lowest free address."""
+    subnet = _subnet_for(session, network, ip)
+    if ip is not None:
+        ip = check_fixed_ip(ip, subnet.cidr, subnet.gateway)
+    for _attempt in range(ATTEMPTS):
+        taken = set(session.scalars(select(Port.ip).where(Port.subnet_id == subnet.id)))
+        if subnet.gateway:
+            taken.add(subnet.gateway)
+        if ip is not None and ip in taken:
+            raise Conflict(f"{ip} is already in use on network {network.name!r}")
+        address = ip or first_free(subnet.pool_start, subnet.pool_end, taken)
+        if address is None:
+            raise Conflict(
+                f"subnet {subnet.cidr} of network {network.name!r} has no free address left"
+            )
+        port = Port(
+            project_id=project_id,
+            network_id=network.id,
+            subnet_id=subnet.id,
+            instance_id=instance_id,
+            mac=random_mac(),
+            ip=address,
+            position=position,
+            status="attaching",
+        )
+        try:
+            with session.begin_nested():
+                session.add(port)
+                session.flush()
+            return port
+        except IntegrityError:
+            continue  # someone took the address (or, rarely, the MAC): try again
+    raise Conflict(f"could not allocate an address on network {network.name!r}; try again")
+
+
+def instance_ports(session: Session, instance_id: str) -> list[Port]:
+    return list(
+        session.scalars(
+            select(Port).where(Port.instance_id == instance_id).order_by(Port.position, Port.id)
+        )
+    )
+
+
+def interfaces(session: Session, instance_id: str) -> tuple[InterfaceSpec, ...]:
+    """The instance's NICs in its domain, in port order."""
+    nics = []
+    for port in instance_ports(session, instance_id):
+        network = session.get(Network, port.network_id)
+        assert network is not None
+        nics.append(InterfaceSpec(mac=port.mac, network=network.libvirt_name))
+    return tuple(nics)
+
+
+class PortPlumbing:
+    """The host side of ports: the instance's networks defined on its host, and the
+    DHCP reservations that give each port its address there."""
+
+    def __init__(self, db: Database, driver: NetworkDriver) -> None:
+        self.db = db
+        self.driver = driver
+
+    def prepare(self, ref: HostRef, instance_id: str) -> None:
+        """Before the instance runs on a host: its networks and reservations there."""
+        with self.db.begin() as s:
+            work = []
+            for port in instance_ports(s, instance_id):
+                network = s.get(Network, port.network_id)
+                subnet = s.get(Subnet, port.subnet_id)
+                assert network is not None and subnet is not None
+                reservation = Reservation(port.mac, port.ip) if subnet.dhcp else None
+                work.append((spec_of(s, network), reservation))
+        for spec, reservation in work:
+            self.driver.ensure_network(ref, spec)
+            if reservation is not None:
+                self.driver.reserve(ref, spec.name, reservation)
+
+    def release(self, session: Session, refs: list[HostRef], port: Port) -> None:
+        """Remove the port's reservation from the hosts (those that answer: a stale
+        reservation elsewhere is replaced when its address is handed out again)."""
+        network = session.get(Network, port.network_id)
+        if network is None:
+            return
+        for ref in refs:
+            try:
+                self.driver.unreserve(ref, network.libvirt_name, Reservation(port.mac, port.ip))
+            except DriverError:
+                continue
+
+
+def cluster_refs(session: Session, instance: Instance, hosts: HostService) -> list[HostRef]:
+    """Every reachable host of the instance's cluster (ports' reservations may be on
+    any host the instance ever ran on)."""
+    host = session.get(Host, instance.host_id) if instance.host_id else None
+    if host is None:
+        return []
+    peers = session.scalars(select(Host).where(Host.cluster_id == host.cluster_id)).all()
+    return [hosts.ref(h) for h in peers if h.state == "up"] or [hosts.ref(host)]

@@ -1,0 +1,178 @@
+"""Networks with real guests: addresses reserved by Nubis are the ones the guests get
+by DHCP, guests on one network reach each other, a guest on an isolated network
+reaches neither; deleting gives every address and libvirt object back.
+
+The networks exist only inside this machine (libvirt bridges), and the only
+traffic sent is between the tests' own guests."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import libvirt
+import pytest
+
+from tests.integration.guest import guest_run
+
+pytestmark = pytest.mark.integration
+
+NET_A = "10.231.0.0/24"
+NET_B = "10.232.0.0/24"
+
+
+def create_network(server, **body) -> dict:
+    resp = server.client.post("/networks", json=body)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def boot(server, name: str, nics: list[dict]) -> dict:
+    resp = server.client.post(
+        "/instances",
+        json={"name": name, "image": "nubis-tiny", "flavor": "m1.tiny", "networks": nics},
+    )
+    assert resp.status_code == 202, resp.text
+    inst = resp.json()
+    assert server.wait_task(inst["task_id"])["status"] == "succeeded"
+    return inst
+
+
+def delete(server, inst: dict) -> None:
+    resp = server.client.delete(f"/instances/{inst['id']}")
+    assert resp.status_code == 202, resp.text
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+
+
+def dhcp_address(server, iid: str, nic: str = "eth0", timeout: float = 60) -> str:
+    """The address the guest says DHCP gave its NIC (on its serial console)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.findall(rf"NUBIS-IP {nic} (\S+)", server.console(iid))
+        if found:
+            return found[-1]
+        time.sleep(0.5)
+    raise AssertionError(f"no DHCP address on {nic}: {server.console(iid)[-1500:]}")
+
+
+def ping(server, iid: str, address: str) -> bool:
+    out = guest_run(server, iid, f"ping -c 3 -W 2 {address}", timeout=60)
+    return " 0% packet loss" in out
+
+
+def libvirt_network(name: str) -> str | None:
+    conn = libvirt.open("qemu:///system")
+    try:
+        return conn.networkLookupByName(name).XMLDesc(0)
+    except libvirt.libvirtError:
+        return None
+    finally:
+        conn.close()
+
+
+def link_exists(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0
+
+
+def test_guests_get_their_reserved_addresses_and_only_their_network_reaches_them(server):
+    net_a = create_network(
+        server, name="net-a", mode="nat", subnets=[{"cidr": NET_A, "pool_start": "10.231.0.20"}]
+    )
+    net_b = create_network(server, name="net-b", mode="isolated", subnets=[{"cidr": NET_B}])
+    assert net_a["state"] == "active" and net_a["subnets"][0]["gateway"] == "10.231.0.1"
+    assert link_exists(net_a["bridge_name"]) and link_exists(net_b["bridge_name"])
+
+    a1 = boot(server, "net-a1", [{"network": "net-a", "ip": "10.231.0.77"}])
+    a2 = boot(server, "net-a2", [{"network": "net-a"}])
+    b1 = boot(server, "net-b1", [{"network": "net-b"}])
+    ports = {
+        i["name"]: server.client.get(f"/instances/{i['id']}/ports").json() for i in (a1, a2, b1)
+    }
+    assert ports["net-a1"][0]["ip"] == "10.231.0.77"
+    assert ports["net-a2"][0]["ip"] == "10.231.0.20"  # the first of the pool
+    assert ports["net-b1"][0]["ip"] == "10.232.0.2"
+
+    # what DHCP hands out is exactly what Nubis reserved
+    for inst in (a1, a2, b1):
+        assert dhcp_address(server, inst["id"]) == ports[inst["name"]][0]["ip"]
+        mac = guest_run(server, inst["id"], "cat /sys/class/net/eth0/address").strip()
+        assert mac == ports[inst["name"]][0]["mac"]
+
+    assert ping(server, a1["id"], "10.231.0.20")  # same network: reachable
+    assert ping(server, a2["id"], "10.231.0.77")
+    assert not ping(server, b1["id"], "10.231.0.77")  # isolated: reaches nobody else
+    assert not ping(server, a1["id"], "10.232.0.2")
+
+    # an address in use cannot be had again; nothing is created by the refusal
+    before = server.client.get("/instances").json()["total"]
+    resp = server.client.post(
+        "/instances",
+        json={
+            "name": "net-dup",
+            "image": "nubis-tiny",
+            "flavor": "m1.tiny",
+            "networks": [{"network": "net-a", "ip": "10.231.0.77"}],
+        },
+    )
+    assert resp.status_code == 409 and "already in use" in resp.json()["error"]["message"]
+    assert server.client.get("/instances").json()["total"] == before
+    # a network with ports cannot go
+    resp = server.client.delete("/networks/net-a")
+    assert resp.status_code == 409 and "port" in resp.json()["error"]["message"]
+
+    for inst in (a1, a2, b1):
+        delete(server, inst)
+    assert server.client.get("/networks/net-a/ports").json()["total"] == 0
+    assert "10.231.0.77" not in (libvirt_network(f"nubis-net-{net_a['tag']}") or "")
+    for net in (net_a, net_b):
+        assert server.client.delete(f"/networks/{net['id']}").status_code == 204
+        assert libvirt_network(f"nubis-net-{net['tag']}") is None
+        assert not link_exists(net["bridge_name"])
+
+
+@pytest.mark.parametrize(
+    "body,status,message",
+    [
+        ({"mode": "nat", "subnets": [{"cidr": "10.233.0.0/24", "gateway": "10.9.0.1"}]}, 400,
+         "not a host address"),
+        ({"mode": "nat", "subnets": [{"cidr": "10.233.0.5/24"}]}, 400, "host bits"),
+        ({"mode": "nat", "subnets": []}, 400, "1 to 4 subnets"),
+        ({"mode": "flat", "subnets": [{"cidr": "10.233.0.0/24"}]}, 400, "mode must be"),
+        ({"mode": "nat", "subnets": [{"cidr": "10.233.0.0/24"}, {"cidr": "10.233.0.128/25"}]},
+         400, "overlaps"),
+        ({"mode": "nat", "subnets": [{"cidr": "10.233.0.0/24"}], "host_bridge": "br0"}, 400,
+         "no host_bridge"),
+        ({"mode": "bridged", "subnets": [{"cidr": "10.233.0.0/24"}]}, 400, "host_bridge"),
+    ],
+)  # fmt: skip
+def test_bad_networks_are_refused_and_nothing_is_made(server, body, status, message):
+    resp = server.client.post("/networks", json={"name": "bad", **body})
+    assert resp.status_code == status, resp.text
+    assert message in resp.json()["error"]["message"]
+    assert server.client.get("/networks/bad").status_code == 404
+
+
+def test_overlapping_networks_and_bad_nics_are_refused(server):
+    create_network(server, name="net-c", mode="isolated", subnets=[{"cidr": "10.234.0.0/24"}])
+    resp = server.client.post(
+        "/networks",
+        json={"name": "net-d", "mode": "nat", "subnets": [{"cidr": "10.234.0.0/16"}]},
+    )
+    assert resp.status_code == 409 and "overlaps" in resp.json()["error"]["message"]
+    before = server.client.get("/instances").json()["total"]
+    for nic, status, message in [
+        ({"network": "nope"}, 404, "network"),
+        ({"network": "net-c", "ip": "10.99.0.5"}, 400, "no subnet"),
+        ({"network": "net-c", "ip": "10.234.0.1"}, 400, "gateway"),
+        ({"network": "net-c", "ip": "10.234.0.255"}, 400, "not a host address"),
+    ]:
+        resp = server.client.post(
+            "/instances",
+            json={"name": "bad-nic", "image": "nubis-tiny", "flavor": "m1.tiny", "networks": [nic]},
+        )
+        assert resp.status_code == status, resp.text
+        assert message in resp.json()["error"]["message"]
+    assert server.client.get("/instances").json()["total"] == before
+    assert server.client.get("/networks/net-c/ports").json()["total"] == 0
+    assert server.client.delete("/networks/net-c").status_code == 204
