@@ -15,6 +15,7 @@ from nubis.db.session import Database
 from nubis.drivers.libvirt.compute import LibvirtDriver
 from nubis.drivers.libvirt.connection import ConnectionPool
 from nubis.drivers.libvirt.networks import NetworkDriver
+from nubis.drivers.libvirt.nwfilters import FilterDriver
 from nubis.drivers.libvirt.snapshots import SnapshotDriver
 from nubis.drivers.libvirt.volumes import VolumeDriver
 from nubis.services import bootstrap, snapshots
@@ -29,6 +30,7 @@ from nubis.services.networks import NetworkService
 from nubis.services.ports import PortPlumbing
 from nubis.services.scheduler import Scheduler
 from nubis.services.secrets import SecretBox
+from nubis.services.security_groups import SecurityGroupService
 from nubis.services.snapshots import SnapshotService
 from nubis.services.storage_pools import PoolService
 from nubis.services.sync import StateSync
@@ -63,13 +65,15 @@ class Platform:
         self.scheduler = Scheduler()
         self.instances = InstanceService(self.engine, self.hosts, self.scheduler)
         self.network_driver = NetworkDriver(self.conns)
-        self.networks = NetworkService(self.db, self.network_driver, self.hosts)
+        self.filter_driver = FilterDriver(self.conns)
+        self.networks = NetworkService(self.db, self.network_driver, self.filter_driver, self.hosts)
+        self.security_groups = SecurityGroupService(self.db, self.filter_driver, self.hosts)
         self.instance_tasks = InstanceTasks(
             self.engine,
             self.driver,
             self.hosts,
             self.images,
-            PortPlumbing(self.db, self.network_driver),
+            PortPlumbing(self.db, self.network_driver, self.filter_driver, self.security_groups),
             settings.stop_timeout_seconds,
         )
         self.engine.register(MigrateHandler(self.instance_tasks))

@@ -22,6 +22,15 @@ NET_A = "10.231.0.0/24"
 NET_B = "10.232.0.0/24"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_filters_left(server):
+    """After the module: every group can go (no port uses one), their filters too."""
+    yield
+    for group in server.client.get("/security-groups").json()["items"]:
+        assert server.client.delete(f"/security-groups/{group['id']}").status_code == 204
+        assert not nwfilter_exists(f"nubis-sg-{group['id']}")
+
+
 def create_network(server, **body) -> dict:
     resp = server.client.post("/networks", json=body)
     assert resp.status_code == 201, resp.text
@@ -176,3 +185,104 @@ def test_overlapping_networks_and_bad_nics_are_refused(server):
     assert server.client.get("/instances").json()["total"] == before
     assert server.client.get("/networks/net-c/ports").json()["total"] == 0
     assert server.client.delete("/networks/net-c").status_code == 204
+
+
+def security_group(server, name: str) -> dict:
+    resp = server.client.post("/security-groups", json={"name": name})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def reaches(server, iid: str, address: str, port: int) -> bool:
+    """Whether the guest's nc gets the listener's greeting from address:port."""
+    out = guest_run(server, iid, f"echo hi | nc -w 3 {address} {port}", timeout=60)
+    return "open" in out
+
+
+def test_security_groups_open_and_close_a_port_live_and_spoofed_traffic_is_dropped(server):
+    net = create_network(server, name="net-s", mode="nat", subnets=[{"cidr": "10.235.0.0/24"}])
+    web, clients = security_group(server, "web"), security_group(server, "clients")
+    assert [r["remote_group_id"] for r in web["rules"]] == [web["id"]]  # members only
+    srv = boot(
+        server, "sg-server", [{"network": "net-s", "ip": "10.235.0.10", "security_groups": ["web"]}]
+    )
+    cli = boot(
+        server,
+        "sg-client",
+        [{"network": "net-s", "ip": "10.235.0.11", "security_groups": ["clients"]}],
+    )
+    assert dhcp_address(server, srv["id"]) == "10.235.0.10"  # DHCP passes the filters
+    assert dhcp_address(server, cli["id"]) == "10.235.0.11"
+    guest_run(server, srv["id"], "nc -ll -p 8080 -e /bin/echo open >/dev/null 2>&1 &")
+    assert "open" in guest_run(server, srv["id"], "echo hi | nc -w 3 127.0.0.1 8080")
+
+    assert not reaches(server, cli["id"], "10.235.0.10", 8080)  # web lets in web only
+    assert ping(server, cli["id"], "10.235.0.1")  # outbound is open, answers come back
+
+    resp = server.client.post(
+        "/security-groups/web/rules",
+        json={"protocol": "tcp", "port_min": 8080, "remote_group": "clients"},
+    )
+    assert resp.status_code == 201, resp.text
+    rule = resp.json()
+    assert reaches(server, cli["id"], "10.235.0.10", 8080)
+    assert not ping(server, cli["id"], "10.235.0.10")  # only tcp/8080 was opened
+
+    assert server.client.delete(f"/security-groups/web/rules/{rule['id']}").status_code == 204
+    assert not reaches(server, cli["id"], "10.235.0.10", 8080)
+    # the instances ran through it all: no restart
+    for inst in (srv, cli):
+        assert server.instance(inst["id"])["status"] == "running"
+        assert server.console(inst["id"]).count("NUBIS-GUEST-READY") == 1
+
+    # a guest that takes another address, or another MAC, cannot send
+    spoof_ip = "ip addr flush dev eth0; ip addr add 10.235.0.99/24 dev eth0"
+    guest_run(server, cli["id"], spoof_ip)
+    assert not ping(server, cli["id"], "10.235.0.1")
+    honest = "ip addr flush dev eth0; ip addr add 10.235.0.11/24 dev eth0"
+    guest_run(server, cli["id"], honest)
+    assert ping(server, cli["id"], "10.235.0.1")
+    guest_run(
+        server,
+        cli["id"],
+        "ip link set eth0 down; ip link set eth0 address 02:4e:42:ee:ee:ee; ip link set eth0 up; "
+        + honest,
+    )
+    assert not ping(server, cli["id"], "10.235.0.1")
+
+    # a group in use cannot go; once its ports are gone it can, with its filter
+    resp = server.client.delete("/security-groups/web")
+    assert resp.status_code == 409 and "port" in resp.json()["error"]["message"]
+    for inst in (srv, cli):
+        delete(server, inst)
+    for group in (web, clients):
+        assert server.client.delete(f"/security-groups/{group['id']}").status_code == 204
+        assert not nwfilter_exists(f"nubis-sg-{group['id']}")
+    assert server.client.delete(f"/networks/{net['id']}").status_code == 204
+
+
+def nwfilter_exists(name: str) -> bool:
+    conn = libvirt.open("qemu:///system")
+    try:
+        return name in conn.listNWFilters()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "rule,message",
+    [
+        ({"protocol": "gre"}, "protocol must be"),
+        ({"protocol": "tcp", "port_min": 0}, "port_min"),
+        ({"protocol": "tcp", "port_min": 90, "port_max": 80}, "port_min"),
+        ({"protocol": "icmp", "port_min": 8}, "no ports"),
+        ({"protocol": "any", "remote_cidr": "10.0.0.1/8"}, "remote_cidr"),
+        ({"protocol": "any", "remote_cidr": "10.0.0.0/8", "remote_group": "default"}, "not both"),
+    ],
+)
+def test_bad_rules_are_refused_and_nothing_changes(server, rule, message):
+    before = server.client.get("/security-groups/default").json()["rules"]
+    resp = server.client.post("/security-groups/default/rules", json=rule)
+    assert resp.status_code == 400, resp.text
+    assert message in resp.json()["error"]["message"]
+    assert server.client.get("/security-groups/default").json()["rules"] == before

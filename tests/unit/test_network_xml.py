@@ -63,3 +63,45 @@ def test_domain_nics_round_trip_in_order():
     )
     spec = DomainSpec(name="d", uuid="u", vcpus=1, memory_mib=64, interfaces=nics)
     assert parse_domain_xml(build_domain_xml(spec)).interfaces == nics
+
+
+def test_group_filter_allows_each_source_and_port_range():
+    from nubis.drivers.libvirt.nwfilters import AllowIn, group_filter_xml
+
+    xml = group_filter_xml(
+        "nubis-sg-g",
+        "0b2f3a56-0000-4000-8000-000000000001",
+        [AllowIn("tcp", "10.1.0.5/32", 80, 90), AllowIn("icmp"), AllowIn("any", "10.2.0.0/16")],
+    )
+    root = ET.fromstring(xml)
+    assert root.findtext("uuid") == "0b2f3a56-0000-4000-8000-000000000001"
+    rules = root.findall("rule")
+    assert {(r.get("action"), r.get("direction")) for r in rules} == {("accept", "in")}
+    tcp, icmp, every = (r[0] for r in rules)
+    assert (tcp.tag, tcp.get("srcipaddr"), tcp.get("srcipmask")) == ("tcp", "10.1.0.5", "32")
+    assert (tcp.get("dstportstart"), tcp.get("dstportend")) == ("80", "90")
+    assert icmp.tag == "icmp" and icmp.get("srcipaddr") is None  # from anywhere
+    assert (every.tag, every.get("srcipaddr"), every.get("srcipmask")) == ("all", "10.2.0.0", "16")
+
+
+def test_port_filter_drops_what_no_group_lets_in_and_scope_keeps_networks_apart():
+    from nubis.drivers.libvirt.nwfilters import port_filter_xml, scope_filter_xml
+
+    port = ET.fromstring(port_filter_xml("p", "u", "nubis-scope-x", ["nubis-sg-a"]))
+    refs = [f.get("filter") for f in port.findall("filterref")]
+    assert refs == ["clean-traffic", "nubis-scope-x", "nubis-sg-a"]
+    drop = [r for r in port.findall("rule") if r.get("action") == "drop"]
+    assert [(r.get("direction"), int(r.get("priority"))) for r in drop] == [("in", 1000)]
+
+    nat = ET.fromstring(scope_filter_xml("s", "u", ["10.1.0.0/24"], ["10.2.0.0/24"], False))
+    rules = [
+        (r.get("action"), r.get("direction"), r[0].get("dstipaddr")) for r in nat.findall("rule")
+    ]
+    assert rules == [("drop", "out", "10.2.0.0")]
+    isolated = ET.fromstring(scope_filter_xml("s", "u", ["10.1.0.0/24"], [], True))
+    actions = [(r.get("action"), r[0].tag, r[0].get("dstipaddr")) for r in isolated.findall("rule")]
+    assert actions == [
+        ("accept", "all", "10.1.0.0"),
+        ("accept", "udp", None),
+        ("drop", "all", None),
+    ]

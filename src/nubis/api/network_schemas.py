@@ -63,3 +63,35 @@ class PortOut(Out):
     status: str
     position: int
     created_at: datetime
+
+
+class SecurityGroupIn(BaseModel):
+    name: str
+    description: str = ""
+
+
+class RuleIn(BaseModel):
+    protocol: str = Field(description="tcp | udp | icmp | any")
+    port_min: int | None = Field(default=None, description="tcp/udp: first port")
+    port_max: int | None = Field(default=None, description="tcp/udp: last port (default: port_min)")
+    remote_cidr: str | None = Field(default=None, description="from these addresses")
+    remote_group: str | None = Field(default=None, description="from the ports of this group")
+
+
+class RuleOut(Out):
+    id: str
+    protocol: str
+    port_min: int | None
+    port_max: int | None
+    remote_cidr: str | None
+    remote_group_id: str | None
+    created_at: datetime
+
+
+class SecurityGroupOut(Out):
+    id: str
+    name: str
+    description: str
+    project_id: str
+    created_at: datetime
+    rules: list[RuleOut] = Field(default_factory=list)

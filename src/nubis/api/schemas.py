@@ -114,6 +114,9 @@ class FlavorOut(Out):
 class NicIn(BaseModel):
     network: str = Field(description="network id or name")
     ip: str | None = Field(default=None, description="a fixed address (default: the next free)")
+    security_groups: list[str] | None = Field(
+        default=None, description="groups by id or name (default: the project's 'default')"
+    )
 
 
 class InstanceIn(BaseModel):

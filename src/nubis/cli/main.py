@@ -25,6 +25,7 @@ app.add_typer(storage.offering_app, name="disk-offering")
 app.add_typer(storage.volume_app, name="volume")
 app.add_typer(storage.snapshot_app, name="snapshot")
 app.add_typer(networks.network_app, name="network")
+app.add_typer(networks.group_app, name="security-group")
 
 
 def _logging(log_file: str) -> None:

@@ -84,3 +84,64 @@ def network_ports(ref: str, fmt: Fmt = "table") -> None:
 def network_delete(ref: str) -> None:
     request("DELETE", f"/networks/{ref}")
     console.print(f"network {ref} deleted")
+
+
+group_app = typer.Typer(help="Security groups (inbound rules of ports)", no_args_is_help=True)
+GROUP_COLS = ["name", "description", "rules", "id"]
+RULE_COLS = ["protocol", "port_min", "port_max", "remote_cidr", "remote_group_id", "id"]
+
+
+@group_app.command("list")
+def group_list(fmt: Fmt = "table") -> None:
+    page = request("GET", "/security-groups").json()
+    if fmt == "table":
+        for group in page["items"]:
+            group["rules"] = len(group["rules"])
+    show(page, fmt, GROUP_COLS)
+
+
+@group_app.command("create")
+def group_create(name: str, description: str = "", fmt: Fmt = "table") -> None:
+    body = {"name": name, "description": description}
+    created = request("POST", "/security-groups", json=body).json()
+    if fmt == "table":
+        created["rules"] = len(created["rules"])
+    show(created, fmt, GROUP_COLS)
+
+
+@group_app.command("show")
+def group_show(ref: str, fmt: Fmt = "table") -> None:
+    """The group's rules."""
+    show(request("GET", f"/security-groups/{ref}").json()["rules"], fmt, RULE_COLS)
+
+
+@group_app.command("add-rule")
+def group_add_rule(
+    ref: str,
+    protocol: Annotated[str, typer.Option(help="tcp | udp | icmp | any")],
+    port: Annotated[str | None, typer.Option(help="tcp/udp: PORT or MIN-MAX")] = None,
+    remote_cidr: Annotated[str | None, typer.Option(help="from these addresses")] = None,
+    remote_group: Annotated[str | None, typer.Option(help="from this group's ports")] = None,
+    fmt: Fmt = "table",
+) -> None:
+    low, _, high = (port or "").partition("-")
+    body = {
+        "protocol": protocol,
+        "port_min": int(low) if low else None,
+        "port_max": int(high) if high else None,
+        "remote_cidr": remote_cidr,
+        "remote_group": remote_group,
+    }
+    show(request("POST", f"/security-groups/{ref}/rules", json=body).json(), fmt, RULE_COLS)
+
+
+@group_app.command("delete-rule")
+def group_delete_rule(ref: str, rule_id: str) -> None:
+    request("DELETE", f"/security-groups/{ref}/rules/{rule_id}")
+    console.print(f"rule {rule_id} deleted")
+
+
+@group_app.command("delete")
+def group_delete(ref: str) -> None:
+    request("DELETE", f"/security-groups/{ref}")
+    console.print(f"security group {ref} deleted")

@@ -97,13 +97,17 @@ def instance_create(
         list[str] | None,
         typer.Option(help="a NIC on NETWORK or NETWORK=IP (repeatable, eth0 first)"),
     ] = None,
+    security_group: Annotated[
+        list[str] | None,
+        typer.Option(help="security group of every NIC (repeatable; default: 'default')"),
+    ] = None,
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
     nics = []
     for nic in network or []:
         net, _, ip = nic.partition("=")
-        nics.append({"network": net, "ip": ip or None})
+        nics.append({"network": net, "ip": ip or None, "security_groups": security_group})
     body = {
         "name": name,
         "image": image,

@@ -437,6 +437,10 @@ class Network(Base):
         return f"nubis-net-{self.tag}"
 
     @property
+    def scope_filter_name(self) -> str:
+        return f"nubis-scope-{self.tag}"
+
+    @property
     def bridge_name(self) -> str:
         """The bridge the host's libvirt makes for a nat or isolated network."""
         return self.host_bridge or f"nbr-{self.tag}"
@@ -479,3 +483,45 @@ class Port(Base):
     status: Mapped[str] = mapped_column(String(16), default="attaching")
     position: Mapped[int] = mapped_column(Integer, default=0)  # NIC order in the instance
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SecurityGroup(Base):
+    """A set of inbound rules applied to ports (everything else inbound is dropped;
+    outbound is open). Enforced on each host by libvirt nwfilter."""
+
+    __tablename__ = "security_groups"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def filter_name(self) -> str:
+        return f"nubis-sg-{self.id}"
+
+
+class SecurityGroupRule(Base):
+    """Let in ``protocol`` traffic (to ports port_min-port_max for tcp/udp) from
+    ``remote_cidr`` or from the ports of ``remote_group_id``."""
+
+    __tablename__ = "security_group_rules"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    group_id: Mapped[str] = mapped_column(ForeignKey("security_groups.id"), index=True)
+    protocol: Mapped[str] = mapped_column(String(8))  # tcp | udp | icmp | any
+    port_min: Mapped[int | None] = mapped_column(Integer)
+    port_max: Mapped[int | None] = mapped_column(Integer)
+    remote_cidr: Mapped[str | None] = mapped_column(String(18))
+    remote_group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("security_groups.id"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PortSecurityGroup(Base):
+    __tablename__ = "port_security_groups"
+    port_id: Mapped[str] = mapped_column(ForeignKey("ports.id"), primary_key=True)
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id"), primary_key=True, index=True
+    )

@@ -298,6 +298,7 @@ class DeleteHandler(_Handler):
         t.driver.delete_volume(loaded.ref, root_volume_name(ctx.resource_id) + ".full")
         ctx.step("console", 80)
         t.driver.delete_console_log(loaded.ref, loaded.instance.domain_name)
+        left_groups: set[str] = set()
         with t.db.begin() as s:
             instance = s.get(Instance, ctx.resource_id)
             if instance is not None:
@@ -313,10 +314,13 @@ class DeleteHandler(_Handler):
                 forget_snapshots(s, instance.id)
                 refs = cluster_refs(s, instance, t.hosts)
                 for port in instance_ports(s, instance.id):
-                    t.ports.release(s, refs, port)
+                    left_groups |= t.ports.release(s, refs, port)
+                    s.flush()
                     s.delete(port)
                 s.flush()
                 s.delete(instance)
+        # the rules naming the groups it was in forget its addresses
+        t.ports.groups.push(left_groups, strict=False)
 
     def failed(self, ctx: TaskContext, error: str) -> None:
         self.t.settle(ctx.resource_id, "error", f"delete failed: {error}")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import Cluster, Flavor, Host, Image, Instance, Task
 from nubis.drivers.errors import DriverError
-from nubis.services import ports, rule_groups
+from nubis.services import ports, rule_groups, security_groups
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, NotFoundError, Unavailable
 from nubis.services.hosts import HostService
@@ -106,6 +106,9 @@ class InstanceService:
             get_by_id_or_name(session, Cluster, cluster_ref, "cluster") if cluster_ref else None
         )
         networks = ports.resolve_networks(session, principal, nics or [])
+        nic_groups = [
+            security_groups.resolve(session, principal, n.security_groups) for n in nics or []
+        ]
         cluster_id = cluster.id if cluster else None
         if networks:  # the instance runs where its networks are
             if cluster_id not in (None, networks[0].cluster_id):
@@ -140,8 +143,13 @@ class InstanceService:
         )
         session.add(instance)
         session.flush()
-        for position, (nic, network) in enumerate(zip(nics or [], networks, strict=True)):
-            ports.allocate(session, principal.project_id, network, instance.id, nic.ip, position)
+        for position, (nic, network, groups) in enumerate(
+            zip(nics or [], networks, nic_groups, strict=True)
+        ):
+            port = ports.allocate(
+                session, principal.project_id, network, instance.id, nic.ip, position
+            )
+            security_groups.join(session, port, groups)
         task = self.submit(session, principal, "instance.create", instance.id)
         return instance, task
 

@@ -23,6 +23,7 @@ from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.networks import MODES, NetworkDriver, NetworkSpec, Reservation
 from nubis.drivers.libvirt.networks import SubnetSpec as DriverSubnet
+from nubis.drivers.libvirt.nwfilters import FilterDriver, scope_filter_xml
 from nubis.services import inventory
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, Unavailable
@@ -57,6 +58,20 @@ def spec_of(session: Session, network: Network) -> NetworkSpec:
         reservations = tuple(Reservation(p.mac, p.ip) for p in ports) if subnet.dhcp else ()
         specs.append(DriverSubnet(subnet.cidr, subnet.gateway, subnet.dhcp, reservations))
     return NetworkSpec(network.libvirt_name, network.mode, network.bridge_name, tuple(specs))
+
+
+def scope_filter(session: Session, network: Network) -> str:
+    """The filter keeping the network's ports out of the cluster's other networks."""
+    rows = session.execute(
+        select(Subnet.network_id, Subnet.cidr)
+        .join(Network, Network.id == Subnet.network_id)
+        .where(Network.cluster_id == network.cluster_id)
+    ).all()
+    own = [cidr for net_id, cidr in rows if net_id == network.id]
+    others = [cidr for net_id, cidr in rows if net_id != network.id]
+    return scope_filter_xml(
+        network.scope_filter_name, network.id, own, others, network.mode == "isolated"
+    )
 
 
 def hosts_of(session: Session, network: Network) -> list[Host]:
@@ -108,10 +123,31 @@ def _check_overlaps(session: Session, cluster: Cluster, cidrs: list[str]) -> Non
 
 
 class NetworkService:
-    def __init__(self, db: Database, driver: NetworkDriver, hosts: HostService) -> None:
+    def __init__(
+        self, db: Database, driver: NetworkDriver, filters: FilterDriver, hosts: HostService
+    ) -> None:
         self.db = db
         self.driver = driver
+        self.filters = filters
         self.hosts = hosts
+
+    def push_scopes(self, cluster_id: str) -> None:
+        """The cluster's networks changed: every network's scope filter is defined
+        again where it exists (running NICs take it at once)."""
+        with self.db.begin() as s:
+            networks = s.scalars(select(Network).where(Network.cluster_id == cluster_id)).all()
+            filters = [(n.scope_filter_name, scope_filter(s, n)) for n in networks]
+            refs = [
+                self.hosts.ref(h)
+                for h in s.scalars(select(Host).where(Host.cluster_id == cluster_id))
+                if h.state == "up"
+            ]
+        for ref in refs:
+            for name, xml in filters:
+                try:
+                    self.filters.redefine_if_present(ref, name, xml)
+                except DriverError as exc:
+                    log.warning("could not update filter %s on %s: %s", name, ref.uri, exc)
 
     def create(self, principal: Principal, req: NetworkRequest) -> Network:
         needs_gateway = req.mode != "bridged"
@@ -155,7 +191,9 @@ class NetworkService:
             network = s.get(Network, network_id)
             assert network is not None
             network.state = "active"
-            return network
+            cluster_id = network.cluster_id
+        self.push_scopes(cluster_id)  # the other networks' ports keep out of this one
+        return network
 
     @staticmethod
     def _insert(
@@ -226,6 +264,7 @@ class NetworkService:
                     "detach them or delete their instances first"
                 )
             name, refs = network.libvirt_name, [self.hosts.ref(h) for h in hosts_of(s, network)]
+            scope, cluster_id = network.scope_filter_name, network.cluster_id
             for subnet in subnets_of(s, network.id):
                 s.delete(subnet)
             s.flush()
@@ -236,6 +275,12 @@ class NetworkService:
                     self.driver.remove_network(host_ref, name)
                 except DriverError as exc:
                     raise Unavailable(f"could not remove the network from a host: {exc}") from exc
+        for host_ref in refs:
+            try:
+                self.filters.remove(host_ref, scope)
+            except DriverError as exc:  # unused by any NIC: harmless if left
+                log.warning("could not remove filter %s from %s: %s", scope, host_ref.uri, exc)
+        self.push_scopes(cluster_id)
 
     def get(self, session: Session, principal: Principal, ref: str) -> Network:
         return get_by_id_or_name(session, Network, ref, "network", project_id=principal.project_id)

@@ -14,18 +14,21 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Instance, Network, Port, Subnet
+from nubis.db.models import Host, Instance, Network, Port, PortSecurityGroup, Subnet
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.domain_xml import InterfaceSpec
 from nubis.drivers.libvirt.networks import NetworkDriver, Reservation
+from nubis.drivers.libvirt.nwfilters import FilterDriver, port_filter_xml
+from nubis.services import security_groups
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict
 from nubis.services.hosts import HostService
 from nubis.services.ipam import check_fixed_ip, first_free, random_mac
 from nubis.services.lookup import get_by_id_or_name
-from nubis.services.networks import spec_of, subnets_of
+from nubis.services.networks import scope_filter, spec_of, subnets_of
+from nubis.services.security_groups import SecurityGroupService
 
 MAX_NICS = 8
 ATTEMPTS = 20
@@ -35,6 +38,7 @@ ATTEMPTS = 20
 class NicRequest:
     network: str
     ip: str | None = None
+    security_groups: list[str] | None = None  # None: the project's default group
 
 
 def resolve_networks(
@@ -120,50 +124,105 @@ def instance_ports(session: Session, instance_id: str) -> list[Port]:
     )
 
 
+def port_filter_name(port_id: str) -> str:
+    return f"nubis-port-{port_id}"
+
+
 def interfaces(session: Session, instance_id: str) -> tuple[InterfaceSpec, ...]:
-    """The instance's NICs in its domain, in port order."""
+    """The instance's NICs in its domain, in port order, each behind its port's
+    filter (its own MAC and IP only, its security groups)."""
     nics = []
     for port in instance_ports(session, instance_id):
         network = session.get(Network, port.network_id)
         assert network is not None
-        nics.append(InterfaceSpec(mac=port.mac, network=network.libvirt_name))
+        nics.append(
+            InterfaceSpec(
+                mac=port.mac,
+                network=network.libvirt_name,
+                filter=port_filter_name(port.id),
+                filter_params=(("IP", port.ip),),
+            )
+        )
     return tuple(nics)
 
 
-class PortPlumbing:
-    """The host side of ports: the instance's networks defined on its host, and the
-    DHCP reservations that give each port its address there."""
+def port_groups(session: Session, port_ids: list[str]) -> set[str]:
+    if not port_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(PortSecurityGroup.group_id).where(PortSecurityGroup.port_id.in_(port_ids))
+        )
+    )
 
-    def __init__(self, db: Database, driver: NetworkDriver) -> None:
+
+class PortPlumbing:
+    """The host side of ports: the instance's networks defined on its host, the DHCP
+    reservations that give each port its address there, and the ports' filters."""
+
+    def __init__(
+        self,
+        db: Database,
+        driver: NetworkDriver,
+        filters: FilterDriver,
+        groups: SecurityGroupService,
+    ) -> None:
         self.db = db
         self.driver = driver
+        self.filters = filters
+        self.groups = groups
 
     def prepare(self, ref: HostRef, instance_id: str) -> None:
-        """Before the instance runs on a host: its networks and reservations there."""
+        """Before the instance runs on a host: its networks, reservations and filters
+        there; other groups' rules naming its groups learn its addresses."""
         with self.db.begin() as s:
+            ports = instance_ports(s, instance_id)
+            group_ids = port_groups(s, [p.id for p in ports])
+            group_filters = self.groups.filters_for(s, group_ids)
             work = []
-            for port in instance_ports(s, instance_id):
+            for port in ports:
                 network = s.get(Network, port.network_id)
                 subnet = s.get(Subnet, port.subnet_id)
                 assert network is not None and subnet is not None
                 reservation = Reservation(port.mac, port.ip) if subnet.dhcp else None
-                work.append((spec_of(s, network), reservation))
-        for spec, reservation in work:
+                port_filter = port_filter_xml(
+                    port_filter_name(port.id),
+                    port.id,
+                    network.scope_filter_name,
+                    security_groups.port_group_filters(s, port.id),
+                )
+                work.append(
+                    (spec_of(s, network), reservation, scope_filter(s, network), port_filter)
+                )
+        for _name, xml in group_filters:
+            self.filters.define(ref, xml)
+        for spec, reservation, scope, port_filter in work:
             self.driver.ensure_network(ref, spec)
             if reservation is not None:
                 self.driver.reserve(ref, spec.name, reservation)
+            self.filters.define(ref, scope)
+            self.filters.define(ref, port_filter)
+        self.groups.push(group_ids, strict=False)
 
-    def release(self, session: Session, refs: list[HostRef], port: Port) -> None:
-        """Remove the port's reservation from the hosts (those that answer: a stale
-        reservation elsewhere is replaced when its address is handed out again)."""
+    def release(self, session: Session, refs: list[HostRef], port: Port) -> set[str]:
+        """Forget the port: its reservation and filter leave the hosts (those that
+        answer: a stale reservation elsewhere is replaced when its address is handed
+        out again), its memberships go. Returns the groups it was in."""
         network = session.get(Network, port.network_id)
-        if network is None:
-            return
+        groups = port_groups(session, [port.id])
+        for member in session.scalars(
+            select(PortSecurityGroup).where(PortSecurityGroup.port_id == port.id)
+        ):
+            session.delete(member)
         for ref in refs:
             try:
-                self.driver.unreserve(ref, network.libvirt_name, Reservation(port.mac, port.ip))
+                if network is not None:
+                    res = Reservation(port.mac, port.ip)
+                    self.driver.unreserve(ref, network.libvirt_name, res)
+                self.filters.remove(ref, port_filter_name(port.id))
             except DriverError:
                 continue
+        return groups
 
 
 def cluster_refs(session: Session, instance: Instance, hosts: HostService) -> list[HostRef]:

@@ -55,7 +55,7 @@ def create_instance(
             body.rule_group,
             body.cluster,
             body.clone,
-            [NicRequest(n.network, n.ip) for n in body.networks],
+            [NicRequest(n.network, n.ip, n.security_groups) for n in body.networks],
         )
         out = InstanceOut.model_validate(instance).model_dump()
     return InstanceAccepted(**out, task_id=task.id)

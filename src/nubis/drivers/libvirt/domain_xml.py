@@ -30,6 +30,8 @@ class InterfaceSpec:
     mac: str
     network: str  # the libvirt network's name
     model: str = "virtio"
+    filter: str | None = None  # the nwfilter applied to the NIC's traffic
+    filter_params: tuple[tuple[str, str], ...] = ()  # its variables (IP=...)
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,10 @@ def _interface(devices: ET.Element, nic: InterfaceSpec) -> None:
     _sub(el, "mac", address=nic.mac)
     _sub(el, "source", network=nic.network)
     _sub(el, "model", type=nic.model)
+    if nic.filter:
+        ref = _sub(el, "filterref", filter=nic.filter)
+        for name, value in nic.filter_params:
+            _sub(ref, "parameter", name=name, value=value)
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
@@ -183,6 +189,10 @@ def parse_domain_xml(xml: str) -> DomainSpec:
             mac=_attr(el, "mac", "address"),
             network=_attr(el, "source", "network"),
             model=_attr(el, "model", "type"),
+            filter=_attr(el, "filterref", "filter") or None,
+            filter_params=tuple(
+                (p.get("name", ""), p.get("value", "")) for p in el.findall("filterref/parameter")
+            ),
         )
         for el in dom.findall("./devices/interface[@type='network']")
     )
