@@ -38,6 +38,14 @@ CLONE_MODES = ("linked", "full")
 DELETABLE = ("building", "running", "stopped", "paused", "error")
 
 
+def _check_name_free(session: Session, principal: Principal, name: str) -> None:
+    exists = session.scalar(
+        select(Instance).where(Instance.project_id == principal.project_id, Instance.name == name)
+    )
+    if exists is not None:
+        raise Conflict(f"an instance named {name!r} already exists")
+
+
 class InstanceService:
     def __init__(self, engine: TaskEngine, hosts: HostService, scheduler: Scheduler) -> None:
         self.engine = engine
@@ -93,13 +101,7 @@ class InstanceService:
                 f"image {image.name!r} needs {image.virtual_size} bytes of disk, "
                 f"flavor {flavor.name!r} gives {flavor.disk_gib} GiB"
             )
-        exists = session.scalar(
-            select(Instance).where(
-                Instance.project_id == principal.project_id, Instance.name == name
-            )
-        )
-        if exists is not None:
-            raise Conflict(f"an instance named {name!r} already exists")
+        _check_name_free(session, principal, name)
         group = rule_groups.get(session, principal, rule_group_ref) if rule_group_ref else None
         requested = get_by_id_or_name(session, Host, host_ref, "host") if host_ref else None
         cluster = (
@@ -161,13 +163,7 @@ class InstanceService:
         needs a base that never changes: make a template, and linked clones of it."""
         validate_name(name, "instance")
         source = self.get(session, principal, ref)
-        exists = session.scalar(
-            select(Instance).where(
-                Instance.project_id == principal.project_id, Instance.name == name
-            )
-        )
-        if exists is not None:
-            raise Conflict(f"an instance named {name!r} already exists")
+        _check_name_free(session, principal, name)
         if source.host_id is None:
             raise Conflict(f"instance {source.name!r} is not on any host")
         self.guard(session, source, ("stopped",), "cloning")
