@@ -17,7 +17,7 @@ DEBIAN_PACKAGES=(
   syslinux syslinux-common isolinux mtools dosfstools genisoimage scrub
   iptables iproute2
 )
-TEST_DEBIAN_PACKAGES=(postgresql)
+TEST_DEBIAN_PACKAGES=(postgresql openssh-client)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 

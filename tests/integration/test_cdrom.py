@@ -95,7 +95,7 @@ def test_installer_flow_boot_iso_install_then_boot_from_disk(server, installer_i
     inst = server.instance(iid)
     assert inst["cdrom_image_id"] == installer_iso["id"]
     assert inst["boot_order"] == ["cdrom", "disk"]
-    assert boot_orders(iid) == {"vda": "2", "hdc": "1"}
+    assert boot_orders(iid) == {"vda": "2", "hdc": "1", "hdd": None}  # hdd: seed disc
     # the root disk is blank, the flavor's size, and owes nothing to the ISO
     conn = libvirt.open("qemu:///system")
     try:
@@ -128,7 +128,7 @@ def test_installer_flow_boot_iso_install_then_boot_from_disk(server, installer_i
     # disk first from the next start, and the disc out
     run_task(server, "PUT", f"/instances/{iid}/boot-order", json={"order": ["disk", "cdrom"]})
     assert server.instance(iid)["boot_order"] == ["disk", "cdrom"]
-    assert boot_orders(iid) == {"vda": "1", "hdc": "2"}
+    assert boot_orders(iid) == {"vda": "1", "hdc": "2", "hdd": None}
     run_task(server, "DELETE", f"/instances/{iid}/cdrom")
     assert server.instance(iid)["cdrom_image_id"] is None
     resp = server.client.delete(f"/instances/{iid}/cdrom")

@@ -46,20 +46,26 @@ def test_cli_creates_boots_and_deletes_an_instance(nubis, tmp_path):
     assert "nubis-tiny" in nubis("image", "list").stdout
     assert "m1.tiny" in nubis("flavor", "list").stdout
 
+    # a generated key pair: the private key goes to a file only its owner reads
+    key_file = tmp_path / "cli-key"
+    nubis("keypair", "create", "cli-key", "--private-key-file", str(key_file))
+    assert key_file.stat().st_mode & 0o077 == 0
+    public = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(key_file)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    shown = json.loads(nubis("keypair", "show", "cli-key", "-f", "json").stdout)
+    assert shown["public_key"].split()[:2] == public[:2]
+    refused = nubis("keypair", "create", "cli-key", "--private-key-file", str(key_file), ok=False)
+    assert refused.returncode != 0 and "not overwriting" in refused.stderr
+    user_data = tmp_path / "user-data"
+    user_data.write_text("#!/bin/sh\necho CLI-USER-DATA $(hostname)\n")
+
     out = nubis(
-        "instance",
-        "create",
-        "cli-vm",
-        "--image",
-        "nubis-tiny",
-        "--flavor",
-        "m1.tiny",
-        "--wait",
-        "-f",
-        "json",
-    ).stdout
+        "instance", "create", "cli-vm", "--image", "nubis-tiny", "--flavor", "m1.tiny",
+        "--key-pair", "cli-key", "--user-data", str(user_data), "--wait", "-f", "json",
+    ).stdout  # fmt: skip
     inst = json.loads(out)
-    assert inst["status"] == "running"
+    assert inst["status"] == "running" and inst["key_name"] == "cli-key"
     listed = json.loads(nubis("instance", "list", "--status", "running", "-f", "json").stdout)
     assert "cli-vm" in [i["name"] for i in listed["items"]]
 
@@ -69,12 +75,23 @@ def test_cli_creates_boots_and_deletes_an_instance(nubis, tmp_path):
     )
     nubis("instance", "start", "cli-vm", "--wait")
     for _ in range(120):
-        if READY in nubis("instance", "console-log", "cli-vm").stdout:
+        log = nubis("instance", "console-log", "cli-vm").stdout
+        if READY in log and "CLI-USER-DATA cli-vm" in log:
             break
     else:
-        pytest.fail("guest never printed its marker")
+        pytest.fail(f"guest never printed its marker and the user-data's output: {log[-1500:]}")
     nubis("instance", "delete", "cli-vm", "--wait")
     assert libvirt_leftovers(inst["id"]) == []
+
+    # importing a public key; the list shows both
+    pub_file = tmp_path / "imported.pub"
+    pub_file.write_text(" ".join(public) + "\n")
+    nubis("keypair", "create", "cli-imported", "--public-key-file", str(pub_file))
+    listed = nubis("keypair", "list").stdout
+    assert "cli-key" in listed and "cli-imported" in listed
+    for name in ("cli-key", "cli-imported"):
+        nubis("keypair", "delete", name)
+    assert "cli-key" not in nubis("keypair", "list").stdout
 
 
 def test_cli_reports_errors_clearly(nubis, tmp_path):

@@ -1,4 +1,5 @@
-"""Request and response bodies of networking: networks, subnets, ports."""
+"""Request and response bodies of networking: networks, subnets, ports, security groups
+and key pairs."""
 
 from __future__ import annotations
 
@@ -95,3 +96,29 @@ class SecurityGroupOut(Out):
     project_id: str
     created_at: datetime
     rules: list[RuleOut] = Field(default_factory=list)
+
+
+class KeyPairIn(BaseModel):
+    name: str
+    public_key: str | None = Field(
+        default=None,
+        description="an OpenSSH public key to import; none: a pair is generated",
+    )
+    key_type: str = Field(default="ed25519", description="generated pairs: ed25519 | rsa")
+
+
+class KeyPairOut(Out):
+    id: str
+    name: str
+    project_id: str
+    key_type: str
+    fingerprint: str = Field(description="SHA256:..., as ssh-keygen -l prints it")
+    public_key: str
+    created_at: datetime
+
+
+class KeyPairCreated(KeyPairOut):
+    private_key: str | None = Field(
+        default=None,
+        description="generated pairs only: the private key, shown this once, never stored",
+    )

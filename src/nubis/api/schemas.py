@@ -133,6 +133,20 @@ class InstanceIn(BaseModel):
     networks: list[NicIn] = Field(
         default_factory=list, description="one NIC (port) per entry, in this order"
     )
+    hostname: str | None = Field(
+        default=None, description="the guest's host name (default: made from the name)"
+    )
+    key_pair: str | None = Field(
+        default=None, description="key pair (id or name) whose public key the guest gets"
+    )
+    user_data: str | None = Field(
+        default=None,
+        description="cloud-init user-data: a script ('#!') or '#cloud-config', at most 64 KiB",
+    )
+    seed_format: str = Field(
+        default="nocloud",
+        description="cloud-init seed disc: nocloud (label cidata) or configdrive (config-2)",
+    )
 
 
 class InstanceOut(Out):
@@ -146,6 +160,9 @@ class InstanceOut(Out):
     image_id: str | None
     flavor_id: str | None
     rule_group_id: str | None
+    hostname: str | None
+    key_name: str | None = Field(description="the key pair the guest was given, if any")
+    seed_format: str | None = Field(description="cloud-init seed disc format")
     vcpus: int
     memory_mib: int
     disk_gib: int

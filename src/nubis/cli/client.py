@@ -48,6 +48,14 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def read_text(path: Path) -> str:
+    """A text file the user names (a key, user-data); a clear error if unreadable."""
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise fail(f"cannot read {path}: {exc}") from exc
+
+
 def _auth_headers(headers: dict[str, str], auth: bool) -> dict[str, str]:
     if auth:
         token = saved_token()

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nubis.cli import devcluster, inventory, networks, resources, storage
+from nubis.cli import devcluster, inventory, keypairs, networks, resources, storage
 from nubis.cli.client import console, request, save_token
 
 app = typer.Typer(help="Nubis: a private cloud on libvirt/QEMU hosts", no_args_is_help=True)
@@ -26,6 +26,7 @@ app.add_typer(storage.volume_app, name="volume")
 app.add_typer(storage.snapshot_app, name="snapshot")
 app.add_typer(networks.network_app, name="network")
 app.add_typer(networks.group_app, name="security-group")
+app.add_typer(keypairs.keypair_app, name="keypair")
 
 
 def _logging(log_file: str) -> None:

@@ -10,6 +10,7 @@ import typer
 from nubis.cli.client import (
     console,
     download_file,
+    read_text,
     request,
     show,
     upload_file,
@@ -101,6 +102,19 @@ def instance_create(
         list[str] | None,
         typer.Option(help="security group of every NIC (repeatable; default: 'default')"),
     ] = None,
+    key_pair: Annotated[
+        str | None, typer.Option(help="key pair whose public key the guest gets")
+    ] = None,
+    user_data: Annotated[
+        Path | None,
+        typer.Option(help="file of cloud-init user-data ('#!' script or '#cloud-config')"),
+    ] = None,
+    hostname: Annotated[
+        str | None, typer.Option(help="the guest's host name (default: from the name)")
+    ] = None,
+    seed_format: Annotated[
+        str, typer.Option(help="cloud-init seed disc: nocloud or configdrive")
+    ] = "nocloud",
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
@@ -117,6 +131,10 @@ def instance_create(
         "rule_group": rule_group,
         "clone": clone,
         "networks": nics,
+        "key_pair": key_pair,
+        "user_data": read_text(user_data) if user_data else None,
+        "hostname": hostname,
+        "seed_format": seed_format,
     }
     created = request("POST", "/instances", json=body).json()
     if wait:

@@ -202,6 +202,14 @@ class Instance(Base):
     # devices tried at power-on, first to last: "disk,cdrom" or "cdrom,disk"
     boot_order: Mapped[str] = mapped_column(String(32), default="disk,cdrom")
     rule_group_id: Mapped[str | None] = mapped_column(ForeignKey("rule_groups.id"), index=True)
+    # what the guest is told at first boot (cloud-init's seed ISO): its host name, the
+    # public key of a key pair (a copy: deleting the key pair does not change it) and
+    # user-data; seed_format is nocloud | configdrive, None for instances made before
+    hostname: Mapped[str | None] = mapped_column(String(63))
+    key_name: Mapped[str | None] = mapped_column(String(64))
+    public_key: Mapped[str | None] = mapped_column(Text)
+    user_data: Mapped[str | None] = mapped_column(Text)
+    seed_format: Mapped[str | None] = mapped_column(String(12))
     vcpus: Mapped[int]
     memory_mib: Mapped[int]
     disk_gib: Mapped[int]
@@ -525,3 +533,18 @@ class PortSecurityGroup(Base):
     group_id: Mapped[str] = mapped_column(
         ForeignKey("security_groups.id"), primary_key=True, index=True
     )
+
+
+class KeyPair(Base):
+    """An SSH public key a project's instances can be given (the private key of a
+    generated pair is returned once and never stored)."""
+
+    __tablename__ = "key_pairs"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    public_key: Mapped[str] = mapped_column(Text)
+    key_type: Mapped[str] = mapped_column(String(32))  # ssh-ed25519, ssh-rsa, ...
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA256:..., as ssh-keygen -l
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -3,7 +3,8 @@
 A FAT "superfloppy" with syslinux boots under SeaBIOS; it carries the Debian
 kernel and an initramfs of busybox-static whose init prints
 ``NUBIS-GUEST-READY`` on the serial console, asks DHCP for each NIC's address
-(``NUBIS-IP eth0 10.0.0.5`` on the console), answers the ACPI power button
+(``NUBIS-IP eth0 10.0.0.5`` on the console), reads cloud-init's seed disc
+(host name, keys, a user-data script: ``NUBIS-HOSTNAME web-1``), answers the ACPI power button
 (graceful shutdown) and keeps a shell on the serial console and on tty1.
 """
 
@@ -55,6 +56,7 @@ mount -t devtmpfs dev /dev
 for m in $(cat /etc/modules.order); do insmod /lib/modules/$m.ko 2>/dev/null; done
 hostname nubis-guest
 ip link set lo up
+/etc/seed.sh
 # every NIC asks DHCP for its address, in the background (the guest does not wait)
 for dev in /sys/class/net/eth*; do
   [ -e "$dev" ] && udhcpc -f -i "${{dev##*/}}" -s /etc/udhcpc.sh -T 1 -A 2 >/dev/null 2>&1 &
@@ -62,6 +64,37 @@ done
 # acpid (from inittab) needs the power button's event device, added asynchronously
 for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/input/event0 ] && break; sleep 0.2; done
 echo {READY_MARKER} > /dev/ttyS0
+"""
+
+# what cloud-init does with its seed disc, in the small: find the disc (NoCloud "cidata"
+# or ConfigDrive "config-2") on a CD-ROM drive, take the host name and public keys,
+# and run a user-data script in the background, its output on the serial console
+SEED_SH = """\
+#!/bin/sh
+mkdir -p /seed
+for dev in /dev/sr0 /dev/sr1 /dev/sr2 /dev/sr3; do
+  [ -b "$dev" ] && mount -t iso9660 -o ro "$dev" /seed 2>/dev/null || continue
+  [ -f /seed/meta-data ] || [ -f /seed/openstack/latest/meta_data.json ] && break
+  umount /seed
+done
+if [ -f /seed/meta-data ]; then
+  meta=/seed/meta-data; user=/seed/user-data
+  name=$(sed -n 's/^local-hostname: *//p' $meta | tr -d "'\\"")
+elif [ -f /seed/openstack/latest/meta_data.json ]; then
+  meta=/seed/openstack/latest/meta_data.json; user=/seed/openstack/latest/user_data
+  name=$(sed -n 's/^ *"hostname": *"\\([^"]*\\)".*/\\1/p' $meta)
+else
+  exit 0
+fi
+[ -n "$name" ] && hostname "$name"
+echo "NUBIS-HOSTNAME $(hostname)" > /dev/ttyS0
+mkdir -p /root/.ssh
+grep -o 'ssh-[a-z0-9-]* [A-Za-z0-9+/=]*' $meta | sort -u > /root/.ssh/authorized_keys
+while read -r key; do echo "NUBIS-SSH-KEY $key" > /dev/ttyS0; done < /root/.ssh/authorized_keys
+if [ -f "$user" ] && [ "$(head -c 2 $user)" = "#!" ]; then
+  cp $user /tmp/user-data && chmod 755 /tmp/user-data
+  ( /tmp/user-data; echo "NUBIS-USER-DATA-EXIT $?" ) > /dev/ttyS0 2>&1 &
+fi
 """
 
 # the guest's uptime on the serial console: a live migration must not reset it
@@ -169,6 +202,7 @@ def build_initramfs(work: Path, release: str) -> Path:
     _write(root / "etc/acpi/power.sh", POWER_SH, 0o755)
     _write(root / "etc/uptime.sh", UPTIME_SH, 0o755)
     _write(root / "etc/udhcpc.sh", UDHCPC_SH, 0o755)
+    _write(root / "etc/seed.sh", SEED_SH, 0o755)
     modules = module_load_order(release, GUEST_MODULES)
     for mod in modules:
         shutil.copy2(mod, root / "lib/modules" / mod.name)

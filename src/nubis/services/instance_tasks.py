@@ -10,8 +10,10 @@ the work died, which an in-memory undo list could not.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import update
 
@@ -19,6 +21,7 @@ from nubis.db.models import Host, Image, Instance
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostRef, LibvirtDriver
 from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
+from nubis.services.cloudinit import build_seed
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService, image_volume_name
 from nubis.services.ports import PortPlumbing, cluster_refs, instance_ports, interfaces
@@ -33,6 +36,8 @@ ROOT_TARGET = "vda"
 # every instance has an IDE CD-ROM drive (empty unless a disc is inserted): IDE drives
 # cannot be hot-plugged, so the drive is there from the start for discs to come live
 CDROM_TARGET = "hdc"
+# the second CD-ROM drive holds cloud-init's seed disc (see services/cloudinit.py)
+SEED_TARGET = "hdd"
 # boot devices a user names, and the domain's devices they are
 BOOT_DEVICES = {"disk": ROOT_TARGET, "cdrom": CDROM_TARGET}
 
@@ -44,6 +49,17 @@ def boot_targets(boot_order: str) -> list[str]:
 
 def root_volume_name(instance_id: str) -> str:
     return f"nubis-{instance_id}-root"
+
+
+def seed_volume_name(instance_id: str) -> str:
+    return f"nubis-{instance_id}-seed.iso"
+
+
+def volume_names(instance_id: str) -> tuple[str, ...]:
+    """Every volume of the host's disk pool that belongs to an instance (root disk,
+    seed disc, and the markers saying each was written completely)."""
+    root, seed = root_volume_name(instance_id), seed_volume_name(instance_id)
+    return (root, root + ".full", seed, seed + ".ready")
 
 
 @dataclass
@@ -167,6 +183,17 @@ class InstanceTasks:
                 readonly=True,
             ),
         )
+        if inst.seed_format is not None:
+            disks += (
+                DiskSpec(
+                    path=self.ensure_seed(loaded.ref, instance_id),
+                    format="raw",
+                    target=SEED_TARGET,
+                    bus="ide",
+                    device="cdrom",
+                    readonly=True,
+                ),
+            )
         with self.db.begin() as s:
             disks += tuple(attached_disks(s, instance_id))
             nics = interfaces(s, instance_id)
@@ -184,11 +211,33 @@ class InstanceTasks:
             metadata={"instance": inst.id, "project": inst.project_id, "name": inst.name},
         )
 
+    def ensure_seed(self, ref: HostRef, instance_id: str) -> str:
+        """The path of the instance's seed disc on the host, made the first time (and
+        again only when an interrupted run left it without its ``.ready`` marker)."""
+        name = seed_volume_name(instance_id)
+        path = self.driver.volume_path(ref, name)
+        if path is not None and self.driver.volume_path(ref, name + ".ready") is not None:
+            return path
+        with self.db.begin() as s:
+            instance = s.get(Instance, instance_id)
+            if instance is None:
+                raise LookupError(f"instance {instance_id} no longer exists")
+            data = build_seed(s, instance)
+        with tempfile.TemporaryDirectory(prefix="nubis-seed-") as tmp:
+            iso = Path(tmp) / "seed.iso"
+            iso.write_bytes(data)
+            path = self.driver.upload_volume(ref, name, iso)
+        self.driver.create_marker(ref, name + ".ready")
+        return path
+
+    def delete_volumes(self, ref: HostRef, instance_id: str) -> None:
+        for name in volume_names(instance_id):
+            self.driver.delete_volume(ref, name)
+
     def remove_everything(self, ref: HostRef, instance_id: str) -> None:
-        """Remove the domain, root disk and console log of an instance (idempotent)."""
+        """Remove the domain, disks and console log of an instance (idempotent)."""
         self.driver.undefine(ref, instance_id)
-        self.driver.delete_volume(ref, root_volume_name(instance_id))
-        self.driver.delete_volume(ref, root_volume_name(instance_id) + ".full")
+        self.delete_volumes(ref, instance_id)
         self.driver.delete_console_log(ref, f"nubis-{instance_id}")
 
 
@@ -294,8 +343,7 @@ class DeleteHandler(_Handler):
         ctx.step("undefine", 40)
         t.driver.undefine(loaded.ref, ctx.resource_id)
         ctx.step("disk", 60)
-        t.driver.delete_volume(loaded.ref, root_volume_name(ctx.resource_id))
-        t.driver.delete_volume(loaded.ref, root_volume_name(ctx.resource_id) + ".full")
+        t.delete_volumes(loaded.ref, ctx.resource_id)
         ctx.step("console", 80)
         t.driver.delete_console_log(loaded.ref, loaded.instance.domain_name)
         left_groups: set[str] = set()

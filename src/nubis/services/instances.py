@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import Cluster, Flavor, Host, Image, Instance, Task
 from nubis.drivers.errors import DriverError
-from nubis.services import ports, rule_groups, security_groups
+from nubis.services import cloudinit, keypairs, ports, rule_groups, security_groups
 from nubis.services.auth import Principal
+from nubis.services.cloudinit import GuestRequest
 from nubis.services.errors import BadRequest, Conflict, NotFoundError, Unavailable
 from nubis.services.hosts import HostService
 from nubis.services.lookup import Page, get_by_id_or_name, paginate, validate_name
@@ -88,10 +89,18 @@ class InstanceService:
         cluster_ref: str | None = None,
         clone: str = "linked",
         nics: list[NicRequest] | None = None,
+        guest: GuestRequest | None = None,
     ) -> tuple[Instance, Task]:
         validate_name(name, "instance")
         if clone not in CLONE_MODES:
             raise BadRequest(f"clone must be one of {', '.join(CLONE_MODES)}")
+        guest = guest or GuestRequest()
+        hostname = (
+            cloudinit.check_hostname(guest.hostname) if guest.hostname else None
+        ) or cloudinit.hostname_from(name)
+        seed_format = cloudinit.check_seed_format(guest.seed_format)
+        user_data = cloudinit.check_user_data(guest.user_data) if guest.user_data else None
+        key = keypairs.get(session, principal, guest.key_pair) if guest.key_pair else None
         image = get_by_id_or_name(session, Image, image_ref, "image")
         flavor = get_by_id_or_name(session, Flavor, flavor_ref, "flavor")
         if image.status != "active":
@@ -142,6 +151,11 @@ class InstanceService:
             # an installer ISO boots first, onto the blank root disk
             cdrom_image_id=image.id if image.disk_format == "iso" else None,
             boot_order="cdrom,disk" if image.disk_format == "iso" else "disk,cdrom",
+            hostname=hostname,
+            key_name=key.name if key else None,
+            public_key=key.public_key if key else None,
+            user_data=user_data,
+            seed_format=seed_format,
         )
         session.add(instance)
         session.flush()
@@ -188,6 +202,13 @@ class InstanceService:
             clone_mode="full",
             cdrom_image_id=source.cdrom_image_id,
             boot_order=source.boot_order,
+            # told the same, but under its own name (and instance id: cloud-init sees
+            # a new instance and runs its first-boot work again)
+            hostname=cloudinit.hostname_from(name),
+            key_name=source.key_name,
+            public_key=source.public_key,
+            user_data=source.user_data,
+            seed_format=source.seed_format,
             status="building",
             task_state="spawning",
         )

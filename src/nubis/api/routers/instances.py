@@ -20,6 +20,7 @@ from nubis.api.schemas import (
     TemplateIn,
 )
 from nubis.services import media, migration, templates
+from nubis.services.cloudinit import GuestRequest
 from nubis.services.ports import NicRequest, instance_ports
 
 router = APIRouter(prefix="/instances", tags=["instances"])
@@ -56,6 +57,7 @@ def create_instance(
             body.cluster,
             body.clone,
             [NicRequest(n.network, n.ip, n.security_groups) for n in body.networks],
+            GuestRequest(body.hostname, body.key_pair, body.user_data, body.seed_format),
         )
         out = InstanceOut.model_validate(instance).model_dump()
     return InstanceAccepted(**out, task_id=task.id)
