@@ -13,9 +13,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Cluster, Host, Image, Instance, Snapshot, Task
+from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, Conflict, Unavailable
+from nubis.services.errors import BadRequest, Conflict
 from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
 from nubis.services.lookup import get_by_id_or_name
@@ -24,6 +25,10 @@ from nubis.services.volumes import unreachable_volumes
 from nubis.tasks.engine import TaskContext
 
 MIGRATABLE = ("running", "paused", "stopped")
+
+
+class MigrationCancelled(Exception):
+    """The user cancelled the migration before its libvirt job began."""
 
 
 def check_compatible(source: Host, target: Host) -> None:
@@ -99,18 +104,40 @@ def request_migration(
     )
 
 
+CANCEL_FLAG = "cancel_requested"
+
+
 def cancel(instances: InstanceService, session: Session, principal: Principal, ref: str) -> str:
-    """Abort a live migration in flight; the instance stays on its source host."""
+    """Ask a live migration in flight to stop; the instance stays on its source host.
+
+    The request is recorded on the migration's task: the task aborts the libvirt
+    job as soon as there is one, or never starts it when asked before it began.
+    """
     instance = instances.get(session, principal, ref)
-    if instance.task_state != "migrating" or instance.status == "stopped":
+    task = session.scalars(
+        select(Task)
+        .where(
+            Task.resource_id == instance.id,
+            Task.kind == MigrateHandler.kind,
+            Task.status.in_(("queued", "running")),
+        )
+        .with_for_update()
+    ).first()
+    if (
+        instance.task_state != "migrating"
+        or instance.status == "stopped"
+        or task is None
+        or not task.params.get("live")
+    ):
         raise Conflict(f"instance {instance.name!r} has no live migration in progress")
-    host = session.get(Host, instance.host_id)
-    assert host is not None
-    try:
-        instances.hosts.driver.abort_job(instances.hosts.ref(host), instance.id)
-    except DriverError as exc:
-        raise Unavailable(f"could not cancel the migration: {exc}") from exc
+    task.params = {**task.params, CANCEL_FLAG: True}
     return instance.id
+
+
+def cancel_requested(db: Database, task_id: str) -> bool:
+    with db.begin() as s:
+        params = s.scalar(select(Task.params).where(Task.id == task_id))
+    return bool(params and params.get(CANCEL_FLAG))
 
 
 class MigrateHandler:
@@ -140,6 +167,8 @@ class MigrateHandler:
         self.t.ports.prepare(dst, ctx.resource_id)  # its networks and addresses there
         ctx.step("migrate", 1)
         if ctx.params["live"]:
+            if cancel_requested(self.t.db, ctx.task_id):
+                raise MigrationCancelled("migration cancelled before it started")
             self.t.driver.migrate_live(
                 src,
                 dst,
@@ -148,6 +177,7 @@ class MigrateHandler:
                 ctx.progress,
                 trust_shared_storage=ctx.params.get("trust_shared_storage", False),
                 max_bandwidth_mib_s=ctx.params.get("max_bandwidth_mib_s"),
+                should_abort=lambda: cancel_requested(self.t.db, ctx.task_id),
             )
         else:
             self.t.driver.migrate_cold(src, dst, ctx.resource_id)

@@ -397,9 +397,11 @@ class LibvirtDriver(DriverBase):
         on_progress: Callable[[int], None] | None = None,
         trust_shared_storage: bool = False,
         max_bandwidth_mib_s: int | None = None,
+        should_abort: Callable[[], bool] | None = None,
     ) -> None:
         """Live-migrate over shared storage; the domain becomes persistent on the target
-        and is undefined on the source. Blocks until done, reporting progress (0-100)."""
+        and is undefined on the source. Blocks until done, reporting progress (0-100);
+        aborts the job (the domain stays on the source) once ``should_abort()`` is true."""
         sconn = self.conns.get(source.uri, source.credentials)
         dconn = self.conns.get(target.uri, target.credentials)
         params: dict[str, object] = {}
@@ -422,7 +424,7 @@ class LibvirtDriver(DriverBase):
         done = threading.Event()
         watcher = threading.Thread(
             target=self._watch_migration,
-            args=(dom, max_downtime_ms, on_progress, done),
+            args=(dom, max_downtime_ms, on_progress, should_abort, done),
             daemon=True,
         )
         watcher.start()
@@ -439,11 +441,15 @@ class LibvirtDriver(DriverBase):
         dom: libvirt.virDomain,
         max_downtime_ms: int,
         on_progress: Callable[[int], None] | None,
+        should_abort: Callable[[], bool] | None,
         done: threading.Event,
     ) -> None:
         downtime_set = False
         while not done.wait(0.3):
             try:
+                if should_abort is not None and should_abort():
+                    dom.abortJob()  # raises until the job has started: tried again
+                    continue
                 if not downtime_set:
                     dom.migrateSetMaxDowntime(max_downtime_ms, 0)
                     downtime_set = True
@@ -453,10 +459,6 @@ class LibvirtDriver(DriverBase):
             mem_total, mem_processed = info[6], info[7]
             if on_progress is not None and mem_total:
                 on_progress(min(99, int(100 * mem_processed / mem_total)))
-
-    def abort_job(self, host: HostRef, uuid: str) -> None:
-        """Cancel the domain's running job (a migration): it stays where it was."""
-        self._call(host, lambda c: self._domain(c, uuid).abortJob(), f"domain {uuid}")
 
     def migrate_cold(self, source: HostRef, target: HostRef, uuid: str) -> None:
         """Move a shut-off domain's definition to the target (disks are shared)."""
