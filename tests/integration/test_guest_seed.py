@@ -106,7 +106,7 @@ def counts(server) -> tuple[int, int, int]:
     instances = server.client.get("/instances").json()["total"]
     pairs = len(server.client.get("/key-pairs").json())
     ports = sum(
-        len(server.client.get(f"/networks/{n['id']}/ports").json())
+        server.client.get(f"/networks/{n['id']}/ports").json()["total"]
         for n in server.client.get("/networks").json()["items"]
     )
     return instances, pairs, ports
