@@ -15,6 +15,7 @@ from nubis.db.session import Database
 from nubis.drivers.libvirt.compute import LibvirtDriver
 from nubis.drivers.libvirt.connection import ConnectionPool
 from nubis.drivers.libvirt.networks import NetworkDriver
+from nubis.drivers.libvirt.nics import NicDriver
 from nubis.drivers.libvirt.nwfilters import FilterDriver
 from nubis.drivers.libvirt.snapshots import SnapshotDriver
 from nubis.drivers.libvirt.volumes import VolumeDriver
@@ -27,6 +28,7 @@ from nubis.services.instances import InstanceService
 from nubis.services.media import BootOrderHandler, MediaHandler
 from nubis.services.migration import MigrateHandler
 from nubis.services.networks import NetworkService
+from nubis.services.nics import NicService
 from nubis.services.ports import PortPlumbing
 from nubis.services.scheduler import Scheduler
 from nubis.services.secrets import SecretBox
@@ -76,6 +78,8 @@ class Platform:
             PortPlumbing(self.db, self.network_driver, self.filter_driver, self.security_groups),
             settings.stop_timeout_seconds,
         )
+        self.nics = NicService(self.instances, self.instance_tasks, NicDriver(self.conns))
+        self.nics.register(self.engine)
         self.engine.register(MigrateHandler(self.instance_tasks))
         self.engine.register(TemplateHandler(self.instance_tasks))
         self.engine.register(MediaHandler(self.instance_tasks))

@@ -5,6 +5,7 @@ import xml.etree.ElementTree as ET
 from nubis.drivers.libvirt.domain_xml import (
     DomainSpec,
     InterfaceSpec,
+    Rate,
     build_domain_xml,
     parse_domain_xml,
 )
@@ -60,6 +61,12 @@ def test_domain_nics_round_trip_in_order():
     nics = (
         InterfaceSpec("02:4e:42:00:00:01", "nubis-net-1"),
         InterfaceSpec("02:4e:42:00:00:02", "nubis-net-2"),
+        InterfaceSpec(
+            "02:4e:42:00:00:03",
+            "nubis-net-2",
+            inbound=Rate(1000, 2000, 512),
+            outbound=Rate(250),
+        ),
     )
     spec = DomainSpec(name="d", uuid="u", vcpus=1, memory_mib=64, interfaces=nics)
     assert parse_domain_xml(build_domain_xml(spec)).interfaces == nics

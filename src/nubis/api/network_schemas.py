@@ -63,7 +63,13 @@ class PortOut(Out):
     ip: str
     status: str
     position: int
+    bandwidth: dict | None = Field(description="traffic limits (KiB/s, KiB); None: unlimited")
+    security_groups: list[str] = Field(default_factory=list, description="group ids")
     created_at: datetime
+
+
+class PortAccepted(PortOut):
+    task_id: str
 
 
 class SecurityGroupIn(BaseModel):

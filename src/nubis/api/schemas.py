@@ -95,11 +95,30 @@ class ImageOut(Out):
     created_at: datetime
 
 
+class RateIn(BaseModel):
+    average: int = Field(description="KiB/s")
+    peak: int | None = Field(default=None, description="KiB/s (inbound only)")
+    burst: int | None = Field(default=None, description="KiB that may pass at peak speed")
+
+
+class BandwidthIn(BaseModel):
+    inbound: RateIn | None = Field(default=None, description="traffic to the guest")
+    outbound: RateIn | None = Field(default=None, description="traffic from the guest")
+
+
+def bandwidth_dict(value: BandwidthIn | None) -> dict | None:
+    """The request's limits in the services' shape (unset fields left out)."""
+    return value.model_dump(exclude_none=True) if value is not None else None
+
+
 class FlavorIn(BaseModel):
     name: str
     vcpus: int
     memory_mib: int
     disk_gib: int
+    bandwidth: BandwidthIn | None = Field(
+        default=None, description="limits of every NIC of its instances (unless a NIC has its own)"
+    )
 
 
 class FlavorOut(Out):
@@ -108,6 +127,7 @@ class FlavorOut(Out):
     vcpus: int
     memory_mib: int
     disk_gib: int
+    bandwidth: dict | None
     created_at: datetime
 
 
@@ -116,6 +136,9 @@ class NicIn(BaseModel):
     ip: str | None = Field(default=None, description="a fixed address (default: the next free)")
     security_groups: list[str] | None = Field(
         default=None, description="groups by id or name (default: the project's 'default')"
+    )
+    bandwidth: BandwidthIn | None = Field(
+        default=None, description="traffic limits of this NIC (default: the flavor's)"
     )
 
 

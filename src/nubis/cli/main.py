@@ -27,6 +27,7 @@ app.add_typer(storage.snapshot_app, name="snapshot")
 app.add_typer(networks.network_app, name="network")
 app.add_typer(networks.group_app, name="security-group")
 app.add_typer(keypairs.keypair_app, name="keypair")
+app.add_typer(networks.port_app, name="port")
 
 
 def _logging(log_file: str) -> None:

@@ -1,4 +1,4 @@
-"""CLI commands for networks and instances' ports."""
+"""CLI commands for networks, security groups, ports and instances' NICs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from nubis.cli.client import console, request, show
-from nubis.cli.resources import Fmt
+from nubis.cli.client import console, request, show, wait_for_task
+from nubis.cli.resources import Fmt, Wait, instance_app
 
 network_app = typer.Typer(help="Networks and their subnets", no_args_is_help=True)
 
@@ -145,3 +145,87 @@ def group_delete_rule(ref: str, rule_id: str) -> None:
 def group_delete(ref: str) -> None:
     request("DELETE", f"/security-groups/{ref}")
     console.print(f"security group {ref} deleted")
+
+
+port_app = typer.Typer(help="Ports (NICs): security groups and bandwidth", no_args_is_help=True)
+PORT_DETAIL_COLS = PORT_COLS + ["security_groups", "bandwidth"]
+
+
+def parse_rate(text: str | None) -> dict | None:
+    """``AVERAGE[,PEAK[,BURST]]`` (KiB/s, KiB/s, KiB) -> a rate; None stays None."""
+    if not text:
+        return None
+    fields = text.split(",")
+    try:
+        values = [int(f) if f else None for f in fields]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: expected AVERAGE[,PEAK[,BURST]] in KiB/s") from None
+    if len(values) > 3 or values[0] is None:
+        raise typer.BadParameter(f"{text!r}: expected AVERAGE[,PEAK[,BURST]] in KiB/s")
+    values += [None] * (3 - len(values))
+    return dict(zip(("average", "peak", "burst"), values, strict=True))
+
+
+Inbound = Annotated[
+    str | None, typer.Option(help="to the guest: AVERAGE[,PEAK[,BURST]] (KiB/s, KiB)")
+]
+Outbound = Annotated[str | None, typer.Option(help="from the guest: AVERAGE[,,BURST]")]
+
+
+@port_app.command("show")
+def port_show(port_id: str, fmt: Fmt = "json") -> None:
+    show(request("GET", f"/ports/{port_id}").json(), fmt, PORT_DETAIL_COLS)
+
+
+@port_app.command("set-groups")
+def port_set_groups(
+    port_id: str,
+    security_group: Annotated[list[str], typer.Option(help="the port's groups (repeatable)")],
+    fmt: Fmt = "table",
+) -> None:
+    """Replace the port's security groups; a running NIC takes them at once."""
+    body = {"security_groups": security_group}
+    show(request("PUT", f"/ports/{port_id}/security-groups", json=body).json(), fmt, PORT_COLS)
+
+
+@port_app.command("set-bandwidth")
+def port_set_bandwidth(
+    port_id: str, inbound: Inbound = None, outbound: Outbound = None, fmt: Fmt = "table"
+) -> None:
+    """New traffic limits (none given: unlimited), applied live."""
+    body = {"inbound": parse_rate(inbound), "outbound": parse_rate(outbound)}
+    shown = request("PUT", f"/ports/{port_id}/bandwidth", json=body).json()
+    show(shown, fmt, PORT_DETAIL_COLS)
+
+
+@instance_app.command("attach-nic")
+def instance_attach_nic(
+    ref: str,
+    network: Annotated[str, typer.Option(help="NETWORK or NETWORK=IP")],
+    security_group: Annotated[
+        list[str] | None, typer.Option(help="the NIC's groups (repeatable; default: 'default')")
+    ] = None,
+    inbound: Inbound = None,
+    outbound: Outbound = None,
+    wait: Wait = False,
+    fmt: Fmt = "table",
+) -> None:
+    """A new NIC, hot-plugged when the instance runs."""
+    net, _, ip = network.partition("=")
+    body: dict = {"network": net, "ip": ip or None, "security_groups": security_group}
+    if inbound or outbound:
+        body["bandwidth"] = {"inbound": parse_rate(inbound), "outbound": parse_rate(outbound)}
+    port = request("POST", f"/instances/{ref}/ports", json=body).json()
+    if wait:
+        wait_for_task(port["task_id"])
+        port = request("GET", f"/ports/{port['id']}").json()
+    show(port, fmt, PORT_COLS)
+
+
+@instance_app.command("detach-nic")
+def instance_detach_nic(ref: str, port_id: str, wait: Wait = False) -> None:
+    """Unplug the NIC and free its address."""
+    task = request("DELETE", f"/instances/{ref}/ports/{port_id}").json()
+    if wait:
+        wait_for_task(task["task_id"])
+    console.print(f"port {port_id} detached" if wait else f"task {task['task_id']}")

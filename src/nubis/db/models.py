@@ -180,6 +180,8 @@ class Flavor(Base):
     vcpus: Mapped[int]
     memory_mib: Mapped[int]
     disk_gib: Mapped[int]
+    # the traffic limits of its instances' NICs, unless a NIC has its own (see Port)
+    bandwidth: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -490,6 +492,9 @@ class Port(Base):
     # attaching | attached | detaching (on an instance) or available (on none)
     status: Mapped[str] = mapped_column(String(16), default="attaching")
     position: Mapped[int] = mapped_column(Integer, default=0)  # NIC order in the instance
+    # traffic limits: {"inbound": {"average": KiB/s, "peak": KiB/s, "burst": KiB},
+    # "outbound": {...}} (inbound: to the guest); None: unlimited
+    bandwidth: Mapped[dict | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -11,3 +11,7 @@ class NotFound(DriverError):
 
 class HostUnreachable(DriverError):
     """The host's libvirtd cannot be reached (or refused our credentials)."""
+
+
+class Unsupported(DriverError):
+    """The host cannot do what was asked (e.g. its kernel lacks a feature)."""

@@ -1,4 +1,4 @@
-"""Flavors (compute offerings): vCPUs, memory, root disk size."""
+"""Flavors (compute offerings): vCPUs, memory, root disk size, NIC bandwidth limits."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from nubis.db.models import Flavor, Instance
 from nubis.services.errors import BadRequest, Conflict
 from nubis.services.lookup import get_by_id_or_name, validate_name
+from nubis.services.qos import check_bandwidth
 
 DEFAULT_FLAVORS = (
     ("m1.tiny", 1, 128, 1),
@@ -17,8 +18,16 @@ DEFAULT_FLAVORS = (
 )
 
 
-def create(session: Session, name: str, vcpus: int, memory_mib: int, disk_gib: int) -> Flavor:
+def create(
+    session: Session,
+    name: str,
+    vcpus: int,
+    memory_mib: int,
+    disk_gib: int,
+    bandwidth: dict | None = None,
+) -> Flavor:
     validate_name(name, "flavor")
+    bandwidth = check_bandwidth(bandwidth)
     if not 1 <= vcpus <= 256:
         raise BadRequest("vcpus must be between 1 and 256")
     if not 16 <= memory_mib <= 4 * 1024 * 1024:
@@ -27,7 +36,9 @@ def create(session: Session, name: str, vcpus: int, memory_mib: int, disk_gib: i
         raise BadRequest("disk_gib must be between 1 and 65536")
     if session.scalar(select(Flavor).where(Flavor.name == name)) is not None:
         raise Conflict(f"a flavor named {name!r} already exists")
-    flavor = Flavor(name=name, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib)
+    flavor = Flavor(
+        name=name, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, bandwidth=bandwidth
+    )
     session.add(flavor)
     session.flush()
     return flavor

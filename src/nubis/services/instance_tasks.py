@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from nubis.db.models import Host, Image, Instance
+from nubis.db.models import Host, Image, Instance, Port
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostRef, LibvirtDriver
 from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
@@ -275,6 +275,8 @@ class CreateHandler(_Handler):
         t.driver.define(ref, spec)
         ctx.step("start", 80)
         t.driver.start(ref, inst.id)
+        with t.db.begin() as s:
+            s.execute(update(Port).where(Port.instance_id == inst.id).values(status="attached"))
         t.settle(inst.id, "running")
 
     def _root_from_image(self, ctx: TaskContext, ref: HostRef, inst: Instance) -> str:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import Cluster, Flavor, Host, Image, Instance, Task
 from nubis.drivers.errors import DriverError
-from nubis.services import cloudinit, keypairs, ports, rule_groups, security_groups
+from nubis.services import cloudinit, keypairs, ports, qos, rule_groups, security_groups
 from nubis.services.auth import Principal
 from nubis.services.cloudinit import GuestRequest
 from nubis.services.errors import BadRequest, Conflict, NotFoundError, Unavailable
@@ -117,6 +117,7 @@ class InstanceService:
             get_by_id_or_name(session, Cluster, cluster_ref, "cluster") if cluster_ref else None
         )
         networks = ports.resolve_networks(session, principal, nics or [])
+        nic_limits = [qos.check_bandwidth(n.bandwidth) for n in nics or []]
         nic_groups = [
             security_groups.resolve(session, principal, n.security_groups) for n in nics or []
         ]
@@ -159,12 +160,13 @@ class InstanceService:
         )
         session.add(instance)
         session.flush()
-        for position, (nic, network, groups) in enumerate(
-            zip(nics or [], networks, nic_groups, strict=True)
+        for position, (nic, network, groups, limits) in enumerate(
+            zip(nics or [], networks, nic_groups, nic_limits, strict=True)
         ):
             port = ports.allocate(
                 session, principal.project_id, network, instance.id, nic.ip, position
             )
+            port.bandwidth = limits or flavor.bandwidth
             security_groups.join(session, port, groups)
         task = self.submit(session, principal, "instance.create", instance.id)
         return instance, task

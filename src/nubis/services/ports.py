@@ -28,6 +28,7 @@ from nubis.services.hosts import HostService
 from nubis.services.ipam import check_fixed_ip, first_free, random_mac
 from nubis.services.lookup import get_by_id_or_name
 from nubis.services.networks import scope_filter, spec_of, subnets_of
+from nubis.services.qos import rates
 from nubis.services.security_groups import SecurityGroupService
 
 MAX_NICS = 8
@@ -39,6 +40,7 @@ class NicRequest:
     network: str
     ip: str | None = None
     security_groups: list[str] | None = None  # None: the project's default group
+    bandwidth: dict | None = None  # None: the flavor's limits (see services/qos.py)
 
 
 def resolve_networks(
@@ -131,19 +133,21 @@ def port_filter_name(port_id: str) -> str:
 def interfaces(session: Session, instance_id: str) -> tuple[InterfaceSpec, ...]:
     """The instance's NICs in its domain, in port order, each behind its port's
     filter (its own MAC and IP only, its security groups)."""
-    nics = []
-    for port in instance_ports(session, instance_id):
-        network = session.get(Network, port.network_id)
-        assert network is not None
-        nics.append(
-            InterfaceSpec(
-                mac=port.mac,
-                network=network.libvirt_name,
-                filter=port_filter_name(port.id),
-                filter_params=(("IP", port.ip),),
-            )
-        )
-    return tuple(nics)
+    return tuple(interface_of(session, port) for port in instance_ports(session, instance_id))
+
+
+def interface_of(session: Session, port: Port) -> InterfaceSpec:
+    network = session.get(Network, port.network_id)
+    assert network is not None
+    inbound, outbound = rates(port.bandwidth)
+    return InterfaceSpec(
+        mac=port.mac,
+        network=network.libvirt_name,
+        filter=port_filter_name(port.id),
+        filter_params=(("IP", port.ip),),
+        inbound=inbound,
+        outbound=outbound,
+    )
 
 
 def port_groups(session: Session, port_ids: list[str]) -> set[str]:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
-from nubis.api.schemas import FlavorIn, FlavorOut, PageOut
+from nubis.api.schemas import FlavorIn, FlavorOut, PageOut, bandwidth_dict
 from nubis.db.models import Flavor
 from nubis.services import flavors
 from nubis.services.lookup import get_by_id_or_name, paginate
@@ -32,7 +32,14 @@ def list_flavors(
 @router.post("", status_code=201)
 def create_flavor(body: FlavorIn, platform: PlatformDep, _p: AdminDep) -> FlavorOut:
     with platform.db.begin() as s:
-        flavor = flavors.create(s, body.name, body.vcpus, body.memory_mib, body.disk_gib)
+        flavor = flavors.create(
+            s,
+            body.name,
+            body.vcpus,
+            body.memory_mib,
+            body.disk_gib,
+            bandwidth_dict(body.bandwidth),
+        )
         return FlavorOut.model_validate(flavor)
 
 

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
-from nubis.api.network_schemas import PortOut
+from nubis.api.network_schemas import PortAccepted, PortOut
+from nubis.api.routers.ports import port_out
 from nubis.api.schemas import (
     BootOrderIn,
     CdromIn,
@@ -15,9 +16,11 @@ from nubis.api.schemas import (
     InstanceIn,
     InstanceOut,
     MigrateIn,
+    NicIn,
     PageOut,
     TaskAccepted,
     TemplateIn,
+    bandwidth_dict,
 )
 from nubis.services import media, migration, templates
 from nubis.services.cloudinit import GuestRequest
@@ -56,7 +59,10 @@ def create_instance(
             body.rule_group,
             body.cluster,
             body.clone,
-            [NicRequest(n.network, n.ip, n.security_groups) for n in body.networks],
+            [
+                NicRequest(n.network, n.ip, n.security_groups, bandwidth_dict(n.bandwidth))
+                for n in body.networks
+            ],
             GuestRequest(body.hostname, body.key_pair, body.user_data, body.seed_format),
         )
         out = InstanceOut.model_validate(instance).model_dump()
@@ -74,7 +80,30 @@ def list_instance_ports(ref: str, platform: PlatformDep, principal: PrincipalDep
     """The instance's NICs in order (eth0 first): MAC and fixed IP of each."""
     with platform.db.begin() as s:
         instance = platform.instances.get(s, principal, ref)
-        return [PortOut.model_validate(p) for p in instance_ports(s, instance.id)]
+        return [port_out(s, p) for p in instance_ports(s, instance.id)]
+
+
+@router.post("/{ref}/ports", status_code=202)
+def attach_nic(
+    ref: str, body: NicIn, platform: PlatformDep, principal: PrincipalDep
+) -> PortAccepted:
+    """A new NIC on a network, hot-plugged when the instance runs; the port (MAC,
+    address) is in the answer, the task plugs it in."""
+    nic = NicRequest(body.network, body.ip, body.security_groups, bandwidth_dict(body.bandwidth))
+    with platform.db.begin() as s:
+        port, task = platform.nics.request_attach(s, principal, ref, nic)
+        out = port_out(s, port).model_dump()
+    return PortAccepted(**out, task_id=task.id)
+
+
+@router.delete("/{ref}/ports/{port_id}", status_code=202)
+def detach_nic(
+    ref: str, port_id: str, platform: PlatformDep, principal: PrincipalDep
+) -> TaskAccepted:
+    """Unplug the NIC (the guest is asked to let it go) and free its address."""
+    with platform.db.begin() as s:
+        task = platform.nics.request_detach(s, principal, ref, port_id)
+        return TaskAccepted(task_id=task.id)
 
 
 @router.delete("/{ref}", status_code=202)

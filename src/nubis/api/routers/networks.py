@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.network_schemas import NetworkIn, NetworkOut, PortOut, SubnetOut
+from nubis.api.routers.ports import port_out
 from nubis.api.schemas import PageOut
 from nubis.db.models import Network, Port
 from nubis.services.errors import Forbidden
@@ -76,4 +77,9 @@ def network_ports(
         network = platform.networks.get(s, principal, ref)
         query = select(Port).where(Port.network_id == network.id)
         page = paginate(s, query, Port, pages.limit, pages.offset, pages.marker)
-        return PageOut.of(page, PortOut)
+        return PageOut[PortOut](
+            items=[port_out(s, p) for p in page.items],
+            total=page.total,
+            limit=page.limit,
+            offset=page.offset,
+        )

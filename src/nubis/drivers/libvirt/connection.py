@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import libvirt
 
-from nubis.drivers.errors import DriverError, HostUnreachable, NotFound
+from nubis.drivers.errors import DriverError, HostUnreachable, NotFound, Unsupported
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,19 @@ def power_state(state: int) -> str:
     return _STATES.get(state, "stopped")
 
 
+# what libvirt's tc commands print when the host kernel cannot shape traffic
+# (no sfq/fq_codel qdisc for inbound limits, no police action for outbound ones)
+_NO_TRAFFIC_SHAPING = ("qdisc kind is unknown", "Failed to load TC action module")
+
+
 def translate(exc: libvirt.libvirtError, what: str = "") -> DriverError:
     code = exc.get_error_code()
     message = exc.get_error_message() or str(exc)
+    if any(sign in message for sign in _NO_TRAFFIC_SHAPING):
+        return Unsupported(
+            "the host cannot enforce bandwidth limits: its kernel lacks the traffic "
+            f"control that libvirt uses (sch_sfq, act_police) ({message})"
+        )
     if code in _NOT_FOUND_CODES:
         return NotFound(f"{what}: {message}" if what else message)
     if code in _UNREACHABLE_CODES:

@@ -24,6 +24,16 @@ class DiskSpec:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """A traffic limit as libvirt's ``<bandwidth>`` has it: average and peak in
+    KiB/s, burst in KiB (how much may pass at peak speed)."""
+
+    average: int
+    peak: int | None = None
+    burst: int | None = None
+
+
+@dataclass(frozen=True)
 class InterfaceSpec:
     """A NIC on a libvirt network (one port of the instance)."""
 
@@ -32,6 +42,8 @@ class InterfaceSpec:
     model: str = "virtio"
     filter: str | None = None  # the nwfilter applied to the NIC's traffic
     filter_params: tuple[tuple[str, str], ...] = ()  # its variables (IP=...)
+    inbound: Rate | None = None  # traffic to the guest
+    outbound: Rate | None = None  # traffic from the guest
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,23 @@ def _interface(devices: ET.Element, nic: InterfaceSpec) -> None:
         ref = _sub(el, "filterref", filter=nic.filter)
         for name, value in nic.filter_params:
             _sub(ref, "parameter", name=name, value=value)
+    if nic.inbound or nic.outbound:
+        bandwidth = _sub(el, "bandwidth")
+        for tag, rate in (("inbound", nic.inbound), ("outbound", nic.outbound)):
+            if rate is not None:
+                attrs = {"average": rate.average, "peak": rate.peak, "burst": rate.burst}
+                _sub(bandwidth, tag, **{k: str(v) for k, v in attrs.items() if v is not None})
+
+
+def _rate(el: ET.Element | None) -> Rate | None:
+    if el is None:
+        return None
+    peak, burst = el.get("peak"), el.get("burst")
+    return Rate(
+        int(el.get("average", "0")),
+        int(peak) if peak else None,
+        int(burst) if burst else None,
+    )
 
 
 def build_domain_xml(spec: DomainSpec) -> str:
@@ -193,6 +222,8 @@ def parse_domain_xml(xml: str) -> DomainSpec:
             filter_params=tuple(
                 (p.get("name", ""), p.get("value", "")) for p in el.findall("filterref/parameter")
             ),
+            inbound=_rate(el.find("bandwidth/inbound")),
+            outbound=_rate(el.find("bandwidth/outbound")),
         )
         for el in dom.findall("./devices/interface[@type='network']")
     )

@@ -1,0 +1,73 @@
+"""NICs of defined domains: hot-plug, unplug, and live changes (bandwidth limits).
+
+Each call changes the domain's persistent definition and, when it runs, the
+running machine too, and is idempotent (a NIC already there, or already gone,
+is left as it is), so a task re-run after a crash does the right thing.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+
+import libvirt
+
+from nubis.drivers.errors import DriverError
+from nubis.drivers.libvirt.base import DriverBase, HostRef
+from nubis.drivers.libvirt.domain_xml import InterfaceSpec, interface_xml
+
+LIVE, CONFIG = libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+
+def _macs(dom: libvirt.virDomain, inactive: bool) -> set[str]:
+    flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+    root = ET.fromstring(dom.XMLDesc(flags))
+    return {m.get("address", "").lower() for m in root.findall("./devices/interface/mac")}
+
+
+class NicDriver(DriverBase):
+    def attach_nic(self, host: HostRef, uuid: str, nic: InterfaceSpec) -> None:
+        """Add the NIC to the definition and plug it into the running machine."""
+
+        def attach(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            xml, mac = interface_xml(nic), nic.mac.lower()
+            if mac not in _macs(dom, inactive=True):
+                dom.attachDeviceFlags(xml, CONFIG)
+            if dom.isActive() and mac not in _macs(dom, inactive=False):
+                dom.attachDeviceFlags(xml, LIVE)
+
+        self._call(host, attach, f"domain {uuid}")
+
+    def detach_nic(self, host: HostRef, uuid: str, nic: InterfaceSpec, timeout: float = 30) -> None:
+        """Unplug the NIC (waiting until the guest has let it go), then drop it from
+        the definition."""
+
+        def detach(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            xml, mac = interface_xml(nic), nic.mac.lower()
+            if dom.isActive() and mac in _macs(dom, inactive=False):
+                dom.detachDeviceFlags(xml, LIVE)
+                deadline = time.monotonic() + timeout
+                while mac in _macs(dom, inactive=False):
+                    if time.monotonic() > deadline:
+                        raise DriverError(
+                            f"the guest did not release NIC {mac} within {timeout:.0f}s "
+                            "(does it ignore unplug requests?)"
+                        )
+                    time.sleep(0.2)
+            if mac in _macs(dom, inactive=True):
+                dom.detachDeviceFlags(xml, CONFIG)
+
+        self._call(host, detach, f"domain {uuid}")
+
+    def update_nic(self, host: HostRef, uuid: str, nic: InterfaceSpec) -> None:
+        """Change the NIC (its bandwidth limits) in the definition and, live, in the
+        running machine: the guest sees no unplug."""
+
+        def update(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            flags = CONFIG | (LIVE if dom.isActive() else 0)
+            dom.updateDeviceFlags(interface_xml(nic), flags)
+
+        self._call(host, update, f"domain {uuid}")
