@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     maintenance_parallel: int = 2  # live migrations at once when draining a host
     keepalive_interval: int = 5
     keepalive_count: int = 3
+    # audit records older than this are removed (the auditor exports them before)
+    audit_retention_days: int = Field(default=365, ge=1)
     # secret used to encrypt credentials at rest; default: <data_dir>/secret.key
     secret_key: SecretStr | None = None
     # test hook: "<task kind>:<step>" makes the process exit at that step,

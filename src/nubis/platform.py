@@ -22,6 +22,7 @@ from nubis.drivers.libvirt.volumes import VolumeDriver
 from nubis.services import bootstrap, snapshots
 from nubis.services.host_tasks import EvacuateHandler, MaintenanceHandler
 from nubis.services.hosts import HostService
+from nubis.services.housekeeping import Housekeeping
 from nubis.services.images import ImageService
 from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
@@ -62,6 +63,7 @@ class Platform:
         self.driver = LibvirtDriver(self.conns, settings.pool_path, settings.console_path)
         self.hosts = HostService(self.driver, self.box)
         self.sync = StateSync(self.db, self.hosts, settings.reconcile_interval_seconds)
+        self.housekeeping = Housekeeping(self.db, settings.audit_retention_days)
         self.images = ImageService(settings.image_dir, self.hosts)
         self.engine = TaskEngine(self.db, settings.task_workers, settings.fault_inject)
         self.scheduler = Scheduler()
@@ -130,11 +132,13 @@ class Platform:
         self.engine.start()
         self.sync.start()
         self.sync.reconcile_all()
+        self.housekeeping.start()
         # everything loaded so far lives as long as the process: keep it out of the
         # cyclic GC's full collections, which otherwise pause requests by tens of ms
         gc.freeze()
 
     def stop(self) -> None:
+        self.housekeeping.stop()
         self.sync.stop()
         self.engine.stop()
         self.conns.close_all()

@@ -18,12 +18,6 @@ from nubis.db.models import Host, Image, Instance, Task
 
 
 @pytest.fixture
-def platform(control_plane):
-    control_plane.hosts.add(control_plane.db, "fake", "test:///default")
-    return control_plane
-
-
-@pytest.fixture
 def client(platform):
     app = create_app(platform, manage_lifecycle=False)
     with TestClient(app) as c:

@@ -19,3 +19,27 @@ def test_migrations_match_the_models(db_url):
     finally:
         engine.dispose()
     assert diff == []
+
+
+def test_existing_admin_becomes_a_system_administrator(db_url):
+    """An installation from before identity keeps its admin, now ``system_admin``."""
+    from sqlalchemy import text
+
+    engine = make_engine(db_url)
+    try:
+        migrate.upgrade(engine, "0012")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, username, password_hash, system_role, enabled, "
+                    "created_at) VALUES ('u1', 'admin', 'x', 'admin', true, CURRENT_TIMESTAMP)"
+                )
+            )
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.execute(
+                text("SELECT system_role, failed_logins FROM users WHERE id = 'u1'")
+            ).one()
+    finally:
+        engine.dispose()
+    assert tuple(row) == ("system_admin", 0)

@@ -27,11 +27,9 @@ def platform(control_plane):
 
 @pytest.fixture
 def principal(platform):
-    with platform.db.begin() as s:
-        token, _ = auth.login(
-            s, "admin", (platform.settings.data_dir / "admin-password").read_text().strip(), 3600
-        )
-        return auth.authenticate(s, token)
+    password = (platform.settings.data_dir / "admin-password").read_text().strip()
+    _token, _expiry, principal = auth.login(platform.db, "admin", password, 3600)
+    return principal
 
 
 @pytest.fixture

@@ -9,7 +9,10 @@ from fastapi import FastAPI
 
 from nubis import __version__
 from nubis.api import errors
+from nubis.api.audit_trail import AuditTrail
 from nubis.api.routers import (
+    apikeys,
+    audit,
     auth,
     flavors,
     hosts,
@@ -19,11 +22,13 @@ from nubis.api.routers import (
     keypairs,
     networks,
     ports,
+    quotas,
     rule_groups,
     security_groups,
     snapshots,
     storage,
     tasks,
+    users,
     volume_snapshots,
     volumes,
 )
@@ -77,6 +82,11 @@ def create_app(
         volume_snapshots,
         snapshots,
         tasks,
+        users,
+        apikeys,
+        quotas,
+        audit,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.add_middleware(AuditTrail, db=platform.db)
     return app

@@ -1,17 +1,20 @@
-"""Request dependencies: the platform, the caller (bearer token), role checks."""
+"""Request dependencies: the platform, the caller (bearer token or signed request)
+and the policy check every authenticated route goes through."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from nubis.api import audit_trail
 from nubis.platform import Platform
-from nubis.services import auth
+from nubis.services import apikeys, auth, policy, signing
 from nubis.services.auth import Principal
-from nubis.services.errors import Forbidden, Unauthorized
+from nubis.services.errors import Unauthorized
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -23,26 +26,59 @@ def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
-def get_principal(
+def route_action(request: Request) -> str:
+    """The policy key of the matched route: ``"POST /instances/{ref}/actions/{action}"``."""
+    route = request.scope.get("route")
+    return policy.action_key(request.method, getattr(route, "path", request.url.path))
+
+
+async def _signed(request: Request, platform: Platform) -> Principal:
+    headers = request.headers
+    missing = [h for h in (signing.TIMESTAMP_HEADER, signing.SIGNATURE_HEADER) if h not in headers]
+    if missing:
+        raise Unauthorized(f"a signed request needs the headers {', '.join(missing)}")
+    content_type = headers.get("content-type", "").split(";")[0].strip()
+    if content_type == "application/octet-stream":
+        payload = signing.UNSIGNED_PAYLOAD  # streamed uploads are not held in memory
+    else:
+        payload = signing.body_hash(await request.body())
+    signed = apikeys.SignedRequest(
+        key_id=headers[signing.KEY_HEADER],
+        timestamp=headers[signing.TIMESTAMP_HEADER],
+        signature=headers[signing.SIGNATURE_HEADER],
+        method=request.method,
+        path=request.url.path,
+        query=list(request.query_params.multi_items()),
+        body_hash=payload,
+    )
+    return await anyio.to_thread.run_sync(apikeys.verify, platform.db, platform.box, signed)
+
+
+def _bearer_principal(platform: Platform, token: str) -> Principal:
+    with platform.db.begin() as s:
+        return auth.authenticate(s, token)
+
+
+async def get_principal(
+    request: Request,
     platform: PlatformDep,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    with platform.db.begin() as s:
-        return auth.authenticate(s, creds.credentials)
-
-
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
-
-
-def require_admin(principal: PrincipalDep) -> Principal:
-    if principal.system_role != "admin":
-        raise Forbidden("this operation needs the system administrator role")
+    """Authenticate the caller, then allow the route only to the roles the policy names."""
+    if signing.KEY_HEADER in request.headers:
+        principal = await _signed(request, platform)
+    elif creds is None or creds.scheme.lower() != "bearer":
+        raise Unauthorized(
+            "missing bearer token (Authorization: Bearer <token>) or signed-request headers"
+        )
+    else:
+        principal = await anyio.to_thread.run_sync(_bearer_principal, platform, creds.credentials)
+    audit_trail.note_principal(request.scope, principal)
+    policy.authorize(principal.roles, route_action(request))
     return principal
 
 
-AdminDep = Annotated[Principal, Depends(require_admin)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 @dataclass(frozen=True)

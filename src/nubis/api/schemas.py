@@ -35,11 +35,14 @@ class PageOut(BaseModel, Generic[T]):
 class TokenIn(BaseModel):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
+    project: str | None = Field(default=None, max_length=64)  # default: the user's first
 
 
 class TokenOut(BaseModel):
     token: str
     expires_at: datetime
+    project_id: str
+    roles: list[str]
 
 
 class HostIn(BaseModel):
@@ -92,6 +95,7 @@ class ImageOut(Out):
     virtual_size: int | None
     size: int | None
     sha256: str | None
+    project_id: str | None  # None: public, every project sees it
     created_at: datetime
 
 

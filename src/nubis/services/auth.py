@@ -1,4 +1,7 @@
-"""Users, password login (Argon2id) and revocable bearer tokens."""
+"""Who is calling: password login with lockout, revocable bearer tokens scoped to a project.
+
+(API keys and signed requests are in ``apikeys``; users and projects in ``identity``.)
+"""
 
 from __future__ import annotations
 
@@ -7,55 +10,49 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Membership, Project, Token, User, utcnow
-from nubis.services.errors import Conflict, Unauthorized
-
-_hasher = PasswordHasher()  # Argon2id with the library's current recommended parameters
-# verifying against this keeps the time of a login for an unknown user the same
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+from nubis.db.session import Database
+from nubis.services import passwords, policy
+from nubis.services.errors import Unauthorized
 
 DEFAULT_PROJECT = "admin"
+BAD_LOGIN = "invalid username or password (or the account is locked)"
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the user and the project the token is scoped to."""
+    """The caller: the user, the project the token or key is scoped to, the roles held."""
 
     user_id: str
     username: str
     project_id: str
+    project_role: str | None
     system_role: str | None
-    token_id: str
+    token_id: str | None = None
+    api_key_id: str | None = None
+
+    @property
+    def roles(self) -> frozenset[str]:
+        return policy.effective_roles(self.project_role, self.system_role)
+
+    @property
+    def all_projects(self) -> bool:
+        """The system administrator sees and acts on the resources of every project."""
+        return policy.SYSTEM_ADMIN in self.roles
+
+    def scope(self) -> dict[str, str]:
+        """Filter for the rows the caller may see (``filter_by(**principal.scope())``)."""
+        return {} if self.all_projects else {"project_id": self.project_id}
+
+    def owns(self, project_id: str | None) -> bool:
+        return self.all_projects or project_id == self.project_id
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def _token_hash(token: str) -> str:
+def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def create_user(
-    session: Session,
-    username: str,
-    password: str,
-    project: Project,
-    role: str = "member",
-    system_role: str | None = None,
-) -> User:
-    if session.scalar(select(User).where(User.username == username)) is not None:
-        raise Conflict(f"user {username!r} already exists")
-    user = User(username=username, password_hash=hash_password(password), system_role=system_role)
-    session.add(user)
-    session.flush()
-    session.add(Membership(user_id=user.id, project_id=project.id, role=role))
-    return user
 
 
 def ensure_project(session: Session, name: str) -> Project:
@@ -67,39 +64,129 @@ def ensure_project(session: Session, name: str) -> Project:
     return project
 
 
-def login(session: Session, username: str, password: str, ttl_seconds: int) -> tuple[str, datetime]:
-    """Check the password; return a new token and its expiry. One message for every failure."""
-    user = session.scalar(select(User).where(User.username == username))
-    try:
-        _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        raise Unauthorized("invalid username or password") from None
-    if user is None or not user.enabled:
-        raise Unauthorized("invalid username or password")
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = hash_password(password)
-    membership = session.scalar(select(Membership).where(Membership.user_id == user.id))
-    token = secrets.token_urlsafe(32)
-    expires_at = utcnow() + timedelta(seconds=ttl_seconds)
-    session.add(
-        Token(
-            token_hash=_token_hash(token),
-            user_id=user.id,
-            project_id=membership.project_id if membership else None,
-            expires_at=expires_at,
+def project_role(session: Session, user_id: str, project_id: str) -> str | None:
+    return session.scalar(
+        select(Membership.role).where(
+            Membership.user_id == user_id, Membership.project_id == project_id
         )
     )
-    return token, expires_at
+
+
+def login_scope(session: Session, user: User, project: str | None) -> str:
+    """The project a new token is scoped to: the one asked for (a member, or the system
+    administrator), else the user's first project; a security administrator or auditor,
+    who holds no project role, is scoped to the default project."""
+    memberships = session.execute(
+        select(Project.id, Project.name)
+        .join(Membership, Membership.project_id == Project.id)
+        .where(Membership.user_id == user.id)
+        .order_by(Project.name)
+    ).all()
+    if project is not None:
+        for pid, name in memberships:
+            if project in (pid, name):
+                return pid
+        row = session.scalar(
+            select(Project).where((Project.id == project) | (Project.name == project))
+        )
+        if row is not None and user.system_role == policy.SYSTEM_ADMIN:
+            return row.id
+        raise Unauthorized(f"user {user.username!r} has no role in project {project!r}")
+    if memberships:
+        by_name = {name: pid for pid, name in memberships}
+        return by_name.get(DEFAULT_PROJECT, memberships[0][0])
+    if user.system_role is not None:
+        return ensure_project(session, DEFAULT_PROJECT).id
+    raise Unauthorized(f"user {user.username!r} has no role in any project")
+
+
+def login(
+    db: Database, username: str, password: str, ttl_seconds: int, project: str | None = None
+) -> tuple[str, datetime, Principal]:
+    """Check the password; return a new token, its expiry and who it stands for.
+
+    Every failure answers the same. Failures are counted (committed even though the
+    request fails); after the policy's limit the account is locked for a while."""
+    with db.begin() as s:
+        user = s.scalar(select(User).where(User.username == username))
+        good = passwords.verify(user.password_hash if user else passwords.DUMMY_HASH, password)
+        now = utcnow()
+        if user is not None and user.enabled and user.locked_until is not None:
+            if user.locked_until > now:
+                good = False
+            else:
+                user.locked_until = None
+        if user is None or not user.enabled or not good:
+            if user is not None and user.enabled and user.locked_until is None:
+                _count_failure(s, user)
+            failed = True
+        else:
+            failed = False
+            user.failed_logins = 0
+            if passwords.needs_rehash(user.password_hash):
+                user.password_hash = passwords.hash_password(password)
+    if failed:
+        raise Unauthorized(BAD_LOGIN)
+    with db.begin() as s:
+        user = s.scalars(select(User).where(User.username == username)).one()
+        project_id = login_scope(s, user, project)
+        token = secrets.token_urlsafe(32)
+        row = Token(
+            token_hash=token_hash(token),
+            user_id=user.id,
+            project_id=project_id,
+            expires_at=utcnow() + timedelta(seconds=ttl_seconds),
+        )
+        s.add(row)
+        s.flush()
+        principal = Principal(
+            user.id,
+            user.username,
+            project_id,
+            project_role(s, user.id, project_id),
+            user.system_role,
+            token_id=row.id,
+        )
+        return token, row.expires_at, principal
+
+
+def _count_failure(session: Session, user: User) -> None:
+    rules = passwords.current_policy(session)
+    user.failed_logins += 1
+    if user.failed_logins >= rules.max_failed_logins:
+        user.locked_until = utcnow() + timedelta(seconds=rules.lockout_seconds)
+        user.failed_logins = 0
+
+
+def principal_for(
+    session: Session,
+    user_id: str,
+    project_id: str,
+    token_id: str | None = None,
+    api_key_id: str | None = None,
+) -> Principal:
+    """The caller behind a valid token or key; a disabled or locked user is nobody."""
+    user = session.get(User, user_id)
+    if user is None or not user.enabled:
+        raise Unauthorized("invalid or expired credentials")
+    return Principal(
+        user.id,
+        user.username,
+        project_id,
+        project_role(session, user.id, project_id),
+        user.system_role,
+        token_id=token_id,
+        api_key_id=api_key_id,
+    )
 
 
 def authenticate(session: Session, token: str) -> Principal:
-    row = session.scalar(select(Token).where(Token.token_hash == _token_hash(token)))
+    row = session.scalar(select(Token).where(Token.token_hash == token_hash(token)))
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
         raise Unauthorized("invalid or expired token")
-    user = session.get(User, row.user_id)
-    if user is None or not user.enabled or row.project_id is None:
+    if row.project_id is None:
         raise Unauthorized("invalid or expired token")
-    return Principal(user.id, user.username, row.project_id, user.system_role, row.id)
+    return principal_for(session, row.user_id, row.project_id, token_id=row.id)
 
 
 def revoke(session: Session, token_id: str) -> None:

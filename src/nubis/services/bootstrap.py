@@ -9,11 +9,12 @@ import tempfile
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Image, User
 from nubis.db.session import Database
 from nubis.images.tinyimage import build_tiny_image
-from nubis.services import auth, flavors, inventory
+from nubis.services import auth, flavors, identity, inventory, policy
 from nubis.services.errors import ServiceError
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService
@@ -25,22 +26,35 @@ TINY_IMAGE = "nubis-tiny"
 
 def seed(db: Database, data_dir: Path) -> Path | None:
     """Default flavors, zone and cluster, healed claims; on first run, user ``admin``
-    with a random password in a root-only file (returned)."""
-    path = data_dir / "admin-password"
+    (system administrator, admin of project ``admin``) and user ``security`` (security
+    administrator), each with a random password in a root-only file. Returns the path
+    of the admin's file."""
     with db.begin() as s:
         flavors.seed_defaults(s)
         inventory.ensure_default(s)
         claims.heal(s)  # the claim counters always agree with the instances at start
         project = auth.ensure_project(s, auth.DEFAULT_PROJECT)
-        if s.scalar(select(User).where(User.username == "admin")) is not None:
-            return path if path.exists() else None
-        password = secrets.token_urlsafe(18)
-        auth.create_user(s, "admin", password, project, role="admin", system_role="admin")
-        path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(password + "\n")
-    return path
+        admin = _first_user(s, data_dir, "admin", policy.SYSTEM_ADMIN)
+        if admin is not None:
+            identity.grant(s, admin, project, policy.ADMIN)
+        _first_user(s, data_dir, "security", policy.SECURITY_ADMIN)
+    path = data_dir / "admin-password"
+    return path if path.exists() else None
+
+
+def _first_user(s: Session, data_dir: Path, username: str, system_role: str) -> User | None:
+    """Create ``username`` with a random password written to ``<username>-password``
+    unless it exists already (then None)."""
+    if s.scalar(select(User).where(User.username == username)) is not None:
+        return None
+    password = secrets.token_urlsafe(18)
+    user = identity.create_user(s, username, password, system_role=system_role)
+    path = data_dir / f"{username}-password"
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return user
 
 
 def ensure_local_host(db: Database, hosts: HostService, uri: str) -> None:

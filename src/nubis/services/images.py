@@ -9,14 +9,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Image, Instance, new_id
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.images.inspect import ImageRejected, inspect_image
-from nubis.services.errors import BadRequest, Conflict
+from nubis.services.auth import Principal
+from nubis.services.errors import BadRequest, Conflict, Forbidden, NotFoundError
 from nubis.services.hosts import HostService
 from nubis.services.lookup import get_by_id_or_name, validate_name
 
@@ -26,6 +27,21 @@ CHUNK = 1024 * 1024
 def image_volume_name(image: Image) -> str:
     """The name of an image's copy in a host's disk pool."""
     return f"image-{image.id}"
+
+
+def visible(principal: Principal) -> ColumnElement[bool]:
+    """Images a caller sees: public ones and its project's (the system administrator: all)."""
+    if principal.all_projects:
+        return true()
+    return or_(Image.project_id.is_(None), Image.project_id == principal.project_id)
+
+
+def get_visible(session: Session, principal: Principal, ref: str) -> Image:
+    """An image the caller may see and use; another project's private one is not found."""
+    image = get_by_id_or_name(session, Image, ref, "image")
+    if not principal.all_projects and image.project_id not in (None, principal.project_id):
+        raise NotFoundError(f"image {ref!r} not found")
+    return image
 
 
 @dataclass
@@ -124,12 +140,14 @@ class ImageService:
         self.check_name(session, name)
         return self.register(session, name, self.stage_file(source), project_id)
 
-    def delete(self, db: Database, ref: str) -> None:
+    def delete(self, db: Database, principal: Principal, ref: str) -> None:
         """Refuse while in use; else mark ``deleting`` (no new instance can use it),
         remove the copies on hosts (outside any transaction), then the record and file.
         A delete interrupted half-way can simply be asked again."""
         with db.begin() as s:
-            image = get_by_id_or_name(s, Image, ref, "image")
+            image = get_visible(s, principal, ref)
+            if image.project_id is None and not principal.all_projects:
+                raise Forbidden("only the system administrator deletes a public image")
             loaded = s.scalars(
                 select(Instance.name)
                 .where(Instance.cdrom_image_id == image.id)

@@ -10,9 +10,18 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster, Flavor, Host, Image, Instance, Task
+from nubis.db.models import Cluster, Flavor, Host, Instance, Task
 from nubis.drivers.errors import DriverError
-from nubis.services import cloudinit, keypairs, ports, qos, rule_groups, security_groups
+from nubis.services import (
+    cloudinit,
+    images,
+    keypairs,
+    ports,
+    qos,
+    quotas,
+    rule_groups,
+    security_groups,
+)
 from nubis.services.auth import Principal
 from nubis.services.cloudinit import GuestRequest
 from nubis.services.errors import BadRequest, Conflict, NotFoundError, Unavailable
@@ -39,6 +48,10 @@ CLONE_MODES = ("linked", "full")
 DELETABLE = ("building", "running", "stopped", "paused", "error")
 
 
+def _quota_of(vcpus: int, memory_mib: int) -> dict[str, int]:
+    return {"instances": 1, "vcpus": vcpus, "memory_mib": memory_mib}
+
+
 def _check_name_free(session: Session, principal: Principal, name: str) -> None:
     exists = session.scalar(
         select(Instance).where(Instance.project_id == principal.project_id, Instance.name == name)
@@ -54,9 +67,7 @@ class InstanceService:
         self.scheduler = scheduler
 
     def get(self, session: Session, principal: Principal, ref: str) -> Instance:
-        return get_by_id_or_name(
-            session, Instance, ref, "instance", project_id=principal.project_id
-        )
+        return get_by_id_or_name(session, Instance, ref, "instance", **principal.scope())
 
     def list(
         self,
@@ -68,7 +79,7 @@ class InstanceService:
         offset: int = 0,
         marker: str | None = None,
     ) -> Page:
-        query = select(Instance).where(Instance.project_id == principal.project_id)
+        query = select(Instance).filter_by(**principal.scope())
         if name:
             query = query.where(Instance.name == name)
         if status:
@@ -101,7 +112,7 @@ class InstanceService:
         seed_format = cloudinit.check_seed_format(guest.seed_format)
         user_data = cloudinit.check_user_data(guest.user_data) if guest.user_data else None
         key = keypairs.get(session, principal, guest.key_pair) if guest.key_pair else None
-        image = get_by_id_or_name(session, Image, image_ref, "image")
+        image = images.get_visible(session, principal, image_ref)
         flavor = get_by_id_or_name(session, Flavor, flavor_ref, "flavor")
         if image.status != "active":
             raise Conflict(f"image {image.name!r} is {image.status}, not active")
@@ -134,6 +145,7 @@ class InstanceService:
             host_id=requested.id if requested else None,
         )
         request = self.scheduler.group_request(session, request, group.id if group else None)
+        quotas.claim(session, principal.project_id, _quota_of(flavor.vcpus, flavor.memory_mib))
         host = self.scheduler.place(session, request)
         instance = Instance(
             rule_group_id=group.id if group else None,
@@ -183,6 +195,7 @@ class InstanceService:
         if source.host_id is None:
             raise Conflict(f"instance {source.name!r} is not on any host")
         self.guard(session, source, ("stopped",), "cloning")
+        quotas.claim(session, principal.project_id, _quota_of(source.vcpus, source.memory_mib))
         host = self.scheduler.place(
             session,
             PlacementRequest(

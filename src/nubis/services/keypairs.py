@@ -91,11 +91,11 @@ def generate(key_type: str, comment: str) -> tuple[str, str]:
 
 
 def get(session: Session, principal: Principal, ref: str) -> KeyPair:
-    return get_by_id_or_name(session, KeyPair, ref, "key pair", project_id=principal.project_id)
+    return get_by_id_or_name(session, KeyPair, ref, "key pair", **principal.scope())
 
 
 def list_pairs(session: Session, principal: Principal) -> list[KeyPair]:
-    query = select(KeyPair).where(KeyPair.project_id == principal.project_id)
+    query = select(KeyPair).filter_by(**principal.scope())
     return list(session.scalars(query.order_by(KeyPair.name)).all())
 
 

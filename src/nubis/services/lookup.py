@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from nubis.services.errors import BadRequest, NotFoundError
+from nubis.services.errors import BadRequest, Conflict, NotFoundError
 
 M = TypeVar("M")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -17,16 +17,20 @@ MAX_LIMIT = 1000
 
 
 def get_by_id_or_name(session: Session, model: type[M], ref: str, what: str, **scope: Any) -> M:
-    """The row whose id is ``ref``, else the one named ``ref``; 404 otherwise."""
+    """The row whose id is ``ref``, else the one named ``ref`` within ``scope``; 404
+    otherwise, 409 when the name is ambiguous (several projects in scope use it)."""
     if not isinstance(ref, str) or not ref:
         raise BadRequest(f"{what} must be given by id or name")
     query = select(model).filter_by(**scope)
     row = session.scalars(query.where(model.id == ref)).first()  # type: ignore[attr-defined]
-    if row is None:
-        row = session.scalars(query.where(model.name == ref)).first()  # type: ignore[attr-defined]
-    if row is None:
+    if row is not None:
+        return row
+    named = session.scalars(query.where(model.name == ref).limit(2)).all()  # type: ignore[attr-defined]
+    if not named:
         raise NotFoundError(f"{what} {ref!r} not found")
-    return row
+    if len(named) > 1:
+        raise Conflict(f"several {what}s are named {ref!r}: give the id")
+    return named[0]
 
 
 @dataclass

@@ -18,11 +18,11 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Image, Instance, Task
+from nubis.services import images
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict
 from nubis.services.instance_tasks import BOOT_DEVICES, CDROM_TARGET, InstanceTasks, boot_targets
 from nubis.services.instances import InstanceService
-from nubis.services.lookup import get_by_id_or_name
 from nubis.tasks.engine import TaskContext
 
 CHANGEABLE = ("running", "paused", "stopped")
@@ -32,7 +32,7 @@ def request_insert(
     instances: InstanceService, session: Session, principal: Principal, ref: str, image_ref: str
 ) -> Task:
     instance = instances.get(session, principal, ref)
-    image = get_by_id_or_name(session, Image, image_ref, "image")
+    image = images.get_visible(session, principal, image_ref)
     if image.status != "active":
         raise Conflict(f"image {image.name!r} is {image.status}, not active")
     if image.disk_format != "iso":

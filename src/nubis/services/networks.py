@@ -24,7 +24,7 @@ from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.networks import MODES, NetworkDriver, NetworkSpec, Reservation
 from nubis.drivers.libvirt.networks import SubnetSpec as DriverSubnet
 from nubis.drivers.libvirt.nwfilters import FilterDriver, scope_filter_xml
-from nubis.services import inventory
+from nubis.services import inventory, quotas
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, Unavailable
 from nubis.services.hosts import HostService
@@ -155,6 +155,7 @@ class NetworkService:
             cluster = _validate(s, principal, req)
             plans = [plan_subnet(sub, needs_gateway) for sub in req.subnets]
             _check_overlaps(s, cluster, [str(p.network) for p in plans])
+            quotas.claim(s, principal.project_id, {"networks": 1})
             network = self._insert(s, principal, req, cluster)
             for position, plan in enumerate(plans):
                 s.add(
@@ -283,7 +284,7 @@ class NetworkService:
         self.push_scopes(cluster_id)
 
     def get(self, session: Session, principal: Principal, ref: str) -> Network:
-        return get_by_id_or_name(session, Network, ref, "network", project_id=principal.project_id)
+        return get_by_id_or_name(session, Network, ref, "network", **principal.scope())
 
     def ensure_on_host(self, host_id: str) -> None:
         """Define on a host (one just added to a cluster) the cluster's networks; a

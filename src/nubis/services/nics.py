@@ -32,7 +32,7 @@ CHANGEABLE = ("running", "paused", "stopped")
 
 def get_port(session: Session, principal: Principal, port_id: str) -> Port:
     port = session.get(Port, port_id)
-    if port is None or port.project_id != principal.project_id:
+    if port is None or not principal.owns(port.project_id):
         raise NotFoundError(f"port {port_id!r} not found")
     return port
 

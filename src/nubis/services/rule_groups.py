@@ -14,7 +14,7 @@ POLICIES = ("affinity", "anti-affinity", "hosts")
 
 
 def get(session: Session, principal: Principal, ref: str) -> RuleGroup:
-    return get_by_id_or_name(session, RuleGroup, ref, "rule group", project_id=principal.project_id)
+    return get_by_id_or_name(session, RuleGroup, ref, "rule group", **principal.scope())
 
 
 def create(

@@ -43,9 +43,7 @@ def get(session: Session, principal: Principal, ref: str) -> SecurityGroup:
     """A group of the caller's project; the project's default group always exists."""
     if ref == DEFAULT_GROUP:
         return ensure_default(session, principal.project_id)
-    return get_by_id_or_name(
-        session, SecurityGroup, ref, "security group", project_id=principal.project_id
-    )
+    return get_by_id_or_name(session, SecurityGroup, ref, "security group", **principal.scope())
 
 
 def _new_group(session: Session, project_id: str, name: str, description: str) -> SecurityGroup:

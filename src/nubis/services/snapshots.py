@@ -17,6 +17,7 @@ from nubis.db.session import Database
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.compute import LibvirtDriver
 from nubis.drivers.libvirt.snapshots import SnapshotDriver
+from nubis.services import quotas
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict
 from nubis.services.hosts import HostService
@@ -97,9 +98,10 @@ class SnapshotService:
                 "kept, so they cannot be snapshotted; detach them first"
             )
         self.instances.guard(session, instance, SNAPSHOTTABLE, "snapshotting")
+        quotas.claim(session, instance.project_id, {"snapshots": 1})
         snapshot = Snapshot(
             name=name,
-            project_id=principal.project_id,
+            project_id=instance.project_id,
             instance_id=instance.id,
             volume_ids=attached_volume_ids(session, instance.id),
             status="creating",

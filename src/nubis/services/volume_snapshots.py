@@ -30,6 +30,7 @@ from nubis.db.models import (
     Volume,
     VolumeSnapshot,
 )
+from nubis.services import quotas
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict
 from nubis.services.lookup import get_by_id_or_name, validate_name
@@ -109,9 +110,10 @@ class VolumeSnapshotService:
             self.instances.guard(
                 session, instance, ("running", "paused", "stopped"), "snapshotting"
             )
+        quotas.claim(session, volume.project_id, {"snapshots": 1})
         snapshot = VolumeSnapshot(
             name=name,
-            project_id=principal.project_id,
+            project_id=volume.project_id,
             volume_id=volume.id,
             size_gib=volume.size_gib,
             live_instance_id=live[0].id if live else None,

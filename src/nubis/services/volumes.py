@@ -28,6 +28,7 @@ from nubis.db.models import (
 )
 from nubis.drivers.libvirt.domain_xml import DiskSpec
 from nubis.drivers.libvirt.volumes import PROVISIONING
+from nubis.services import quotas
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, NotFoundError
 from nubis.services.instances import InstanceService
@@ -131,12 +132,12 @@ class VolumeService:
         self.engine = instances.engine
 
     def get(self, session: Session, principal: Principal, ref: str) -> Volume:
-        return get_by_id_or_name(session, Volume, ref, "volume", project_id=principal.project_id)
+        return get_by_id_or_name(session, Volume, ref, "volume", **principal.scope())
 
     def list(
         self, session: Session, principal: Principal, limit: int, offset: int, marker: str | None
     ) -> Page:
-        query = select(Volume).where(Volume.project_id == principal.project_id)
+        query = select(Volume).filter_by(**principal.scope())
         return paginate(session, query, Volume, limit, offset, marker)
 
     def attachments(self, session: Session, volume_id: str) -> list[VolumeAttachment]:
@@ -201,8 +202,13 @@ class VolumeService:
         return volume, self._submit(session, principal, "volume.create", volume.id, params)
 
     def plan(self, session: Session, principal: Principal, req: VolumeRequest) -> Volume:
-        """Check a request and return the volume it describes (status ``creating``),
-        not yet added to the session: nothing is written."""
+        """Check a request (and the project's quotas) and return the volume it describes
+        (status ``creating``), not yet added to the session."""
+        volume = self._plan(session, principal, req)
+        quotas.claim(session, volume.project_id, {"volumes": 1, "volume_gib": volume.size_gib})
+        return volume
+
+    def _plan(self, session: Session, principal: Principal, req: VolumeRequest) -> Volume:
         validate_name(req.name, "volume")
         if req.snapshot:
             return self._plan_from_snapshot(session, principal, req)
@@ -338,6 +344,7 @@ class VolumeService:
                 f"volume {volume.name!r} is {volume.size_gib} GiB: the new size must be larger "
                 "(volumes never shrink)"
             )
+        quotas.claim(session, volume.project_id, {"volume_gib": size - volume.size_gib})
         self.guard(session, volume, ("available", "in-use"), "extending")
         return volume, self._submit(
             session, principal, "volume.extend", volume.id, {"size_gib": size}
@@ -523,12 +530,10 @@ def volume_users(session: Session, volume_id: str) -> list[tuple[VolumeAttachmen
 
 def find_snapshot(session: Session, principal: Principal, ref: str) -> VolumeSnapshot:
     """A volume snapshot of the caller's project by id, or by name if only one has it."""
-    scope = VolumeSnapshot.project_id == principal.project_id
-    found = session.scalars(select(VolumeSnapshot).where(scope, VolumeSnapshot.id == ref)).all()
+    mine = select(VolumeSnapshot).filter_by(**principal.scope())
+    found = session.scalars(mine.where(VolumeSnapshot.id == ref)).all()
     if not found:
-        found = session.scalars(
-            select(VolumeSnapshot).where(scope, VolumeSnapshot.name == ref)
-        ).all()
+        found = session.scalars(mine.where(VolumeSnapshot.name == ref)).all()
     if not found:
         raise NotFoundError(f"volume snapshot {ref!r} not found")
     if len(found) > 1:

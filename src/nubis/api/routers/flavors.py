@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
+from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import FlavorIn, FlavorOut, PageOut, bandwidth_dict
 from nubis.db.models import Flavor
 from nubis.services import flavors
@@ -30,7 +30,7 @@ def list_flavors(
 
 
 @router.post("", status_code=201)
-def create_flavor(body: FlavorIn, platform: PlatformDep, _p: AdminDep) -> FlavorOut:
+def create_flavor(body: FlavorIn, platform: PlatformDep, _p: PrincipalDep) -> FlavorOut:
     with platform.db.begin() as s:
         flavor = flavors.create(
             s,
@@ -50,7 +50,7 @@ def get_flavor(ref: str, platform: PlatformDep, _p: PrincipalDep) -> FlavorOut:
 
 
 @router.delete("/{ref}", status_code=204)
-def delete_flavor(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
+def delete_flavor(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
     with platform.db.begin() as s:
         flavors.delete(s, ref)
     return Response(status_code=204)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
+from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import CapacityOut, EvacuateIn, HostIn, HostOut, PageOut, TaskAccepted
 from nubis.db.models import Host
 from nubis.services import host_tasks, inventory
@@ -34,7 +34,7 @@ def list_hosts(
 
 
 @router.post("", status_code=201)
-def add_host(body: HostIn, platform: PlatformDep, _p: AdminDep) -> HostOut:
+def add_host(body: HostIn, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
     host = platform.hosts.add(
         platform.db,
         body.name,
@@ -62,7 +62,7 @@ def host_capacity(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Capacity
 
 
 @router.post("/{ref}/actions/maintenance", status_code=202)
-def enter_maintenance(ref: str, platform: PlatformDep, _p: AdminDep) -> TaskAccepted:
+def enter_maintenance(ref: str, platform: PlatformDep, _p: PrincipalDep) -> TaskAccepted:
     """No new placement on the host; its instances are migrated away (running ones
     live); the host's ``maintenance`` becomes ``active`` once it is empty."""
     with platform.db.begin() as s:
@@ -71,13 +71,13 @@ def enter_maintenance(ref: str, platform: PlatformDep, _p: AdminDep) -> TaskAcce
 
 
 @router.post("/{ref}/actions/exit-maintenance")
-def exit_maintenance(ref: str, platform: PlatformDep, _p: AdminDep) -> HostOut:
+def exit_maintenance(ref: str, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
     with platform.db.begin() as s:
         return HostOut.model_validate(host_tasks.exit_maintenance(s, ref))
 
 
 @router.post("/{ref}/actions/evacuate", status_code=202)
-def evacuate(ref: str, body: EvacuateIn, platform: PlatformDep, _p: AdminDep) -> TaskAccepted:
+def evacuate(ref: str, body: EvacuateIn, platform: PlatformDep, _p: PrincipalDep) -> TaskAccepted:
     """Restart the instances of a host that is down on other hosts of its cluster."""
     with platform.db.begin() as s:
         task = host_tasks.evacuate(platform.instances, s, ref, body.confirm_host_down)
@@ -85,7 +85,7 @@ def evacuate(ref: str, body: EvacuateIn, platform: PlatformDep, _p: AdminDep) ->
 
 
 @router.post("/{ref}/actions/{action}")
-def host_action(ref: str, action: str, platform: PlatformDep, _p: AdminDep) -> HostOut:
+def host_action(ref: str, action: str, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
     """``enable`` or ``disable`` (a disabled host keeps its VMs, takes no new one)."""
     if action not in ("enable", "disable"):
         raise NotFoundError(
@@ -97,7 +97,7 @@ def host_action(ref: str, action: str, platform: PlatformDep, _p: AdminDep) -> H
 
 
 @router.delete("/{ref}", status_code=204)
-def delete_host(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
+def delete_host(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
     with platform.db.begin() as s:
         platform.hosts.remove(s, ref)
     return Response(status_code=204)

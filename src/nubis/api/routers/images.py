@@ -11,13 +11,14 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
+from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import ImageImportIn, ImageOut, PageOut
 from nubis.db.models import Image
+from nubis.services import images, policy
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, Forbidden
 from nubis.services.images import Staged
-from nubis.services.lookup import get_by_id_or_name, paginate
+from nubis.services.lookup import paginate
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -44,11 +45,11 @@ UPLOAD_DOC = {
 @router.get("")
 def list_images(
     platform: PlatformDep,
-    _p: PrincipalDep,
+    principal: PrincipalDep,
     pages: PageDep,
     name: str | None = None,
 ) -> PageOut[ImageOut]:
-    query = select(Image)
+    query = select(Image).where(images.visible(principal))
     if name:
         query = query.where(Image.name == name)
     with platform.db.begin() as s:
@@ -56,11 +57,21 @@ def list_images(
         return PageOut.of(page, ImageOut)
 
 
-def _import(platform: PlatformDep, principal: Principal, body: ImageImportIn) -> ImageOut:
-    if principal.system_role != "admin":
+def _owner(principal: Principal, public: bool) -> str | None:
+    """A public image (every project sees it) is the system administrator's to make."""
+    if public and policy.SYSTEM_ADMIN not in principal.roles:
+        raise Forbidden("only the system administrator makes public images")
+    return None if public else principal.project_id
+
+
+def _import(
+    platform: PlatformDep, principal: Principal, body: ImageImportIn, public: bool
+) -> ImageOut:
+    if policy.SYSTEM_ADMIN not in principal.roles:
         raise Forbidden("importing from a server path needs the system administrator role")
     with platform.db.begin() as s:
-        image = platform.images.import_file(s, body.name, Path(body.path), principal.project_id)
+        owner = _owner(principal, public)
+        image = platform.images.import_file(s, body.name, Path(body.path), owner)
         return ImageOut.model_validate(image)
 
 
@@ -69,38 +80,47 @@ def _check_name(platform: PlatformDep, name: str) -> None:
         platform.images.check_name(s, name)
 
 
-def _register(platform: PlatformDep, principal: Principal, name: str, staged: Staged) -> ImageOut:
+def _register(
+    platform: PlatformDep, principal: Principal, name: str, staged: Staged, public: bool
+) -> ImageOut:
     with platform.db.begin() as s:
-        image = platform.images.register(s, name, staged, principal.project_id)
+        image = platform.images.register(s, name, staged, _owner(principal, public))
         return ImageOut.model_validate(image)
 
 
 @router.post("", status_code=201, openapi_extra=UPLOAD_DOC)
 async def create_image(
-    request: Request, platform: PlatformDep, principal: PrincipalDep, name: str | None = None
+    request: Request,
+    platform: PlatformDep,
+    principal: PrincipalDep,
+    name: str | None = None,
+    public: bool = False,
 ) -> ImageOut:
     """Upload an image (``application/octet-stream`` body, ``?name=``), streamed to disk,
-    or import a file on the server (JSON ``{"name", "path"}``, administrators only)."""
+    or import a file on the server (JSON ``{"name", "path"}``, system administrator only).
+    The image belongs to the caller's project; ``?public=true`` (system administrator
+    only) makes it visible to every project."""
+    _owner(principal, public)
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type == "application/json":
         try:
             body = ImageImportIn.model_validate(json.loads(await request.body()))
         except (ValueError, ValidationError) as exc:
             raise BadRequest(f"invalid JSON body: {exc}") from exc
-        return await anyio.to_thread.run_sync(_import, platform, principal, body)
+        return await anyio.to_thread.run_sync(_import, platform, principal, body, public)
     if content_type != "application/octet-stream":
         raise BadRequest("send the image as application/octet-stream (or JSON to import)")
     if not name:
         raise BadRequest("the query parameter 'name' is required for an upload")
     await anyio.to_thread.run_sync(_check_name, platform, name)
     staged = await platform.images.stage_stream(request.stream())
-    return await anyio.to_thread.run_sync(_register, platform, principal, name, staged)
+    return await anyio.to_thread.run_sync(_register, platform, principal, name, staged, public)
 
 
 @router.get("/{ref}")
-def get_image(ref: str, platform: PlatformDep, _p: PrincipalDep) -> ImageOut:
+def get_image(ref: str, platform: PlatformDep, principal: PrincipalDep) -> ImageOut:
     with platform.db.begin() as s:
-        return ImageOut.model_validate(get_by_id_or_name(s, Image, ref, "image"))
+        return ImageOut.model_validate(images.get_visible(s, principal, ref))
 
 
 @router.get(
@@ -108,10 +128,10 @@ def get_image(ref: str, platform: PlatformDep, _p: PrincipalDep) -> ImageOut:
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def download_image(ref: str, platform: PlatformDep, _p: PrincipalDep) -> FileResponse:
+def download_image(ref: str, platform: PlatformDep, principal: PrincipalDep) -> FileResponse:
     """The image's file from the image store, streamed."""
     with platform.db.begin() as s:
-        image = get_by_id_or_name(s, Image, ref, "image")
+        image = images.get_visible(s, principal, ref)
         if image.status != "active":
             raise Conflict(f"image {image.name!r} is {image.status}, not active")
         path = platform.images.path(image)
@@ -120,6 +140,7 @@ def download_image(ref: str, platform: PlatformDep, _p: PrincipalDep) -> FileRes
 
 
 @router.delete("/{ref}", status_code=204)
-def delete_image(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
-    platform.images.delete(platform.db, ref)
+def delete_image(ref: str, platform: PlatformDep, principal: PrincipalDep) -> Response:
+    """Delete an image of your project (a public one: the system administrator)."""
+    platform.images.delete(platform.db, principal, ref)
     return Response(status_code=204)

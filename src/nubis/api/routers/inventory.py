@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
+from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import (
     CapacityOut,
     ClusterIn,
@@ -30,7 +30,7 @@ def list_zones(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageO
 
 
 @router.post("/zones", status_code=201)
-def create_zone(body: ZoneIn, platform: PlatformDep, _p: AdminDep) -> ZoneOut:
+def create_zone(body: ZoneIn, platform: PlatformDep, _p: PrincipalDep) -> ZoneOut:
     with platform.db.begin() as s:
         return ZoneOut.model_validate(inventory.create_zone(s, body.name))
 
@@ -48,7 +48,7 @@ def zone_capacity(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Capacity
 
 
 @router.delete("/zones/{ref}", status_code=204)
-def delete_zone(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
+def delete_zone(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
     with platform.db.begin() as s:
         inventory.delete_zone(s, ref)
     return Response(status_code=204)
@@ -66,7 +66,7 @@ def _settings(body: ClusterSettingsIn) -> inventory.ClusterSettings:
 
 
 @router.post("/clusters", status_code=201)
-def create_cluster(body: ClusterIn, platform: PlatformDep, _p: AdminDep) -> ClusterOut:
+def create_cluster(body: ClusterIn, platform: PlatformDep, _p: PrincipalDep) -> ClusterOut:
     with platform.db.begin() as s:
         cluster = inventory.create_cluster(s, body.name, body.zone, _settings(body))
         return ClusterOut.model_validate(cluster)
@@ -80,7 +80,7 @@ def get_cluster(ref: str, platform: PlatformDep, _p: PrincipalDep) -> ClusterOut
 
 @router.patch("/clusters/{ref}")
 def update_cluster(
-    ref: str, body: ClusterSettingsIn, platform: PlatformDep, _p: AdminDep
+    ref: str, body: ClusterSettingsIn, platform: PlatformDep, _p: PrincipalDep
 ) -> ClusterOut:
     """Change overcommit ratios, threshold, max instances per host (null: no limit), weigher."""
     unset_max = "max_instances_per_host" in body.model_fields_set and (
@@ -98,7 +98,7 @@ def cluster_capacity(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Capac
 
 
 @router.delete("/clusters/{ref}", status_code=204)
-def delete_cluster(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
+def delete_cluster(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
     with platform.db.begin() as s:
         inventory.delete_cluster(s, ref)
     return Response(status_code=204)

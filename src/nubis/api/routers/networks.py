@@ -11,6 +11,7 @@ from nubis.api.network_schemas import NetworkIn, NetworkOut, PortOut, SubnetOut
 from nubis.api.routers.ports import port_out
 from nubis.api.schemas import PageOut
 from nubis.db.models import Network, Port
+from nubis.services import policy
 from nubis.services.errors import Forbidden
 from nubis.services.ipam import SubnetRequest
 from nubis.services.lookup import paginate
@@ -30,7 +31,7 @@ def list_networks(
     platform: PlatformDep, principal: PrincipalDep, pages: PageDep
 ) -> PageOut[NetworkOut]:
     with platform.db.begin() as s:
-        query = select(Network).where(Network.project_id == principal.project_id)
+        query = select(Network).filter_by(**principal.scope())
         page = paginate(s, query, Network, pages.limit, pages.offset, pages.marker)
         return PageOut[NetworkOut](
             items=[network_out(s, n) for n in page.items],
@@ -43,7 +44,7 @@ def list_networks(
 @router.post("/networks", status_code=201)
 def create_network(body: NetworkIn, platform: PlatformDep, principal: PrincipalDep) -> NetworkOut:
     """Define the network on every host of its cluster (all or none)."""
-    if body.mode == "bridged" and principal.system_role != "admin":
+    if body.mode == "bridged" and policy.SYSTEM_ADMIN not in principal.roles:
         raise Forbidden("bridging onto a host's bridge is for system administrators")
     req = NetworkRequest(
         name=body.name,

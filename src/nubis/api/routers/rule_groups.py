@@ -24,7 +24,7 @@ def _out(session: object, group: RuleGroup) -> RuleGroupOut:
 def list_groups(
     platform: PlatformDep, principal: PrincipalDep, pages: PageDep
 ) -> PageOut[RuleGroupOut]:
-    query = select(RuleGroup).where(RuleGroup.project_id == principal.project_id)
+    query = select(RuleGroup).filter_by(**principal.scope())
     with platform.db.begin() as s:
         page = paginate(s, query, RuleGroup, pages.limit, pages.offset, pages.marker)
         return PageOut.of(page, RuleGroupOut)

@@ -34,7 +34,7 @@ def list_groups(
 ) -> PageOut[SecurityGroupOut]:
     with platform.db.begin() as s:
         security_groups.ensure_default(s, principal.project_id)
-        query = select(SecurityGroup).where(SecurityGroup.project_id == principal.project_id)
+        query = select(SecurityGroup).filter_by(**principal.scope())
         page = paginate(s, query, SecurityGroup, pages.limit, pages.offset, pages.marker)
         return PageOut[SecurityGroupOut](
             items=[group_out(s, g) for g in page.items],

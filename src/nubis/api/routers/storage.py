@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from sqlalchemy import select
 
-from nubis.api.deps import AdminDep, PageDep, PlatformDep, PrincipalDep
+from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import PageOut
 from nubis.api.storage_schemas import OfferingIn, OfferingOut, PoolIn, PoolOut
 from nubis.db.models import DiskOffering, StoragePool
@@ -27,7 +27,7 @@ def list_pools(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageO
 
 
 @router.post("/storage-pools", status_code=201)
-def create_pool(body: PoolIn, platform: PlatformDep, _p: AdminDep) -> PoolOut:
+def create_pool(body: PoolIn, platform: PlatformDep, _p: PrincipalDep) -> PoolOut:
     """Define the pool on every host of its scope (all or none)."""
     pool = platform.pools.create(PoolRequest(**body.model_dump()))
     return PoolOut.model_validate(pool)
@@ -40,12 +40,12 @@ def get_pool(ref: str, platform: PlatformDep, _p: PrincipalDep) -> PoolOut:
 
 
 @router.post("/storage-pools/{ref}/actions/refresh")
-def refresh_pool(ref: str, platform: PlatformDep, _p: AdminDep) -> PoolOut:
+def refresh_pool(ref: str, platform: PlatformDep, _p: PrincipalDep) -> PoolOut:
     return PoolOut.model_validate(platform.pools.refresh(ref))
 
 
 @router.delete("/storage-pools/{ref}", status_code=204)
-def delete_pool(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
+def delete_pool(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
     platform.pools.delete(ref)
     return Response(status_code=204)
 
@@ -60,7 +60,7 @@ def list_offerings(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> P
 
 
 @router.post("/disk-offerings", status_code=201)
-def create_offering(body: OfferingIn, platform: PlatformDep, _p: AdminDep) -> OfferingOut:
+def create_offering(body: OfferingIn, platform: PlatformDep, _p: PrincipalDep) -> OfferingOut:
     with platform.db.begin() as s:
         offering = volumes.create_offering(s, volumes.OfferingRequest(**body.model_dump()))
         return OfferingOut.model_validate(offering)
@@ -73,7 +73,7 @@ def get_offering(ref: str, platform: PlatformDep, _p: PrincipalDep) -> OfferingO
 
 
 @router.delete("/disk-offerings/{ref}", status_code=204)
-def delete_offering(ref: str, platform: PlatformDep, _p: AdminDep) -> Response:
+def delete_offering(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
     with platform.db.begin() as s:
         volumes.delete_offering(s, ref)
     return Response(status_code=204)

@@ -22,9 +22,7 @@ def list_tasks(
     status: str | None = None,
     resource_id: str | None = None,
 ) -> PageOut[TaskOut]:
-    query = select(Task)
-    if principal.system_role != "admin":
-        query = query.where(Task.project_id == principal.project_id)
+    query = select(Task).filter_by(**principal.scope())
     if status:
         query = query.where(Task.status == status)
     if resource_id:
@@ -38,8 +36,6 @@ def list_tasks(
 def get_task(task_id: str, platform: PlatformDep, principal: PrincipalDep) -> TaskOut:
     with platform.db.begin() as s:
         task = s.get(Task, task_id)
-        if task is None or (
-            principal.system_role != "admin" and task.project_id != principal.project_id
-        ):
+        if task is None or not principal.owns(task.project_id):
             raise NotFoundError(f"task {task_id!r} not found")
         return TaskOut.model_validate(task)

@@ -1,0 +1,64 @@
+"""The audit log: search and export (auditor). Nothing here changes a record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import StreamingResponse
+
+from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
+from nubis.api.identity_schemas import AuditOut
+from nubis.api.schemas import PageOut
+from nubis.db.models import AuditRecord
+from nubis.services import audit
+from nubis.services.audit import AuditQuery
+from nubis.services.lookup import paginate
+
+router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+def audit_query(
+    username: str | None = None,
+    action: str | None = None,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    success: bool | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> AuditQuery:
+    return AuditQuery(username, action, resource_type, resource_id, success, since, until)
+
+
+QueryDep = Annotated[AuditQuery, Depends(audit_query)]
+
+
+@router.get("")
+def search(
+    platform: PlatformDep, _p: PrincipalDep, pages: PageDep, query: QueryDep
+) -> PageOut[AuditOut]:
+    """Records matching every filter given (``action`` matches a part), oldest first."""
+    with platform.db.begin() as s:
+        stmt = audit.search(query)
+        page = paginate(s, stmt, AuditRecord, pages.limit, pages.offset, pages.marker)
+        return PageOut.of(page, AuditOut)
+
+
+@router.get("/export")
+def export(
+    platform: PlatformDep, _p: PrincipalDep, query: QueryDep, format: str = "csv"
+) -> StreamingResponse:
+    """Every matching record as CSV or JSON lines, streamed."""
+    audit.export_format(format)
+
+    def rows() -> Iterator[str]:
+        with platform.db.begin() as s:
+            yield from audit.export(s, query, format)
+
+    media = "text/csv" if format == "csv" else "application/x-ndjson"
+    name = f"nubis-audit.{'csv' if format == 'csv' else 'jsonl'}"
+    return StreamingResponse(
+        rows(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )

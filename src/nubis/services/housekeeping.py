@@ -1,0 +1,50 @@
+"""Periodic clean-up: audit records past retention, expired tokens and used signatures."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sqlalchemy import delete
+
+from nubis.db.models import Token, UsedSignature, utcnow
+from nubis.db.session import Database
+from nubis.services import audit
+
+log = logging.getLogger(__name__)
+
+
+class Housekeeping:
+    def __init__(self, db: Database, audit_retention_days: int, interval: float = 3600) -> None:
+        self.db = db
+        self.retention_days = audit_retention_days
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> None:
+        with self.db.begin() as s:
+            pruned = audit.prune(s, self.retention_days)
+            now = utcnow()
+            s.execute(delete(Token).where(Token.expires_at < now))
+            s.execute(delete(UsedSignature).where(UsedSignature.expires_at < now))
+        if pruned:
+            log.info("removed %d audit record(s) older than %d days", pruned, self.retention_days)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.run_once()
+            except Exception:  # a database hiccup: try again next round
+                log.exception("housekeeping failed")
+            if self._stop.wait(self.interval):
+                return
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="housekeeping", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
