@@ -9,9 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import libvirt
@@ -197,3 +198,29 @@ def running_devcluster(base: Path, hosts: int) -> Iterator[DevCluster]:
             yield cluster
         finally:
             cluster.down(purge=True)
+
+
+def cli_runner(server: NubisServer, token_file: Path, **extra_env: str) -> Callable[..., Any]:
+    """``run(*args, ok=True)``: the `nubis` CLI against ``server`` in a clean environment
+    (its own token file); ``ok`` asserts it exited 0."""
+    env = {
+        "NUBIS_URL": server.url,
+        "NUBIS_TOKEN_FILE": str(token_file),
+        "PATH": "/usr/bin:/bin",
+        "COLUMNS": "200",
+        **extra_env,
+    }
+
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, "-m", "nubis.cli.main", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if ok:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    return run

@@ -3,37 +3,18 @@
 import json
 import os
 import subprocess
-import sys
 import tempfile
 
 import pytest
 
-from tests.integration.server import READY, libvirt_leftovers
+from tests.integration.server import READY, cli_runner, libvirt_leftovers
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def nubis(server, tmp_path):
-    env = {
-        "NUBIS_URL": server.url,
-        "NUBIS_TOKEN_FILE": str(tmp_path / "token"),
-        "PATH": "/usr/bin:/bin",
-        "COLUMNS": "200",
-    }
-
-    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, "-m", "nubis.cli.main", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        if ok:
-            assert proc.returncode == 0, proc.stderr
-        return proc
-
+    run = cli_runner(server, tmp_path / "token")
     password = (server.data_dir / "admin-password").read_text().strip()
     run("login", "--username", "admin", "--password", password)
     assert (tmp_path / "token").stat().st_mode & 0o077 == 0

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import typer
@@ -20,6 +21,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+
+from nubis.services import signing
 
 console = Console()
 err_console = Console(stderr=True)
@@ -56,8 +59,28 @@ def read_text(path: Path) -> str:
         raise fail(f"cannot read {path}: {exc}") from exc
 
 
+def api_key() -> tuple[str, str] | None:
+    """``NUBIS_API_KEY`` and ``NUBIS_API_SECRET``: sign requests instead of a token."""
+    key, secret = os.environ.get("NUBIS_API_KEY"), os.environ.get("NUBIS_API_SECRET")
+    return (key, secret) if key and secret else None
+
+
+def sign_request(req: httpx.Request, key: str, secret: str) -> None:
+    """Add the signature headers (see docs/identity.md) to a built request."""
+    if req.headers.get("content-type", "").startswith("application/octet-stream"):
+        payload = signing.UNSIGNED_PAYLOAD
+    else:
+        payload = signing.body_hash(req.read())
+    stamp = str(int(time.time()))
+    query = parse_qsl(req.url.query.decode(), keep_blank_values=True)
+    canonical = signing.canonical_request(req.method, req.url.path, query, payload, stamp)
+    req.headers[signing.KEY_HEADER] = key
+    req.headers[signing.TIMESTAMP_HEADER] = stamp
+    req.headers[signing.SIGNATURE_HEADER] = signing.sign(secret, canonical)
+
+
 def _auth_headers(headers: dict[str, str], auth: bool) -> dict[str, str]:
-    if auth:
+    if auth and api_key() is None:
         token = saved_token()
         if token is None:
             raise fail("not logged in: run `nubis login` first (or set NUBIS_TOKEN)")
@@ -78,9 +101,14 @@ def _check(resp: httpx.Response) -> httpx.Response:
 def request(method: str, path: str, auth: bool = True, **kwargs: Any) -> httpx.Response:
     headers = _auth_headers(kwargs.pop("headers", {}), auth)
     try:
-        resp = httpx.request(
-            method, f"{base_url()}/api/v1{path}", headers=headers, timeout=600, **kwargs
-        )
+        with httpx.Client(timeout=600) as http:
+            req = http.build_request(
+                method, f"{base_url()}/api/v1{path}", headers=headers, **kwargs
+            )
+            signing = api_key()
+            if auth and signing is not None:
+                sign_request(req, *signing)
+            resp = http.send(req)
     except httpx.HTTPError as exc:
         raise fail(f"cannot reach Nubis at {base_url()}: {exc}") from exc
     return _check(resp)
@@ -118,27 +146,38 @@ def download_file(api_path: str, dest: Path) -> int:
     partial = dest.with_name(dest.name + ".partial")
     headers = _auth_headers({}, True)
     try:
-        with httpx.stream(
-            "GET", f"{base_url()}/api/v1{api_path}", headers=headers, timeout=600
-        ) as resp:
-            if resp.status_code >= 400:
-                resp.read()
-                _check(resp)
-            total = int(resp.headers.get("content-length", 0)) or None
-            with _bar() as progress, open(partial, "wb") as fh:
-                bar = progress.add_task(f"download {dest.name}", total=total)
-                for data in resp.iter_bytes(1024 * 1024):
-                    fh.write(data)
-                    progress.advance(bar, len(data))
-                written = fh.tell()
-        if total is not None and written != total:
-            raise fail(f"the download ended after {written} of {total} bytes")
-        os.replace(partial, dest)
-        return written
+        with httpx.Client(timeout=600) as http:
+            req = http.build_request("GET", f"{base_url()}/api/v1{api_path}", headers=headers)
+            signing = api_key()
+            if signing is not None:
+                sign_request(req, *signing)
+            resp = http.send(req, stream=True)
+            _save_stream(resp, dest, partial)
+        return dest.stat().st_size
     except httpx.HTTPError as exc:
         raise fail(f"download failed: {exc}") from exc
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _save_stream(resp: httpx.Response, dest: Path, partial: Path) -> None:
+    """Write a streamed answer into ``dest``, whole or not at all."""
+    try:
+        if resp.status_code >= 400:
+            resp.read()
+            _check(resp)
+        total = int(resp.headers.get("content-length", 0)) or None
+        with _bar() as progress, open(partial, "wb") as fh:
+            bar = progress.add_task(f"download {dest.name}", total=total)
+            for data in resp.iter_bytes(1024 * 1024):
+                fh.write(data)
+                progress.advance(bar, len(data))
+            written = fh.tell()
+    finally:
+        resp.close()
+    if total is not None and written != total:
+        raise fail(f"the download ended after {written} of {total} bytes")
+    os.replace(partial, dest)
 
 
 def show(data: Any, fmt: str, columns: list[str]) -> None:

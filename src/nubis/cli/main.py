@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nubis.cli import devcluster, inventory, keypairs, networks, resources, storage
+from nubis.cli import devcluster, identity, inventory, keypairs, networks, resources, storage
 from nubis.cli.client import console, request, save_token
 
 app = typer.Typer(help="Nubis: a private cloud on libvirt/QEMU hosts", no_args_is_help=True)
@@ -28,6 +28,13 @@ app.add_typer(networks.network_app, name="network")
 app.add_typer(networks.group_app, name="security-group")
 app.add_typer(keypairs.keypair_app, name="keypair")
 app.add_typer(networks.port_app, name="port")
+app.add_typer(identity.user_app, name="user")
+app.add_typer(identity.project_app, name="project")
+app.add_typer(identity.role_app, name="role")
+app.add_typer(identity.quota_app, name="quota")
+app.add_typer(identity.apikey_app, name="apikey")
+app.add_typer(identity.audit_app, name="audit")
+app.command()(identity.whoami)
 
 
 def _logging(log_file: str) -> None:
@@ -64,6 +71,9 @@ def serve(
         )
         if platform.admin_password_file:
             console.print(f"user 'admin': password in {platform.admin_password_file}")
+            security = platform.admin_password_file.with_name("security-password")
+            if security.exists():
+                console.print(f"user 'security' (security administrator): password in {security}")
 
     api = create_app(platform, on_started=announce)
 
@@ -76,14 +86,16 @@ def login(
     password: Annotated[
         str, typer.Option(prompt=True, hide_input=True, envvar="NUBIS_PASSWORD")
     ] = "",
+    project: Annotated[
+        str | None, typer.Option(help="the project to work in (default: your first)")
+    ] = None,
 ) -> None:
     """Get a token and keep it in ~/.config/nubis/token (mode 0600)."""
-    resp = request(
-        "POST", "/auth/tokens", auth=False, json={"username": username, "password": password}
-    )
-    data = resp.json()
+    body = {"username": username, "password": password, "project": project}
+    data = request("POST", "/auth/tokens", auth=False, json=body).json()
     save_token(data["token"])
-    console.print(f"logged in as {username}; token valid until {data['expires_at']}")
+    roles = ", ".join(data["roles"]) or "no role"
+    console.print(f"logged in as {username} ({roles}); token valid until {data['expires_at']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

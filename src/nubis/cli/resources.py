@@ -78,6 +78,13 @@ def image_list(fmt: Fmt = "table") -> None:
     show(request("GET", "/images").json(), fmt, IMAGE_COLS)
 
 
+@image_app.command("delete")
+def image_delete(ref: str) -> None:
+    """Delete an image (refused while an instance uses it)."""
+    request("DELETE", f"/images/{ref}")
+    console.print(f"image {ref} deleted")
+
+
 @flavor_app.command("list")
 def flavor_list(fmt: Fmt = "table") -> None:
     show(request("GET", "/flavors").json(), fmt, FLAVOR_COLS)
