@@ -238,7 +238,7 @@ def test_audit_retention_removes_only_old_records(callers, platform):
         assert s.scalar(select(func.count()).select_from(AuditRecord)) == recent - 1
 
 
-def test_cross_project_volumes_and_networks_are_not_found(callers, tmp_path):
+def test_cross_project_volumes_networks_ports_and_snapshots_are_not_found(callers, tmp_path):
     import os
 
     sysadmin, owner, other = callers["system_admin"], callers["member"], callers["p2-member"]
@@ -260,6 +260,40 @@ def test_cross_project_volumes_and_networks_are_not_found(callers, tmp_path):
             assert other.delete(f"/{kind}/{ref}").status_code == 404
         assert other.get(f"/{kind}").json()["total"] == 0
         assert owner.get(f"/{kind}/{body['id']}").status_code == 200
+    assert other.get(f"/volumes/{vol.json()['id']}/snapshots").status_code == 404
+    assert (
+        other.post(f"/volumes/{vol.json()['id']}/snapshots", json={"name": "s"}).status_code == 404
+    )
+    # an instance on the network: its port, its snapshots
+    image = owner.post(
+        "/images",
+        params={"name": "net-img"},
+        content=qcow2(tmp_path, "n.qcow2"),
+        headers={"Content-Type": "application/octet-stream"},
+    ).json()
+    vm = owner.post(
+        "/instances",
+        json={
+            "name": "vm",
+            "image": image["id"],
+            "flavor": "m1.tiny",
+            "networks": [{"network": "n"}],
+        },
+    )
+    assert vm.status_code == 202, vm.text
+    vm_id = vm.json()["id"]
+    port_id = owner.get(f"/instances/{vm_id}/ports").json()[0]["id"]
+    assert owner.get(f"/ports/{port_id}").status_code == 200
+    assert other.get(f"/ports/{port_id}").status_code == 404
+    assert (
+        other.put(f"/ports/{port_id}/security-groups", json={"security_groups": []}).status_code
+        == 404
+    )
+    assert other.get(f"/instances/{vm_id}/ports").status_code == 404
+    assert other.get(f"/networks/{net.json()['id']}/ports").status_code == 404
+    assert other.get(f"/instances/{vm_id}/snapshots").status_code == 404
+    assert other.get(f"/instances/{vm_id}/volumes").status_code == 404
+    assert other.get(f"/instances/{vm_id}/console-log").status_code == 404
 
 
 def test_only_an_empty_project_can_be_deleted(callers):
