@@ -90,3 +90,20 @@ def test_an_empty_cdrom_drive_has_no_source_and_round_trips():
     cdrom = ET.fromstring(xml).find("./devices/disk[@device='cdrom']")
     assert cdrom.find("source") is None and cdrom.find("readonly") is not None
     assert parse_domain_xml(xml) == original
+
+
+def test_vnc_listens_on_the_management_address_with_a_password():
+    from nubis.drivers.errors import DriverError
+    from nubis.drivers.libvirt.console import console_address, with_listen
+
+    assert console_address("qemu:///system") == "127.0.0.1"
+    assert console_address("qemu+ssh://root@10.0.0.5/system") == "10.0.0.5"
+    assert console_address("qemu+tcp://kvm7.mgmt.example/system") == "kvm7.mgmt.example"
+    for wildcard in ("qemu+tcp://0.0.0.0/system", "qemu+tcp://[::]/system"):
+        with pytest.raises(DriverError):
+            console_address(wildcard)
+    xml = build_domain_xml(spec(vnc_listen="10.0.0.5", vnc_password="s3cret12"))
+    graphics = ET.fromstring(xml).find("./devices/graphics")
+    assert graphics.get("listen") == "10.0.0.5" and graphics.get("passwd") == "s3cret12"
+    moved = ET.fromstring(with_listen(xml, "10.0.0.6")).find("./devices/graphics")
+    assert moved.get("listen") == "10.0.0.6" and moved.get("passwd") == "s3cret12"

@@ -10,6 +10,7 @@ the work died, which an in-memory undo list could not.
 from __future__ import annotations
 
 import logging
+import secrets
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from sqlalchemy import update
 from nubis.db.models import Host, Image, Instance, Port
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostRef, LibvirtDriver
+from nubis.drivers.libvirt.console import VNC_PASSWORD_LENGTH, console_address
 from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
 from nubis.services.cloudinit import build_seed
 from nubis.services.hosts import HostService
@@ -208,6 +210,10 @@ class InstanceTasks:
             disks=disks,
             interfaces=nics,
             console_log=self.driver.console_log_path(inst.domain_name),
+            # VNC on the host's management address, with a password nobody is told:
+            # a console ticket sets a one-time one (services/console.py)
+            vnc_listen=console_address(host.uri),
+            vnc_password=secrets.token_urlsafe(6)[:VNC_PASSWORD_LENGTH],
             metadata={"instance": inst.id, "project": inst.project_id, "name": inst.name},
         )
 

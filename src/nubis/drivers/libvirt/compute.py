@@ -24,6 +24,7 @@ from nubis.drivers.libvirt.connection import (
     power_state,
     translate,
 )
+from nubis.drivers.libvirt.console import console_address, with_listen
 from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec, build_domain_xml, disk_xml
 
 DISK_POOL = "nubis-disks"
@@ -419,6 +420,13 @@ class LibvirtDriver(DriverBase):
             flags |= libvirt.VIR_MIGRATE_UNSAFE
         try:
             dom = self._domain(sconn, uuid)
+            # the console follows the domain onto the target's management address
+            listen = console_address(target.uri)
+            secure = libvirt.VIR_DOMAIN_XML_SECURE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
+            params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = with_listen(dom.XMLDesc(secure), listen)
+            params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = with_listen(
+                dom.XMLDesc(secure | libvirt.VIR_DOMAIN_XML_INACTIVE), listen
+            )
         except libvirt.libvirtError as exc:
             raise translate(exc, f"domain {uuid}") from exc
         done = threading.Event()
@@ -469,7 +477,10 @@ class LibvirtDriver(DriverBase):
                 return None
             if dom.isActive():
                 raise DriverError("a running domain cannot be cold-migrated")
-            return dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+            flags = libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_MIGRATABLE
+            # SECURE keeps the VNC password; the console moves to the target's address
+            secure = dom.XMLDesc(flags | libvirt.VIR_DOMAIN_XML_SECURE)
+            return with_listen(secure, console_address(target.uri))
 
         xml = self._call(source, xml_of, f"domain {uuid}")
         if xml is not None:

@@ -59,6 +59,7 @@ class DomainSpec:
     interfaces: tuple[InterfaceSpec, ...] = ()
     console_log: str | None = None
     vnc_listen: str = "127.0.0.1"
+    vnc_password: str | None = None  # without one, anybody reaching the port is in
     metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -175,7 +176,11 @@ def build_domain_xml(spec: DomainSpec) -> str:
     _sub(serial, "target", port="0")
     console = _sub(devices, "console", type="pty")
     _sub(console, "target", type="serial", port="0")
-    _sub(devices, "graphics", type="vnc", port="-1", autoport="yes", listen=spec.vnc_listen)
+    graphics = _sub(
+        devices, "graphics", type="vnc", port="-1", autoport="yes", listen=spec.vnc_listen
+    )
+    if spec.vnc_password:
+        graphics.set("passwd", spec.vnc_password)
     video = _sub(devices, "video")
     _sub(video, "model", type="vga")
     _sub(devices, "memballoon", model="virtio")
