@@ -14,12 +14,14 @@ from nubis.db import migrate
 from nubis.db.session import Database
 from nubis.drivers.libvirt.compute import LibvirtDriver
 from nubis.drivers.libvirt.connection import ConnectionPool
+from nubis.drivers.libvirt.console import ConsoleDriver
 from nubis.drivers.libvirt.networks import NetworkDriver
 from nubis.drivers.libvirt.nics import NicDriver
 from nubis.drivers.libvirt.nwfilters import FilterDriver
 from nubis.drivers.libvirt.snapshots import SnapshotDriver
 from nubis.drivers.libvirt.volumes import VolumeDriver
 from nubis.services import bootstrap, snapshots
+from nubis.services.console import ConsoleService
 from nubis.services.host_tasks import EvacuateHandler, MaintenanceHandler
 from nubis.services.hosts import HostService
 from nubis.services.housekeeping import Housekeeping
@@ -79,6 +81,9 @@ class Platform:
             self.images,
             PortPlumbing(self.db, self.network_driver, self.filter_driver, self.security_groups),
             settings.stop_timeout_seconds,
+        )
+        self.console = ConsoleService(
+            self.db, self.instances, self.hosts, ConsoleDriver(self.conns)
         )
         self.nics = NicService(self.instances, self.instance_tasks, NicDriver(self.conns))
         self.nics.register(self.engine)

@@ -14,6 +14,7 @@ from nubis.api.routers import (
     apikeys,
     audit,
     auth,
+    console,
     flavors,
     hosts,
     images,
@@ -86,6 +87,7 @@ def create_app(
         apikeys,
         quotas,
         audit,
+        console,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     app.add_middleware(AuditTrail, db=platform.db)

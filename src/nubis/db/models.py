@@ -135,6 +135,19 @@ class ApiKey(Base):
     revoked_at: Mapped[datetime | None]
 
 
+class ConsoleTicket(Base):
+    """A one-time right to open one instance's console; only its SHA-256 is kept."""
+
+    __tablename__ = "console_tickets"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    ticket_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+
+
 class UsedSignature(Base):
     """A signature already accepted: the same one again is a replay until it expires."""
 

@@ -110,6 +110,9 @@ POLICY: dict[str, frozenset[str]] = {
     "PUT /instances/{ref}/boot-order": WRITE,
     "POST /instances/{ref}/actions/{action}": WRITE,
     "GET /instances/{ref}/console-log": READ,
+    # a console is control of the machine: not for readers. The console websocket
+    # itself is authorised by the one-time ticket this returns (services/console.py).
+    "POST /instances/{ref}/console": WRITE,
     "GET /instances/{ref}/volumes": READ,
     "POST /instances/{ref}/volumes": WRITE,
     "DELETE /instances/{ref}/volumes/{volume}": WRITE,
