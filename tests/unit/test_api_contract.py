@@ -339,3 +339,19 @@ def test_host_enable_disable_and_rule_group_routes(client, tmp_path):
         404,
         "rule group",
     )
+
+
+def test_an_unknown_field_is_refused_not_dropped(client, platform, tmp_path):
+    upload(client, "img", qcow2(tmp_path, "i.qcow2"))
+    before = counts(platform)
+    body = {"name": "vm", "image": "img", "flavor": "m1.tiny", "nics": [{"network": "n"}]}
+    assert_error(client.post("/api/v1/instances", json=body), 422, "nics: Extra inputs")
+    assert_error(
+        client.post(
+            "/api/v1/flavors",
+            json={"name": "f", "vcpus": 1, "memory_mib": 64, "disk_gib": 1, "gpu": 1},
+        ),
+        422,
+        "gpu",
+    )
+    assert counts(platform) == before

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from nubis.api.schemas import Out
+from nubis.api.schemas import In, Out
 
 
 class WhoAmIOut(BaseModel):
@@ -20,22 +20,22 @@ class WhoAmIOut(BaseModel):
     api_key_id: str | None
 
 
-class PasswordChangeIn(BaseModel):
+class PasswordChangeIn(In):
     current_password: str = Field(min_length=1, max_length=1024)
     new_password: str = Field(min_length=1, max_length=1024)
 
 
-class UserIn(BaseModel):
+class UserIn(In):
     username: str
     password: str = Field(min_length=1, max_length=1024)
     system_role: str | None = None
 
 
-class UserPatch(BaseModel):
+class UserPatch(In):
     password: str | None = Field(default=None, min_length=1, max_length=1024)
 
 
-class SystemRoleIn(BaseModel):
+class SystemRoleIn(In):
     system_role: str | None
 
 
@@ -50,7 +50,7 @@ class UserOut(Out):
     projects: dict[str, str] = {}
 
 
-class ProjectIn(BaseModel):
+class ProjectIn(In):
     name: str
     description: str = ""
 
@@ -62,7 +62,7 @@ class ProjectOut(Out):
     created_at: datetime
 
 
-class MemberIn(BaseModel):
+class MemberIn(In):
     role: str
 
 
@@ -79,14 +79,14 @@ class PasswordPolicyIO(Out):
     lockout_seconds: int
 
 
-class PasswordPolicyPatch(BaseModel):
+class PasswordPolicyPatch(In):
     min_length: int | None = None
     history: int | None = None
     max_failed_logins: int | None = None
     lockout_seconds: int | None = None
 
 
-class ApiKeyIn(BaseModel):
+class ApiKeyIn(In):
     name: str
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from nubis.api.schemas import Out
+from nubis.api.schemas import In, Out
 
 
-class SubnetIn(BaseModel):
+class SubnetIn(In):
     cidr: str = Field(description="IPv4 network with its prefix, e.g. 10.20.0.0/24")
     gateway: str | None = Field(
         default=None, description="default: the first host address (nat and isolated)"
@@ -20,7 +20,7 @@ class SubnetIn(BaseModel):
     pool_end: str | None = Field(default=None, description="last address handed out")
 
 
-class NetworkIn(BaseModel):
+class NetworkIn(In):
     name: str
     mode: str = Field(description="nat | isolated | bridged")
     subnets: list[SubnetIn] = Field(description="one to four; DHCP serves the first")
@@ -72,12 +72,12 @@ class PortAccepted(PortOut):
     task_id: str
 
 
-class SecurityGroupIn(BaseModel):
+class SecurityGroupIn(In):
     name: str
     description: str = ""
 
 
-class RuleIn(BaseModel):
+class RuleIn(In):
     protocol: str = Field(description="tcp | udp | icmp | any")
     port_min: int | None = Field(default=None, description="tcp/udp: first port")
     port_max: int | None = Field(default=None, description="tcp/udp: last port (default: port_min)")
@@ -104,7 +104,7 @@ class SecurityGroupOut(Out):
     rules: list[RuleOut] = Field(default_factory=list)
 
 
-class KeyPairIn(BaseModel):
+class KeyPairIn(In):
     name: str
     public_key: str | None = Field(
         default=None,

@@ -16,6 +16,13 @@ class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class In(BaseModel):
+    """A request body: a field it does not know is an error, not silently dropped
+    (``"nics"`` for ``"networks"`` would otherwise create an instance without NICs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class PageOut(BaseModel, Generic[T]):
     items: list[T]
     total: int
@@ -32,7 +39,7 @@ class PageOut(BaseModel, Generic[T]):
         )
 
 
-class TokenIn(BaseModel):
+class TokenIn(In):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
     project: str | None = Field(default=None, max_length=64)  # default: the user's first
@@ -45,7 +52,7 @@ class TokenOut(BaseModel):
     roles: list[str]
 
 
-class HostIn(BaseModel):
+class HostIn(In):
     name: str
     uri: str
     username: str | None = None
@@ -82,7 +89,7 @@ class HostOut(Out):
     created_at: datetime
 
 
-class ImageImportIn(BaseModel):
+class ImageImportIn(In):
     name: str
     path: str = Field(description="a file on the Nubis server (administrators only)")
 
@@ -99,13 +106,13 @@ class ImageOut(Out):
     created_at: datetime
 
 
-class RateIn(BaseModel):
+class RateIn(In):
     average: int = Field(description="KiB/s")
     peak: int | None = Field(default=None, description="KiB/s (inbound only)")
     burst: int | None = Field(default=None, description="KiB that may pass at peak speed")
 
 
-class BandwidthIn(BaseModel):
+class BandwidthIn(In):
     inbound: RateIn | None = Field(default=None, description="traffic to the guest")
     outbound: RateIn | None = Field(default=None, description="traffic from the guest")
 
@@ -115,7 +122,7 @@ def bandwidth_dict(value: BandwidthIn | None) -> dict | None:
     return value.model_dump(exclude_none=True) if value is not None else None
 
 
-class FlavorIn(BaseModel):
+class FlavorIn(In):
     name: str
     vcpus: int
     memory_mib: int
@@ -135,7 +142,7 @@ class FlavorOut(Out):
     created_at: datetime
 
 
-class NicIn(BaseModel):
+class NicIn(In):
     network: str = Field(description="network id or name")
     ip: str | None = Field(default=None, description="a fixed address (default: the next free)")
     security_groups: list[str] | None = Field(
@@ -146,7 +153,7 @@ class NicIn(BaseModel):
     )
 
 
-class InstanceIn(BaseModel):
+class InstanceIn(In):
     name: str
     image: str = Field(description="image id or name")
     flavor: str = Field(description="flavor id or name")
@@ -209,7 +216,7 @@ class InstanceAccepted(InstanceOut):
     task_id: str
 
 
-class MigrateIn(BaseModel):
+class MigrateIn(In):
     host: str | None = Field(default=None, description="target host id or name (optional)")
     max_downtime_ms: int | None = Field(
         default=None, description="longest pause of the guest at the switch-over (live)"
@@ -219,25 +226,25 @@ class MigrateIn(BaseModel):
     )
 
 
-class EvacuateIn(BaseModel):
+class EvacuateIn(In):
     confirm_host_down: bool = Field(
         default=False, description="the operator confirms the host is off (or fenced)"
     )
 
 
-class CloneIn(BaseModel):
+class CloneIn(In):
     name: str = Field(description="the new instance's name")
 
 
-class CdromIn(BaseModel):
+class CdromIn(In):
     image: str = Field(description="an ISO image, by id or name")
 
 
-class BootOrderIn(BaseModel):
+class BootOrderIn(In):
     order: list[str] = Field(description="boot devices, first to last: disk, cdrom")
 
 
-class TemplateIn(BaseModel):
+class TemplateIn(In):
     name: str = Field(description="the new image's name")
 
 
@@ -260,7 +267,7 @@ class TaskOut(Out):
     finished_at: datetime | None
 
 
-class ZoneIn(BaseModel):
+class ZoneIn(In):
     name: str
 
 
@@ -270,7 +277,7 @@ class ZoneOut(Out):
     created_at: datetime
 
 
-class ClusterSettingsIn(BaseModel):
+class ClusterSettingsIn(In):
     cpu_ratio: float | None = Field(default=None, description="vCPUs per host thread (3.0)")
     memory_ratio: float | None = Field(default=None, description="1.0: no memory overcommit")
     disk_ratio: float | None = None
@@ -321,7 +328,7 @@ class CapacityOut(BaseModel):
     disk_gib: ResourceCapacity
 
 
-class RuleGroupIn(BaseModel):
+class RuleGroupIn(In):
     name: str
     policy: str = Field(description="affinity, anti-affinity or hosts")
     strict: bool = Field(default=True, description="refuse (true) or only prefer (false)")

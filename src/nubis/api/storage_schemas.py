@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from nubis.api.schemas import Out
+from nubis.api.schemas import In, Out
 
 
-class PoolIn(BaseModel):
+class PoolIn(In):
     name: str
     kind: str = Field(description="dir | lvm (one host) or shared | nfs (a cluster)")
     path: str = Field(description="directory (dir, shared), mount point (nfs) or VG name (lvm)")
@@ -39,7 +39,7 @@ class PoolOut(Out):
     created_at: datetime
 
 
-class OfferingIn(BaseModel):
+class OfferingIn(In):
     name: str
     size_gib: int | None = Field(default=None, description="None: the user chooses the size")
     format: str = "qcow2"
@@ -59,7 +59,7 @@ class OfferingOut(Out):
     created_at: datetime
 
 
-class VolumeIn(BaseModel):
+class VolumeIn(In):
     name: str
     size_gib: int | None = None
     pool: str | None = None
@@ -105,11 +105,11 @@ class VolumeAccepted(VolumeOut):
     task_id: str
 
 
-class ExtendIn(BaseModel):
+class ExtendIn(In):
     size_gib: int
 
 
-class AttachIn(BaseModel):
+class AttachIn(In):
     volume: str
     mode: str = Field(default="persistent", description="persistent | nonpersistent")
 
@@ -118,7 +118,7 @@ class AttachAccepted(AttachmentOut):
     task_id: str
 
 
-class SnapshotIn(BaseModel):
+class SnapshotIn(In):
     name: str
 
 
