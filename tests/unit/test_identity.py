@@ -308,3 +308,13 @@ def test_only_an_empty_project_can_be_deleted(callers):
     assert security.get("/projects/p2").status_code == 404
     assert p2.get("/auth/whoami").status_code == 401  # its token went with the project
     assert security.delete("/projects/p2").status_code == 404
+
+
+def test_first_uses_of_a_projects_default_group_at_once_all_succeed(callers):
+    """Eight parallel first requests of a new project race to make its default group."""
+    member = callers["p2-member"]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda _i: member.get("/security-groups/default"), range(8)))
+    assert [a.status_code for a in answers] == [200] * 8
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert member.get("/security-groups").json()["total"] == 1

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Port, PortSecurityGroup, SecurityGroup, SecurityGroupRule
@@ -56,14 +57,21 @@ def _new_group(session: Session, project_id: str, name: str, description: str) -
 
 
 def ensure_default(session: Session, project_id: str) -> SecurityGroup:
-    group = session.scalar(
-        select(SecurityGroup).where(
-            SecurityGroup.project_id == project_id, SecurityGroup.name == DEFAULT_GROUP
-        )
+    """The project's default group, made on first use. Two first uses at once: the
+    unique (project, name) lets one insert win; the other takes the winner's row."""
+    query = select(SecurityGroup).where(
+        SecurityGroup.project_id == project_id, SecurityGroup.name == DEFAULT_GROUP
     )
-    return group or _new_group(
-        session, project_id, DEFAULT_GROUP, "ports of the project talk to each other"
-    )
+    group = session.scalar(query)
+    if group is not None:
+        return group
+    try:
+        with session.begin_nested():
+            return _new_group(
+                session, project_id, DEFAULT_GROUP, "ports of the project talk to each other"
+            )
+    except IntegrityError:
+        return session.scalars(query).one()
 
 
 def resolve(session: Session, principal: Principal, refs: list[str] | None) -> list[SecurityGroup]:
