@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,12 +31,12 @@ class PageOut(BaseModel, Generic[T]):
 
     @classmethod
     def of(cls, page: Page, item: type[Out]) -> PageOut:
-        return PageOut[item](  # type: ignore[valid-type]
-            items=[item.model_validate(row) for row in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return cls.with_items(page, [item.model_validate(row) for row in page.items])
+
+    @classmethod
+    def with_items(cls, page: Page, items: list[Any]) -> PageOut:
+        """The page with its rows already turned into response items."""
+        return PageOut(items=items, total=page.total, limit=page.limit, offset=page.offset)
 
 
 class TokenIn(In):

@@ -33,12 +33,7 @@ def list_networks(
     with platform.db.begin() as s:
         query = select(Network).filter_by(**principal.scope())
         page = paginate(s, query, Network, pages.limit, pages.offset, pages.marker)
-        return PageOut[NetworkOut](
-            items=[network_out(s, n) for n in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return PageOut.with_items(page, [network_out(s, n) for n in page.items])
 
 
 @router.post("/networks", status_code=201)
@@ -78,9 +73,4 @@ def network_ports(
         network = platform.networks.get(s, principal, ref)
         query = select(Port).where(Port.network_id == network.id)
         page = paginate(s, query, Port, pages.limit, pages.offset, pages.marker)
-        return PageOut[PortOut](
-            items=[port_out(s, p) for p in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return PageOut.with_items(page, [port_out(s, p) for p in page.items])

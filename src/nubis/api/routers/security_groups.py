@@ -36,12 +36,7 @@ def list_groups(
         security_groups.ensure_default(s, principal.project_id)
         query = select(SecurityGroup).filter_by(**principal.scope())
         page = paginate(s, query, SecurityGroup, pages.limit, pages.offset, pages.marker)
-        return PageOut[SecurityGroupOut](
-            items=[group_out(s, g) for g in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return PageOut.with_items(page, [group_out(s, g) for g in page.items])
 
 
 @router.post("", status_code=201)

@@ -39,12 +39,7 @@ def user_out(session: Session, user: User) -> UserOut:
 def list_users(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[UserOut]:
     with platform.db.begin() as s:
         page = paginate(s, select(User), User, pages.limit, pages.offset, pages.marker)
-        return PageOut[UserOut](
-            items=[user_out(s, u) for u in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return PageOut.with_items(page, [user_out(s, u) for u in page.items])
 
 
 @router.post("/users", status_code=201)

@@ -48,12 +48,7 @@ def list_volumes(
 ) -> PageOut[VolumeOut]:
     with platform.db.begin() as s:
         page = platform.volumes.list(s, principal, pages.limit, pages.offset, pages.marker)
-        return PageOut[VolumeOut](
-            items=[volume_out(platform, s, v) for v in page.items],
-            total=page.total,
-            limit=page.limit,
-            offset=page.offset,
-        )
+        return PageOut.with_items(page, [volume_out(platform, s, v) for v in page.items])
 
 
 @router.post("/volumes", status_code=202)
