@@ -9,6 +9,9 @@ no two of them can both take the last unit of a quota.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -36,30 +39,31 @@ DEFAULTS: dict[str, int] = {
 RESOURCES = tuple(DEFAULTS)
 
 
-def usage(session: Session, project_id: str) -> dict[str, int]:
-    def total(query) -> int:  # noqa: ANN001
-        return int(session.scalar(query) or 0)
+# what each quota counts: (model, column summed) pairs; no column: rows are counted
+MEASURES: dict[str, tuple[tuple[Any, Any], ...]] = {
+    "instances": ((Instance, None),),
+    "vcpus": ((Instance, Instance.vcpus),),
+    "memory_mib": ((Instance, Instance.memory_mib),),
+    "volumes": ((Volume, None),),
+    "volume_gib": ((Volume, Volume.size_gib),),
+    "snapshots": ((Snapshot, None), (VolumeSnapshot, None)),
+    "networks": ((Network, None),),
+}
 
-    inst = Instance.project_id == project_id
-    vol = Volume.project_id == project_id
-    return {
-        "instances": total(select(func.count()).select_from(Instance).where(inst)),
-        "vcpus": total(select(func.sum(Instance.vcpus)).where(inst)),
-        "memory_mib": total(select(func.sum(Instance.memory_mib)).where(inst)),
-        "volumes": total(select(func.count()).select_from(Volume).where(vol)),
-        "volume_gib": total(select(func.sum(Volume.size_gib)).where(vol)),
-        "snapshots": total(
-            select(func.count()).select_from(Snapshot).where(Snapshot.project_id == project_id)
-        )
-        + total(
-            select(func.count())
-            .select_from(VolumeSnapshot)
-            .where(VolumeSnapshot.project_id == project_id)
-        ),
-        "networks": total(
-            select(func.count()).select_from(Network).where(Network.project_id == project_id)
-        ),
-    }
+
+def usage(
+    session: Session, project_id: str, resources: Iterable[str] = RESOURCES
+) -> dict[str, int]:
+    """What the project uses of each of ``resources``, counted from the rows."""
+    used = {}
+    for resource in resources:
+        total = 0
+        for model, column in MEASURES[resource]:
+            measure = func.count() if column is None else func.sum(column)
+            query = select(measure).select_from(model).where(model.project_id == project_id)
+            total += int(session.scalar(query) or 0)
+        used[resource] = total
+    return used
 
 
 def limits(session: Session, project_id: str) -> dict[str, int]:
@@ -103,7 +107,7 @@ def claim(session: Session, project_id: str, wants: dict[str, int]) -> None:
     wanted = {r: n for r, n in wants.items() if n > 0}
     if not wanted:
         return
-    used = usage(session, project_id)
+    used = usage(session, project_id, wanted)
     limit = limits(session, project_id)
     over = [
         f"{r}: {used[r]} in use + {n} asked > limit {limit[r]}"
