@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import ConsoleTicket, Host, Instance, utcnow
@@ -78,7 +78,6 @@ class ConsoleService:
         except DriverError as exc:
             raise Unavailable(f"the console of the instance cannot be opened: {exc}") from exc
         with self.db.begin() as s:
-            s.execute(delete(ConsoleTicket).where(ConsoleTicket.expires_at < utcnow()))
             s.add(
                 ConsoleTicket(
                     ticket_hash=_hash(ticket),

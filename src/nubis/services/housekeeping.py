@@ -1,4 +1,5 @@
-"""Periodic clean-up: audit records past retention, expired tokens and used signatures."""
+"""Periodic clean-up: audit records past retention; expired tokens, used signatures and
+console tickets (kept off the request paths that make them)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import threading
 
 from sqlalchemy import delete
 
-from nubis.db.models import Token, UsedSignature, utcnow
+from nubis.db.models import ConsoleTicket, Token, UsedSignature, utcnow
 from nubis.db.session import Database
 from nubis.services import audit
 
@@ -26,8 +27,8 @@ class Housekeeping:
         with self.db.begin() as s:
             pruned = audit.prune(s, self.retention_days)
             now = utcnow()
-            s.execute(delete(Token).where(Token.expires_at < now))
-            s.execute(delete(UsedSignature).where(UsedSignature.expires_at < now))
+            for model in (Token, UsedSignature, ConsoleTicket):
+                s.execute(delete(model).where(model.expires_at < now))
         if pruned:
             log.info("removed %d audit record(s) older than %d days", pruned, self.retention_days)
 
