@@ -72,29 +72,35 @@ def project_role(session: Session, user_id: str, project_id: str) -> str | None:
     )
 
 
+def memberships(session: Session, user_id: str) -> list[tuple[Project, str]]:
+    """The user's projects with its role in each, by project name."""
+    rows = session.execute(
+        select(Project, Membership.role)
+        .join(Membership, Membership.project_id == Project.id)
+        .where(Membership.user_id == user_id)
+        .order_by(Project.name)
+    ).all()
+    return [(p, r) for p, r in rows]
+
+
 def login_scope(session: Session, user: User, project: str | None) -> str:
     """The project a new token is scoped to: the one asked for (a member, or the system
     administrator), else the user's first project; a security administrator or auditor,
     who holds no project role, is scoped to the default project."""
-    memberships = session.execute(
-        select(Project.id, Project.name)
-        .join(Membership, Membership.project_id == Project.id)
-        .where(Membership.user_id == user.id)
-        .order_by(Project.name)
-    ).all()
+    mine = [p for p, _role in memberships(session, user.id)]
     if project is not None:
-        for pid, name in memberships:
-            if project in (pid, name):
-                return pid
+        for row in mine:
+            if project in (row.id, row.name):
+                return row.id
         row = session.scalar(
             select(Project).where((Project.id == project) | (Project.name == project))
         )
         if row is not None and user.system_role == policy.SYSTEM_ADMIN:
             return row.id
         raise Unauthorized(f"user {user.username!r} has no role in project {project!r}")
-    if memberships:
-        by_name = {name: pid for pid, name in memberships}
-        return by_name.get(DEFAULT_PROJECT, memberships[0][0])
+    if mine:
+        by_name = {row.name: row.id for row in mine}
+        return by_name.get(DEFAULT_PROJECT, mine[0].id)
     if user.system_role is not None:
         return ensure_project(session, DEFAULT_PROJECT).id
     raise Unauthorized(f"user {user.username!r} has no role in any project")

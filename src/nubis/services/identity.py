@@ -25,9 +25,9 @@ from nubis.db.models import (
     VolumeSnapshot,
     utcnow,
 )
-from nubis.services import passwords, policy
+from nubis.services import auth, passwords, policy
 from nubis.services.errors import BadRequest, Conflict, NotFoundError
-from nubis.services.lookup import validate_name
+from nubis.services.lookup import get_by_id_or_name, validate_name
 from nubis.services.security_groups import DEFAULT_GROUP
 
 
@@ -39,10 +39,7 @@ def get_user(session: Session, ref: str) -> User:
 
 
 def get_project(session: Session, ref: str) -> Project:
-    project = session.scalar(select(Project).where((Project.id == ref) | (Project.name == ref)))
-    if project is None:
-        raise NotFoundError(f"project {ref!r} not found")
-    return project
+    return get_by_id_or_name(session, Project, ref, "project")
 
 
 def _check_system_role(role: str | None) -> None:
@@ -111,19 +108,21 @@ def _keep_one_security_admin(session: Session, leaving: User) -> None:
         raise Conflict("the last enabled security administrator cannot be removed or disabled")
 
 
-def delete_user(session: Session, user: User, caller_id: str) -> None:
+def _check_removable(session: Session, user: User, caller_id: str, verb: str) -> None:
+    """Nobody removes their own account, nor the last enabled security administrator."""
     if user.id == caller_id:
-        raise Conflict("you cannot delete your own account")
+        raise Conflict(f"you cannot {verb} your own account")
     if user.system_role == policy.SECURITY_ADMIN:
         _keep_one_security_admin(session, user)
+
+
+def delete_user(session: Session, user: User, caller_id: str) -> None:
+    _check_removable(session, user, caller_id, "delete")
     session.delete(user)
 
 
 def disable_user(session: Session, user: User, caller_id: str) -> None:
-    if user.id == caller_id:
-        raise Conflict("you cannot disable your own account")
-    if user.system_role == policy.SECURITY_ADMIN:
-        _keep_one_security_admin(session, user)
+    _check_removable(session, user, caller_id, "disable")
     set_enabled(session, user, False)
 
 
@@ -209,10 +208,4 @@ def members(session: Session, project: Project) -> list[tuple[User, str]]:
 
 
 def projects_of(session: Session, user: User) -> list[tuple[str, str]]:
-    rows = session.execute(
-        select(Project.name, Membership.role)
-        .join(Membership, Membership.project_id == Project.id)
-        .where(Membership.user_id == user.id)
-        .order_by(Project.name)
-    ).all()
-    return [(n, r) for n, r in rows]
+    return [(p.name, role) for p, role in auth.memberships(session, user.id)]

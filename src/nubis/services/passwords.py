@@ -80,7 +80,7 @@ def check_new(session: Session, user: User | None, username: str, password: str)
             .limit(policy.history)
         )
     )
-    if any(verify(h, password) for h in earlier[: policy.history + 1]):
+    if any(verify(h, password) for h in earlier):
         raise BadRequest(f"the password must differ from the last {policy.history + 1} ones")
 
 
@@ -88,16 +88,14 @@ def change(session: Session, user: User, password: str) -> None:
     """Set a new password (checked against the policy); every token of the user ends."""
     check_new(session, user, user.username, password)
     session.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash))
-    keep = current_policy(session).history
-    old = select(PasswordHistory.id).where(PasswordHistory.user_id == user.id)
-    kept = old.order_by(PasswordHistory.created_at.desc()).limit(keep)
     session.flush()
-    session.execute(
-        delete(PasswordHistory).where(
-            PasswordHistory.id.in_(old.scalar_subquery()),
-            PasswordHistory.id.not_in(kept.scalar_subquery()),
-        )
+    beyond = (  # the entries older than the policy remembers
+        select(PasswordHistory.id)
+        .where(PasswordHistory.user_id == user.id)
+        .order_by(PasswordHistory.created_at.desc())
+        .offset(current_policy(session).history)
     )
+    session.execute(delete(PasswordHistory).where(PasswordHistory.id.in_(beyond.scalar_subquery())))
     user.password_hash = hash_password(password)
     user.password_changed_at = utcnow()
     revoke_all_tokens(session, user.id)
