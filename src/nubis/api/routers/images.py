@@ -65,12 +65,11 @@ def _owner(principal: Principal, public: bool) -> str | None:
 
 
 def _import(
-    platform: PlatformDep, principal: Principal, body: ImageImportIn, public: bool
+    platform: PlatformDep, principal: Principal, body: ImageImportIn, owner: str | None
 ) -> ImageOut:
     if policy.SYSTEM_ADMIN not in principal.roles:
         raise Forbidden("importing from a server path needs the system administrator role")
     with platform.db.begin() as s:
-        owner = _owner(principal, public)
         image = platform.images.import_file(s, body.name, Path(body.path), owner)
         return ImageOut.model_validate(image)
 
@@ -80,11 +79,9 @@ def _check_name(platform: PlatformDep, name: str) -> None:
         platform.images.check_name(s, name)
 
 
-def _register(
-    platform: PlatformDep, principal: Principal, name: str, staged: Staged, public: bool
-) -> ImageOut:
+def _register(platform: PlatformDep, name: str, staged: Staged, owner: str | None) -> ImageOut:
     with platform.db.begin() as s:
-        image = platform.images.register(s, name, staged, _owner(principal, public))
+        image = platform.images.register(s, name, staged, owner)
         return ImageOut.model_validate(image)
 
 
@@ -100,21 +97,21 @@ async def create_image(
     or import a file on the server (JSON ``{"name", "path"}``, system administrator only).
     The image belongs to the caller's project; ``?public=true`` (system administrator
     only) makes it visible to every project."""
-    _owner(principal, public)
+    owner = _owner(principal, public)  # refused before a byte is uploaded
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type == "application/json":
         try:
             body = ImageImportIn.model_validate(json.loads(await request.body()))
         except (ValueError, ValidationError) as exc:
             raise BadRequest(f"invalid JSON body: {exc}") from exc
-        return await anyio.to_thread.run_sync(_import, platform, principal, body, public)
+        return await anyio.to_thread.run_sync(_import, platform, principal, body, owner)
     if content_type != "application/octet-stream":
         raise BadRequest("send the image as application/octet-stream (or JSON to import)")
     if not name:
         raise BadRequest("the query parameter 'name' is required for an upload")
     await anyio.to_thread.run_sync(_check_name, platform, name)
     staged = await platform.images.stage_stream(request.stream())
-    return await anyio.to_thread.run_sync(_register, platform, principal, name, staged, public)
+    return await anyio.to_thread.run_sync(_register, platform, name, staged, owner)
 
 
 @router.get("/{ref}")
