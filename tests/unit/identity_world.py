@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -26,7 +26,6 @@ class Caller:
 
     client: TestClient
     token: str
-    headers: dict[str, str] = field(default_factory=dict)
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}

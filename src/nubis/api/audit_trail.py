@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOGIN_ROUTE = "/auth/tokens"
 MAX_CAPTURE = 256 * 1024
-ID_PARAMS = ("ref", "port_id", "task_id", "key_id", "user", "rule_id", "snap", "volume")
 
 
 def note_principal(scope: Scope, principal: Principal) -> None:

@@ -39,7 +39,8 @@ class Ticket:
 
 @dataclass(frozen=True)
 class Endpoint:
-    host: HostRef
+    """Where an instance's VNC server listens."""
+
     address: str
     port: int
 
@@ -110,4 +111,4 @@ class ConsoleService:
             address, port = self.driver.vnc_endpoint(host, instance_id)
         except DriverError as exc:
             raise Unavailable(f"the console is not reachable: {exc}") from exc
-        return Endpoint(host, address, port)
+        return Endpoint(address, port)
