@@ -17,7 +17,7 @@ DEBIAN_PACKAGES=(
   syslinux syslinux-common isolinux mtools dosfstools genisoimage scrub
   iptables iproute2
 )
-TEST_DEBIAN_PACKAGES=(postgresql openssh-client)
+TEST_DEBIAN_PACKAGES=(postgresql openssh-client chromium)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 
@@ -68,6 +68,18 @@ python_env() {
   fi
 }
 
+web_assets() {  # the web console's front-end libraries, pinned by package-lock.json
+  local dir=src/nubis/api/web stamp want
+  stamp=$dir/node_modules/.nubis-lock
+  command -v npm >/dev/null || install_debian_packages npm
+  want=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing the web console's npm packages"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error >/dev/null
+    echo "$want" >"$stamp"
+  fi
+}
+
 start_postgres() {
   local ver cluster=main
   ver=$(ls /usr/lib/postgresql | sort -V | tail -1)
@@ -91,12 +103,14 @@ main() {
     serve)
       install_debian_packages "${DEBIAN_PACKAGES[@]}"
       python_env
+      web_assets
       start_libvirt
       exec "$VENV/bin/nubis" serve "$@"
       ;;
     test)
       install_debian_packages "${DEBIAN_PACKAGES[@]}" "${TEST_DEBIAN_PACKAGES[@]}"
       python_env
+      web_assets
       start_libvirt
       start_postgres
       log "lint: ruff + import contracts"

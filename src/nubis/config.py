@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     console_path: Path = Path("/var/lib/libvirt/nubis/console")
     task_workers: int = 4
     token_ttl_seconds: int = 12 * 3600
+    # how long a console ticket (and its VNC password) stays valid, unused
+    console_ticket_seconds: int = Field(default=60, ge=5, le=3600)
     stop_timeout_seconds: float = 30.0
     reconcile_interval_seconds: float = 30.0
     migration_max_downtime_ms: int = 500

@@ -83,7 +83,11 @@ class Platform:
             settings.stop_timeout_seconds,
         )
         self.console = ConsoleService(
-            self.db, self.instances, self.hosts, ConsoleDriver(self.conns)
+            self.db,
+            self.instances,
+            self.hosts,
+            ConsoleDriver(self.conns),
+            settings.console_ticket_seconds,
         )
         self.nics = NicService(self.instances, self.instance_tasks, NicDriver(self.conns))
         self.nics.register(self.engine)

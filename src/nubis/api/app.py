@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from nubis import __version__
-from nubis.api import errors
+from nubis.api import errors, web, web_session
 from nubis.api.audit_trail import AuditTrail
 from nubis.api.routers import (
     apikeys,
@@ -65,6 +65,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.platform = platform
+    app.state.csrf_key = web_session.derive_key(platform.settings.encryption_key())
     errors.install(app)
     for module in (
         auth,
@@ -90,5 +91,6 @@ def create_app(
         console,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    web.install(app)
     app.add_middleware(AuditTrail, db=platform.db)
     return app

@@ -132,7 +132,7 @@ class AuditTrail:
         action = policy.action_key(method, route_path or scope["path"])
         params = _json(body)
         principal: Principal | None = note.get("principal")
-        username = principal.username if principal else None
+        username = principal.username if principal else note.get("username")
         if username is None and route_path == LOGIN_ROUTE and isinstance(params, dict):
             username = str(params.get("username", ""))[:64] or None
         kind, ident = _resource(method, route_path, scope.get("path_params", {}), _json(answer))

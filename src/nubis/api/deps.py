@@ -1,20 +1,21 @@
-"""Request dependencies: the platform, the caller (bearer token or signed request)
-and the policy check every authenticated route goes through."""
+"""Request dependencies: the platform, the caller (bearer token, signed request, or
+the web console's session cookie with its CSRF token) and the policy check every
+authenticated route goes through."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 import anyio
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from nubis.api import audit_trail
+from nubis.api import audit_trail, web_session
 from nubis.platform import Platform
 from nubis.services import apikeys, auth, policy, signing
 from nubis.services.auth import Principal
 from nubis.services.errors import Unauthorized
+from nubis.services.lookup import PageRequest
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -67,12 +68,17 @@ async def get_principal(
     """Authenticate the caller, then allow the route only to the roles the policy names."""
     if signing.KEY_HEADER in request.headers:
         principal = await _signed(request, platform)
-    elif creds is None or creds.scheme.lower() != "bearer":
+    elif creds is not None and creds.scheme.lower() == "bearer":
+        principal = await anyio.to_thread.run_sync(_bearer_principal, platform, creds.credentials)
+    elif (session := request.cookies.get(web_session.SESSION_COOKIE)) is not None:
+        principal = await anyio.to_thread.run_sync(_bearer_principal, platform, session)
+        if request.method not in web_session.SAFE_METHODS:
+            presented = request.headers.get(web_session.CSRF_HEADER)
+            web_session.check_csrf(request.app.state.csrf_key, session, presented)
+    else:
         raise Unauthorized(
             "missing bearer token (Authorization: Bearer <token>) or signed-request headers"
         )
-    else:
-        principal = await anyio.to_thread.run_sync(_bearer_principal, platform, creds.credentials)
     audit_trail.note_principal(request.scope, principal)
     policy.authorize(principal.roles, route_action(request))
     return principal
@@ -81,13 +87,4 @@ async def get_principal(
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-@dataclass(frozen=True)
-class PageParams:
-    """``limit``, ``offset`` and ``marker`` (id of the last item seen) of a list request."""
-
-    limit: int = 100
-    offset: int = 0
-    marker: str | None = None
-
-
-PageDep = Annotated[PageParams, Depends()]
+PageDep = Annotated[PageRequest, Depends()]

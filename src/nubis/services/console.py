@@ -26,8 +26,6 @@ from nubis.services.errors import Conflict, Unauthorized, Unavailable
 from nubis.services.hosts import HostService
 from nubis.services.instances import InstanceService
 
-TICKET_SECONDS = 60
-
 
 @dataclass(frozen=True)
 class Ticket:
@@ -51,9 +49,15 @@ def _hash(ticket: str) -> str:
 
 class ConsoleService:
     def __init__(
-        self, db: Database, instances: InstanceService, hosts: HostService, driver: ConsoleDriver
+        self,
+        db: Database,
+        instances: InstanceService,
+        hosts: HostService,
+        driver: ConsoleDriver,
+        ticket_seconds: int = 60,
     ) -> None:
         self.db = db
+        self.ticket_seconds = ticket_seconds
         self.instances = instances
         self.hosts = hosts
         self.driver = driver
@@ -66,14 +70,15 @@ class ConsoleService:
         return self.hosts.ref(host)
 
     def issue(self, principal: Principal, ref: str) -> Ticket:
-        """A ticket and the VNC password that goes with it (both valid for a minute)."""
+        """A ticket and the VNC password that goes with it (both valid for
+        ``ticket_seconds``, a minute by default)."""
         with self.db.begin() as s:
             instance = self.instances.get(s, principal, ref)
             host = self._running_on(s, instance)
             instance_id = instance.id
         ticket = secrets.token_urlsafe(32)
         password = secrets.token_urlsafe(8)[:VNC_PASSWORD_LENGTH]
-        expires_at = utcnow() + timedelta(seconds=TICKET_SECONDS)
+        expires_at = utcnow() + timedelta(seconds=self.ticket_seconds)
         try:
             self.driver.set_vnc_password(host, instance_id, password, expires_at)
         except DriverError as exc:

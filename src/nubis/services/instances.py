@@ -26,7 +26,7 @@ from nubis.services.auth import Principal
 from nubis.services.cloudinit import GuestRequest
 from nubis.services.errors import BadRequest, Conflict, NotFoundError, Unavailable
 from nubis.services.hosts import HostService
-from nubis.services.lookup import Page, get_by_id_or_name, paginate, validate_name
+from nubis.services.lookup import Page, PageRequest, get_by_id_or_name, paginate, validate_name
 from nubis.services.ports import NicRequest
 from nubis.services.scheduler import PlacementRequest, Scheduler
 from nubis.services.submit import submit_task
@@ -75,18 +75,19 @@ class InstanceService:
         principal: Principal,
         name: str | None = None,
         status: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-        marker: str | None = None,
+        pages: PageRequest = PageRequest(),
+        name_contains: str | None = None,
     ) -> Page:
         query = select(Instance).filter_by(**principal.scope())
         if name:
             query = query.where(Instance.name == name)
+        if name_contains:
+            query = query.where(Instance.name.contains(name_contains, autoescape=True))
         if status:
             if status not in STATUSES:
                 raise BadRequest(f"status must be one of {', '.join(STATUSES)}")
             query = query.where(Instance.status == status)
-        return paginate(session, query, Instance, limit, offset, marker)
+        return paginate(session, query, Instance, pages)
 
     def create(
         self,

@@ -33,6 +33,36 @@ def get_by_id_or_name(session: Session, model: type[M], ref: str, what: str, **s
     return named[0]
 
 
+@dataclass(frozen=True)
+class PageRequest:
+    """Which page of a list: ``limit`` rows after ``offset`` (or after ``marker``, the id
+    of the last row seen), ordered by ``sort`` (a column, ``-`` first for descending;
+    default: creation)."""
+
+    limit: int = 100
+    offset: int = 0
+    marker: str | None = None
+    sort: str | None = None
+
+
+SORTABLE = ("name", "username", "status", "state", "kind", "created_at")
+
+
+def _order(model: type, sort: str | None, marker: str | None) -> list[Any]:
+    default = [model.created_at, model.id]  # type: ignore[attr-defined]
+    if not sort:
+        return default
+    field = sort.removeprefix("-")
+    column = getattr(model, field, None) if field in SORTABLE else None
+    if column is None:
+        allowed = ", ".join(f for f in SORTABLE if hasattr(model, f))
+        raise BadRequest(f"sort must be one of {allowed} (with '-' for descending)")
+    if marker is not None:
+        raise BadRequest("marker pages in creation order: use offset with sort")
+    first = column.desc() if sort.startswith("-") else column.asc()
+    return [first, *default]
+
+
 @dataclass
 class Page:
     items: list[Any]
@@ -45,17 +75,16 @@ def paginate(
     session: Session,
     query: Select,
     model: type,
-    limit: int = 100,
-    offset: int = 0,
-    marker: str | None = None,
+    pages: PageRequest = PageRequest(),
 ) -> Page:
-    """Page through ``query`` ordered by creation; ``marker`` = id of the last item seen."""
+    """One page of ``query`` (see ``PageRequest``)."""
+    limit, offset, marker = pages.limit, pages.offset, pages.marker
     if limit < 1 or limit > MAX_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}")
     if offset < 0:
         raise BadRequest("offset must not be negative")
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    ordered = query.order_by(model.created_at, model.id)
+    ordered = query.order_by(*_order(model, pages.sort, marker))
     if marker is not None:
         last = session.get(model, marker)
         if last is None:

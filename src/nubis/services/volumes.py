@@ -32,7 +32,7 @@ from nubis.services import quotas
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, NotFoundError
 from nubis.services.instances import InstanceService
-from nubis.services.lookup import Page, get_by_id_or_name, paginate, validate_name
+from nubis.services.lookup import Page, PageRequest, get_by_id_or_name, paginate, validate_name
 from nubis.services.storage_pools import check_tags, reaches
 from nubis.services.submit import submit_task
 
@@ -134,11 +134,9 @@ class VolumeService:
     def get(self, session: Session, principal: Principal, ref: str) -> Volume:
         return get_by_id_or_name(session, Volume, ref, "volume", **principal.scope())
 
-    def list(
-        self, session: Session, principal: Principal, limit: int, offset: int, marker: str | None
-    ) -> Page:
+    def list(self, session: Session, principal: Principal, pages: PageRequest) -> Page:
         query = select(Volume).filter_by(**principal.scope())
-        return paginate(session, query, Volume, limit, offset, marker)
+        return paginate(session, query, Volume, pages)
 
     def attachments(self, session: Session, volume_id: str) -> list[VolumeAttachment]:
         return list(

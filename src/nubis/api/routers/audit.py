@@ -42,7 +42,7 @@ def search(
     """Records matching every filter given (``action`` matches a part), oldest first."""
     with platform.db.begin() as s:
         stmt = audit.search(query)
-        page = paginate(s, stmt, AuditRecord, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, stmt, AuditRecord, pages)
         return PageOut.of(page, AuditOut)
 
 

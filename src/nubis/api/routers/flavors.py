@@ -25,7 +25,7 @@ def list_flavors(
     if name:
         query = query.where(Flavor.name == name)
     with platform.db.begin() as s:
-        page = paginate(s, query, Flavor, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, query, Flavor, pages)
         return PageOut.of(page, FlavorOut)
 
 

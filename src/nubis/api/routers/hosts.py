@@ -29,7 +29,7 @@ def list_hosts(
     if state:
         query = query.where(Host.state == state)
     with platform.db.begin() as s:
-        page = paginate(s, query, Host, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, query, Host, pages)
         return PageOut.of(page, HostOut)
 
 

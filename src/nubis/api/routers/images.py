@@ -53,7 +53,7 @@ def list_images(
     if name:
         query = query.where(Image.name == name)
     with platform.db.begin() as s:
-        page = paginate(s, query, Image, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, query, Image, pages)
         return PageOut.of(page, ImageOut)
 
 

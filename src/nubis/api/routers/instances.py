@@ -36,11 +36,11 @@ def list_instances(
     pages: PageDep,
     name: str | None = None,
     status: str | None = None,
+    name_contains: str | None = Query(default=None, max_length=64),
 ) -> PageOut[InstanceOut]:
+    """Instances of the caller's project; ``sort`` by name, status or created_at."""
     with platform.db.begin() as s:
-        page = platform.instances.list(
-            s, principal, name, status, pages.limit, pages.offset, pages.marker
-        )
+        page = platform.instances.list(s, principal, name, status, pages, name_contains)
         return PageOut.of(page, InstanceOut)
 
 

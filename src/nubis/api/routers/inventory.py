@@ -25,7 +25,7 @@ router = APIRouter(tags=["inventory"])
 @router.get("/zones")
 def list_zones(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[ZoneOut]:
     with platform.db.begin() as s:
-        page = paginate(s, select(Zone), Zone, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, select(Zone), Zone, pages)
         return PageOut.of(page, ZoneOut)
 
 
@@ -57,7 +57,7 @@ def delete_zone(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
 @router.get("/clusters")
 def list_clusters(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[ClusterOut]:
     with platform.db.begin() as s:
-        page = paginate(s, select(Cluster), Cluster, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, select(Cluster), Cluster, pages)
         return PageOut.of(page, ClusterOut)
 
 

@@ -32,7 +32,7 @@ def list_networks(
 ) -> PageOut[NetworkOut]:
     with platform.db.begin() as s:
         query = select(Network).filter_by(**principal.scope())
-        page = paginate(s, query, Network, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, query, Network, pages)
         return PageOut.with_items(page, [network_out(s, n) for n in page.items])
 
 
@@ -72,5 +72,5 @@ def network_ports(
     with platform.db.begin() as s:
         network = platform.networks.get(s, principal, ref)
         query = select(Port).where(Port.network_id == network.id)
-        page = paginate(s, query, Port, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, query, Port, pages)
         return PageOut.with_items(page, [port_out(s, p) for p in page.items])

@@ -26,7 +26,7 @@ def list_groups(
 ) -> PageOut[RuleGroupOut]:
     query = select(RuleGroup).filter_by(**principal.scope())
     with platform.db.begin() as s:
-        page = paginate(s, query, RuleGroup, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, query, RuleGroup, pages)
         return PageOut.of(page, RuleGroupOut)
 
 

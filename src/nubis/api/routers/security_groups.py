@@ -35,7 +35,7 @@ def list_groups(
     with platform.db.begin() as s:
         security_groups.ensure_default(s, principal.project_id)
         query = select(SecurityGroup).filter_by(**principal.scope())
-        page = paginate(s, query, SecurityGroup, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, query, SecurityGroup, pages)
         return PageOut.with_items(page, [group_out(s, g) for g in page.items])
 
 

@@ -20,9 +20,7 @@ router = APIRouter(tags=["storage"])
 @router.get("/storage-pools")
 def list_pools(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[PoolOut]:
     with platform.db.begin() as s:
-        page = paginate(
-            s, select(StoragePool), StoragePool, pages.limit, pages.offset, pages.marker
-        )
+        page = paginate(s, select(StoragePool), StoragePool, pages)
         return PageOut.of(page, PoolOut)
 
 
@@ -53,9 +51,7 @@ def delete_pool(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
 @router.get("/disk-offerings")
 def list_offerings(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[OfferingOut]:
     with platform.db.begin() as s:
-        page = paginate(
-            s, select(DiskOffering), DiskOffering, pages.limit, pages.offset, pages.marker
-        )
+        page = paginate(s, select(DiskOffering), DiskOffering, pages)
         return PageOut.of(page, OfferingOut)
 
 

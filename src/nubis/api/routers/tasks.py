@@ -28,7 +28,7 @@ def list_tasks(
     if resource_id:
         query = query.where(Task.resource_id == resource_id)
     with platform.db.begin() as s:
-        page = paginate(s, query, Task, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, query, Task, pages)
         return PageOut.of(page, TaskOut)
 
 

@@ -38,7 +38,7 @@ def user_out(session: Session, user: User) -> UserOut:
 @router.get("/users")
 def list_users(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[UserOut]:
     with platform.db.begin() as s:
-        page = paginate(s, select(User), User, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, select(User), User, pages)
         return PageOut.with_items(page, [user_out(s, u) for u in page.items])
 
 
@@ -103,7 +103,7 @@ def delete_user(ref: str, platform: PlatformDep, principal: PrincipalDep) -> Res
 @router.get("/projects")
 def list_projects(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[ProjectOut]:
     with platform.db.begin() as s:
-        page = paginate(s, select(Project), Project, pages.limit, pages.offset, pages.marker)
+        page = paginate(s, select(Project), Project, pages)
         return PageOut.of(page, ProjectOut)
 
 

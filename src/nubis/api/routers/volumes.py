@@ -47,7 +47,7 @@ def list_volumes(
     platform: PlatformDep, principal: PrincipalDep, pages: PageDep
 ) -> PageOut[VolumeOut]:
     with platform.db.begin() as s:
-        page = platform.volumes.list(s, principal, pages.limit, pages.offset, pages.marker)
+        page = platform.volumes.list(s, principal, pages)
         return PageOut.with_items(page, [volume_out(platform, s, v) for v in page.items])
 
 

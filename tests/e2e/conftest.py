@@ -1,0 +1,91 @@
+"""Browser tests: a real Nubis server on the real libvirtd, driven through Debian's
+chromium (headless) by Playwright. Screenshots of the main pages are saved in
+``test-artifacts/e2e`` (or ``$NUBIS_TEST_ARTIFACTS``)."""
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.integration.server import NubisServer
+
+CHROMIUM = "/usr/bin/chromium"
+# as root, on a machine with no way out: no sandbox, no background traffic
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("NUBIS_TEST_ARTIFACTS", ROOT / "test-artifacts")) / "e2e"
+TICKET_SECONDS = 8  # short console tickets, so that expiry is seen within the test
+PASSWORD = "e2e-correct-horse-battery"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("nubis") / "data"
+    srv = NubisServer(
+        data,
+        NUBIS_RECONCILE_INTERVAL_SECONDS="600",
+        NUBIS_CONSOLE_TICKET_SECONDS=str(TICKET_SECONDS),
+    ).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def reader(server) -> str:
+    """A user with the reader role in the admin's project; its user name."""
+    password = (server.data_dir / "security-password").read_text().strip()
+    security = server.client.post(
+        "/auth/tokens", json={"username": "security", "password": password}
+    ).json()["token"]
+    auth = {"Authorization": f"Bearer {security}"}
+    made = server.client.post(
+        "/users", json={"username": "viewer", "password": PASSWORD}, headers=auth
+    )
+    assert made.status_code == 201, made.text
+    role = server.client.put(
+        "/projects/admin/members/viewer", json={"role": "reader"}, headers=auth
+    )
+    assert role.status_code == 200, role.text
+    return "viewer"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Browser:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: ./setup.sh test installs Debian's chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser) -> Page:
+    """A fresh browser context (no cookies) at desktop size, 1280x800."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(20_000)
+    pg = context.new_page()
+    yield pg
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page, base: str, username: str, password: str) -> None:
+    page.goto(base + "/")
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/dashboard")
