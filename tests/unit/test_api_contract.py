@@ -108,6 +108,22 @@ def test_seeded_flavors_and_pagination(client):
     assert_error(client.get("/api/v1/flavors", params={"limit": 0}), 400, "limit")
 
 
+def test_lists_sort_by_a_column_either_way(client):
+    names = [f["name"] for f in client.get("/api/v1/flavors").json()["items"]]
+    up = client.get("/api/v1/flavors", params={"sort": "name"}).json()["items"]
+    down = client.get("/api/v1/flavors", params={"sort": "-name"}).json()["items"]
+    assert [f["name"] for f in up] == sorted(names)
+    assert [f["name"] for f in down] == sorted(names, reverse=True)
+    second = client.get("/api/v1/flavors", params={"sort": "-name", "offset": 1, "limit": 1})
+    assert second.json()["items"][0]["name"] == sorted(names, reverse=True)[1]
+    assert_error(client.get("/api/v1/flavors", params={"sort": "vcpus"}), 400, "sort must be")
+    assert_error(client.get("/api/v1/flavors", params={"sort": "status"}), 400, "sort must be")
+    marker = up[0]["id"]
+    assert_error(
+        client.get("/api/v1/flavors", params={"sort": "name", "marker": marker}), 400, "marker"
+    )
+
+
 def test_tiny_flavor_matches_the_spec(client):
     tiny = client.get("/api/v1/flavors/m1.tiny").json()
     assert (tiny["vcpus"], tiny["memory_mib"], tiny["disk_gib"]) == (1, 128, 1)
