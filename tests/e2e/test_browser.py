@@ -2,6 +2,7 @@
 watch it run, use its VNC console, stop and delete it; what a reader sees and may
 do; CSRF; console tickets that are used or expired."""
 
+import subprocess
 import time
 
 import pytest
@@ -200,3 +201,23 @@ def test_pages_fit_a_phone_screen(server, browser, stopped_instance):
             shot(page, name)
     finally:
         context.close()
+
+
+def test_upload_an_image_with_a_progress_bar(server, page: Page, tmp_path):
+    disk = tmp_path / "upload.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    sign_in(page, server.url, "admin", admin_password(server))
+    page.goto(server.url + "/images")
+    page.get_by_label("Name").fill("uploaded-e2e")
+    page.get_by_label("Image file").set_input_files(str(disk))
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#u-status")).to_have_text("upload.qcow2: uploaded.", timeout=60_000)
+    expect(page.locator("#u-progress")).to_have_attribute("value", "100")
+    row = page.locator("tr", has_text="uploaded-e2e")
+    expect(row).to_contain_text("active")  # the list refreshed by itself
+    expect(row).to_contain_text("qcow2")
+    shot(page, "images-upload")
+    row.get_by_role("button", name="Delete").click()
+    page.locator("dialog#confirm").get_by_role("button", name="Confirm").click()
+    expect(page.locator("tr", has_text="uploaded-e2e")).to_have_count(0)
+    assert server.client.get("/images/uploaded-e2e").status_code == 404
