@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     maintenance_parallel: int = 2  # live migrations at once when draining a host
     keepalive_interval: int = 5
     keepalive_count: int = 3
+    # monitoring: how often hosts and instances are sampled, and how long samples
+    # are kept at each resolution (raw; 5-minute averages; hourly averages)
+    collect_metrics: bool = True
+    metrics_interval_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
+    metrics_raw_hours: int = Field(default=24, ge=1)
+    metrics_5min_days: int = Field(default=30, ge=1)
+    metrics_hourly_days: int = Field(default=365, ge=1)
+    events_retention_days: int = Field(default=90, ge=1)
     # audit records older than this are removed (the auditor exports them before)
     audit_retention_days: int = Field(default=365, ge=1)
     # secret used to encrypt credentials at rest; default: <data_dir>/secret.key

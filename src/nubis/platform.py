@@ -19,8 +19,10 @@ from nubis.drivers.libvirt.networks import NetworkDriver
 from nubis.drivers.libvirt.nics import NicDriver
 from nubis.drivers.libvirt.nwfilters import FilterDriver
 from nubis.drivers.libvirt.snapshots import SnapshotDriver
+from nubis.drivers.libvirt.stats import StatsDriver
 from nubis.drivers.libvirt.volumes import VolumeDriver
-from nubis.services import bootstrap, snapshots
+from nubis.services import bootstrap, events, snapshots
+from nubis.services.collector import Collector
 from nubis.services.console import ConsoleService
 from nubis.services.host_tasks import EvacuateHandler, MaintenanceHandler
 from nubis.services.hosts import HostService
@@ -29,6 +31,7 @@ from nubis.services.images import ImageService
 from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
 from nubis.services.media import BootOrderHandler, MediaHandler
+from nubis.services.metrics import Retention
 from nubis.services.migration import MigrateHandler
 from nubis.services.networks import NetworkService
 from nubis.services.nics import NicService
@@ -65,9 +68,12 @@ class Platform:
         self.driver = LibvirtDriver(self.conns, settings.pool_path, settings.console_path)
         self.hosts = HostService(self.driver, self.box)
         self.sync = StateSync(self.db, self.hosts, settings.reconcile_interval_seconds)
-        self.housekeeping = Housekeeping(self.db, settings.audit_retention_days)
+        self.housekeeping = Housekeeping(
+            self.db, settings.audit_retention_days, settings.events_retention_days
+        )
         self.images = ImageService(settings.image_dir, self.hosts)
         self.engine = TaskEngine(self.db, settings.task_workers, settings.fault_inject)
+        self.engine.on_finished.append(lambda task_id, status: self._task_event(task_id, status))
         self.scheduler = Scheduler()
         self.instances = InstanceService(self.engine, self.hosts, self.scheduler)
         self.network_driver = NetworkDriver(self.conns)
@@ -117,8 +123,21 @@ class Platform:
         )
         self.snapshots = SnapshotService(self.instances)
         snapshots.register(self.engine, SnapshotDriver(self.conns), self.driver, self.hosts)
+        self.retention = Retention(
+            settings.metrics_interval_seconds,
+            settings.metrics_raw_hours,
+            settings.metrics_5min_days,
+            settings.metrics_hourly_days,
+        )
+        self.collector = Collector(self.db, self.hosts, StatsDriver(self.conns), self.retention)
         self.admin_password_file: Path | None = None
         event.listen(self.db.sessionmaker, "after_commit", self._after_commit)
+
+    def _task_event(self, task_id: str, status: str) -> None:
+        try:
+            events.task_finished(self.db, task_id, status)
+        except Exception:  # an event is not worth failing the task's bookkeeping for
+            log.exception("could not record the event of task %s", task_id)
 
     def _after_commit(self, session: Session) -> None:
         if session.info.pop("nubis_wake_tasks", False):
@@ -142,11 +161,14 @@ class Platform:
         self.sync.start()
         self.sync.reconcile_all()
         self.housekeeping.start()
+        if self.settings.collect_metrics:
+            self.collector.start()
         # everything loaded so far lives as long as the process: keep it out of the
         # cyclic GC's full collections, which otherwise pause requests by tens of ms
         gc.freeze()
 
     def stop(self) -> None:
+        self.collector.stop()
         self.housekeeping.stop()
         self.sync.stop()
         self.engine.stop()

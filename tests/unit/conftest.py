@@ -18,6 +18,7 @@ def control_plane(db_url, tmp_path):
         register_local_host=False,
         build_tiny_image=False,
         task_workers=0,
+        collect_metrics=False,  # tests that want samples collect them themselves
         pool_path=tmp_path / "disks",
         console_path=tmp_path / "console",
     )

@@ -21,6 +21,7 @@ from nubis.api.routers import (
     instances,
     inventory,
     keypairs,
+    monitoring,
     networks,
     ports,
     quotas,
@@ -89,6 +90,7 @@ def create_app(
         quotas,
         audit,
         console,
+        monitoring,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     web.install(app)

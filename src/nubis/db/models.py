@@ -649,3 +649,8 @@ class KeyPair(Base):
     key_type: Mapped[str] = mapped_column(String(32))  # ssh-ed25519, ssh-rsa, ...
     fingerprint: Mapped[str] = mapped_column(String(64))  # SHA256:..., as ssh-keygen -l
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# monitoring's tables live in their own module; importing it here puts them into
+# Base.metadata for every user of the models (migrations included)
+from nubis.db import monitoring_models  # noqa: E402, F401

@@ -12,7 +12,7 @@ from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostInfo, HostRef, LibvirtDriver
 from nubis.drivers.libvirt.connection import Credentials
-from nubis.services import inventory
+from nubis.services import events, inventory
 from nubis.services.errors import BadRequest, Conflict
 from nubis.services.lookup import get_by_id_or_name, validate_name
 from nubis.services.secrets import SecretBox
@@ -124,11 +124,23 @@ class HostService:
             host = s.get(Host, host_id)
             if host is None:
                 return None
+            was = host.state
             if isinstance(result, str):
                 host.state = "down"
                 host.error = result
             else:
                 self._apply(host, result)
+            if host.state != was:
+                why = f": {host.error}" if host.state == "down" else ""
+                events.record(
+                    s,
+                    f"host.{host.state}",
+                    f"host {host.name} is {host.state}{why}",
+                    "host",
+                    host.id,
+                    severity="error" if host.state == "down" else "info",
+                    resource_name=host.name,
+                )
             return host
 
     def remove(self, session: Session, ref: str) -> Host:

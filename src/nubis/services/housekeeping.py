@@ -1,4 +1,4 @@
-"""Periodic clean-up: audit records past retention; expired tokens, used signatures and
+"""Periodic clean-up: audit records and events past retention; expired tokens, used signatures and
 console tickets (kept off the request paths that make them)."""
 
 from __future__ import annotations
@@ -10,15 +10,22 @@ from sqlalchemy import delete
 
 from nubis.db.models import ConsoleTicket, Token, UsedSignature, utcnow
 from nubis.db.session import Database
-from nubis.services import audit
+from nubis.services import audit, events
 
 log = logging.getLogger(__name__)
 
 
 class Housekeeping:
-    def __init__(self, db: Database, audit_retention_days: int, interval: float = 3600) -> None:
+    def __init__(
+        self,
+        db: Database,
+        audit_retention_days: int,
+        events_retention_days: int = 90,
+        interval: float = 3600,
+    ) -> None:
         self.db = db
         self.retention_days = audit_retention_days
+        self.events_retention_days = events_retention_days
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -26,6 +33,7 @@ class Housekeeping:
     def run_once(self) -> None:
         with self.db.begin() as s:
             pruned = audit.prune(s, self.retention_days)
+            events.prune(s, self.events_retention_days)
             now = utcnow()
             for model in (Token, UsedSignature, ConsoleTicket):
                 s.execute(delete(model).where(model.expires_at < now))

@@ -143,6 +143,10 @@ POLICY: dict[str, frozenset[str]] = {
     "GET /volumes/{ref}/snapshots/{snap}": READ,
     "DELETE /volumes/{ref}/snapshots/{snap}": WRITE,
     "POST /volumes/{ref}/snapshots/{snap}/actions/revert": WRITE,
+    # monitoring
+    "GET /instances/{ref}/metrics": READ,
+    "GET /hosts/{ref}/metrics": INFRA,
+    "GET /events": READ,
     # tasks
     "GET /tasks": READ,
     "GET /tasks/{task_id}": READ,

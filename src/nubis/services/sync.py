@@ -19,6 +19,7 @@ from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostRef
 from nubis.drivers.libvirt.connection import DomainEvent
+from nubis.services import events
 from nubis.services.hosts import HostService
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,10 @@ class StateSync:
                 )
                 .values(status=state)
             ).rowcount
+            if changed:
+                instance = s.get(Instance, instance_id)
+                assert instance is not None
+                events.instance_state(s, instance, state, "reported by libvirt")
         if changed:
             log.info("instance %s is now %s (reported by libvirt)", instance_id, state)
         return bool(changed)
@@ -130,8 +135,10 @@ class StateSync:
                     if state is None:
                         inst.status = "error"
                         inst.error = "the domain is missing on its host"
+                        events.instance_state(s, inst, "error", inst.error)
                     elif state != inst.status:
                         inst.status = state
+                        events.instance_state(s, inst, state, "found by reconciliation")
 
     def _remove_strays(self, host_id: str, ref: HostRef, domains: dict[str, str]) -> None:
         """A domain left on a host whose instance now lives on another host (it was

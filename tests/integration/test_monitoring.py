@@ -1,0 +1,104 @@
+"""Monitoring on real guests: CPU of a guest made to burn it, disk and network
+counters, host samples, and the events of what happened."""
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.integration.server import NubisServer
+
+pytestmark = pytest.mark.integration
+INTERVAL = 2
+BURN = "#!/bin/sh\nwhile :; do :; done\n"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data = tmp_path_factory.mktemp("nubis") / "data"
+    srv = NubisServer(
+        data,
+        NUBIS_RECONCILE_INTERVAL_SECONDS="600",
+        NUBIS_METRICS_INTERVAL_SECONDS=str(INTERVAL),
+    ).start()
+    yield srv
+    srv.stop()
+
+
+def create(server, name: str, **extra) -> dict:
+    body = {"name": name, "image": "nubis-tiny", "flavor": "m1.tiny", **extra}
+    resp = server.client.post("/instances", json=body)
+    assert resp.status_code == 202, resp.text
+    inst = resp.json()
+    assert server.wait_task(inst["task_id"])["status"] == "succeeded"
+    return inst
+
+
+def recent() -> str:
+    return (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+
+
+def last_values(server, ref: str, metric: str, count: int) -> list[float]:
+    params = {"metrics": metric, "since": recent()}
+    resp = server.client.get(f"/instances/{ref}/metrics", params=params)
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["resolution"] == 0 and body["units"] == {metric: "%" if "pct" in metric else "B/s"}
+    return [v for v in body["series"][metric] if v is not None][-count:]
+
+
+def test_a_busy_guest_shows_its_cpu_and_idle_one_does_not(server):
+    busy = create(server, "burner", user_data=BURN)
+    idle = create(server, "idler")
+    try:
+        server.wait_console(busy["id"])
+        server.wait_console(idle["id"])
+        # the loop starts after boot: within a few intervals the busy guest is near 100 %
+        deadline = time.monotonic() + 20 * INTERVAL
+        while time.monotonic() < deadline:
+            values = last_values(server, busy["id"], "cpu_pct", 2)
+            if len(values) == 2 and min(values) > 80:
+                break
+            time.sleep(INTERVAL / 2)
+        else:
+            raise AssertionError(f"busy guest's CPU: {values}")
+        assert max(last_values(server, idle["id"], "cpu_pct", 3)) < 50
+        series = server.client.get(
+            f"/instances/{busy['id']}/metrics", params={"since": recent()}
+        ).json()["series"]
+        assert max(v or 0 for v in series["disk_read_bps"]) > 0  # it read its disc at boot
+        assert max(v or 0 for v in series["memory_mib"]) > 10
+        assert len(series["ts"]) == len(series["cpu_pct"]) >= 3
+
+        host = server.client.get("/hosts/local/metrics", params={"since": recent()}).json()
+        host = host["series"]
+        assert host["cpu_pct"][-1] is not None and 0 <= host["cpu_pct"][-1] <= 100
+        assert host["memory_total_mib"][-1] > host["memory_used_mib"][-1] > 0
+        assert host["memory_allocated_pct"][-1] > 0  # two guests are placed there
+
+        # what happened is in the event stream, newest first
+        server.act(idle["id"], "stop")
+        events = server.client.get(
+            "/events", params={"resource_id": idle["id"], "sort": "-created_at"}
+        ).json()["items"]
+        kinds = [(e["kind"], e["message"]) for e in events]
+        assert kinds[0] == ("task.succeeded", "instance.stop succeeded for instance idler")
+        assert ("task.succeeded", "instance.create succeeded for instance idler") in kinds
+    finally:
+        for inst in (busy, idle):
+            resp = server.client.delete(f"/instances/{inst['id']}")
+            assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+
+
+def test_a_guest_that_powers_itself_off_is_an_event(server):
+    inst = create(server, "quitter", user_data="#!/bin/sh\nsleep 1\npoweroff -f\n")
+    try:
+        server.wait_status(inst["id"], "stopped", timeout=120)
+        events = server.client.get("/events", params={"kind": "instance.state"}).json()
+        mine = [e for e in events["items"] if e["resource_id"] == inst["id"]]
+        assert [e["message"] for e in mine] == [
+            "instance quitter is now stopped (reported by libvirt)"
+        ]
+    finally:
+        resp = server.client.delete(f"/instances/{inst['id']}")
+        assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
