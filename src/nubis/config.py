@@ -59,8 +59,14 @@ class Settings(BaseSettings):
     metrics_5min_days: int = Field(default=30, ge=1)
     metrics_hourly_days: int = Field(default=365, ge=1)
     events_retention_days: int = Field(default=90, ge=1)
+    # alarm e-mails go through this SMTP server (none: e-mail notifications are refused)
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_sender: str = "nubis@localhost"
     # audit records older than this are removed (the auditor exports them before)
     audit_retention_days: int = Field(default=365, ge=1)
+    # bearer token of GET /metrics (Prometheus); default: <data_dir>/metrics-token
+    metrics_token: SecretStr | None = None
     # secret used to encrypt credentials at rest; default: <data_dir>/secret.key
     secret_key: SecretStr | None = None
     # test hook: "<task kind>:<step>" makes the process exit at that step,
@@ -96,17 +102,27 @@ class Settings(BaseSettings):
             path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
 
-    def encryption_key(self) -> bytes:
-        """The key that encrypts secrets at rest, created on first use (0600)."""
-        if self.secret_key is not None:
-            return self.secret_key.get_secret_value().encode()
-        path = self.data_dir / "secret.key"
+    def _secret_file(self, name: str) -> str:
+        """A random secret kept in ``<data_dir>/<name>``, created on first use (0600)."""
+        path = self.data_dir / name
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_urlsafe(32))
-        return path.read_text().strip().encode()
+        return path.read_text().strip()
+
+    def encryption_key(self) -> bytes:
+        """The key that encrypts secrets at rest."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        return self._secret_file("secret.key").encode()
+
+    def scrape_token(self) -> str:
+        """The bearer token Prometheus presents at ``/metrics``."""
+        if self.metrics_token is not None:
+            return self.metrics_token.get_secret_value()
+        return self._secret_file("metrics-token")
 
 
 @lru_cache

@@ -22,6 +22,7 @@ from nubis.drivers.libvirt.snapshots import SnapshotDriver
 from nubis.drivers.libvirt.stats import StatsDriver
 from nubis.drivers.libvirt.volumes import VolumeDriver
 from nubis.services import bootstrap, events, snapshots
+from nubis.services.alarms import AlarmService
 from nubis.services.collector import Collector
 from nubis.services.console import ConsoleService
 from nubis.services.host_tasks import EvacuateHandler, MaintenanceHandler
@@ -35,6 +36,7 @@ from nubis.services.metrics import Retention
 from nubis.services.migration import MigrateHandler
 from nubis.services.networks import NetworkService
 from nubis.services.nics import NicService
+from nubis.services.notifier import Notifier, Smtp
 from nubis.services.ports import PortPlumbing
 from nubis.services.scheduler import Scheduler
 from nubis.services.secrets import SecretBox
@@ -129,9 +131,28 @@ class Platform:
             settings.metrics_5min_days,
             settings.metrics_hourly_days,
         )
-        self.collector = Collector(self.db, self.hosts, StatsDriver(self.conns), self.retention)
+        self.alarms = AlarmService(
+            self.db, self.instances, self.box, smtp_configured=settings.smtp_host is not None
+        )
+        smtp = (
+            Smtp(settings.smtp_host, settings.smtp_port, settings.smtp_sender)
+            if settings.smtp_host
+            else None
+        )
+        self.notifier = Notifier(self.db, self.box, smtp)
+        self.collector = Collector(
+            self.db,
+            self.hosts,
+            StatsDriver(self.conns),
+            self.retention,
+            on_cycle=[self._evaluate_alarms],
+        )
         self.admin_password_file: Path | None = None
         event.listen(self.db.sessionmaker, "after_commit", self._after_commit)
+
+    def _evaluate_alarms(self, now: float) -> None:
+        if self.alarms.evaluate_all(now, self.retention.interval):
+            self.notifier.wake()
 
     def _task_event(self, task_id: str, status: str) -> None:
         try:
@@ -163,12 +184,14 @@ class Platform:
         self.housekeeping.start()
         if self.settings.collect_metrics:
             self.collector.start()
+        self.notifier.start()
         # everything loaded so far lives as long as the process: keep it out of the
         # cyclic GC's full collections, which otherwise pause requests by tens of ms
         gc.freeze()
 
     def stop(self) -> None:
         self.collector.stop()
+        self.notifier.stop()
         self.housekeeping.stop()
         self.sync.stop()
         self.engine.stop()

@@ -9,6 +9,7 @@ import pytest
 
 from nubis.devcluster.hosts import alive
 from tests.integration.server import READY, NubisServer, running_devcluster
+from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +23,9 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def srv(cluster, tmp_path_factory):
     s = NubisServer(
-        tmp_path_factory.mktemp("nubis-dc") / "data", NUBIS_RECONCILE_INTERVAL_SECONDS="2"
+        tmp_path_factory.mktemp("nubis-dc") / "data",
+        NUBIS_RECONCILE_INTERVAL_SECONDS="2",
+        NUBIS_METRICS_INTERVAL_SECONDS="2",
     ).start()
     yield s
     s.stop()
@@ -36,6 +39,16 @@ def wait_host(srv, name: str, state: str, timeout: float = 30) -> dict:
             return host
         time.sleep(0.2)
     raise AssertionError(f"host {name} is {host['state']}, expected {state}")
+
+
+def wait_alarm(srv, alarm_id: str, state: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alarm = srv.client.get(f"/alarms/{alarm_id}").json()
+        if alarm["state"] == state:
+            return alarm
+        time.sleep(0.2)
+    raise AssertionError(f"alarm is {alarm['state']}, expected {state}")
 
 
 def test_hosts_are_separate_libvirtds_sharing_one_disk_directory(cluster, srv):
@@ -63,12 +76,28 @@ def test_hosts_are_separate_libvirtds_sharing_one_disk_directory(cluster, srv):
         conn.lookupByUUIDString(iid)  # dev-1 does not know it
     conn.close()
 
-    # a host crash: Nubis sees the host go down; after a reboot the guest is off
-    cluster.host("dev-2").kill()
-    assert cluster.host("dev-2").processes() == []
-    wait_host(srv, "dev-2", "down")
-    cluster.host("dev-2").start(cluster.shared)
-    wait_host(srv, "dev-2", "up")
+    # a host crash: Nubis sees the host go down and raises its host-down alarm;
+    # after a reboot the alarm clears and the guest is off
+    with Receiver() as hook:
+        rule = {"name": "dev2-down", "resource_type": "host", "resource": "dev-2"}
+        rule.update(metric="host_down", duration_seconds=1, webhook_url=hook.url)
+        made = srv.client.post("/alarms", json=rule)
+        assert made.status_code == 201, made.text
+        alarm_id = made.json()["id"]
+        wait_alarm(srv, alarm_id, "ok")
+        cluster.host("dev-2").kill()
+        assert cluster.host("dev-2").processes() == []
+        wait_host(srv, "dev-2", "down")
+        wait_alarm(srv, alarm_id, "alarm")
+        cluster.host("dev-2").start(cluster.shared)
+        wait_host(srv, "dev-2", "up")
+        wait_alarm(srv, alarm_id, "ok")
+        deadline = time.monotonic() + 20
+        while len(hook.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        states = [(h["json"]["previous_state"], h["json"]["state"]) for h in hook.received]
+        assert states == [("ok", "alarm"), ("alarm", "ok")]
+        assert srv.client.delete(f"/alarms/{alarm_id}").status_code == 204
     srv.wait_status(iid, "stopped", timeout=30)
     srv.act(iid, "start")
     assert srv.wait_console(iid, 2)

@@ -6,7 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from nubis.services.notifier import signature
 from tests.integration.server import NubisServer
+from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
 INTERVAL = 2
@@ -99,6 +101,63 @@ def test_a_guest_that_powers_itself_off_is_an_event(server):
         assert [e["message"] for e in mine] == [
             "instance quitter is now stopped (reported by libvirt)"
         ]
+    finally:
+        resp = server.client.delete(f"/instances/{inst['id']}")
+        assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+
+
+def test_a_cpu_alarm_fires_once_and_clears_when_the_load_stops(server):
+    # the guest burns CPU for a while after boot, then stops
+    burn_then_rest = "#!/bin/sh\nsh -c 'while :; do :; done' &\nsleep 40\nkill $!\n"
+    inst = create(server, "spiky", user_data=burn_then_rest)
+    try:
+        with Receiver() as hook:
+            rule = {
+                "name": "spiky-cpu",
+                "resource_type": "instance",
+                "resource": "spiky",
+                "metric": "cpu_pct",
+                "comparator": "gt",
+                "threshold": 80,
+                "duration_seconds": 3 * INTERVAL,
+                "hysteresis": 20,
+                "webhook_url": hook.url,
+            }
+            made = server.client.post("/alarms", json=rule)
+            assert made.status_code == 201, made.text
+            alarm = made.json()
+            deadline = time.monotonic() + 180
+            seen = []
+            while time.monotonic() < deadline:
+                now = server.client.get(f"/alarms/{alarm['id']}").json()["state"]
+                if not seen or seen[-1] != now:
+                    seen.append(now)
+                if now == "ok" and "alarm" in seen:
+                    break
+                time.sleep(INTERVAL / 2)
+            assert seen[-2:] == ["alarm", "ok"], seen
+            deadline = time.monotonic() + 20
+            while len(hook.received) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(2 * INTERVAL)  # nothing more may come
+            docs = [h["json"] for h in hook.received]
+            # one message per transition into or out of alarm, in order, no more
+            changes = server.client.get(
+                "/events", params={"resource_id": inst["id"], "sort": "created_at"}
+            ).json()["items"]
+            moves = [
+                e["message"].split(": ", 1)[1].split(" (")[0].split(" -> ")
+                for e in changes
+                if e["kind"].startswith("alarm.")
+            ]
+            alarm_moves = [tuple(m) for m in moves if "alarm" in m]
+            assert [(d["previous_state"], d["state"]) for d in docs] == alarm_moves
+            assert alarm_moves[-1] == ("alarm", "ok")
+            assert docs[-1]["value"] <= 60
+            assert max(d["value"] for d in docs if d["state"] == "alarm") > 80
+            for h in hook.received:
+                expected = signature(alarm["webhook_secret"], h["raw"])
+                assert h["headers"]["X-Nubis-Signature"] == expected
     finally:
         resp = server.client.delete(f"/instances/{inst['id']}")
         assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"

@@ -24,6 +24,7 @@ def control_plane(db_url, tmp_path):
     )
     platform = Platform(settings)
     platform.start()
+    platform.notifier.stop()  # tests deliver notifications themselves, when they choose
     yield platform
     platform.stop()
 

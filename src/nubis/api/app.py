@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from nubis import __version__
-from nubis.api import errors, web, web_session
+from nubis.api import errors, prometheus, web, web_session
 from nubis.api.audit_trail import AuditTrail
 from nubis.api.routers import (
+    alarms,
     apikeys,
     audit,
     auth,
@@ -91,8 +92,12 @@ def create_app(
         audit,
         console,
         monitoring,
+        alarms,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     web.install(app)
+    app.include_router(prometheus.router)
+    app.state.telemetry = prometheus.Telemetry(platform)
     app.add_middleware(AuditTrail, db=platform.db)
+    app.add_middleware(prometheus.RequestTimer, telemetry=app.state.telemetry)
     return app

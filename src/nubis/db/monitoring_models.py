@@ -77,3 +77,51 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(32))  # instance.state, host.down, task.failed...
     severity: Mapped[str] = mapped_column(String(8))  # info | warning | error
     message: Mapped[str] = mapped_column(Text)
+
+
+class AlarmRule(Base):
+    """metric + aggregation + comparator + threshold over ``duration_seconds`` of one
+    resource; ``state`` is ok, alarm or insufficient_data. Changes into or out of
+    ``alarm`` are notified (webhook, e-mail) unless the rule is silenced."""
+
+    __tablename__ = "alarm_rules"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    resource_type: Mapped[str] = mapped_column(String(16))  # instance | host
+    resource_id: Mapped[str] = mapped_column(String(36), index=True)
+    metric: Mapped[str] = mapped_column(String(32))  # a sample column, or host_down
+    aggregation: Mapped[str] = mapped_column(String(8))  # avg | min | max
+    comparator: Mapped[str] = mapped_column(String(2))  # gt | ge | lt | le
+    threshold: Mapped[float] = mapped_column(Float)
+    hysteresis: Mapped[float] = mapped_column(Float, default=0.0)
+    duration_seconds: Mapped[int] = mapped_column(Integer)
+    webhook_url: Mapped[str | None] = mapped_column(String(512))
+    webhook_secret: Mapped[str | None] = mapped_column(Text)  # encrypted
+    email: Mapped[str | None] = mapped_column(String(255))
+    enabled: Mapped[bool] = mapped_column(default=True)
+    state: Mapped[str] = mapped_column(String(20), default="insufficient_data")
+    state_since: Mapped[datetime] = mapped_column(default=utcnow)
+    last_value: Mapped[float | None] = mapped_column(Float)
+    evaluated_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    silenced_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Notification(Base):
+    """One message about one transition of a rule, delivered by the notifier with
+    retries: written in the transaction of the transition, so each is sent once
+    (receivers de-duplicate by ``id``, sent as X-Nubis-Delivery, across retries)."""
+
+    __tablename__ = "alarm_notifications"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    rule_id: Mapped[str] = mapped_column(String(36), index=True)
+    channel: Mapped[str] = mapped_column(String(8))  # webhook | email
+    target: Mapped[str] = mapped_column(String(512))
+    payload: Mapped[str] = mapped_column(Text)  # the JSON document sent
+    status: Mapped[str] = mapped_column(String(8), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

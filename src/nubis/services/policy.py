@@ -147,6 +147,9 @@ POLICY: dict[str, frozenset[str]] = {
     "GET /instances/{ref}/metrics": READ,
     "GET /hosts/{ref}/metrics": INFRA,
     "GET /events": READ,
+    **_crud("/alarms", READ, WRITE),
+    "POST /alarms/{ref}/actions/{action}": WRITE,
+    "GET /alarms/{ref}/notifications": READ,
     # tasks
     "GET /tasks": READ,
     "GET /tasks/{task_id}": READ,

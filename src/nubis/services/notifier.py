@@ -1,0 +1,137 @@
+"""Delivers alarm notifications: webhooks (a JSON POST signed with the rule's secret)
+and e-mail (SMTP), retried with growing pauses until they succeed or run out of
+attempts. Each notification row is one message; its id goes with every attempt
+(``X-Nubis-Delivery``) so that a receiver can drop a repeat."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import smtplib
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from email.message import EmailMessage
+
+import httpx
+from sqlalchemy import select
+
+from nubis.db.models import utcnow
+from nubis.db.monitoring_models import AlarmRule, Notification
+from nubis.db.session import Database
+from nubis.services.secrets import SecretBox
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 6
+SIGNATURE_HEADER = "X-Nubis-Signature"
+DELIVERY_HEADER = "X-Nubis-Delivery"
+
+
+@dataclass(frozen=True)
+class Smtp:
+    host: str
+    port: int
+    sender: str
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Notifier:
+    def __init__(
+        self, db: Database, box: SecretBox, smtp: Smtp | None, poll_seconds: float = 1.0
+    ) -> None:
+        self.db = db
+        self.box = box
+        self.smtp = smtp
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _send(self, note: Notification, secret: str | None) -> None:
+        body = note.payload.encode()
+        if note.channel == "webhook":
+            headers = {"Content-Type": "application/json", DELIVERY_HEADER: note.id}
+            if secret:
+                headers[SIGNATURE_HEADER] = signature(secret, body)
+            resp = httpx.post(note.target, content=body, headers=headers, timeout=5)
+            resp.raise_for_status()
+            return
+        if self.smtp is None:
+            raise RuntimeError("no SMTP server is configured")
+        doc = json.loads(note.payload)
+        message = EmailMessage()
+        message["From"] = self.smtp.sender
+        message["To"] = note.target
+        message["Subject"] = f"[Nubis] alarm {doc['alarm']['name']} is {doc['state']}"
+        message.set_content(json.dumps(doc, indent=2))
+        with smtplib.SMTP(self.smtp.host, self.smtp.port, timeout=10) as smtp:
+            smtp.send_message(message)
+
+    def deliver_due(self) -> int:
+        """Try every notification that is due once; how many were delivered."""
+        now = utcnow()
+        with self.db.begin() as s:
+            due = s.execute(
+                select(Notification, AlarmRule.webhook_secret)
+                .join(AlarmRule, AlarmRule.id == Notification.rule_id, isouter=True)
+                .where(Notification.status == "pending", Notification.next_attempt_at <= now)
+                .order_by(Notification.created_at)
+                .limit(50)
+            ).all()
+            work = [(n.id, n.channel, n.target, n.payload, sealed) for n, sealed in due]
+        delivered = 0
+        for note_id, channel, target, payload, sealed in work:
+            secret = self.box.decrypt(sealed)["secret"] if sealed else None
+            note = Notification(id=note_id, channel=channel, target=target, payload=payload)
+            try:
+                self._send(note, secret)
+                error = None
+            except Exception as exc:  # any failure is retried: say which
+                error = f"{exc.__class__.__name__}: {exc}"[:1000]
+            with self.db.begin() as s:
+                row = s.get(Notification, note_id)
+                if row is None:
+                    continue
+                row.attempts += 1
+                if error is None:
+                    row.status, row.last_error = "sent", None
+                    delivered += 1
+                else:
+                    row.last_error = error
+                    if row.attempts >= MAX_ATTEMPTS:
+                        row.status = "failed"
+                        log.warning(
+                            "notification %s to %s failed for good: %s", note_id, target, error
+                        )
+                    else:
+                        pause = min(300, 2**row.attempts)
+                        row.next_attempt_at = utcnow() + timedelta(seconds=pause)
+        return delivered
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.deliver_due()
+            except Exception:
+                log.exception("notification delivery failed")
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="notifier", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
