@@ -34,6 +34,7 @@ def server(tmp_path_factory):
         data,
         NUBIS_RECONCILE_INTERVAL_SECONDS="600",
         NUBIS_CONSOLE_TICKET_SECONDS=str(TICKET_SECONDS),
+        NUBIS_METRICS_INTERVAL_SECONDS="2",
     ).start()
     yield srv
     srv.stop()

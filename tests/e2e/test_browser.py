@@ -2,6 +2,7 @@
 watch it run, use its VNC console, stop and delete it; what a reader sees and may
 do; CSRF; console tickets that are used or expired."""
 
+import re
 import subprocess
 import time
 
@@ -111,6 +112,31 @@ def test_create_use_and_delete_an_instance_in_the_browser(server, page: Page):
     assert page.evaluate(OPEN_SOCKET, late) == "refused"
     other = page.evaluate(NEW_TICKET, inst_id).replace(inst_id, "0" * 8 + inst_id[8:])
     assert page.evaluate(OPEN_SOCKET, other) == "refused"
+
+    # charts of the instance's samples, an alarm rule made in the alarms page
+    page.goto(f"{server.url}/instances/{inst_id}")
+    cpu_chart = page.locator('.chart[data-title="CPU"]')
+    expect(cpu_chart).to_have_attribute("data-points", re.compile(r"^[1-9]"), timeout=30_000)
+    expect(cpu_chart.locator("canvas")).to_be_visible()
+    shot(page, "instance-metrics")
+    page.goto(server.url + "/alarms")
+    page.get_by_text("New alarm rule").click()
+    page.get_by_label("Name", exact=True).fill("e2e-cpu")
+    page.get_by_label("Instance or host (name or id)").fill("web-e2e")
+    page.get_by_label("Threshold").fill("-1")  # always above: the rule fires
+    page.get_by_label("For (seconds)").fill("4")
+    page.get_by_role("button", name="Create rule").click()
+    row = page.locator('tr[data-alarm="e2e-cpu"]')
+    expect(row.locator(".badge").first).to_have_text("alarm", timeout=30_000)
+    row.get_by_role("button", name="Acknowledge").click()
+    expect(row).to_contain_text("acknowledged")
+    shot(page, "alarms")
+    page.goto(server.url + "/events")
+    expect(page.locator("tbody")).to_contain_text("alarm e2e-cpu: insufficient_data -> alarm")
+    shot(page, "events")
+    page.goto(server.url + "/dashboard")
+    expect(page.locator(".alarm-list")).to_contain_text("e2e-cpu")
+    shot(page, "dashboard-alarm")
 
     # stop, with confirmation; the page follows the state by itself
     page.goto(f"{server.url}/instances/{inst_id}")

@@ -84,7 +84,7 @@ def test_rollup_averages_each_finished_bucket_once(platform):
     assert [h.cpu_pct for h in hourly] == [pytest.approx(50.0)] * 2
 
 
-def test_a_range_is_served_at_the_finest_resolution_that_fits(platform):
+def test_a_range_is_served_at_the_finest_resolution_kept_in_at_most_1500_points(platform):
     fill(platform, NOW - 2 * DAY, NOW)
     with platform.db.begin() as s:
         metrics.rollup(s, now=NOW + 120)
@@ -96,8 +96,10 @@ def test_a_range_is_served_at_the_finest_resolution_that_fits(platform):
         )
     assert (hour.resolution, len(hour.columns["ts"])) == (0, 240)
     assert set(hour.columns) == {"ts", *metrics.INSTANCE_METRICS}
-    assert (day.resolution, len(day.columns["ts"])) == (FIVE_MIN, 288)
-    assert old.resolution == FIVE_MIN
+    # a day of raw samples (5,760) is averaged into 1-minute buckets as it is read
+    assert (day.resolution, day.step, len(day.columns["ts"])) == (0, 60.0, 1440)
+    assert set(day.columns["cpu_pct"]) == {0.0, 100.0}  # whole minutes of one 5-minute half
+    assert (old.resolution, len(old.columns["ts"])) == (FIVE_MIN, 12)
 
 
 def test_pruning_keeps_each_resolution_for_its_time(platform):

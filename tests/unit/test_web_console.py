@@ -21,6 +21,8 @@ PAGES = {
     "/projects": "GET /projects",
     "/users": "GET /users",
     "/audit": "GET /audit",
+    "/events": "GET /events",
+    "/alarms": "GET /alarms",
 }
 
 

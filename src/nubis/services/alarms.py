@@ -66,9 +66,14 @@ class RuleRequest:
     email: str | None = None
 
 
+def metrics_by_kind() -> dict[str, list[str]]:
+    """What a rule may watch, per resource type."""
+    return {"instance": list(metrics.INSTANCE_METRICS), "host": [*metrics.HOST_METRICS, HOST_DOWN]}
+
+
 def _check(req: RuleRequest, smtp_configured: bool) -> None:
     validate_name(req.name, "alarm")
-    kinds = {"instance": metrics.INSTANCE_METRICS, "host": {**metrics.HOST_METRICS, HOST_DOWN: ""}}
+    kinds = metrics_by_kind()
     if req.resource_type not in kinds:
         raise BadRequest("resource_type must be instance or host")
     if req.metric not in kinds[req.resource_type]:

@@ -2,12 +2,14 @@
 and pruned so that storage stays bounded, and the series a chart asks for.
 
 Raw samples (one per collection interval) are kept ``raw_hours``; 5-minute averages
-``five_min_days``; hourly averages ``hourly_days``. A query picks the finest
-resolution that still holds its whole range in at most ``MAX_POINTS`` points.
+``five_min_days``; hourly averages ``hourly_days``. A query reads the finest
+resolution still kept for its whole range; when that would be more than
+``MAX_POINTS`` points, they are averaged into wider buckets as they are read.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -110,22 +112,26 @@ def series(
     now = time.time() if now is None else now
     span = until - since
     levels = retention.levels()
-    resolution, step = levels[-1][0], float(levels[-1][1])
-    for res, per_point, kept in levels:
-        if since >= now - kept and span / per_point <= MAX_POINTS:
-            resolution, step = res, per_point
-            break
+    resolution, per_point, _kept = next(
+        (level for level in levels if since >= now - level[2]), levels[-1]
+    )
+    # more points than a chart can show: averaged into wider buckets as they are read
+    bucket = max(1, math.ceil(span / MAX_POINTS / per_point)) * per_point
     model = kind.model
-    columns = [model.ts, *(getattr(model, m) for m in wanted)]
-    rows = session.execute(
-        select(*columns)
-        .where(kind.key == resource_id, model.resolution == resolution)
-        .where(model.ts >= since, model.ts < until)
-        .order_by(model.ts)
-    ).all()
-    out: dict[str, list[Any]] = {"ts": [r[0] for r in rows]}
+    where = [kind.key == resource_id, model.resolution == resolution]
+    where += [model.ts >= since, model.ts < until]
+    if bucket <= per_point:
+        columns = [model.ts, *(getattr(model, m) for m in wanted)]
+        query = select(*columns).where(*where).order_by(model.ts)
+    else:
+        start = (model.ts // int(bucket)) * int(bucket)
+        columns = [start, *(func.avg(getattr(model, m)) for m in wanted)]
+        query = select(*columns).where(*where).group_by(start).order_by(start)
+    rows = session.execute(query).all()
+    out: dict[str, list[Any]] = {"ts": [int(r[0]) for r in rows]}
     for i, m in enumerate(wanted, start=1):
         out[m] = [None if r[i] is None else round(r[i], 3) for r in rows]
+    step = float(max(bucket, per_point))
     return Series(resolution, step, since, until, out)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Cluster, Host, Instance, Task, Volume
+from nubis.db.monitoring_models import AlarmRule
 from nubis.services import inventory
 from nubis.services.auth import Principal
 from nubis.services.lookup import Page, PageRequest, paginate
@@ -62,3 +63,24 @@ def recent_tasks(session: Session, principal: Principal, limit: int = 8) -> list
 
 def instances_on(session: Session, host_id: str, pages: PageRequest) -> Page:
     return paginate(session, select(Instance).where(Instance.host_id == host_id), Instance, pages)
+
+
+def alarms_first(session: Session, principal: Principal, limit: int = 10) -> list[AlarmRule]:
+    """The caller's alarm rules, those in alarm first."""
+    query = select(AlarmRule).filter_by(**principal.scope())
+    in_alarm = case((AlarmRule.state == "alarm", 0), else_=1)
+    return list(session.scalars(query.order_by(in_alarm, AlarmRule.name).limit(limit)).all())
+
+
+def resource_names(session: Session, principal: Principal, ids: list[str]) -> dict[str, str]:
+    """Names of the instances (in the caller's scope) and hosts among ``ids``."""
+    found = session.execute(
+        select(Instance.id, Instance.name)
+        .filter_by(**principal.scope())
+        .where(Instance.id.in_(ids))
+    ).all()
+    names = {rid: name for rid, name in found}
+    if principal.all_projects:
+        hosts = session.execute(select(Host.id, Host.name).where(Host.id.in_(ids))).all()
+        names.update({rid: name for rid, name in hosts})
+    return names

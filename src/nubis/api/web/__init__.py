@@ -16,7 +16,7 @@ from nubis.api.web.render import HERE, LoginRequired, login_redirect
 log = logging.getLogger(__name__)
 NODE_MODULES = HERE / "node_modules"
 # URL under /static/vendor -> the npm package's folder that is served
-VENDOR = {"htmx": "htmx.org/dist", "novnc": "@novnc/novnc"}
+VENDOR = {"htmx": "htmx.org/dist", "novnc": "@novnc/novnc", "uplot": "uplot/dist"}
 
 
 def install(app: FastAPI) -> None:

@@ -8,10 +8,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from nubis.api.deps import PlatformDep
+from nubis.api.monitoring_schemas import EventOut
 from nubis.api.routers import flavors, hosts, images, instances, keypairs, networks, tasks
 from nubis.api.routers import volumes as volume_routes
 from nubis.api.web.pages import PAGE_SIZE, Offset, paged
 from nubis.api.web.render import Me, can, page
+from nubis.services import events
 from nubis.services.instances import ACTIONS, DELETABLE, STATUSES
 from nubis.services.lookup import PageRequest
 
@@ -19,6 +21,7 @@ router = APIRouter(include_in_schema=False)
 SORTS = ("name", "-name", "status", "-status", "created_at", "-created_at")
 CHOICES = PageRequest(limit=1000, sort="name")  # what a wizard's lists offer
 LOG_BYTES = 16 * 1024
+RECENT_EVENTS = PageRequest(limit=10, sort="-created_at")
 
 
 @router.get("/instances")
@@ -78,6 +81,11 @@ def instance_detail(request: Request, platform: PlatformDep, me: Me, ref: str) -
             platform, me, PageRequest(limit=10, sort="-created_at"), None, inst.id
         )
         busy = inst.task_state is not None
+        happened = []
+        if can(me, "GET /events"):
+            with platform.db.begin() as s:
+                found = events.search(s, me, RECENT_EVENTS, resource_id=inst.id)
+                happened = [EventOut.model_validate(e) for e in found.items]
         return {
             "inst": inst,
             "flavor": flavor,
@@ -86,6 +94,7 @@ def instance_detail(request: Request, platform: PlatformDep, me: Me, ref: str) -
             "ports": instances.list_instance_ports(inst.id, platform, me),
             "disks": volume_routes.instance_volumes(inst.id, platform, me),
             "tasks": recent.items,
+            "events": happened,
             "log": platform.instances.console_log(me, inst.id, LOG_BYTES)
             if can(me, "GET /instances/{ref}/console-log")
             else "",

@@ -8,16 +8,23 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from nubis.api.deps import PlatformDep
-from nubis.api.routers import audit, flavors, hosts, images, networks, users, volumes
+from nubis.api.monitoring_schemas import EventOut
+from nubis.api.routers import alarms, audit, flavors, hosts, images, networks, users, volumes
 from nubis.api.schemas import HostOut, InstanceOut, PageOut, TaskOut
 from nubis.api.web.render import Me, can, page
-from nubis.services import overview
+from nubis.db.models import Host, Instance
+from nubis.services import events, overview
+from nubis.services.alarms import metrics_by_kind as alarm_metrics
+from nubis.services.auth import Principal
 from nubis.services.lookup import PageRequest
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 25
+RECENT = PageRequest(limit=8, sort="-created_at")
 Offset = Query(default=0, ge=0)
 
 
@@ -39,9 +46,33 @@ def dashboard(request: Request, platform: PlatformDep, me: Me) -> HTMLResponse:
                 "tasks": [TaskOut.model_validate(t) for t in overview.recent_tasks(s, me)]
                 if can(me, "GET /tasks")
                 else None,
+                "alarms": overview.alarms_first(s, me) if can(me, "GET /alarms") else [],
+                "recent_events": events.search(s, me, RECENT).items
+                if can(me, "GET /events")
+                else [],
+                **_cpu_chart(s, me),
             }
 
     return page(request, me, "GET /auth/whoami", "dashboard.html", load)
+
+
+def _cpu_chart(s: Session, me: Principal) -> dict[str, Any]:
+    """The dashboard's CPU chart: the hosts for the system administrator, else the
+    project's running instances (at most eight lines)."""
+    if can(me, "GET /hosts/{ref}/metrics"):
+        found = [(h.id, h.name) for h in s.scalars(select(Host).order_by(Host.name).limit(8))]
+        kind, title = "hosts", "Hosts' CPU"
+    elif can(me, "GET /instances/{ref}/metrics"):
+        query = select(Instance).filter_by(**me.scope()).where(Instance.status == "running")
+        found = [(i.id, i.name) for i in s.scalars(query.order_by(Instance.name).limit(8))]
+        kind, title = "instances", "Instances' CPU"
+    else:
+        return {}
+    series = [
+        {"label": name, "src": f"/api/v1/{kind}/{rid}/metrics?metrics=cpu_pct", "metric": "cpu_pct"}
+        for rid, name in found
+    ]
+    return {"cpu_series": series, "cpu_title": title}
 
 
 def _listing(
@@ -171,3 +202,32 @@ def audit_log(
         "audit.html",
         lambda: audit.search(platform, me, paged(offset, "-created_at"), audit.audit_query()),
     )
+
+
+@router.get("/events")
+def event_list(
+    request: Request,
+    platform: PlatformDep,
+    me: Me,
+    offset: int = Offset,
+    severity: str = Query(default="", max_length=8),
+) -> HTMLResponse:
+    def load() -> dict[str, Any]:
+        with platform.db.begin() as s:
+            page = events.search(s, me, paged(offset, "-created_at"), severity=severity or None)
+            return {"page": PageOut.of(page, EventOut), "severity": severity}
+
+    return page(request, me, "GET /events", "events.html", load)
+
+
+@router.get("/alarms")
+def alarm_list(
+    request: Request, platform: PlatformDep, me: Me, offset: int = Offset
+) -> HTMLResponse:
+    def load() -> dict[str, Any]:
+        found = alarms.list_alarms(platform, me, paged(offset, "name"))
+        with platform.db.begin() as s:
+            names = overview.resource_names(s, me, [a.resource_id for a in found.items])
+        return {"page": found, "names": names, "metrics": alarm_metrics()}
+
+    return page(request, me, "GET /alarms", "alarms.html", load)

@@ -35,6 +35,8 @@ NAV = (
     ("Flavors", "/flavors", "GET /flavors"),
     ("Volumes", "/volumes", "GET /volumes"),
     ("Networks", "/networks", "GET /networks"),
+    ("Events", "/events", "GET /events"),
+    ("Alarms", "/alarms", "GET /alarms"),
     ("Projects", "/projects", "GET /projects"),
     ("Users", "/users", "GET /users"),
     ("Audit", "/audit", "GET /audit"),

@@ -59,7 +59,8 @@ const Nubis = (() => {
     if (confirm && !(await confirmed(confirm))) return;
     button.disabled = true;
     try {
-      const result = await api(method, path, method === "DELETE" ? undefined : {});
+      const body = button.dataset.body ? JSON.parse(button.dataset.body) : {};
+      const result = await api(method, path, method === "DELETE" ? undefined : body);
       const task = result && result.task_id ? ` (task ${result.task_id.slice(0, 8)})` : "";
       flash(`${button.textContent.trim()}: accepted${task}.`, false);
       if (done) { location.assign(done); return; }
@@ -67,6 +68,47 @@ const Nubis = (() => {
     } catch (error) {
       flash(`${button.textContent.trim()}: ${error.message}`, true);
       button.disabled = false;
+    }
+  });
+
+  // <form class="api-form" data-method data-path [data-reveal=field] [data-done=url]>:
+  // its fields as a JSON body (empty ones left out, numbers as numbers)
+  document.addEventListener("submit", async (event) => {
+    const form = event.target.closest("form.api-form");
+    if (!form) return;
+    event.preventDefault();
+    const box = form.querySelector(".form-error");
+    box.hidden = true;
+    for (const el of form.querySelectorAll("[aria-invalid]")) el.removeAttribute("aria-invalid");
+    const invalid = [...form.elements].filter((el) => el.willValidate && !el.checkValidity());
+    if (invalid.length) {
+      for (const el of invalid) el.setAttribute("aria-invalid", "true");
+      box.textContent = invalid.map((el) => `${el.labels[0].textContent}: ${el.validationMessage}`).join(" ");
+      box.hidden = false;
+      invalid[0].focus();
+      return;
+    }
+    const body = {};
+    for (const el of form.elements) {
+      if (!el.name || el.value === "") continue;
+      body[el.name] = el.type === "number" ? Number(el.value) : el.value;
+    }
+    try {
+      const made = await api(form.dataset.method, form.dataset.path, body);
+      const reveal = form.dataset.reveal && made && made[form.dataset.reveal];
+      form.reset();
+      if (reveal) {
+        const out = form.querySelector(".reveal");
+        out.textContent = `Created. ${form.dataset.reveal}: ${reveal} (shown only now: keep it)`;
+        out.hidden = false;
+      } else {
+        flash("Created.", false);
+      }
+      if (form.dataset.done) { location.assign(form.dataset.done); return; }
+      changed();
+    } catch (error) {
+      box.textContent = error.message;
+      box.hidden = false;
     }
   });
 
