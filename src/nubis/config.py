@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     metrics_5min_days: int = Field(default=30, ge=1)
     metrics_hourly_days: int = Field(default=365, ge=1)
     events_retention_days: int = Field(default=90, ge=1)
+    # how often usage is recorded for billing (the time since the last sweep is
+    # attributed to what exists at the sweep)
+    metering_interval_seconds: float = Field(default=60.0, ge=1.0, le=3600.0)
     # alarm e-mails go through this SMTP server (none: e-mail notifications are refused)
     smtp_host: str | None = None
     smtp_port: int = 25

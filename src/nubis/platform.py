@@ -32,6 +32,7 @@ from nubis.services.images import ImageService
 from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
 from nubis.services.media import BootOrderHandler, MediaHandler
+from nubis.services.metering import Meter
 from nubis.services.metrics import Retention
 from nubis.services.migration import MigrateHandler
 from nubis.services.networks import NetworkService
@@ -140,6 +141,7 @@ class Platform:
             else None
         )
         self.notifier = Notifier(self.db, self.box, smtp)
+        self.meter = Meter(self.db, settings.metering_interval_seconds)
         self.collector = Collector(
             self.db,
             self.hosts,
@@ -185,6 +187,7 @@ class Platform:
         if self.settings.collect_metrics:
             self.collector.start()
         self.notifier.start()
+        self.meter.start()
         # everything loaded so far lives as long as the process: keep it out of the
         # cyclic GC's full collections, which otherwise pause requests by tens of ms
         gc.freeze()
@@ -192,6 +195,7 @@ class Platform:
     def stop(self) -> None:
         self.collector.stop()
         self.notifier.stop()
+        self.meter.stop()
         self.housekeeping.stop()
         self.sync.stop()
         self.engine.stop()

@@ -24,7 +24,9 @@ def control_plane(db_url, tmp_path):
     )
     platform = Platform(settings)
     platform.start()
-    platform.notifier.stop()  # tests deliver notifications themselves, when they choose
+    # tests deliver notifications and sweep usage themselves, when they choose
+    platform.notifier.stop()
+    platform.meter.stop()
     yield platform
     platform.stop()
 

@@ -31,6 +31,7 @@ from nubis.api.routers import (
     snapshots,
     storage,
     tasks,
+    usage,
     users,
     volume_snapshots,
     volumes,
@@ -93,6 +94,7 @@ def create_app(
         console,
         monitoring,
         alarms,
+        usage,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
     web.install(app)

@@ -651,6 +651,6 @@ class KeyPair(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-# monitoring's tables live in their own module; importing it here puts them into
-# Base.metadata for every user of the models (migrations included)
-from nubis.db import monitoring_models  # noqa: E402, F401
+# monitoring's and metering's tables live in their own modules; importing them here
+# puts them into Base.metadata for every user of the models (migrations included)
+from nubis.db import metering_models, monitoring_models  # noqa: E402, F401, I001

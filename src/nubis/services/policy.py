@@ -150,6 +150,11 @@ POLICY: dict[str, frozenset[str]] = {
     **_crud("/alarms", READ, WRITE),
     "POST /alarms/{ref}/actions/{action}": WRITE,
     "GET /alarms/{ref}/notifications": READ,
+    # metering: prices set by the system administrator, reports per project
+    "GET /rates": READ,
+    "PUT /rates": INFRA,
+    "DELETE /rates/{rate_id}": INFRA,
+    "GET /usage/report": READ,
     # tasks
     "GET /tasks": READ,
     "GET /tasks/{task_id}": READ,
