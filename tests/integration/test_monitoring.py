@@ -3,6 +3,7 @@ counters, host samples, and the events of what happened."""
 
 import time
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -22,6 +23,7 @@ def server(tmp_path_factory):
         data,
         NUBIS_RECONCILE_INTERVAL_SECONDS="600",
         NUBIS_METRICS_INTERVAL_SECONDS=str(INTERVAL),
+        NUBIS_METERING_INTERVAL_SECONDS="1",
     ).start()
     yield srv
     srv.stop()
@@ -158,6 +160,39 @@ def test_a_cpu_alarm_fires_once_and_clears_when_the_load_stops(server):
             for h in hook.received:
                 expected = signature(alarm["webhook_secret"], h["raw"])
                 assert h["headers"]["X-Nubis-Signature"] == expected
+    finally:
+        resp = server.client.delete(f"/instances/{inst['id']}")
+        assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+
+
+def test_a_run_of_known_length_is_billed_to_the_cent(server):
+    flavor = {"name": "meter.tiny", "vcpus": 1, "memory_mib": 128, "disk_gib": 1}
+    assert server.client.post("/flavors", json=flavor).status_code == 201
+    price = Decimal("3.600000")  # per hour: a tenth of a cent per second
+    rate = {"metric": "instance.hours", "dimension": "meter.tiny", "price": str(price)}
+    assert server.client.put("/rates", json=rate).status_code == 200
+    inst = create(server, "metered", flavor="meter.tiny")
+    try:
+        started = datetime.fromisoformat(
+            server.client.get(f"/instances/{inst['id']}").json()["updated_at"]
+        )
+        time.sleep(20)
+        stop = server.client.post(f"/instances/{inst['id']}/actions/stop")
+        task = server.wait_task(stop.json()["task_id"])
+        stopped = datetime.fromisoformat(task["finished_at"])
+        time.sleep(3)  # a sweep after the stop: nothing more is added
+        ran = (stopped - started).total_seconds() / 3600
+        report = server.client.get("/usage/report").json()
+        lines = [x for x in report["lines"] if x["dimension"] == "meter.tiny"]
+        assert len(lines) == 1
+        line = lines[0]
+        assert abs(line["quantity"] - ran) * 3600 <= 2.5, (line["quantity"] * 3600, ran * 3600)
+        assert Decimal(line["unit_price"]) == price
+        expected = (Decimal(repr(line["quantity"])) * price).quantize(Decimal("0.01"))
+        assert Decimal(line["cost"]) == expected
+        assert Decimal(report["total"]) == sum(Decimal(x["cost"]) for x in report["lines"])
+        later = server.client.get("/usage/report").json()
+        assert [x for x in later["lines"] if x["dimension"] == "meter.tiny"] == lines
     finally:
         resp = server.client.delete(f"/instances/{inst['id']}")
         assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"

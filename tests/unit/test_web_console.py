@@ -23,6 +23,7 @@ PAGES = {
     "/audit": "GET /audit",
     "/events": "GET /events",
     "/alarms": "GET /alarms",
+    "/usage": "GET /usage/report",
 }
 
 

@@ -10,7 +10,7 @@ import logging
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from nubis.api.web import instance_pages, login, pages
+from nubis.api.web import instance_pages, login, monitoring_pages, pages
 from nubis.api.web.render import HERE, LoginRequired, login_redirect
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ VENDOR = {"htmx": "htmx.org/dist", "novnc": "@novnc/novnc", "uplot": "uplot/dist
 
 
 def install(app: FastAPI) -> None:
-    for module in (login, pages, instance_pages):
+    for module in (login, pages, instance_pages, monitoring_pages):
         app.include_router(module.router)
     app.add_exception_handler(LoginRequired, login_redirect)
     for name, folder in VENDOR.items():

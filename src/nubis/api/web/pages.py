@@ -12,13 +12,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nubis.api.deps import PlatformDep
-from nubis.api.monitoring_schemas import EventOut
-from nubis.api.routers import alarms, audit, flavors, hosts, images, networks, users, volumes
+from nubis.api.routers import audit, flavors, hosts, images, networks, users, volumes
 from nubis.api.schemas import HostOut, InstanceOut, PageOut, TaskOut
 from nubis.api.web.render import Me, can, page
 from nubis.db.models import Host, Instance
 from nubis.services import events, overview
-from nubis.services.alarms import metrics_by_kind as alarm_metrics
 from nubis.services.auth import Principal
 from nubis.services.lookup import PageRequest
 
@@ -202,32 +200,3 @@ def audit_log(
         "audit.html",
         lambda: audit.search(platform, me, paged(offset, "-created_at"), audit.audit_query()),
     )
-
-
-@router.get("/events")
-def event_list(
-    request: Request,
-    platform: PlatformDep,
-    me: Me,
-    offset: int = Offset,
-    severity: str = Query(default="", max_length=8),
-) -> HTMLResponse:
-    def load() -> dict[str, Any]:
-        with platform.db.begin() as s:
-            page = events.search(s, me, paged(offset, "-created_at"), severity=severity or None)
-            return {"page": PageOut.of(page, EventOut), "severity": severity}
-
-    return page(request, me, "GET /events", "events.html", load)
-
-
-@router.get("/alarms")
-def alarm_list(
-    request: Request, platform: PlatformDep, me: Me, offset: int = Offset
-) -> HTMLResponse:
-    def load() -> dict[str, Any]:
-        found = alarms.list_alarms(platform, me, paged(offset, "name"))
-        with platform.db.begin() as s:
-            names = overview.resource_names(s, me, [a.resource_id for a in found.items])
-        return {"page": found, "names": names, "metrics": alarm_metrics()}
-
-    return page(request, me, "GET /alarms", "alarms.html", load)

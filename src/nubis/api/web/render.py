@@ -37,6 +37,7 @@ NAV = (
     ("Networks", "/networks", "GET /networks"),
     ("Events", "/events", "GET /events"),
     ("Alarms", "/alarms", "GET /alarms"),
+    ("Usage", "/usage", "GET /usage/report"),
     ("Projects", "/projects", "GET /projects"),
     ("Users", "/users", "GET /users"),
     ("Audit", "/audit", "GET /audit"),
