@@ -124,3 +124,26 @@ def test_bad_queries_are_refused(platform):
         ):
             with pytest.raises(metrics.BadRequest, match=fragment):
                 metrics.series(s, metrics.INSTANCES, "i1", *args, RETENTION)
+
+
+def test_a_host_reaching_its_allocation_limit_is_an_event(platform):
+    from nubis.db.models import Host
+    from nubis.db.monitoring_models import Event
+
+    def set_allocated(mib: int) -> None:
+        with platform.db.begin() as s:
+            s.query(Host).update({"alloc_memory_mib": mib})
+
+    platform.collector.collect_once()  # under the limit: nothing to say
+    set_allocated(10**7)
+    platform.collector.collect_once()
+    platform.collector.collect_once()  # still over: said once
+    set_allocated(0)
+    platform.collector.collect_once()
+    with platform.db.begin() as s:
+        found = [
+            (e.kind, e.severity, e.message)
+            for e in s.query(Event).filter_by(kind="capacity.threshold").order_by(Event.created_at)
+        ]
+    assert [f[1] for f in found] == ["warning", "info"]
+    assert "host fake memory allocation reached its cluster's limit" in found[0][2]

@@ -12,12 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Instance
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.stats import DomainCounters, HostCounters, StatsDriver
-from nubis.services import metrics
+from nubis.services import events, metrics
 from nubis.services.hosts import HostService
 from nubis.services.metrics import Retention
 from nubis.services.scheduler.state import load_host_states
@@ -107,6 +108,7 @@ class Collector:
         self.retention = retention
         self.on_cycle = on_cycle if on_cycle is not None else []
         self._last: dict[str, Reading] = {}
+        self._over: dict[str, bool] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -120,6 +122,7 @@ class Collector:
             for state in load_host_states(s):
                 limit = state.limits()[1].limit
                 allocated[state.id] = 100.0 * state.alloc_memory_mib / limit if limit else None
+                self._threshold(s, state.id, state.name, allocated[state.id])
         host_rows: list[dict[str, object]] = []
         instance_rows: list[dict[str, object]] = []
         for host_id, ref in hosts:
@@ -152,6 +155,29 @@ class Collector:
             metrics.store(s, metrics.HOSTS, host_rows)
             metrics.store(s, metrics.INSTANCES, instance_rows)
         return len(host_rows), len(instance_rows)
+
+    def _threshold(self, s: Session, host_id: str, name: str, pct: float | None) -> None:
+        """An event when a host's memory allocation reaches its cluster's limit
+        (the overcommitted total times the disable threshold), and when it drops back."""
+        over = pct is not None and pct >= 100.0
+        before = self._over.get(host_id)
+        self._over[host_id] = over
+        if before is None and not over or before == over:
+            return
+        message = (
+            f"host {name} memory allocation reached its cluster's limit ({pct:.0f} %)"
+            if over
+            else f"host {name} memory allocation is back under its cluster's limit"
+        )
+        events.record(
+            s,
+            "capacity.threshold",
+            message,
+            "host",
+            host_id,
+            severity="warning" if over else "info",
+            resource_name=name,
+        )
 
     def maintain(self) -> None:
         with self.db.begin() as s:
