@@ -189,3 +189,16 @@ def test_only_the_system_administrator_watches_hosts(callers):
     assert made.status_code == 201, made.text
     assert (made.json()["comparator"], made.json()["threshold"]) == ("ge", 1.0)
     assert callers["member"].get(f"/alarms/{made.json()['id']}").status_code == 404
+
+
+def test_a_rule_goes_with_its_instance(api, platform, instance_id):
+    rule = make_rule(api, instance_id)
+    with platform.db.begin() as s:
+        s.query(Instance).filter_by(id=instance_id).delete()
+    platform.alarms.evaluate_all(time.time(), INTERVAL)
+    assert api.get(f"/api/v1/alarms/{rule['id']}").status_code == 404
+    kinds = [
+        e["kind"]
+        for e in api.get("/api/v1/events", params={"kind": "alarm.removed"}).json()["items"]
+    ]
+    assert kinds == ["alarm.removed"]

@@ -23,10 +23,10 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, utcnow
+from nubis.db.models import Host, Instance, utcnow
 from nubis.db.monitoring_models import RAW, AlarmRule, Notification
 from nubis.db.session import Database
 from nubis.services import events, metrics, policy
@@ -146,8 +146,7 @@ class AlarmService:
         return get_by_id_or_name(session, AlarmRule, ref, "alarm", **principal.scope())
 
     def delete(self, session: Session, principal: Principal, ref: str) -> None:
-        rule = self.get(session, principal, ref)
-        session.delete(rule)
+        _remove(session, self.get(session, principal, ref))
 
     def act(
         self, session: Session, principal: Principal, ref: str, action: str, seconds: int | None
@@ -177,7 +176,21 @@ class AlarmService:
         changed = 0
         with self.db.begin() as s:
             rules = s.scalars(select(AlarmRule).where(AlarmRule.enabled.is_(True))).all()
+            watched = [r.resource_id for r in rules if r.resource_type == "instance"]
+            alive = set(s.scalars(select(Instance.id).where(Instance.id.in_(watched))))
             for rule in rules:
+                if rule.resource_type == "instance" and rule.resource_id not in alive:
+                    events.record(
+                        s,
+                        "alarm.removed",
+                        f"alarm {rule.name} removed: its instance was deleted",
+                        "instance",
+                        rule.resource_id,
+                        project_id=rule.project_id,
+                    )
+                    _remove(s, rule)
+                    changed += 1
+                    continue
                 value, breached = _measure(s, rule, now, interval)
                 new = _decide(rule, value, breached)
                 rule.last_value = value
@@ -209,6 +222,12 @@ class AlarmService:
                 s.add(note)
                 s.flush()
                 note.payload = json.dumps(_payload(note.id, rule, old, new, value, at))
+
+
+def _remove(s: Session, rule: AlarmRule) -> None:
+    """A rule goes with the messages about it that were not sent yet."""
+    s.execute(delete(Notification).where(Notification.rule_id == rule.id))
+    s.delete(rule)
 
 
 def _payload(

@@ -78,7 +78,7 @@ class Notifier:
         with self.db.begin() as s:
             due = s.execute(
                 select(Notification, AlarmRule.webhook_secret)
-                .join(AlarmRule, AlarmRule.id == Notification.rule_id, isouter=True)
+                .join(AlarmRule, AlarmRule.id == Notification.rule_id)
                 .where(Notification.status == "pending", Notification.next_attempt_at <= now)
                 .order_by(Notification.created_at)
                 .limit(50)
