@@ -1,6 +1,7 @@
 """Alarm rules on a real database: states with hysteresis and missing data, the
 API's checks, and webhooks delivered to a real HTTP receiver, signed, with retries."""
 
+import socket
 import time
 
 import pytest
@@ -202,3 +203,38 @@ def test_a_rule_goes_with_its_instance(api, platform, instance_id):
         for e in api.get("/api/v1/events", params={"kind": "alarm.removed"}).json()["items"]
     ]
     assert kinds == ["alarm.removed"]
+
+
+def test_alarm_e_mails_go_through_smtp(api, platform, instance_id):
+    from aiosmtpd.controller import Controller
+
+    from nubis.services.notifier import Notifier, Smtp
+
+    class Inbox:
+        def __init__(self) -> None:
+            self.messages: list = []
+
+        async def handle_DATA(self, _server, _session, envelope):  # noqa: N802 (aiosmtpd's name)
+            self.messages.append(envelope)
+            return "250 OK"
+
+    inbox = Inbox()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    smtp = Controller(inbox, hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        platform.alarms.smtp_configured = True
+        rule = make_rule(api, instance_id, email="ops@example.com")
+        now = time.time()
+        samples(platform, instance_id, [99] * 5, now)
+        platform.alarms.evaluate_all(now, INTERVAL)
+        mailer = Notifier(platform.db, platform.box, Smtp("127.0.0.1", port, "nubis@test"))
+        assert mailer.deliver_due() == 1
+        (mail,) = inbox.messages
+        assert mail.mail_from == "nubis@test" and mail.rcpt_tos == ["ops@example.com"]
+        text = mail.content.decode()
+        assert "Subject: [Nubis] alarm cpu-high is alarm" in text and rule["id"] in text
+    finally:
+        smtp.stop()
