@@ -120,9 +120,11 @@ class Collector:
             vcpus = {iid: n for iid, n in s.execute(placed)}
             allocated = {}
             for state in load_host_states(s):
-                limit = state.limits()[1].limit
-                allocated[state.id] = 100.0 * state.alloc_memory_mib / limit if limit else None
-                self._threshold(s, state.id, state.name, allocated[state.id])
+                memory = state.limits()[1]
+                total = memory.overcommitted
+                allocated[state.id] = 100.0 * state.alloc_memory_mib / total if total else None
+                over = memory.limit > 0 and state.alloc_memory_mib >= memory.limit
+                self._threshold(s, state.id, state.name, over, allocated[state.id])
         host_rows: list[dict[str, object]] = []
         instance_rows: list[dict[str, object]] = []
         for host_id, ref in hosts:
@@ -156,16 +158,18 @@ class Collector:
             metrics.store(s, metrics.INSTANCES, instance_rows)
         return len(host_rows), len(instance_rows)
 
-    def _threshold(self, s: Session, host_id: str, name: str, pct: float | None) -> None:
+    def _threshold(
+        self, s: Session, host_id: str, name: str, over: bool, pct: float | None
+    ) -> None:
         """An event when a host's memory allocation reaches its cluster's limit
         (the overcommitted total times the disable threshold), and when it drops back."""
-        over = pct is not None and pct >= 100.0
         before = self._over.get(host_id)
         self._over[host_id] = over
         if before is None and not over or before == over:
             return
         message = (
-            f"host {name} memory allocation reached its cluster's limit ({pct:.0f} %)"
+            f"host {name} memory allocation reached its cluster's limit "
+            f"({pct or 0:.0f} % of the overcommitted total)"
             if over
             else f"host {name} memory allocation is back under its cluster's limit"
         )
