@@ -5,7 +5,8 @@
 
 A control plane (no task workers, libvirt's test:/// driver as its host, a SQLite
 file unless --database-url names PostgreSQL) with N instances on that host, three
-tasks each, all in the admin's project. The admin signs in through the login form
+tasks and three events each and a day of hourly usage records each, all in the
+admin's project. The admin signs in through the login form
 (cookie session) and every page is fetched, in-process through the whole ASGI
 stack (session check, policy, queries, template); median, p95 and worst in ms.
 Target: no page over 300 ms.
@@ -27,11 +28,14 @@ from sqlalchemy import insert, select, update
 
 from nubis.api.app import create_app
 from nubis.config import Settings
+from nubis.db.metering_models import UsageRecord
 from nubis.db.models import Flavor, Host, Image, Instance, Project, Task
+from nubis.db.monitoring_models import Event
 from nubis.platform import Platform
 
 TARGET_MS = 300.0
 STATUSES = ("running", "stopped", "paused", "error")
+USAGE_HOURS = 24  # usage records per instance: one per hour
 
 
 def populate(platform: Platform, count: int) -> tuple[str, str]:
@@ -82,6 +86,41 @@ def populate(platform: Platform, count: int) -> tuple[str, str]:
                 )
         s.execute(insert(Instance), rows)
         s.execute(insert(Task), tasks)
+        s.execute(
+            insert(Event),
+            [
+                dict(
+                    id=str(uuid.uuid4()),
+                    created_at=t["created_at"],
+                    project_id=project.id,
+                    resource_type="instance",
+                    resource_id=t["resource_id"],
+                    kind="task.succeeded",
+                    severity="info",
+                    message=f"{t['kind']} succeeded",
+                )
+                for t in tasks
+            ],
+        )
+        hour = now.replace(minute=0, second=0, microsecond=0)
+        s.execute(
+            insert(UsageRecord),
+            [
+                dict(
+                    id=str(uuid.uuid4()),
+                    project_id=project.id,
+                    resource_type="instance",
+                    resource_id=r["id"],
+                    resource_name=r["name"],
+                    metric="instance.hours",
+                    dimension="m1.tiny",
+                    period_start=hour - timedelta(hours=h),
+                    quantity=1.0,
+                )
+                for r in rows
+                for h in range(USAGE_HOURS)
+            ],
+        )
         s.execute(
             update(Host)
             .where(Host.id == host.id)
@@ -138,11 +177,17 @@ def main() -> None:
             "/volumes",
             "/networks",
             "/projects",
+            "/events",
+            "/alarms",
+            "/usage",
         ]
         password = (settings.data_dir / "admin-password").read_text().strip()
         with TestClient(create_app(platform, manage_lifecycle=False)) as client:
             sign_in(client, password)
-            print(f"{args.instances} instances, {3 * args.instances} tasks; ms per page")
+            print(
+                f"{args.instances} instances, {3 * args.instances} tasks and events, "
+                f"{USAGE_HOURS * args.instances} usage records; ms per page"
+            )
             worst = 0.0
             for path in pages:
                 samples = []
