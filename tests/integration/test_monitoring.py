@@ -1,6 +1,7 @@
 """Monitoring on real guests: CPU of a guest made to burn it, disk and network
 counters, host samples, and the events of what happened."""
 
+import statistics
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -66,7 +67,13 @@ def test_a_busy_guest_shows_its_cpu_and_idle_one_does_not(server):
             time.sleep(INTERVAL / 2)
         else:
             raise AssertionError(f"busy guest's CPU: {values}")
-        assert max(last_values(server, idle["id"], "cpu_pct", 3)) < 50
+        # the idle guest over the same 10 s: one 2-second sample of an emulated guest
+        # can spike when the host's cores are busy, so its median is what is judged
+        time.sleep(3 * INTERVAL)
+        idle_cpu = last_values(server, idle["id"], "cpu_pct", 5)
+        busy_cpu = last_values(server, busy["id"], "cpu_pct", 5)
+        assert len(idle_cpu) == 5 and statistics.median(idle_cpu) < 50, idle_cpu
+        assert statistics.median(busy_cpu) > 80, busy_cpu
         series = server.client.get(
             f"/instances/{busy['id']}/metrics", params={"since": recent()}
         ).json()["series"]
