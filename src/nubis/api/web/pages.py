@@ -16,6 +16,7 @@ from nubis.api.routers import audit, flavors, hosts, images, networks, users, vo
 from nubis.api.schemas import HostOut, InstanceOut, PageOut, TaskOut
 from nubis.api.web.render import Me, can, page
 from nubis.db.models import Host, Instance
+from nubis.platform import Platform
 from nubis.services import events, overview
 from nubis.services.auth import Principal
 from nubis.services.lookup import PageRequest
@@ -73,25 +74,6 @@ def _cpu_chart(s: Session, me: Principal) -> dict[str, Any]:
     return {"cpu_series": series, "cpu_title": title}
 
 
-def _listing(
-    request: Request, me: Me, action: str, template: str, fetch: Callable[[], PageOut]
-) -> HTMLResponse:
-    return page(request, me, action, template, lambda: {"page": fetch()})
-
-
-@router.get("/hosts")
-def host_list(
-    request: Request, platform: PlatformDep, me: Me, offset: int = Offset
-) -> HTMLResponse:
-    return _listing(
-        request,
-        me,
-        "GET /hosts",
-        "hosts.html",
-        lambda: hosts.list_hosts(platform, me, paged(offset, "name"), None, None),
-    )
-
-
 @router.get("/hosts/{ref}")
 def host_detail(
     request: Request, platform: PlatformDep, me: Me, ref: str, offset: int = Offset
@@ -110,93 +92,37 @@ def host_detail(
     return page(request, me, "GET /hosts/{ref}", "host.html", load)
 
 
-@router.get("/images")
-def image_list(
-    request: Request, platform: PlatformDep, me: Me, offset: int = Offset
-) -> HTMLResponse:
-    return _listing(
-        request,
-        me,
-        "GET /images",
-        "images.html",
-        lambda: images.list_images(platform, me, paged(offset, "name"), None),
-    )
-
-
-@router.get("/flavors")
-def flavor_list(
-    request: Request, platform: PlatformDep, me: Me, offset: int = Offset
-) -> HTMLResponse:
-    return _listing(
-        request,
-        me,
-        "GET /flavors",
-        "flavors.html",
-        lambda: flavors.list_flavors(platform, me, paged(offset, "name"), None),
-    )
-
-
-@router.get("/volumes")
-def volume_list(
-    request: Request, platform: PlatformDep, me: Me, offset: int = Offset
-) -> HTMLResponse:
-    return _listing(
-        request,
-        me,
-        "GET /volumes",
-        "volumes.html",
-        lambda: volumes.list_volumes(platform, me, paged(offset, "name")),
-    )
-
-
-@router.get("/networks")
-def network_list(
-    request: Request, platform: PlatformDep, me: Me, offset: int = Offset
-) -> HTMLResponse:
-    return _listing(
-        request,
-        me,
-        "GET /networks",
-        "networks.html",
-        lambda: networks.list_networks(platform, me, paged(offset, "name")),
-    )
-
-
-@router.get("/projects")
-def project_list(
-    request: Request, platform: PlatformDep, me: Me, offset: int = Offset
-) -> HTMLResponse:
-    return _listing(
-        request,
-        me,
-        "GET /projects",
-        "projects.html",
-        lambda: users.list_projects(platform, me, paged(offset, "name")),
-    )
-
-
-@router.get("/users")
-def user_list(
-    request: Request, platform: PlatformDep, me: Me, offset: int = Offset
-) -> HTMLResponse:
-    return _listing(
-        request,
-        me,
-        "GET /users",
-        "users.html",
-        lambda: users.list_users(platform, me, paged(offset, "username")),
-    )
-
-
-@router.get("/audit")
-def audit_log(
-    request: Request, platform: PlatformDep, me: Me, offset: int = Offset
-) -> HTMLResponse:
-    """The newest records first."""
-    return _listing(
-        request,
-        me,
+Fetch = Callable[[Platform, Principal, PageRequest], PageOut]
+# the plain list pages: (page, the API route mirrored, its rows, their order); the
+# template is named after the page
+LISTINGS: tuple[tuple[str, str, Fetch, str], ...] = (
+    ("/hosts", "GET /hosts", lambda p, me, pr: hosts.list_hosts(p, me, pr, None, None), "name"),
+    ("/images", "GET /images", lambda p, me, pr: images.list_images(p, me, pr, None), "name"),
+    ("/flavors", "GET /flavors", lambda p, me, pr: flavors.list_flavors(p, me, pr, None), "name"),
+    ("/volumes", "GET /volumes", volumes.list_volumes, "name"),
+    ("/networks", "GET /networks", networks.list_networks, "name"),
+    ("/projects", "GET /projects", users.list_projects, "name"),
+    ("/users", "GET /users", users.list_users, "username"),
+    (
+        "/audit",  # the newest records first
         "GET /audit",
-        "audit.html",
-        lambda: audit.search(platform, me, paged(offset, "-created_at"), audit.audit_query()),
-    )
+        lambda p, me, pr: audit.search(p, me, pr, audit.audit_query()),
+        "-created_at",
+    ),
+)
+
+
+def _add_listing(path: str, action: str, fetch: Fetch, sort: str) -> None:
+    template = f"{path.strip('/')}.html"
+
+    def listing(
+        request: Request, platform: PlatformDep, me: Me, offset: int = Offset
+    ) -> HTMLResponse:
+        load = lambda: {"page": fetch(platform, me, paged(offset, sort))}  # noqa: E731
+        return page(request, me, action, template, load)
+
+    router.add_api_route(path, listing, methods=["GET"], response_class=HTMLResponse)
+
+
+for _listed in LISTINGS:
+    _add_listing(*_listed)
