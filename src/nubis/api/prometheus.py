@@ -83,6 +83,7 @@ class Telemetry:
     """The registry behind ``/metrics`` and the API latency histogram in it."""
 
     def __init__(self, platform: Platform) -> None:
+        self.expected_auth = f"Bearer {platform.settings.scrape_token()}".encode()
         self.registry = CollectorRegistry()
         self.latency = Histogram(
             "nubis_api_request_duration_seconds",
@@ -123,10 +124,9 @@ class RequestTimer:
 
 @router.get("/metrics")
 def prometheus_metrics(request: Request) -> Response:
-    platform: Platform = request.app.state.platform
-    presented = request.headers.get("authorization", "")
-    expected = f"Bearer {platform.settings.scrape_token()}"
-    if not hmac.compare_digest(presented.encode(), expected.encode()):
+    telemetry: Telemetry = request.app.state.telemetry
+    presented = request.headers.get("authorization", "").encode()
+    if not hmac.compare_digest(presented, telemetry.expected_auth):
         raise Unauthorized("GET /metrics needs the scrape token: Authorization: Bearer <token>")
-    data = generate_latest(request.app.state.telemetry.registry)
+    data = generate_latest(telemetry.registry)
     return Response(data, media_type=CONTENT_TYPE_LATEST)

@@ -132,7 +132,7 @@ class AlarmService:
             aggregation=req.aggregation,
             comparator="ge" if host_down else req.comparator,
             threshold=1.0 if host_down else req.threshold,
-            hysteresis=req.hysteresis,
+            hysteresis=0.0 if host_down else req.hysteresis,  # down is down: no margin
             duration_seconds=req.duration_seconds,
             webhook_url=req.webhook_url,
             webhook_secret=self.box.encrypt({"secret": secret}) if secret else None,
@@ -283,10 +283,8 @@ def _measure(
 def _decide(rule: AlarmRule, value: float | None, breached: bool | None) -> str:
     if value is None or breached is None:
         return "insufficient_data"
-    if rule.state == "alarm" and rule.metric != HOST_DOWN:
+    if rule.state == "alarm":  # clears only past the threshold by the hysteresis
         shift = -rule.hysteresis if rule.comparator in ("gt", "ge") else rule.hysteresis
         still = COMPARATORS[rule.comparator](value, rule.threshold + shift)
         return "alarm" if still else "ok"
-    if rule.state == "alarm" and rule.metric == HOST_DOWN:
-        return "alarm" if value >= 1 else "ok"
     return "alarm" if breached else "ok"

@@ -72,18 +72,14 @@ def what_is_used(session: Session) -> list[Use]:
         Use(v.project_id, "volume", v.id, v.name, "volume.gib_hours", "", float(v.size_gib))
         for v in session.scalars(select(Volume).where(Volume.status != "deleting"))
     ]
-    disks = {i.id: i.disk_gib for i in session.scalars(select(Instance))}
+    snapshots = session.execute(  # an instance snapshot counts its instance's disk size
+        select(Snapshot, Instance.disk_gib)
+        .join(Instance, Instance.id == Snapshot.instance_id)
+        .where(Snapshot.status == "available")
+    ).all()
     uses += [
-        Use(
-            s.project_id,
-            "snapshot",
-            s.id,
-            s.name,
-            "snapshot.gib_hours",
-            "",
-            float(disks.get(s.instance_id, 0)),
-        )
-        for s in session.scalars(select(Snapshot).where(Snapshot.status == "available"))
+        Use(s.project_id, "snapshot", s.id, s.name, "snapshot.gib_hours", "", float(disk))
+        for s, disk in snapshots
     ]
     uses += [
         Use(s.project_id, "snapshot", s.id, s.name, "snapshot.gib_hours", "", float(s.size_gib))
@@ -94,7 +90,6 @@ def what_is_used(session: Session) -> list[Use]:
         for i in session.scalars(
             select(Image).where(Image.project_id.is_not(None), Image.status == "active")
         )
-        if i.project_id is not None
     ]
     return uses
 

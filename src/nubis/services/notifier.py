@@ -36,6 +36,17 @@ class Smtp:
     sender: str
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """What one delivery attempt needs, read before any network call."""
+
+    id: str
+    channel: str
+    target: str
+    payload: str
+    secret: str | None  # the rule's webhook signing secret
+
+
 def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
@@ -52,12 +63,12 @@ class Notifier:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _send(self, note: Notification, secret: str | None) -> None:
+    def _send(self, note: Outgoing) -> None:
         body = note.payload.encode()
         if note.channel == "webhook":
             headers = {"Content-Type": "application/json", DELIVERY_HEADER: note.id}
-            if secret:
-                headers[SIGNATURE_HEADER] = signature(secret, body)
+            if note.secret:
+                headers[SIGNATURE_HEADER] = signature(note.secret, body)
             resp = httpx.post(note.target, content=body, headers=headers, timeout=5)
             resp.raise_for_status()
             return
@@ -83,18 +94,25 @@ class Notifier:
                 .order_by(Notification.created_at)
                 .limit(50)
             ).all()
-            work = [(n.id, n.channel, n.target, n.payload, sealed) for n, sealed in due]
+            work = [
+                Outgoing(
+                    n.id,
+                    n.channel,
+                    n.target,
+                    n.payload,
+                    self.box.decrypt(sealed)["secret"] if sealed else None,
+                )
+                for n, sealed in due
+            ]
         delivered = 0
-        for note_id, channel, target, payload, sealed in work:
-            secret = self.box.decrypt(sealed)["secret"] if sealed else None
-            note = Notification(id=note_id, channel=channel, target=target, payload=payload)
+        for note in work:
             try:
-                self._send(note, secret)
+                self._send(note)
                 error = None
             except Exception as exc:  # any failure is retried: say which
                 error = f"{exc.__class__.__name__}: {exc}"[:1000]
             with self.db.begin() as s:
-                row = s.get(Notification, note_id)
+                row = s.get(Notification, note.id)
                 if row is None:
                     continue
                 row.attempts += 1
@@ -106,7 +124,7 @@ class Notifier:
                     if row.attempts >= MAX_ATTEMPTS:
                         row.status = "failed"
                         log.warning(
-                            "notification %s to %s failed for good: %s", note_id, target, error
+                            "notification %s to %s failed for good: %s", note.id, note.target, error
                         )
                     else:
                         pause = min(300, 2**row.attempts)

@@ -76,23 +76,30 @@ def delete_rate(rate_id: str, platform: PlatformDep, _p: PrincipalDep) -> Respon
     return Response(status_code=204)
 
 
-def project_report(
+def _report(
     platform: PlatformDep, principal: PrincipalDep, project: str | None, month: str | None
-) -> ReportOut:
+) -> tuple[str, metering.Report]:
+    """The project's name and its report (the caller's project unless named)."""
     with platform.db.begin() as s:
         found = get_by_id_or_name(s, Project, project or principal.project_id, "project")
         if not principal.owns(found.id):
             raise NotFoundError(f"project {project!r} not found")
-        rep = metering.report(s, found.id, month or utcnow().strftime("%Y-%m"))
-        return ReportOut(
-            project_id=found.id,
-            project=found.name,
-            month=rep.month,
-            currency=rep.currency,
-            lines=[LineOut(**vars(line)) for line in rep.lines],
-            daily=rep.daily,
-            total=rep.total,
-        )
+        return found.name, metering.report(s, found.id, month or utcnow().strftime("%Y-%m"))
+
+
+def project_report(
+    platform: PlatformDep, principal: PrincipalDep, project: str | None, month: str | None
+) -> ReportOut:
+    name, rep = _report(platform, principal, project, month)
+    return ReportOut(
+        project_id=rep.project_id,
+        project=name,
+        month=rep.month,
+        currency=rep.currency,
+        lines=[LineOut(**vars(line)) for line in rep.lines],
+        daily=rep.daily,
+        total=rep.total,
+    )
 
 
 @router.get("/usage/report", response_model=None)
@@ -105,14 +112,11 @@ def usage_report(
 ) -> ReportOut | Response:
     """What ``project`` (default: yours) used in ``month`` and what it costs: per
     metric and flavor, each line rounded to the cent, and per day."""
-    out = project_report(platform, principal, project, month)
     if format == "json":
-        return out
-    rep = metering.Report(out.project_id, out.month, out.currency, total=out.total)
-    rep.lines = [metering.Line(**line.model_dump()) for line in out.lines]
-    name = f"usage-{out.project}-{out.month}.csv"
+        return project_report(platform, principal, project, month)
+    name, rep = _report(platform, principal, project, month)
     return Response(
         metering.report_csv(rep),
         media_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        headers={"Content-Disposition": f'attachment; filename="usage-{name}-{rep.month}.csv"'},
     )
