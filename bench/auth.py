@@ -17,15 +17,13 @@ import argparse
 import hashlib
 import hmac
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+from control_plane import control_plane
 from fastapi.testclient import TestClient
 
 from nubis.api.app import create_app
-from nubis.config import Settings
 from nubis.platform import Platform
 from nubis.services import signing
 
@@ -53,23 +51,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="nubis-bench-auth-"))
-    settings = Settings(
-        data_dir=tmp / "data",
-        database_url=args.database_url,
-        register_local_host=False,
-        build_tiny_image=False,
-        task_workers=0,
-        pool_path=tmp / "disks",
-        console_path=tmp / "console",
-    )
-    platform = Platform(settings)
-    platform.start()
-    try:
-        with TestClient(create_app(platform, manage_lifecycle=False)) as client:
-            run(client, platform, args.requests)
-    finally:
-        platform.stop()
+    with (
+        control_plane("auth", args.database_url) as platform,
+        TestClient(create_app(platform, manage_lifecycle=False)) as client,
+    ):
+        run(client, platform, args.requests)
 
 
 def run(client: TestClient, platform: Platform, n: int) -> None:

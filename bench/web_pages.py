@@ -17,17 +17,15 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+from control_plane import control_plane
 from fastapi.testclient import TestClient
 from sqlalchemy import insert, select, update
 
 from nubis.api.app import create_app
-from nubis.config import Settings
 from nubis.db.metering_models import UsageRecord
 from nubis.db.models import Flavor, Host, Image, Instance, Project, Task
 from nubis.db.monitoring_models import Event
@@ -147,19 +145,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="nubis-bench-web-"))
-    settings = Settings(
-        data_dir=tmp / "data",
-        database_url=args.database_url,
-        register_local_host=False,
-        build_tiny_image=False,
-        task_workers=0,
-        pool_path=tmp / "disks",
-        console_path=tmp / "console",
-    )
-    platform = Platform(settings)
-    platform.start()
-    try:
+    with control_plane("web", args.database_url) as platform:
         platform.hosts.add(platform.db, "fake", "test:///default")
         instance_id, host_id = populate(platform, args.instances)
         pages = [
@@ -181,7 +167,7 @@ def main() -> None:
             "/alarms",
             "/usage",
         ]
-        password = (settings.data_dir / "admin-password").read_text().strip()
+        password = (platform.settings.data_dir / "admin-password").read_text().strip()
         with TestClient(create_app(platform, manage_lifecycle=False)) as client:
             sign_in(client, password)
             print(
@@ -205,8 +191,6 @@ def main() -> None:
                 )
             verdict = "met" if worst <= TARGET_MS else "MISSED"
             print(f"slowest request {worst:.1f} ms: target {TARGET_MS:.0f} ms {verdict}")
-    finally:
-        platform.stop()
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.integration.server import NubisServer
+from tests.integration.server import serving
 
 CHROMIUM = "/usr/bin/chromium"
 # as root, on a machine with no way out: no sandbox, no background traffic
@@ -29,15 +29,9 @@ PASSWORD = "e2e-correct-horse-battery"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("nubis") / "data"
-    srv = NubisServer(
-        data,
-        NUBIS_RECONCILE_INTERVAL_SECONDS="600",
-        NUBIS_CONSOLE_TICKET_SECONDS=str(TICKET_SECONDS),
-        NUBIS_METRICS_INTERVAL_SECONDS="2",
-    ).start()
-    yield srv
-    srv.stop()
+    env = {"NUBIS_CONSOLE_TICKET_SECONDS": str(TICKET_SECONDS)}
+    with serving(tmp_path_factory, NUBIS_METRICS_INTERVAL_SECONDS="2", **env) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,18 @@ def devcluster_slot() -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextmanager
+def serving(tmp_path_factory: Any, **env: str) -> Iterator[NubisServer]:
+    """A started server with its own data directory, stopped (and checked) after; the
+    periodic reconciliation is slowed to 10 minutes unless ``env`` says otherwise."""
+    data = tmp_path_factory.mktemp("nubis") / "data"
+    srv = NubisServer(data, **{"NUBIS_RECONCILE_INTERVAL_SECONDS": "600", **env}).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -158,6 +170,16 @@ class NubisServer:
                 return text
             time.sleep(0.5)
         raise AssertionError(f"{READY} x{count} not seen; console:\n{text[-2000:]}")
+
+    def wait_field(self, path: str, field: str, value: Any, timeout: float = 30) -> dict:
+        """GET ``path`` until its ``field`` is ``value``; the answer."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.client.get(path).json()
+            if found[field] == value:
+                return found
+            time.sleep(0.2)
+        raise AssertionError(f"{path}: {field} is {found[field]!r}, expected {value!r}")
 
     def wait_status(self, ref: str, status: str, timeout: float = 30) -> dict:
         deadline = time.monotonic() + timeout

@@ -31,24 +31,12 @@ def srv(cluster, tmp_path_factory):
     s.stop()
 
 
-def wait_host(srv, name: str, state: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        host = srv.client.get(f"/hosts/{name}").json()
-        if host["state"] == state:
-            return host
-        time.sleep(0.2)
-    raise AssertionError(f"host {name} is {host['state']}, expected {state}")
+def wait_host(srv, name: str, state: str) -> dict:
+    return srv.wait_field(f"/hosts/{name}", "state", state)
 
 
-def wait_alarm(srv, alarm_id: str, state: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alarm = srv.client.get(f"/alarms/{alarm_id}").json()
-        if alarm["state"] == state:
-            return alarm
-        time.sleep(0.2)
-    raise AssertionError(f"alarm is {alarm['state']}, expected {state}")
+def wait_alarm(srv, alarm_id: str, state: str) -> dict:
+    return srv.wait_field(f"/alarms/{alarm_id}", "state", state)
 
 
 def test_hosts_are_separate_libvirtds_sharing_one_disk_directory(cluster, srv):

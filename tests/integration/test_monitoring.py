@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from nubis.services.notifier import signature
-from tests.integration.server import NubisServer
+from tests.integration.server import serving
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.integration
@@ -19,15 +19,9 @@ BURN = "#!/bin/sh\nwhile :; do :; done\n"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data = tmp_path_factory.mktemp("nubis") / "data"
-    srv = NubisServer(
-        data,
-        NUBIS_RECONCILE_INTERVAL_SECONDS="600",
-        NUBIS_METRICS_INTERVAL_SECONDS=str(INTERVAL),
-        NUBIS_METERING_INTERVAL_SECONDS="1",
-    ).start()
-    yield srv
-    srv.stop()
+    env = {"NUBIS_METRICS_INTERVAL_SECONDS": str(INTERVAL), "NUBIS_METERING_INTERVAL_SECONDS": "1"}
+    with serving(tmp_path_factory, **env) as srv:
+        yield srv
 
 
 def create(server, name: str, **extra) -> dict:

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nubis.api.app import create_app
+from nubis.services import policy
 from tests.unit.identity_world import PASSWORD, ROLES, bootstrap_password
 
 PAGES = {
@@ -158,12 +159,9 @@ def test_logout_ends_the_token(browser, callers):
 
 @pytest.mark.parametrize("role", sorted(ROLES))
 def test_every_page_follows_the_policy(browser, platform, role):
-    from nubis.services import policy
-
     username = ROLES[role][0]
-    password = PASSWORD
-    if username in ("admin", "security"):
-        password = bootstrap_password(platform, username)
+    bootstrap = username in ("admin", "security")
+    password = bootstrap_password(platform, username) if bootstrap else PASSWORD
     browser_login(browser, username, password)
     roles = policy.effective_roles(ROLES[role][1], ROLES[role][2])
     dashboard = browser.get("/dashboard").text
