@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     maintenance_parallel: int = 2  # live migrations at once when draining a host
     keepalive_interval: int = 5
     keepalive_count: int = 3
+    # host health: how often each host is checked, how long it may fail its checks
+    # before it is judged (fenced, declared down, its HA instances restarted
+    # elsewhere), and how many restarts of one instance are allowed per window
+    ha_check_interval_seconds: float = Field(default=5.0, ge=0.2, le=300.0)
+    host_down_after_seconds: float = Field(default=20.0, ge=1.0, le=3600.0)
+    ha_max_restarts: int = Field(default=3, ge=1, le=100)
+    ha_restart_window_seconds: float = Field(default=600.0, ge=10.0)
     # monitoring: how often hosts and instances are sampled, and how long samples
     # are kept at each resolution (raw; 5-minute averages; hourly averages)
     collect_metrics: bool = True

@@ -25,6 +25,8 @@ from nubis.services import bootstrap, events, snapshots
 from nubis.services.alarms import AlarmService
 from nubis.services.collector import Collector
 from nubis.services.console import ConsoleService
+from nubis.services.ha import HaMonitor, HaSettings
+from nubis.services.ha_tasks import FailoverHandler, RestartInPlaceHandler, RestartLimit
 from nubis.services.host_tasks import EvacuateHandler, MaintenanceHandler
 from nubis.services.hosts import HostService
 from nubis.services.housekeeping import Housekeeping
@@ -114,6 +116,22 @@ class Platform:
                     settings.migration_max_bandwidth_mib_s,
                 )
             )
+        restarts = RestartLimit(settings.ha_max_restarts, settings.ha_restart_window_seconds)
+        self.engine.register(
+            FailoverHandler(self.instance_tasks, self.instances, restarts, settings.pool_path)
+        )
+        self.engine.register(RestartInPlaceHandler(self.instance_tasks, restarts))
+        self.ha = HaMonitor(
+            self.db,
+            self.hosts,
+            self.engine,
+            settings.pool_path,
+            HaSettings(
+                check_interval=settings.ha_check_interval_seconds,
+                down_after=settings.host_down_after_seconds,
+            ),
+        )
+        self.sync.on_crash = self.ha.on_crash
         self.volume_driver = VolumeDriver(self.conns)
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
         self.volumes = VolumeService(self.instances)
@@ -183,6 +201,7 @@ class Platform:
         self.engine.start()
         self.sync.start()
         self.sync.reconcile_all()
+        self.ha.start()
         self.housekeeping.start()
         if self.settings.collect_metrics:
             self.collector.start()
@@ -197,6 +216,7 @@ class Platform:
         self.notifier.stop()
         self.meter.stop()
         self.housekeeping.stop()
+        self.ha.stop()
         self.sync.stop()
         self.engine.stop()
         self.conns.close_all()

@@ -86,7 +86,19 @@ class HostOut(Out):
     hostname: str | None
     error: str | None
     last_seen_at: datetime | None
+    unreachable_since: datetime | None = Field(description="since when libvirt fails checks")
+    fence_method: str = Field(description="none, ipmi or devcluster")
+    fenced_at: datetime | None
     created_at: datetime
+
+
+class FencingIn(In):
+    method: str = Field(description="none, ipmi (ipmitool lanplus) or devcluster")
+    address: str | None = Field(default=None, description="ipmi: the BMC's address")
+    username: str | None = Field(default=None, description="ipmi: BMC user")
+    password: str | None = Field(default=None, description="ipmi: BMC password (kept encrypted)")
+    host: str | None = Field(default=None, description="devcluster: the host's name (dev-<n>)")
+    base: str | None = Field(default=None, description="devcluster: its directory")
 
 
 class ImageImportIn(In):
@@ -181,6 +193,17 @@ class InstanceIn(In):
         default="nocloud",
         description="cloud-init seed disc: nocloud (label cidata) or configdrive (config-2)",
     )
+    ha: bool = Field(
+        default=False,
+        description="high availability: restarted elsewhere when its host fails, and in "
+        "place when its QEMU process dies",
+    )
+    ha_priority: int = Field(default=0, description="0-1000: higher ones restart first")
+
+
+class InstanceHaIn(In):
+    enabled: bool = Field(description="restart it when its host fails or its QEMU dies")
+    priority: int = Field(default=0, description="0-1000: higher ones restart first")
 
 
 class InstanceOut(Out):
@@ -203,6 +226,8 @@ class InstanceOut(Out):
     status: str
     task_state: str | None
     error: str | None
+    ha_enabled: bool
+    ha_priority: int
     created_at: datetime
     updated_at: datetime
 
@@ -291,6 +316,16 @@ class ClusterSettingsIn(In):
         description="the disk directory is shared although libvirt cannot detect it "
         "(a bind mount, the devcluster): allow live migration anyway",
     )
+    ha_reserve: bool | None = Field(
+        default=None,
+        description="refuse new instances that would leave too little free capacity to "
+        "restart the VMs of the largest host after it fails ((N-1) rule)",
+    )
+    ha_lockspace: str | None = Field(
+        default=None,
+        description="directory (as this server sees it) of the hosts' virtlockd lockspace "
+        "on shared storage; held leases prove a VM still runs ('' removes it)",
+    )
 
 
 class ClusterIn(ClusterSettingsIn):
@@ -309,6 +344,8 @@ class ClusterOut(Out):
     max_instances_per_host: int | None
     weigher: str
     trust_shared_storage: bool
+    ha_reserve: bool
+    ha_lockspace: str | None
     created_at: datetime
 
 

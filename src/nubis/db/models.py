@@ -216,6 +216,11 @@ class Cluster(Base):
     # the disk directory is shared although libvirt cannot tell (a bind mount, a test
     # bed): live migration then skips libvirt's shared-filesystem check
     trust_shared_storage: Mapped[bool] = mapped_column(default=False)
+    # keep enough free capacity to restart the VMs of the largest host elsewhere
+    ha_reserve: Mapped[bool] = mapped_column(default=False)
+    # where this control plane sees the hosts' virtlockd lockspace (a directory on the
+    # cluster's shared storage): a held lease there means the VM still runs somewhere
+    ha_lockspace: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -234,7 +239,13 @@ class Host(Base):
     disk_gib: Mapped[int] = mapped_column(Integer, default=0)  # capacity of its disk pool
     # encrypted JSON {"username","password"} for URIs that authenticate
     credentials: Mapped[str | None] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), default="down")  # up | down
+    state: Mapped[str] = mapped_column(String(16), default="down")  # up|unreachable|down
+    # since when libvirt has not answered (None while up)
+    unreachable_since: Mapped[datetime | None]
+    # how the host is powered off before its VMs restart elsewhere: none|ipmi|devcluster
+    fence_method: Mapped[str] = mapped_column(String(16), default="none")
+    fence_params: Mapped[str | None] = mapped_column(Text)  # encrypted JSON
+    fenced_at: Mapped[datetime | None]
     enabled: Mapped[bool] = mapped_column(default=True)
     virt_type: Mapped[str] = mapped_column(String(8), default="qemu")  # detected kvm | qemu
     virt_type_override: Mapped[str | None] = mapped_column(String(8))
@@ -315,6 +326,10 @@ class Instance(Base):
     status: Mapped[str] = mapped_column(String(16), default="building")
     task_state: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
+    # high availability: restarted elsewhere when its host fails (highest priority
+    # first), and in place when its QEMU process dies
+    ha_enabled: Mapped[bool] = mapped_column(default=False)
+    ha_priority: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

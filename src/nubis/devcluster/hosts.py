@@ -5,8 +5,11 @@ namespace, where a tmpfs covers ``/run`` and per-host directories are bound
 over ``/etc/libvirt``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and
 ``/var/cache/libvirt``. One shared directory is bound at the same path
 (``/var/lib/libvirt/nubis/disks``) in every host: the cluster's shared primary
-storage. Host ``i`` listens for libvirt's remote protocol on TCP at
-``127.0.0.(10+i)`` without authentication: a test bed, never a deployment.
+storage. A second shared directory (``/var/lib/libvirt/nubis/locks``) is the
+lockspace of the hosts' ``virtlockd``: libvirt's lock manager takes a lease there
+for every disk a QEMU process opens, so no two hosts can run the same disk, and a
+lease still held says the VM is still running. Host ``i`` listens for libvirt's
+remote protocol on TCP at ``127.0.0.(10+i)`` without authentication: a test bed, never a deployment.
 
 Nothing is mounted in the caller's namespace; a host's namespace (and every
 mount in it) ends with its last process, so killing a host's processes is
@@ -27,6 +30,7 @@ from pathlib import Path
 DEFAULT_BASE = Path("/var/lib/nubis-devcluster")
 TCP_PORT = 16509
 SHARED_MOUNTPOINT = "/var/lib/libvirt/nubis/disks"
+LOCKS_MOUNTPOINT = "/var/lib/libvirt/nubis/locks"
 BOUND = ("etc", "lib", "log", "cache")  # per-host dirs bound over the libvirt paths
 
 LAUNCH = r"""
@@ -36,9 +40,12 @@ mount --bind "$H/etc" /etc/libvirt
 mount --rbind "$H/lib" /var/lib/libvirt
 mkdir -p /var/lib/libvirt/nubis/disks
 mount --bind "$SHARED" /var/lib/libvirt/nubis/disks
+mkdir -p /var/lib/libvirt/nubis/locks
+mount --bind "$LOCKS" /var/lib/libvirt/nubis/locks
 mount --bind "$H/log" /var/log/libvirt
 mount --bind "$H/cache" /var/cache/libvirt
 virtlogd -d -p "$H/virtlogd.pid"
+virtlockd -d -p "$H/virtlockd.pid"
 libvirtd -d -l -p "$H/libvirtd.pid"
 """
 
@@ -140,18 +147,31 @@ class DevHost:
             # the hosts share one network namespace: give each its own VNC ports
             + f"remote_display_port_min = {6000 + 100 * self.index}\n"
             + f"remote_display_port_max = {6099 + 100 * self.index}\n"
+            # disk leases in the shared lockspace (virtlockd)
+            + 'lock_manager = "lockd"\n'
+        )
+        (etc / "qemu-lockd.conf").write_text(
+            "auto_disk_leases = 1\n"
+            "require_lease_for_disks = 1\n"
+            f'file_lockspace_dir = "{LOCKS_MOUNTPOINT}"\n'
         )
         for name in ("virtlogd.conf", "libvirt.conf"):
             src = Path("/etc/libvirt") / name
             if src.exists() and not (etc / name).exists():
                 shutil.copy2(src, etc / name)
         shared.mkdir(parents=True, exist_ok=True)
+        locks_of(shared).mkdir(parents=True, exist_ok=True)
 
     def start(self, shared: Path, timeout: float = 30) -> None:
         if self.libvirtd_pid() is not None:
             return
         self.prepare(shared)
-        env = {**os.environ, "H": str(self.dir), "SHARED": str(shared)}
+        env = {
+            **os.environ,
+            "H": str(self.dir),
+            "SHARED": str(shared),
+            "LOCKS": str(locks_of(shared)),
+        }
         proc = subprocess.run(
             ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", LAUNCH],
             env=env,
@@ -184,6 +204,13 @@ class DevHost:
                 time.sleep(0.05)
         self.pidfile.unlink(missing_ok=True)
         (self.dir / "virtlogd.pid").unlink(missing_ok=True)
+        (self.dir / "virtlockd.pid").unlink(missing_ok=True)
+
+
+def locks_of(shared: Path) -> Path:
+    """The lockspace beside the shared disks, as this (the control plane's) namespace
+    sees it: give it to Nubis as the cluster's ``ha_lockspace``."""
+    return shared.parent / "locks"
 
 
 def alive(pid: int) -> bool:
@@ -205,6 +232,10 @@ class DevCluster:
     @property
     def shared(self) -> Path:
         return self.base / "shared"
+
+    @property
+    def lockspace(self) -> Path:
+        return locks_of(self.shared)
 
     def hosts(self) -> list[DevHost]:
         root = self.base / "hosts"

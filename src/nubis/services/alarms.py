@@ -261,7 +261,7 @@ def _measure(
         host = s.get(Host, rule.resource_id)
         if host is None:
             return None, None
-        if host.state != "down":
+        if host.state == "up":  # unreachable counts: it is not serving
             return 0.0, False
         seen = host.last_seen_at.timestamp() if host.last_seen_at else 0.0
         return 1.0, now - seen >= rule.duration_seconds

@@ -172,49 +172,56 @@ class EvacuateHandler(_HostHandler):
         errors = []
         for iid in self.remaining(ctx.resource_id):
             try:
-                self._restart_elsewhere(iid, ctx.resource_id)
+                restart_elsewhere(self.t, self.instances, iid, ctx.resource_id)
             except (ServiceError, DriverError, LookupError) as exc:
                 errors.append(f"{iid}: {getattr(exc, 'message', exc)}")
         if errors:
             raise RuntimeError("some instances could not be evacuated: " + "; ".join(errors))
 
-    def _restart_elsewhere(self, instance_id: str, dead_host_id: str) -> None:
-        with self.t.db.begin() as s:
-            inst = s.get(Instance, instance_id)
-            if inst is None or inst.host_id != dead_host_id:
-                return
-            dead = s.get(Host, dead_host_id)
-            assert dead is not None
-            was = inst.status
-            self.instances.guard(s, inst, ("running", "paused", "stopped", "error"), "evacuating")
-            target = self.instances.scheduler.place_elsewhere(s, inst, dead)
-            local = unreachable_volumes(s, inst.id, target)
-            if local:  # the data is on the dead host's own disks: it cannot come along
-                raise Conflict(
-                    f"its volume(s) {', '.join(local)} are in a pool of the down host only"
-                )
-            claims.release(s, dead.id, inst.vcpus, inst.memory_mib, inst.disk_gib)
-            inst.host_id = target.id
-            target_ref = self.t.hosts.ref(target)
-            # the snapshots' data is in the disks, their metadata died with the host
-            s.execute(
-                update(Snapshot)
-                .where(Snapshot.instance_id == instance_id)
-                .values(status="error", error="metadata lost when the host failed")
-            )
-        try:
-            root = self.t.driver.volume_path(target_ref, root_volume_name(instance_id))
-            if root is None:
-                raise LookupError("its root disk is not on the cluster's shared storage")
-            self.t.ports.prepare(target_ref, instance_id)
-            spec = self.t.domain_spec(instance_id, root)
-            self.t.driver.define(target_ref, spec)
-            if was in ("running", "paused"):
-                self.t.driver.start(target_ref, instance_id)
-            self.t.settle(instance_id, "running" if was in ("running", "paused") else "stopped")
-        except Exception as exc:
-            self.t.settle(instance_id, "error", f"evacuation failed: {exc}")
-            raise
-
     def failed(self, ctx: TaskContext, error: str) -> None:
         """Instances not yet moved stay on the down host; the task lists them."""
+
+
+def restart_elsewhere(
+    t: InstanceTasks, instances: InstanceService, instance_id: str, dead_host_id: str
+) -> str | None:
+    """Move an instance of a down host to another host of its cluster (chosen by the
+    scheduler: rule group and capacity obeyed, the HA reserve usable) and start it
+    there if it was running; the name of that host, None if it had already moved."""
+    with t.db.begin() as s:
+        inst = s.get(Instance, instance_id)
+        if inst is None or inst.host_id != dead_host_id:
+            return None
+        dead = s.get(Host, dead_host_id)
+        assert dead is not None
+        was = inst.status
+        if inst.task_state != "evacuating":  # a resumed task finds its own mark
+            instances.guard(s, inst, ("running", "paused", "stopped", "error"), "evacuating")
+        target = instances.scheduler.place_elsewhere(s, inst, dead)
+        local = unreachable_volumes(s, inst.id, target)
+        if local:  # the data is on the dead host's own disks: it cannot come along
+            raise Conflict(f"its volume(s) {', '.join(local)} are in a pool of the down host only")
+        claims.release(s, dead.id, inst.vcpus, inst.memory_mib, inst.disk_gib)
+        inst.host_id = target.id
+        target_name = target.name
+        target_ref = t.hosts.ref(target)
+        # the snapshots' data is in the disks, their metadata died with the host
+        s.execute(
+            update(Snapshot)
+            .where(Snapshot.instance_id == instance_id)
+            .values(status="error", error="metadata lost when the host failed")
+        )
+    try:
+        root = t.driver.volume_path(target_ref, root_volume_name(instance_id))
+        if root is None:
+            raise LookupError("its root disk is not on the cluster's shared storage")
+        t.ports.prepare(target_ref, instance_id)
+        spec = t.domain_spec(instance_id, root)
+        t.driver.define(target_ref, spec)
+        if was in ("running", "paused"):
+            t.driver.start(target_ref, instance_id)
+        t.settle(instance_id, "running" if was in ("running", "paused") else "stopped")
+    except Exception as exc:
+        t.settle(instance_id, "error", f"evacuation failed: {exc}")
+        raise
+    return target_name

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from nubis.db.models import Cluster, Host, Instance, utcnow
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
+from nubis.drivers.fencing import AGENTS
 from nubis.drivers.libvirt.compute import HostInfo, HostRef, LibvirtDriver
 from nubis.drivers.libvirt.connection import Credentials
 from nubis.services import events, inventory
@@ -110,7 +111,8 @@ class HostService:
 
     def refresh(self, db: Database, host_id: str) -> Host | None:
         """Probe the host again (no transaction held meanwhile) and record the result:
-        up with fresh facts, or down with the reason."""
+        up with fresh facts, or unreachable with the reason (only the HA monitor
+        declares a host down, after its timeout: see services/ha.py)."""
         with db.begin() as s:
             host = s.get(Host, host_id)
             if host is None:
@@ -124,24 +126,39 @@ class HostService:
             host = s.get(Host, host_id)
             if host is None:
                 return None
-            was = host.state
             if isinstance(result, str):
-                host.state = "down"
-                host.error = result
+                mark_unreachable(s, host, result)
             else:
+                was = host.state
                 self._apply(host, result)
-            if host.state != was:
-                why = f": {host.error}" if host.state == "down" else ""
-                events.record(
-                    s,
-                    f"host.{host.state}",
-                    f"host {host.name} is {host.state}{why}",
-                    "host",
-                    host.id,
-                    severity="error" if host.state == "down" else "info",
-                    resource_name=host.name,
-                )
+                host.unreachable_since = None
+                if was != "up":
+                    events.record(
+                        s,
+                        "host.up",
+                        f"host {host.name} is up",
+                        "host",
+                        host.id,
+                        resource_name=host.name,
+                    )
             return host
+
+    def set_fencing(self, session: Session, ref: str, method: str, params: dict[str, str]) -> Host:
+        """How the host is powered off before its HA instances restart elsewhere."""
+        agent = AGENTS.get(method)
+        if agent is None:
+            raise BadRequest(f"fence method must be one of {', '.join(AGENTS)}")
+        try:
+            agent.check(params)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+        host = get_by_id_or_name(session, Host, ref, "host")
+        host.fence_method = method
+        host.fence_params = self.box.encrypt(params) if method != "none" else None
+        return host
+
+    def fence_params(self, host: Host) -> dict[str, str]:
+        return self.box.decrypt(host.fence_params) if host.fence_params else {}
 
     def remove(self, session: Session, ref: str) -> Host:
         host = get_by_id_or_name(session, Host, ref, "host")
@@ -158,3 +175,22 @@ class HostService:
         host = get_by_id_or_name(session, Host, ref, "host")
         host.enabled = enabled
         return host
+
+
+def mark_unreachable(session: Session, host: Host, error: str) -> None:
+    """libvirt did not answer: an up host becomes unreachable (an event); the time it
+    started is kept, so the HA monitor can tell a blip from a failure."""
+    host.error = error
+    if host.state != "up":
+        return
+    host.state = "unreachable"
+    host.unreachable_since = utcnow()
+    events.record(
+        session,
+        "host.unreachable",
+        f"host {host.name} is unreachable: {error}",
+        "host",
+        host.id,
+        severity="warning",
+        resource_name=host.name,
+    )

@@ -102,8 +102,11 @@ class InstanceService:
         clone: str = "linked",
         nics: list[NicRequest] | None = None,
         guest: GuestRequest | None = None,
+        ha: bool = False,
+        ha_priority: int = 0,
     ) -> tuple[Instance, Task]:
         validate_name(name, "instance")
+        check_ha_priority(ha_priority)
         if clone not in CLONE_MODES:
             raise BadRequest(f"clone must be one of {', '.join(CLONE_MODES)}")
         guest = guest or GuestRequest()
@@ -144,6 +147,7 @@ class InstanceService:
             memory_mib=flavor.memory_mib,
             disk_gib=flavor.disk_gib,
             host_id=requested.id if requested else None,
+            keep_ha_reserve=True,
         )
         request = self.scheduler.group_request(session, request, group.id if group else None)
         quotas.claim(session, principal.project_id, _quota_of(flavor.vcpus, flavor.memory_mib))
@@ -170,6 +174,8 @@ class InstanceService:
             public_key=key.public_key if key else None,
             user_data=user_data,
             seed_format=seed_format,
+            ha_enabled=ha,
+            ha_priority=ha_priority,
         )
         session.add(instance)
         session.flush()
@@ -204,6 +210,7 @@ class InstanceService:
                 memory_mib=source.memory_mib,
                 disk_gib=source.disk_gib,
                 host_id=source.host_id,  # its disk is in that host's pool
+                keep_ha_reserve=True,
             ),
         )
         instance = Instance(
@@ -244,6 +251,17 @@ class InstanceService:
         params: dict[str, object] | None = None,
     ) -> Task:
         return submit_task(self.engine, session, principal, kind, "instance", instance_id, params)
+
+    def set_ha(
+        self, session: Session, principal: Principal, ref: str, enabled: bool, priority: int
+    ) -> Instance:
+        """Mark an instance highly available (restarted after a host failure, highest
+        priority first, and in place when its QEMU process dies), or not."""
+        check_ha_priority(priority)
+        instance = self.get(session, principal, ref)
+        instance.ha_enabled = enabled
+        instance.ha_priority = priority
+        return instance
 
     def guard(
         self,
@@ -309,3 +327,11 @@ class InstanceService:
         except DriverError as exc:
             raise Unavailable(f"cannot read the console log from the host: {exc}") from exc
         return data.decode("utf-8", errors="replace")
+
+
+HA_PRIORITY_MAX = 1000
+
+
+def check_ha_priority(priority: int) -> None:
+    if not 0 <= priority <= HA_PRIORITY_MAX:
+        raise BadRequest(f"ha_priority must be between 0 and {HA_PRIORITY_MAX}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -57,6 +58,8 @@ class ClusterSettings:
     max_instances_per_host: int | None = None
     weigher: str | None = None
     trust_shared_storage: bool | None = None
+    ha_reserve: bool | None = None
+    ha_lockspace: str | None = None  # "" removes it
 
 
 def _apply_settings(cluster: Cluster, settings: ClusterSettings, unset_max: bool) -> None:
@@ -78,6 +81,16 @@ def _apply_settings(cluster: Cluster, settings: ClusterSettings, unset_max: bool
         cluster.max_instances_per_host = None
     if settings.trust_shared_storage is not None:
         cluster.trust_shared_storage = settings.trust_shared_storage
+    if settings.ha_reserve is not None:
+        cluster.ha_reserve = settings.ha_reserve
+    if settings.ha_lockspace is not None:
+        path = settings.ha_lockspace
+        if path and not (path.startswith("/") and Path(path).is_dir()):
+            raise BadRequest(
+                "ha_lockspace must be the absolute path of a directory this server can "
+                "read: the hosts' virtlockd lockspace on the shared storage"
+            )
+        cluster.ha_lockspace = path or None
     if settings.weigher is not None:
         if settings.weigher not in WEIGHERS:
             raise BadRequest(f"weigher must be one of {', '.join(WEIGHERS)}")

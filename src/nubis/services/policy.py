@@ -89,6 +89,7 @@ POLICY: dict[str, frozenset[str]] = {
     "POST /hosts/{ref}/actions/exit-maintenance": INFRA,
     "POST /hosts/{ref}/actions/evacuate": INFRA,
     "POST /hosts/{ref}/actions/{action}": INFRA,
+    "PUT /hosts/{ref}/fencing": INFRA,
     **_crud("/storage-pools", INFRA, INFRA),
     "POST /storage-pools/{ref}/actions/refresh": INFRA,
     **_crud("/disk-offerings", READ, INFRA),
@@ -108,6 +109,7 @@ POLICY: dict[str, frozenset[str]] = {
     "PUT /instances/{ref}/cdrom": WRITE,
     "DELETE /instances/{ref}/cdrom": WRITE,
     "PUT /instances/{ref}/boot-order": WRITE,
+    "PUT /instances/{ref}/ha": WRITE,
     "POST /instances/{ref}/actions/{action}": WRITE,
     "GET /instances/{ref}/console-log": READ,
     # a console is control of the machine: not for readers. The console websocket

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 
 from sqlalchemy import select, update
 
@@ -34,6 +35,8 @@ class StateSync:
         self._events: queue.Queue[DomainEvent | str | None] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # a domain's QEMU died: (instance id, host URI) -> True if someone restarts it
+        self.on_crash: Callable[[str, str], bool] | None = None
 
     # called from libvirt's event thread: never block there
     def on_domain_event(self, event: DomainEvent) -> None:
@@ -63,6 +66,8 @@ class StateSync:
                 continue
             try:
                 if isinstance(item, DomainEvent):
+                    if item.crashed and self.on_crash and self.on_crash(item.uuid, item.uri):
+                        continue  # high availability restarts it
                     self.apply(item.uuid, item.state, item.uri)
                 else:
                     self.refresh_host_by_uri(item)

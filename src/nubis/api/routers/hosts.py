@@ -6,7 +6,15 @@ from fastapi import APIRouter, Response
 from sqlalchemy import select
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
-from nubis.api.schemas import CapacityOut, EvacuateIn, HostIn, HostOut, PageOut, TaskAccepted
+from nubis.api.schemas import (
+    CapacityOut,
+    EvacuateIn,
+    FencingIn,
+    HostIn,
+    HostOut,
+    PageOut,
+    TaskAccepted,
+)
 from nubis.db.models import Host
 from nubis.services import host_tasks, inventory
 from nubis.services.errors import NotFoundError
@@ -82,6 +90,15 @@ def evacuate(ref: str, body: EvacuateIn, platform: PlatformDep, _p: PrincipalDep
     with platform.db.begin() as s:
         task = host_tasks.evacuate(platform.instances, s, ref, body.confirm_host_down)
     return TaskAccepted(task_id=task.id)
+
+
+@router.put("/{ref}/fencing")
+def set_fencing(ref: str, body: FencingIn, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
+    """How the host is powered off before its HA instances restart elsewhere; the
+    parameters are kept encrypted and never shown."""
+    params = body.model_dump(exclude={"method"}, exclude_none=True)
+    with platform.db.begin() as s:
+        return HostOut.model_validate(platform.hosts.set_fencing(s, ref, body.method, params))
 
 
 @router.post("/{ref}/actions/{action}")

@@ -13,6 +13,7 @@ from nubis.api.schemas import (
     CdromIn,
     CloneIn,
     InstanceAccepted,
+    InstanceHaIn,
     InstanceIn,
     InstanceOut,
     MigrateIn,
@@ -64,6 +65,8 @@ def create_instance(
                 for n in body.networks
             ],
             GuestRequest(body.hostname, body.key_pair, body.user_data, body.seed_format),
+            body.ha,
+            body.ha_priority,
         )
         out = InstanceOut.model_validate(instance).model_dump()
     return InstanceAccepted(**out, task_id=task.id)
@@ -183,6 +186,16 @@ def eject_disc(ref: str, platform: PlatformDep, principal: PrincipalDep) -> Task
     """Empty the CD-ROM drive (a running guest's tray lock is overridden)."""
     with platform.db.begin() as s:
         return TaskAccepted(task_id=media.request_eject(platform.instances, s, principal, ref).id)
+
+
+@router.put("/{ref}/ha")
+def set_ha(
+    ref: str, body: InstanceHaIn, platform: PlatformDep, principal: PrincipalDep
+) -> InstanceOut:
+    """High availability on or off, and its restart priority."""
+    with platform.db.begin() as s:
+        instance = platform.instances.set_ha(s, principal, ref, body.enabled, body.priority)
+        return InstanceOut.model_validate(instance)
 
 
 @router.put("/{ref}/boot-order", status_code=202)

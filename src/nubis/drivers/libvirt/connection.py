@@ -82,6 +82,8 @@ class DomainEvent:
     uuid: str
     name: str
     state: str  # running | paused | stopped
+    # the QEMU process ended unexpectedly (killed, crashed): not a shutdown or a stop
+    crashed: bool = False
 
 
 _loop_lock = threading.Lock()
@@ -182,18 +184,22 @@ class ConnectionPool:
         self,
         _conn: libvirt.virConnect,
         dom: libvirt.virDomain,
-        _event: int,
-        _detail: int,
+        event: int,
+        detail: int,
         uri: str,
     ) -> None:
         if self.on_domain_event is None:
             return
+        crashed = event == libvirt.VIR_DOMAIN_EVENT_STOPPED and detail in (
+            libvirt.VIR_DOMAIN_EVENT_STOPPED_FAILED,
+            libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED,
+        )
         try:
             state = power_state(dom.state()[0])
         except libvirt.libvirtError:
             state = "stopped"  # undefined while we looked: it is not running
         try:
-            self.on_domain_event(DomainEvent(uri, dom.UUIDString(), dom.name(), state))
+            self.on_domain_event(DomainEvent(uri, dom.UUIDString(), dom.name(), state, crashed))
         except Exception:  # never let a listener kill the event loop
             log.exception("domain event listener failed")
 

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Instance, RuleGroup
 from nubis.services.errors import Conflict
-from nubis.services.scheduler import claims
+from nubis.services.scheduler import claims, reserve
 from nubis.services.scheduler.filters import FILTERS, PlacementRequest
 from nubis.services.scheduler.state import HostState, load_host_states
 from nubis.services.scheduler.weighers import ORDER_BY_SQL, order
@@ -98,6 +98,9 @@ class Scheduler:
     def place(self, session: Session, req: PlacementRequest) -> Host:
         """Choose a host and claim the request on it, in the caller's transaction.
 
+        A new instance (``keep_ha_reserve``) is refused when its claim breaks the HA
+        reserve of the chosen host's cluster; the caller's transaction then rolls back.
+
         Fast path: the database applies the filters' conditions and the weigher and
         returns a few best candidates, which the filters and weighers then judge as
         usual. Only when none of them can be claimed are all hosts loaded, to claim
@@ -114,18 +117,26 @@ class Scheduler:
             passing, _ = filter_hosts(candidates, req)
             chosen = self._claim_first(session, passing, req)
             if chosen is not None:
-                return chosen
+                return self._check_reserve(session, chosen, req)
         hosts = load_host_states(session, req.cluster_id)
         passing, removed = filter_hosts(hosts, req)
         if not passing:
             raise NoValidHost(explain(len(hosts), removed))
         chosen = self._claim_first(session, passing, req)
         if chosen is not None:
-            return chosen
+            return self._check_reserve(session, chosen, req)
         raise NoValidHost(
             f"no host can take this instance: the {len(passing)} host(s) that fitted were "
             "filled by concurrent requests"
         )
+
+    @staticmethod
+    def _check_reserve(session: Session, chosen: Host, req: PlacementRequest) -> Host:
+        if req.keep_ha_reserve:
+            why = reserve.shortfall(session, chosen.cluster_id)
+            if why is not None:
+                raise NoValidHost(why)
+        return chosen
 
     @staticmethod
     def _claim_first(

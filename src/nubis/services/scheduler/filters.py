@@ -31,6 +31,8 @@ class PlacementRequest:
     group_strict: bool = True
     group_host_ids: frozenset[str] = frozenset()
     member_host_ids: frozenset[str] = field(default_factory=frozenset)
+    # a new instance: refused if it breaks the cluster's HA reserve (see reserve.py)
+    keep_ha_reserve: bool = False
 
 
 class Filter(Protocol):
