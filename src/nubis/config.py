@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     # secret used to encrypt credentials at rest; default: <data_dir>/secret.key
     secret_key: SecretStr | None = None
     # test hook: "<task kind>:<step>" makes the process exit at that step,
-    # "<task kind>:<step>:raise" makes the step fail
+    # "<task kind>:<step>:raise" makes the step fail; "@<file>": read from that file
+    # at each step
     fault_inject: str | None = Field(default=None)
 
     @classmethod

@@ -41,7 +41,7 @@ from nubis.services.networks import NetworkService
 from nubis.services.nics import NicService
 from nubis.services.notifier import Notifier, Smtp
 from nubis.services.ports import PortPlumbing
-from nubis.services.scheduler import Scheduler
+from nubis.services.scheduler import Scheduler, claims
 from nubis.services.secrets import SecretBox
 from nubis.services.security_groups import SecurityGroupService
 from nubis.services.snapshots import SnapshotService
@@ -132,6 +132,7 @@ class Platform:
             ),
         )
         self.sync.on_crash = self.ha.on_crash
+        self.ha.on_back = self.sync.reconcile_host
         self.volume_driver = VolumeDriver(self.conns)
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
         self.volumes = VolumeService(self.instances)
@@ -198,6 +199,10 @@ class Platform:
         recovered = self.engine.recover()
         if recovered:
             log.warning("recovered %d interrupted task(s)", len(recovered))
+        # after recovery (whose clean-ups release what interrupted tasks claimed), the
+        # claim counters are recomputed from where the instances are
+        with self.db.begin() as s:
+            claims.heal(s)
         self.engine.start()
         self.sync.start()
         self.sync.reconcile_all()

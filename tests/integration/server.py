@@ -22,16 +22,34 @@ from nubis.devcluster.hosts import DevCluster
 READY = "NUBIS-GUEST-READY"
 
 
+# devclusters side by side: each slot has its own addresses (127.0.0.11.., 127.0.0.31..)
+SLOTS = 2
+SLOT_OFFSET = 20
+
+
 @contextmanager
-def devcluster_slot() -> Iterator[None]:
-    """Devcluster hosts have fixed addresses (127.0.0.11...): one devcluster at a time
-    on this machine, whichever test worker wants it."""
-    with open("/tmp/nubis-devcluster-tests.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+def devcluster_slot() -> Iterator[int]:
+    """A free devcluster slot (its address offset) for this test worker, held until the
+    end; when every slot is taken, wait for the first."""
+    files = [open(f"/tmp/nubis-devcluster-slot-{i}.lock", "w") for i in range(SLOTS)]
+    try:
+        for i, fh in enumerate(files):
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            held = i
+            break
+        else:
+            fcntl.flock(files[0], fcntl.LOCK_EX)
+            held = 0
         try:
-            yield
+            yield held * SLOT_OFFSET
         finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(files[held], fcntl.LOCK_UN)
+    finally:
+        for fh in files:
+            fh.close()
 
 
 @contextmanager
@@ -57,8 +75,10 @@ class NubisServer:
         self.data_dir = data_dir
         self.port = free_port()
         self.env = env
-        self.proc: subprocess.Popen | None = None
+        self.proc: Any = None  # a Popen, or a process forked by a zygote (forked.py)
         self.client: httpx.Client | None = None
+        # how to start the server process: (environment, log file) -> a Popen-like
+        self.spawn: Callable[[dict[str, str], Path], Any] | None = None
 
     @property
     def url(self) -> str:
@@ -73,13 +93,16 @@ class NubisServer:
             **self.env,
             **extra_env,
         }
-        log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "nubis.cli.main", "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        log_path = self.data_dir.parent / f"server-{self.port}.log"
+        if self.spawn is not None:
+            self.proc = self.spawn(env, log_path)
+        else:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nubis.cli.main", "serve"],
+                env=env,
+                stdout=open(log_path, "ab"),
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -213,8 +236,8 @@ def libvirt_leftovers(instance_id: str, uri: str = "qemu:///system") -> list[str
 @contextmanager
 def running_devcluster(base: Path, hosts: int) -> Iterator[DevCluster]:
     """A devcluster of ``hosts`` hosts for a test module, removed (and checked) after."""
-    cluster = DevCluster(base)
-    with devcluster_slot():
+    with devcluster_slot() as offset:
+        cluster = DevCluster(base, offset)
         cluster.up(hosts)
         try:
             yield cluster

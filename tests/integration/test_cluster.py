@@ -20,8 +20,12 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def srv(cluster, tmp_path_factory):
     s = NubisServer(
-        tmp_path_factory.mktemp("nubis-cluster") / "data", NUBIS_RECONCILE_INTERVAL_SECONDS="5"
+        tmp_path_factory.mktemp("nubis-cluster") / "data",
+        NUBIS_RECONCILE_INTERVAL_SECONDS="5",
+        NUBIS_HOST_DOWN_AFTER_SECONDS="3",
+        NUBIS_HA_CHECK_INTERVAL_SECONDS="1",
     ).start()
+    s.dev1_uri = cluster.host("dev-1").uri  # the hosts' addresses depend on the slot
     assert (
         s.client.post("/clusters", json={"name": "dc", "trust_shared_storage": True}).status_code
         == 201
@@ -47,7 +51,7 @@ def delete_all(srv, instances):
     for task_id in tasks:
         assert srv.wait_task(task_id)["status"] == "succeeded"
     for inst in instances:
-        assert libvirt_leftovers(inst["id"], "qemu+tcp://127.0.0.11/system") == []
+        assert libvirt_leftovers(inst["id"], srv.dev1_uri) == []
 
 
 def host_names(srv):
@@ -177,7 +181,7 @@ def test_cancelled_migration_leaves_the_guest_running_where_it_was(srv):
     # the target's claim is released and nothing of the instance is left there
     after = {h["name"]: h["instance_count"] for h in srv.client.get("/hosts").json()["items"]}
     assert after == counts
-    assert not defined_on("qemu+tcp://127.0.0.11/system", iid)
+    assert not defined_on(srv.dev1_uri, iid)
     delete_all(srv, [inst])
 
 
@@ -274,7 +278,7 @@ def test_evacuate_a_dead_host_only_when_confirmed(srv, cluster):
     def stale_on_dev3() -> list[str]:  # the root disk is shared: it is not stale
         return [
             x
-            for x in libvirt_leftovers(iid, "qemu+tcp://127.0.0.13/system")
+            for x in libvirt_leftovers(iid, cluster.host("dev-3").uri)
             if not x.startswith("nubis-disks/")
         ]
 

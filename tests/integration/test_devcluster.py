@@ -26,6 +26,8 @@ def srv(cluster, tmp_path_factory):
         tmp_path_factory.mktemp("nubis-dc") / "data",
         NUBIS_RECONCILE_INTERVAL_SECONDS="2",
         NUBIS_METRICS_INTERVAL_SECONDS="2",
+        NUBIS_HOST_DOWN_AFTER_SECONDS="3",
+        NUBIS_HA_CHECK_INTERVAL_SECONDS="1",
     ).start()
     yield s
     s.stop()
@@ -56,10 +58,10 @@ def test_hosts_are_separate_libvirtds_sharing_one_disk_directory(cluster, srv):
     iid = created["id"]
     assert READY in srv.wait_console(iid)
     assert (cluster.shared / f"nubis-{iid}-root").exists()  # on the shared storage
-    conn = libvirt.open("qemu+tcp://127.0.0.12/system")
+    conn = libvirt.open(cluster.host("dev-2").uri)
     assert conn.lookupByUUIDString(iid).isActive() == 1
     conn.close()
-    conn = libvirt.open("qemu+tcp://127.0.0.11/system")
+    conn = libvirt.open(cluster.host("dev-1").uri)
     with pytest.raises(libvirt.libvirtError):
         conn.lookupByUUIDString(iid)  # dev-1 does not know it
     conn.close()
@@ -97,13 +99,14 @@ def test_hosts_are_separate_libvirtds_sharing_one_disk_directory(cluster, srv):
 
 def test_down_leaves_no_process_mount_or_listener(cluster, srv):
     srv.stop()  # removes its images from the hosts while they are up
-    pids = [pid for h in cluster.hosts() for pid in h.processes()]
+    hosts = cluster.hosts()
+    pids = [pid for h in hosts for pid in h.processes()]
     assert pids  # libvirtd, virtlogd and the guests of both hosts
     cluster.down(purge=True)
     assert not cluster.base.exists()
     assert [p for p in pids if alive(p)] == []
     mounts = subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True)
     assert str(cluster.base) not in mounts.stdout
-    for address in ("127.0.0.11", "127.0.0.12"):
+    for host in hosts:
         with pytest.raises(libvirt.libvirtError):
-            libvirt.open(f"qemu+tcp://{address}/system")
+            libvirt.open(host.uri)

@@ -24,9 +24,10 @@ def control_plane(db_url, tmp_path):
     )
     platform = Platform(settings)
     platform.start()
-    # tests deliver notifications and sweep usage themselves, when they choose
+    # tests deliver notifications, sweep usage and judge host health themselves
     platform.notifier.stop()
     platform.meter.stop()
+    platform.ha.stop()
     yield platform
     platform.stop()
 

@@ -13,6 +13,7 @@ from nubis.tasks.engine import INTERRUPTED, TaskContext, TaskEngine
 class Recorder:
     def __init__(self, kind: str, resumable: bool = True, fail: bool = False) -> None:
         self.kind = kind
+        self.steps = ("work",)
         self.resumable = resumable
         self.fail = fail
         self.runs: list[str] = []
@@ -117,3 +118,28 @@ def test_unknown_task_kind_is_refused_at_submit(db):
     engine = TaskEngine(db)
     with pytest.raises(KeyError), db.begin() as s:
         engine.submit(s, "no.such.kind", "thing", "x")
+
+
+def test_steps_are_declared_and_a_fault_fires_on_the_first_attempt_only(db, tmp_path):
+    fault = tmp_path / "fault"
+    fault.write_text("demo:work:raise")
+    engine = TaskEngine(db, workers=0, fault_inject=f"@{fault}")
+    handler = Recorder("demo")
+    engine.register(handler)
+    with db.begin() as s:
+        task = engine.submit(s, "demo", "thing", "t-1")
+        task.attempts = 1
+        s.flush()
+        first = TaskContext(engine, task)
+    with pytest.raises(RuntimeError, match="fault injected at demo:work"):
+        first.step("work", 10)
+    with pytest.raises(RuntimeError, match="no declared step 'other'"):
+        first.step("other", 10)
+    with db.begin() as s:
+        task = s.get(Task, first.task_id)
+        task.attempts = 2
+        s.flush()
+        again = TaskContext(engine, task)
+    again.step("work", 10)  # a task run again after a crash is not crashed again
+    fault.write_text("")
+    first.step("work", 10)  # disarmed

@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
-from nubis.cli.client import console, fail, request, saved_token, show
+from nubis.cli.client import base_url, console, fail, saved_token, show
+from nubis.devcluster.chaos import CLUSTER, ChaosError, register_hosts, run_chaos
 from nubis.devcluster.hosts import DEFAULT_BASE, DevCluster, DevClusterError
 
 app = typer.Typer(help="Simulated hosts for trying clustering on one machine", no_args_is_help=True)
-CLUSTER = "devcluster"
 Base = Annotated[Path, typer.Option("--base", help="where the hosts keep their state")]
 
 
@@ -32,18 +33,42 @@ def up(
         if saved_token() is None:
             console.print("not logged in: hosts not registered (run `nubis login`, then again)")
             return
-        clusters = request("GET", "/clusters", params={"limit": 1000}).json()["items"]
-        if CLUSTER not in {c["name"] for c in clusters}:
-            # the hosts share one disk directory by construction (a bind mount libvirt
-            # cannot recognise as shared): say so, so live migration is allowed
-            request("POST", "/clusters", json={"name": CLUSTER, "trust_shared_storage": True})
-        known = {h["uri"] for h in request("GET", "/hosts", params={"limit": 1000}).json()["items"]}
-        for host in started:
-            if host.uri not in known:
-                request(
-                    "POST", "/hosts", json={"name": host.name, "uri": host.uri, "cluster": CLUSTER}
-                )
-                console.print(f"registered {host.name} in cluster {CLUSTER}")
+        with api_client() as http:
+            register_hosts(http, DevCluster(base))
+        console.print(
+            f"hosts registered in cluster {CLUSTER} (shared disks trusted, lockspace "
+            "read, fenced by the devcluster's kill)"
+        )
+
+
+def api_client() -> httpx.Client:
+    return httpx.Client(
+        base_url=base_url(), headers={"Authorization": f"Bearer {saved_token()}"}, timeout=60
+    )
+
+
+@app.command()
+def chaos(
+    base: Base = DEFAULT_BASE,
+    down_after: Annotated[
+        float, typer.Option(help="the server's NUBIS_HOST_DOWN_AFTER_SECONDS")
+    ] = 20.0,
+    report: Annotated[Path, typer.Option(help="where the report goes")] = Path("chaos-report"),
+) -> None:
+    """Break the devcluster (libvirtd crash, network partition, QEMU crash, host crash)
+    with HA instances on it; report detect/fence/restart times and every broken promise."""
+    if len(DevCluster(base).hosts()) < 3:
+        raise fail("the chaos suite needs a devcluster of 3 hosts: nubis devcluster up")
+    if saved_token() is None:
+        raise fail("not logged in: run `nubis login` first")
+    with api_client() as http:
+        try:
+            _, problems = run_chaos(http, DevCluster(base), down_after, report)
+        except ChaosError as exc:
+            raise fail(str(exc)) from exc
+    console.print((report / "chaos-report.md").read_text())
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from nubis.cli import devcluster, identity, inventory, keypairs, networks, resources, storage
+from nubis.cli import ha as _ha  # noqa: F401 - adds the HA commands to instance/host/cluster
 from nubis.cli.client import console, request, save_token
 
 app = typer.Typer(help="Nubis: a private cloud on libvirt/QEMU hosts", no_args_is_help=True)

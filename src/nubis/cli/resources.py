@@ -122,6 +122,8 @@ def instance_create(
     seed_format: Annotated[
         str, typer.Option(help="cloud-init seed disc: nocloud or configdrive")
     ] = "nocloud",
+    ha: Annotated[bool, typer.Option(help="restart it when its host or QEMU fails")] = False,
+    ha_priority: Annotated[int, typer.Option(help="0-1000: higher ones restart first")] = 0,
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
@@ -142,6 +144,8 @@ def instance_create(
         "user_data": read_text(user_data) if user_data else None,
         "hostname": hostname,
         "seed_format": seed_format,
+        "ha": ha,
+        "ha_priority": ha_priority,
     }
     created = request("POST", "/instances", json=body).json()
     if wait:

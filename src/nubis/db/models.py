@@ -508,6 +508,19 @@ class VolumeAttachment(Base):
         return self.volume_id.replace("-", "")[:20]
 
 
+class StaleDomain(Base):
+    """A domain left on a host its instance was restarted away from while the host was
+    down: removed from that host when it answers again (whatever became of the
+    instance meanwhile), so it can never start a second copy of the VM."""
+
+    __tablename__ = "stale_domains"
+    host_id: Mapped[str] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True
+    )
+    instance_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Snapshot(Base):
     """A point-in-time state of an instance: all its disks (internal qcow2 snapshots),
     and its memory when it was running. ``volume_ids`` are the data volumes it

@@ -58,6 +58,8 @@ class DevClusterError(RuntimeError):
 class DevHost:
     index: int
     base: Path
+    # shifts the addresses and ports, so two devclusters can run side by side
+    offset: int = 0
 
     @property
     def name(self) -> str:
@@ -65,7 +67,7 @@ class DevHost:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.{10 + self.index}"
+        return f"127.0.0.{10 + self.offset + self.index}"
 
     @property
     def uri(self) -> str:
@@ -81,24 +83,20 @@ class DevHost:
 
     # -- state ------------------------------------------------------------------------
     def libvirtd_pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            exe = os.readlink(f"/proc/{pid}/exe")
-        except OSError:
-            return None
-        return pid if exe.endswith("libvirtd") else None
+        return _daemon_pid(self.pidfile, "libvirtd")
 
     def namespace(self) -> str | None:
-        pid = self.libvirtd_pid()
-        if pid is None:
-            return None
-        try:
-            return os.readlink(f"/proc/{pid}/ns/mnt")
-        except OSError:
-            return None
+        """The host's mount namespace, found through its libvirtd, or its virtlockd when
+        libvirtd is dead (the host and its VMs may live on)."""
+        candidates = [self.libvirtd_pid(), _daemon_pid(self.dir / "virtlockd.pid", "virtlockd")]
+        for pid in candidates:
+            if pid is None:
+                continue
+            try:
+                return os.readlink(f"/proc/{pid}/ns/mnt")
+            except OSError:
+                continue
+        return None
 
     def processes(self) -> list[int]:
         """Every process living in this host's mount namespace (libvirtd, qemu, ...)."""
@@ -145,8 +143,8 @@ class DevHost:
             # its own), so the host's processes are exactly its namespace's
             + "namespaces = []\n"
             # the hosts share one network namespace: give each its own VNC ports
-            + f"remote_display_port_min = {6000 + 100 * self.index}\n"
-            + f"remote_display_port_max = {6099 + 100 * self.index}\n"
+            + f"remote_display_port_min = {6000 + 100 * (self.offset + self.index)}\n"
+            + f"remote_display_port_max = {6099 + 100 * (self.offset + self.index)}\n"
             # disk leases in the shared lockspace (virtlockd)
             + 'lock_manager = "lockd"\n'
         )
@@ -180,6 +178,9 @@ class DevHost:
         )
         if proc.returncode != 0:
             raise DevClusterError(f"{self.name}: launch failed: {proc.stderr.strip()}")
+        self.wait_listening(timeout)
+
+    def wait_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.libvirtd_pid() is not None and self.listening():
@@ -207,6 +208,85 @@ class DevHost:
         (self.dir / "virtlockd.pid").unlink(missing_ok=True)
 
 
+# -- partial failures, for the chaos suite ----------------------------------------------
+def kill_libvirtd(host: DevHost) -> None:
+    """libvirtd dies; its QEMU processes and virtlockd (holding their leases) live on."""
+    pid = host.libvirtd_pid()
+    if pid is None:
+        raise DevClusterError(f"{host.name}: libvirtd is not running")
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def restart_libvirtd(host: DevHost, timeout: float = 30) -> None:
+    """Start libvirtd again inside the host's namespace (entered through any process
+    still living there); it takes its running QEMU processes back."""
+    survivors = [p for p in host.processes() if alive(p)]
+    if not survivors:
+        raise DevClusterError(f"{host.name}: nothing is left of the host to restart libvirtd in")
+    proc = subprocess.run(
+        [
+            "nsenter",
+            f"--mount=/proc/{survivors[0]}/ns/mnt",
+            "libvirtd",
+            "-d",
+            "-l",
+            "-p",
+            str(host.pidfile),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise DevClusterError(f"{host.name}: libvirtd did not start: {proc.stderr.strip()}")
+    host.wait_listening(timeout)
+
+
+def _port_rule(host: DevHost) -> list[str]:
+    return ["INPUT", "-d", host.address, "-p", "tcp", "--dport", str(TCP_PORT), "-j", "DROP"]
+
+
+def block_port(host: DevHost) -> None:
+    """Cut the management network: every packet to the host's libvirt port is dropped
+    (established connections included); the host and its VMs keep running."""
+    subprocess.run(["iptables", "-I", *_port_rule(host)], check=True, capture_output=True)
+
+
+def unblock_port(host: DevHost) -> None:
+    while (
+        subprocess.run(["iptables", "-D", *_port_rule(host)], capture_output=True).returncode == 0
+    ):
+        pass  # every copy of the rule
+
+
+def qemu_processes(domain: str) -> list[int]:
+    """Every QEMU process on this machine, whatever its host, running ``domain``."""
+    name = f"guest={domain}"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(a == name or a.startswith(name + ",") for a in args) and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def _daemon_pid(pidfile: Path, daemon: str) -> int | None:
+    """The pid in ``pidfile`` if that process is still ``daemon``."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except (OSError, ValueError):
+        return None
+    return pid if exe.endswith(daemon) else None
+
+
 def locks_of(shared: Path) -> Path:
     """The lockspace beside the shared disks, as this (the control plane's) namespace
     sees it: give it to Nubis as the cluster's ``ha_lockspace``."""
@@ -226,8 +306,19 @@ def alive(pid: int) -> bool:
 
 
 class DevCluster:
-    def __init__(self, base: Path = DEFAULT_BASE) -> None:
+    """Hosts dev-1..dev-N at 127.0.0.(11+offset)...; the offset is kept in the base
+    directory (``offset`` file), so every later command finds the same addresses."""
+
+    def __init__(self, base: Path = DEFAULT_BASE, offset: int | None = None) -> None:
         self.base = base
+        if offset is None:
+            try:
+                offset = int((base / "offset").read_text())
+            except (OSError, ValueError):
+                offset = 0
+        if not 0 <= offset <= 40:
+            raise DevClusterError("the address offset must be between 0 and 40")
+        self.offset = offset
 
     @property
     def shared(self) -> Path:
@@ -244,7 +335,7 @@ class DevCluster:
         indexes = sorted(
             int(p.name.split("-")[1]) for p in root.iterdir() if p.name.startswith("dev-")
         )
-        return [DevHost(i, self.base) for i in indexes]
+        return [DevHost(i, self.base, self.offset) for i in indexes]
 
     def host(self, name: str) -> DevHost:
         for host in self.hosts():
@@ -255,7 +346,9 @@ class DevCluster:
     def up(self, count: int) -> list[DevHost]:
         if not 1 <= count <= 200:
             raise DevClusterError("--hosts must be between 1 and 200")
-        hosts = [DevHost(i, self.base) for i in range(1, count + 1)]
+        hosts = [DevHost(i, self.base, self.offset) for i in range(1, count + 1)]
+        self.base.mkdir(parents=True, exist_ok=True)
+        (self.base / "offset").write_text(str(self.offset))
         for host in hosts:
             host.start(self.shared)
         return hosts

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from nubis.devcluster.hosts import DevHost
+from nubis.devcluster.hosts import DevCluster, DevClusterError
 from nubis.drivers.errors import DriverError
 
 
@@ -79,7 +79,10 @@ class DevclusterFence:
             raise ValueError("devcluster fencing needs base (the devcluster directory)")
 
     def fence(self, params: dict[str, Any]) -> str:
-        host = DevHost(int(params["host"].split("-")[1]), Path(params["base"]))
+        try:
+            host = DevCluster(Path(params["base"])).host(params["host"])
+        except DevClusterError as exc:
+            raise FenceError(str(exc)) from exc
         host.kill()
         return f"killed every process of {host.name}"
 

@@ -18,21 +18,19 @@ from nubis.services import auth, flavors, identity, inventory, policy
 from nubis.services.errors import ServiceError
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService
-from nubis.services.scheduler import claims
 
 log = logging.getLogger(__name__)
 TINY_IMAGE = "nubis-tiny"
 
 
 def seed(db: Database, data_dir: Path) -> Path | None:
-    """Default flavors, zone and cluster, healed claims; on first run, user ``admin``
+    """Default flavors, zone and cluster; on first run, user ``admin``
     (system administrator, admin of project ``admin``) and user ``security`` (security
     administrator), each with a random password in a root-only file. Returns the path
     of the admin's file."""
     with db.begin() as s:
         flavors.seed_defaults(s)
         inventory.ensure_default(s)
-        claims.heal(s)  # the claim counters always agree with the instances at start
         project = auth.ensure_project(s, auth.DEFAULT_PROJECT)
         admin = _first_user(s, data_dir, "admin", policy.SYSTEM_ADMIN)
         if admin is not None:

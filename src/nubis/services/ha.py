@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -75,6 +76,9 @@ class HaMonitor:
         self._fence_tried: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # a host answers again: (host id) -> probe it, remove its stale domains, align
+        # its instances (the state sync's reconcile_host)
+        self.on_back: Callable[[str], None] | None = None
 
     # -- the loop ---------------------------------------------------------------------
     def start(self) -> None:
@@ -154,7 +158,10 @@ class HaMonitor:
         if back:
             self._isolated.discard(host_id)
             self._fence_tried.pop(host_id, None)
-            self.hosts.refresh(self.db, host_id)  # probes it fully and records it up
+            if self.on_back is not None:
+                self.on_back(host_id)
+            else:
+                self.hosts.refresh(self.db, host_id)
         elif judge:
             self.judge(host_id)
 

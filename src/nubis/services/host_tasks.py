@@ -16,7 +16,7 @@ import time
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Instance, Snapshot, Task
+from nubis.db.models import Host, Instance, Snapshot, StaleDomain, Task
 from nubis.drivers.errors import DriverError
 from nubis.services.errors import BadRequest, Conflict, ServiceError
 from nubis.services.instance_tasks import InstanceTasks, root_volume_name
@@ -106,6 +106,7 @@ class _HostHandler:
 
 class MaintenanceHandler(_HostHandler):
     kind = "host.maintenance"
+    steps = ("drain",)
 
     def run(self, ctx: TaskContext) -> None:
         host_id = ctx.resource_id
@@ -116,6 +117,7 @@ class MaintenanceHandler(_HostHandler):
             if not left:
                 break
             batch = left[: self.parallel]
+            ctx.step("drain", int(100 * (total - len(left)) / total))
             waiting = {iid: self._start(iid, errors) for iid in batch}
             for iid, task_id in waiting.items():
                 if task_id is not None:
@@ -167,10 +169,12 @@ class MaintenanceHandler(_HostHandler):
 
 class EvacuateHandler(_HostHandler):
     kind = "host.evacuate"
+    steps = ("restart",)
 
     def run(self, ctx: TaskContext) -> None:
         errors = []
         for iid in self.remaining(ctx.resource_id):
+            ctx.step("restart", 50)
             try:
                 restart_elsewhere(self.t, self.instances, iid, ctx.resource_id)
             except (ServiceError, DriverError, LookupError) as exc:
@@ -203,6 +207,8 @@ def restart_elsewhere(
             raise Conflict(f"its volume(s) {', '.join(local)} are in a pool of the down host only")
         claims.release(s, dead.id, inst.vcpus, inst.memory_mib, inst.disk_gib)
         inst.host_id = target.id
+        # its definition stays on the dead host: removed there once it answers again
+        s.merge(StaleDomain(host_id=dead.id, instance_id=instance_id))
         target_name = target.name
         target_ref = t.hosts.ref(target)
         # the snapshots' data is in the disks, their metadata died with the host

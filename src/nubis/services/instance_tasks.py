@@ -249,6 +249,7 @@ class InstanceTasks:
 
 class _Handler:
     kind = ""
+    steps: tuple[str, ...] = ()
     resumable = True
 
     def __init__(self, tasks: InstanceTasks) -> None:
@@ -260,6 +261,7 @@ class _Handler:
 
 class CreateHandler(_Handler):
     kind = "instance.create"
+    steps = ("image", "disk", "define", "start")
 
     def run(self, ctx: TaskContext) -> None:
         t = self.t
@@ -339,6 +341,7 @@ class CreateHandler(_Handler):
 
 class DeleteHandler(_Handler):
     kind = "instance.delete"
+    steps = ("destroy", "undefine", "disk", "console")
 
     def run(self, ctx: TaskContext) -> None:
         t = self.t
@@ -384,9 +387,11 @@ class DeleteHandler(_Handler):
 
 class StartHandler(_Handler):
     kind = "instance.start"
+    steps = ("start",)
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
+        ctx.step("start", 20)
         self.t.ports.prepare(loaded.ref, ctx.resource_id)  # after a host reboot, say
         self.t.driver.start(loaded.ref, ctx.resource_id)
         self.t.settle(ctx.resource_id, "running")
@@ -394,6 +399,7 @@ class StartHandler(_Handler):
 
 class StopHandler(_Handler):
     kind = "instance.stop"
+    steps = ("shutdown", "destroy")
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
@@ -407,28 +413,34 @@ class StopHandler(_Handler):
 
 class ForceStopHandler(_Handler):
     kind = "instance.force-stop"
+    steps = ("destroy",)
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
+        ctx.step("destroy", 20)
         self.t.driver.destroy(loaded.ref, ctx.resource_id)
         self.t.settle(ctx.resource_id, "stopped")
 
 
 class RebootHandler(_Handler):
     kind = "instance.reboot"
+    steps = ("reboot",)
     resumable = False  # rebooting twice is not what the user asked for
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
+        ctx.step("reboot", 20)
         self.t.driver.reboot(loaded.ref, ctx.resource_id)
         self.t.settle(ctx.resource_id, "running")
 
 
 class PauseHandler(_Handler):
     kind = "instance.pause"
+    steps = ("pause",)
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
+        ctx.step("pause", 20)
         if self.t.driver.state(loaded.ref, ctx.resource_id) != "paused":
             self.t.driver.pause(loaded.ref, ctx.resource_id)
         self.t.settle(ctx.resource_id, "paused")
@@ -436,9 +448,11 @@ class PauseHandler(_Handler):
 
 class ResumeHandler(_Handler):
     kind = "instance.resume"
+    steps = ("resume",)
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
+        ctx.step("resume", 20)
         if self.t.driver.state(loaded.ref, ctx.resource_id) == "paused":
             self.t.driver.resume(loaded.ref, ctx.resource_id)
         self.t.settle(ctx.resource_id, "running")

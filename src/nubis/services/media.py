@@ -98,6 +98,7 @@ class MediaHandler:
     """Insert (``image_id``) or eject (``image_id`` None) the disc of the CD-ROM drive."""
 
     kind = "instance.cdrom"
+    steps = ("copy", "media")
     resumable = True  # copying the image and changing the medium are both idempotent
 
     def __init__(self, tasks: InstanceTasks) -> None:
@@ -135,6 +136,7 @@ class MediaHandler:
 
 class BootOrderHandler:
     kind = "instance.boot-order"
+    steps = ("define",)
     resumable = True
 
     def __init__(self, tasks: InstanceTasks) -> None:
@@ -143,6 +145,7 @@ class BootOrderHandler:
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
         order = ctx.params["order"]
+        ctx.step("define", 50)
         self.t.driver.set_boot_order(loaded.ref, ctx.resource_id, boot_targets(order))
         with self.t.db.begin() as s:
             s.execute(

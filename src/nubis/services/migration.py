@@ -142,6 +142,7 @@ def cancel_requested(db: Database, task_id: str) -> bool:
 
 class MigrateHandler:
     kind = "instance.migrate"
+    steps = ("copy-disc", "networks", "migrate")
     resumable = False  # after a crash: find where the domain is, never migrate twice
 
     def __init__(self, tasks: InstanceTasks) -> None:

@@ -180,6 +180,7 @@ class NicService:
 
 class AttachNicHandler:
     kind = "instance.attach-nic"
+    steps = ("network", "plug")
     resumable = True  # network, reservation, filters and the plug are all idempotent
 
     def __init__(self, nics: NicService) -> None:
@@ -213,6 +214,7 @@ class AttachNicHandler:
 
 class DetachNicHandler:
     kind = "instance.detach-nic"
+    steps = ("unplug",)
     resumable = True
 
     def __init__(self, nics: NicService) -> None:

@@ -173,6 +173,7 @@ class _Handler:
 
 class CreateHandler(_Handler):
     kind = "snapshot.create"
+    steps = ("snapshot",)
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self._load(ctx.resource_id)
@@ -205,6 +206,7 @@ class CreateHandler(_Handler):
 
 class RevertHandler(_Handler):
     kind = "snapshot.revert"
+    steps = ("revert",)
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self._load(ctx.resource_id)
@@ -232,6 +234,7 @@ class RevertHandler(_Handler):
 
 class DeleteHandler(_Handler):
     kind = "snapshot.delete"
+    steps = ("delete",)
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self._load(ctx.resource_id)

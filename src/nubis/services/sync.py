@@ -13,9 +13,9 @@ import queue
 import threading
 from collections.abc import Callable
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
-from nubis.db.models import Host, Instance, utcnow
+from nubis.db.models import Host, Instance, StaleDomain, utcnow
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostRef
@@ -115,53 +115,80 @@ class StateSync:
         with self.db.begin() as s:
             host_ids = list(s.scalars(select(Host.id)).all())
         for host_id in host_ids:
-            host = self.hosts.refresh(self.db, host_id)
-            if host is None or host.state != "up":
-                continue
-            ref = self.hosts.ref(host)
-            # an instance changed after this snapshot was taken knows better than it
-            snapshot_at = utcnow()
-            try:
-                domains = self.hosts.driver.list_domains(ref)
-            except DriverError:
-                continue
-            self._remove_strays(host_id, ref, domains)
-            with self.db.begin() as s:
-                idle = s.scalars(
-                    select(Instance).where(
-                        Instance.host_id == host_id,
-                        Instance.task_state.is_(None),
-                        Instance.status.in_(STABLE),
-                        Instance.updated_at <= snapshot_at,
-                    )
-                ).all()
-                for inst in idle:
-                    state = domains.get(inst.id)
-                    if state is None:
-                        inst.status = "error"
-                        inst.error = "the domain is missing on its host"
-                        events.instance_state(s, inst, "error", inst.error)
-                    elif state != inst.status:
-                        inst.status = state
-                        events.instance_state(s, inst, state, "found by reconciliation")
+            self.reconcile_host(host_id)
 
-    def _remove_strays(self, host_id: str, ref: HostRef, domains: dict[str, str]) -> None:
-        """A domain left on a host whose instance now lives on another host (it was
-        evacuated while this host was down) must never start again: undefine it."""
-        if not domains:
+    def reconcile_host(self, host_id: str) -> None:
+        """Probe one host; if it is up, remove its stale domains and align its idle
+        instances with what libvirt reports."""
+        with self.db.begin() as s:
+            known = s.get(Host, host_id)
+            if known is None:
+                return
+            ref = self.hosts.ref(known)
+        # an instance changed after this snapshot was taken knows better than it
+        snapshot_at = utcnow()
+        try:
+            domains = self.hosts.driver.list_domains(ref)
+        except DriverError:
+            self.hosts.refresh(self.db, host_id)  # records it unreachable
+            return
+        # stale domains go before the host counts as up again
+        self._remove_strays(host_id, ref, domains)
+        host = self.hosts.refresh(self.db, host_id)
+        if host is None or host.state != "up":
             return
         with self.db.begin() as s:
-            strays = s.scalars(
-                select(Instance.id).where(
-                    Instance.id.in_(list(domains)),
-                    Instance.host_id != host_id,
+            idle = s.scalars(
+                select(Instance).where(
+                    Instance.host_id == host_id,
                     Instance.task_state.is_(None),
+                    Instance.status.in_(STABLE),
+                    Instance.updated_at <= snapshot_at,
                 )
             ).all()
-        for instance_id in strays:
-            log.warning("removing stale domain of instance %s from host %s", instance_id, host_id)
-            try:
-                self.hosts.driver.undefine(ref, instance_id)
-                self.hosts.driver.delete_console_log(ref, f"nubis-{instance_id}")
-            except DriverError:
-                log.exception("could not remove the stale domain %s", instance_id)
+            for inst in idle:
+                state = domains.get(inst.id)
+                if state is None:
+                    inst.status = "error"
+                    inst.error = "the domain is missing on its host"
+                    events.instance_state(s, inst, "error", inst.error)
+                elif state != inst.status:
+                    inst.status = state
+                    events.instance_state(s, inst, state, "found by reconciliation")
+
+    def _remove_strays(self, host_id: str, ref: HostRef, domains: dict[str, str]) -> None:
+        """A domain left on a host whose instance was restarted elsewhere while this
+        host was down must never start again: undefine it (the instance may have been
+        deleted since: the stale-domain record says it was here)."""
+        with self.db.begin() as s:
+            stale = set(
+                s.scalars(select(StaleDomain.instance_id).where(StaleDomain.host_id == host_id))
+            )
+            if domains:
+                stale |= set(
+                    s.scalars(
+                        select(Instance.id).where(
+                            Instance.id.in_(list(domains)),
+                            Instance.host_id != host_id,
+                            Instance.task_state.is_(None),
+                        )
+                    )
+                )
+        removed = []
+        for instance_id in stale:
+            if instance_id in domains:
+                log.warning("removing stale domain of %s from host %s", instance_id, host_id)
+                try:
+                    self.hosts.driver.undefine(ref, instance_id)
+                    self.hosts.driver.delete_console_log(ref, f"nubis-{instance_id}")
+                except DriverError:
+                    log.exception("could not remove the stale domain %s", instance_id)
+                    continue
+            removed.append(instance_id)
+        if removed:
+            with self.db.begin() as s:
+                s.execute(
+                    delete(StaleDomain).where(
+                        StaleDomain.host_id == host_id, StaleDomain.instance_id.in_(removed)
+                    )
+                )

@@ -141,6 +141,7 @@ class ImageExport:
 
 class TemplateHandler:
     kind = "instance.template"
+    steps = ("flatten", "download", "register")
     resumable = True
 
     def __init__(self, tasks: InstanceTasks) -> None:
@@ -178,6 +179,7 @@ class TemplateHandler:
 
 class VolumeTemplateHandler:
     kind = "volume.template"
+    steps = ("flatten", "download", "register")
     resumable = True
 
     def __init__(

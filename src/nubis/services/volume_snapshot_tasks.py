@@ -122,6 +122,7 @@ class _Handler:
 
 class CreateHandler(_Handler):
     kind = "volume.snapshot"
+    steps = ("freeze", "copy", "merge")
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self._load(ctx)
@@ -187,6 +188,7 @@ class RevertHandler(_Handler):
     to it, the stopped instances' definitions follow, the old file goes."""
 
     kind = "volume.snapshot-revert"
+    steps = ("copy", "switch", "redefine", "cleanup")
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self._load(ctx)
@@ -256,6 +258,7 @@ class RevertHandler(_Handler):
 
 class DeleteHandler(_Handler):
     kind = "volume.snapshot-delete"
+    steps = ("delete",)
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)

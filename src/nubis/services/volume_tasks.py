@@ -120,6 +120,7 @@ class _Handler:
 
 class CreateHandler(_Handler):
     kind = "volume.create"
+    steps = ("copy", "allocate")
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
@@ -180,6 +181,7 @@ class CreateHandler(_Handler):
 
 class DeleteHandler(_Handler):
     kind = "volume.delete"
+    steps = ("wipe", "delete")
 
     def run(self, ctx: TaskContext) -> None:
         try:
@@ -203,6 +205,7 @@ class DeleteHandler(_Handler):
 
 class ExtendHandler(_Handler):
     kind = "volume.extend"
+    steps = ("resize",)
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
@@ -237,6 +240,7 @@ class ExtendHandler(_Handler):
 
 class AttachHandler(_Handler):
     kind = "volume.attach"
+    steps = ("plug",)
 
     def run(self, ctx: TaskContext) -> None:
         la = self.t.load_attachment(ctx.params["attachment_id"])
@@ -278,6 +282,7 @@ class AttachHandler(_Handler):
 
 class DetachHandler(_Handler):
     kind = "volume.detach"
+    steps = ("unplug",)
 
     def run(self, ctx: TaskContext) -> None:
         la = self.t.load_attachment(ctx.params["attachment_id"])

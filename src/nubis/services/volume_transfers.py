@@ -102,6 +102,7 @@ class Upload:
         if self.stream.sent != self.length:
             raise BadRequest(f"the upload ended after {self.stream.sent} of {self.length} bytes")
         self.stream.finish()
+        self.t.engine.fault_point("volume.upload", "finish")
         name = self.volume.libvirt_name
         found = self.t.driver.inspect_volume(self.ref, self.pool_name, name)
         if found.backing:
@@ -211,6 +212,7 @@ class VolumeTransfers:
             s.flush()
         upload = Upload(self, volume, task.id, facts)
         try:
+            self.engine.fault_point("volume.upload", "stream")
             upload.open(ref, pool_name, req.length)
         except Exception as exc:
             upload.abort(str(exc))
@@ -317,6 +319,7 @@ class VolumeTransfers:
             )
             s.flush()
         try:
+            self.engine.fault_point("volume.download", "stream")
             stream = self.driver.open_download(host, pool_name, volume.libvirt_name)
         except DriverError as exc:
             self.release(volume.id)
@@ -334,6 +337,7 @@ class UploadHandler:
     """Uploads run inside their request; this only cleans up after a crash."""
 
     kind = "volume.upload"
+    steps = ("stream", "finish")
     resumable = False
 
     def __init__(self, transfers: VolumeTransfers) -> None:
@@ -348,6 +352,7 @@ class UploadHandler:
 
 class DownloadHandler:
     kind = "volume.download"
+    steps = ("stream",)
     resumable = False
 
     def __init__(self, transfers: VolumeTransfers) -> None:

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
@@ -39,17 +40,17 @@ class TaskContext:
         self.attempt = task.attempts
 
     def step(self, name: str, progress: int) -> None:
-        """Record the step about to run; the fault-injection hook fires here."""
+        """Record the step about to run (one its handler declares); the fault-injection
+        hook fires here."""
+        steps = getattr(self.engine.handlers.get(self.kind), "steps", ())
+        if name not in steps:
+            raise RuntimeError(f"{self.kind} has no declared step {name!r}")
         with self.db.begin() as s:
             s.execute(
                 update(Task).where(Task.id == self.task_id).values(step=name, progress=progress)
             )
-        fault = self.engine.fault_inject or ""
-        if fault == f"{self.kind}:{name}":
-            log.error("fault injection: exiting at %s:%s", self.kind, name)
-            os._exit(137)
-        if fault == f"{self.kind}:{name}:raise":
-            raise RuntimeError(f"fault injected at {self.kind}:{name}")
+        if self.attempt <= 1:  # a task run again after a crash is not crashed again
+            self.engine.fault_point(self.kind, name)
 
     def progress(self, progress: int) -> None:
         self.engine.report(self.task_id, progress)
@@ -58,6 +59,9 @@ class TaskContext:
 class TaskHandler(Protocol):
     kind: str
     resumable: bool  # True: run() is idempotent and is run again after a crash
+    # the names it passes to ctx.step, in order: every point a crash can interrupt it
+    # (the fault-injection test kills the control plane at each of them)
+    steps: tuple[str, ...]
 
     def run(self, ctx: TaskContext) -> None: ...
 
@@ -140,6 +144,23 @@ class TaskEngine:
         task.attempts = 1
         session.add(task)
         return task
+
+    def fault_point(self, kind: str, step: str) -> None:
+        """Test hook (``fault_inject`` = ``kind:step``): exit the process here, as a
+        kill would; ``kind:step:raise`` makes the step fail instead. ``@<file>``: the
+        hook is read from that file each time (a test arms one point after another)."""
+        fault = self.fault_inject or ""
+        if fault.startswith("@"):
+            try:
+                fault = Path(fault[1:]).read_text().strip()
+            except OSError:
+                fault = ""
+        if fault == f"{kind}:{step}":
+            log.error("fault injection: exiting at %s:%s", kind, step)
+            logging.shutdown()
+            os._exit(137)
+        if fault == f"{kind}:{step}:raise":
+            raise RuntimeError(f"fault injected at {kind}:{step}")
 
     def report(self, task_id: str, progress: int) -> None:
         """Record how far a task has come (0-100)."""

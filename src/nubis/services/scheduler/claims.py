@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Instance
+from nubis.db.models import Host, Instance, Task
 from nubis.services.scheduler.filters import PlacementRequest
 from nubis.services.scheduler.state import HostState
 
@@ -82,7 +82,8 @@ def release(session: Session, host_id: str, vcpus: int, memory_mib: int, disk_gi
 
 
 def heal(session: Session) -> None:
-    """Recompute every host's counters from the instances placed on it."""
+    """Recompute every host's counters from the instances placed on it (and the targets
+    of migrations still to run). Run at start-up, after recovery."""
     totals = {
         row.host_id: row
         for row in session.execute(
@@ -97,9 +98,25 @@ def heal(session: Session) -> None:
             .group_by(Instance.host_id)
         ).all()
     }
+    counted = {
+        host_id: [int(row.vcpus), int(row.memory), int(row.disk), int(row.count)]
+        for host_id, row in totals.items()
+    }
+    # a migration not yet done holds a claim on its target too (made when it was asked)
+    pending = session.execute(
+        select(Task.params, Instance.vcpus, Instance.memory_mib, Instance.disk_gib)
+        .join(Instance, Instance.id == Task.resource_id)
+        .where(Task.kind == "instance.migrate", Task.status.in_(("queued", "running")))
+    ).all()
+    for params, vcpus, memory, disk in pending:
+        target = (params or {}).get("target_host_id")
+        if target:
+            row = counted.setdefault(target, [0, 0, 0, 0])
+            row[0] += vcpus
+            row[1] += memory
+            row[2] += disk
+            row[3] += 1
     for host in session.scalars(select(Host)).all():
-        row = totals.get(host.id)
-        host.alloc_vcpus = int(row.vcpus) if row else 0
-        host.alloc_memory_mib = int(row.memory) if row else 0
-        host.alloc_disk_gib = int(row.disk) if row else 0
-        host.instance_count = int(row.count) if row else 0
+        host.alloc_vcpus, host.alloc_memory_mib, host.alloc_disk_gib, host.instance_count = (
+            counted.get(host.id, [0, 0, 0, 0])
+        )

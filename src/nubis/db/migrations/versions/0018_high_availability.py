@@ -1,8 +1,9 @@
-"""high availability: host health and fencing, HA instances, cluster HA reserve
+"""high availability: host health and fencing, HA instances, cluster HA reserve,
+stale domains of hosts that failed
 
 Revision ID: 0018
 Revises: 0017
-Create Date: 2026-12-02 01:40:33.231755
+Create Date: 2026-12-02 02:15:20.030746
 """
 
 import sqlalchemy as sa
@@ -15,6 +16,14 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "stale_domains",
+        sa.Column("host_id", sa.String(length=36), nullable=False),
+        sa.Column("instance_id", sa.String(length=36), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["host_id"], ["hosts.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("host_id", "instance_id"),
+    )
     with op.batch_alter_table("clusters", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("ha_reserve", sa.Boolean(), nullable=False, server_default=sa.false())
@@ -54,3 +63,5 @@ def downgrade() -> None:
     with op.batch_alter_table("clusters", schema=None) as batch_op:
         batch_op.drop_column("ha_lockspace")
         batch_op.drop_column("ha_reserve")
+
+    op.drop_table("stale_domains")
