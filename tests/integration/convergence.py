@@ -81,7 +81,7 @@ def domain_states(uris: dict[str, str], ids: set[str]) -> dict[str, dict[str, st
 
 def check_true_state(srv: NubisServer, made: Made, uris: dict[str, str]) -> None:
     """Every instance is where the database says, in the state libvirt reports, on one
-    host only; deleted ones left nothing; ports, claims and quota usage add up."""
+    host only; deleted ones left nothing; addresses, claims and quota usage add up."""
     wait_settled(srv)
     hosts = {h["id"]: h for h in all_items(srv, "/hosts")}
     instances = {i["id"]: i for i in all_items(srv, "/instances")}
@@ -118,6 +118,15 @@ def check_true_state(srv: NubisServer, made: Made, uris: dict[str, str]) -> None
                 problems.append(f"deleted volume {vid} left {left}")
         elif volumes[vid]["status"] not in ("available", "in-use"):
             problems.append(f"volume {volumes[vid]['name']} is {volumes[vid]['status']}")
+    # addresses: every port belongs to an instance that exists, no address twice
+    for net in all_items(srv, "/networks"):
+        ports = all_items(srv, f"/networks/{net['id']}/ports")
+        orphans = [p["ip"] for p in ports if p["instance_id"] not in instances]
+        if orphans:
+            problems.append(f"network {net['name']}: addresses of no instance {orphans}")
+        ips = [p["ip"] for p in ports]
+        if len(ips) != len(set(ips)):
+            problems.append(f"network {net['name']}: an address given twice {sorted(ips)}")
     # the scheduler's claims are the sum of what each host runs
     for host in hosts.values():
         mine = [i for i in instances.values() if i["host_id"] == host["id"]]

@@ -309,13 +309,19 @@ class Chaos:
         for vm in ha:
             result.restarted.append(f"{vm}: {self.host_name(self.instance(vm)['host_id'])}")
         ids = {self.instances[vm]["id"]: vm for vm in ha}
-        restarts = _ok(
-            self.http.get(
-                "/events",
-                params={"kind": "instance.ha_restart", "sort": "created_at", "limit": 1000},
-            )
-        )["items"]
-        order = [ids[e["resource_id"]] for e in restarts if e["resource_id"] in ids]
+        order: list[str] = []
+
+        def restart_events() -> bool:  # each restart's event follows its instance's start
+            found = _ok(
+                self.http.get(
+                    "/events",
+                    params={"kind": "instance.ha_restart", "sort": "created_at", "limit": 1000},
+                )
+            )["items"]
+            order[:] = [ids[e["resource_id"]] for e in found if e["resource_id"] in ids]
+            return len(order) == len(ha)
+
+        self.until("an event for every restart", restart_events, 10)
         result.notes.append(f"restart order: {', '.join(order)}")
         if self.host_name(self.instance(plain)["host_id"]) != host_name:
             raise ChaosError(f"host-crash: {plain} (not HA) was restarted elsewhere")
