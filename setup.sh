@@ -118,7 +118,7 @@ main() {
       "$VENV/bin/lint-imports" --no-cache
       "$VENV/bin/python" scripts/check_module_size.py
       log "tests (SQLite, then PostgreSQL for the database tests)"
-      "$VENV/bin/pytest" -q -n 2 --dist loadfile "$@"
+      "$VENV/bin/pytest" -q -n 2 --dist loadfile --durations=30 "$@"
       ;;
     *)
       echo "usage: $0 serve|test [args...]" >&2

@@ -81,7 +81,8 @@ def age(platform, host_id: str, seconds: float) -> None:
 
 
 def fail_for(platform, host_id: str, seconds: float) -> None:
-    """The host fails a check, has been failing for ``seconds``, and fails again."""
+    """The host fails two checks, has been failing for ``seconds``, and fails again."""
+    platform.ha.observe(host_id, "gone")
     platform.ha.observe(host_id, "gone")
     age(platform, host_id, seconds)
     platform.ha.observe(host_id, "gone")
@@ -97,6 +98,11 @@ def failover_tasks(platform) -> list[Task]:
 def test_a_blip_is_not_a_failure(platform):
     host = host_row(platform)
     monitor = platform.ha
+    monitor.observe(host.id, "no answer within 5 s")  # once, under load: not yet
+    assert host_row(platform).state == "up"
+    monitor.observe(host.id, None)
+    monitor.observe(host.id, "connection reset")  # the count starts again
+    assert host_row(platform).state == "up"
     monitor.observe(host.id, "connection reset")
     assert host_row(platform).state == "unreachable"
     assert [e.kind for e in events_of(platform, "host.unreachable")] == ["host.unreachable"]
@@ -158,6 +164,24 @@ def test_a_held_lease_keeps_the_host_and_its_vms(world, platform, tmp_path):
     assert host_row(platform).state == "down"
     (task,) = failover_tasks(platform)
     assert task.resource_id == host.id and task.status == "queued"
+
+
+def test_no_failover_without_a_majority_of_the_cluster(world, platform):
+    ha_instance(world)
+    with platform.db.begin() as s:
+        cluster_id = s.scalar(select(Cluster.id).where(Cluster.name == "default"))
+        s.execute(update(Host).values(cluster_id=cluster_id))
+        for i in (2, 3):  # two more hosts of the cluster, one of them silent too
+            state = "unreachable" if i == 2 else "up"
+            s.add(
+                Host(name=f"h{i}", uri=f"test:///default?h={i}", cluster_id=cluster_id, state=state)
+            )
+    host = host_row(platform)
+    fail_for(platform, host.id, 60)
+    assert host_row(platform).state == "unreachable"
+    (held,) = events_of(platform, "host.no_quorum")
+    assert "2 of 3 hosts of its cluster are not answering" in held.message
+    assert failover_tasks(platform) == []
 
 
 def test_a_failed_fence_restarts_nothing(world, platform, tmp_path):

@@ -1,10 +1,13 @@
 """Host health and failover: up -> unreachable -> down, fencing, HA restarts.
 
 Every ``check_interval`` each host is checked (a TCP connect to its libvirt port
-with a short timeout, then a libvirt call bounded in time). One failed check makes
-an up host ``unreachable``; only after ``down_after`` seconds of failed checks is
+with a short timeout, then the cheapest libvirt call, bounded in time). Two failed
+checks in a row make an up host ``unreachable`` (a dropped connection, seen by the
+state sync, does at once); only after ``down_after`` seconds of failed checks is
 it judged, so a short network blip never fails anything over:
 
+0. If more than half of its cluster's hosts are not up at once, nothing is done:
+   more likely this control plane is the one cut off (``host.no_quorum``).
 1. Its instances' disk leases are read from the cluster's lockspace (virtlockd on
    shared storage). A lease still held means that VM still runs: libvirtd died or
    the management network is cut, the host is not dead. It stays ``unreachable``
@@ -52,7 +55,10 @@ log = logging.getLogger(__name__)
 class HaSettings:
     check_interval: float = 5.0
     down_after: float = 20.0
-    check_timeout: float = 3.0
+    check_timeout: float = 5.0
+    # consecutive failed checks before an up host is unreachable (a libvirtd slow to
+    # answer once, under load, is not a failure; a closed connection is, at once)
+    fail_checks: int = 2
     fence_retry: float = 30.0
 
 
@@ -72,7 +78,8 @@ class HaMonitor:
         self.settings = settings
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ha-check")
         self._inflight: dict[str, Future[str | None]] = {}
-        self._isolated: set[str] = set()
+        self._noted: set[str] = set()
+        self._failures: dict[str, int] = {}
         self._fence_tried: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -131,7 +138,7 @@ class HaMonitor:
         if error is not None:
             return error
         try:
-            self.hosts.driver.probe_host(ref)
+            self.hosts.driver.ping(ref)
         except DriverError as exc:
             return str(exc)
         return None
@@ -140,6 +147,9 @@ class HaMonitor:
     def observe(self, host_id: str, error: str | None) -> None:
         """Apply one check's result to the host's state."""
         judge = False
+        failures = self._failures[host_id] = (
+            0 if error is None else self._failures.get(host_id, 0) + 1
+        )
         with self.db.begin() as s:
             host = s.get(Host, host_id)
             if host is None:
@@ -148,6 +158,8 @@ class HaMonitor:
                 back = host.state != "up"
             else:
                 back = False
+                if host.state == "up" and failures < self.settings.fail_checks:
+                    return  # once is not yet a failure
                 mark_unreachable(s, host, error)
                 since = host.unreachable_since
                 judge = (
@@ -156,7 +168,7 @@ class HaMonitor:
                     and (utcnow() - since).total_seconds() >= self.settings.down_after
                 )
         if back:
-            self._isolated.discard(host_id)
+            self._noted.discard(host_id)
             self._fence_tried.pop(host_id, None)
             if self.on_back is not None:
                 self.on_back(host_id)
@@ -175,12 +187,40 @@ class HaMonitor:
             lockspace = Path(cluster.ha_lockspace) if cluster and cluster.ha_lockspace else None
             on_host = list(s.scalars(select(Instance.id).where(Instance.host_id == host_id)))
             method, params, name = host.fence_method, self.hosts.fence_params(host), host.name
+            peers = list(s.scalars(select(Host.state).where(Host.cluster_id == host.cluster_id)))
+        lost = sum(1 for state in peers if state != "up")
+        if host.cluster_id is not None and len(peers) > 1 and 2 * lost > len(peers):
+            # most of the cluster at once: more likely this control plane is the one cut
+            # off (or the lockspace with it); no quorum, no failover
+            self._note(
+                host_id,
+                name,
+                "host.no_quorum",
+                f"{lost} of {len(peers)} hosts of its "
+                "cluster are not answering: nothing is failed over without a majority",
+            )
+            return
         if lockspace is not None:
+            if not lockspace.is_dir():  # unmounted: leases cannot be read, nothing proven
+                self._note(
+                    host_id,
+                    name,
+                    "host.isolated",
+                    f"the lockspace {lockspace} cannot be read: nothing is failed over",
+                )
+                return
             alive = [i for i in on_host if lease_held(lockspace, self._root_path(i))]
             if alive:
-                self._note_isolated(host_id, name, len(alive))
+                self._note(
+                    host_id,
+                    name,
+                    "host.isolated",
+                    f"libvirt does not answer, but "
+                    f"{len(alive)} instance(s) still hold their disk leases: they are "
+                    "running, so nothing is restarted elsewhere",
+                )
                 return
-        self._isolated.discard(host_id)
+        self._noted.discard(host_id)
         fenced: str | None = None
         if method != "none":
             last = self._fence_tried.get(host_id)
@@ -241,18 +281,12 @@ class HaMonitor:
             if proven and has_ha and not busy:
                 self.engine.submit(s, "host.failover", "host", host_id)
 
-    def _note_isolated(self, host_id: str, name: str, alive: int) -> None:
-        if host_id in self._isolated:
+    def _note(self, host_id: str, name: str, kind: str, message: str) -> None:
+        """An event saying why a host is not failed over, once per unreachable period."""
+        if host_id in self._noted:
             return
-        self._isolated.add(host_id)
-        self._event(
-            host_id,
-            name,
-            "host.isolated",
-            f"libvirt does not answer, but {alive} instance(s) still hold their disk "
-            "leases: they are running, so nothing is restarted elsewhere",
-            "warning",
-        )
+        self._noted.add(host_id)
+        self._event(host_id, name, kind, message, "warning")
 
     def _event(self, host_id: str, name: str, kind: str, message: str, severity: str) -> None:
         with self.db.begin() as s:

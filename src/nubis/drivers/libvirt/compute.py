@@ -104,6 +104,10 @@ class LibvirtDriver(DriverBase):
 
         return self._call(host, probe, "host")
 
+    def ping(self, host: HostRef) -> None:
+        """The cheapest round trip to libvirtd (its version): is it answering at all?"""
+        self._call(host, lambda conn: conn.getLibVersion(), "host")
+
     def prepare_host(self, host: HostRef) -> None:
         """Create the storage pools Nubis uses on the host (idempotent)."""
 
