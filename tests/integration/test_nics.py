@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -38,6 +39,15 @@ def run_task(server, method: str, path: str, **kw) -> dict:
 def nic_names(server, iid: str) -> list[str]:
     out = guest_run(server, iid, "ls /sys/class/net")
     return sorted(n for n in out.split() if n.startswith("eth"))
+
+
+def wait_nics(server, iid: str, expected: list[str], timeout: float = 30) -> list[str]:
+    """The guest's NICs once they are ``expected`` (a hot-plug takes the guest a moment,
+    longer on a loaded machine), or as they are at the timeout."""
+    deadline = time.monotonic() + timeout
+    while (names := nic_names(server, iid)) != expected and time.monotonic() < deadline:
+        time.sleep(1)
+    return names
 
 
 def fetch_seconds(server, iid: str, address: str) -> float:
@@ -123,7 +133,7 @@ def test_nics_come_and_go_live_and_ports_change_live(server):
     assert port["ip"] == "10.238.0.20" and port["mac"].startswith("02:4e:42")
     shown = server.client.get(f"/ports/{port['id']}").json()
     assert shown["status"] == "attached" and shown["instance_id"] == vm["id"]
-    assert nic_names(server, vm["id"]) == ["eth0"]
+    assert wait_nics(server, vm["id"], ["eth0"]) == ["eth0"]
     guest_run(server, vm["id"], "udhcpc -n -q -i eth0 -s /etc/udhcpc.sh -T 1 -t 10")
     assert dhcp_address(server, vm["id"]) == "10.238.0.20"
     assert ping(server, vm["id"], "10.238.0.10")
@@ -158,7 +168,7 @@ def test_nics_come_and_go_live_and_ports_change_live(server):
 
     # detached: the NIC leaves the guest, the address is free again
     run_task(server, "DELETE", f"/instances/{vm['id']}/ports/{port['id']}")
-    assert nic_names(server, vm["id"]) == []
+    assert wait_nics(server, vm["id"], []) == []
     assert server.client.get(f"/ports/{port['id']}").status_code == 404
     ips = [p["ip"] for p in server.client.get(f"/networks/{net['id']}/ports").json()["items"]]
     assert ips == ["10.238.0.10"]

@@ -283,8 +283,10 @@ def test_upload_killed_with_the_server_is_removed_at_restart(tmp_path):
         thread = threading.Thread(target=doomed, daemon=True)
         thread.start()
         assert started.wait(30)
-        time.sleep(1)
-        assert [f for f in os.listdir(path) if f.startswith("nubis-vol-")]  # on its way
+        deadline = time.monotonic() + 30  # the volume's file appears once the stream opens
+        while not [f for f in os.listdir(path) if f.startswith("nubis-vol-")]:
+            assert time.monotonic() < deadline, "the upload never reached the pool"
+            time.sleep(0.2)
         srv.proc.kill()
         srv.wait_exit()
         thread.join(30)

@@ -137,6 +137,7 @@ class StateSync:
         host = self.hosts.refresh(self.db, host_id)
         if host is None or host.state != "up":
             return
+        self._restart_crashed(host_id, ref, domains)
         with self.db.begin() as s:
             idle = s.scalars(
                 select(Instance).where(
@@ -155,6 +156,29 @@ class StateSync:
                 elif state != inst.status:
                     inst.status = state
                     events.instance_state(s, inst, state, "found by reconciliation")
+
+    def _restart_crashed(self, host_id: str, ref: HostRef, domains: dict[str, str]) -> None:
+        """An HA instance recorded running whose domain is off because its QEMU died:
+        the crash event was missed (a connection hiccup); hand it to HA all the same."""
+        if self.on_crash is None:
+            return
+        with self.db.begin() as s:
+            candidates = s.scalars(
+                select(Instance.id).where(
+                    Instance.host_id == host_id,
+                    Instance.ha_enabled.is_(True),
+                    Instance.task_state.is_(None),
+                    Instance.status == "running",
+                )
+            ).all()
+        for instance_id in candidates:
+            if domains.get(instance_id) != "stopped":
+                continue
+            try:
+                if self.hosts.driver.crashed(ref, instance_id):
+                    self.on_crash(instance_id, ref.uri)
+            except DriverError:
+                log.exception("could not read why domain %s stopped", instance_id)
 
     def _remove_strays(self, host_id: str, ref: HostRef, domains: dict[str, str]) -> None:
         """A domain left on a host whose instance was restarted elsewhere while this

@@ -104,6 +104,22 @@ class LibvirtDriver(DriverBase):
 
         return self._call(host, probe, "host")
 
+    def crashed(self, host: HostRef, uuid: str) -> bool:
+        """The domain is off because its QEMU process died (killed, crashed), not by a
+        shutdown or a stop."""
+
+        def crashed(conn: libvirt.virConnect) -> bool:
+            dom = self._find_domain(conn, uuid)
+            if dom is None:
+                return False
+            state, reason = dom.state()
+            return state == libvirt.VIR_DOMAIN_SHUTOFF and reason in (
+                libvirt.VIR_DOMAIN_SHUTOFF_CRASHED,
+                libvirt.VIR_DOMAIN_SHUTOFF_FAILED,
+            )
+
+        return self._call(host, crashed, f"domain {uuid}")
+
     def ping(self, host: HostRef) -> None:
         """The cheapest round trip to libvirtd (its version): is it answering at all?"""
         self._call(host, lambda conn: conn.getLibVersion(), "host")

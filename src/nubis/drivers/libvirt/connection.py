@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -113,6 +114,11 @@ def start_event_loop() -> None:
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
+# a dropped connection is closed this long after (keepalive ends any call on a dead
+# connection well before)
+RETIRE_SECONDS = 120.0
+
+
 class ConnectionPool:
     """Keeps one open connection per URI and reopens it when it dies."""
 
@@ -128,6 +134,8 @@ class ConnectionPool:
         self.on_domain_event = on_domain_event
         self.on_disconnect = on_disconnect
         self._conns: dict[str, libvirt.virConnect] = {}
+        # dead connections, closed only once no call can still be running on them
+        self._retired: list[tuple[float, libvirt.virConnect]] = []
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -212,14 +220,29 @@ class ConnectionPool:
                 log.exception("disconnect listener failed")
 
     def _drop(self, uri: str) -> None:
+        """Forget a connection. Another thread may still be inside a call on it (a
+        health check given up after its timeout, say) and the event loop may be
+        dispatching its callbacks: closing it now frees what they use (libvirt
+        crashed the process that way). It is closed after RETIRE_SECONDS, when
+        keepalive has long ended any call on it."""
         conn = self._conns.pop(uri, None)
-        if conn is None:
-            return
-        try:
-            conn.unregisterCloseCallback()
-            conn.close()
-        except libvirt.libvirtError:
-            pass
+        if conn is not None:
+            with self._guard:
+                self._retired.append((time.monotonic(), conn))
+        self._close_retired()
+
+    def _close_retired(self, everything: bool = False) -> None:
+        with self._guard:
+            due = [
+                c for t, c in self._retired if everything or time.monotonic() - t >= RETIRE_SECONDS
+            ]
+            self._retired = [(t, c) for t, c in self._retired if c not in due]
+        for conn in due:
+            try:
+                conn.unregisterCloseCallback()
+                conn.close()
+            except libvirt.libvirtError:
+                pass
 
     def close(self, uri: str) -> None:
         with self._lock(uri):
@@ -228,3 +251,4 @@ class ConnectionPool:
     def close_all(self) -> None:
         for uri in list(self._conns):
             self.close(uri)
+        self._close_retired(everything=True)
