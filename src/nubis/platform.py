@@ -190,6 +190,7 @@ class Platform:
         migrate.upgrade(self.db.engine)
         self.admin_password_file = bootstrap.seed(self.db, self.settings.data_dir)
         self.images.cleanup_partials()
+        self.images.requeue_interrupted(self.db)
         self.pools.undo_interrupted()
         self.networks.undo_interrupted()
         if self.settings.register_local_host:

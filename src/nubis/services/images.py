@@ -73,8 +73,8 @@ class ImageService:
         if session.scalar(select(Image).where(Image.name == name)) is not None:
             raise Conflict(f"an image named {name!r} already exists")
 
-    def new_staging(self) -> Staged:
-        image_id = new_id()
+    def new_staging(self, image_id: str | None = None) -> Staged:
+        image_id = image_id or new_id()
         return Staged(image_id, self.store / f"{image_id}.partial")
 
     def stage_file(self, source: Path) -> Staged:
@@ -92,9 +92,11 @@ class ImageService:
             raise
         return staged
 
-    async def stage_stream(self, chunks: AsyncIterator[bytes]) -> Staged:
+    async def stage_stream(
+        self, chunks: AsyncIterator[bytes], image_id: str | None = None
+    ) -> Staged:
         """Write an upload to the staging area chunk by chunk (never all in memory)."""
-        staged = self.new_staging()
+        staged = self.new_staging(image_id)
         try:
             with open(staged.path, "wb") as dst:
                 async for chunk in chunks:
@@ -111,28 +113,81 @@ class ImageService:
         """Inspect a staged file and record it as an image; on any error nothing remains."""
         try:
             self.check_name(session, name)
-            if staged.path.stat().st_size == 0:
-                raise BadRequest("the image is empty")
-            try:
-                facts = inspect_image(staged.path)
-            except ImageRejected as exc:
-                raise BadRequest(str(exc)) from exc
-            image = Image(
-                id=staged.image_id,
-                name=name,
-                project_id=project_id,
-                status="active",
-                disk_format=facts.disk_format,
-                virtual_size=facts.virtual_size,
-                size=facts.size,
-                sha256=staged.digest.hexdigest(),
-            )
+            image = Image(id=staged.image_id, name=name, project_id=project_id)
+            self._take(staged, image)
             session.add(image)
             session.flush()
             os.replace(staged.path, self.store / staged.image_id)
         finally:
             staged.path.unlink(missing_ok=True)
         return image
+
+    @staticmethod
+    def _take(staged: Staged, image: Image) -> None:
+        """Inspect the staged data and record what it is on ``image`` (now active)."""
+        if staged.path.stat().st_size == 0:
+            raise BadRequest("the image is empty")
+        try:
+            facts = inspect_image(staged.path)
+        except ImageRejected as exc:
+            raise BadRequest(str(exc)) from exc
+        image.status = "active"
+        image.disk_format = facts.disk_format
+        image.virtual_size = facts.virtual_size
+        image.size = facts.size
+        image.sha256 = staged.digest.hexdigest()
+
+    # -- two-step: a record first, its data after (how Glance clients make images) --------
+    def reserve(self, session: Session, name: str, project_id: str | None) -> Image:
+        """An image without data yet (``queued``): nothing can use it until ``fill``."""
+        self.check_name(session, name)
+        image = Image(name=name, project_id=project_id, status="queued")
+        session.add(image)
+        session.flush()
+        return image
+
+    def start_fill(self, session: Session, image: Image) -> None:
+        """Claim a queued image for one upload (``saving``); a second upload is refused."""
+        claimed = session.execute(
+            update(Image)
+            .where(Image.id == image.id, Image.status == "queued")
+            .values(status="saving")
+        ).rowcount
+        if claimed != 1:
+            session.refresh(image)
+            raise Conflict(f"image {image.name!r} is {image.status}: its data can be uploaded once")
+
+    def fill(self, db: Database, image_id: str, staged: Staged) -> Image:
+        """Make a ``saving`` image active with the staged data; when the data is refused
+        the image is queued again and nothing of the upload remains."""
+        try:
+            with db.begin() as s:
+                image = s.get(Image, image_id, with_for_update=True)
+                if image is None or image.status != "saving":
+                    raise Conflict("the image was deleted during the upload")
+                self._take(staged, image)
+                os.replace(staged.path, self.store / image_id)
+                return image
+        except BaseException:
+            self.abandon_fill(db, image_id)
+            raise
+        finally:
+            staged.path.unlink(missing_ok=True)
+
+    def abandon_fill(self, db: Database, image_id: str) -> None:
+        with db.begin() as s:
+            s.execute(
+                update(Image)
+                .where(Image.id == image_id, Image.status == "saving")
+                .values(status="queued")
+            )
+
+    def requeue_interrupted(self, db: Database) -> int:
+        """Uploads a dead process left ``saving`` are queued again (run at start-up)."""
+        with db.begin() as s:
+            return s.execute(
+                update(Image).where(Image.status == "saving").values(status="queued")
+            ).rowcount
 
     def import_file(
         self, session: Session, name: str, source: Path, project_id: str | None
