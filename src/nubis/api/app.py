@@ -10,6 +10,8 @@ from fastapi import FastAPI
 from nubis import __version__
 from nubis.api import errors, prometheus, web, web_session
 from nubis.api.audit_trail import AuditTrail
+from nubis.api.openstack.app import create_openstack_app
+from nubis.api.openstack.links import PREFIX as OPENSTACK_PREFIX
 from nubis.api.routers import (
     alarms,
     apikeys,
@@ -97,6 +99,7 @@ def create_app(
         usage,
     ):
         app.include_router(module.router, prefix=API_PREFIX)
+    app.mount(OPENSTACK_PREFIX, create_openstack_app(platform))
     web.install(app)
     app.include_router(prometheus.router)
     app.state.telemetry = prometheus.Telemetry(platform)

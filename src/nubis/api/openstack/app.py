@@ -1,0 +1,51 @@
+"""The OpenStack-compatible API as its own application, mounted under ``/openstack``
+with its own error shapes and the compute microversion middleware."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from nubis.api.openstack import (
+    compute,
+    compute_admin,
+    errors,
+    flavors,
+    identity,
+    images,
+    networks,
+    security_groups,
+    server_groups,
+    server_volumes,
+    servers,
+    volumes,
+)
+from nubis.platform import Platform
+
+MODULES = (
+    identity,
+    compute,
+    compute_admin,
+    servers,
+    server_groups,
+    flavors,
+    images,
+    networks,
+    security_groups,
+    volumes,
+    server_volumes,
+)
+
+
+def create_openstack_app(platform: Platform) -> FastAPI:
+    app = FastAPI(
+        title="Nubis OpenStack-compatible API",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.platform = platform
+    errors.install(app)
+    for module in MODULES:
+        app.include_router(module.router)
+    app.add_middleware(compute.Microversions)
+    return app

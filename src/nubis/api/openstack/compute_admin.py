@@ -1,0 +1,189 @@
+"""Nova's views for operators and quotas: hypervisors (hosts), availability zones
+(zones), and a project's quota set, mapped onto hosts, zones and quotas."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nubis.api.deps import PlatformDep
+from nubis.api.openstack.caller import As
+from nubis.db.models import Cluster, Host, Zone
+from nubis.services import identity, quotas
+from nubis.services.auth import Principal
+from nubis.services.errors import NotFoundError
+
+router = APIRouter(prefix="/compute/v2.1", tags=["openstack compute"])
+
+Operator = Annotated[Principal, As("GET /hosts")]
+
+
+def hypervisor_view(host: Host, detail: bool) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": host.id,
+        "hypervisor_hostname": host.name,
+        "state": "up" if host.state == "up" else "down",
+        "status": "enabled" if host.enabled and host.maintenance == "none" else "disabled",
+    }
+    if detail:
+        view |= {
+            "hypervisor_type": "QEMU",
+            "hypervisor_version": 0,
+            "host_ip": host.hostname or host.name,
+            "vcpus": host.cpus,
+            "vcpus_used": host.alloc_vcpus,
+            "memory_mb": host.memory_mib,
+            "memory_mb_used": host.alloc_memory_mib,
+            "free_ram_mb": host.memory_mib - host.alloc_memory_mib,
+            "local_gb": host.disk_gib,
+            "local_gb_used": host.alloc_disk_gib,
+            "free_disk_gb": host.disk_gib - host.alloc_disk_gib,
+            "disk_available_least": host.disk_gib - host.alloc_disk_gib,
+            "running_vms": host.instance_count,
+            "current_workload": 0,
+            "cpu_info": {"arch": host.arch, "model": host.cpu_model},
+            "service": {"host": host.name, "id": host.id, "disabled_reason": None},
+        }
+    return view
+
+
+def _hosts(session: Session) -> list[Host]:
+    return list(session.scalars(select(Host).order_by(Host.name)).all())
+
+
+@router.get("/os-hypervisors")
+def list_hypervisors(platform: PlatformDep, _p: Operator) -> dict[str, Any]:
+    with platform.db.begin() as s:
+        return {"hypervisors": [hypervisor_view(h, False) for h in _hosts(s)]}
+
+
+@router.get("/os-hypervisors/detail")
+def list_hypervisors_detail(platform: PlatformDep, _p: Operator) -> dict[str, Any]:
+    with platform.db.begin() as s:
+        return {"hypervisors": [hypervisor_view(h, True) for h in _hosts(s)]}
+
+
+@router.get("/os-hypervisors/{hypervisor_id}")
+def show_hypervisor(
+    hypervisor_id: str, platform: PlatformDep, _p: Annotated[Principal, As("GET /hosts/{ref}")]
+) -> dict[str, Any]:
+    with platform.db.begin() as s:
+        host = s.get(Host, hypervisor_id)
+        if host is None:
+            raise NotFoundError(f"Hypervisor {hypervisor_id} could not be found.")
+        return {"hypervisor": hypervisor_view(host, True)}
+
+
+def _zones(session: Session, with_hosts: bool) -> list[dict[str, Any]]:
+    zones = []
+    for zone in session.scalars(select(Zone).order_by(Zone.name)):
+        hosts = session.scalars(
+            select(Host)
+            .join(Cluster, Cluster.id == Host.cluster_id)
+            .where(Cluster.zone_id == zone.id)
+            .order_by(Host.name)
+        ).all()
+        entry: dict[str, Any] = {
+            "zoneName": zone.name,
+            "zoneState": {"available": any(h.state == "up" for h in hosts)},
+            "hosts": None,
+        }
+        if with_hosts:
+            entry["hosts"] = {
+                h.name: {
+                    "nova-compute": {
+                        "available": h.state == "up",
+                        "active": h.enabled,
+                        "updated_at": None,
+                    }
+                }
+                for h in hosts
+            }
+        zones.append(entry)
+    return zones
+
+
+@router.get("/os-availability-zone")
+def list_zones(platform: PlatformDep, _p: Annotated[Principal, As("GET /zones")]) -> dict[str, Any]:
+    with platform.db.begin() as s:
+        return {"availabilityZoneInfo": _zones(s, with_hosts=False)}
+
+
+@router.get("/os-availability-zone/detail")
+def list_zones_detail(platform: PlatformDep, _p: Operator) -> dict[str, Any]:
+    with platform.db.begin() as s:
+        return {"availabilityZoneInfo": _zones(s, with_hosts=True)}
+
+
+# Nova quota -> Nubis quota
+QUOTAS = {"instances": "instances", "cores": "vcpus", "ram": "memory_mib"}
+
+
+def quota_set(project_id: str, report: dict[str, dict[str, int]], detail: bool) -> dict:
+    out: dict[str, Any] = {"id": project_id}
+    for nova, nubis in QUOTAS.items():
+        entry = report[nubis]
+        out[nova] = (
+            {"limit": entry["limit"], "in_use": entry["in_use"], "reserved": 0}
+            if detail
+            else entry["limit"]
+        )
+    return {"quota_set": out}
+
+
+def _project_report(
+    session: Session, principal: Principal, project_id: str
+) -> dict[str, dict[str, int]]:
+    """Your own project's quotas; another project's for the system administrator."""
+    if project_id != principal.project_id and not principal.all_projects:
+        raise NotFoundError(f"project {project_id} is not the one your token is scoped to")
+    return quotas.report(session, identity.get_project(session, project_id).id)
+
+
+QuotaReader = Annotated[Principal, As("GET /quotas")]
+
+
+@router.get("/os-quota-sets/{project_id}")
+def show_quotas(project_id: str, platform: PlatformDep, principal: QuotaReader) -> dict:
+    with platform.db.begin() as s:
+        return quota_set(project_id, _project_report(s, principal, project_id), False)
+
+
+@router.get("/os-quota-sets/{project_id}/detail")
+def show_quotas_detail(project_id: str, platform: PlatformDep, principal: QuotaReader) -> dict:
+    with platform.db.begin() as s:
+        return quota_set(project_id, _project_report(s, principal, project_id), True)
+
+
+class QuotaBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    instances: int | None = None
+    cores: int | None = None
+    ram: int | None = None
+    force: bool | None = None
+
+
+class QuotaIn(BaseModel):
+    quota_set: QuotaBody
+
+
+@router.put("/os-quota-sets/{project_id}")
+def update_quotas(
+    project_id: str,
+    body: QuotaIn,
+    platform: PlatformDep,
+    principal: Annotated[Principal, As("PUT /projects/{ref}/quotas")],
+) -> dict:
+    """The system administrator sets a project's instances, cores and RAM (-1: no limit);
+    other Nova quotas are not Nubis's and are refused."""
+    changes = {
+        QUOTAS[k]: v for k, v in body.quota_set.model_dump(exclude_none=True).items() if k in QUOTAS
+    }
+    with platform.db.begin() as s:
+        project = identity.get_project(s, project_id)
+        quotas.set_limits(s, project.id, changes)
+        return quota_set(project.id, quotas.report(s, project.id), False)

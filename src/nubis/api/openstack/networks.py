@@ -1,0 +1,209 @@
+"""Neutron v2.0: version discovery, networks and subnets (read), mapped onto the
+network service's rows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nubis.api.deps import PlatformDep
+from nubis.api.openstack import links
+from nubis.api.openstack.caller import As, owned
+from nubis.db.models import Network, Port, Subnet
+from nubis.services.auth import Principal
+from nubis.services.errors import NotFoundError
+from nubis.services.networks import subnets_of
+from nubis.services.ports import port_groups
+
+router = APIRouter(prefix="/network", tags=["openstack network"])
+
+# Nubis network state -> Neutron status
+STATUS = {"active": "ACTIVE", "creating": "BUILD", "error": "ERROR"}
+
+
+@router.get("")
+@router.get("/")
+def versions(request: Request) -> dict[str, Any]:
+    href = links.service_url(request, "network") + "/v2.0/"
+    return {
+        "versions": [{"id": "v2.0", "status": "CURRENT", "links": [{"rel": "self", "href": href}]}]
+    }
+
+
+def network_view(session: Session, network: Network) -> dict[str, Any]:
+    return {
+        "id": network.id,
+        "name": network.name,
+        "status": STATUS.get(network.state, "ERROR"),
+        "admin_state_up": True,
+        "shared": False,
+        "router:external": False,
+        "subnets": [sub.id for sub in subnets_of(session, network.id)],
+        "tenant_id": network.project_id,
+        "project_id": network.project_id,
+        "provider:network_type": "flat" if network.mode == "bridged" else "local",
+        "mtu": 1500,
+        "port_security_enabled": True,
+        "availability_zones": [],
+        "description": f"Nubis {network.mode} network",
+        "tags": [],
+        "created_at": links.timestamp(network.created_at),
+        "updated_at": links.timestamp(network.created_at),
+        "revision_number": 0,
+    }
+
+
+Reader = Annotated[Principal, As("GET /networks")]
+
+
+@router.get("/v2.0/networks")
+def list_networks(
+    platform: PlatformDep,
+    principal: Reader,
+    name: str | None = None,
+    id: str | None = None,  # noqa: A002 - Neutron's filter name
+) -> dict[str, Any]:
+    query = select(Network).filter_by(**principal.scope()).order_by(Network.created_at)
+    if name:
+        query = query.where(Network.name == name)
+    if id:
+        query = query.where(Network.id == id)
+    with platform.db.begin() as s:
+        return {"networks": [network_view(s, n) for n in s.scalars(query).all()]}
+
+
+@router.get("/v2.0/networks/{network_id}")
+def show_network(
+    network_id: str,
+    platform: PlatformDep,
+    principal: Annotated[Principal, As("GET /networks/{ref}")],
+) -> dict[str, Any]:
+    with platform.db.begin() as s:
+        network = s.scalar(select(Network).filter_by(id=network_id, **principal.scope()))
+        if network is None:
+            raise NotFoundError(f"Network {network_id} could not be found.")
+        return {"network": network_view(s, network)}
+
+
+def subnet_view(subnet: Subnet, project_id: str) -> dict[str, Any]:
+    return {
+        "id": subnet.id,
+        "name": subnet.cidr,
+        "network_id": subnet.network_id,
+        "tenant_id": project_id,
+        "project_id": project_id,
+        "ip_version": 4,
+        "cidr": subnet.cidr,
+        "gateway_ip": subnet.gateway,
+        "dns_nameservers": subnet.dns_servers,
+        "allocation_pools": [{"start": subnet.pool_start, "end": subnet.pool_end}],
+        "enable_dhcp": subnet.dhcp,
+        "host_routes": [],
+        "description": "",
+        "tags": [],
+        "created_at": links.timestamp(subnet.created_at),
+        "updated_at": links.timestamp(subnet.created_at),
+        "revision_number": 0,
+    }
+
+
+@router.get("/v2.0/subnets")
+def list_subnets(
+    platform: PlatformDep, principal: Reader, network_id: str | None = None
+) -> dict[str, Any]:
+    query = (
+        select(Subnet, Network.project_id)
+        .join(Network, Network.id == Subnet.network_id)
+        .where(owned(Network.project_id, principal))
+        .order_by(Subnet.created_at)
+    )
+    if network_id:
+        query = query.where(Subnet.network_id == network_id)
+    with platform.db.begin() as s:
+        return {"subnets": [subnet_view(sub, pid) for sub, pid in s.execute(query).all()]}
+
+
+@router.get("/v2.0/subnets/{subnet_id}")
+def show_subnet(subnet_id: str, platform: PlatformDep, principal: Reader) -> dict[str, Any]:
+    query = (
+        select(Subnet, Network.project_id)
+        .join(Network, Network.id == Subnet.network_id)
+        .where(owned(Network.project_id, principal))
+        .where(Subnet.id == subnet_id)
+    )
+    with platform.db.begin() as s:
+        row = s.execute(query).first()
+        if row is None:
+            raise NotFoundError(f"Subnet {subnet_id} could not be found.")
+        return {"subnet": subnet_view(row[0], row[1])}
+
+
+# Nubis port status -> Neutron status
+PORT_STATUS = {"attached": "ACTIVE", "attaching": "BUILD", "detaching": "BUILD"}
+
+
+def port_view(port: Port, groups: list[str]) -> dict[str, Any]:
+    return {
+        "id": port.id,
+        "name": "",
+        "network_id": port.network_id,
+        "mac_address": port.mac,
+        "fixed_ips": [{"subnet_id": port.subnet_id, "ip_address": port.ip}],
+        "device_id": port.instance_id or "",
+        "device_owner": "compute:nova" if port.instance_id else "",
+        "status": PORT_STATUS.get(port.status, "DOWN"),
+        "admin_state_up": True,
+        "port_security_enabled": True,
+        "security_groups": groups,
+        "tenant_id": port.project_id,
+        "project_id": port.project_id,
+        "binding:vnic_type": "normal",
+        "allowed_address_pairs": [],
+        "extra_dhcp_opts": [],
+        "description": "",
+        "tags": [],
+        "created_at": links.timestamp(port.created_at),
+        "updated_at": links.timestamp(port.created_at),
+        "revision_number": 0,
+    }
+
+
+PortReader = Annotated[Principal, As("GET /ports/{port_id}")]
+
+
+def _ports(session: Session, query: Any) -> list[dict[str, Any]]:
+    rows = session.scalars(query.order_by(Port.created_at, Port.position)).all()
+    return [port_view(p, sorted(port_groups(session, [p.id]))) for p in rows]
+
+
+@router.get("/v2.0/ports")
+def list_ports(
+    platform: PlatformDep,
+    principal: PortReader,
+    device_id: str | None = None,
+    network_id: str | None = None,
+    mac_address: str | None = None,
+) -> dict[str, Any]:
+    query = select(Port).where(owned(Port.project_id, principal))
+    for column, value in (
+        (Port.instance_id, device_id),
+        (Port.network_id, network_id),
+        (Port.mac, mac_address),
+    ):
+        if value:
+            query = query.where(column == value)
+    with platform.db.begin() as s:
+        return {"ports": _ports(s, query)}
+
+
+@router.get("/v2.0/ports/{port_id}")
+def show_port(port_id: str, platform: PlatformDep, principal: PortReader) -> dict[str, Any]:
+    query = select(Port).where(owned(Port.project_id, principal), Port.id == port_id)
+    with platform.db.begin() as s:
+        found = _ports(s, query)
+    if not found:
+        raise NotFoundError(f"Port {port_id} could not be found.")
+    return {"port": found[0]}

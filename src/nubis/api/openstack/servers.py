@@ -1,0 +1,355 @@
+"""Nova servers: create, list (brief and detail, with filters and marker paging),
+show, delete, addresses and the power actions, each mapped onto the instance service."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from nubis.api.deps import PlatformDep
+from nubis.api.openstack import links, server_view
+from nubis.api.openstack.caller import As
+from nubis.api.openstack.errors import NotSupported
+from nubis.db.models import Instance
+from nubis.services import migration, policy
+from nubis.services.auth import Principal
+from nubis.services.cloudinit import GuestRequest
+from nubis.services.errors import BadRequest, Conflict, NotFoundError
+from nubis.services.lookup import paginate
+from nubis.services.ports import NicRequest
+
+router = APIRouter(prefix="/compute/v2.1/servers", tags=["openstack compute"])
+
+
+class NetworkIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    uuid: str | None = None
+    port: str | None = None
+    fixed_ip: str | None = None
+
+
+class NamedIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
+class ServerIn(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str = Field(max_length=255)
+    imageRef: str = ""  # noqa: N815 - Nova's field names
+    flavorRef: str  # noqa: N815
+    networks: list[NetworkIn] | str | None = None
+    key_name: str | None = None
+    user_data: str | None = Field(default=None, max_length=65535 * 4 // 3 + 4)
+    metadata: dict[str, str] = {}
+    security_groups: list[NamedIn] | None = None
+    availability_zone: str | None = None
+    config_drive: bool | str | None = None
+    min_count: int = 1
+    max_count: int = 1
+    block_device_mapping_v2: list[dict[str, Any]] | None = None
+    personality: list[dict[str, Any]] | None = None
+
+
+class ServerCreateIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    server: ServerIn
+    scheduler_hints: dict[str, Any] | None = Field(
+        default=None,
+        validation_alias=AliasChoices("os:scheduler_hints", "OS-SCH-HNT:scheduler_hints"),
+    )
+
+
+def _last_segment(ref: str) -> str:
+    """``flavorRef``/``imageRef`` may be an id or a link to one."""
+    return ref.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _user_data(encoded: str | None) -> str | None:
+    if not encoded:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise BadRequest("user_data must be base64 of UTF-8 text") from exc
+
+
+def _nics(server: ServerIn) -> list[NicRequest]:
+    groups = [g.name for g in server.security_groups] if server.security_groups else None
+    if server.networks is None or isinstance(server.networks, str):
+        if server.networks not in (None, "auto", "none"):
+            raise BadRequest('networks must be a list, "auto" or "none"')
+        return []
+    nics = []
+    for net in server.networks:
+        if net.port:
+            raise NotSupported(
+                "booting onto an existing port is not supported; give the network (uuid)"
+            )
+        if not net.uuid:
+            raise BadRequest("each entry of networks needs a uuid (the network)")
+        nics.append(NicRequest(net.uuid, net.fixed_ip, groups))
+    return nics
+
+
+def _check_supported(server: ServerIn) -> None:
+    if server.min_count != 1 or server.max_count != 1:
+        raise NotSupported("Nubis creates one server per request (min_count = max_count = 1)")
+    image = _last_segment(server.imageRef) if server.imageRef else None
+    for bdm in server.block_device_mapping_v2 or []:
+        # the image as the local root disk is what imageRef says already
+        local_image = (
+            bdm.get("source_type") == "image"
+            and bdm.get("destination_type", "local") == "local"
+            and bdm.get("uuid") == image
+        )
+        if not local_image:
+            raise NotSupported("booting from or attaching volumes at create is not supported")
+    if not image:
+        raise NotSupported("booting from a volume is not supported: give imageRef")
+    if server.personality:
+        raise NotSupported("personality files are not supported: use user_data")
+    if server.metadata:
+        raise NotSupported("server metadata is not supported yet")
+
+
+@router.post("", status_code=202)
+def create_server(
+    body: ServerCreateIn,
+    request: Request,
+    response: Response,
+    platform: PlatformDep,
+    principal: Annotated[Principal, As("POST /instances")],
+) -> dict[str, Any]:
+    server = body.server
+    _check_supported(server)
+    hints = body.scheduler_hints or {}
+    unknown = sorted(set(hints) - {"group"})
+    if unknown:
+        raise NotSupported(f"scheduler hints {', '.join(unknown)} are not supported (only group)")
+    group = hints.get("group")
+    if group is not None and not isinstance(group, str):
+        raise BadRequest("os:scheduler_hints.group must be one server group id")
+    configdrive = str(server.config_drive).lower() in ("true", "1")
+    guest = GuestRequest(
+        None,
+        server.key_name,
+        _user_data(server.user_data),
+        "configdrive" if configdrive else "nocloud",
+    )
+    with platform.db.begin() as s:
+        instance, _task = platform.instances.create(
+            s,
+            principal,
+            server.name,
+            _last_segment(server.imageRef),
+            _last_segment(server.flavorRef),
+            rule_group_ref=group,
+            nics=_nics(server),
+            guest=guest,
+        )
+        out = server_view.brief(request, instance)
+    response.headers["Location"] = out["links"][0]["href"]
+    return {
+        "server": {
+            **out,
+            "OS-DCF:diskConfig": "MANUAL",
+            "security_groups": [{"name": g.name} for g in server.security_groups or []],
+        }
+    }
+
+
+@dataclass
+class ServerFilters:
+    name: str | None = None  # a part of the name (Nova: a regular expression)
+    status: str | None = None
+    all_tenants: str | None = None
+    project_id: str | None = None
+
+
+def _list(
+    request: Request,
+    platform: PlatformDep,
+    principal: Principal,
+    detail: bool,
+    filters: ServerFilters,
+    paging: links.Paging,
+) -> dict[str, Any]:
+    query = select(Instance)
+    if filters.project_id and principal.all_projects:
+        query = query.where(Instance.project_id == filters.project_id)
+    elif not (principal.all_projects and links.truthy(filters.all_tenants)):
+        query = query.where(Instance.project_id == principal.project_id)
+    if filters.name:
+        query = query.where(Instance.name.contains(filters.name, autoescape=True))
+    if filters.status:
+        wanted = server_view.STATUS_FILTER.get(filters.status.lower())
+        if wanted is None:
+            return {"servers": []}  # Nova: an unknown status matches nothing
+        query = query.where(Instance.status == wanted)
+    with platform.db.begin() as s:
+        page = paginate(s, query, Instance, paging.page())
+        if detail:
+            related = server_view.Related(s, page.items)
+            views = [
+                server_view.detail(request, related, i, principal.all_projects) for i in page.items
+            ]
+        else:
+            views = [server_view.brief(request, i) for i in page.items]
+    return {"servers": views, **links.page_links(request, "servers", page.items, paging)}
+
+
+Lister = Annotated[Principal, As("GET /instances")]
+Filters = Annotated[ServerFilters, Depends()]
+
+
+@router.get("")
+def list_servers(
+    request: Request,
+    platform: PlatformDep,
+    principal: Lister,
+    filters: Filters,
+    paging: links.PagingDep,
+) -> dict[str, Any]:
+    return _list(request, platform, principal, False, filters, paging)
+
+
+@router.get("/detail")
+def list_servers_detail(
+    request: Request,
+    platform: PlatformDep,
+    principal: Lister,
+    filters: Filters,
+    paging: links.PagingDep,
+) -> dict[str, Any]:
+    return _list(request, platform, principal, True, filters, paging)
+
+
+def find_server(platform: PlatformDep, principal: Principal, server_id: str) -> Instance:
+    """A server by id only, as Nova finds them (names are resolved by the clients)."""
+    with platform.db.begin() as s:
+        instance = s.scalar(select(Instance).filter_by(id=server_id, **principal.scope()))
+        if instance is None:
+            raise NotFoundError(f"Instance {server_id} could not be found.")
+        s.expunge(instance)
+        return instance
+
+
+@router.get("/{server_id}")
+def show_server(
+    server_id: str,
+    request: Request,
+    platform: PlatformDep,
+    principal: Annotated[Principal, As("GET /instances/{ref}")],
+) -> dict[str, Any]:
+    instance = find_server(platform, principal, server_id)
+    with platform.db.begin() as s:
+        related = server_view.Related(s, [instance])
+        return {"server": server_view.detail(request, related, instance, principal.all_projects)}
+
+
+@router.get("/{server_id}/ips")
+def server_ips(
+    server_id: str,
+    platform: PlatformDep,
+    principal: Annotated[Principal, As("GET /instances/{ref}")],
+) -> dict[str, Any]:
+    instance = find_server(platform, principal, server_id)
+    with platform.db.begin() as s:
+        return {"addresses": server_view.addresses(server_view.Related(s, [instance]), instance)}
+
+
+@router.delete("/{server_id}", status_code=204)
+def delete_server(
+    server_id: str,
+    platform: PlatformDep,
+    principal: Annotated[Principal, As("DELETE /instances/{ref}")],
+) -> Response:
+    instance = find_server(platform, principal, server_id)
+    with platform.db.begin() as s:
+        platform.instances.delete(s, principal, instance.id)
+    return Response(status_code=204)
+
+
+# Nova action -> Nubis instance action
+POWER_ACTIONS = {
+    "os-start": "start",
+    "os-stop": "stop",
+    "pause": "pause",
+    "unpause": "resume",
+}
+
+
+def _migrate(platform: PlatformDep, principal: Principal, instance: Instance, args: Any) -> None:
+    """``os-migrateLive`` (a running server) and ``migrate`` (a stopped one: cold), to
+    ``host`` or where the scheduler puts it; system administrators only, as natively."""
+    policy.authorize(principal.roles, "POST /instances/{ref}/actions/migrate")
+    host = args.get("host") if isinstance(args, dict) else None
+    settings = platform.settings
+    with platform.db.begin() as s:
+        row = s.get(Instance, instance.id)
+        assert row is not None
+        migration.request_migration(
+            platform.instances,
+            s,
+            principal,
+            row,
+            host,
+            settings.migration_max_downtime_ms,
+            settings.migration_max_bandwidth_mib_s,
+        )
+
+
+def _console_url(request: Request, platform: PlatformDep, principal: Principal, iid: str) -> str:
+    """The web console's page for the server (sign-in there, then the VNC console)."""
+    with platform.db.begin() as s:
+        instance = platform.instances.get(s, principal, iid)
+        if instance.status != "running":
+            raise Conflict(f"instance {instance.name!r} is {instance.status}, not running")
+    return f"{request.url.scheme}://{request.url.netloc}/instances/{iid}/console"
+
+
+@router.post("/{server_id}/action", status_code=202)
+@router.post("/{server_id}/action", status_code=202)
+def server_action(
+    server_id: str,
+    request: Request,
+    response: Response,
+    platform: PlatformDep,
+    principal: Annotated[Principal, As("POST /instances/{ref}/actions/{action}")],
+    body: Annotated[dict[str, Any], Body()],
+) -> dict[str, Any] | None:
+    """One action per request, named by the body's only key (``{"os-stop": null}``)."""
+    if len(body) != 1:
+        raise BadRequest("the body names exactly one action")
+    ((name, args),) = body.items()
+    instance = find_server(platform, principal, server_id)
+    if name == "reboot":
+        kind = args.get("type") if isinstance(args, dict) else None
+        if kind == "HARD":
+            raise NotSupported(
+                "Nubis reboots through the guest (SOFT); a HARD reset is not offered"
+            )
+        if kind != "SOFT":
+            raise BadRequest("reboot.type must be SOFT or HARD")
+        action = "reboot"
+    elif name in POWER_ACTIONS:
+        action = POWER_ACTIONS[name]
+    elif name in ("os-migrateLive", "migrate"):
+        _migrate(platform, principal, instance, args)
+        return None
+    elif name == "os-getVNCConsole":
+        url = _console_url(request, platform, principal, instance.id)
+        response.status_code = 200
+        return {"console": {"type": "novnc", "url": url}}
+    else:
+        raise NotSupported(f"the server action {name!r} is not supported by Nubis")
+    with platform.db.begin() as s:
+        platform.instances.action(s, principal, instance.id, action)
+    return None

@@ -1,0 +1,283 @@
+"""The standard OpenStack clients against a running Nubis: the `openstack` CLI
+(python-openstackclient) and openstacksdk, each result checked in Nubis's own API."""
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openstack
+import pytest
+
+from tests.integration.storage import wait_guest
+
+pytestmark = pytest.mark.integration
+
+OPENSTACK = str(Path(sys.executable).parent / "openstack")
+CIDR = "10.213.7.0/24"
+
+
+def clouds_env(server, tmp_path) -> dict[str, str]:
+    """A clouds.yaml as docs/openstack.md shows it, and the environment selecting it."""
+    password = (server.data_dir / "admin-password").read_text().strip()
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n"
+        "  nubis:\n"
+        "    auth:\n"
+        f"      auth_url: {server.url}/openstack/identity/v3\n"
+        "      username: admin\n"
+        f"      password: {password}\n"
+        "      project_name: admin\n"
+        "      user_domain_name: Default\n"
+        "      project_domain_name: Default\n"
+        "    identity_api_version: 3\n"
+    )
+    return {
+        "OS_CLIENT_CONFIG_FILE": str(clouds),
+        "OS_CLOUD": "nubis",
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+    }
+
+
+@pytest.fixture(scope="module")
+def os_cli(server, pool, tmp_path_factory):
+    """``os_cli(*args)``: the `openstack` CLI against ``server``; JSON output parsed."""
+    env = clouds_env(server, tmp_path_factory.mktemp("osc"))
+
+    def run(*args: str, ok: bool = True, parse: bool = True):
+        proc = subprocess.run(
+            [OPENSTACK, *args, *(["-f", "json"] if parse and ok else [])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if not ok:
+            assert proc.returncode != 0, proc.stdout
+            return proc
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout) if parse and proc.stdout.strip() else proc.stdout
+
+    run.env = env
+    return run
+
+
+@pytest.fixture(scope="module")
+def network(server):
+    resp = server.client.post(
+        "/networks", json={"name": "os-net", "mode": "isolated", "subnets": [{"cidr": CIDR}]}
+    )
+    assert resp.status_code == 201, resp.text
+    yield resp.json()
+    assert server.client.delete("/networks/os-net").status_code == 204
+
+
+def test_catalog_flavors_images_and_key_pairs(server, os_cli, tmp_path):
+    token = os_cli("token", "issue")
+    # the Keystone token is a Nubis token for the same user and project
+    who = httpx.get(
+        f"{server.url}/api/v1/auth/whoami", headers={"Authorization": f"Bearer {token['id']}"}
+    ).json()
+    assert (who["username"], who["project_id"]) == ("admin", token["project_id"])
+    services = {entry["Type"] for entry in os_cli("catalog", "list")}
+    assert {"identity", "compute", "image", "network", "volumev3"} <= services
+
+    native_flavors = server.client.get("/flavors").json()["items"]
+    flavors = {f["Name"]: f for f in os_cli("flavor", "list")}
+    assert set(flavors) == {f["name"] for f in native_flavors}
+    tiny = next(f for f in native_flavors if f["name"] == "m1.tiny")
+    assert (flavors["m1.tiny"]["RAM"], flavors["m1.tiny"]["VCPUs"]) == (
+        tiny["memory_mib"],
+        tiny["vcpus"],
+    )
+
+    assert "nubis-tiny" in [i["Name"] for i in os_cli("image", "list")]
+    disk = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "16M"], check=True)
+    made = os_cli("image", "create", "--file", str(disk), "--disk-format", "qcow2", "os-image")
+    assert made["status"] == "active"
+    native = server.client.get("/images/os-image").json()
+    assert (native["id"], native["status"], native["disk_format"]) == (
+        made["id"],
+        "active",
+        "qcow2",
+    )
+    assert native["sha256"] == hashlib.sha256(disk.read_bytes()).hexdigest()
+    back = tmp_path / "back.qcow2"
+    os_cli("image", "save", "--file", str(back), "os-image", parse=False)
+    assert back.read_bytes() == disk.read_bytes()
+    os_cli("image", "delete", "os-image", parse=False)
+    assert server.client.get("/images/os-image").status_code == 404
+
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True
+    )
+    public = (tmp_path / "key.pub").read_text().split()
+    pair = os_cli("keypair", "create", "--public-key", str(tmp_path / "key.pub"), "os-key")
+    assert pair["name"] == "os-key"
+    native_key = server.client.get("/key-pairs/os-key").json()
+    assert native_key["public_key"].split()[:2] == public[:2]
+    os_cli("keypair", "create", "--private-key", str(tmp_path / "gen"), "os-gen", parse=False)
+    shown = server.client.get("/key-pairs/os-gen").json()
+    (tmp_path / "gen").chmod(0o600)  # the CLI leaves it readable to all; ssh-keygen refuses
+    derived = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(tmp_path / "gen")], capture_output=True, text=True
+    ).stdout.split()
+    assert shown["public_key"].split()[:2] == derived[:2]
+    os_cli("keypair", "delete", "os-gen", parse=False)
+    assert server.client.get("/key-pairs/os-gen").status_code == 404
+
+
+def test_server_lifecycle_with_network_security_group_and_volume(server, os_cli, network):
+    group = os_cli("security", "group", "create", "os-web")
+    rule = os_cli(
+        "security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", "os-web"
+    )
+    native_group = server.client.get("/security-groups/os-web").json()
+    assert native_group["id"] == group["id"]
+    native_rule = next(r for r in native_group["rules"] if r["id"] == rule["id"])
+    assert (native_rule["protocol"], native_rule["port_min"], native_rule["port_max"]) == (
+        "tcp",
+        22,
+        22,
+    )
+
+    made = os_cli(
+        "server", "create", "--flavor", "m1.tiny", "--image", "nubis-tiny",
+        "--network", "os-net", "--key-name", "os-key", "--security-group", "os-web",
+        "--wait", "os-vm1",
+    )  # fmt: skip
+    assert made["status"] == "ACTIVE"
+    inst = server.instance("os-vm1")
+    assert (inst["id"], inst["status"], inst["key_name"]) == (made["id"], "running", "os-key")
+    server.wait_console(inst["id"])
+    ports = server.client.get(f"/instances/{inst['id']}/ports").json()
+    assert [p["network_id"] for p in ports] == [network["id"]]
+    assert made["addresses"] == {"os-net": [ports[0]["ip"]]}
+    port = os_cli("port", "show", ports[0]["id"])
+    assert (port["mac_address"], port["device_id"]) == (ports[0]["mac"], inst["id"])
+    assert port["security_group_ids"] == [group["id"]]
+    assert [p["ID"] for p in os_cli("port", "list", "--server", "os-vm1")] == [ports[0]["id"]]
+
+    listed = {s["Name"]: s for s in os_cli("server", "list")}
+    assert listed["os-vm1"]["Status"] == "ACTIVE"
+    shown = os_cli("server", "show", "os-vm1")
+    assert shown["security_groups"] == [{"name": "os-web"}]
+
+    os_cli("server", "stop", "os-vm1", parse=False)
+    server.wait_field(f"/instances/{inst['id']}", "status", "stopped", timeout=120)
+    assert os_cli("server", "show", "os-vm1")["status"] == "SHUTOFF"
+    os_cli("server", "start", "os-vm1", parse=False)
+    server.wait_field(f"/instances/{inst['id']}", "status", "running", timeout=120)
+    assert os_cli("server", "show", "os-vm1")["status"] == "ACTIVE"
+    server.wait_console(inst["id"], count=2)  # booted again
+    os_cli("server", "reboot", "--wait", "os-vm1", parse=False)
+    server.wait_console(inst["id"], count=3)  # the guest rebooted
+    console = os_cli("console", "url", "show", "os-vm1")
+    assert console["url"] == f"{server.url}/instances/{inst['id']}/console"
+    hypervisors = os_cli("hypervisor", "list")
+    assert [h["Hypervisor Hostname"] for h in hypervisors] == ["local"]
+
+    volume = os_cli("volume", "create", "--size", "1", "os-vol")
+    server.wait_field(f"/volumes/{volume['id']}", "status", "available", timeout=120)
+    os_cli("server", "add", "volume", "os-vm1", "os-vol", parse=False)
+    server.wait_field(f"/volumes/{volume['id']}", "status", "in-use", timeout=120)
+    native_volume = server.client.get(f"/volumes/{volume['id']}").json()
+    assert native_volume["task_state"] is None
+    assert [a["instance_id"] for a in native_volume["attachments"]] == [inst["id"]]
+    attached = os_cli("volume", "show", "os-vol")
+    assert attached["attachments"][0]["server_id"] == inst["id"]
+    device = attached["attachments"][0]["device"].removeprefix("/dev/")
+    # the guest sees a 1 GiB disk there
+    size = wait_guest(server, inst["id"], f"cat /sys/block/{device}/size", str(2**30 // 512))
+    assert size == str(2**30 // 512)
+    os_cli("server", "remove", "volume", "os-vm1", "os-vol", parse=False)
+    server.wait_field(f"/volumes/{volume['id']}", "status", "available", timeout=120)
+    assert wait_guest(server, inst["id"], f"ls /sys/block | grep -c {device}", "0") == "0"
+    os_cli("volume", "delete", "os-vol", parse=False)
+
+    os_cli("server", "delete", "--wait", "os-vm1", parse=False)
+    assert server.client.get(f"/instances/{inst['id']}").status_code == 404
+    wait_gone(server, f"/volumes/{volume['id']}")
+    os_cli("security", "group", "delete", "os-web", parse=False)
+    assert server.client.get("/security-groups/os-web").status_code == 404
+
+
+def test_anti_affinity_server_group(server, os_cli):
+    group = os_cli("server", "group", "create", "--policy", "anti-affinity", "os-spread")
+    native = server.client.get("/rule-groups/os-spread").json()
+    assert (native["id"], native["policy"], native["strict"]) == (
+        group["id"],
+        "anti-affinity",
+        True,
+    )
+    first = os_cli(
+        "server", "create", "--flavor", "m1.tiny", "--image", "nubis-tiny",
+        "--server-group", "os-spread", "--wait", "os-g1",
+    )  # fmt: skip
+    assert server.client.get("/rule-groups/os-spread").json()["members"] == [first["id"]]
+    # this machine is one host: a second member has nowhere to go, and is not made
+    refused = os_cli(
+        "server", "create", "--flavor", "m1.tiny", "--image", "nubis-tiny",
+        "--server-group", "os-spread", "os-g2", ok=False,
+    )  # fmt: skip
+    assert "anti-affinity" in refused.stderr or "no host" in refused.stderr.lower()
+    names = [i["name"] for i in server.client.get("/instances").json()["items"]]
+    assert "os-g2" not in names
+    assert os_cli("server", "group", "show", "os-spread")["members"] == [first["id"]]
+    os_cli("server", "delete", "--wait", "os-g1", parse=False)
+    os_cli("server", "group", "delete", "os-spread", parse=False)
+    assert server.client.get("/rule-groups/os-spread").status_code == 404
+
+
+def test_openstacksdk_pages_and_refusals(server, os_cli):
+    conn = openstack.connect(**_sdk_auth(os_cli))
+    names = [f.name for f in conn.compute.flavors(details=True, limit=1)]
+    assert sorted(names) == sorted(f["name"] for f in server.client.get("/flavors").json()["items"])
+    image = conn.image.find_image("nubis-tiny")
+    assert image.status == "active" and image.disk_format == "qcow2"
+    with pytest.raises(openstack.exceptions.NotFoundException):
+        conn.compute.get_server("no-such-server")
+    flavor = conn.compute.find_flavor("m1.tiny")
+    # an action Nubis lacks is a clean 501, and changes nothing
+    vm = conn.compute.create_server(
+        name="os-sdk", flavor_id=flavor.id, image_id=image.id, networks="none"
+    )
+    vm = conn.compute.wait_for_server(vm, wait=180)
+    with pytest.raises(openstack.exceptions.HttpException) as refused:
+        conn.compute.suspend_server(vm)
+    assert refused.value.status_code == 501
+    assert server.instance(vm.id)["status"] == "running"
+    # a live migration needs another host: refused cleanly, the server stays put
+    live = {"os-migrateLive": {"host": None, "block_migration": False, "disk_over_commit": False}}
+    answer = conn.compute.post(f"/servers/{vm.id}/action", json=live)
+    assert answer.status_code == 409 and "conflictingRequest" in answer.json()
+    assert server.instance(vm.id)["status"] == "running"
+    conn.compute.delete_server(vm)
+    conn.compute.wait_for_delete(vm, wait=180)
+    assert server.client.get(f"/instances/{vm.id}").status_code == 404
+
+
+def wait_gone(server, path: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while server.client.get(path).status_code != 404:
+        assert time.monotonic() < deadline, f"{path} is still there"
+        time.sleep(0.5)
+
+
+def _sdk_auth(os_cli) -> dict:
+    text = Path(os_cli.env["OS_CLIENT_CONFIG_FILE"]).read_text()
+    fields = dict(line.strip().split(": ", 1) for line in text.splitlines() if ": " in line.strip())
+    return {
+        "auth_url": fields["auth_url"],
+        "username": fields["username"],
+        "password": fields["password"],
+        "project_name": fields["project_name"],
+        "user_domain_name": "Default",
+        "project_domain_name": "Default",
+    }
