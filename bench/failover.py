@@ -53,7 +53,12 @@ def boot(srv: NubisServer, names: list[str], host: str) -> tuple[list[str], floa
 
 
 def delete(srv: NubisServer, ids: list[str]) -> None:
-    tasks = [srv.client.delete(f"/instances/{i}").json()["task_id"] for i in ids]
+    tasks = []
+    for iid in ids:
+        resp = srv.client.delete(f"/instances/{iid}")
+        if resp.status_code != 202:
+            raise RuntimeError(f"cannot delete {iid}: {resp.text}")
+        tasks.append(resp.json()["task_id"])
     for task_id in tasks:
         srv.wait_task(task_id)
 
@@ -95,7 +100,12 @@ def main() -> None:
 
             def moved(ids: list[str] = ids, victim_id: str = srv.client.get(host).json()["id"]):
                 insts = [srv.instance(i) for i in ids]
-                return all(i["status"] == "running" and i["host_id"] != victim_id for i in insts)
+                return all(
+                    i["status"] == "running"
+                    and i["task_state"] is None
+                    and i["host_id"] != victim_id
+                    for i in insts
+                )
 
             until(moved)
             figures["restart"].append(time.monotonic() - start)
@@ -103,8 +113,10 @@ def main() -> None:
             victim.start(cluster.shared)
             until(lambda h=host: srv.client.get(h).json()["state"] == "up")
     finally:
-        srv.stop()
-        cluster.down(purge=True)
+        try:
+            srv.stop()
+        finally:
+            cluster.down(purge=True)
     print(
         f"{args.rounds} round(s), {args.vms} HA VM(s) per killed host, "
         f"down-after {args.down_after:g} s"

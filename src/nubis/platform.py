@@ -130,9 +130,9 @@ class Platform:
                 check_interval=settings.ha_check_interval_seconds,
                 down_after=settings.host_down_after_seconds,
             ),
+            on_back=self.sync.reconcile_host,
         )
         self.sync.on_crash = self.ha.on_crash
-        self.ha.on_back = self.sync.reconcile_host
         self.volume_driver = VolumeDriver(self.conns)
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
         self.volumes = VolumeService(self.instances)

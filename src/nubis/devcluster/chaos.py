@@ -298,6 +298,7 @@ class Chaos:
                 if (
                     vm not in moved
                     and inst["status"] == "running"
+                    and inst["task_state"] is None  # started there, not just placed
                     and (self.host_name(inst["host_id"]) != host_name)
                 ):
                     moved[vm] = time.monotonic() - start

@@ -42,6 +42,7 @@ from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.fencing import AGENTS, FenceError
 from nubis.drivers.leases import lease_held
+from nubis.drivers.libvirt.compute import HostRef
 from nubis.drivers.reachability import port_open
 from nubis.services import events
 from nubis.services.hosts import HostService, mark_unreachable
@@ -70,6 +71,7 @@ class HaMonitor:
         engine: TaskEngine,
         pool_path: Path,
         settings: HaSettings,
+        on_back: Callable[[str], None],
     ) -> None:
         self.db = db
         self.hosts = hosts
@@ -85,7 +87,7 @@ class HaMonitor:
         self._thread: threading.Thread | None = None
         # a host answers again: (host id) -> probe it, remove its stale domains, align
         # its instances (the state sync's reconcile_host)
-        self.on_back: Callable[[str], None] | None = None
+        self.on_back = on_back
 
     # -- the loop ---------------------------------------------------------------------
     def start(self) -> None:
@@ -108,15 +110,16 @@ class HaMonitor:
                 log.exception("host health check failed")
 
     def check_all(self) -> None:
+        """Check every host at once (one query for all of them) and apply the results."""
         with self.db.begin() as s:
-            host_ids = list(s.scalars(select(Host.id)).all())
+            hosts = {h.id: (h.state, self.hosts.ref(h)) for h in s.scalars(select(Host))}
         waiting = {}
-        for host_id in host_ids:
+        for host_id, (_state, ref) in hosts.items():
             previous = self._inflight.get(host_id)
             if previous is not None and not previous.done():
                 waiting[host_id] = previous  # still hanging: it counts as a failure below
                 continue
-            self._inflight[host_id] = waiting[host_id] = self._pool.submit(self._probe, host_id)
+            self._inflight[host_id] = waiting[host_id] = self._pool.submit(self._probe, ref)
         deadline = time.monotonic() + self.settings.check_timeout
         for host_id, future in waiting.items():
             try:
@@ -125,15 +128,10 @@ class HaMonitor:
                 error = f"no answer from libvirt within {self.settings.check_timeout:g} s"
             except Exception as exc:  # a probe must never stop the others
                 error = str(exc)
-            self.observe(host_id, error)
+            self.observe(host_id, error, hosts[host_id][0])
 
-    def _probe(self, host_id: str) -> str | None:
+    def _probe(self, ref: HostRef) -> str | None:
         """None when the host answers, else why it does not."""
-        with self.db.begin() as s:
-            host = s.get(Host, host_id)
-            if host is None:
-                return None
-            ref = self.hosts.ref(host)
         error = port_open(ref.uri, self.settings.check_timeout)
         if error is not None:
             return error
@@ -144,12 +142,15 @@ class HaMonitor:
         return None
 
     # -- decisions --------------------------------------------------------------------
-    def observe(self, host_id: str, error: str | None) -> None:
-        """Apply one check's result to the host's state."""
+    def observe(self, host_id: str, error: str | None, known_state: str | None = None) -> None:
+        """Apply one check's result to the host's state (``known_state``: as just read;
+        a host up and answering needs no database work then)."""
         judge = False
         failures = self._failures[host_id] = (
             0 if error is None else self._failures.get(host_id, 0) + 1
         )
+        if error is None and known_state == "up":
+            return
         with self.db.begin() as s:
             host = s.get(Host, host_id)
             if host is None:
@@ -170,10 +171,7 @@ class HaMonitor:
         if back:
             self._noted.discard(host_id)
             self._fence_tried.pop(host_id, None)
-            if self.on_back is not None:
-                self.on_back(host_id)
-            else:
-                self.hosts.refresh(self.db, host_id)
+            self.on_back(host_id)
         elif judge:
             self.judge(host_id)
 

@@ -96,30 +96,37 @@ class FailoverHandler:
         self.limit = limit
         self.pool_path = pool_path
 
-    def _queue(self, host_id: str) -> list[str]:
-        """HA instances still on the host, highest priority first."""
+    def _queue(self, host_id: str) -> tuple[list[str], Path | None]:
+        """HA instances still on the host, highest priority first, and the lockspace of
+        its cluster (if any)."""
         with self.t.db.begin() as s:
-            return list(
+            queue = list(
                 s.scalars(
                     select(Instance.id)
                     .where(Instance.host_id == host_id, Instance.ha_enabled.is_(True))
                     .order_by(Instance.ha_priority.desc(), Instance.created_at)
                 )
             )
+            lockspace = s.scalar(
+                select(Cluster.ha_lockspace)
+                .join(Host, Host.cluster_id == Cluster.id)
+                .where(Host.id == host_id)
+            )
+        return queue, Path(lockspace) if lockspace else None
 
     def run(self, ctx: TaskContext) -> None:
-        queue = self._queue(ctx.resource_id)
+        queue, lockspace = self._queue(ctx.resource_id)
         errors = []
         for done, iid in enumerate(queue):
             ctx.step("restart", int(100 * done / max(1, len(queue))))
             try:
-                self._restart(iid, ctx.resource_id)
+                self._restart(iid, ctx.resource_id, lockspace)
             except (ServiceError, DriverError, LookupError) as exc:
                 errors.append(f"{iid}: {getattr(exc, 'message', exc)}")
         if errors:
             raise RuntimeError("some HA instances were not restarted: " + "; ".join(errors))
 
-    def _restart(self, instance_id: str, host_id: str) -> None:
+    def _restart(self, instance_id: str, host_id: str, lockspace: Path | None) -> None:
         with self.t.db.begin() as s:
             inst = s.get(Instance, instance_id)
             if inst is None or inst.host_id != host_id:
@@ -127,12 +134,7 @@ class FailoverHandler:
             if self.limit.exceeded(s, instance_id):
                 self.limit.give_up(s, inst)
                 return
-            host = s.get(Host, host_id)
-            cluster = s.get(Cluster, host.cluster_id) if host and host.cluster_id else None
-            lockspace = cluster.ha_lockspace if cluster else None
-        if lockspace and lease_held(
-            Path(lockspace), str(self.pool_path / root_volume_name(instance_id))
-        ):
+        if lockspace and lease_held(lockspace, str(self.pool_path / root_volume_name(instance_id))):
             raise ServiceError("its disk lease is still held: it still runs somewhere")
         target = restart_elsewhere(self.t, self.instances, instance_id, host_id)
         if target is None:
