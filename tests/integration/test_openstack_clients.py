@@ -133,7 +133,9 @@ def test_catalog_flavors_images_and_key_pairs(server, os_cli, tmp_path):
     assert server.client.get("/key-pairs/os-gen").status_code == 404
 
 
-def test_server_lifecycle_with_network_security_group_and_volume(server, os_cli, network):
+def test_server_lifecycle_with_network_security_group_and_volume(server, os_cli, network, tmp_path):
+    key = tmp_path / "vm-key"
+    os_cli("keypair", "create", "--private-key", str(key), "os-vm-key", parse=False)
     group = os_cli("security", "group", "create", "os-web")
     rule = os_cli(
         "security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", "os-web"
@@ -149,12 +151,12 @@ def test_server_lifecycle_with_network_security_group_and_volume(server, os_cli,
 
     made = os_cli(
         "server", "create", "--flavor", "m1.tiny", "--image", "nubis-tiny",
-        "--network", "os-net", "--key-name", "os-key", "--security-group", "os-web",
+        "--network", "os-net", "--key-name", "os-vm-key", "--security-group", "os-web",
         "--wait", "os-vm1",
     )  # fmt: skip
     assert made["status"] == "ACTIVE"
     inst = server.instance("os-vm1")
-    assert (inst["id"], inst["status"], inst["key_name"]) == (made["id"], "running", "os-key")
+    assert (inst["id"], inst["status"], inst["key_name"]) == (made["id"], "running", "os-vm-key")
     server.wait_console(inst["id"])
     ports = server.client.get(f"/instances/{inst['id']}/ports").json()
     assert [p["network_id"] for p in ports] == [network["id"]]
@@ -172,6 +174,11 @@ def test_server_lifecycle_with_network_security_group_and_volume(server, os_cli,
     os_cli("server", "stop", "os-vm1", parse=False)
     server.wait_field(f"/instances/{inst['id']}", "status", "stopped", timeout=120)
     assert os_cli("server", "show", "os-vm1")["status"] == "SHUTOFF"
+    # an image of the stopped server: there at once, active when made, bootable
+    snap = os_cli("server", "image", "create", "--name", "os-snap", "--wait", "os-vm1")
+    native_image = server.client.get("/images/os-snap").json()
+    assert (native_image["id"], native_image["status"]) == (snap["id"], "active")
+    assert os_cli("image", "show", "os-snap")["status"] == "active"
     os_cli("server", "start", "os-vm1", parse=False)
     server.wait_field(f"/instances/{inst['id']}", "status", "running", timeout=120)
     assert os_cli("server", "show", "os-vm1")["status"] == "ACTIVE"
@@ -203,6 +210,8 @@ def test_server_lifecycle_with_network_security_group_and_volume(server, os_cli,
 
     os_cli("server", "delete", "--wait", "os-vm1", parse=False)
     assert server.client.get(f"/instances/{inst['id']}").status_code == 404
+    os_cli("image", "delete", "os-snap", parse=False)
+    assert server.client.get("/images/os-snap").status_code == 404
     wait_gone(server, f"/volumes/{volume['id']}")
     os_cli("security", "group", "delete", "os-web", parse=False)
     assert server.client.get("/security-groups/os-web").status_code == 404

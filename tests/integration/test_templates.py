@@ -65,6 +65,14 @@ def test_template_linked_and_full_clones(server):
         assert resp.status_code == status, resp.text
     resp = server.client.post(f"/instances/{gid}/actions/create-template", json={"name": "tmpl"})
     assert resp.status_code == 202, resp.text
+    # the image is there at once, under the name it holds, until the task makes it
+    early = server.client.get("/images/tmpl").json()
+    assert early["status"] in ("creating", "active")
+    if early["status"] == "creating":
+        refused = server.client.delete(f"/images/{early['id']}")
+        assert refused.status_code == 409 and "being made" in refused.text
+    again = server.client.post(f"/instances/{gid}/actions/create-template", json={"name": "tmpl"})
+    assert again.status_code == 409
     task = server.wait_task(resp.json()["task_id"])
     assert task["status"] == "succeeded", task["error"]
     assert server.instance(gid)["status"] == "stopped"

@@ -138,13 +138,45 @@ class ImageService:
         image.sha256 = staged.digest.hexdigest()
 
     # -- two-step: a record first, its data after (how Glance clients make images) --------
-    def reserve(self, session: Session, name: str, project_id: str | None) -> Image:
-        """An image without data yet (``queued``): nothing can use it until ``fill``."""
+    def reserve(
+        self,
+        session: Session,
+        name: str,
+        project_id: str | None,
+        image_id: str | None = None,
+        status: str = "queued",
+    ) -> Image:
+        """An image without data yet: ``queued`` for an upload (``fill``), ``creating``
+        while a task makes it (``complete``). Nothing can use it before it is active."""
         self.check_name(session, name)
-        image = Image(name=name, project_id=project_id, status="queued")
+        image = Image(id=image_id or new_id(), name=name, project_id=project_id, status=status)
         session.add(image)
         session.flush()
         return image
+
+    def complete(
+        self, session: Session, name: str, staged: Staged, project_id: str | None
+    ) -> Image:
+        """The data a task made for its ``creating`` image (registered anew when the
+        task was queued before images were recorded up front)."""
+        image = session.get(Image, staged.image_id, with_for_update=True)
+        if image is None:
+            return self.register(session, name, staged, project_id)
+        try:
+            self._take(staged, image)
+            session.flush()
+            os.replace(staged.path, self.store / staged.image_id)
+        finally:
+            staged.path.unlink(missing_ok=True)
+        return image
+
+    def give_up(self, session: Session, image_id: str, error: str) -> None:
+        """A task could not make its image: it stays, in ``error``, saying why."""
+        session.execute(
+            update(Image)
+            .where(Image.id == image_id, Image.status == "creating")
+            .values(status="error", error=error)
+        )
 
     def start_fill(self, session: Session, image: Image) -> None:
         """Claim a queued image for one upload (``saving``); a second upload is refused."""
@@ -203,6 +235,10 @@ class ImageService:
             image = get_visible(s, principal, ref)
             if image.project_id is None and not principal.all_projects:
                 raise Forbidden("only the system administrator deletes a public image")
+            if image.status in ("creating", "saving"):
+                raise Conflict(
+                    f"image {image.name!r} is being made ({image.status}); delete it after"
+                )
             loaded = s.scalars(
                 select(Instance.name)
                 .where(Instance.cdrom_image_id == image.id)

@@ -39,8 +39,14 @@ from nubis.tasks.engine import TaskContext
 Download = Callable[[Callable[[bytes], None], Callable[[int], None]], None]
 
 
-def _params(name: str, principal: Principal) -> dict[str, object]:
-    return {"name": name, "image_id": new_id(), "project_id": principal.project_id}
+def _params(
+    images: ImageService, session: Session, name: str, principal: Principal
+) -> dict[str, object]:
+    """The task's parameters; the image is recorded at once (``creating``), so its id
+    and name are taken and it can be watched until the task makes it active."""
+    image_id = new_id()
+    images.reserve(session, name, principal.project_id, image_id=image_id, status="creating")
+    return {"name": name, "image_id": image_id, "project_id": principal.project_id}
 
 
 def request_template(
@@ -54,9 +60,8 @@ def request_template(
     images.check_name(session, name)
     instance = instances.get(session, principal, ref)
     instances.guard(session, instance, ("stopped",), "templating")
-    return instances.submit(
-        session, principal, "instance.template", instance.id, params=_params(name, principal)
-    )
+    params = _params(images, session, name, principal)
+    return instances.submit(session, principal, "instance.template", instance.id, params=params)
 
 
 def request_volume_template(
@@ -79,14 +84,9 @@ def request_volume_template(
     volumes.guard(session, volume, ("available", "in-use"), "templating")
     for instance in users:
         volumes.instances.guard(session, instance, ("stopped",), "templating")
+    params = _params(images, session, name, principal)
     return submit_task(
-        volumes.engine,
-        session,
-        principal,
-        "volume.template",
-        "volume",
-        volume.id,
-        _params(name, principal),
+        volumes.engine, session, principal, "volume.template", "volume", volume.id, params
     )
 
 
@@ -115,7 +115,8 @@ class ImageExport:
         drop_temp: Callable[[], None],
     ) -> None:
         with self.db.begin() as s:
-            if s.get(Image, ctx.params["image_id"]) is not None:
+            image = s.get(Image, ctx.params["image_id"])
+            if image is not None and image.status == "active":
                 return  # made before a crash interrupted the task's end
         ctx.step("flatten", 10)
         flatten()
@@ -131,12 +132,15 @@ class ImageExport:
                 download(write, lambda p: ctx.progress(40 + p // 2))
             ctx.step("register", 95)
             with self.db.begin() as s:
-                self.images.register(s, ctx.params["name"], staged, ctx.params["project_id"])
+                self.images.complete(s, ctx.params["name"], staged, ctx.params["project_id"])
         finally:
             drop_temp()
 
-    def discard(self, ctx: TaskContext) -> None:
+    def discard(self, ctx: TaskContext, error: str) -> None:
+        """The copy is dropped; the image recorded for it shows the failure."""
         self.staged(ctx).path.unlink(missing_ok=True)
+        with self.db.begin() as s:
+            self.images.give_up(s, ctx.params["image_id"], error)
 
 
 class TemplateHandler:
@@ -167,7 +171,7 @@ class TemplateHandler:
         self.t.settle(ctx.resource_id, "stopped")
 
     def failed(self, ctx: TaskContext, error: str) -> None:
-        self.export.discard(ctx)
+        self.export.discard(ctx, error)
         try:
             self.t.driver.delete_volume(
                 self.t.load(ctx.resource_id).ref, self.export.temp_name(ctx)
@@ -224,7 +228,7 @@ class VolumeTemplateHandler:
             release_hold(s, volume_id, "templating")
 
     def failed(self, ctx: TaskContext, error: str) -> None:
-        self.export.discard(ctx)
+        self.export.discard(ctx, error)
         try:
             volume, pool, ref = self._where(ctx.resource_id)
             self._drop(ref, pool, volume, self.export.temp_name(ctx))

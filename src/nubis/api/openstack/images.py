@@ -27,6 +27,7 @@ router = APIRouter(prefix="/image", tags=["openstack image"])
 STATUS = {
     "queued": "queued",
     "saving": "saving",
+    "creating": "saving",  # a template being made from a server or volume
     "active": "active",
     "error": "killed",
     "deleting": "pending_delete",

@@ -17,7 +17,7 @@ from nubis.api.openstack import links, server_view
 from nubis.api.openstack.caller import As
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import Instance
-from nubis.services import migration, policy
+from nubis.services import migration, policy, templates
 from nubis.services.auth import Principal
 from nubis.services.cloudinit import GuestRequest
 from nubis.services.errors import BadRequest, Conflict, NotFoundError
@@ -306,6 +306,23 @@ def _migrate(platform: PlatformDep, principal: Principal, instance: Instance, ar
         )
 
 
+def _create_image(
+    platform: PlatformDep, principal: Principal, instance: Instance, args: Any
+) -> str:
+    """An image of a stopped server's root disk (a Nubis template); its id at once."""
+    policy.authorize(principal.roles, "POST /instances/{ref}/actions/create-template")
+    name = args.get("name") if isinstance(args, dict) else None
+    if not isinstance(name, str):
+        raise BadRequest("createImage needs a name")
+    if isinstance(args, dict) and args.get("metadata"):
+        raise NotSupported("image properties are not kept: leave metadata out")
+    with platform.db.begin() as s:
+        task = templates.request_template(
+            platform.instances, platform.images, s, principal, instance.id, name
+        )
+        return str(task.params["image_id"])
+
+
 def _console_url(request: Request, platform: PlatformDep, principal: Principal, iid: str) -> str:
     """The web console's page for the server (sign-in there, then the VNC console)."""
     with platform.db.begin() as s:
@@ -343,6 +360,11 @@ def server_action(
         action = POWER_ACTIONS[name]
     elif name in ("os-migrateLive", "migrate"):
         _migrate(platform, principal, instance, args)
+        return None
+    elif name == "createImage":
+        image_id = _create_image(platform, principal, instance, args)
+        image_url = f"{links.service_url(request, 'image')}/v2/images/{image_id}"
+        response.headers["Location"] = image_url
         return None
     elif name == "os-getVNCConsole":
         url = _console_url(request, platform, principal, instance.id)
