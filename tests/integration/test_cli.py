@@ -47,6 +47,11 @@ def test_cli_creates_boots_and_deletes_an_instance(nubis, tmp_path):
     ).stdout  # fmt: skip
     inst = json.loads(out)
     assert inst["status"] == "running" and inst["key_name"] == "cli-key"
+    nubis("instance", "properties", "cli-vm", "--set", "role=web", "--set", "tier=1")
+    props = nubis("instance", "properties", "cli-vm", "--unset", "tier", "-f", "json").stdout
+    assert json.loads(props) == [{"key": "role", "value": "web"}]
+    refused = nubis("instance", "properties", "cli-vm", "--set", "novalue", ok=False)
+    assert refused.returncode != 0 and "KEY=VALUE" in refused.stderr
     listed = json.loads(nubis("instance", "list", "--status", "running", "-f", "json").stdout)
     assert "cli-vm" in [i["name"] for i in listed["items"]]
 

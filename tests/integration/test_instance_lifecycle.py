@@ -43,6 +43,9 @@ def test_boot_stop_start_reboot_pause_resume_delete(server):
     server.act(iid, "reboot")
     server.wait_console(iid, 3)
     assert server.instance(iid)["status"] == "running"
+    server.act(iid, "hard-reboot")  # a reset: the guest boots again without shutting down
+    server.wait_console(iid, 4)
+    assert server.instance(iid)["status"] == "running"
     server.act(iid, "pause")
     assert server.instance(iid)["status"] == "paused"
     server.act(iid, "resume")

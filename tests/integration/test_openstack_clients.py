@@ -152,12 +152,16 @@ def test_server_lifecycle_with_network_security_group_and_volume(server, os_cli,
     made = os_cli(
         "server", "create", "--flavor", "m1.tiny", "--image", "nubis-tiny",
         "--network", "os-net", "--key-name", "os-vm-key", "--security-group", "os-web",
-        "--wait", "os-vm1",
+        "--property", "role=web", "--wait", "os-vm1",
     )  # fmt: skip
     assert made["status"] == "ACTIVE"
     inst = server.instance("os-vm1")
     assert (inst["id"], inst["status"], inst["key_name"]) == (made["id"], "running", "os-vm-key")
     server.wait_console(inst["id"])
+    assert inst["properties"] == {"role": "web"}
+    os_cli("server", "set", "--property", "tier=1", "os-vm1", parse=False)
+    os_cli("server", "unset", "--property", "role", "os-vm1", parse=False)
+    assert server.instance("os-vm1")["properties"] == {"tier": "1"}
     ports = server.client.get(f"/instances/{inst['id']}/ports").json()
     assert [p["network_id"] for p in ports] == [network["id"]]
     assert made["addresses"] == {"os-net": [ports[0]["ip"]]}
@@ -185,6 +189,8 @@ def test_server_lifecycle_with_network_security_group_and_volume(server, os_cli,
     server.wait_console(inst["id"], count=2)  # booted again
     os_cli("server", "reboot", "--wait", "os-vm1", parse=False)
     server.wait_console(inst["id"], count=3)  # the guest rebooted
+    os_cli("server", "reboot", "--hard", "--wait", "os-vm1", parse=False)
+    server.wait_console(inst["id"], count=4)  # reset, booted again
     console = os_cli("console", "url", "show", "os-vm1")
     assert console["url"] == f"{server.url}/instances/{inst['id']}/console"
     hypervisors = os_cli("hypervisor", "list")

@@ -11,6 +11,7 @@ from nubis.api.openstack.app import MODULES
 from nubis.db.models import Instance
 from nubis.services import policy
 from tests.unit.identity_world import PASSWORD, ROLES, bootstrap_password
+from tests.unit.test_api_contract import qcow2
 
 OS = "/openstack"
 AUTH = f"{OS}/identity/v3/auth/tokens"
@@ -287,3 +288,53 @@ def test_operator_views_and_quota_sets(client, callers, platform):
     )
     other = callers["p2-member"].get("/auth/whoami").json()["project_id"]
     assert client.get(f"{COMPUTE}/os-quota-sets/{other}", headers=member).status_code == 404
+
+
+def test_server_metadata_is_the_instances_properties(client, callers, tmp_path):
+    member = callers["member"]
+    image = member.post(
+        "/images",
+        params={"name": "md-img"},
+        content=qcow2(tmp_path, "md.qcow2"),
+        headers={"Content-Type": "application/octet-stream"},
+    ).json()
+    h = {"X-Auth-Token": member.token}
+    flavor = client.get(f"{COMPUTE}/flavors", headers=h).json()["flavors"][0]["id"]
+    body = {
+        "server": {
+            "name": "md",
+            "imageRef": image["id"],
+            "flavorRef": flavor,
+            "metadata": {"role": "web"},
+        }
+    }
+    made = client.post(f"{COMPUTE}/servers", headers=h, json=body)
+    assert made.status_code == 202, made.text
+    sid = made.json()["server"]["id"]
+    assert member.get(f"/instances/{sid}").json()["properties"] == {"role": "web"}
+    url = f"{COMPUTE}/servers/{sid}/metadata"
+    merged = client.post(url, headers=h, json={"metadata": {"tier": "1"}}).json()
+    assert merged["metadata"] == {"role": "web", "tier": "1"}
+    item = client.put(f"{url}/tier", headers=h, json={"meta": {"tier": "2"}})
+    assert item.json() == {"meta": {"tier": "2"}}
+    assert client.delete(f"{url}/role", headers=h).status_code == 204
+    gone = client.get(f"{url}/role", headers=h)
+    assert gone.status_code == 404 and gone.json()["itemNotFound"]
+    shown = client.get(f"{COMPUTE}/servers/{sid}", headers=h).json()["server"]
+    assert shown["metadata"] == {"tier": "2"}
+    replaced = client.put(url, headers=h, json={"metadata": {"a": "b"}}).json()
+    assert replaced["metadata"] == {"a": "b"}
+    assert member.get(f"/instances/{sid}").json()["properties"] == {"a": "b"}
+
+    # bad input is refused and changes nothing, through either API
+    too_many = {"metadata": {f"k{i}": "v" for i in range(129)}}
+    assert client.post(url, headers=h, json=too_many).status_code == 400
+    long_value = {"metadata": {"a": "x" * 256}}
+    assert client.post(url, headers=h, json=long_value).status_code == 400
+    assert member.put(f"/instances/{sid}/properties", json={"": "v"}).status_code == 400
+    assert member.get(f"/instances/{sid}").json()["properties"] == {"a": "b"}
+    reader = {"X-Auth-Token": callers["reader"].token}
+    assert client.post(url, headers=reader, json={"metadata": {"c": "d"}}).status_code == 403
+    assert client.get(url, headers=reader).json() == {"metadata": {"a": "b"}}
+    other = {"X-Auth-Token": callers["p2-member"].token}
+    assert client.get(url, headers=other).status_code == 404

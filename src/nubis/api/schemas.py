@@ -199,6 +199,10 @@ class InstanceIn(In):
         "place when its QEMU process dies",
     )
     ha_priority: int = Field(default=0, description="0-1000: higher ones restart first")
+    properties: dict[str, str] = Field(
+        default_factory=dict,
+        description="your own key-value pairs (at most 128, 255 characters each)",
+    )
 
 
 class InstanceHaIn(In):
@@ -228,8 +232,14 @@ class InstanceOut(Out):
     error: str | None
     ha_enabled: bool
     ha_priority: int
+    properties: dict[str, str] = Field(description="the user's own key-value pairs")
     created_at: datetime
     updated_at: datetime
+
+    @field_validator("properties", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return {} if value is None else value
 
     @field_validator("boot_order", mode="before")
     @classmethod

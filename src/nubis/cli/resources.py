@@ -124,6 +124,9 @@ def instance_create(
     ] = "nocloud",
     ha: Annotated[bool, typer.Option(help="restart it when its host or QEMU fails")] = False,
     ha_priority: Annotated[int, typer.Option(help="0-1000: higher ones restart first")] = 0,
+    prop: Annotated[
+        list[str] | None, typer.Option("--property", help="KEY=VALUE of your own (repeatable)")
+    ] = None,
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
@@ -146,12 +149,43 @@ def instance_create(
         "seed_format": seed_format,
         "ha": ha,
         "ha_priority": ha_priority,
+        "properties": key_values(prop or []),
     }
     created = request("POST", "/instances", json=body).json()
     if wait:
         wait_for_task(created["task_id"])
         created = request("GET", f"/instances/{created['id']}").json()
     show(created, fmt, INSTANCE_COLS)
+
+
+def key_values(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"{pair!r}: give KEY=VALUE")
+        out[key] = value
+    return out
+
+
+@instance_app.command("properties")
+def instance_properties(
+    ref: str,
+    prop: Annotated[
+        list[str] | None, typer.Option("--set", help="KEY=VALUE to set (repeatable)")
+    ] = None,
+    unset: Annotated[list[str] | None, typer.Option(help="KEY to remove (repeatable)")] = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Show, set or remove the instance's own key-value pairs."""
+    current = request("GET", f"/instances/{ref}").json()
+    if prop or unset:
+        wanted = {**current["properties"], **key_values(prop or [])}
+        for key in unset or []:
+            wanted.pop(key, None)
+        current = request("PUT", f"/instances/{ref}/properties", json=wanted).json()
+    rows = [{"key": k, "value": v} for k, v in sorted(current["properties"].items())]
+    show(rows, fmt, ["key", "value"])
 
 
 @instance_app.command("ports")
@@ -227,8 +261,12 @@ def instance_stop(
 
 
 @instance_app.command("reboot")
-def instance_reboot(ref: str, wait: Wait = False) -> None:
-    _action(ref, "reboot", wait)
+def instance_reboot(
+    ref: str,
+    hard: Annotated[bool, typer.Option("--hard", help="reset, without asking the guest")] = False,
+    wait: Wait = False,
+) -> None:
+    _action(ref, "hard-reboot" if hard else "reboot", wait)
 
 
 @instance_app.command("pause")

@@ -330,6 +330,8 @@ class Instance(Base):
     # first), and in place when its QEMU process dies
     ha_enabled: Mapped[bool] = mapped_column(default=False)
     ha_priority: Mapped[int] = mapped_column(Integer, default=0)
+    # the user's own key-value pairs (Nova's server metadata); None: none yet
+    properties: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -430,7 +430,8 @@ class RebootHandler(_Handler):
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
         ctx.step("reboot", 20)
-        self.t.driver.reboot(loaded.ref, ctx.resource_id)
+        # soft: through the guest (ACPI); hard: a reset, whatever the guest does
+        self.t.driver.reboot(loaded.ref, ctx.resource_id, hard=bool(ctx.params.get("hard")))
         self.t.settle(ctx.resource_id, "running")
 
 

@@ -41,9 +41,12 @@ ACTIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "stop": (("running", "paused"), "stopping", "instance.stop"),
     "force-stop": (("running", "paused"), "stopping", "instance.force-stop"),
     "reboot": (("running",), "rebooting", "instance.reboot"),
+    "hard-reboot": (("running",), "rebooting", "instance.reboot"),
     "pause": (("running",), "pausing", "instance.pause"),
     "resume": (("paused",), "resuming", "instance.resume"),
 }
+# what an action tells its task beyond the kind
+ACTION_PARAMS: dict[str, dict[str, object]] = {"hard-reboot": {"hard": True}}
 CLONE_MODES = ("linked", "full")
 DELETABLE = ("building", "running", "stopped", "paused", "error")
 
@@ -104,9 +107,11 @@ class InstanceService:
         guest: GuestRequest | None = None,
         ha: bool = False,
         ha_priority: int = 0,
+        properties: dict[str, str] | None = None,
     ) -> tuple[Instance, Task]:
         validate_name(name, "instance")
         check_ha_priority(ha_priority)
+        checked_properties = check_properties(properties or {})
         if clone not in CLONE_MODES:
             raise BadRequest(f"clone must be one of {', '.join(CLONE_MODES)}")
         guest = guest or GuestRequest()
@@ -176,6 +181,7 @@ class InstanceService:
             seed_format=seed_format,
             ha_enabled=ha,
             ha_priority=ha_priority,
+            properties=checked_properties or None,
         )
         session.add(instance)
         session.flush()
@@ -252,6 +258,34 @@ class InstanceService:
     ) -> Task:
         return submit_task(self.engine, session, principal, kind, "instance", instance_id, params)
 
+    def set_properties(
+        self, session: Session, principal: Principal, ref: str, properties: object
+    ) -> Instance:
+        """Replace the instance's properties (the guest is not told)."""
+        return self.change_properties(session, principal, ref, properties, replace=True)
+
+    def change_properties(
+        self,
+        session: Session,
+        principal: Principal,
+        ref: str,
+        changes: object,
+        remove: tuple[str, ...] = (),
+        replace: bool = False,
+    ) -> Instance:
+        """Merge ``changes`` into the properties (or replace them all), then drop the
+        ``remove`` keys; the row is locked so concurrent changes all land."""
+        instance = self.get(session, principal, ref)
+        session.refresh(instance, with_for_update=True)
+        base = {} if replace else dict(instance.properties or {})
+        merged = {**base, **check_properties(changes)}
+        for key in remove:
+            if key not in merged:
+                raise NotFoundError(f"instance {instance.name!r} has no property {key!r}")
+            del merged[key]
+        instance.properties = check_properties(merged) or None
+        return instance
+
     def set_ha(
         self, session: Session, principal: Principal, ref: str, enabled: bool, priority: int
     ) -> Instance:
@@ -304,8 +338,7 @@ class InstanceService:
         instance = self.get(session, principal, ref)
         allowed, task_state, kind = ACTIONS[action]
         self.guard(session, instance, allowed, task_state)
-        task = self.submit(session, principal, kind, instance.id)
-        return task
+        return self.submit(session, principal, kind, instance.id, ACTION_PARAMS.get(action))
 
     def delete(self, session: Session, principal: Principal, ref: str) -> tuple[Instance, Task]:
         instance = self.get(session, principal, ref)
@@ -330,6 +363,25 @@ class InstanceService:
 
 
 HA_PRIORITY_MAX = 1000
+MAX_PROPERTIES = 128  # as Nova's metadata_items quota
+MAX_PROPERTY_LENGTH = 255
+
+
+def check_properties(properties: object) -> dict[str, str]:
+    """Free key-value pairs of an instance: at most 128, keys 1-255 characters, values
+    at most 255, both text."""
+    if not isinstance(properties, dict):
+        raise BadRequest("properties must be an object of key-value pairs")
+    if len(properties) > MAX_PROPERTIES:
+        raise BadRequest(f"at most {MAX_PROPERTIES} properties")
+    for key, value in properties.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_PROPERTY_LENGTH:
+            raise BadRequest(f"property keys are 1-{MAX_PROPERTY_LENGTH} characters")
+        if not isinstance(value, str) or len(value) > MAX_PROPERTY_LENGTH:
+            raise BadRequest(
+                f"property {key!r}: values are text of at most {MAX_PROPERTY_LENGTH} characters"
+            )
+    return dict(properties)
 
 
 def check_ha_priority(priority: int) -> None:

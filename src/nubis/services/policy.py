@@ -103,6 +103,7 @@ POLICY: dict[str, frozenset[str]] = {
     "POST /instances/{ref}/ports": WRITE,
     "DELETE /instances/{ref}/ports/{port_id}": WRITE,
     "POST /instances/{ref}/actions/migrate": INFRA,
+    "PUT /instances/{ref}/properties": WRITE,
     "POST /instances/{ref}/actions/cancel-migration": INFRA,
     "POST /instances/{ref}/actions/create-template": WRITE,
     "POST /instances/{ref}/actions/clone": WRITE,

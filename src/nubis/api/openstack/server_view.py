@@ -148,7 +148,7 @@ def detail(request: Request, related: Related, instance: Instance, admin: bool) 
         "status": nova_status(instance),
         "tenant_id": instance.project_id,
         "user_id": None,
-        "metadata": {},
+        "metadata": instance.properties or {},
         "hostId": hashlib.sha224(host_key.encode()).hexdigest() if host_name else "",
         "image": _ref(request, "images", instance.image_id),
         "flavor": _ref(request, "flavors", instance.flavor_id),

@@ -115,8 +115,6 @@ def _check_supported(server: ServerIn) -> None:
         raise NotSupported("booting from a volume is not supported: give imageRef")
     if server.personality:
         raise NotSupported("personality files are not supported: use user_data")
-    if server.metadata:
-        raise NotSupported("server metadata is not supported yet")
 
 
 @router.post("", status_code=202)
@@ -153,6 +151,7 @@ def create_server(
             rule_group_ref=group,
             nics=_nics(server),
             guest=guest,
+            properties=server.metadata,
         )
         out = server_view.brief(request, instance)
     response.headers["Location"] = out["links"][0]["href"]
@@ -349,13 +348,9 @@ def server_action(
     instance = find_server(platform, principal, server_id)
     if name == "reboot":
         kind = args.get("type") if isinstance(args, dict) else None
-        if kind == "HARD":
-            raise NotSupported(
-                "Nubis reboots through the guest (SOFT); a HARD reset is not offered"
-            )
-        if kind != "SOFT":
+        if kind not in ("SOFT", "HARD"):
             raise BadRequest("reboot.type must be SOFT or HARD")
-        action = "reboot"
+        action = "reboot" if kind == "SOFT" else "hard-reboot"
     elif name in POWER_ACTIONS:
         action = POWER_ACTIONS[name]
     elif name in ("os-migrateLive", "migrate"):
@@ -375,3 +370,93 @@ def server_action(
     with platform.db.begin() as s:
         platform.instances.action(s, principal, instance.id, action)
     return None
+
+
+# -- metadata (Nubis instance properties) -------------------------------------------
+Writer = Annotated[Principal, As("PUT /instances/{ref}/properties")]
+Reader = Annotated[Principal, As("GET /instances/{ref}")]
+
+
+def _properties(platform: PlatformDep, principal: Principal, server_id: str) -> dict[str, str]:
+    return dict(find_server(platform, principal, server_id).properties or {})
+
+
+def _change(
+    platform: PlatformDep,
+    principal: Principal,
+    server_id: str,
+    changes: object,
+    remove: tuple[str, ...] = (),
+    replace: bool = False,
+) -> dict[str, str]:
+    instance = find_server(platform, principal, server_id)
+    with platform.db.begin() as s:
+        changed = platform.instances.change_properties(
+            s, principal, instance.id, changes, remove, replace
+        )
+        return dict(changed.properties or {})
+
+
+def _body(body: dict[str, Any], key: str) -> object:
+    if set(body) != {key}:
+        raise BadRequest(f"the body is {{{key!r}: {{...}}}}")
+    return body[key]
+
+
+@router.get("/{server_id}/metadata")
+def show_metadata(server_id: str, platform: PlatformDep, principal: Reader) -> dict[str, Any]:
+    return {"metadata": _properties(platform, principal, server_id)}
+
+
+@router.put("/{server_id}/metadata")
+def replace_metadata(
+    server_id: str,
+    platform: PlatformDep,
+    principal: Writer,
+    body: Annotated[dict[str, Any], Body()],
+) -> dict[str, Any]:
+    new = _body(body, "metadata")
+    return {"metadata": _change(platform, principal, server_id, new, replace=True)}
+
+
+@router.post("/{server_id}/metadata")
+def merge_metadata(
+    server_id: str,
+    platform: PlatformDep,
+    principal: Writer,
+    body: Annotated[dict[str, Any], Body()],
+) -> dict[str, Any]:
+    return {"metadata": _change(platform, principal, server_id, _body(body, "metadata"))}
+
+
+@router.get("/{server_id}/metadata/{key}")
+def show_metadata_item(
+    server_id: str, key: str, platform: PlatformDep, principal: Reader
+) -> dict[str, Any]:
+    properties = _properties(platform, principal, server_id)
+    if key not in properties:
+        raise NotFoundError(f"Metadata item was not found: {key}")
+    return {"meta": {key: properties[key]}}
+
+
+@router.put("/{server_id}/metadata/{key}")
+def set_metadata_item(
+    server_id: str,
+    key: str,
+    platform: PlatformDep,
+    principal: Writer,
+    body: Annotated[dict[str, Any], Body()],
+) -> dict[str, Any]:
+    meta = _body(body, "meta")
+    if not isinstance(meta, dict) or set(meta) != {key}:
+        raise BadRequest("the body is {'meta': {key: value}} with the key of the URL")
+    changed = _change(platform, principal, server_id, meta)
+    return {"meta": {key: changed[key]}}
+
+
+@router.delete("/{server_id}/metadata/{key}", status_code=204)
+def delete_metadata_item(
+    server_id: str, key: str, platform: PlatformDep, principal: Writer
+) -> Response:
+    _change(platform, principal, server_id, {}, remove=(key,))
+    return Response(status_code=204)

@@ -67,6 +67,7 @@ def create_instance(
             GuestRequest(body.hostname, body.key_pair, body.user_data, body.seed_format),
             body.ha,
             body.ha_priority,
+            body.properties,
         )
         out = InstanceOut.model_validate(instance).model_dump()
     return InstanceAccepted(**out, task_id=task.id)
@@ -195,6 +196,16 @@ def set_ha(
     """High availability on or off, and its restart priority."""
     with platform.db.begin() as s:
         instance = platform.instances.set_ha(s, principal, ref, body.enabled, body.priority)
+        return InstanceOut.model_validate(instance)
+
+
+@router.put("/{ref}/properties")
+def set_properties(
+    ref: str, body: dict[str, str], platform: PlatformDep, principal: PrincipalDep
+) -> InstanceOut:
+    """Replace the instance's own key-value pairs (at most 128, 255 characters each)."""
+    with platform.db.begin() as s:
+        instance = platform.instances.set_properties(s, principal, ref, body)
         return InstanceOut.model_validate(instance)
 
 
