@@ -2,6 +2,7 @@
 every route x every role against the native policy entry it stands for, errors in the
 shapes the OpenStack clients parse (never a 500), microversions, pagination."""
 
+import json
 import re
 
 from fastapi.routing import APIRoute
@@ -102,6 +103,19 @@ def test_keystone_refusals_are_401_in_keystones_shape(client, callers):
         assert error["code"] == 401 and error["title"] == "Unauthorized" and error["message"]
     malformed = client.post(AUTH, json={"auth": {"identity": {"methods": "password"}}})
     assert malformed.status_code == 400 and malformed.json()["error"]["code"] == 400
+
+
+def test_logins_and_changes_are_audited_without_passwords(client, callers):
+    keystone(client, "p1-member", "wrong-secret-xyz", project="p1")
+    token = token_of(client, "p1-member", project="p1")
+    key = {"keypair": {"name": "audited"}}
+    assert client.post(f"{COMPUTE}/os-keypairs", headers={"X-Auth-Token": token}, json=key)
+    rows = callers["auditor"].get("/audit", params={"username": "p1-member"}).json()["items"]
+    logins = [r for r in rows if r["path"] == AUTH]
+    assert [(r["success"], r["status_code"]) for r in logins] == [(False, 401), (True, 201)]
+    made = [r for r in rows if r["path"] == f"{COMPUTE}/os-keypairs"]
+    assert len(made) == 1 and made[0]["success"] and made[0]["roles"] == "member"
+    assert PASSWORD not in json.dumps(rows) and "wrong-secret-xyz" not in json.dumps(rows)
 
 
 def test_token_validation_and_revocation(client, callers):

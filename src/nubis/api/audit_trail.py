@@ -31,6 +31,13 @@ def note_principal(scope: Scope, principal: Principal) -> None:
         note["principal"] = principal
 
 
+def note_username(scope: Scope, username: str) -> None:
+    """The user name a login tried (recorded even when the login fails)."""
+    note = scope.get("state", {}).get("audit")
+    if note is not None:
+        note["username"] = username[:64] or None
+
+
 def _json(data: bytes) -> Any:
     try:
         return json.loads(data) if data else None

@@ -188,6 +188,7 @@ def issue_token(body: AuthIn, request: Request, response: Response, platform: Pl
     if "password" not in ident.methods or ident.password is None:
         raise Unauthorized("Nubis accepts the password method: auth.identity.password")
     username = _username(platform, ident.password.user)
+    audit_trail.note_username(request.scope, username)
     project = _scope(body.auth.scope)
     issued = utcnow()
     token, expires_at, principal = auth.login(

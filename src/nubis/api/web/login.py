@@ -61,9 +61,7 @@ async def login(
     next: Annotated[str, Form(max_length=2048)] = "",
 ) -> Response:
     target = safe_next(next)
-    audit = request.scope.get("state", {}).get("audit")
-    if audit is not None:
-        audit["username"] = username[:64] or None
+    audit_trail.note_username(request.scope, username)
     try:
         web_session.check_login_csrf(request.cookies.get(web_session.LOGIN_CSRF_COOKIE), csrf_token)
         if not username or not password:
