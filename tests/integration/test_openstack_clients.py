@@ -86,6 +86,15 @@ def test_catalog_flavors_images_and_key_pairs(server, os_cli, tmp_path):
     assert (who["username"], who["project_id"]) == ("admin", token["project_id"])
     services = {entry["Type"] for entry in os_cli("catalog", "list")}
     assert {"identity", "compute", "image", "network", "volumev3"} <= services
+    quotas = {q["Resource"]: q["Limit"] for q in os_cli("quota", "show")}
+    native_quotas = server.client.get("/quotas").json()["quotas"]
+    assert (quotas["instances"], quotas["gigabytes"], quotas["networks"]) == (
+        native_quotas["instances"]["limit"],
+        native_quotas["volume_gib"]["limit"],
+        native_quotas["networks"]["limit"],
+    )
+    limits = {row["Name"]: row["Value"] for row in os_cli("limits", "show", "--absolute")}
+    assert limits["maxTotalInstances"] == native_quotas["instances"]["limit"]
 
     native_flavors = server.client.get("/flavors").json()["items"]
     flavors = {f["Name"]: f for f in os_cli("flavor", "list")}

@@ -352,3 +352,59 @@ def test_server_metadata_is_the_instances_properties(client, callers, tmp_path):
     assert client.get(url, headers=reader).json() == {"metadata": {"a": "b"}}
     other = {"X-Auth-Token": callers["p2-member"].token}
     assert client.get(url, headers=other).status_code == 404
+
+
+def test_quotas_of_every_service_and_their_checks(client, callers, tmp_path):
+    admin = {"X-Auth-Token": callers["system_admin"].token}
+    member = {"X-Auth-Token": callers["member"].token}
+    project = callers["member"].get("/auth/whoami").json()["project_id"]
+    volume = f"{OS}/volume/v3/{project}"
+    shown = client.get(f"{volume}/os-quota-sets/{project}?usage=True", headers=member).json()
+    native = callers["member"].get("/quotas").json()["quotas"]
+    assert shown["quota_set"]["gigabytes"]["limit"] == native["volume_gib"]["limit"]
+    network = client.get(f"{OS}/network/v2.0/quotas/{project}", headers=member).json()
+    assert network["quota"]["network"] == native["networks"]["limit"]
+    assert network["quota"]["floatingip"] == 0  # Nubis has none
+
+    body = {"quota": {"network": 2, "check_limit": True}}
+    changed = client.put(f"{OS}/network/v2.0/quotas/{project}", headers=admin, json=body)
+    assert changed.status_code == 200 and changed.json()["quota"]["network"] == 2
+    body = {"quota_set": {"volumes": 5, "gigabytes": 50}}
+    changed = client.put(f"{volume}/os-quota-sets/{project}", headers=admin, json=body)
+    assert changed.status_code == 200, changed.text
+    after = callers["member"].get("/quotas").json()["quotas"]
+    assert (after["networks"]["limit"], after["volumes"]["limit"]) == (2, 5)
+    limits = client.get(f"{volume}/limits", headers=member).json()["limits"]["absolute"]
+    assert (limits["maxTotalVolumes"], limits["maxTotalVolumeGigabytes"]) == (5, 50)
+
+    # a limit below what is in use is refused unless the client forces it
+    image = (
+        callers["member"]
+        .post(
+            "/images",
+            params={"name": "q-img"},
+            content=qcow2(tmp_path, "q.qcow2"),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        .json()
+    )
+    vm = {"name": "q", "image": image["id"], "flavor": "m1.tiny"}
+    assert callers["member"].post("/instances", json=vm).status_code == 202
+    compute = f"{COMPUTE}/os-quota-sets/{project}"
+    below = {"quota_set": {"instances": 0, "cores": 8}}
+    refused = client.put(compute, headers=admin, json=below)
+    assert refused.status_code == 400 and "in use" in refused.json()["badRequest"]["message"]
+    unchanged = callers["member"].get("/quotas").json()["quotas"]
+    assert unchanged["vcpus"]["limit"] == native["vcpus"]["limit"]  # nothing was set
+    forced = client.put(
+        compute, headers=admin, json={"quota_set": {**below["quota_set"], "force": True}}
+    )
+    assert forced.status_code == 200
+    assert callers["member"].get("/quotas").json()["quotas"]["instances"]["limit"] == 0
+    unknown = {"quota": {"router": 5}}
+    refused = client.put(f"{OS}/network/v2.0/quotas/{project}", headers=admin, json=unknown)
+    assert refused.status_code == 400 and refused.json()["NeutronError"]["message"]
+    assert (
+        client.put(f"{volume}/os-quota-sets/{project}", headers=member, json=body).status_code
+        == 403
+    )

@@ -13,6 +13,7 @@ from nubis.api.openstack import (
     identity,
     images,
     networks,
+    quota_sets,
     security_groups,
     server_groups,
     server_volumes,
@@ -33,6 +34,7 @@ MODULES = (
     security_groups,
     volumes,
     server_volumes,
+    quota_sets,
 )
 
 

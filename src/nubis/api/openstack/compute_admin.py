@@ -1,19 +1,16 @@
-"""Nova's views for operators and quotas: hypervisors (hosts), availability zones
-(zones), and a project's quota set, mapped onto hosts, zones and quotas."""
+"""Nova's views for operators: hypervisors (hosts) and availability zones (zones)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nubis.api.deps import PlatformDep
 from nubis.api.openstack.caller import As
 from nubis.db.models import Cluster, Host, Zone
-from nubis.services import identity, quotas
 from nubis.services.auth import Principal
 from nubis.services.errors import NotFoundError
 
@@ -117,73 +114,3 @@ def list_zones(platform: PlatformDep, _p: Annotated[Principal, As("GET /zones")]
 def list_zones_detail(platform: PlatformDep, _p: Operator) -> dict[str, Any]:
     with platform.db.begin() as s:
         return {"availabilityZoneInfo": _zones(s, with_hosts=True)}
-
-
-# Nova quota -> Nubis quota
-QUOTAS = {"instances": "instances", "cores": "vcpus", "ram": "memory_mib"}
-
-
-def quota_set(project_id: str, report: dict[str, dict[str, int]], detail: bool) -> dict:
-    out: dict[str, Any] = {"id": project_id}
-    for nova, nubis in QUOTAS.items():
-        entry = report[nubis]
-        out[nova] = (
-            {"limit": entry["limit"], "in_use": entry["in_use"], "reserved": 0}
-            if detail
-            else entry["limit"]
-        )
-    return {"quota_set": out}
-
-
-def _project_report(
-    session: Session, principal: Principal, project_id: str
-) -> dict[str, dict[str, int]]:
-    """Your own project's quotas; another project's for the system administrator."""
-    if project_id != principal.project_id and not principal.all_projects:
-        raise NotFoundError(f"project {project_id} is not the one your token is scoped to")
-    return quotas.report(session, identity.get_project(session, project_id).id)
-
-
-QuotaReader = Annotated[Principal, As("GET /quotas")]
-
-
-@router.get("/os-quota-sets/{project_id}")
-def show_quotas(project_id: str, platform: PlatformDep, principal: QuotaReader) -> dict:
-    with platform.db.begin() as s:
-        return quota_set(project_id, _project_report(s, principal, project_id), False)
-
-
-@router.get("/os-quota-sets/{project_id}/detail")
-def show_quotas_detail(project_id: str, platform: PlatformDep, principal: QuotaReader) -> dict:
-    with platform.db.begin() as s:
-        return quota_set(project_id, _project_report(s, principal, project_id), True)
-
-
-class QuotaBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    instances: int | None = None
-    cores: int | None = None
-    ram: int | None = None
-    force: bool | None = None
-
-
-class QuotaIn(BaseModel):
-    quota_set: QuotaBody
-
-
-@router.put("/os-quota-sets/{project_id}")
-def update_quotas(
-    project_id: str,
-    body: QuotaIn,
-    platform: PlatformDep,
-    principal: Annotated[Principal, As("PUT /projects/{ref}/quotas")],
-) -> dict:
-    """The system administrator sets a project's instances, cores and RAM (-1: no limit);
-    other Nova quotas are not Nubis's and are refused."""
-    changes = {
-        QUOTAS[k]: v for k, v in body.quota_set.model_dump(exclude_none=True).items() if k in QUOTAS
-    }
-    with platform.db.begin() as s:
-        project = identity.get_project(s, project_id)
-        quotas.set_limits(s, project.id, changes)
-        return quota_set(project.id, quotas.report(s, project.id), False)

@@ -1,4 +1,4 @@
-"""Nova flavors, key pairs and limits, mapped onto the flavor, key-pair and quota services."""
+"""Nova flavors and key pairs, mapped onto the flavor and key-pair services."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from nubis.api.openstack import links
 from nubis.api.openstack.caller import As
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import Flavor, KeyPair
-from nubis.services import flavors, keypairs, quotas
+from nubis.services import flavors, keypairs
 from nubis.services.auth import Principal
 from nubis.services.errors import NotFoundError
 from nubis.services.lookup import paginate
@@ -232,38 +232,3 @@ def delete_keypair(
     with platform.db.begin() as s:
         keypairs.delete(s, principal, pair.id)
     return Response(status_code=202)
-
-
-@router.get("/limits")
-def limits(
-    platform: PlatformDep, principal: Annotated[Principal, As("GET /quotas")]
-) -> dict[str, Any]:
-    """The project's quotas and what it uses, in Nova's absolute limits (-1: unlimited)."""
-    with platform.db.begin() as s:
-        report = quotas.report(s, principal.project_id)
-    return {
-        "limits": {
-            "rate": [],
-            "absolute": {
-                "maxTotalInstances": report["instances"]["limit"],
-                "totalInstancesUsed": report["instances"]["in_use"],
-                "maxTotalCores": report["vcpus"]["limit"],
-                "totalCoresUsed": report["vcpus"]["in_use"],
-                "maxTotalRAMSize": report["memory_mib"]["limit"],
-                "totalRAMUsed": report["memory_mib"]["in_use"],
-                "maxTotalKeypairs": -1,
-                "maxServerMeta": 0,
-                "maxImageMeta": 0,
-                "maxPersonality": 0,
-                "maxPersonalitySize": 0,
-                "maxServerGroups": -1,
-                "maxServerGroupMembers": -1,
-                "totalServerGroupsUsed": 0,
-                "maxSecurityGroups": -1,
-                "maxSecurityGroupRules": -1,
-                "totalSecurityGroupsUsed": 0,
-                "maxTotalFloatingIps": 0,
-                "totalFloatingIpsUsed": 0,
-            },
-        }
-    }
