@@ -408,3 +408,22 @@ def test_quotas_of_every_service_and_their_checks(client, callers, tmp_path):
         client.put(f"{volume}/os-quota-sets/{project}", headers=member, json=body).status_code
         == 403
     )
+
+
+def test_security_groups_page_through_neutron_links(client, callers):
+    h = {"X-Auth-Token": callers["member"].token}
+    for i in range(3):
+        body = {"security_group": {"name": f"sg{i}"}}
+        made = client.post(f"{OS}/network/v2.0/security-groups", headers=h, json=body)
+        assert made.status_code == 201, made.text
+    url, names = f"{OS}/network/v2.0/security-groups?limit=2", []
+    for _ in range(4):
+        page = client.get(url, headers=h).json()
+        names += [g["name"] for g in page["security_groups"]]
+        nexts = [lnk["href"] for lnk in page.get("security_groups_links", [])]
+        if not nexts:
+            break
+        url = nexts[0].removeprefix("http://testserver")
+    assert sorted(names) == ["default", "sg0", "sg1", "sg2"]
+    native = callers["member"].get("/security-groups").json()["items"]
+    assert sorted(g["name"] for g in native) == sorted(names)

@@ -15,6 +15,7 @@ from nubis.api.openstack.caller import As, owned
 from nubis.db.models import Network, Port, Subnet
 from nubis.services.auth import Principal
 from nubis.services.errors import NotFoundError
+from nubis.services.lookup import paginate
 from nubis.services.networks import subnets_of
 from nubis.services.ports import port_groups
 
@@ -61,18 +62,22 @@ Reader = Annotated[Principal, As("GET /networks")]
 
 @router.get("/v2.0/networks")
 def list_networks(
+    request: Request,
     platform: PlatformDep,
     principal: Reader,
+    paging: links.PagingDep,
     name: str | None = None,
     id: str | None = None,  # noqa: A002 - Neutron's filter name
 ) -> dict[str, Any]:
-    query = select(Network).filter_by(**principal.scope()).order_by(Network.created_at)
+    query = select(Network).filter_by(**principal.scope())
     if name:
         query = query.where(Network.name == name)
     if id:
         query = query.where(Network.id == id)
     with platform.db.begin() as s:
-        return {"networks": [network_view(s, n) for n in s.scalars(query).all()]}
+        page = paginate(s, query, Network, paging.page())
+        views = [network_view(s, n) for n in page.items]
+    return {"networks": views, **links.page_links(request, "networks", page.items, paging)}
 
 
 @router.get("/v2.0/networks/{network_id}")
@@ -174,15 +179,16 @@ def port_view(port: Port, groups: list[str]) -> dict[str, Any]:
 PortReader = Annotated[Principal, As("GET /ports/{port_id}")]
 
 
-def _ports(session: Session, query: Any) -> list[dict[str, Any]]:
-    rows = session.scalars(query.order_by(Port.created_at, Port.position)).all()
+def _ports(session: Session, rows: list[Port]) -> list[dict[str, Any]]:
     return [port_view(p, sorted(port_groups(session, [p.id]))) for p in rows]
 
 
 @router.get("/v2.0/ports")
 def list_ports(
+    request: Request,
     platform: PlatformDep,
     principal: PortReader,
+    paging: links.PagingDep,
     device_id: str | None = None,
     network_id: str | None = None,
     mac_address: str | None = None,
@@ -196,14 +202,16 @@ def list_ports(
         if value:
             query = query.where(column == value)
     with platform.db.begin() as s:
-        return {"ports": _ports(s, query)}
+        page = paginate(s, query, Port, paging.page())
+        views = _ports(s, page.items)
+    return {"ports": views, **links.page_links(request, "ports", page.items, paging)}
 
 
 @router.get("/v2.0/ports/{port_id}")
 def show_port(port_id: str, platform: PlatformDep, principal: PortReader) -> dict[str, Any]:
     query = select(Port).where(owned(Port.project_id, principal), Port.id == port_id)
     with platform.db.begin() as s:
-        found = _ports(s, query)
+        found = _ports(s, list(s.scalars(query).all()))
     if not found:
         raise NotFoundError(f"Port {port_id} could not be found.")
     return {"port": found[0]}

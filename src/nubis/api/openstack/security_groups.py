@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,6 +19,7 @@ from nubis.db.models import SecurityGroup, SecurityGroupRule
 from nubis.services import security_groups
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, NotFoundError
+from nubis.services.lookup import paginate
 from nubis.services.security_groups import RuleRequest
 
 router = APIRouter(prefix="/network/v2.0", tags=["openstack network"])
@@ -73,8 +74,10 @@ def group_view(session: Session, group: SecurityGroup) -> dict[str, Any]:
 
 @router.get("/security-groups")
 def list_groups(
+    request: Request,
     platform: PlatformDep,
     principal: Annotated[Principal, As("GET /security-groups")],
+    paging: links.PagingDep,
     name: str | None = None,
     id: str | None = None,  # noqa: A002 - Neutron's filter name
 ) -> dict[str, Any]:
@@ -85,8 +88,10 @@ def list_groups(
             query = query.where(SecurityGroup.name == name)
         if id:
             query = query.where(SecurityGroup.id == id)
-        rows = s.scalars(query.order_by(SecurityGroup.created_at)).all()
-        return {"security_groups": [group_view(s, g) for g in rows]}
+        page = paginate(s, query, SecurityGroup, paging.page())
+        views = [group_view(s, g) for g in page.items]
+    more = links.page_links(request, "security_groups", page.items, paging)
+    return {"security_groups": views, **more}
 
 
 def _group(session: Session, principal: Principal, group_id: str) -> SecurityGroup:
