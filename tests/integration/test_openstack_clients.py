@@ -94,7 +94,10 @@ def test_catalog_flavors_images_and_key_pairs(server, os_cli, tmp_path):
         native_quotas["networks"]["limit"],
     )
     limits = {row["Name"]: row["Value"] for row in os_cli("limits", "show", "--absolute")}
-    assert limits["maxTotalInstances"] == native_quotas["instances"]["limit"]
+    assert (limits["max_total_instances"], limits["max_total_volumes"]) == (
+        native_quotas["instances"]["limit"],
+        native_quotas["volumes"]["limit"],
+    )
 
     native_flavors = server.client.get("/flavors").json()["items"]
     flavors = {f["Name"]: f for f in os_cli("flavor", "list")}

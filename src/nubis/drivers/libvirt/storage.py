@@ -36,8 +36,9 @@ def ensure_pool(conn: libvirt.virConnect, name: str, path: Path) -> libvirt.virS
         try:
             pool.create(0)
         except libvirt.libvirtError:
-            pool.build(0)  # the directory went away: make it again
-            pool.create(0)
+            if not pool.isActive():  # else another control plane started it meanwhile
+                pool.build(0)  # the directory went away: make it again
+                pool.create(0)
     return pool
 
 
