@@ -71,6 +71,12 @@ class Platform:
             on_disconnect=lambda uri, why: self.sync.on_disconnect(uri, why),
         )
         self.driver = LibvirtDriver(self.conns, settings.pool_path, settings.console_path)
+        # the health checks and the statistics collector each have their own connection
+        # to every host, used by one thread at a time: libvirt 9.0's client crashed the
+        # process when a connection failed under calls from several threads (a check
+        # and a getAllDomainStats)
+        self.health_conns = ConnectionPool(settings.keepalive_interval, settings.keepalive_count)
+        self.stats_conns = ConnectionPool(settings.keepalive_interval, settings.keepalive_count)
         self.hosts = HostService(self.driver, self.box)
         self.sync = StateSync(self.db, self.hosts, settings.reconcile_interval_seconds)
         self.housekeeping = Housekeeping(
@@ -131,6 +137,7 @@ class Platform:
                 down_after=settings.host_down_after_seconds,
             ),
             on_back=self.sync.reconcile_host,
+            ping=LibvirtDriver(self.health_conns, settings.pool_path, settings.console_path).ping,
         )
         self.sync.on_crash = self.ha.on_crash
         self.volume_driver = VolumeDriver(self.conns)
@@ -164,7 +171,7 @@ class Platform:
         self.collector = Collector(
             self.db,
             self.hosts,
-            StatsDriver(self.conns),
+            StatsDriver(self.stats_conns),
             self.retention,
             on_cycle=[self._evaluate_alarms],
         )
@@ -225,5 +232,6 @@ class Platform:
         self.ha.stop()
         self.sync.stop()
         self.engine.stop()
-        self.conns.close_all()
+        for pool in (self.conns, self.health_conns, self.stats_conns):
+            pool.close_all()
         self.db.dispose()

@@ -18,6 +18,7 @@ import httpx
 import libvirt
 
 from nubis.devcluster.hosts import DevCluster
+from nubis.drivers.libvirt import storage
 
 READY = "NUBIS-GUEST-READY"
 
@@ -226,7 +227,8 @@ def libvirt_leftovers(instance_id: str, uri: str = "qemu:///system") -> list[str
             pass
         for pool_name in ("nubis-disks", "nubis-console"):
             pool = conn.storagePoolLookupByName(pool_name)
-            pool.refresh(0)
+            # waits while another server streams into the shared pool (refused then)
+            storage.refresh(pool)
             left += [f"{pool_name}/{v}" for v in pool.listVolumes() if instance_id in v]
         return left
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import sys
 from typing import Annotated
@@ -62,6 +63,8 @@ def serve(
     settings = get_settings()
     settings.ensure_dirs()
     _logging(str(settings.log_dir / "nubis.log"))
+    # a crash inside a C library (libvirt) leaves every thread's Python stack on stderr
+    faulthandler.enable()
     platform = Platform(settings)
     listen_host = host or settings.listen_host
     listen_port = port or settings.listen_port

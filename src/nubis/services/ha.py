@@ -72,6 +72,7 @@ class HaMonitor:
         pool_path: Path,
         settings: HaSettings,
         on_back: Callable[[str], None],
+        ping: Callable[[HostRef], None],
     ) -> None:
         self.db = db
         self.hosts = hosts
@@ -88,6 +89,8 @@ class HaMonitor:
         # a host answers again: (host id) -> probe it, remove its stale domains, align
         # its instances (the state sync's reconcile_host)
         self.on_back = on_back
+        # the cheapest libvirt call, on a connection only the checks use
+        self.ping = ping
 
     # -- the loop ---------------------------------------------------------------------
     def start(self) -> None:
@@ -136,7 +139,7 @@ class HaMonitor:
         if error is not None:
             return error
         try:
-            self.hosts.driver.ping(ref)
+            self.ping(ref)
         except DriverError as exc:
             return str(exc)
         return None

@@ -170,10 +170,12 @@ class ConnectionPool:
                 conn.setKeepAlive(*self.keepalive)
             except libvirt.libvirtError:  # local qemu:/// without a remote driver
                 pass
-        conn.registerCloseCallback(self._closed, uri)
-        conn.domainEventRegisterAny(
-            None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, uri
-        )
+        if self.on_disconnect is not None:
+            conn.registerCloseCallback(self._closed, uri)
+        if self.on_domain_event is not None:
+            conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle, uri
+            )
         return conn
 
     @staticmethod
@@ -239,7 +241,8 @@ class ConnectionPool:
             self._retired = [(t, c) for t, c in self._retired if c not in due]
         for conn in due:
             try:
-                conn.unregisterCloseCallback()
+                if self.on_disconnect is not None:
+                    conn.unregisterCloseCallback()
                 conn.close()
             except libvirt.libvirtError:
                 pass
