@@ -226,7 +226,10 @@ def libvirt_leftovers(instance_id: str, uri: str = "qemu:///system") -> list[str
         except libvirt.libvirtError:
             pass
         for pool_name in ("nubis-disks", "nubis-console"):
-            pool = conn.storagePoolLookupByName(pool_name)
+            try:
+                pool = conn.storagePoolLookupByName(pool_name)
+            except libvirt.libvirtError:
+                continue  # no such pool on this libvirtd: nothing can be left in it
             # waits while another server streams into the shared pool (refused then)
             storage.refresh(pool)
             left += [f"{pool_name}/{v}" for v in pool.listVolumes() if instance_id in v]
