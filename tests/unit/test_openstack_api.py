@@ -45,6 +45,15 @@ def token_of(client, username, password=PASSWORD, project=None):
     return resp.headers["X-Subject-Token"]
 
 
+def upload_image(caller, tmp_path, name):
+    return caller.post(
+        "/images",
+        params={"name": name},
+        content=qcow2(tmp_path, f"{name}.qcow2"),
+        headers={"Content-Type": "application/octet-stream"},
+    ).json()
+
+
 def openstack_routes():
     """(method, path template, native policy action) of every facade route."""
     found = []
@@ -306,12 +315,7 @@ def test_operator_views_and_quota_sets(client, callers, platform):
 
 def test_server_metadata_is_the_instances_properties(client, callers, tmp_path):
     member = callers["member"]
-    image = member.post(
-        "/images",
-        params={"name": "md-img"},
-        content=qcow2(tmp_path, "md.qcow2"),
-        headers={"Content-Type": "application/octet-stream"},
-    ).json()
+    image = upload_image(member, tmp_path, "md-img")
     h = {"X-Auth-Token": member.token}
     flavor = client.get(f"{COMPUTE}/flavors", headers=h).json()["flavors"][0]["id"]
     body = {
@@ -378,16 +382,7 @@ def test_quotas_of_every_service_and_their_checks(client, callers, tmp_path):
     assert (limits["maxTotalVolumes"], limits["maxTotalVolumeGigabytes"]) == (5, 50)
 
     # a limit below what is in use is refused unless the client forces it
-    image = (
-        callers["member"]
-        .post(
-            "/images",
-            params={"name": "q-img"},
-            content=qcow2(tmp_path, "q.qcow2"),
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        .json()
-    )
+    image = upload_image(callers["member"], tmp_path, "q-img")
     vm = {"name": "q", "image": image["id"], "flavor": "m1.tiny"}
     assert callers["member"].post("/instances", json=vm).status_code == 202
     compute = f"{COMPUTE}/os-quota-sets/{project}"

@@ -15,7 +15,7 @@ from nubis.api.deps import PlatformDep
 from nubis.platform import Platform
 from nubis.services import auth, policy
 from nubis.services.auth import Principal
-from nubis.services.errors import Unauthorized
+from nubis.services.errors import NotFoundError, Unauthorized
 
 TOKEN_HEADER = "X-Auth-Token"
 
@@ -37,6 +37,12 @@ async def token_principal(request: Request, platform: PlatformDep) -> Principal:
 def owned(column: ColumnElement[str], principal: Principal) -> ColumnElement[bool]:
     """Rows of the caller's project (every row for the system administrator)."""
     return true() if principal.all_projects else column == principal.project_id
+
+
+def check_project(principal: Principal, project_id: str) -> None:
+    """A project named in the URL is the token's (the system administrator may name any)."""
+    if project_id != principal.project_id and not principal.all_projects:
+        raise NotFoundError(f"project {project_id} is not the one your token is scoped to")
 
 
 def allowed_as(action: str) -> Callable[..., Principal]:

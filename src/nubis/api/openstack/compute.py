@@ -67,8 +67,16 @@ def requested_version(headers: dict[str, str]) -> str | None:
     return headers.get(LEGACY_HEADER.lower())
 
 
+class VersionRefused(ValueError):
+    """A microversion that cannot be served: malformed (400) or out of range (406)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def check_version(asked: str | None) -> str:
-    """The microversion to serve; ValueError when it cannot be served."""
+    """The microversion to serve; VersionRefused when it cannot be served."""
     if asked is None:
         return MIN_VERSION
     if asked.strip().lower() == "latest":
@@ -76,10 +84,11 @@ def check_version(asked: str | None) -> str:
     try:
         wanted = _parse(asked)
     except ValueError:
-        raise ValueError(f"invalid microversion {asked!r}: use MAJOR.MINOR") from None
+        raise VersionRefused(f"invalid microversion {asked!r}: use MAJOR.MINOR", 400) from None
     if not _parse(MIN_VERSION) <= wanted <= _parse(MAX_VERSION):
-        raise ValueError(
-            f"microversion {asked} is not supported: Nubis serves {MIN_VERSION} to {MAX_VERSION}"
+        raise VersionRefused(
+            f"microversion {asked} is not supported: Nubis serves {MIN_VERSION} to {MAX_VERSION}",
+            406,
         )
     return asked.strip()
 
@@ -99,8 +108,8 @@ class Microversions:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         try:
             served = check_version(requested_version(headers))
-        except ValueError as exc:
-            response = fault(path, 406 if "not supported" in str(exc) else 400, str(exc))
+        except VersionRefused as exc:
+            response = fault(path, exc.status, str(exc))
             await response(scope, receive, send)
             return
 

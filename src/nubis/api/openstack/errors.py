@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
+from nubis.api.errors import describe
 from nubis.services.errors import ServiceError
 
 FAULTS = {
@@ -52,14 +53,6 @@ def fault(path: str, status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content=body, headers=headers)
 
 
-def _describe(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    return "Invalid input: " + ("; ".join(parts) or "invalid request")
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(req: Request, exc: ServiceError) -> JSONResponse:
@@ -74,7 +67,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(req: Request, exc: RequestValidationError) -> JSONResponse:
-        return fault(req.url.path, 400, _describe(exc))
+        return fault(req.url.path, 400, "Invalid input: " + describe(exc))
 
     @app.exception_handler(HTTPException)
     async def http_error(req: Request, exc: HTTPException) -> JSONResponse:

@@ -10,10 +10,11 @@ from fastapi import APIRouter
 from sqlalchemy.orm import Session
 
 from nubis.api.deps import PlatformDep
-from nubis.api.openstack.caller import As
+from nubis.api.openstack.bodies import unwrap_object
+from nubis.api.openstack.caller import As, check_project
 from nubis.services import identity, quotas
 from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, NotFoundError
+from nubis.services.errors import BadRequest
 
 router = APIRouter(tags=["openstack quotas"])
 
@@ -32,8 +33,7 @@ Setter = Annotated[Principal, As("PUT /projects/{ref}/quotas")]
 
 def _report(session: Session, principal: Principal, project_id: str) -> dict[str, Any]:
     """Your own project's quotas; another project's for the system administrator."""
-    if project_id != principal.project_id and not principal.all_projects:
-        raise NotFoundError(f"project {project_id} is not the one your token is scoped to")
+    check_project(principal, project_id)
     return quotas.report(session, identity.get_project(session, project_id).id)
 
 
@@ -76,13 +76,6 @@ def _set(
         return quotas.report(s, project.id)
 
 
-def _body(body: dict[str, Any], key: str) -> dict[str, Any]:
-    inner = body.get(key)
-    if set(body) != {key} or not isinstance(inner, dict):
-        raise BadRequest(f"the body is {{{key!r}: {{...}}}}")
-    return inner
-
-
 # -- Nova -------------------------------------------------------------------------------
 @router.get("/compute/v2.1/os-quota-sets/{project_id}")
 def compute_quotas(project_id: str, platform: PlatformDep, principal: Reader) -> dict:
@@ -102,7 +95,7 @@ def compute_quotas_detail(project_id: str, platform: PlatformDep, principal: Rea
 def set_compute_quotas(
     project_id: str, body: dict[str, Any], platform: PlatformDep, _p: Setter
 ) -> dict:
-    wanted = _body(body, "quota_set")
+    wanted = unwrap_object(body, "quota_set")
     report = _set(platform, project_id, COMPUTE, wanted, not wanted.get("force"))
     return {"quota_set": _view(COMPUTE, report, False, "in_use")}
 
@@ -127,7 +120,7 @@ def volume_quotas(
 def set_volume_quotas(
     project_id: str, target: str, body: dict[str, Any], platform: PlatformDep, _p: Setter
 ) -> dict:
-    report = _set(platform, target, VOLUME, _body(body, "quota_set"), check_usage=False)
+    report = _set(platform, target, VOLUME, unwrap_object(body, "quota_set"), check_usage=False)
     return {"quota_set": _view(VOLUME, report, False, "in_use")}
 
 
@@ -159,7 +152,7 @@ def network_quotas_detail(project_id: str, platform: PlatformDep, principal: Rea
 def set_network_quotas(
     project_id: str, body: dict[str, Any], platform: PlatformDep, _p: Setter
 ) -> dict:
-    wanted = _body(body, "quota")
+    wanted = unwrap_object(body, "quota")
     report = _set(platform, project_id, NETWORK, wanted, bool(wanted.get("check_limit")))
     return {"quota": _network_view(report, False)}
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from nubis.api.deps import PlatformDep
 from nubis.api.openstack import links, server_view
+from nubis.api.openstack.bodies import one_action, unwrap
 from nubis.api.openstack.caller import As
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import Instance
@@ -342,9 +343,7 @@ def server_action(
     body: Annotated[dict[str, Any], Body()],
 ) -> dict[str, Any] | None:
     """One action per request, named by the body's only key (``{"os-stop": null}``)."""
-    if len(body) != 1:
-        raise BadRequest("the body names exactly one action")
-    ((name, args),) = body.items()
+    name, args = one_action(body)
     instance = find_server(platform, principal, server_id)
     if name == "reboot":
         kind = args.get("type") if isinstance(args, dict) else None
@@ -397,12 +396,6 @@ def _change(
         return dict(changed.properties or {})
 
 
-def _body(body: dict[str, Any], key: str) -> object:
-    if set(body) != {key}:
-        raise BadRequest(f"the body is {{{key!r}: {{...}}}}")
-    return body[key]
-
-
 @router.get("/{server_id}/metadata")
 def show_metadata(server_id: str, platform: PlatformDep, principal: Reader) -> dict[str, Any]:
     return {"metadata": _properties(platform, principal, server_id)}
@@ -415,7 +408,7 @@ def replace_metadata(
     principal: Writer,
     body: Annotated[dict[str, Any], Body()],
 ) -> dict[str, Any]:
-    new = _body(body, "metadata")
+    new = unwrap(body, "metadata")
     return {"metadata": _change(platform, principal, server_id, new, replace=True)}
 
 
@@ -426,7 +419,7 @@ def merge_metadata(
     principal: Writer,
     body: Annotated[dict[str, Any], Body()],
 ) -> dict[str, Any]:
-    return {"metadata": _change(platform, principal, server_id, _body(body, "metadata"))}
+    return {"metadata": _change(platform, principal, server_id, unwrap(body, "metadata"))}
 
 
 @router.get("/{server_id}/metadata/{key}")
@@ -447,7 +440,7 @@ def set_metadata_item(
     principal: Writer,
     body: Annotated[dict[str, Any], Body()],
 ) -> dict[str, Any]:
-    meta = _body(body, "meta")
+    meta = unwrap(body, "meta")
     if not isinstance(meta, dict) or set(meta) != {key}:
         raise BadRequest("the body is {'meta': {key: value}} with the key of the URL")
     changed = _change(platform, principal, server_id, meta)

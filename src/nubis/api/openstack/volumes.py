@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from nubis.api.deps import PlatformDep
 from nubis.api.openstack import links
-from nubis.api.openstack.caller import As
+from nubis.api.openstack.bodies import one_action
+from nubis.api.openstack.caller import As, check_project
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import DiskOffering, Volume, VolumeAttachment
 from nubis.services.auth import Principal
@@ -104,12 +105,6 @@ def volume_view(
     }
 
 
-def _check_project(principal: Principal, project_id: str) -> None:
-    """The project in the URL is the token's (an administrator may name any)."""
-    if project_id != principal.project_id and not principal.all_projects:
-        raise NotFoundError(f"project {project_id} is not the one your token is scoped to")
-
-
 @dataclass
 class VolumeFilters:
     name: str | None = None
@@ -125,7 +120,7 @@ def _list(
     filters: VolumeFilters,
     paging: links.Paging,
 ) -> dict[str, Any]:
-    _check_project(principal, project_id)
+    check_project(principal, project_id)
     query = select(Volume).where(Volume.project_id == project_id)
     if filters.name:
         query = query.where(Volume.name == filters.name)
@@ -180,7 +175,7 @@ def show_volume(
     platform: PlatformDep,
     principal: Annotated[Principal, As("GET /volumes/{ref}")],
 ) -> dict[str, Any]:
-    _check_project(principal, project_id)
+    check_project(principal, project_id)
     with platform.db.begin() as s:
         return {"volume": volume_view(request, s, find_volume(s, principal, volume_id))}
 
@@ -237,7 +232,7 @@ def delete_volume(
     platform: PlatformDep,
     principal: Annotated[Principal, As("DELETE /volumes/{ref}")],
 ) -> Response:
-    _check_project(principal, project_id)
+    check_project(principal, project_id)
     with platform.db.begin() as s:
         volume = find_volume(s, principal, volume_id)
         platform.volumes.delete(s, principal, volume.id)
@@ -253,10 +248,8 @@ def volume_action(
     principal: Annotated[Principal, As("POST /volumes/{ref}/actions/extend")],
 ) -> Response:
     """``os-extend`` grows the volume; attaching goes through Nova."""
-    _check_project(principal, project_id)
-    if len(body) != 1:
-        raise BadRequest("the body names exactly one action")
-    ((name, args),) = body.items()
+    check_project(principal, project_id)
+    name, args = one_action(body)
     if name != "os-extend":
         raise NotSupported(f"the volume action {name!r} is not supported by Nubis")
     if not isinstance(args, dict) or "new_size" not in args:
