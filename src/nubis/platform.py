@@ -21,7 +21,7 @@ from nubis.drivers.libvirt.nwfilters import FilterDriver
 from nubis.drivers.libvirt.snapshots import SnapshotDriver
 from nubis.drivers.libvirt.stats import StatsDriver
 from nubis.drivers.libvirt.volumes import VolumeDriver
-from nubis.services import bootstrap, events, snapshots
+from nubis.services import bootstrap, events, resize, snapshots
 from nubis.services.alarms import AlarmService
 from nubis.services.collector import Collector
 from nubis.services.console import ConsoleService
@@ -110,6 +110,7 @@ class Platform:
         self.nics.register(self.engine)
         self.engine.register(MigrateHandler(self.instance_tasks))
         self.engine.register(TemplateHandler(self.instance_tasks))
+        resize.register(self.engine, self.instance_tasks)
         self.engine.register(MediaHandler(self.instance_tasks))
         self.engine.register(BootOrderHandler(self.instance_tasks))
         for handler in (MaintenanceHandler, EvacuateHandler):

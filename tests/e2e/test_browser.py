@@ -181,6 +181,27 @@ def stopped_instance(server):
     assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
 
 
+def test_resize_and_confirm_in_the_browser(server, page: Page, stopped_instance):
+    inst = stopped_instance
+    sign_in(page, server.url, "admin", admin_password(server))
+    page.goto(f"{server.url}/instances/{inst['id']}")
+    expect(page.get_by_role("button", name="Confirm resize")).to_have_count(0)
+    page.locator("summary", has_text="Resize").click()  # opens the form
+    small = server.client.get("/flavors/m1.small").json()
+    page.get_by_label("New flavor").select_option(value=small["id"])
+    page.get_by_role("button", name="Resize", exact=True).click()
+    # the page follows the task: the new sizes, and the choice to keep or undo them
+    expect(page.get_by_role("button", name="Confirm resize")).to_be_visible(timeout=90_000)
+    expect(page.locator(".facts")).to_contain_text("resized from 1 vCPU")
+    resized = server.instance(inst["id"])
+    assert (resized["memory_mib"], resized["disk_gib"], resized["status"]) == (512, 5, "stopped")
+    shot(page, "instance-resized")
+    page.get_by_role("button", name="Confirm resize").click()
+    expect(page.get_by_role("button", name="Confirm resize")).to_have_count(0, timeout=90_000)
+    assert server.instance(inst["id"])["resize_from"] is None
+    expect(page.locator(".facts")).to_contain_text("m1.small")
+
+
 def test_a_reader_sees_no_actions_and_cannot_post(server, reader, page: Page, stopped_instance):
     inst = stopped_instance
     sign_in(page, server.url, reader, PASSWORD)
@@ -190,6 +211,7 @@ def test_a_reader_sees_no_actions_and_cannot_post(server, reader, page: Page, st
     page.goto(f"{server.url}/instances/{inst['id']}")
     expect(page.locator("h1 .badge")).to_have_text("stopped")
     expect(page.locator("button.act")).to_have_count(0)
+    expect(page.locator("form.api-form")).to_have_count(0)  # no resize either
     expect(page.get_by_role("link", name="Console")).to_have_count(0)
     shot(page, "instance-reader")
     status = page.evaluate(POST_STATUS, f"/api/v1/instances/{inst['id']}/actions/start")

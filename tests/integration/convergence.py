@@ -73,7 +73,10 @@ def domain_states(uris: dict[str, str], ids: set[str]) -> dict[str, dict[str, st
                     dom = conn.lookupByUUIDString(iid)
                 except libvirt.libvirtError:
                     continue
-                found[name][iid] = STATES.get(dom.state()[0], "other")
+                state = STATES.get(dom.state()[0], "other")
+                if state == "stopped" and dom.hasManagedSaveImage(0):
+                    state = "suspended"  # shut off with its memory saved
+                found[name][iid] = state
         finally:
             conn.close()
     return found

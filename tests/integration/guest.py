@@ -45,3 +45,19 @@ def guest_run(
     finally:
         conn.close()
     raise AssertionError(f"no answer to {command!r}: {srv.console(instance_id)[-1500:]}")
+
+
+def uptimes(text: str) -> list[int]:
+    """The uptimes (whole seconds) the tiny guest printed, oldest first."""
+    return [int(x) for x in re.findall(r"NUBIS-UPTIME (\d+)", text)]
+
+
+def wait_uptime(srv: NubisServer, iid: str, at_least: int, timeout: float = 90) -> int:
+    """Wait until the guest prints an uptime of ``at_least`` seconds; that uptime."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        values = uptimes(srv.console(iid))
+        if values and values[-1] >= at_least:
+            return values[-1]
+        time.sleep(1)
+    raise AssertionError(f"guest uptime never reached {at_least}: {srv.console(iid)[-500:]}")

@@ -1,11 +1,11 @@
 """A 3-host devcluster managed by Nubis: placement, rule groups, migration."""
 
-import re
 import time
 
 import libvirt
 import pytest
 
+from tests.integration.guest import wait_uptime
 from tests.integration.server import READY, NubisServer, libvirt_leftovers, running_devcluster
 
 pytestmark = pytest.mark.integration
@@ -104,20 +104,6 @@ def test_rule_groups_on_real_hosts(srv):
     assert len(set(placed(srv, apart))) == 3
     assert len(set(placed(srv, pair))) == 1
     delete_all(srv, apart + pair)
-
-
-def uptimes(text: str) -> list[int]:
-    return [int(x) for x in re.findall(r"NUBIS-UPTIME (\d+)", text)]
-
-
-def wait_uptime(srv, iid: str, at_least: int, timeout: float = 90) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        values = uptimes(srv.console(iid))
-        if values and values[-1] >= at_least:
-            return values[-1]
-        time.sleep(1)
-    raise AssertionError(f"guest uptime never reached {at_least}: {srv.console(iid)[-500:]}")
 
 
 def test_live_migration_keeps_the_guest_running(srv):

@@ -232,6 +232,8 @@ def single_host_scenarios(w: World, iso: Path, tmp: Path) -> None:
     for point, action, after in (
         ("instance.pause:pause", "pause", "paused"),
         ("instance.resume:resume", "resume", "running"),
+        ("instance.suspend:save", "suspend", "suspended"),
+        ("instance.resume:resume", "resume", "running"),
         ("instance.reboot:reboot", "reboot", "running"),
         ("instance.force-stop:destroy", "force-stop", "stopped"),
         ("instance.start:start", "start", "running"),
@@ -246,6 +248,7 @@ def single_host_scenarios(w: World, iso: Path, tmp: Path) -> None:
         time.sleep(0.5)
     w.kill_at("instance.stop:destroy", act("stop"))
     assert status() == "stopped"
+    resize_scenarios(w, vm)
 
     # media, boot order, NICs
     insert = {"image": disc["id"]}
@@ -297,6 +300,41 @@ def single_host_scenarios(w: World, iso: Path, tmp: Path) -> None:
     w.run("DELETE", f"/instances/{vm}")
     assert w.srv.client.delete("/networks/fi-net").status_code == 204
     check_true_state(w.srv, w.made, w.uris)
+
+
+def resize_scenarios(w: World, vm: str) -> None:
+    """Resizes (the disk grows: every step runs) and their reverts, killed at each step;
+    the instance ends stopped, at the bigger flavor, the resize confirmed."""
+    flavor = {"name": "fi.big", "vcpus": 1, "memory_mib": 192, "disk_gib": 2}
+    assert w.srv.client.post("/flavors", json=flavor).status_code == 201
+
+    def resize() -> dict:
+        return w.accept("POST", f"/instances/{vm}/actions/resize", json={"flavor": "fi.big"})
+
+    def then(action: str) -> Callable[[], dict]:
+        return lambda: w.accept("POST", f"/instances/{vm}/actions/{action}")
+
+    def sizes() -> tuple[int, bool]:
+        inst = w.get(f"/instances/{vm}")
+        return inst["disk_gib"], inst["resize_from"] is not None
+
+    for resize_step, revert_step in (
+        ("shutdown", "shutdown"),
+        ("backup", "disk"),
+        ("disk", "define"),
+    ):
+        w.kill_at(f"instance.resize:{resize_step}", resize)
+        assert sizes() == (2, True), resize_step
+        w.kill_at(f"instance.revert-resize:{revert_step}", then("revert-resize"))
+        assert sizes() == (1, False), revert_step
+    w.run("POST", f"/instances/{vm}/actions/start")  # a running one is started again
+    w.kill_at("instance.resize:define", resize)
+    w.kill_at("instance.revert-resize:start", then("revert-resize"))
+    assert (w.get(f"/instances/{vm}")["status"], sizes()) == ("running", (1, False))
+    w.kill_at("instance.resize:start", resize)
+    w.kill_at("instance.confirm-resize:cleanup", then("confirm-resize"))
+    assert (w.get(f"/instances/{vm}")["status"], sizes()) == ("running", (2, False))
+    w.run("POST", f"/instances/{vm}/actions/stop")
 
 
 def volume_scenarios(w: World, vm: str, tmp: Path) -> None:

@@ -12,6 +12,7 @@ import httpx
 import openstack
 import pytest
 
+from tests.integration.server import READY
 from tests.integration.storage import wait_guest
 
 pytestmark = pytest.mark.integration
@@ -203,6 +204,27 @@ def test_server_lifecycle_with_network_security_group_and_volume(server, os_cli,
     server.wait_console(inst["id"], count=3)  # the guest rebooted
     os_cli("server", "reboot", "--hard", "--wait", "os-vm1", parse=False)
     server.wait_console(inst["id"], count=4)  # reset, booted again
+    # suspended to disk and resumed: the same guest goes on, it does not boot again
+    os_cli("server", "suspend", "os-vm1", parse=False)
+    server.wait_field(f"/instances/{inst['id']}", "status", "suspended", timeout=120)
+    assert os_cli("server", "show", "os-vm1")["status"] == "SUSPENDED"
+    os_cli("server", "resume", "os-vm1", parse=False)
+    server.wait_field(f"/instances/{inst['id']}", "status", "running", timeout=120)
+    assert os_cli("server", "show", "os-vm1")["status"] == "ACTIVE"
+    assert wait_guest(server, inst["id"], "echo alive", "alive") == "alive"
+    assert server.console(inst["id"]).count(READY) == 4
+    # resized in place: VERIFY_RESIZE until confirmed, the guest restarted bigger
+    os_cli("server", "resize", "--flavor", "m1.small", "--wait", "os-vm1", parse=False)
+    assert os_cli("server", "show", "os-vm1")["status"] == "VERIFY_RESIZE"
+    resized = server.instance("os-vm1")
+    assert (resized["memory_mib"], resized["disk_gib"]) == (512, 5)
+    assert resized["resize_from"]["memory_mib"] == 128
+    os_cli("server", "resize", "confirm", "os-vm1", parse=False)
+    server.wait_field(f"/instances/{inst['id']}", "resize_from", None, timeout=120)
+    assert os_cli("server", "show", "os-vm1")["status"] == "ACTIVE"
+    server.wait_console(inst["id"], count=5)
+    size = wait_guest(server, inst["id"], "cat /sys/block/vda/size", str(5 * 2**30 // 512))
+    assert size == str(5 * 2**30 // 512)
     console = os_cli("console", "url", "show", "os-vm1")
     assert console["url"] == f"{server.url}/instances/{inst['id']}/console"
     hypervisors = os_cli("hypervisor", "list")
@@ -277,8 +299,18 @@ def test_openstacksdk_pages_and_refusals(server, os_cli):
     )
     vm = conn.compute.wait_for_server(vm, wait=180)
     with pytest.raises(openstack.exceptions.HttpException) as refused:
-        conn.compute.suspend_server(vm)
+        conn.compute.rescue_server(vm)
     assert refused.value.status_code == 501
+    assert server.instance(vm.id)["status"] == "running"
+    # Nova's unpause is for a paused server, resume for a suspended one
+    conn.compute.suspend_server(vm)
+    conn.compute.wait_for_server(vm, status="SUSPENDED", wait=120)
+    assert server.instance(vm.id)["status"] == "suspended"
+    with pytest.raises(openstack.exceptions.ConflictException):
+        conn.compute.unpause_server(vm)
+    assert server.instance(vm.id)["status"] == "suspended"
+    conn.compute.resume_server(vm)
+    conn.compute.wait_for_server(vm, status="ACTIVE", wait=120)
     assert server.instance(vm.id)["status"] == "running"
     # a live migration needs another host: refused cleanly, the server stays put
     live = {"os-migrateLive": {"host": None, "block_migration": False, "disk_over_commit": False}}

@@ -233,6 +233,11 @@ class InstanceOut(Out):
     ha_enabled: bool
     ha_priority: int
     properties: dict[str, str] = Field(description="the user's own key-value pairs")
+    resize_from: dict[str, Any] | None = Field(
+        default=None,
+        description="a resize awaiting confirm-resize or revert-resize: the flavor and "
+        "sizes the instance had before it",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -277,6 +282,10 @@ class CdromIn(In):
 
 class BootOrderIn(In):
     order: list[str] = Field(description="boot devices, first to last: disk, cdrom")
+
+
+class ResizeIn(In):
+    flavor: str = Field(description="the new flavor, by id or name")
 
 
 class TemplateIn(In):

@@ -239,8 +239,8 @@ def instance_show(ref: str, fmt: Fmt = "table") -> None:
     show(request("GET", f"/instances/{ref}").json(), fmt, INSTANCE_COLS)
 
 
-def _action(ref: str, action: str, wait: bool) -> None:
-    task = request("POST", f"/instances/{ref}/actions/{action}").json()
+def _action(ref: str, action: str, wait: bool, body: dict[str, str] | None = None) -> None:
+    task = request("POST", f"/instances/{ref}/actions/{action}", json=body).json()
     if wait:
         wait_for_task(task["task_id"])
         console.print(f"{action}: done")
@@ -274,9 +274,39 @@ def instance_pause(ref: str, wait: Wait = False) -> None:
     _action(ref, "pause", wait)
 
 
+@instance_app.command("suspend")
+def instance_suspend(ref: str, wait: Wait = False) -> None:
+    """Write the guest's memory to disk and end its QEMU; resume restores it."""
+    _action(ref, "suspend", wait)
+
+
 @instance_app.command("resume")
 def instance_resume(ref: str, wait: Wait = False) -> None:
+    """Go on with a paused or suspended instance."""
     _action(ref, "resume", wait)
+
+
+@instance_app.command("resize")
+def instance_resize(
+    ref: str,
+    flavor: Annotated[str, typer.Option(help="the new flavor, by id or name")],
+    wait: Wait = False,
+) -> None:
+    """Give the instance another flavor (a running one is restarted); then
+    resize-confirm or resize-revert."""
+    _action(ref, "resize", wait, {"flavor": flavor})
+
+
+@instance_app.command("resize-confirm")
+def instance_resize_confirm(ref: str, wait: Wait = False) -> None:
+    """Keep the new flavor."""
+    _action(ref, "confirm-resize", wait)
+
+
+@instance_app.command("resize-revert")
+def instance_resize_revert(ref: str, wait: Wait = False) -> None:
+    """Go back to the flavor (and root disk) from before the resize."""
+    _action(ref, "revert-resize", wait)
 
 
 @instance_app.command("delete")

@@ -332,6 +332,9 @@ class Instance(Base):
     ha_priority: Mapped[int] = mapped_column(Integer, default=0)
     # the user's own key-value pairs (Nova's server metadata); None: none yet
     properties: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # a resize awaiting confirm or revert: what it had before (flavor_id, vcpus,
+    # memory_mib, disk_gib); None when there is none (services/resize.py)
+    resize_from: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -191,7 +191,8 @@ def restart_elsewhere(
 ) -> str | None:
     """Move an instance of a down host to another host of its cluster (chosen by the
     scheduler: rule group and capacity obeyed, the HA reserve usable) and start it
-    there if it was running; the name of that host, None if it had already moved."""
+    there if it was running (a suspended one arrives stopped: its saved memory was on
+    the dead host); the name of that host, None if it had already moved."""
     with t.db.begin() as s:
         inst = s.get(Instance, instance_id)
         if inst is None or inst.host_id != dead_host_id:
@@ -200,7 +201,9 @@ def restart_elsewhere(
         assert dead is not None
         was = inst.status
         if inst.task_state != "evacuating":  # a resumed task finds its own mark
-            instances.guard(s, inst, ("running", "paused", "stopped", "error"), "evacuating")
+            instances.guard(
+                s, inst, ("running", "paused", "suspended", "stopped", "error"), "evacuating"
+            )
         target = instances.scheduler.place_elsewhere(s, inst, dead)
         local = unreachable_volumes(s, inst.id, target)
         if local:  # the data is on the dead host's own disks: it cannot come along

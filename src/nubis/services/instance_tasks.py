@@ -57,11 +57,18 @@ def seed_volume_name(instance_id: str) -> str:
     return f"nubis-{instance_id}-seed.iso"
 
 
+def resize_backup_names(instance_id: str) -> tuple[str, str]:
+    """The copy of the root disk a resize that grew it keeps for a revert, and the
+    marker saying it was copied completely (services/resize.py)."""
+    backup = root_volume_name(instance_id) + ".pre-resize"
+    return backup, backup + ".full"
+
+
 def volume_names(instance_id: str) -> tuple[str, ...]:
     """Every volume of the host's disk pool that belongs to an instance (root disk,
-    seed disc, and the markers saying each was written completely)."""
+    seed disc, a resize's backup, and the markers saying each was written completely)."""
     root, seed = root_volume_name(instance_id), seed_volume_name(instance_id)
-    return (root, root + ".full", seed, seed + ".ready")
+    return (root, root + ".full", seed, seed + ".ready", *resize_backup_names(instance_id))
 
 
 @dataclass
@@ -99,6 +106,7 @@ class InstanceTasks:
             ForceStopHandler(self),
             RebootHandler(self),
             PauseHandler(self),
+            SuspendHandler(self),
             ResumeHandler(self),
         ):
             engine.register(handler)
@@ -408,6 +416,7 @@ class StopHandler(_Handler):
             log.info("instance %s ignored ACPI shutdown; forcing it off", ctx.resource_id)
             ctx.step("destroy", 80)
             self.t.driver.destroy(loaded.ref, ctx.resource_id)
+        self.t.driver.discard_saved(loaded.ref, ctx.resource_id)  # a suspended one's memory
         self.t.settle(ctx.resource_id, "stopped")
 
 
@@ -419,6 +428,7 @@ class ForceStopHandler(_Handler):
         loaded = self.t.load(ctx.resource_id)
         ctx.step("destroy", 20)
         self.t.driver.destroy(loaded.ref, ctx.resource_id)
+        self.t.driver.discard_saved(loaded.ref, ctx.resource_id)  # a suspended one's memory
         self.t.settle(ctx.resource_id, "stopped")
 
 
@@ -447,13 +457,32 @@ class PauseHandler(_Handler):
         self.t.settle(ctx.resource_id, "paused")
 
 
+class SuspendHandler(_Handler):
+    kind = "instance.suspend"
+    steps = ("save",)
+
+    def run(self, ctx: TaskContext) -> None:
+        loaded = self.t.load(ctx.resource_id)
+        ctx.step("save", 20)
+        self.t.driver.save(loaded.ref, ctx.resource_id)  # nothing to do once saved
+        self.t.settle(ctx.resource_id, "suspended")
+
+
 class ResumeHandler(_Handler):
+    """From paused (the guest's CPUs go on) or suspended (its saved memory is restored)."""
+
     kind = "instance.resume"
     steps = ("resume",)
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self.t.load(ctx.resource_id)
         ctx.step("resume", 20)
-        if self.t.driver.state(loaded.ref, ctx.resource_id) == "paused":
+        state = self.t.driver.state(loaded.ref, ctx.resource_id)
+        if state == "paused":
             self.t.driver.resume(loaded.ref, ctx.resource_id)
+        elif state == "suspended":
+            self.t.ports.prepare(loaded.ref, ctx.resource_id)  # after a host reboot, say
+            self.t.driver.start(loaded.ref, ctx.resource_id)
+        elif state != "running":
+            raise RuntimeError(f"its domain is {state or 'missing'}: there is nothing to resume")
         self.t.settle(ctx.resource_id, "running")

@@ -32,23 +32,25 @@ from nubis.services.scheduler import PlacementRequest, Scheduler
 from nubis.services.submit import submit_task
 from nubis.tasks.engine import TaskEngine
 
-STATUSES = ("building", "running", "stopped", "paused", "error", "deleting")
+STATUSES = ("building", "running", "stopped", "paused", "suspended", "error", "deleting")
 GIB = 1024**3
 
 # action -> (statuses it is allowed from, task_state while it runs, task kind)
 ACTIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "start": (("stopped",), "starting", "instance.start"),
-    "stop": (("running", "paused"), "stopping", "instance.stop"),
-    "force-stop": (("running", "paused"), "stopping", "instance.force-stop"),
+    # a suspended instance's saved memory is discarded by a stop
+    "stop": (("running", "paused", "suspended"), "stopping", "instance.stop"),
+    "force-stop": (("running", "paused", "suspended"), "stopping", "instance.force-stop"),
     "reboot": (("running",), "rebooting", "instance.reboot"),
     "hard-reboot": (("running",), "rebooting", "instance.reboot"),
     "pause": (("running",), "pausing", "instance.pause"),
-    "resume": (("paused",), "resuming", "instance.resume"),
+    "resume": (("paused", "suspended"), "resuming", "instance.resume"),
+    "suspend": (("running", "paused"), "suspending", "instance.suspend"),
 }
 # what an action tells its task beyond the kind
 ACTION_PARAMS: dict[str, dict[str, object]] = {"hard-reboot": {"hard": True}}
 CLONE_MODES = ("linked", "full")
-DELETABLE = ("building", "running", "stopped", "paused", "error")
+DELETABLE = ("building", "running", "stopped", "paused", "suspended", "error")
 
 
 def _quota_of(vcpus: int, memory_mib: int) -> dict[str, int]:

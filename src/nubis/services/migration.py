@@ -9,10 +9,10 @@ on that host with the other host's claim released.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster, Host, Image, Instance, Snapshot, Task
+from nubis.db.models import Cluster, Host, Image, Instance, Task
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.services.auth import Principal
@@ -21,6 +21,7 @@ from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
 from nubis.services.lookup import get_by_id_or_name
 from nubis.services.scheduler import claims
+from nubis.services.snapshots import refuse_if_snapshotted
 from nubis.services.volumes import unreachable_volumes
 from nubis.tasks.engine import TaskContext
 
@@ -71,12 +72,11 @@ def request_migration(
         raise BadRequest("max_downtime_ms must be between 1 and 60000")
     if max_bandwidth_mib_s is not None and not 1 <= max_bandwidth_mib_s <= 100000:
         raise BadRequest("max_bandwidth_mib_s must be between 1 and 100000 (MiB/s)")
-    snapshots = session.scalar(select(func.count()).where(Snapshot.instance_id == instance.id))
-    if snapshots:
-        raise Conflict(
-            f"instance {instance.name!r} has {snapshots} snapshot(s), which libvirt cannot "
-            "carry to another host: delete them before migrating"
-        )
+    refuse_if_snapshotted(
+        session,
+        instance,
+        "which libvirt cannot carry to another host: delete them before migrating",
+    )
     instances.guard(session, instance, MIGRATABLE, "migrating")
     cluster = session.get(Cluster, source.cluster_id) if source.cluster_id else None
     chosen = instances.scheduler.place_elsewhere(

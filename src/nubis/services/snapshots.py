@@ -9,7 +9,7 @@ data volumes are not the ones the snapshot covered.
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Instance, Snapshot, Task, Volume, VolumeAttachment
@@ -35,6 +35,13 @@ def attached_volume_ids(session: Session, instance_id: str) -> list[str]:
             select(VolumeAttachment.volume_id).where(VolumeAttachment.instance_id == instance_id)
         ).all()
     )
+
+
+def refuse_if_snapshotted(session: Session, instance: Instance, why: str) -> None:
+    """409 when the instance has snapshots: ``why`` says why they stand in the way."""
+    count = session.scalar(select(func.count()).where(Snapshot.instance_id == instance.id))
+    if count:
+        raise Conflict(f"instance {instance.name!r} has {count} snapshot(s), {why}")
 
 
 def forget_snapshots(session: Session, instance_id: str) -> None:
@@ -97,6 +104,8 @@ class SnapshotService:
                 f"volume(s) {', '.join(transient)} are nonpersistent: nothing of them is "
                 "kept, so they cannot be snapshotted; detach them first"
             )
+        if instance.resize_from is not None:
+            raise Conflict(f"instance {instance.name!r} has a resize to confirm or revert first")
         self.instances.guard(session, instance, SNAPSHOTTABLE, "snapshotting")
         quotas.claim(session, instance.project_id, {"snapshots": 1})
         snapshot = Snapshot(

@@ -24,7 +24,7 @@ from nubis.services import events
 from nubis.services.hosts import HostService
 
 log = logging.getLogger(__name__)
-STABLE = ("running", "stopped", "paused")
+STABLE = ("running", "stopped", "paused", "suspended")
 
 
 class StateSync:

@@ -29,22 +29,34 @@ STATUS = {
     "running": ("ACTIVE", "active", 1),
     "stopped": ("SHUTOFF", "stopped", 4),
     "paused": ("PAUSED", "paused", 3),
+    # suspended to disk (a managed save): no QEMU runs, as Nova's libvirt driver reports
+    "suspended": ("SUSPENDED", "suspended", 4),
     "error": ("ERROR", "error", 0),
     # Nova keeps a server's status while it is being deleted (task_state "deleting")
     # and shows DELETED only once it is gone: clients wait for that or for a 404
     "deleting": ("ACTIVE", "active", 0),
 }
 # a task in flight that Nova shows as the status itself
-TASK_STATUS = {"rebooting": "REBOOT", "migrating": "MIGRATING", "resizing": "RESIZE"}
+TASK_STATUS = {
+    "rebooting": "REBOOT",
+    "migrating": "MIGRATING",
+    "resizing": "RESIZE",
+    "confirming": "VERIFY_RESIZE",
+    "reverting-resize": "REVERT_RESIZE",
+}
 # Nubis task_state -> Nova OS-EXT-STS:task_state
 TASK_STATE = {
     "starting": "powering-on",
     "stopping": "powering-off",
     "rebooting": "rebooting",
     "pausing": "pausing",
+    "suspending": "suspending",
     "resuming": "unpausing",
     "deleting": "deleting",
     "migrating": "migrating",
+    "resizing": "resize_prep",
+    "confirming": "resize_confirming",
+    "reverting-resize": "resize_reverting",
 }
 # Nova status filter -> Nubis status
 STATUS_FILTER = {
@@ -53,9 +65,20 @@ STATUS_FILTER = {
 DEFAULT_ZONE = "nova"
 
 
+def awaits_confirmation(instance: Instance) -> bool:
+    """A resize done and waiting for confirmResize or revertResize (Nova: resized)."""
+    return (
+        instance.resize_from is not None
+        and instance.task_state is None
+        and instance.status in ("running", "stopped")
+    )
+
+
 def nova_status(instance: Instance) -> str:
     if instance.task_state in TASK_STATUS:
         return TASK_STATUS[instance.task_state]
+    if awaits_confirmation(instance):
+        return "VERIFY_RESIZE"
     return STATUS.get(instance.status, ("ERROR", "error", 0))[0]
 
 
@@ -141,6 +164,8 @@ def brief(request: Request, instance: Instance) -> dict[str, Any]:
 
 def detail(request: Request, related: Related, instance: Instance, admin: bool) -> dict[str, Any]:
     _nova, vm_state, power = STATUS.get(instance.status, ("ERROR", "error", 0))
+    if awaits_confirmation(instance):
+        vm_state = "resized"
     host_name, zone = related.hosts.get(instance.host_id or "", (None, DEFAULT_ZONE))
     host_key = f"{instance.project_id}{host_name}" if host_name else ""
     view: dict[str, Any] = {

@@ -18,7 +18,7 @@ from nubis.api.openstack.bodies import one_action, unwrap
 from nubis.api.openstack.caller import As
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import Instance
-from nubis.services import migration, policy, templates
+from nubis.services import migration, policy, resize, templates
 from nubis.services.auth import Principal
 from nubis.services.cloudinit import GuestRequest
 from nubis.services.errors import BadRequest, Conflict, NotFoundError
@@ -283,7 +283,37 @@ POWER_ACTIONS = {
     "os-stop": "stop",
     "pause": "pause",
     "unpause": "resume",
+    "suspend": "suspend",
+    "resume": "resume",
 }
+# Nubis resumes paused and suspended instances alike; Nova names the two apart
+RESUMES_FROM = {"unpause": "paused", "resume": "suspended"}
+
+
+# Nova action -> the native route it is (its policy entry)
+RESIZE_ACTIONS = {
+    "resize": "POST /instances/{ref}/actions/resize",
+    "confirmResize": "POST /instances/{ref}/actions/confirm-resize",
+    "revertResize": "POST /instances/{ref}/actions/revert-resize",
+}
+
+
+def _resize(
+    platform: PlatformDep, principal: Principal, instance: Instance, name: str, args: Any
+) -> None:
+    """``resize`` to ``flavorRef`` (in place, on the server's host), then
+    ``confirmResize`` or ``revertResize``."""
+    policy.authorize(principal.roles, RESIZE_ACTIONS[name])
+    with platform.db.begin() as s:
+        if name == "resize":
+            flavor = args.get("flavorRef") if isinstance(args, dict) else None
+            if not isinstance(flavor, str) or not flavor:
+                raise BadRequest("resize needs a flavorRef")
+            resize.request_resize(platform.instances, s, principal, instance.id, flavor)
+        elif name == "confirmResize":
+            resize.request_confirm(platform.instances, s, principal, instance.id)
+        else:
+            resize.request_revert(platform.instances, s, principal, instance.id)
 
 
 def _migrate(platform: PlatformDep, principal: Principal, instance: Instance, args: Any) -> None:
@@ -352,6 +382,15 @@ def server_action(
         action = "reboot" if kind == "SOFT" else "hard-reboot"
     elif name in POWER_ACTIONS:
         action = POWER_ACTIONS[name]
+        needs = RESUMES_FROM.get(name)
+        if needs and instance.status != needs:
+            raise Conflict(
+                f"cannot {name} server {instance.name!r} while it is {instance.status}: "
+                f"{name} is for a {needs} server"
+            )
+    elif name in RESIZE_ACTIONS:
+        _resize(platform, principal, instance, name, args)
+        return None
     elif name in ("os-migrateLive", "migrate"):
         _migrate(platform, principal, instance, args)
         return None

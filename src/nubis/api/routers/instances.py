@@ -19,11 +19,12 @@ from nubis.api.schemas import (
     MigrateIn,
     NicIn,
     PageOut,
+    ResizeIn,
     TaskAccepted,
     TemplateIn,
     bandwidth_dict,
 )
-from nubis.services import media, migration, templates
+from nubis.services import media, migration, resize, templates
 from nubis.services.cloudinit import GuestRequest
 from nubis.services.ports import NicRequest, instance_ports
 
@@ -157,6 +158,33 @@ def create_template(
         task = templates.request_template(
             platform.instances, platform.images, s, principal, ref, body.name
         )
+        return TaskAccepted(task_id=task.id)
+
+
+@router.post("/{ref}/actions/resize", status_code=202)
+def resize_instance(
+    ref: str, body: ResizeIn, platform: PlatformDep, principal: PrincipalDep
+) -> TaskAccepted:
+    """Give a running or stopped instance another flavor on its host (a running one is
+    shut down and started again); then confirm-resize or revert-resize."""
+    with platform.db.begin() as s:
+        task = resize.request_resize(platform.instances, s, principal, ref, body.flavor)
+        return TaskAccepted(task_id=task.id)
+
+
+@router.post("/{ref}/actions/confirm-resize", status_code=202)
+def confirm_resize(ref: str, platform: PlatformDep, principal: PrincipalDep) -> TaskAccepted:
+    """Keep the new flavor (the copy of the old root disk is removed)."""
+    with platform.db.begin() as s:
+        task = resize.request_confirm(platform.instances, s, principal, ref)
+        return TaskAccepted(task_id=task.id)
+
+
+@router.post("/{ref}/actions/revert-resize", status_code=202)
+def revert_resize(ref: str, platform: PlatformDep, principal: PrincipalDep) -> TaskAccepted:
+    """Go back to the flavor (and root disk) the instance had before the resize."""
+    with platform.db.begin() as s:
+        task = resize.request_revert(platform.instances, s, principal, ref)
         return TaskAccepted(task_id=task.id)
 
 

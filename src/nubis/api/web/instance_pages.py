@@ -16,6 +16,7 @@ from nubis.api.web.render import Me, can, page
 from nubis.services import events
 from nubis.services.instances import ACTIONS, DELETABLE, STATUSES
 from nubis.services.lookup import PageRequest
+from nubis.services.resize import RESIZABLE
 
 router = APIRouter(include_in_schema=False)
 SORTS = ("name", "-name", "status", "-status", "created_at", "-created_at")
@@ -102,6 +103,8 @@ def instance_detail(request: Request, platform: PlatformDep, me: Me, ref: str) -
                 a for a, (allowed, _s, _k) in ACTIONS.items() if inst.status in allowed and not busy
             ],
             "deletable": inst.status in DELETABLE and not busy,
+            "resizable": inst.status in RESIZABLE and not busy and inst.resize_from is None,
+            "flavors": flavors.list_flavors(platform, me, CHOICES, None).items,
         }
 
     return page(request, me, "GET /instances/{ref}", "instance.html", load)

@@ -208,6 +208,14 @@ class LibvirtDriver(DriverBase):
 
         self._call(host, create, f"volume {name}")
 
+    def grow_disk(self, host: HostRef, name: str, capacity: int) -> None:
+        """Grow a disk of the disk pool that no running domain uses (never shrinks)."""
+        self._call(
+            host,
+            lambda c: storage.grow_volume(c.storagePoolLookupByName(DISK_POOL), name, capacity),
+            f"volume {name}",
+        )
+
     def delete_volume(self, host: HostRef, name: str) -> bool:
         return self._call(
             host,
@@ -257,15 +265,20 @@ class LibvirtDriver(DriverBase):
 
         self._call(host, define, f"domain {spec.name}")
 
+    def redefine(self, host: HostRef, spec: DomainSpec) -> None:
+        """Replace the persistent definition of a domain (or define it): takes effect
+        at its next start."""
+        self._call(host, lambda c: c.defineXML(build_domain_xml(spec)), f"domain {spec.name}")
+
     def domain_xml(self, host: HostRef, uuid: str) -> str:
         return self._call(host, lambda c: self._domain(c, uuid).XMLDesc(0), f"domain {uuid}")
 
     def state(self, host: HostRef, uuid: str) -> str | None:
-        """running | paused | stopped, or None when the domain is not defined."""
+        """running | paused | suspended | stopped, or None when the domain is not defined."""
 
         def state(conn: libvirt.virConnect) -> str | None:
             dom = self._find_domain(conn, uuid)
-            return power_state(dom.state()[0]) if dom is not None else None
+            return power_state(dom) if dom is not None else None
 
         return self._call(host, state, f"domain {uuid}")
 
@@ -273,19 +286,25 @@ class LibvirtDriver(DriverBase):
         """uuid -> power state of every domain Nubis owns on the host."""
 
         def states(conn: libvirt.virConnect) -> dict[str, str]:
-            return {
-                d.UUIDString(): power_state(d.state()[0])
-                for d in conn.listAllDomains(0)
-                if d.name().startswith("nubis-")
+            # the suspended ones in one call, not one question per stopped domain
+            saved = {
+                d.UUIDString()
+                for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
             }
+            found = {}
+            for d in conn.listAllDomains(0):
+                if d.name().startswith("nubis-"):
+                    uuid = d.UUIDString()
+                    found[uuid] = power_state(d, uuid in saved)
+            return found
 
         return self._call(host, states)
 
     def start(self, host: HostRef, uuid: str) -> None:
         def start(conn: libvirt.virConnect) -> None:
             dom = self._domain(conn, uuid)
-            state = power_state(dom.state()[0])
-            if state == "stopped":
+            state = power_state(dom)
+            if state in ("stopped", "suspended"):  # a suspended one is restored
                 dom.create()
             elif state == "paused":
                 dom.resume()
@@ -334,6 +353,27 @@ class LibvirtDriver(DriverBase):
 
     def resume(self, host: HostRef, uuid: str) -> None:
         self._call(host, lambda c: self._domain(c, uuid).resume(), f"domain {uuid}")
+
+    def save(self, host: HostRef, uuid: str) -> None:
+        """Suspend to disk: the guest's memory is written to a managed save image on the
+        host and QEMU ends; the next start restores it, running (even if it was paused)."""
+
+        def save(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            if dom.isActive():
+                dom.managedSave(libvirt.VIR_DOMAIN_SAVE_RUNNING)
+
+        self._call(host, save, f"domain {uuid}")
+
+    def discard_saved(self, host: HostRef, uuid: str) -> None:
+        """Forget a suspended domain's saved memory: its next start boots afresh."""
+
+        def discard(conn: libvirt.virConnect) -> None:
+            dom = self._find_domain(conn, uuid)
+            if dom is not None and dom.hasManagedSaveImage(0):
+                dom.managedSaveRemove(0)
+
+        self._call(host, discard, f"domain {uuid}")
 
     # -- CD-ROM and boot order ------------------------------------------------------
     def change_media(self, host: HostRef, uuid: str, target: str, path: str | None) -> None:

@@ -44,8 +44,14 @@ _STATES = {
 }
 
 
-def power_state(state: int) -> str:
-    return _STATES.get(state, "stopped")
+def power_state(dom: libvirt.virDomain, saved: bool | None = None) -> str:
+    """The Nubis power state of a domain: a shut-off domain with a managed save image
+    (its memory written to disk by a suspend) is ``suspended``. ``saved``: whether it
+    has one, when the caller already knows (else libvirt is asked)."""
+    state = _STATES.get(dom.state()[0], "stopped")
+    if state == "stopped" and (dom.hasManagedSaveImage(0) if saved is None else saved):
+        return "suspended"
+    return state
 
 
 # what libvirt's tc commands print when the host kernel cannot shape traffic
@@ -205,7 +211,7 @@ class ConnectionPool:
             libvirt.VIR_DOMAIN_EVENT_STOPPED_CRASHED,
         )
         try:
-            state = power_state(dom.state()[0])
+            state = power_state(dom)
         except libvirt.libvirtError:
             state = "stopped"  # undefined while we looked: it is not running
         try:

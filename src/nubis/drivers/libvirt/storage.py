@@ -154,6 +154,15 @@ def copy_from(
     return vol.path()
 
 
+def grow_volume(pool: libvirt.virStoragePool, name: str, capacity: int) -> None:
+    """Grow the pool's volume ``name`` to ``capacity`` bytes (never shrinks it)."""
+    vol = find_volume(pool, name)
+    if vol is None:
+        raise NotFound(f"volume {name}")
+    if vol.info()[1] < capacity:
+        vol.resize(capacity, 0)
+
+
 def delete_volume(pool: libvirt.virStoragePool, name: str) -> bool:
     vol = find_volume(pool, name)
     if vol is None:

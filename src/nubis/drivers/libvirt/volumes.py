@@ -166,14 +166,11 @@ class VolumeDriver(DriverBase):
     def resize_volume(self, host: HostRef, pool_name: str, name: str, capacity: int) -> None:
         """Grow a volume that no running domain uses (never shrinks)."""
 
-        def resize(conn: libvirt.virConnect) -> None:
-            vol = storage.find_volume(conn.storagePoolLookupByName(pool_name), name)
-            if vol is None:
-                raise NotFound(f"volume {name}")
-            if vol.info()[1] < capacity:
-                vol.resize(capacity, 0)
-
-        self._call(host, resize, f"volume {name}")
+        self._call(
+            host,
+            lambda c: storage.grow_volume(c.storagePoolLookupByName(pool_name), name, capacity),
+            f"volume {name}",
+        )
 
     def copy_volume(
         self,

@@ -67,6 +67,30 @@ def claim(session: Session, host: HostState, req: PlacementRequest) -> bool:
     return session.connection().execute(statement, params).rowcount == 1
 
 
+def change(session: Session, host: HostState, vcpus: int, memory_mib: int, disk_gib: int) -> bool:
+    """Add (or, negative, take back) an instance's change of size on its host: it must
+    still fit where it grows; False (nothing changed) if it does not."""
+    conditions = [Host.id == host.id]
+    for column, delta, limit in (
+        (Host.alloc_vcpus, vcpus, host.vcpu_limit),
+        (Host.alloc_memory_mib, memory_mib, host.memory_limit),
+        (Host.alloc_disk_gib, disk_gib, host.disk_limit),
+    ):
+        if delta > 0:
+            conditions.append(column + delta <= limit)
+    changed = session.execute(
+        update(Host)
+        .where(*conditions)
+        .values(
+            alloc_vcpus=Host.alloc_vcpus + vcpus,
+            alloc_memory_mib=Host.alloc_memory_mib + memory_mib,
+            alloc_disk_gib=Host.alloc_disk_gib + disk_gib,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
+
+
 def release(session: Session, host_id: str, vcpus: int, memory_mib: int, disk_gib: int) -> None:
     session.execute(
         update(Host)

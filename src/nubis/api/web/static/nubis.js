@@ -71,7 +71,7 @@ const Nubis = (() => {
     }
   });
 
-  // <form class="api-form" data-method data-path [data-reveal=field] [data-done=url]>:
+  // <form class="api-form" data-method data-path [data-reveal=field] [data-done=url] [data-flash=text]>:
   // its fields as a JSON body (empty ones left out, numbers as numbers)
   document.addEventListener("submit", async (event) => {
     const form = event.target.closest("form.api-form");
@@ -102,7 +102,7 @@ const Nubis = (() => {
         out.textContent = `Created. ${form.dataset.reveal}: ${reveal} (shown only now: keep it)`;
         out.hidden = false;
       } else {
-        flash("Created.", false);
+        flash(form.dataset.flash || "Created.", false);
       }
       if (form.dataset.done) { location.assign(form.dataset.done); return; }
       changed();
