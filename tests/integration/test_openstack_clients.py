@@ -69,13 +69,22 @@ def os_cli(server, pool, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def network(server):
-    resp = server.client.post(
-        "/networks", json={"name": "os-net", "mode": "isolated", "subnets": [{"cidr": CIDR}]}
-    )
-    assert resp.status_code == 201, resp.text
-    yield resp.json()
-    assert server.client.delete("/networks/os-net").status_code == 204
+def network(server, os_cli):
+    """os-net, made as a Neutron user makes one: the network (``local``: a Nubis isolated
+    network), then its subnet; removed the same way."""
+    made = os_cli("network", "create", "--provider-network-type", "local", "os-net")
+    assert (made["status"], made["subnets"]) == ("ACTIVE", [])
+    assert server.client.get("/networks/os-net").json()["state"] == "empty"
+    subnet = os_cli("subnet", "create", "--network", "os-net", "--subnet-range", CIDR, "os-sub")
+    assert (subnet["cidr"], subnet["gateway_ip"]) == (CIDR, CIDR.replace("0/24", "1"))
+    native = server.client.get("/networks/os-net").json()
+    assert (native["id"], native["mode"], native["state"]) == (made["id"], "isolated", "active")
+    assert [(s["id"], s["name"]) for s in native["subnets"]] == [(subnet["id"], "os-sub")]
+    yield native
+    os_cli("subnet", "delete", "os-sub", parse=False)
+    assert server.client.get("/networks/os-net").json()["state"] == "empty"
+    os_cli("network", "delete", "os-net", parse=False)
+    assert server.client.get("/networks/os-net").status_code == 404
 
 
 def test_catalog_flavors_images_and_key_pairs(server, os_cli, tmp_path):

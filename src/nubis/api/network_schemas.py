@@ -12,6 +12,7 @@ from nubis.api.schemas import In, Out
 
 class SubnetIn(In):
     cidr: str = Field(description="IPv4 network with its prefix, e.g. 10.20.0.0/24")
+    name: str | None = Field(default=None, max_length=64, description="optional")
     gateway: str | None = Field(
         default=None, description="default: the first host address (nat and isolated)"
     )
@@ -23,7 +24,11 @@ class SubnetIn(In):
 class NetworkIn(In):
     name: str
     mode: str = Field(description="nat | isolated | bridged")
-    subnets: list[SubnetIn] = Field(description="one to four; DHCP serves the first")
+    subnets: list[SubnetIn] = Field(
+        default_factory=list,
+        description="up to four; DHCP serves the first. None: an empty network, whose "
+        "subnets are added later (POST /networks/{ref}/subnets), before any port",
+    )
     cluster: str | None = Field(default=None, description="default: cluster 'default'")
     host_bridge: str | None = Field(
         default=None, description="bridged: the bridge every host of the cluster has"
@@ -32,12 +37,17 @@ class NetworkIn(In):
 
 class SubnetOut(Out):
     id: str
+    name: str | None
     cidr: str
     gateway: str | None
     dns_servers: list[str]
     pool_start: str
     pool_end: str
     dhcp: bool
+
+
+class SubnetsIn(In):
+    subnets: list[SubnetIn] = Field(description="one to four; DHCP serves the first")
 
 
 class NetworkOut(Out):

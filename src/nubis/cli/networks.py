@@ -32,9 +32,12 @@ def network_list(fmt: Fmt = "table") -> None:
 def network_create(
     name: str,
     subnet: Annotated[
-        list[str],
-        typer.Option(help="CIDR[,gateway=IP][,pool=START-END][,dns=IP+IP] (repeatable)"),
-    ],
+        list[str] | None,
+        typer.Option(
+            help="CIDR[,gateway=IP][,pool=START-END][,dns=IP+IP] (repeatable; none: an "
+            "empty network, its subnets added later with add-subnets)"
+        ),
+    ] = None,
     mode: Annotated[str, typer.Option(help="nat | isolated | bridged")] = "nat",
     cluster: Annotated[str | None, typer.Option(help="default: cluster 'default'")] = None,
     host_bridge: Annotated[
@@ -47,10 +50,31 @@ def network_create(
         "mode": mode,
         "cluster": cluster,
         "host_bridge": host_bridge,
-        "subnets": [parse_subnet(s) for s in subnet],
+        "subnets": [parse_subnet(s) for s in subnet or []],
     }
     created = request("POST", "/networks", json=body).json()
     show(_summary(created) if fmt == "table" else created, fmt, NETWORK_COLS)
+
+
+@network_app.command("add-subnets")
+def network_add_subnets(
+    ref: str,
+    subnet: Annotated[
+        list[str], typer.Option(help="CIDR[,gateway=IP][,pool=START-END][,dns=IP+IP]")
+    ],
+    fmt: Fmt = "table",
+) -> None:
+    """Give a network made without subnets its subnets (then it is defined on the hosts)."""
+    body = {"subnets": [parse_subnet(s) for s in subnet]}
+    changed = request("POST", f"/networks/{ref}/subnets", json=body).json()
+    show(_summary(changed) if fmt == "table" else changed, fmt, NETWORK_COLS)
+
+
+@network_app.command("remove-subnet")
+def network_remove_subnet(ref: str, subnet_id: str) -> None:
+    """Remove a network's only subnet (no ports on it): the network is empty again."""
+    request("DELETE", f"/networks/{ref}/subnets/{subnet_id}")
+    console.print(f"subnet {subnet_id} removed; network {ref} is empty")
 
 
 def parse_subnet(text: str) -> dict:

@@ -593,6 +593,7 @@ class Subnet(Base):
     __table_args__ = (UniqueConstraint("network_id", "cidr"),)
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(64))  # optional (Neutron's)
     cidr: Mapped[str] = mapped_column(String(18))
     gateway: Mapped[str | None] = mapped_column(String(15))
     dns_servers: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -21,6 +21,7 @@ MAC_PREFIX = "02:4e:42"
 @dataclass(frozen=True)
 class SubnetRequest:
     cidr: str
+    name: str | None = None
     gateway: str | None = None
     dns_servers: list[str] | None = None
     pool_start: str | None = None

@@ -4,6 +4,12 @@ of the cluster, all or none (as storage pools are).
 The rows are written as ``creating``; the network is defined on each host that is
 up; if one refuses, it is removed from the others and the rows deleted. A network
 a dead process left ``creating`` is undone at start-up.
+
+A network may be made without subnets (``empty``, as Neutron makes them): nothing is
+defined on the hosts until its subnets are added, which they can be only while it
+has none (libvirt defines a network with its addresses). Adding them is written as
+``adding`` and undone the same way (the network stays, ``empty``); removing the
+last subnet of a network without ports makes it ``empty`` again.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -24,9 +31,9 @@ from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.networks import MODES, NetworkDriver, NetworkSpec, Reservation
 from nubis.drivers.libvirt.networks import SubnetSpec as DriverSubnet
 from nubis.drivers.libvirt.nwfilters import FilterDriver, scope_filter_xml
-from nubis.services import inventory, quotas
+from nubis.services import inventory, policy, quotas
 from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, Conflict, Unavailable
+from nubis.services.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unavailable
 from nubis.services.hosts import HostService
 from nubis.services.ipam import SubnetRequest, check_disjoint, plan_subnet
 from nubis.services.lookup import get_by_id_or_name, validate_name
@@ -93,10 +100,12 @@ def _validate(session: Session, principal: Principal, req: NetworkRequest) -> Cl
     if req.mode == "bridged":
         if not req.host_bridge or not IFNAME_RE.match(req.host_bridge):
             raise BadRequest("a bridged network needs host_bridge: the name of a host bridge")
+        if policy.SYSTEM_ADMIN not in principal.roles:
+            raise Forbidden("bridging onto a host's bridge is for system administrators")
     elif req.host_bridge:
         raise BadRequest(f"a {req.mode} network makes its own bridge: give no host_bridge")
-    if not 1 <= len(req.subnets) <= MAX_SUBNETS:
-        raise BadRequest(f"a network needs 1 to {MAX_SUBNETS} subnets")
+    if len(req.subnets) > MAX_SUBNETS:
+        raise BadRequest(f"a network has at most {MAX_SUBNETS} subnets")
     exists = session.scalar(
         select(Network).where(Network.project_id == principal.project_id, Network.name == req.name)
     )
@@ -120,6 +129,40 @@ def _check_overlaps(session: Session, cluster: Cluster, cidrs: list[str]) -> Non
             )
         except BadRequest as exc:
             raise Conflict(exc.message) from None
+
+
+def _add_subnets(session: Session, network: Network, subnets: list[SubnetRequest]) -> None:
+    """Check and add a network's subnets (in the caller's transaction)."""
+    needs_gateway = network.mode != "bridged"
+    plans = [plan_subnet(sub, needs_gateway) for sub in subnets]
+    cluster = session.get(Cluster, network.cluster_id)
+    assert cluster is not None
+    _check_overlaps(session, cluster, [str(p.network) for p in plans])
+    for position, (plan, sub) in enumerate(zip(plans, subnets, strict=True)):
+        session.add(
+            Subnet(
+                network_id=network.id,
+                name=sub.name,
+                cidr=str(plan.network),
+                gateway=str(plan.gateway) if plan.gateway else None,
+                dns_servers=[str(d) for d in plan.dns_servers],
+                pool_start=str(plan.pool_start),
+                pool_end=str(plan.pool_end),
+                # libvirt's dnsmasq serves one subnet of a network: the first
+                dhcp=needs_gateway and position == 0,
+                position=position,
+            )
+        )
+    session.flush()
+
+
+def _refuse_with_ports(session: Session, network: Network) -> None:
+    count = session.scalar(select(func.count()).where(Port.network_id == network.id)) or 0
+    if count:
+        raise Conflict(
+            f"network {network.name!r} still has {count} port(s); "
+            "detach them or delete their instances first"
+        )
 
 
 class NetworkService:
@@ -150,32 +193,70 @@ class NetworkService:
                     log.warning("could not update filter %s on %s: %s", name, ref.uri, exc)
 
     def create(self, principal: Principal, req: NetworkRequest) -> Network:
-        needs_gateway = req.mode != "bridged"
         with self.db.begin() as s:
             cluster = _validate(s, principal, req)
-            plans = [plan_subnet(sub, needs_gateway) for sub in req.subnets]
-            _check_overlaps(s, cluster, [str(p.network) for p in plans])
             quotas.claim(s, principal.project_id, {"networks": 1})
             network = self._insert(s, principal, req, cluster)
-            for position, plan in enumerate(plans):
-                s.add(
-                    Subnet(
-                        network_id=network.id,
-                        cidr=str(plan.network),
-                        gateway=str(plan.gateway) if plan.gateway else None,
-                        dns_servers=[str(d) for d in plan.dns_servers],
-                        pool_start=str(plan.pool_start),
-                        pool_end=str(plan.pool_end),
-                        # libvirt's dnsmasq serves one subnet of a network: the first
-                        dhcp=needs_gateway and position == 0,
-                        position=position,
-                    )
+            if not req.subnets:
+                network.state = "empty"  # nothing to define on the hosts yet
+                return network
+            _add_subnets(s, network, req.subnets)
+            network_id = network.id
+        return self._define_everywhere(network_id, self._undo)
+
+    def add_subnets(self, principal: Principal, ref: str, subnets: list[SubnetRequest]) -> Network:
+        """Give an ``empty`` network its subnets and define it on the hosts."""
+        with self.db.begin() as s:
+            network = self.get(s, principal, ref)
+            if network.state != "empty":
+                raise Conflict(
+                    f"network {network.name!r} already has its subnets: subnets are added "
+                    "only to a network that has none yet (make another network)"
                 )
-            s.flush()
-            network_id, spec = network.id, spec_of(s, network)
+            if not 1 <= len(subnets) <= MAX_SUBNETS:
+                raise BadRequest(f"a network has 1 to {MAX_SUBNETS} subnets")
+            _add_subnets(s, network, subnets)
+            network.state = "adding"
+            network_id = network.id
+        return self._define_everywhere(network_id, self._empty)
+
+    def remove_subnet(self, principal: Principal, ref: str, subnet_id: str) -> Network:
+        """Remove a network's subnet: only its last one, while no port uses it (the
+        network is then ``empty``, defined on no host)."""
+        with self.db.begin() as s:
+            network = self.get(s, principal, ref)
+            subnets = subnets_of(s, network.id)
+            if subnet_id not in [sub.id for sub in subnets]:
+                raise NotFoundError(f"network {network.name!r} has no subnet {subnet_id!r}")
+            if len(subnets) > 1:
+                raise Conflict(
+                    f"network {network.name!r} has {len(subnets)} subnets: its subnets are "
+                    "removed together with it (delete the network)"
+                )
+            if network.state not in ("active", "error"):
+                raise Conflict(f"network {network.name!r} is {network.state}")
+            _refuse_with_ports(s, network)
+            network.state = "adding"  # undone below, or at start-up if we die meanwhile
+            network_id, refs = network.id, [self.hosts.ref(h) for h in hosts_of(s, network)]
+        self._empty(network_id, refs)
+        with self.db.begin() as s:
+            network = s.get(Network, network_id)
+            assert network is not None
+        self.push_scopes(network.cluster_id)
+        return network
+
+    def _define_everywhere(
+        self, network_id: str, undo: Callable[[str, list[HostRef]], None]
+    ) -> Network:
+        """Define the network on every host of its cluster that is up, then mark it
+        ``active``; if one refuses, ``undo`` what was done and raise."""
+        with self.db.begin() as s:
+            network = s.get(Network, network_id)
+            assert network is not None
+            spec = spec_of(s, network)
             targets = [(h.name, self.hosts.ref(h)) for h in hosts_of(s, network) if h.state == "up"]
         if not targets:
-            self._undo(network_id, [])
+            undo(network_id, [])
             raise Conflict("no host of the cluster is up: the network cannot be defined anywhere")
         attempted: list[HostRef] = []
         try:
@@ -186,7 +267,7 @@ class NetworkService:
                 except DriverError as exc:
                     raise BadRequest(f"host {name!r} cannot make the network: {exc}") from exc
         except BaseException:
-            self._undo(network_id, attempted)
+            undo(network_id, attempted)
             raise
         with self.db.begin() as s:
             network = s.get(Network, network_id)
@@ -227,6 +308,12 @@ class NetworkService:
         raise Conflict("could not allocate a network tag; try again")
 
     def _undo(self, network_id: str, refs: list[HostRef]) -> None:
+        """A network that could not be made: removed from ``refs``, its rows deleted."""
+        self._empty(network_id, refs, delete=True)
+
+    def _empty(self, network_id: str, refs: list[HostRef], delete: bool = False) -> None:
+        """Remove the network from ``refs`` and delete its subnets: it is ``empty``
+        (or, ``delete``, gone)."""
         with self.db.begin() as s:
             network = s.get(Network, network_id)
             if network is None:
@@ -242,28 +329,26 @@ class NetworkService:
                 s.delete(subnet)
             s.flush()
             network = s.get(Network, network_id)
-            if network is not None:
+            if network is not None and delete:
                 s.delete(network)
+            elif network is not None:
+                network.state, network.error = "empty", None
 
     def undo_interrupted(self) -> None:
-        """Start-up: networks a dead process left half-created are removed everywhere."""
+        """Start-up: networks a dead process left half-created are removed everywhere;
+        those it left getting (or losing) their subnets are ``empty`` again."""
         with self.db.begin() as s:
             stale = [
-                (n.id, [self.hosts.ref(h) for h in hosts_of(s, n)])
-                for n in s.scalars(select(Network).where(Network.state == "creating"))
+                (n.id, n.state, [self.hosts.ref(h) for h in hosts_of(s, n)])
+                for n in s.scalars(select(Network).where(Network.state.in_(("creating", "adding"))))
             ]
-        for network_id, refs in stale:
-            self._undo(network_id, refs)
+        for network_id, state, refs in stale:
+            self._empty(network_id, refs, delete=state == "creating")
 
     def delete(self, principal: Principal, ref: str) -> None:
         with self.db.begin() as s:
             network = self.get(s, principal, ref)
-            count = s.scalar(select(func.count()).where(Port.network_id == network.id)) or 0
-            if count:
-                raise Conflict(
-                    f"network {network.name!r} still has {count} port(s); "
-                    "detach them or delete their instances first"
-                )
+            _refuse_with_ports(s, network)
             name, refs = network.libvirt_name, [self.hosts.ref(h) for h in hosts_of(s, network)]
             scope, cluster_id = network.scope_filter_name, network.cluster_id
             for subnet in subnets_of(s, network.id):
@@ -298,7 +383,8 @@ class NetworkService:
                 (n.id, spec_of(s, n))
                 for n in s.scalars(
                     select(Network).where(
-                        Network.cluster_id == host.cluster_id, Network.state != "creating"
+                        Network.cluster_id == host.cluster_id,
+                        Network.state.in_(("active", "error")),
                     )
                 )
             ]

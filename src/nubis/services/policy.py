@@ -130,6 +130,8 @@ POLICY: dict[str, frozenset[str]] = {
     # networking
     **_crud("/networks", READ, WRITE),
     "GET /networks/{ref}/ports": READ,
+    "POST /networks/{ref}/subnets": WRITE,
+    "DELETE /networks/{ref}/subnets/{subnet_id}": WRITE,
     **_crud("/key-pairs", READ, WRITE),
     "GET /ports/{port_id}": READ,
     "PUT /ports/{port_id}/security-groups": WRITE,

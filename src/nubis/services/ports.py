@@ -54,6 +54,8 @@ def resolve_networks(
         network = get_by_id_or_name(
             session, Network, nic.network, "network", project_id=principal.project_id
         )
+        if network.state == "empty":
+            raise Conflict(f"network {network.name!r} has no subnet yet: add one first")
         if network.state != "active":
             raise Conflict(f"network {network.name!r} is {network.state}, not active")
         networks.append(network)

@@ -1,5 +1,5 @@
-"""Neutron v2.0: version discovery, networks and subnets (read), mapped onto the
-network service's rows."""
+"""Neutron v2.0: version discovery, networks, subnets and ports (read), mapped onto
+the network service's rows (writes: network_writes.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,15 @@ from nubis.services.ports import port_groups
 router = APIRouter(prefix="/network", tags=["openstack network"])
 
 # Nubis network state -> Neutron status
-STATUS = {"active": "ACTIVE", "creating": "BUILD", "error": "ERROR"}
+STATUS = {
+    "active": "ACTIVE",
+    "empty": "ACTIVE",  # no subnet yet: as a new Neutron network
+    "creating": "BUILD",
+    "adding": "BUILD",
+    "error": "ERROR",
+}
+# Nubis network mode -> Neutron provider:network_type (network_writes.py reads them)
+NETWORK_TYPE = {"nat": "nat", "isolated": "local", "bridged": "flat"}
 
 
 @router.get("")
@@ -45,7 +53,8 @@ def network_view(session: Session, network: Network) -> dict[str, Any]:
         "subnets": [sub.id for sub in subnets_of(session, network.id)],
         "tenant_id": network.project_id,
         "project_id": network.project_id,
-        "provider:network_type": "flat" if network.mode == "bridged" else "local",
+        "provider:network_type": NETWORK_TYPE.get(network.mode, network.mode),
+        "provider:physical_network": network.host_bridge,
         "mtu": 1500,
         "port_security_enabled": True,
         "availability_zones": [],
@@ -96,7 +105,7 @@ def show_network(
 def subnet_view(subnet: Subnet, project_id: str) -> dict[str, Any]:
     return {
         "id": subnet.id,
-        "name": subnet.cidr,
+        "name": subnet.name or subnet.cidr,
         "network_id": subnet.network_id,
         "tenant_id": project_id,
         "project_id": project_id,

