@@ -11,6 +11,9 @@ import pytest
 from sqlalchemy import create_engine, text
 
 PG_URL = os.environ.get("NUBIS_TEST_DATABASE_URL")
+# a slow call (libvirt, password hashing, qemu-img...) inside a database write
+# transaction fails the test (nubis.blocking); servers the tests start inherit it
+os.environ["NUBIS_STRICT_TRANSACTIONS"] = "1"
 
 
 def _backends() -> list:

@@ -79,6 +79,19 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     # secret used to encrypt credentials at rest; default: <data_dir>/secret.key
     secret_key: SecretStr | None = None
+    # request bodies larger than this are refused before parsing (streamed uploads of
+    # images and volumes excepted: they have their own limits)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # login throttling per client address: this many failed logins within the window
+    # block the address for the block time (no password is checked while blocked)
+    login_address_max_failures: int = Field(default=20, ge=1)
+    login_address_window_seconds: float = Field(default=300.0, ge=1.0)
+    login_address_block_seconds: float = Field(default=300.0, ge=1.0)
+    # images: the largest upload (or import) the image store takes, and the one
+    # directory of the server files may be imported from (default: <data_dir>/import;
+    # it may not hold the data directory)
+    max_image_bytes: int = Field(default=64 * 1024**3, ge=1024**2)
+    import_dir: Path | None = None
     # test hook: "<task kind>:<step>" makes the process exit at that step,
     # "<task kind>:<step>:raise" makes the step fail; "@<file>": read from that file
     # at each step
@@ -108,8 +121,17 @@ class Settings(BaseSettings):
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
 
+    @property
+    def images_import_dir(self) -> Path:
+        """Where server files may be imported from; never the data directory itself."""
+        found = (self.import_dir or self.data_dir / "import").resolve()
+        data = self.data_dir.resolve()
+        if data.is_relative_to(found):
+            raise ValueError(f"import_dir {found} holds the data directory {data}: choose another")
+        return found
+
     def ensure_dirs(self) -> None:
-        for path in (self.data_dir, self.image_dir, self.log_dir):
+        for path in (self.data_dir, self.image_dir, self.log_dir, self.images_import_dir):
             path.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
 

@@ -33,6 +33,7 @@ from nubis.services.housekeeping import Housekeeping
 from nubis.services.images import ImageService
 from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
+from nubis.services.live_ports import LivePorts
 from nubis.services.media import BootOrderHandler, MediaHandler
 from nubis.services.metering import Meter
 from nubis.services.metrics import Retention
@@ -48,6 +49,7 @@ from nubis.services.snapshots import SnapshotService
 from nubis.services.storage_pools import PoolService
 from nubis.services.sync import StateSync
 from nubis.services.templates import TemplateHandler, VolumeTemplateHandler
+from nubis.services.throttle import ThrottleSettings
 from nubis.services.volume_snapshot_tasks import VolumeSnapshotTasks
 from nubis.services.volume_snapshots import VolumeSnapshotService
 from nubis.services.volume_tasks import VolumeTasks
@@ -64,6 +66,11 @@ class Platform:
         self.settings = settings
         self.db = Database(settings.db_url)
         self.box = SecretBox(settings.encryption_key())
+        self.login_throttle = ThrottleSettings(
+            settings.login_address_max_failures,
+            settings.login_address_window_seconds,
+            settings.login_address_block_seconds,
+        )
         self.conns = ConnectionPool(
             settings.keepalive_interval,
             settings.keepalive_count,
@@ -80,9 +87,17 @@ class Platform:
         self.hosts = HostService(self.driver, self.box)
         self.sync = StateSync(self.db, self.hosts, settings.reconcile_interval_seconds)
         self.housekeeping = Housekeeping(
-            self.db, settings.audit_retention_days, settings.events_retention_days
+            self.db,
+            settings.audit_retention_days,
+            settings.events_retention_days,
+            login_throttle=self.login_throttle,
         )
-        self.images = ImageService(settings.image_dir, self.hosts)
+        self.images = ImageService(
+            settings.image_dir,
+            self.hosts,
+            settings.max_image_bytes,
+            settings.images_import_dir,
+        )
         self.engine = TaskEngine(self.db, settings.task_workers, settings.fault_inject)
         self.engine.on_finished.append(lambda task_id, status: self._task_event(task_id, status))
         self.scheduler = Scheduler()
@@ -108,6 +123,7 @@ class Platform:
         )
         self.nics = NicService(self.instances, self.instance_tasks, NicDriver(self.conns))
         self.nics.register(self.engine)
+        self.live_ports = LivePorts(self.instances, self.instance_tasks, self.nics.driver)
         self.engine.register(MigrateHandler(self.instance_tasks))
         self.engine.register(TemplateHandler(self.instance_tasks))
         resize.register(self.engine, self.instance_tasks)

@@ -7,7 +7,10 @@ in the exported audit log.
 """
 
 import json
+import os
+import re
 import subprocess
+import sys
 
 import pytest
 
@@ -34,7 +37,20 @@ def test_projects_roles_keys_quotas_and_audit_through_the_cli(server, as_user, t
     )
     security("project", "create", "team")
     security("user", "create", "alice")
-    security("user", "create", "audrey", "--system-role", "auditor")
+    asked = security("user", "create", "audrey", "--system-role", "auditor")
+    assert "waiting for a second security administrator" in asked.stdout
+    # the only security administrator cannot approve it; the server itself can
+    approval = re.search(r"approval (\S+) ", asked.stdout).group(1)
+    refused = security("user", "approve", approval, ok=False)
+    assert "second security administrator" in refused.stderr
+    assert approval in security("user", "approvals").stdout
+    on_server = subprocess.run(
+        [sys.executable, "-m", "nubis.cli.main", "server", "approve", approval],
+        env={**os.environ, "NUBIS_DATA_DIR": str(server.data_dir)},
+        capture_output=True,
+        text=True,
+    )
+    assert on_server.returncode == 0 and "approved" in on_server.stdout, on_server.stderr
     security("role", "grant", "alice", "member", "--project", "team")
     refused = security("instance", "list", ok=False)
     assert "may not" in refused.stderr and "403" in refused.stderr

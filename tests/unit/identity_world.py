@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi.testclient import TestClient
+
+from nubis.services import approvals, signing
 
 API = "/api/v1"
 PASSWORD = "correct-horse-battery"
@@ -57,6 +64,12 @@ def bootstrap_password(platform: Any, username: str) -> str:
     return (platform.settings.data_dir / f"{username}-password").read_text().strip()
 
 
+def approve_on_server(platform: Any, approval_id: str) -> None:
+    """What ``nubis server approve`` does: the server approves a pending request."""
+    with platform.db.begin() as s:
+        approvals.approve(s, approval_id, None)
+
+
 def build(client: TestClient, platform: Any) -> dict[str, Caller]:
     """Projects p1 and p2; a user per role (see ROLES) and ``p2-member``, member of p2."""
     security = Caller(client, login(client, "security", bootstrap_password(platform, "security")))
@@ -67,7 +80,10 @@ def build(client: TestClient, platform: Any) -> dict[str, Caller]:
         if username in ("admin", "security"):
             continue
         body = {"username": username, "password": PASSWORD, "system_role": system_role}
-        assert security.post("/users", json=body).status_code == 201
+        resp = security.post("/users", json=body)
+        assert resp.status_code == 201, resp.text
+        if system_role is not None:  # a second person approves it: the server itself
+            approve_on_server(platform, resp.json()["pending_approval"]["id"])
         if project_role:
             resp = security.put(f"/projects/p1/members/{username}", json={"role": project_role})
             assert resp.status_code == 200, resp.text
@@ -81,3 +97,25 @@ def build(client: TestClient, platform: Any) -> dict[str, Caller]:
     admin_password = bootstrap_password(platform, "admin")
     callers["system_admin"] = Caller(client, login(client, "admin", admin_password))
     return callers
+
+
+def signed(client, key, method, path, query=None, body=None, timestamp=None, tamper=None):  # noqa: ANN001, ANN201
+    """A request signed with the API key ``key`` (``tamper``: query changed after)."""
+    query = query or {}
+    raw = json.dumps(body).encode() if body is not None else b""
+    stamp = str(int(time.time()) if timestamp is None else timestamp)
+    canonical = signing.canonical_request(
+        method, API + path, list(query.items()), hashlib.sha256(raw).hexdigest(), stamp
+    )
+    signature = hmac.new(key["secret"].encode(), canonical.encode(), hashlib.sha256).hexdigest()
+    if tamper:
+        query = {**query, **tamper}
+    url = API + path + (("?" + urlencode(query)) if query else "")
+    headers = {
+        "X-Nubis-Key": key["id"],
+        "X-Nubis-Timestamp": stamp,
+        "X-Nubis-Signature": signature,
+    }
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    return client.request(method, url, content=raw or None, headers=headers)

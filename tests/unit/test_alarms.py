@@ -107,6 +107,9 @@ def test_states_follow_the_samples_with_hysteresis(api, platform, instance_id):
 
 
 def test_webhooks_are_signed_sent_once_per_transition_and_retried(api, platform, instance_id):
+    # the receiver is on loopback: the system administrator allows that network
+    allowed = api.put("/api/v1/webhook-allowlist", json={"networks": ["127.0.0.0/8"]})
+    assert allowed.json() == {"networks": ["127.0.0.0/8"]}
     with Receiver(fail=2) as hook:
         rule = make_rule(api, instance_id, webhook_url=hook.url)
         secret = rule["webhook_secret"]

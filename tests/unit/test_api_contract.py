@@ -152,11 +152,19 @@ def test_upload_with_backing_file_is_refused_and_leaves_nothing(client, platform
 
 
 def test_import_from_server_path_and_bad_paths(client, platform, tmp_path):
-    qcow2(tmp_path, "srv.qcow2")
-    resp = client.post("/api/v1/images", json={"name": "srv", "path": str(tmp_path / "srv.qcow2")})
+    """Server files are imported from the import directory only (the attacks on that
+    rule are in tests/security/test_image_import.py)."""
+    import_dir = platform.settings.images_import_dir
+    qcow2(import_dir, "srv.qcow2")
+    resp = client.post(
+        "/api/v1/images", json={"name": "srv", "path": str(import_dir / "srv.qcow2")}
+    )
     assert resp.status_code == 201, resp.text
-    missing = client.post("/api/v1/images", json={"name": "x", "path": "/nonexistent"})
-    assert_error(missing, 400, "not a readable file")
+    qcow2(import_dir, "rel.qcow2")
+    resp = client.post("/api/v1/images", json={"name": "rel", "path": "rel.qcow2"})
+    assert resp.status_code == 201, resp.text
+    missing = client.post("/api/v1/images", json={"name": "x", "path": "nonexistent"})
+    assert_error(missing, 400, "not a file in the import directory")
 
 
 def test_create_instance_refusals_change_nothing(client, platform, tmp_path):
@@ -371,3 +379,21 @@ def test_an_unknown_field_is_refused_not_dropped(client, platform, tmp_path):
         "gpu",
     )
     assert counts(platform) == before
+
+
+def test_no_route_is_registered_twice():
+    """Each (method, path) is served by one handler, in the native API and in the
+    OpenStack-compatible one (a second registration is dead code that drifts)."""
+    from nubis.api import app
+    from nubis.api.openstack import app as openstack
+
+    for modules in (app.MODULES, openstack.MODULES):
+        seen = [
+            (method, route.path)
+            for module in modules
+            for route in module.router.routes
+            for method in getattr(route, "methods", None) or ()
+        ]
+        duplicates = sorted({r for r in seen if seen.count(r) > 1})
+        assert duplicates == []
+        assert len(seen) > 50

@@ -2,16 +2,12 @@
 the REST API of a control plane (libvirt's test:/// driver as its host)."""
 
 import csv
-import hashlib
-import hmac
 import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlencode
 
-from nubis.services import signing
-from tests.unit.identity_world import API, PASSWORD, Caller, login
+from tests.unit.identity_world import API, PASSWORD, Caller, login, signed
 from tests.unit.test_api_contract import qcow2
 
 
@@ -82,27 +78,6 @@ def test_login_scoped_to_a_project(client, callers):
         json={"username": "p2-member", "password": PASSWORD, "project": "p1"},
     )
     assert refused.status_code == 401 and "no role in project" in refused.text
-
-
-def signed(client, key, method, path, query=None, body=None, timestamp=None, tamper=None):
-    query = query or {}
-    raw = json.dumps(body).encode() if body is not None else b""
-    stamp = str(int(time.time()) if timestamp is None else timestamp)
-    canonical = signing.canonical_request(
-        method, API + path, list(query.items()), hashlib.sha256(raw).hexdigest(), stamp
-    )
-    signature = hmac.new(key["secret"].encode(), canonical.encode(), hashlib.sha256).hexdigest()
-    if tamper:
-        query = {**query, **tamper}
-    url = API + path + (("?" + urlencode(query)) if query else "")
-    headers = {
-        "X-Nubis-Key": key["id"],
-        "X-Nubis-Timestamp": stamp,
-        "X-Nubis-Signature": signature,
-    }
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-    return client.request(method, url, content=raw or None, headers=headers)
 
 
 def test_signed_requests(client, callers):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nubis.images.header import HEAD_BYTES, sniff
+from nubis.images.header import HEAD_BYTES, Qcow2Layout, qcow2_layout, sniff
 from nubis.images.inspect import ImageRejected
 
 MIB = 1024 * 1024
@@ -79,3 +79,33 @@ def test_empty_and_truncated_are_refused(tmp_path):
         sniff(b"", 0)
     with pytest.raises(ImageRejected, match="truncated"):
         sniff(b"QFI\xfb\x00\x00\x00\x03", 8)
+
+
+def layout(path: Path):
+    with open(path, "rb") as fh:
+        return qcow2_layout(fh.read(64 * 1024))
+
+
+@pytest.mark.parametrize("compat", ["0.10", "1.1"])
+def test_qcow2_layout_names_what_qemu_would_open(tmp_path, compat):
+    """The driver reads a qcow2 file's references itself before any copy of it: the
+    backing file, its format, an external data file, as qemu-img wrote them."""
+    base = make(tmp_path, "base.raw", "raw")
+    plain = layout(make(tmp_path, "p.qcow2", "qcow2", "-o", f"compat={compat}", size="5G"))
+    assert plain == Qcow2Layout(5 * 1024**3, None, None, False)
+    backed = make(
+        tmp_path, "b.qcow2", "qcow2", "-o", f"compat={compat}", "-b", str(base), "-F", "raw"
+    )
+    assert layout(backed) == Qcow2Layout(3 * MIB, str(base), "raw", False)
+    data = make(tmp_path, "d.qcow2", "qcow2", "-o", f"data_file={tmp_path / 'd.raw'}")
+    assert layout(data).data_file
+
+
+def test_qcow2_layout_refuses_what_it_cannot_read(tmp_path):
+    with pytest.raises(ImageRejected, match="not a qcow2"):
+        qcow2_layout(b"\x00" * 512)
+    base = make(tmp_path, "base.raw", "raw")
+    backed = make(tmp_path, "b.qcow2", "qcow2", "-b", str(base), "-F", "raw")
+    head = backed.read_bytes()[:120]  # the header, not the name it points at
+    with pytest.raises(ImageRejected, match="past what was read"):
+        qcow2_layout(head)

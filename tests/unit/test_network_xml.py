@@ -98,7 +98,12 @@ def test_port_filter_drops_what_no_group_lets_in_and_scope_keeps_networks_apart(
     refs = [f.get("filter") for f in port.findall("filterref")]
     assert refs == ["clean-traffic", "nubis-scope-x", "nubis-sg-a"]
     drop = [r for r in port.findall("rule") if r.get("action") == "drop"]
-    assert [(r.get("direction"), int(r.get("priority"))) for r in drop] == [("in", 1000)]
+    assert [(r.get("direction"), int(r.get("priority"))) for r in drop] == [
+        ("out", 90),  # DHCP answers from the guest: before any accept
+        ("in", 1000),
+    ]
+    dhcp = drop[0][0]
+    assert (dhcp.tag, dhcp.get("srcportstart"), dhcp.get("dstportstart")) == ("udp", "67", "68")
 
     nat = ET.fromstring(scope_filter_xml("s", "u", ["10.1.0.0/24"], ["10.2.0.0/24"], False))
     rules = [

@@ -40,8 +40,7 @@ def image(platform, tmp_path):
     subprocess.run(
         ["qemu-img", "create", "-f", "qcow2", str(path), "16M"], check=True, capture_output=True
     )
-    with platform.db.begin() as s:
-        return platform.images.import_file(s, "img", path, None).name
+    return platform.images.import_file(platform.db, "img", path, None).name
 
 
 def create(platform, principal, image, name, **kw):

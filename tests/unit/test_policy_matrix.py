@@ -144,7 +144,7 @@ def test_the_table_separates_duties():
     own = ("/auth/", "/api-keys")
     security = _allowed_paths("security_admin")
     assert all(
-        k.split(" ")[1].startswith(("/users", "/projects", "/password-policy", *own))
+        k.split(" ")[1].startswith(("/users", "/projects", "/password-policy", "/approvals", *own))
         for k in security
     )
     assert not any("/quotas" in k and k.startswith("PUT") for k in security)
@@ -157,6 +157,7 @@ def test_the_table_separates_duties():
         "PUT /users/{ref}/system-role",
         "PUT /projects/{ref}/members/{user}",
         "DELETE /projects/{ref}/members/{user}",
+        "POST /approvals/{approval_id}/actions/{action}",
         "GET /audit",
     ):
         assert grant not in sysadmin, grant

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from nubis import __version__
 from nubis.api import errors, prometheus, web, web_session
 from nubis.api.audit_trail import AuditTrail
+from nubis.api.body_limit import BodyLimit
 from nubis.api.openstack.app import create_openstack_app
 from nubis.api.openstack.links import PREFIX as OPENSTACK_PREFIX
 from nubis.api.routers import (
@@ -41,6 +42,33 @@ from nubis.api.routers import (
 from nubis.platform import Platform
 
 API_PREFIX = "/api/v1"
+# the native API's routers, each a module with a ``router``
+MODULES = (
+    auth,
+    inventory,
+    hosts,
+    images,
+    flavors,
+    instances,
+    networks,
+    keypairs,
+    ports,
+    rule_groups,
+    security_groups,
+    storage,
+    volumes,
+    volume_snapshots,
+    snapshots,
+    tasks,
+    users,
+    apikeys,
+    quotas,
+    audit,
+    console,
+    monitoring,
+    alarms,
+    usage,
+)
 
 
 def create_app(
@@ -72,37 +100,15 @@ def create_app(
     app.state.platform = platform
     app.state.csrf_key = web_session.derive_key(platform.settings.encryption_key())
     errors.install(app)
-    for module in (
-        auth,
-        inventory,
-        hosts,
-        images,
-        flavors,
-        instances,
-        networks,
-        keypairs,
-        ports,
-        rule_groups,
-        security_groups,
-        storage,
-        volumes,
-        volume_snapshots,
-        snapshots,
-        tasks,
-        users,
-        apikeys,
-        quotas,
-        audit,
-        console,
-        monitoring,
-        alarms,
-        usage,
-    ):
+    for module in MODULES:
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount(OPENSTACK_PREFIX, create_openstack_app(platform))
     web.install(app)
     app.include_router(prometheus.router)
     app.state.telemetry = prometheus.Telemetry(platform)
+    # the last added runs first: a body too large is refused (413) before any part
+    # of the app reads it, inside the audit trail (which records the refusal)
+    app.add_middleware(BodyLimit, max_bytes=platform.settings.max_body_bytes)
     app.add_middleware(AuditTrail, db=platform.db)
     app.add_middleware(prometheus.RequestTimer, telemetry=app.state.telemetry)
     return app

@@ -1,5 +1,8 @@
 """ASGI middleware writing one audit record per mutating request and login attempt.
 
+Only requests a route took are recorded (a flood of made-up paths writes nothing),
+and the parameters kept are bounded in size (``audit.bounded``).
+
 The record is committed before the response leaves: a client that saw the answer
 can find the record. The caller is noted by the authentication dependency
 (``note_principal``); for a login, by the login route, or from the user name sent.
@@ -96,6 +99,8 @@ class AuditTrail:
         async def write(status: int) -> None:
             nonlocal written
             written = True
+            if scope.get("route") is None:
+                return  # no route took it (a 404 for a made-up path): nothing changed
             record = self._record(scope, headers, note, bytes(body), bytes(answer), status)
             try:
                 await anyio.to_thread.run_sync(self._store, record)
@@ -155,7 +160,7 @@ class AuditTrail:
             path=scope["path"][:512],
             resource_type=kind[:32] if kind else None,
             resource_id=ident[:255] if ident else None,
-            params=audit.redact(params) if isinstance(params, dict | list) else None,
+            params=audit.bounded(audit.redact(params)) if isinstance(params, dict | list) else None,
             source_ip=client[0] if client else None,
             success=status < 400,
             status_code=status,

@@ -27,6 +27,11 @@ def get_platform(request: Request) -> Platform:
 PlatformDep = Annotated[Platform, Depends(get_platform)]
 
 
+def client_address(request: Request) -> str | None:
+    """The address the request came from (the TCP peer: the proxy's, behind one)."""
+    return request.client.host if request.client is not None else None
+
+
 def route_action(request: Request) -> str:
     """The policy key of the matched route: ``"POST /instances/{ref}/actions/{action}"``."""
     route = request.scope.get("route")
@@ -56,7 +61,7 @@ async def _signed(request: Request, platform: Platform) -> Principal:
 
 
 def _bearer_principal(platform: Platform, token: str) -> Principal:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return auth.authenticate(s, token)
 
 

@@ -39,6 +39,22 @@ class SystemRoleIn(In):
     system_role: str | None
 
 
+class ApprovalOut(Out):
+    """A change waiting for a second security administrator (docs/identity.md)."""
+
+    id: str
+    kind: str  # system-role | password-reset
+    user_id: str
+    username: str = ""
+    system_role: str | None
+    requested_by_name: str
+    status: str  # pending | approved | rejected
+    decided_by_name: str | None
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+
+
 class UserOut(Out):
     id: str
     username: str
@@ -48,6 +64,8 @@ class UserOut(Out):
     failed_logins: int
     created_at: datetime
     projects: dict[str, str] = {}
+    # the system role asked for at creation, waiting for a second security administrator
+    pending_approval: ApprovalOut | None = None
 
 
 class ProjectIn(In):

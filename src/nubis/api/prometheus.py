@@ -5,7 +5,6 @@ the file ``<data_dir>/metrics-token`` or the ``metrics_token`` setting)."""
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Iterator
 
@@ -19,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from nubis.db.models import Host, Instance, Project, Task
 from nubis.db.monitoring_models import AlarmRule
 from nubis.platform import Platform
-from nubis.services import metrics
+from nubis.services import metrics, signing
 from nubis.services.errors import Unauthorized
 
 router = APIRouter(include_in_schema=False)
@@ -83,7 +82,7 @@ class Telemetry:
     """The registry behind ``/metrics`` and the API latency histogram in it."""
 
     def __init__(self, platform: Platform) -> None:
-        self.expected_auth = f"Bearer {platform.settings.scrape_token()}".encode()
+        self.expected_auth = f"Bearer {platform.settings.scrape_token()}"
         self.registry = CollectorRegistry()
         self.latency = Histogram(
             "nubis_api_request_duration_seconds",
@@ -125,8 +124,8 @@ class RequestTimer:
 @router.get("/metrics")
 def prometheus_metrics(request: Request) -> Response:
     telemetry: Telemetry = request.app.state.telemetry
-    presented = request.headers.get("authorization", "").encode()
-    if not hmac.compare_digest(presented, telemetry.expected_auth):
+    presented = request.headers.get("authorization", "")
+    if not signing.equal(presented, telemetry.expected_auth):
         raise Unauthorized("GET /metrics needs the scrape token: Authorization: Bearer <token>")
     data = generate_latest(telemetry.registry)
     return Response(data, media_type=CONTENT_TYPE_LATEST)

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import secrets
 
+from nubis.services import signing
 from nubis.services.errors import Forbidden
 
 SESSION_COOKIE = "nubis_session"
@@ -36,7 +37,7 @@ def csrf_token(key: bytes, session_token: str) -> str:
 def check_csrf(key: bytes, session_token: str, presented: str | None) -> None:
     if not presented:
         raise Forbidden("a change made with the web session needs its CSRF token")
-    if not hmac.compare_digest(presented, csrf_token(key, session_token)):
+    if not signing.equal(presented, csrf_token(key, session_token)):
         raise Forbidden("the CSRF token does not belong to this session")
 
 
@@ -45,5 +46,5 @@ def new_login_csrf() -> str:
 
 
 def check_login_csrf(cookie: str | None, presented: str | None) -> None:
-    if not cookie or not presented or not hmac.compare_digest(cookie, presented):
+    if not cookie or not presented or not signing.equal(presented, cookie):
         raise Forbidden("the login form expired or did not come from this site: reload it")

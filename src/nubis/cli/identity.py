@@ -46,7 +46,11 @@ def user_create(
     fmt: Fmt = "table",
 ) -> None:
     body = {"username": username, "password": password, "system_role": system_role}
-    show(request("POST", "/users", json=body).json(), fmt, USER_COLS)
+    created = request("POST", "/users", json=body).json()
+    pending = created.pop("pending_approval", None)
+    show(created, fmt, USER_COLS)
+    if pending is not None:
+        _pending(pending)
 
 
 @user_app.command("show")
@@ -57,17 +61,55 @@ def user_show(username: str, fmt: Fmt = "table") -> None:
 @user_app.command("set-password")
 def user_set_password(username: str, password: Password) -> None:
     """Reset a user's password (its tokens end)."""
-    request("PATCH", f"/users/{username}", json={"password": password})
-    console.print(f"password of {username} changed")
+    resp = request("PATCH", f"/users/{username}", json={"password": password})
+    if resp.status_code == 202:
+        _pending(resp.json())
+    else:
+        console.print(f"password of {username} changed")
 
 
 @user_app.command("set-system-role")
 def user_set_system_role(
     username: str, role: Annotated[str, typer.Argument(help="a system role, or none")]
 ) -> None:
+    """Give a system role (once a second security administrator approves) or take it
+    away (none)."""
     body = {"system_role": None if role == "none" else role}
-    request("PUT", f"/users/{username}/system-role", json=body)
-    console.print(f"{username}: system role {role}")
+    resp = request("PUT", f"/users/{username}/system-role", json=body)
+    if resp.status_code == 202:
+        _pending(resp.json())
+    else:
+        console.print(f"{username}: system role {role}")
+
+
+def _pending(approval: dict) -> None:
+    console.print(
+        f"waiting for a second security administrator: approval {approval['id']} "
+        f"({approval['kind']} of {approval['username']}); they run "
+        f"`nubis user approve {approval['id']}`"
+    )
+
+
+APPROVAL_COLS = ["id", "kind", "username", "system_role", "requested_by_name", "expires_at"]
+
+
+@user_app.command("approvals")
+def user_approvals(fmt: Fmt = "table") -> None:
+    """Requests waiting for a second security administrator."""
+    show(request("GET", "/approvals").json(), fmt, APPROVAL_COLS)
+
+
+@user_app.command("approve")
+def user_approve(approval_id: str) -> None:
+    """Approve another security administrator's request: it is applied now."""
+    done = request("POST", f"/approvals/{approval_id}/actions/approve").json()
+    console.print(f"approved: {done['kind']} of {done['username']}")
+
+
+@user_app.command("reject")
+def user_reject(approval_id: str) -> None:
+    request("POST", f"/approvals/{approval_id}/actions/reject")
+    console.print(f"approval {approval_id} rejected")
 
 
 def _user_action(username: str, action: str) -> None:

@@ -9,7 +9,16 @@ from typing import Annotated
 
 import typer
 
-from nubis.cli import devcluster, identity, inventory, keypairs, networks, resources, storage
+from nubis.cli import (
+    devcluster,
+    identity,
+    inventory,
+    keypairs,
+    networks,
+    resources,
+    server,
+    storage,
+)
 from nubis.cli import ha as _ha  # noqa: F401 - adds the HA commands to instance/host/cluster
 from nubis.cli.client import console, request, save_token
 
@@ -36,6 +45,7 @@ app.add_typer(identity.role_app, name="role")
 app.add_typer(identity.quota_app, name="quota")
 app.add_typer(identity.apikey_app, name="apikey")
 app.add_typer(identity.audit_app, name="audit")
+app.add_typer(server.app, name="server")
 app.command()(identity.whoami)
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -156,6 +157,39 @@ class UsedSignature(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class LoginThrottle(Base):
+    """Failed logins from one client address within a window; past the limit the
+    address is refused (without any password checked) until ``blocked_until``."""
+
+    __tablename__ = "login_throttle"
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)  # "addr:<ip>"
+    failures: Mapped[int] = mapped_column(default=0)
+    window_start: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    blocked_until: Mapped[datetime | None]
+
+
+class Approval(Base):
+    """A change a security administrator asked for that gives or takes over a system
+    role's powers (a system role granted, the password of a holder of one reset): it
+    waits for a second security administrator (or the server's own ``nubis server
+    approve``) and is applied only then."""
+
+    __tablename__ = "approvals"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32))  # system-role | password-reset
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    system_role: Mapped[str | None] = mapped_column(String(32))  # system-role: the role
+    password_hash: Mapped[str | None] = mapped_column(String(255))  # password-reset
+    replaces_hash: Mapped[str | None] = mapped_column(String(255))
+    requested_by: Mapped[str | None] = mapped_column(String(36))  # a user id
+    requested_by_name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    decided_by_name: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+
+
 class Quota(Base):
     """A project's limit for one resource (no row: the default limit)."""
 
@@ -267,9 +301,22 @@ class Host(Base):
 
 
 class Image(Base):
+    """An image of a project (``project_id``) or a public one (none). Names are unique
+    within a project and among public images."""
+
     __tablename__ = "images"
+    __table_args__ = (
+        Index("ix_images_project_name", "project_id", "name", unique=True),
+        Index(
+            "ix_images_public_name",
+            "name",
+            unique=True,
+            sqlite_where=text("project_id IS NULL"),
+            postgresql_where=text("project_id IS NULL"),
+        ),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
-    name: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
     project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
     status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|active|error
     disk_format: Mapped[str | None] = mapped_column(String(8))  # qcow2 | raw | iso

@@ -125,3 +125,12 @@ class Notification(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookAllowance(Base):
+    """A network alarm webhooks may go to although it is not public (loopback, a
+    private range, a host's address): the system administrator's allow-list."""
+
+    __tablename__ = "webhook_allowlist"
+    cidr: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

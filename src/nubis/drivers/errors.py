@@ -15,3 +15,8 @@ class HostUnreachable(DriverError):
 
 class Unsupported(DriverError):
     """The host cannot do what was asked (e.g. its kernel lacks a feature)."""
+
+
+class UnsafeImage(DriverError):
+    """A disk file's header makes QEMU open something Nubis did not put there (a
+    backing file or data file a guest or uploader named): the operation is refused."""

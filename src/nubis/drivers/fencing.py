@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from nubis import blocking
 from nubis.devcluster.hosts import DevCluster, DevClusterError
 from nubis.drivers.errors import DriverError
 
@@ -41,6 +42,7 @@ class Ipmi:
                 raise ValueError(f"ipmi fencing needs {key}")
 
     def _run(self, params: dict[str, Any], *args: str) -> str:
+        blocking.check("ipmitool")
         cmd = ["ipmitool", "-I", "lanplus", "-H", params["address"], "-U", params["username"]]
         cmd += ["-E", *args]  # the password goes through the environment, not argv
         try:

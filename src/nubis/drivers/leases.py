@@ -14,6 +14,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from nubis import blocking
+
 
 def lease_name(disk_path: str) -> str:
     return hashlib.sha256(disk_path.encode()).hexdigest()
@@ -22,6 +24,7 @@ def lease_name(disk_path: str) -> str:
 def lease_held(lockspace: Path, disk_path: str) -> bool:
     """True while some QEMU process holds the disk's lease. Probing takes the lock for
     an instant (non-blocking) and releases it at once."""
+    blocking.check("lease probe")
     path = lockspace / lease_name(disk_path)
     try:
         fd = os.open(path, os.O_RDWR)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlsplit
 
+from nubis import blocking
+
 DEFAULT_PORTS = {"tcp": 16509, "tls": 16514, "ssh": 22}
 
 
@@ -24,6 +26,7 @@ def port_open(uri: str, timeout: float) -> str | None:
     where = endpoint(uri)
     if where is None:
         return None
+    blocking.check("host reachability probe")
     try:
         with socket.create_connection(where, timeout=timeout):
             return None

@@ -242,7 +242,7 @@ def build_tiny_image(dest: Path) -> Path:
         for src, name in ((kernel, "vmlinuz"), (initrd, "initrd.gz"), (cfg, "syslinux.cfg")):
             _run("mcopy", "-i", raw, src, f"::{name}")
         with _atomic(dest) as partial:
-            _run("qemu-img", "convert", "-q", "-O", "qcow2", raw, partial)
+            _run("qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", raw, partial)
     return dest
 
 

@@ -14,7 +14,6 @@ from the server's clock, or a signature seen before, is refused.
 
 from __future__ import annotations
 
-import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from nubis.db.models import ApiKey, UsedSignature, utcnow
 from nubis.db.session import Database
 from nubis.services import auth, signing
 from nubis.services.auth import Principal
-from nubis.services.errors import Conflict, NotFoundError, Unauthorized
+from nubis.services.errors import Conflict, Forbidden, NotFoundError, Unauthorized
 from nubis.services.lookup import validate_name
 from nubis.services.secrets import SecretBox
 
@@ -47,7 +46,11 @@ class SignedRequest:
 
 
 def create(session: Session, box: SecretBox, principal: Principal, name: str) -> tuple[ApiKey, str]:
-    """A new key for the caller in the caller's project; the secret is returned once."""
+    """A new key for the caller in the caller's project; the secret is returned once.
+    A request signed with a key cannot make keys: a leaked key must not be able to
+    mint others that outlive its revocation."""
+    if principal.api_key_id is not None:
+        raise Forbidden("API keys are made with a login token, not with an API key")
     validate_name(name, "API key")
     active = select(func.count()).where(
         ApiKey.user_id == principal.user_id, ApiKey.revoked_at.is_(None)
@@ -101,7 +104,7 @@ def verify(db: Database, box: SecretBox, req: SignedRequest) -> Principal:
         canonical = signing.canonical_request(
             req.method, req.path, req.query, req.body_hash, req.timestamp
         )
-        if not hmac.compare_digest(signing.sign(secret, canonical), req.signature.lower()):
+        if not signing.equal(req.signature.lower(), signing.sign(secret, canonical)):
             raise Unauthorized("signature does not match the request")
         principal = auth.principal_for(s, key.user_id, key.project_id, api_key_id=key.id)
         key.last_used_at = now

@@ -15,11 +15,12 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import Membership, Project, Token, User, utcnow
 from nubis.db.session import Database
-from nubis.services import passwords, policy
+from nubis.services import passwords, policy, throttle
 from nubis.services.errors import Unauthorized
 
 DEFAULT_PROJECT = "admin"
 BAD_LOGIN = "invalid username or password (or the account is locked)"
+DEFAULT_THROTTLE = throttle.ThrottleSettings()
 
 
 @dataclass(frozen=True)
@@ -107,61 +108,95 @@ def login_scope(session: Session, user: User, project: str | None) -> str:
 
 
 def login(
-    db: Database, username: str, password: str, ttl_seconds: int, project: str | None = None
+    db: Database,
+    username: str,
+    password: str,
+    ttl_seconds: int,
+    project: str | None = None,
+    address: str | None = None,
+    rules: throttle.ThrottleSettings = DEFAULT_THROTTLE,
 ) -> tuple[str, datetime, Principal]:
     """Check the password; return a new token, its expiry and who it stands for.
 
-    Every failure answers the same. Failures are counted (committed even though the
-    request fails); after the policy's limit the account is locked for a while."""
-    with db.begin() as s:
+    Every failure answers the same. A client address with too many recent failures
+    is refused first (429), before any password is checked. The password is checked
+    outside any transaction; a locked account's is not checked at all. Failures are
+    counted atomically (committed even though the request fails); after the policy's
+    limit the account is locked for a while."""
+    with db.read() as s:
+        throttle.check(s, address)
         user = s.scalar(select(User).where(User.username == username))
-        good = passwords.verify(user.password_hash if user else passwords.DUMMY_HASH, password)
-        now = utcnow()
-        if user is not None and user.enabled and user.locked_until is not None:
-            if user.locked_until > now:
-                good = False
-            else:
-                user.locked_until = None
-        if user is None or not user.enabled or not good:
-            if user is not None and user.enabled and user.locked_until is None:
-                _count_failure(s, user)
-            failed = True
-        else:
-            failed = False
-            user.failed_logins = 0
-            if passwords.needs_rehash(user.password_hash):
-                user.password_hash = passwords.hash_password(password)
-    if failed:
+        usable = user is not None and user.enabled and not _locked(user, utcnow())
+        stored = user.password_hash if user is not None else passwords.DUMMY_HASH
+    good = False
+    if usable or user is None:  # an unknown user takes as long as a known one
+        good = passwords.verify(stored, password) and user is not None
+    if not good:
+        with db.begin() as s:
+            throttle.count_failure(s, address, rules)
+            if usable and user is not None:
+                count_failure(s, user.id)
         raise Unauthorized(BAD_LOGIN)
+    assert user is not None
+    rehashed = passwords.hash_password(password) if passwords.needs_rehash(stored) else None
     with db.begin() as s:
-        user = s.scalars(select(User).where(User.username == username)).one()
-        project_id = login_scope(s, user, project)
+        found = s.get(User, user.id)
+        if found is None or not found.enabled or found.password_hash != stored:
+            raise Unauthorized(BAD_LOGIN)  # changed while the password was checked
+        if _locked(found, utcnow()):
+            raise Unauthorized(BAD_LOGIN)
+        found.failed_logins = 0
+        found.locked_until = None
+        if rehashed is not None:
+            found.password_hash = rehashed
+        project_id = login_scope(s, found, project)
         token = secrets.token_urlsafe(32)
         row = Token(
             token_hash=token_hash(token),
-            user_id=user.id,
+            user_id=found.id,
             project_id=project_id,
             expires_at=utcnow() + timedelta(seconds=ttl_seconds),
         )
         s.add(row)
         s.flush()
         principal = Principal(
-            user.id,
-            user.username,
+            found.id,
+            found.username,
             project_id,
-            project_role(s, user.id, project_id),
-            user.system_role,
+            project_role(s, found.id, project_id),
+            found.system_role,
             token_id=row.id,
         )
         return token, row.expires_at, principal
 
 
-def _count_failure(session: Session, user: User) -> None:
+def _locked(user: User, now: datetime) -> bool:
+    return user.locked_until is not None and user.locked_until > now
+
+
+def is_locked(user: User) -> bool:
+    return _locked(user, utcnow())
+
+
+def count_failure(session: Session, user_id: str) -> None:
+    """One more failed password of the user (counted atomically in the database);
+    at the policy's limit the account is locked for the lockout time."""
     rules = passwords.current_policy(session)
-    user.failed_logins += 1
-    if user.failed_logins >= rules.max_failed_logins:
-        user.locked_until = utcnow() + timedelta(seconds=rules.lockout_seconds)
-        user.failed_logins = 0
+    failures = session.scalar(
+        update(User)
+        .where(User.id == user_id)
+        .values(failed_logins=User.failed_logins + 1)
+        .returning(User.failed_logins)
+    )
+    if failures is not None and failures >= rules.max_failed_logins:
+        session.execute(
+            update(User)
+            .where(User.id == user_id)
+            .values(
+                failed_logins=0,
+                locked_until=utcnow() + timedelta(seconds=rules.lockout_seconds),
+            )
+        )
 
 
 def principal_for(

@@ -9,12 +9,11 @@ import tempfile
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Image, User
 from nubis.db.session import Database
 from nubis.images.tinyimage import build_tiny_image
-from nubis.services import auth, flavors, identity, inventory, policy
+from nubis.services import auth, flavors, identity, inventory, passwords, policy
 from nubis.services.errors import ServiceError
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService
@@ -31,32 +30,37 @@ def seed(db: Database, data_dir: Path) -> Path | None:
     with db.begin() as s:
         flavors.seed_defaults(s)
         inventory.ensure_default(s)
-        project = auth.ensure_project(s, auth.DEFAULT_PROJECT)
-        admin = _first_user(s, data_dir, "admin", policy.SYSTEM_ADMIN)
-        if admin is not None:
-            identity.grant(s, admin, project, policy.ADMIN)
-        _first_user(s, data_dir, "security", policy.SECURITY_ADMIN)
+        auth.ensure_project(s, auth.DEFAULT_PROJECT)
+    _first_user(db, data_dir, "admin", policy.SYSTEM_ADMIN)
+    _first_user(db, data_dir, "security", policy.SECURITY_ADMIN)
     path = data_dir / "admin-password"
     return path if path.exists() else None
 
 
-def _first_user(s: Session, data_dir: Path, username: str, system_role: str) -> User | None:
+def _first_user(db: Database, data_dir: Path, username: str, system_role: str) -> None:
     """Create ``username`` with a random password written to ``<username>-password``
-    unless it exists already (then None)."""
-    if s.scalar(select(User).where(User.username == username)) is not None:
-        return None
+    (before the user is committed: a user whose password file is missing never
+    exists) unless it exists already. A system administrator is admin of the
+    default project."""
+    with db.read() as s:
+        if s.scalar(select(User.id).where(User.username == username)) is not None:
+            return
     password = secrets.token_urlsafe(18)
-    user = identity.create_user(s, username, password, system_role=system_role)
+    new = passwords.prepare(db, username, password)
     path = data_dir / f"{username}-password"
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(password + "\n")
-    return user
+    with db.begin() as s:
+        user = identity.create_user(s, username, new, system_role=system_role)
+        if system_role == policy.SYSTEM_ADMIN:
+            project = auth.ensure_project(s, auth.DEFAULT_PROJECT)
+            identity.grant(s, user, project, policy.ADMIN)
 
 
 def ensure_local_host(db: Database, hosts: HostService, uri: str) -> None:
-    with db.begin() as s:
+    with db.read() as s:
         host_id = s.scalar(select(Host.id).where(Host.uri == uri))
     if host_id is not None:
         hosts.refresh(db, host_id)
@@ -69,11 +73,10 @@ def ensure_local_host(db: Database, hosts: HostService, uri: str) -> None:
 
 
 def ensure_tiny_image(db: Database, images: ImageService) -> None:
-    with db.begin() as s:
+    with db.read() as s:
         if s.scalar(select(Image).where(Image.name == TINY_IMAGE)) is not None:
             return
     log.info("building the %s test image (once)", TINY_IMAGE)
     with tempfile.TemporaryDirectory(prefix="nubis-tiny-", dir=images.store) as tmp:
         path = build_tiny_image(Path(tmp) / "tiny.qcow2")
-        with db.begin() as s:
-            images.import_file(s, TINY_IMAGE, path, project_id=None)
+        images.import_file(db, TINY_IMAGE, path, project_id=None)

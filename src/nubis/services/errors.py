@@ -37,3 +37,13 @@ class Conflict(ServiceError):
 class Unavailable(ServiceError):
     status = 503
     code = "unavailable"
+
+
+class TooLarge(ServiceError):
+    status = 413
+    code = "too_large"
+
+
+class TooManyRequests(ServiceError):
+    status = 429
+    code = "too_many_requests"

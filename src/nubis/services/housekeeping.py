@@ -1,5 +1,6 @@
-"""Periodic clean-up: audit records and events past retention; expired tokens, used signatures and
-console tickets (kept off the request paths that make them)."""
+"""Periodic clean-up: audit records and events past retention; expired tokens, used
+signatures, console tickets, approvals and login throttling (kept off the request
+paths that make them)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import threading
 
 from sqlalchemy import delete
 
-from nubis.db.models import ConsoleTicket, Token, UsedSignature, utcnow
+from nubis.db.models import Approval, ConsoleTicket, Token, UsedSignature, utcnow
 from nubis.db.session import Database
-from nubis.services import audit, events
+from nubis.services import audit, events, throttle
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,9 @@ class Housekeeping:
         audit_retention_days: int,
         events_retention_days: int = 90,
         interval: float = 3600,
+        login_throttle: throttle.ThrottleSettings = throttle.ThrottleSettings(),
     ) -> None:
+        self.login_throttle = login_throttle
         self.db = db
         self.retention_days = audit_retention_days
         self.events_retention_days = events_retention_days
@@ -35,8 +38,9 @@ class Housekeeping:
             pruned = audit.prune(s, self.retention_days)
             events.prune(s, self.events_retention_days)
             now = utcnow()
-            for model in (Token, UsedSignature, ConsoleTicket):
+            for model in (Token, UsedSignature, ConsoleTicket, Approval):
                 s.execute(delete(model).where(model.expires_at < now))
+            throttle.forget_old(s, self.login_throttle)
         if pruned:
             log.info("removed %d audit record(s) older than %d days", pruned, self.retention_days)
 

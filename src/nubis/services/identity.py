@@ -56,17 +56,25 @@ def _memberships(session: Session, user_id: str) -> int:
     return session.scalar(select(func.count()).where(Membership.user_id == user_id)) or 0
 
 
-def create_user(
-    session: Session, username: str, password: str, system_role: str | None = None
-) -> User:
+def check_new_user(session: Session, username: str, system_role: str | None = None) -> None:
+    """Refuse a bad or taken user name, or an unknown system role."""
     validate_name(username, "user")
     _check_system_role(system_role)
-    if session.scalar(select(User).where(User.username == username)) is not None:
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"user {username!r} already exists")
-    passwords.check_new(session, None, username, password)
+
+
+def create_user(
+    session: Session,
+    username: str,
+    password: passwords.NewPassword,
+    system_role: str | None = None,
+) -> User:
+    """A new user with a password ``passwords.prepare`` checked and hashed."""
+    check_new_user(session, username, system_role)
     user = User(
         username=username,
-        password_hash=passwords.hash_password(password),
+        password_hash=password.password_hash,
         system_role=system_role,
     )
     session.add(user)
@@ -86,7 +94,8 @@ def unlock(user: User) -> None:
     user.failed_logins = 0
 
 
-def set_system_role(session: Session, user: User, role: str | None) -> None:
+def check_system_role_change(session: Session, user: User, role: str | None) -> None:
+    """Refuse a system role ``user`` may not take (or lose) as things are."""
     _check_system_role(role)
     if role in policy.EXCLUSIVE_SYSTEM_ROLES and _memberships(session, user.id):
         raise Conflict(
@@ -95,6 +104,11 @@ def set_system_role(session: Session, user: User, role: str | None) -> None:
         )
     if user.system_role == policy.SECURITY_ADMIN and role != policy.SECURITY_ADMIN:
         _keep_one_security_admin(session, user)
+
+
+def set_system_role(session: Session, user: User, role: str | None) -> None:
+    """Give or take the system role (callers giving one go through ``approvals``)."""
+    check_system_role_change(session, user, role)
     user.system_role = role
 
 

@@ -1,9 +1,16 @@
-"""The image store (secondary storage): import, streamed upload, inspection, deletion."""
+"""The image store (secondary storage): import, streamed upload, inspection, deletion.
+
+An image's data is staged, inspected (qemu-img: slow, so outside any transaction),
+then recorded in a short transaction that checks the name and the project's image
+quotas. Names are unique within a project (and among public images); a caller
+finding an image by name gets its project's, else the public one.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,13 +22,15 @@ from sqlalchemy.orm import Session
 from nubis.db.models import Host, Image, Instance, new_id
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
-from nubis.images.inspect import ImageRejected, inspect_image
+from nubis.images.inspect import ImageFacts, ImageRejected, inspect_image
+from nubis.services import quotas
 from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, Conflict, Forbidden, NotFoundError
+from nubis.services.errors import BadRequest, Conflict, Forbidden, NotFoundError, TooLarge
 from nubis.services.hosts import HostService
-from nubis.services.lookup import get_by_id_or_name, validate_name
+from nubis.services.lookup import validate_name
 
 CHUNK = 1024 * 1024
+GIB = 1024**3
 
 
 def image_volume_name(image: Image) -> str:
@@ -37,11 +46,26 @@ def visible(principal: Principal) -> ColumnElement[bool]:
 
 
 def get_visible(session: Session, principal: Principal, ref: str) -> Image:
-    """An image the caller may see and use; another project's private one is not found."""
-    image = get_by_id_or_name(session, Image, ref, "image")
-    if not principal.all_projects and image.project_id not in (None, principal.project_id):
-        raise NotFoundError(f"image {ref!r} not found")
-    return image
+    """An image the caller may see and use, by id or name; another project's private
+    one is not found. A name names one image among a project's and the public ones
+    (``check_name``); the system administrator, who sees every project's, gets its
+    own project's or the public one first, else 409 when several projects use it."""
+    if not isinstance(ref, str) or not ref:
+        raise BadRequest("image must be given by id or name")
+    query = select(Image).where(visible(principal))
+    row = session.scalars(query.where(Image.id == ref)).first()
+    if row is not None:
+        return row
+    named = list(session.scalars(query.where(Image.name == ref).order_by(Image.created_at)))
+    for owner in (principal.project_id, None):
+        for image in named:
+            if image.project_id == owner:
+                return image
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise Conflict(f"several images are named {ref!r}: give the id")
+    raise NotFoundError(f"image {ref!r} not found")
 
 
 @dataclass
@@ -54,9 +78,17 @@ class Staged:
 
 
 class ImageService:
-    def __init__(self, store: Path, hosts: HostService) -> None:
+    def __init__(
+        self,
+        store: Path,
+        hosts: HostService,
+        max_upload_bytes: int,
+        import_dir: Path | None = None,
+    ) -> None:
         self.store = store
         self.hosts = hosts
+        self.max_upload_bytes = max_upload_bytes
+        self.import_dir = import_dir
 
     def path(self, image: Image) -> Path:
         return self.store / image.id
@@ -68,18 +100,68 @@ class ImageService:
             p.unlink(missing_ok=True)
         return len(partials)
 
-    def check_name(self, session: Session, name: str) -> None:
+    def check_name(self, session: Session, name: str, project_id: str | None) -> None:
+        """A new image's name must be free among the images any one project sees: a
+        project's image may not take the name of another of its images nor of a
+        public one (a member could otherwise shadow a public image for teammates),
+        a public image not the name of any image. Two projects may use one name."""
         validate_name(name, "image")
-        if session.scalar(select(Image).where(Image.name == name)) is not None:
+        taken = select(Image.id).where(Image.name == name)
+        if project_id is not None:
+            taken = taken.where(or_(Image.project_id.is_(None), Image.project_id == project_id))
+        if session.scalar(taken.limit(1)) is not None:
             raise Conflict(f"an image named {name!r} already exists")
+
+    def check_upload_size(self, length: int | None) -> None:
+        """Refuse an upload announced larger than the image store takes."""
+        if length is not None and length > self.max_upload_bytes:
+            raise TooLarge(
+                f"the upload is {length} bytes; images may be at most {self.max_upload_bytes} bytes"
+            )
 
     def new_staging(self, image_id: str | None = None) -> Staged:
         image_id = image_id or new_id()
         return Staged(image_id, self.store / f"{image_id}.partial")
 
-    def stage_file(self, source: Path) -> Staged:
-        """Copy a local file into the store's staging area, hashing it on the way."""
-        if not source.is_file():
+    def open_import(self, path: str) -> int:
+        """A file descriptor of the file ``path`` names in the import directory (a path
+        under it, or relative to it). Each component is opened without following a
+        symbolic link (O_NOFOLLOW, relative to its parent's descriptor), so neither a
+        link nor ``..`` leads out of it: nothing else of the server can be read."""
+        if self.import_dir is None:
+            raise Forbidden("importing from a server path is turned off (no import_dir)")
+        root = self.import_dir
+        given = Path(path)
+        try:
+            relative = given.relative_to(root) if given.is_absolute() else given
+        except ValueError:
+            raise Forbidden(f"only files in the import directory {root} can be imported") from None
+        parts = relative.parts
+        if not parts or any(part in ("..", ".") for part in parts):
+            raise BadRequest(f"give a file in the import directory {root}")
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for part in parts[:-1]:
+                inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            found = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as exc:
+            raise BadRequest(
+                f"{path} is not a file in the import directory {root} "
+                f"({exc.strerror}; symbolic links are not followed)"
+            ) from None
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(os.fstat(found).st_mode):
+            os.close(found)
+            raise BadRequest(f"{path} is not a regular file")
+        return found
+
+    def stage_file(self, source: Path | int) -> Staged:
+        """Copy a local file (a path Nubis chose, or a descriptor from ``open_import``)
+        into the store's staging area, hashing it on the way."""
+        if isinstance(source, Path) and not source.is_file():
             raise BadRequest(f"{source} is not a readable file")
         staged = self.new_staging()
         try:
@@ -95,11 +177,15 @@ class ImageService:
     async def stage_stream(
         self, chunks: AsyncIterator[bytes], image_id: str | None = None
     ) -> Staged:
-        """Write an upload to the staging area chunk by chunk (never all in memory)."""
+        """Write an upload to the staging area chunk by chunk (never all in memory);
+        an upload longer than the store takes is cut off (413) and removed."""
         staged = self.new_staging(image_id)
+        written = 0
         try:
             with open(staged.path, "wb") as dst:
                 async for chunk in chunks:
+                    written += len(chunk)
+                    self.check_upload_size(written)
                     staged.digest.update(chunk)
                     await anyio.to_thread.run_sync(dst.write, chunk)
         except BaseException:
@@ -107,35 +193,40 @@ class ImageService:
             raise
         return staged
 
-    def register(
-        self, session: Session, name: str, staged: Staged, project_id: str | None
-    ) -> Image:
-        """Inspect a staged file and record it as an image; on any error nothing remains."""
+    def inspect(self, staged: Staged, fmt: str | None = None) -> ImageFacts:
+        """What the staged data is (qemu-img: slow, call it outside any transaction);
+        refused data (400) is removed. ``fmt``: the format Nubis made it in."""
         try:
-            self.check_name(session, name)
+            if staged.path.stat().st_size == 0:
+                raise BadRequest("the image is empty")
+            try:
+                return inspect_image(staged.path, fmt)
+            except ImageRejected as exc:
+                raise BadRequest(str(exc)) from exc
+        except BaseException:
+            staged.path.unlink(missing_ok=True)
+            raise
+
+    def register(
+        self,
+        session: Session,
+        name: str,
+        staged: Staged,
+        facts: ImageFacts,
+        project_id: str | None,
+    ) -> Image:
+        """Record inspected, staged data as a new image; on any error nothing remains."""
+        try:
+            self.check_name(session, name, project_id)
+            _claim(session, project_id, {"images": 1, "image_gib": _gib(facts.size)})
             image = Image(id=staged.image_id, name=name, project_id=project_id)
-            self._take(staged, image)
+            _record(image, staged, facts)
             session.add(image)
             session.flush()
             os.replace(staged.path, self.store / staged.image_id)
         finally:
             staged.path.unlink(missing_ok=True)
         return image
-
-    @staticmethod
-    def _take(staged: Staged, image: Image) -> None:
-        """Inspect the staged data and record what it is on ``image`` (now active)."""
-        if staged.path.stat().st_size == 0:
-            raise BadRequest("the image is empty")
-        try:
-            facts = inspect_image(staged.path)
-        except ImageRejected as exc:
-            raise BadRequest(str(exc)) from exc
-        image.status = "active"
-        image.disk_format = facts.disk_format
-        image.virtual_size = facts.virtual_size
-        image.size = facts.size
-        image.sha256 = staged.digest.hexdigest()
 
     # -- two-step: a record first, its data after (how Glance clients make images) --------
     def reserve(
@@ -147,23 +238,31 @@ class ImageService:
         status: str = "queued",
     ) -> Image:
         """An image without data yet: ``queued`` for an upload (``fill``), ``creating``
-        while a task makes it (``complete``). Nothing can use it before it is active."""
-        self.check_name(session, name)
+        while a task makes it (``complete``). Nothing can use it before it is active.
+        It counts toward the project's image quota from now on."""
+        self.check_name(session, name, project_id)
+        _claim(session, project_id, {"images": 1})
         image = Image(id=image_id or new_id(), name=name, project_id=project_id, status=status)
         session.add(image)
         session.flush()
         return image
 
     def complete(
-        self, session: Session, name: str, staged: Staged, project_id: str | None
+        self,
+        session: Session,
+        name: str,
+        staged: Staged,
+        facts: ImageFacts,
+        project_id: str | None,
     ) -> Image:
         """The data a task made for its ``creating`` image (registered anew when the
         task was queued before images were recorded up front)."""
         image = session.get(Image, staged.image_id, with_for_update=True)
         if image is None:
-            return self.register(session, name, staged, project_id)
+            return self.register(session, name, staged, facts, project_id)
         try:
-            self._take(staged, image)
+            _claim(session, image.project_id, {"image_gib": _gib(facts.size)})
+            _record(image, staged, facts)
             session.flush()
             os.replace(staged.path, self.store / staged.image_id)
         finally:
@@ -178,8 +277,9 @@ class ImageService:
             .values(status="error", error=error)
         )
 
-    def start_fill(self, session: Session, image: Image) -> None:
+    def start_fill(self, session: Session, image: Image, length: int | None = None) -> None:
         """Claim a queued image for one upload (``saving``); a second upload is refused."""
+        self.check_upload_size(length)
         claimed = session.execute(
             update(Image)
             .where(Image.id == image.id, Image.status == "queued")
@@ -193,11 +293,13 @@ class ImageService:
         """Make a ``saving`` image active with the staged data; when the data is refused
         the image is queued again and nothing of the upload remains."""
         try:
+            facts = self.inspect(staged)
             with db.begin() as s:
                 image = s.get(Image, image_id, with_for_update=True)
                 if image is None or image.status != "saving":
                     raise Conflict("the image was deleted during the upload")
-                self._take(staged, image)
+                _claim(s, image.project_id, {"image_gib": _gib(facts.size)})
+                _record(image, staged, facts)
                 os.replace(staged.path, self.store / image_id)
                 return image
         except BaseException:
@@ -222,10 +324,21 @@ class ImageService:
             ).rowcount
 
     def import_file(
-        self, session: Session, name: str, source: Path, project_id: str | None
+        self, db: Database, name: str, source: Path | int, project_id: str | None
     ) -> Image:
-        self.check_name(session, name)
-        return self.register(session, name, self.stage_file(source), project_id)
+        """A file of this machine as a new image: a path Nubis chose, or a descriptor
+        from ``open_import`` (closed here)."""
+        try:
+            with db.read() as s:
+                self.check_name(s, name, project_id)
+        except BaseException:
+            if isinstance(source, int):
+                os.close(source)
+            raise
+        staged = self.stage_file(source)
+        facts = self.inspect(staged)
+        with db.begin() as s:
+            return self.register(s, name, staged, facts, project_id)
 
     def delete(self, db: Database, principal: Principal, ref: str) -> None:
         """Refuse while in use; else mark ``deleting`` (no new instance can use it),
@@ -283,3 +396,23 @@ class ImageService:
 
 def _names(names: Sequence[str]) -> str:
     return ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+
+
+def _gib(size: int) -> int:
+    return -(-size // GIB)
+
+
+def _claim(session: Session, project_id: str | None, wants: dict[str, int]) -> None:
+    """Count a project's image against its quotas (public images belong to none)."""
+    if project_id is not None:
+        quotas.claim(session, project_id, wants)
+
+
+def _record(image: Image, staged: Staged, facts: ImageFacts) -> None:
+    """What the inspected data is, on ``image`` (now active)."""
+    image.status = "active"
+    image.error = None
+    image.disk_format = facts.disk_format
+    image.virtual_size = facts.virtual_size
+    image.size = facts.size
+    image.sha256 = staged.digest.hexdigest()

@@ -13,6 +13,7 @@ import logging
 import secrets
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,13 @@ from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
 from nubis.services.cloudinit import build_seed
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService, image_volume_name
-from nubis.services.ports import PortPlumbing, cluster_refs, instance_ports, interfaces
+from nubis.services.ports import (
+    PortOnHosts,
+    PortPlumbing,
+    cluster_refs,
+    instance_ports,
+    interfaces,
+)
 from nubis.services.scheduler import claims
 from nubis.services.snapshots import forget_snapshots
 from nubis.services.volumes import attached_disks, release_attachments
@@ -164,6 +171,27 @@ class InstanceTasks:
             self.driver.create_marker(ref, name + ".ready")
             return path
 
+    def root_backing(self, ref: HostRef, instance_id: str) -> tuple[str, str] | None:
+        """The one backing file (path, format) the instance's root disk may name: the
+        copy of the image it is a linked clone of; None: it may name none."""
+        with self.db.begin() as s:
+            inst = s.get(Instance, instance_id)
+            image = s.get(Image, inst.image_id) if inst is not None and inst.image_id else None
+        if inst is None or image is None or inst.clone_mode != "linked":
+            return None
+        if image.disk_format == "iso":  # a blank disk, installed from the disc
+            return None
+        path = self.driver.volume_path(ref, image_volume_name(image))
+        return None if path is None else (path, image.disk_format or "qcow2")
+
+    def copy_root(self, ref: HostRef, name: str, instance_id: str, capacity: int = 0) -> str:
+        """A flattened qcow2 copy of the instance's root disk as volume ``name``."""
+        root = self.driver.volume_path(ref, root_volume_name(instance_id))
+        if root is None:
+            raise LookupError("the instance's root disk is missing")
+        backing = self.root_backing(ref, instance_id)
+        return self.driver.copy_disk(ref, name, root, "qcow2", capacity, backing)
+
     def domain_spec(self, instance_id: str, root: str) -> DomainSpec:
         """The domain of an instance on its (current) host, its root disk at ``root``,
         the disc of its CD-ROM drive copied there, its devices in its boot order."""
@@ -278,10 +306,11 @@ class CreateHandler(_Handler):
         source_id = ctx.params.get("source_instance_id")
         if source_id:  # a full clone of a stopped instance
             ctx.step("disk", 40)
-            source = t.driver.volume_path(ref, root_volume_name(source_id))
-            if source is None:
-                raise LookupError("the root disk of the instance to clone is gone")
-            root = self._full_copy(ref, inst.id, source, inst.disk_gib * GIB)
+            root = self._full_copy(
+                ref,
+                inst.id,
+                lambda name: t.copy_root(ref, name, source_id, inst.disk_gib * GIB),
+            )
             self._release_source(source_id)
         else:
             root = self._root_from_image(ctx, ref, inst)
@@ -308,19 +337,22 @@ class CreateHandler(_Handler):
         if image.disk_format == "iso":  # installer ISO: a blank root disk
             return t.driver.create_disk(ref, root_volume_name(inst.id), inst.disk_gib * GIB)
         if inst.clone_mode == "full":
-            return self._full_copy(ref, inst.id, base, capacity)
+            fmt = image.disk_format or "qcow2"
+            return self._full_copy(
+                ref, inst.id, lambda name: t.driver.copy_disk(ref, name, base, fmt, capacity)
+            )
         # a linked clone of the image
         return t.driver.create_disk(
             ref, root_volume_name(inst.id), capacity, (base, image.disk_format or "qcow2")
         )
 
-    def _full_copy(self, ref: HostRef, instance_id: str, source: str, capacity: int) -> str:
-        """An independent copy of ``source`` as the root disk, marked when complete so a
-        copy an interrupted run left half-written is made again, never used."""
+    def _full_copy(self, ref: HostRef, instance_id: str, copy: Callable[[str], str]) -> str:
+        """An independent copy (``copy(name)``) as the root disk, marked when complete so
+        a copy an interrupted run left half-written is made again, never used."""
         t, name = self.t, root_volume_name(instance_id)
         root = t.driver.volume_path(ref, name)
         if root is None or t.driver.volume_path(ref, name + ".full") is None:
-            root = t.driver.copy_disk(ref, name, source, capacity)
+            root = copy(name)
             t.driver.create_marker(ref, name + ".full")
         return root
 
@@ -365,6 +397,13 @@ class DeleteHandler(_Handler):
         t.delete_volumes(loaded.ref, ctx.resource_id)
         ctx.step("console", 80)
         t.driver.delete_console_log(loaded.ref, loaded.instance.domain_name)
+        with t.db.read() as s:
+            instance = s.get(Instance, ctx.resource_id)
+            if instance is None:
+                return
+            refs = cluster_refs(s, instance, t.hosts)
+            gone = [PortOnHosts.of(s, port) for port in instance_ports(s, instance.id)]
+        t.ports.unplug(refs, gone)
         left_groups: set[str] = set()
         with t.db.begin() as s:
             instance = s.get(Instance, ctx.resource_id)
@@ -379,9 +418,8 @@ class DeleteHandler(_Handler):
                     )
                 release_attachments(s, instance.id)
                 forget_snapshots(s, instance.id)
-                refs = cluster_refs(s, instance, t.hosts)
                 for port in instance_ports(s, instance.id):
-                    left_groups |= t.ports.release(s, refs, port)
+                    left_groups |= t.ports.forget(s, port)
                     s.flush()
                     s.delete(port)
                 s.flush()

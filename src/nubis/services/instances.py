@@ -16,6 +16,7 @@ from nubis.services import (
     cloudinit,
     images,
     keypairs,
+    policy,
     ports,
     qos,
     quotas,
@@ -24,7 +25,7 @@ from nubis.services import (
 )
 from nubis.services.auth import Principal
 from nubis.services.cloudinit import GuestRequest
-from nubis.services.errors import BadRequest, Conflict, NotFoundError, Unavailable
+from nubis.services.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unavailable
 from nubis.services.hosts import HostService
 from nubis.services.lookup import Page, PageRequest, get_by_id_or_name, paginate, validate_name
 from nubis.services.ports import NicRequest
@@ -134,12 +135,18 @@ class InstanceService:
             )
         _check_name_free(session, principal, name)
         group = rule_groups.get(session, principal, rule_group_ref) if rule_group_ref else None
+        if (host_ref or cluster_ref) and policy.SYSTEM_ADMIN not in principal.roles:
+            raise Forbidden(
+                "choosing the host or cluster is for system administrators: the scheduler "
+                "places your instance"
+            )
         requested = get_by_id_or_name(session, Host, host_ref, "host") if host_ref else None
         cluster = (
             get_by_id_or_name(session, Cluster, cluster_ref, "cluster") if cluster_ref else None
         )
         networks = ports.resolve_networks(session, principal, nics or [])
-        nic_limits = [qos.check_bandwidth(n.bandwidth) for n in nics or []]
+        lift = qos.may_lift(principal)
+        nic_limits = [qos.for_port(n.bandwidth, flavor.bandwidth, lift) for n in nics or []]
         nic_groups = [
             security_groups.resolve(session, principal, n.security_groups) for n in nics or []
         ]
@@ -193,7 +200,7 @@ class InstanceService:
             port = ports.allocate(
                 session, principal.project_id, network, instance.id, nic.ip, position
             )
-            port.bandwidth = limits or flavor.bandwidth
+            port.bandwidth = limits
             security_groups.join(session, port, groups)
         task = self.submit(session, principal, "instance.create", instance.id)
         return instance, task

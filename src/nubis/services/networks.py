@@ -336,31 +336,68 @@ class NetworkService:
 
     def undo_interrupted(self) -> None:
         """Start-up: networks a dead process left half-created are removed everywhere;
-        those it left getting (or losing) their subnets are ``empty`` again."""
-        with self.db.begin() as s:
+        those it left getting (or losing) their subnets are ``empty`` again; those it
+        left being deleted are deleted (a host that refuses leaves it ``error``)."""
+        with self.db.read() as s:
             stale = [
-                (n.id, n.state, [self.hosts.ref(h) for h in hosts_of(s, n)])
-                for n in s.scalars(select(Network).where(Network.state.in_(("creating", "adding"))))
+                (n.id, n.state, n.libvirt_name, [self.hosts.ref(h) for h in hosts_of(s, n)])
+                for n in s.scalars(
+                    select(Network).where(Network.state.in_(("creating", "adding", "deleting")))
+                )
             ]
-        for network_id, state, refs in stale:
-            self._empty(network_id, refs, delete=state == "creating")
+        for network_id, state, name, refs in stale:
+            if state != "deleting":
+                self._empty(network_id, refs, delete=state == "creating")
+                continue
+            try:
+                for ref in refs:
+                    self.driver.remove_network(ref, name)
+            except DriverError as exc:
+                with self.db.begin() as s:
+                    network = s.get(Network, network_id)
+                    if network is not None:
+                        network.state, network.error = "error", f"delete interrupted: {exc}"
+                continue
+            self._forget(network_id, refs)
 
     def delete(self, principal: Principal, ref: str) -> None:
+        """Remove the network from every host of its cluster, then its rows; if a host
+        refuses, nothing changes (it is ``active`` again). It is ``deleting`` while the
+        hosts are called (outside any transaction), so no port joins it meanwhile; a
+        delete a dead process left half-done is finished at start-up."""
         with self.db.begin() as s:
             network = self.get(s, principal, ref)
+            if network.state not in ("active", "error", "empty"):
+                raise Conflict(f"network {network.name!r} is {network.state}")
             _refuse_with_ports(s, network)
-            name, refs = network.libvirt_name, [self.hosts.ref(h) for h in hosts_of(s, network)]
+            before, network.state = network.state, "deleting"
+            network_id, name = network.id, network.libvirt_name
+            refs = [self.hosts.ref(h) for h in hosts_of(s, network)]
+        failed = []
+        for host_ref in refs:
+            try:
+                self.driver.remove_network(host_ref, name)
+            except DriverError as exc:
+                failed.append(f"{host_ref.uri}: {exc}")
+        if failed:
+            with self.db.begin() as s:
+                network = s.get(Network, network_id)
+                if network is not None:
+                    network.state = before
+            raise Unavailable(f"could not remove the network from a host: {'; '.join(failed)}")
+        self._forget(network_id, refs)
+
+    def _forget(self, network_id: str, refs: list[HostRef]) -> None:
+        """The network is gone from the hosts: its rows and its scope filters go."""
+        with self.db.begin() as s:
+            network = s.get(Network, network_id)
+            if network is None:
+                return
             scope, cluster_id = network.scope_filter_name, network.cluster_id
             for subnet in subnets_of(s, network.id):
                 s.delete(subnet)
             s.flush()
             s.delete(network)
-            # the rows go in this transaction only if every host let the network go
-            for host_ref in refs:
-                try:
-                    self.driver.remove_network(host_ref, name)
-                except DriverError as exc:
-                    raise Unavailable(f"could not remove the network from a host: {exc}") from exc
         for host_ref in refs:
             try:
                 self.filters.remove(host_ref, scope)

@@ -1,5 +1,5 @@
-"""NICs of existing instances: attach and detach (hot-plug when they run), and
-live changes to a port's security groups and bandwidth limits.
+"""NICs of existing instances: attach and detach (hot-plug when they run). (Live
+changes to a port's security groups and limits are in ``live_ports``.)
 
 Attach allocates the port (MAC, address) at request time, like create, so the
 answer names the address; the task then puts the network, the DHCP reservation
@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Flavor, Host, Instance, Network, Port, PortSecurityGroup, Task
-from nubis.drivers.errors import DriverError, Unsupported
+from nubis.db.models import Flavor, Host, Instance, Network, Port, Task
+from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.nics import NicDriver
 from nubis.drivers.libvirt.nwfilters import port_filter_xml
 from nubis.services import ports, qos, security_groups
 from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, Conflict, NotFoundError, Unavailable
+from nubis.services.errors import BadRequest, Conflict, NotFoundError
 from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
-from nubis.services.ports import MAX_NICS, NicRequest, cluster_refs, interface_of
+from nubis.services.ports import MAX_NICS, NicRequest, PortOnHosts, cluster_refs
 from nubis.tasks.engine import TaskContext, TaskEngine
 
 CHANGEABLE = ("running", "paused", "stopped")
@@ -37,7 +37,7 @@ def get_port(session: Session, principal: Principal, port_id: str) -> Port:
     return port
 
 
-def _port_filter(session: Session, port: Port) -> tuple[str, str]:
+def port_filter(session: Session, port: Port) -> tuple[str, str]:
     network = session.get(Network, port.network_id)
     assert network is not None
     name = ports.port_filter_name(port.id)
@@ -67,7 +67,6 @@ class NicService:
         instance = self.instances.get(session, principal, ref)
         (network,) = ports.resolve_networks(session, principal, [nic])
         groups = security_groups.resolve(session, principal, nic.security_groups)
-        limits = qos.check_bandwidth(nic.bandwidth)
         host = session.get(Host, instance.host_id) if instance.host_id else None
         if host is None:
             raise Conflict(f"instance {instance.name!r} is not on any host")
@@ -90,7 +89,9 @@ class NicService:
             0 if last is None else last + 1,
         )
         flavor = session.get(Flavor, instance.flavor_id) if instance.flavor_id else None
-        port.bandwidth = limits or (flavor.bandwidth if flavor is not None else None)
+        port.bandwidth = qos.for_port(
+            nic.bandwidth, flavor.bandwidth if flavor else None, qos.may_lift(principal)
+        )
         security_groups.join(session, port, groups)
         task = self.instances.submit(
             session, principal, "instance.attach-nic", instance.id, {"port_id": port.id}
@@ -109,73 +110,6 @@ class NicService:
         return self.instances.submit(
             session, principal, "instance.detach-nic", instance.id, {"port_id": port.id}
         )
-
-    # -- live changes -----------------------------------------------------------------
-    def _idle_instance(self, session: Session, port: Port) -> Instance | None:
-        if port.instance_id is None:
-            return None
-        instance = session.get(Instance, port.instance_id)
-        if instance is not None and instance.task_state is not None:
-            raise Conflict(
-                f"instance {instance.name!r} is {instance.task_state}: try again when it is done"
-            )
-        return instance
-
-    def set_groups(self, principal: Principal, port_id: str, group_refs: list[str]) -> Port:
-        """The port's security groups become ``group_refs``; its filter is defined again on
-        the hosts, so a running NIC takes the new rules at once."""
-        db = self.tasks.db
-        with db.begin() as s:
-            port = get_port(s, principal, port_id)
-            instance = self._idle_instance(s, port)
-            groups = security_groups.resolve(s, principal, group_refs)
-            before = ports.port_groups(s, [port.id])
-            for member in s.scalars(
-                select(PortSecurityGroup).where(PortSecurityGroup.port_id == port.id)
-            ):
-                s.delete(member)
-            s.flush()
-            security_groups.join(s, port, groups)
-            after = {g.id for g in groups}
-            group_filters = self.tasks.ports.groups.filters_for(s, after)
-            name, xml = _port_filter(s, port)
-            host_refs = cluster_refs(s, instance, self.tasks.hosts) if instance else []
-            failed = []
-            for ref in host_refs:
-                try:
-                    for _group, group_xml in group_filters:
-                        self.tasks.ports.filters.define(ref, group_xml)
-                    self.tasks.ports.filters.redefine_if_present(ref, name, xml)
-                except DriverError as exc:
-                    failed.append(f"{ref.uri}: {exc}")
-            if failed and len(failed) == len(host_refs):
-                raise Unavailable(f"no host could apply the groups: {'; '.join(failed)}")
-            s.expunge(port)
-        # rules naming the groups it left or joined learn (or forget) its address
-        self.tasks.ports.groups.push(before | after, strict=False)
-        return port
-
-    def set_bandwidth(self, principal: Principal, port_id: str, bandwidth: dict | None) -> Port:
-        """New limits for the port, applied live to a running NIC (no unplug)."""
-        limits = qos.check_bandwidth(bandwidth)
-        with self.tasks.db.begin() as s:
-            port = get_port(s, principal, port_id)
-            instance = self._idle_instance(s, port)
-            port.bandwidth = limits
-            s.flush()
-            if instance is not None and instance.host_id is not None:
-                host = s.get(Host, instance.host_id)
-                assert host is not None
-                ref = self.tasks.hosts.ref(host)
-                if self.tasks.driver.defined_on(ref, instance.id):
-                    try:
-                        self.driver.update_nic(ref, instance.id, interface_of(s, port))
-                    except Unsupported as exc:
-                        raise Conflict(str(exc)) from exc
-                    except DriverError as exc:
-                        raise Unavailable(f"could not change the NIC: {exc}") from exc
-            s.expunge(port)
-        return port
 
 
 class AttachNicHandler:
@@ -255,13 +189,19 @@ def _drop_port(
         except (DriverError, LookupError):
             if strict:
                 raise
-    with t.db.begin() as s:
+    with t.db.read() as s:
         port = s.get(Port, port_id)
         instance = s.get(Instance, instance_id)
         if port is None:
             return
         refs = cluster_refs(s, instance, t.hosts) if instance is not None else []
-        left = t.ports.release(s, refs, port)
+        gone = PortOnHosts.of(s, port)
+    t.ports.unplug(refs, [gone])
+    with t.db.begin() as s:
+        port = s.get(Port, port_id)
+        if port is None:
+            return
+        left = t.ports.forget(s, port)
         s.flush()
         s.delete(port)
     t.ports.groups.push(left, strict=False)

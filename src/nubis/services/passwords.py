@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import PasswordHistory, PasswordPolicy, Token, User, utcnow
-from nubis.services.errors import BadRequest
+from nubis import blocking
+from nubis.db.models import ApiKey, PasswordHistory, PasswordPolicy, Token, User, utcnow
+from nubis.db.session import Database
+from nubis.services.errors import BadRequest, Conflict
 
 _hasher = PasswordHasher()  # Argon2id with the library's current recommended parameters
 # verifying against this keeps the time of a login for an unknown user the same
@@ -25,10 +28,12 @@ POLICY_LIMITS = {
 
 
 def hash_password(password: str) -> str:
+    blocking.check("password hashing")
     return _hasher.hash(password)
 
 
 def verify(password_hash: str, password: str) -> bool:
+    blocking.check("password verification")
     try:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
@@ -40,13 +45,12 @@ def needs_rehash(password_hash: str) -> bool:
 
 
 def current_policy(session: Session) -> PasswordPolicy:
+    """The policy (its defaults until the security administrator sets one)."""
     policy = session.get(PasswordPolicy, 1)
     if policy is None:
         policy = PasswordPolicy(
             id=1, min_length=12, history=5, max_failed_logins=5, lockout_seconds=300
         )
-        session.add(policy)
-        session.flush()
     return policy
 
 
@@ -58,35 +62,54 @@ def set_policy(session: Session, changes: dict[str, int]) -> PasswordPolicy:
     policy = current_policy(session)
     for field, value in changes.items():
         setattr(policy, field, value)
+    session.merge(policy)
+    session.flush()
     return policy
 
 
-def check_new(session: Session, user: User | None, username: str, password: str) -> None:
-    """Refuse a password the policy does not allow (too short, the user name, reused)."""
-    policy = current_policy(session)
-    if len(password) < policy.min_length:
-        raise BadRequest(f"the password must have at least {policy.min_length} characters")
+@dataclass(frozen=True)
+class NewPassword:
+    """A password the policy allows, hashed: made by ``prepare`` outside any
+    transaction, written by ``change`` (or a create) in a short one."""
+
+    password_hash: str
+    replaces: str | None  # the hash it was checked against: written only over that one
+
+
+def prepare(db: Database, username: str, password: str, user_id: str | None = None) -> NewPassword:
+    """Check a new password against the policy (too short, the user name, one of the
+    user's last ones) and hash it. Slow (Argon2): never inside a transaction."""
+    with db.read() as s:
+        policy = current_policy(s)
+        user = s.get(User, user_id) if user_id is not None else None
+        earlier = []
+        if user is not None:
+            earlier = [user.password_hash] + list(
+                s.scalars(
+                    select(PasswordHistory.password_hash)
+                    .where(PasswordHistory.user_id == user.id)
+                    .order_by(PasswordHistory.created_at.desc())
+                    .limit(policy.history)
+                )
+            )
+        min_length, history = policy.min_length, policy.history
+        current = user.password_hash if user is not None else None
+    if len(password) < min_length:
+        raise BadRequest(f"the password must have at least {min_length} characters")
     if len(password) > MAX_LENGTH:
         raise BadRequest(f"the password must have at most {MAX_LENGTH} characters")
     if password.lower() == username.lower():
         raise BadRequest("the password must not be the user name")
-    if user is None:
-        return
-    earlier = [user.password_hash] + list(
-        session.scalars(
-            select(PasswordHistory.password_hash)
-            .where(PasswordHistory.user_id == user.id)
-            .order_by(PasswordHistory.created_at.desc())
-            .limit(policy.history)
-        )
-    )
     if any(verify(h, password) for h in earlier):
-        raise BadRequest(f"the password must differ from the last {policy.history + 1} ones")
+        raise BadRequest(f"the password must differ from the last {history + 1} ones")
+    return NewPassword(hash_password(password), current)
 
 
-def change(session: Session, user: User, password: str) -> None:
-    """Set a new password (checked against the policy); every token of the user ends."""
-    check_new(session, user, user.username, password)
+def change(session: Session, user: User, new: NewPassword) -> None:
+    """Write a prepared password; every token and API key of the user ends (a stolen
+    key must not outlive the password it was made with)."""
+    if user.password_hash != new.replaces:
+        raise Conflict(f"the password of {user.username!r} changed meanwhile: try again")
     session.add(PasswordHistory(user_id=user.id, password_hash=user.password_hash))
     session.flush()
     beyond = (  # the entries older than the policy remembers
@@ -96,14 +119,23 @@ def change(session: Session, user: User, password: str) -> None:
         .offset(current_policy(session).history)
     )
     session.execute(delete(PasswordHistory).where(PasswordHistory.id.in_(beyond.scalar_subquery())))
-    user.password_hash = hash_password(password)
+    user.password_hash = new.password_hash
     user.password_changed_at = utcnow()
     revoke_all_tokens(session, user.id)
+    revoke_all_api_keys(session, user.id)
 
 
 def revoke_all_tokens(session: Session, user_id: str) -> None:
     session.execute(
         update(Token)
         .where(Token.user_id == user_id, Token.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+def revoke_all_api_keys(session: Session, user_id: str) -> None:
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     )

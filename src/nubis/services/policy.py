@@ -64,6 +64,8 @@ POLICY: dict[str, frozenset[str]] = {
     "PATCH /users/{ref}": IDENTITY,
     "POST /users/{ref}/actions/{action}": IDENTITY,
     "PUT /users/{ref}/system-role": IDENTITY,
+    "GET /approvals": IDENTITY,
+    "POST /approvals/{approval_id}/actions/{action}": IDENTITY,
     **_crud("/projects", IDENTITY_READ, IDENTITY),
     "GET /projects/{ref}/members": IDENTITY_READ | {ADMIN},
     "PUT /projects/{ref}/members/{user}": IDENTITY,
@@ -158,6 +160,8 @@ POLICY: dict[str, frozenset[str]] = {
     **_crud("/alarms", READ, WRITE),
     "POST /alarms/{ref}/actions/{action}": WRITE,
     "GET /alarms/{ref}/notifications": READ,
+    "GET /webhook-allowlist": INFRA,
+    "PUT /webhook-allowlist": INFRA,
     # metering: prices set by the system administrator, reports per project
     "GET /rates": READ,
     "PUT /rates": INFRA,

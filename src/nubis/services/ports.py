@@ -210,25 +210,45 @@ class PortPlumbing:
             self.filters.define(ref, port_filter)
         self.groups.push(group_ids, strict=False)
 
-    def release(self, session: Session, refs: list[HostRef], port: Port) -> set[str]:
-        """Forget the port: its reservation and filter leave the hosts (those that
-        answer: a stale reservation elsewhere is replaced when its address is handed
-        out again), its memberships go. Returns the groups it was in."""
-        network = session.get(Network, port.network_id)
+    def unplug(self, refs: list[HostRef], gone: list[PortOnHosts]) -> None:
+        """The hosts forget the ports: their reservations and filters leave the hosts
+        that answer (a stale reservation elsewhere is replaced when its address is
+        handed out again). Idempotent; outside any transaction."""
+        for ref in refs:
+            for port in gone:
+                try:
+                    if port.network is not None:
+                        res = Reservation(port.mac, port.ip)
+                        self.driver.unreserve(ref, port.network, res)
+                    self.filters.remove(ref, port_filter_name(port.port_id))
+                except DriverError:
+                    continue
+
+    @staticmethod
+    def forget(session: Session, port: Port) -> set[str]:
+        """The port's group memberships go (before the port's row); the groups it was
+        in are returned (their rules forget its address: ``groups.push``)."""
         groups = port_groups(session, [port.id])
         for member in session.scalars(
             select(PortSecurityGroup).where(PortSecurityGroup.port_id == port.id)
         ):
             session.delete(member)
-        for ref in refs:
-            try:
-                if network is not None:
-                    res = Reservation(port.mac, port.ip)
-                    self.driver.unreserve(ref, network.libvirt_name, res)
-                self.filters.remove(ref, port_filter_name(port.id))
-            except DriverError:
-                continue
         return groups
+
+
+@dataclass(frozen=True)
+class PortOnHosts:
+    """What the hosts hold of a port: its DHCP reservation and its filter."""
+
+    port_id: str
+    mac: str
+    ip: str
+    network: str | None  # the libvirt network
+
+    @classmethod
+    def of(cls, session: Session, port: Port) -> PortOnHosts:
+        network = session.get(Network, port.network_id)
+        return cls(port.id, port.mac, port.ip, network.libvirt_name if network else None)
 
 
 def cluster_refs(session: Session, instance: Instance, hosts: HostService) -> list[HostRef]:

@@ -3,6 +3,10 @@
 A limit is ``{"inbound": {"average", "peak", "burst"}, "outbound": {...}}``:
 inbound is traffic to the guest, outbound from it; rates in KiB/s, burst in KiB.
 A NIC has its own limits, or its flavor's, or none.
+
+The flavor's limits are what a project pays for: only a system administrator may
+set a NIC's limits above them. Anyone else only tightens them (``for_port``): each
+direction the flavor limits stays limited, each value at most the flavor's.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from nubis.drivers.libvirt.domain_xml import Rate
-from nubis.services.errors import BadRequest
+from nubis.services import policy
+from nubis.services.auth import Principal
+from nubis.services.errors import BadRequest, Forbidden
 
 DIRECTIONS = ("inbound", "outbound")
 MAX_RATE_KIB_S = 100 * 1024 * 1024  # ~ 800 Gbit/s: anything above is a typo
@@ -68,3 +74,39 @@ def rates(value: dict[str, Any] | None) -> tuple[Rate | None, Rate | None]:
         return Rate(found["average"], found.get("peak"), found.get("burst"))
 
     return rate("inbound"), rate("outbound")
+
+
+def may_lift(principal: Principal) -> bool:
+    """Whether the caller may set limits above the flavor's (the system administrator)."""
+    return policy.SYSTEM_ADMIN in principal.roles
+
+
+def for_port(
+    requested: dict[str, Any] | None, flavor: dict[str, Any] | None, lift: bool
+) -> dict[str, Any] | None:
+    """The limits a NIC gets when ``requested`` (checked) is asked for it: none asked,
+    its flavor's. A caller who may not ``lift`` them gets the flavor's limits with the
+    requested directions tightened, each value at most the flavor's (Forbidden
+    otherwise); a direction the flavor leaves open may be limited at will."""
+    limits = check_bandwidth(requested)
+    if limits is None:
+        return flavor
+    if lift or flavor is None:
+        return limits
+    merged = dict(flavor)
+    for direction, rate in limits.items():
+        cap = flavor.get(direction)
+        if cap is not None:
+            ceilings = {
+                "average": cap["average"],
+                "peak": cap.get("peak", cap["average"]),
+                "burst": cap.get("burst", cap["average"]),
+            }
+            for key, value in rate.items():
+                if value > ceilings[key]:
+                    raise Forbidden(
+                        f"bandwidth.{direction}.{key} {value} is above the flavor's "
+                        f"{ceilings[key]}: only a system administrator lifts a flavor's limits"
+                    )
+        merged[direction] = rate
+    return merged

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import (
+    Image,
     Instance,
     Network,
     Project,
@@ -35,7 +36,10 @@ DEFAULTS: dict[str, int] = {
     "volume_gib": 1000,
     "snapshots": 50,
     "networks": 10,
+    "images": 20,
+    "image_gib": 200,
 }
+GIB = 1024**3
 RESOURCES = tuple(DEFAULTS)
 
 
@@ -48,6 +52,9 @@ MEASURES: dict[str, tuple[tuple[Any, Any], ...]] = {
     "volume_gib": ((Volume, Volume.size_gib),),
     "snapshots": ((Snapshot, None), (VolumeSnapshot, None)),
     "networks": ((Network, None),),
+    "images": ((Image, None),),
+    # each image's data in whole GiB, rounded up (as a claim counts it)
+    "image_gib": ((Image, (Image.size + (GIB - 1)) // GIB),),
 }
 
 

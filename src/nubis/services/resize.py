@@ -188,13 +188,10 @@ class ResizeHandler(_ResizeHandler):
         ctx.step("shutdown", 10)
         _power_off(t, ref, inst.id)
         if inst.disk_gib > int(old.get("disk_gib", inst.disk_gib)):
-            root = t.driver.volume_path(ref, root_volume_name(inst.id))
-            if root is None:
-                raise DriverError("the instance's root disk is missing")
             backup, marker = resize_backup_names(inst.id)
             if t.driver.volume_path(ref, marker) is None:
                 ctx.step("backup", 25)
-                t.driver.copy_disk(ref, backup, root, 0)
+                t.copy_root(ref, backup, inst.id)
                 t.driver.create_marker(ref, marker)
             ctx.step("disk", 50)
             t.driver.grow_disk(ref, root_volume_name(inst.id), inst.disk_gib * GIB)
@@ -221,7 +218,7 @@ class RevertResizeHandler(_ResizeHandler):
             # the root disk as it was before the resize grew it; the copy is removed
             # only once the root disk is whole again, so a re-run copies it again
             ctx.step("disk", 40)
-            t.driver.copy_disk(ref, root_volume_name(inst.id), source, 0)
+            t.driver.copy_disk(ref, root_volume_name(inst.id), source, "qcow2", 0)
             t.driver.delete_volume(ref, backup)
         t.driver.delete_volume(ref, marker)
         _forget(t, inst.id, _redefine_and_start(t, ctx, loaded))

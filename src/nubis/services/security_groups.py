@@ -74,6 +74,20 @@ def ensure_default(session: Session, project_id: str) -> SecurityGroup:
         return session.scalars(query).one()
 
 
+def ensure_default_in(db: Database, project_id: str) -> None:
+    """Make the project's default group if it has none (a write transaction only
+    then), so the reads that follow find it."""
+    with db.read() as s:
+        found = s.scalar(
+            select(SecurityGroup.id).where(
+                SecurityGroup.project_id == project_id, SecurityGroup.name == DEFAULT_GROUP
+            )
+        )
+    if found is None:
+        with db.begin() as s:
+            ensure_default(s, project_id)
+
+
 def resolve(session: Session, principal: Principal, refs: list[str] | None) -> list[SecurityGroup]:
     """A NIC's groups (none given: the project's default group)."""
     if refs is None:

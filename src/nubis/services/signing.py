@@ -36,3 +36,9 @@ def canonical_request(
 
 def sign(secret: str, canonical: str) -> str:
     return hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def equal(presented: str, expected: str) -> bool:
+    """Compare a secret a client presented with the expected one, in constant time.
+    Any text compares (a header may carry any byte: never an error, only False)."""
+    return hmac.compare_digest(presented.encode(), expected.encode())

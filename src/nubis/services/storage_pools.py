@@ -180,16 +180,21 @@ class PoolService:
                 s.delete(pool)
 
     def undo_interrupted(self) -> None:
-        """Start-up: pools a dead process left half-created are removed everywhere."""
-        with self.db.begin() as s:
+        """Start-up: pools a dead process left half-created are removed everywhere;
+        those it left being deleted are deleted."""
+        with self.db.read() as s:
             stale = [
                 (p.id, [self.hosts.ref(h) for h in hosts_of(s, p)])
-                for p in s.scalars(select(StoragePool).where(StoragePool.state == "creating"))
+                for p in s.scalars(
+                    select(StoragePool).where(StoragePool.state.in_(("creating", "deleting")))
+                )
             ]
         for pool_id, refs in stale:
             self._undo(pool_id, refs)
 
     def delete(self, ref: str) -> None:
+        """Remove the pool from its hosts, then its row; if a host refuses, nothing
+        changes. It is ``deleting`` meanwhile (no volume is made in it)."""
         with self.db.begin() as s:
             pool = get_by_id_or_name(s, StoragePool, ref, "storage pool")
             count = s.scalar(select(func.count()).where(Volume.pool_id == pool.id)) or 0
@@ -197,14 +202,27 @@ class PoolService:
                 raise Conflict(
                     f"storage pool {pool.name!r} still holds {count} volume(s); delete them first"
                 )
-            name, refs = pool.libvirt_name, [self.hosts.ref(h) for h in hosts_of(s, pool)]
-            s.delete(pool)
-            # the row goes in this transaction only if every host let the pool go
-            for host_ref in refs:
-                try:
-                    self.driver.remove_pool(host_ref, name)
-                except DriverError as exc:
-                    raise Unavailable(f"could not remove the pool from a host: {exc}") from exc
+            if pool.state not in ("active", "error"):
+                raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
+            before, pool.state = pool.state, "deleting"
+            pool_id, name = pool.id, pool.libvirt_name
+            refs = [self.hosts.ref(h) for h in hosts_of(s, pool)]
+        failed = []
+        for host_ref in refs:
+            try:
+                self.driver.remove_pool(host_ref, name)
+            except DriverError as exc:
+                failed.append(f"{host_ref.uri}: {exc}")
+        with self.db.begin() as s:
+            pool = s.get(StoragePool, pool_id)
+            if pool is None:
+                return
+            if failed:
+                pool.state = before
+            else:
+                s.delete(pool)
+        if failed:
+            raise Unavailable(f"could not remove the pool from a host: {'; '.join(failed)}")
 
     def refresh(self, ref: str) -> StoragePool:
         """Read capacity and allocation from libvirt (through the first host that answers)."""

@@ -29,7 +29,7 @@ from nubis.services.auth import Principal
 from nubis.services.errors import Conflict
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService, Staged
-from nubis.services.instance_tasks import InstanceTasks, root_volume_name
+from nubis.services.instance_tasks import InstanceTasks
 from nubis.services.instances import InstanceService
 from nubis.services.storage_pools import one_host
 from nubis.services.submit import submit_task
@@ -57,7 +57,7 @@ def request_template(
     ref: str,
     name: str,
 ) -> Task:
-    images.check_name(session, name)
+    images.check_name(session, name, principal.project_id)
     instance = instances.get(session, principal, ref)
     instances.guard(session, instance, ("stopped",), "templating")
     params = _params(images, session, name, principal)
@@ -72,7 +72,7 @@ def request_volume_template(
     ref: str,
     name: str,
 ) -> Task:
-    images.check_name(session, name)
+    images.check_name(session, name, principal.project_id)
     volume = volumes.get(session, principal, ref)
     users = [i for _a, i in volume_users(session, volume.id)]
     running = [i.name for i in users if i.status != "stopped"]
@@ -131,8 +131,9 @@ class ImageExport:
 
                 download(write, lambda p: ctx.progress(40 + p // 2))
             ctx.step("register", 95)
+            facts = self.images.inspect(staged, "qcow2")  # the flattened copy Nubis made
             with self.db.begin() as s:
-                self.images.complete(s, ctx.params["name"], staged, ctx.params["project_id"])
+                self.images.complete(s, ctx.params["name"], staged, facts, ctx.params["project_id"])
         finally:
             drop_temp()
 
@@ -156,15 +157,9 @@ class TemplateHandler:
         ref = self.t.load(ctx.resource_id).ref
         temp = self.export.temp_name(ctx)
 
-        def flatten() -> None:
-            root = self.t.driver.volume_path(ref, root_volume_name(ctx.resource_id))
-            if root is None:
-                raise DriverError("the instance's root disk is missing")
-            self.t.driver.copy_disk(ref, temp, root, 0)
-
         self.export.run(
             ctx,
-            flatten,
+            lambda: self.t.copy_root(ref, temp, ctx.resource_id),
             lambda write, progress: self.t.driver.download(ref, temp, write, progress),
             lambda: self.t.driver.delete_volume(ref, temp),
         )
@@ -209,7 +204,7 @@ class VolumeTemplateHandler:
         self.export.run(
             ctx,
             lambda: self.driver.copy_volume(
-                ref, pool.libvirt_name, temp, volume_path(pool, volume), "qcow2"
+                ref, pool.libvirt_name, temp, volume_path(pool, volume), volume.format, "qcow2"
             ),
             lambda write, progress: self.driver.download(
                 ref, pool.libvirt_name, temp, write, progress

@@ -143,7 +143,12 @@ class CreateHandler(_Handler):
                 )
         ctx.step("copy", 30)
         self.t.driver.copy_volume(
-            loaded.ref, loaded.pool.libvirt_name, loaded.snapshot.libvirt_name, base, "qcow2"
+            loaded.ref,
+            loaded.pool.libvirt_name,
+            loaded.snapshot.libvirt_name,
+            base,
+            loaded.volume.format,
+            "qcow2",
         )
         if live is not None:
             ctx.step("merge", 80)
@@ -198,7 +203,12 @@ class RevertHandler(_Handler):
             ctx.step("copy", 10)
             new_name = volume_file_name(vol.id, vol.format, target)
             self.t.driver.copy_volume(
-                loaded.ref, loaded.pool.libvirt_name, new_name, loaded.snapshot_path, vol.format
+                loaded.ref,
+                loaded.pool.libvirt_name,
+                new_name,
+                loaded.snapshot_path,
+                "qcow2",
+                vol.format,
             )
             ctx.step("switch", 70)
             with self.t.db.begin() as s:

@@ -133,6 +133,7 @@ class CreateHandler(_Handler):
                 loaded.pool_name,
                 vol.libvirt_name,
                 self._snapshot_path(snapshot_id),
+                "qcow2",  # every volume snapshot is a flattened qcow2 copy
                 vol.format,
                 vol.size_gib * GIB,
             )
@@ -218,7 +219,11 @@ class ExtendHandler(_Handler):
             )
         else:
             self.t.driver.resize_volume(
-                loaded.ref, loaded.pool_name, loaded.volume.libvirt_name, size * GIB
+                loaded.ref,
+                loaded.pool_name,
+                loaded.volume.libvirt_name,
+                size * GIB,
+                loaded.volume.format,
             )
         self.t.settle(ctx.resource_id, size_gib=size, error=None)
 

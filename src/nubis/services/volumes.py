@@ -28,9 +28,9 @@ from nubis.db.models import (
 )
 from nubis.drivers.libvirt.domain_xml import DiskSpec
 from nubis.drivers.libvirt.volumes import PROVISIONING
-from nubis.services import quotas
+from nubis.services import policy, quotas
 from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, Conflict, NotFoundError
+from nubis.services.errors import BadRequest, Conflict, Forbidden, NotFoundError
 from nubis.services.instances import InstanceService
 from nubis.services.lookup import Page, PageRequest, get_by_id_or_name, paginate, validate_name
 from nubis.services.storage_pools import check_tags, reaches
@@ -233,6 +233,11 @@ class VolumeService:
         if secure is None:
             secure = offering.secure_delete if offering else False
         if req.pool:
+            if policy.SYSTEM_ADMIN not in principal.roles:
+                raise Forbidden(
+                    "choosing the storage pool is for system administrators: give a disk "
+                    "offering (its tags pick the pool), or nothing for the default"
+                )
             pool = get_by_id_or_name(session, StoragePool, req.pool, "storage pool")
             if pool.state != "active":
                 raise Conflict(f"storage pool {pool.name!r} is {pool.state}")

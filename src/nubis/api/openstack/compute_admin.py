@@ -54,13 +54,13 @@ def _hosts(session: Session) -> list[Host]:
 
 @router.get("/os-hypervisors")
 def list_hypervisors(platform: PlatformDep, _p: Operator) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"hypervisors": [hypervisor_view(h, False) for h in _hosts(s)]}
 
 
 @router.get("/os-hypervisors/detail")
 def list_hypervisors_detail(platform: PlatformDep, _p: Operator) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"hypervisors": [hypervisor_view(h, True) for h in _hosts(s)]}
 
 
@@ -68,7 +68,7 @@ def list_hypervisors_detail(platform: PlatformDep, _p: Operator) -> dict[str, An
 def show_hypervisor(
     hypervisor_id: str, platform: PlatformDep, _p: Annotated[Principal, As("GET /hosts/{ref}")]
 ) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         host = s.get(Host, hypervisor_id)
         if host is None:
             raise NotFoundError(f"Hypervisor {hypervisor_id} could not be found.")
@@ -106,11 +106,11 @@ def _zones(session: Session, with_hosts: bool) -> list[dict[str, Any]]:
 
 @router.get("/os-availability-zone")
 def list_zones(platform: PlatformDep, _p: Annotated[Principal, As("GET /zones")]) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"availabilityZoneInfo": _zones(s, with_hosts=False)}
 
 
 @router.get("/os-availability-zone/detail")
 def list_zones_detail(platform: PlatformDep, _p: Operator) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"availabilityZoneInfo": _zones(s, with_hosts=True)}

@@ -91,7 +91,7 @@ def show_flavor(
     platform: PlatformDep,
     _p: Annotated[Principal, As("GET /flavors/{ref}")],
 ) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         flavor = s.get(Flavor, flavor_id)
         if flavor is None:
             raise NotFoundError(f"Flavor {flavor_id} could not be found.")
@@ -177,7 +177,7 @@ def keypair_view(pair: KeyPair, private_key: str | None = None) -> dict[str, Any
 def list_keypairs(
     platform: PlatformDep, principal: Annotated[Principal, As("GET /key-pairs")]
 ) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         pairs = keypairs.list_pairs(s, principal)
         return {"keypairs": [{"keypair": keypair_view(k)} for k in pairs]}
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from nubis.api import audit_trail
-from nubis.api.deps import PlatformDep
+from nubis.api.deps import PlatformDep, client_address
 from nubis.api.openstack import links
 from nubis.api.openstack.caller import As, token_principal
 from nubis.db.models import Project, Token, User, utcnow
@@ -197,6 +197,8 @@ def issue_token(body: AuthIn, request: Request, response: Response, platform: Pl
         ident.password.user.password,
         platform.settings.token_ttl_seconds,
         project,
+        client_address(request),
+        platform.login_throttle,
     )
     audit_trail.note_principal(request.scope, principal)
     response.headers[SUBJECT_HEADER] = token
@@ -268,7 +270,7 @@ def project_view(request: Request, project: Project) -> dict[str, Any]:
 @router.get("/v3/auth/projects")
 def my_projects(request: Request, platform: PlatformDep, caller: CallerDep) -> dict[str, Any]:
     """The projects the caller can scope a token to."""
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         mine = [p for p, _role in auth.memberships(s, caller.user_id)]
         return {"projects": [project_view(request, p) for p in mine], "links": {}}
 
@@ -292,7 +294,7 @@ def list_projects(
     query = select(Project).order_by(Project.name)
     if name:
         query = query.where(Project.name == name)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         rows = s.scalars(query).all()
         return {"projects": [project_view(request, p) for p in rows], "links": {}}
 
@@ -304,7 +306,7 @@ def get_project(
     platform: PlatformDep,
     _caller: Annotated[Principal, As("GET /projects/{ref}")],
 ) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"project": project_view(request, identity.get_project(s, ref))}
 
 
@@ -331,7 +333,7 @@ def list_users(
     query = select(User).order_by(User.username)
     if name:
         query = query.where(User.username == name)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"users": [user_view(request, u) for u in s.scalars(query).all()], "links": {}}
 
 
@@ -342,5 +344,5 @@ def get_user(
     platform: PlatformDep,
     _caller: Annotated[Principal, As("GET /users/{ref}")],
 ) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"user": user_view(request, identity.get_user(s, ref))}

@@ -8,7 +8,7 @@ import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nubis.api.deps import PlatformDep
@@ -16,7 +16,7 @@ from nubis.api.openstack import links
 from nubis.api.openstack.caller import As
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import Image
-from nubis.services import images, policy
+from nubis.services import images, policy, quotas
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, Forbidden, NotFoundError
 from nubis.services.lookup import paginate
@@ -94,7 +94,7 @@ def list_images(
         query = query.where(Image.project_id.is_(None))
     elif visibility in ("private", "shared", "community"):
         query = query.where(Image.project_id.is_not(None))
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, query, Image, paging.page())
         out: dict[str, Any] = {
             "images": [image_view(i) for i in page.items],
@@ -119,7 +119,7 @@ def show_image(
     platform: PlatformDep,
     principal: Annotated[Principal, As("GET /images/{ref}")],
 ) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return image_view(find_image(s, principal, image_id))
 
 
@@ -165,12 +165,14 @@ def create_image(
         return image_view(image)
 
 
-def _start_upload(platform: PlatformDep, principal: Principal, image_id: str) -> None:
+def _start_upload(
+    platform: PlatformDep, principal: Principal, image_id: str, length: int | None
+) -> None:
     with platform.db.begin() as s:
         image = find_image(s, principal, image_id)
         if image.project_id is None and not principal.all_projects:
             raise Forbidden("only the system administrator uploads a public image")
-        platform.images.start_fill(s, image)
+        platform.images.start_fill(s, image, length)
 
 
 @router.put("/v2/images/{image_id}/file", status_code=204)
@@ -185,7 +187,9 @@ async def upload_image(
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type != "application/octet-stream":
         raise BadRequest("send the image data as application/octet-stream")
-    await anyio.to_thread.run_sync(_start_upload, platform, principal, image_id)
+    length = request.headers.get("content-length")
+    announced = int(length) if length and length.isdigit() else None
+    await anyio.to_thread.run_sync(_start_upload, platform, principal, image_id, announced)
     try:
         staged = await platform.images.stage_stream(request.stream(), image_id)
     except BaseException:
@@ -205,7 +209,7 @@ def download_image(
     platform: PlatformDep,
     principal: Annotated[Principal, As("GET /images/{ref}/file")],
 ) -> Response:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         image = find_image(s, principal, image_id)
         if image.status != "active":
             if image.status == "queued":
@@ -225,3 +229,31 @@ def delete_image(
         find_image(s, principal, image_id)
     platform.images.delete(platform.db, principal, image_id)
     return Response(status_code=204)
+
+
+@router.get("/v2/info/usage")
+def image_usage(
+    platform: PlatformDep, principal: Annotated[Principal, As("GET /quotas")]
+) -> dict[str, Any]:
+    """The project's image quotas as Glance's unified-limits usage shows them (sizes
+    in MiB; -1: no limit)."""
+    with platform.db.read() as s:
+        report = quotas.report(s, principal.project_id)
+        uploading = s.scalar(
+            select(func.count())
+            .select_from(Image)
+            .where(Image.project_id == principal.project_id, Image.status == "saving")
+        )
+    count, gib = report["images"], report["image_gib"]
+
+    def mib(value: int) -> int:
+        return value if value == quotas.UNLIMITED else value * 1024
+
+    return {
+        "usage": {
+            "image_count_total": {"limit": count["limit"], "usage": count["in_use"]},
+            "image_size_total": {"limit": mib(gib["limit"]), "usage": mib(gib["in_use"])},
+            "image_stage_total": {"limit": -1, "usage": 0},
+            "image_count_uploading": {"limit": -1, "usage": uploading or 0},
+        }
+    }

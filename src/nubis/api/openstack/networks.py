@@ -83,7 +83,7 @@ def list_networks(
         query = query.where(Network.name == name)
     if id:
         query = query.where(Network.id == id)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, query, Network, paging.page())
         views = [network_view(s, n) for n in page.items]
     return {"networks": views, **links.page_links(request, "networks", page.items, paging)}
@@ -95,7 +95,7 @@ def show_network(
     platform: PlatformDep,
     principal: Annotated[Principal, As("GET /networks/{ref}")],
 ) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         network = s.scalar(select(Network).filter_by(id=network_id, **principal.scope()))
         if network is None:
             raise NotFoundError(f"Network {network_id} could not be found.")
@@ -136,7 +136,7 @@ def list_subnets(
     )
     if network_id:
         query = query.where(Subnet.network_id == network_id)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"subnets": [subnet_view(sub, pid) for sub, pid in s.execute(query).all()]}
 
 
@@ -148,7 +148,7 @@ def show_subnet(subnet_id: str, platform: PlatformDep, principal: Reader) -> dic
         .where(owned(Network.project_id, principal))
         .where(Subnet.id == subnet_id)
     )
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         row = s.execute(query).first()
         if row is None:
             raise NotFoundError(f"Subnet {subnet_id} could not be found.")
@@ -210,7 +210,7 @@ def list_ports(
     ):
         if value:
             query = query.where(column == value)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, query, Port, paging.page())
         views = _ports(s, page.items)
     return {"ports": views, **links.page_links(request, "ports", page.items, paging)}
@@ -219,7 +219,7 @@ def list_ports(
 @router.get("/v2.0/ports/{port_id}")
 def show_port(port_id: str, platform: PlatformDep, principal: PortReader) -> dict[str, Any]:
     query = select(Port).where(owned(Port.project_id, principal), Port.id == port_id)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         found = _ports(s, list(s.scalars(query).all()))
     if not found:
         raise NotFoundError(f"Port {port_id} could not be found.")

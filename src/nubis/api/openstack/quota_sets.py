@@ -79,14 +79,14 @@ def _set(
 # -- Nova -------------------------------------------------------------------------------
 @router.get("/compute/v2.1/os-quota-sets/{project_id}")
 def compute_quotas(project_id: str, platform: PlatformDep, principal: Reader) -> dict:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         report = _report(s, principal, project_id)
     return {"quota_set": {"id": project_id, **_view(COMPUTE, report, False, "in_use")}}
 
 
 @router.get("/compute/v2.1/os-quota-sets/{project_id}/detail")
 def compute_quotas_detail(project_id: str, platform: PlatformDep, principal: Reader) -> dict:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         report = _report(s, principal, project_id)
     return {"quota_set": {"id": project_id, **_view(COMPUTE, report, True, "in_use")}}
 
@@ -109,7 +109,7 @@ def volume_quotas(
     principal: Reader,
     usage: bool = False,
 ) -> dict:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         _report(s, principal, project_id)
         report = _report(s, principal, target)
     view = _view(VOLUME, report, usage, "in_use")
@@ -136,14 +136,14 @@ def _network_view(report: dict[str, Any], detail: bool) -> dict[str, Any]:
 
 @router.get("/network/v2.0/quotas/{project_id}")
 def network_quotas(project_id: str, platform: PlatformDep, principal: Reader) -> dict:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         report = _report(s, principal, project_id)
     return {"quota": _network_view(report, False)}
 
 
 @router.get("/network/v2.0/quotas/{project_id}/details")
 def network_quotas_detail(project_id: str, platform: PlatformDep, principal: Reader) -> dict:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         report = _report(s, principal, project_id)
     return {"quota": _network_view(report, True)}
 
@@ -181,7 +181,7 @@ VOLUME_LIMITS = {
 @router.get("/compute/v2.1/limits")
 def compute_limits(platform: PlatformDep, principal: Reader) -> dict[str, Any]:
     """The project's quotas and use in Nova's absolute limits (-1: unlimited)."""
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         report = quotas.report(s, principal.project_id)
     absolute = _absolute(report, COMPUTE_LIMITS) | {
         "maxTotalKeypairs": -1,
@@ -203,7 +203,7 @@ def compute_limits(platform: PlatformDep, principal: Reader) -> dict[str, Any]:
 
 @router.get("/volume/v3/{project_id}/limits")
 def volume_limits(project_id: str, platform: PlatformDep, principal: Reader) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         report = _report(s, principal, project_id)
     absolute = _absolute(report, VOLUME_LIMITS) | {
         "maxTotalBackups": 0,

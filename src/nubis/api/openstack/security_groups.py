@@ -81,8 +81,8 @@ def list_groups(
     name: str | None = None,
     id: str | None = None,  # noqa: A002 - Neutron's filter name
 ) -> dict[str, Any]:
-    with platform.db.begin() as s:
-        security_groups.ensure_default(s, principal.project_id)
+    security_groups.ensure_default_in(platform.db, principal.project_id)
+    with platform.db.read() as s:
         query = select(SecurityGroup).filter_by(**principal.scope())
         if name:
             query = query.where(SecurityGroup.name == name)
@@ -107,7 +107,7 @@ def show_group(
     platform: PlatformDep,
     principal: Annotated[Principal, As("GET /security-groups/{ref}")],
 ) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"security_group": group_view(s, _group(s, principal, group_id))}
 
 
@@ -165,7 +165,7 @@ def list_rules(
         query = query.where(SecurityGroupRule.group_id == security_group_id)
     if direction == "egress":
         return {"security_group_rules": []}
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         rows = s.execute(query).all()
         return {"security_group_rules": [rule_view(r, pid) for r, pid in rows]}
 
@@ -185,7 +185,7 @@ def show_rule(
     platform: PlatformDep,
     principal: Annotated[Principal, As("GET /security-groups/{ref}")],
 ) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         rule = _rule(s, principal, rule_id)
         group = s.get(SecurityGroup, rule.group_id)
         assert group is not None

@@ -55,7 +55,7 @@ def list_server_groups(
     query = select(RuleGroup).where(RuleGroup.policy.in_(("affinity", "anti-affinity")))
     if not (principal.all_projects and all_projects not in (None, "0", "false", "False")):
         query = query.where(RuleGroup.project_id == principal.project_id)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         rows = s.scalars(query.order_by(RuleGroup.created_at)).all()
         return {"server_groups": [group_view(s, g) for g in rows]}
 
@@ -105,7 +105,7 @@ def show_server_group(
     platform: PlatformDep,
     principal: Annotated[Principal, As("GET /rule-groups/{ref}")],
 ) -> dict[str, Any]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"server_group": group_view(s, _group(s, principal, group_id))}
 
 

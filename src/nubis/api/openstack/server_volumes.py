@@ -39,7 +39,7 @@ def list_attachments(
     principal: Annotated[Principal, As("GET /instances/{ref}/volumes")],
 ) -> dict[str, Any]:
     instance = find_server(platform, principal, server_id)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         rows = platform.volumes.instance_attachments(s, instance.id)
         return {"volumeAttachments": [attachment_view(a) for a in rows]}
 
@@ -63,7 +63,7 @@ def show_attachment(
     principal: Annotated[Principal, As("GET /instances/{ref}/volumes")],
 ) -> dict[str, Any]:
     instance = find_server(platform, principal, server_id)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"volumeAttachment": attachment_view(_attachment(s, instance.id, volume_id))}
 
 

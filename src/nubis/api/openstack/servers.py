@@ -249,7 +249,7 @@ def show_server(
     principal: Annotated[Principal, As("GET /instances/{ref}")],
 ) -> dict[str, Any]:
     instance = find_server(platform, principal, server_id)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         related = server_view.Related(s, [instance])
         return {"server": server_view.detail(request, related, instance, principal.all_projects)}
 
@@ -261,7 +261,7 @@ def server_ips(
     principal: Annotated[Principal, As("GET /instances/{ref}")],
 ) -> dict[str, Any]:
     instance = find_server(platform, principal, server_id)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"addresses": server_view.addresses(server_view.Related(s, [instance]), instance)}
 
 
@@ -362,7 +362,6 @@ def _console_url(request: Request, platform: PlatformDep, principal: Principal, 
     return f"{request.url.scheme}://{request.url.netloc}/instances/{iid}/console"
 
 
-@router.post("/{server_id}/action", status_code=202)
 @router.post("/{server_id}/action", status_code=202)
 def server_action(
     server_id: str,

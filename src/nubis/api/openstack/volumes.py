@@ -176,7 +176,7 @@ def show_volume(
     principal: Annotated[Principal, As("GET /volumes/{ref}")],
 ) -> dict[str, Any]:
     check_project(principal, project_id)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return {"volume": volume_view(request, s, find_volume(s, principal, volume_id))}
 
 

@@ -16,6 +16,7 @@ from nubis.api.monitoring_schemas import (
 )
 from nubis.api.schemas import PageOut
 from nubis.db.monitoring_models import AlarmRule, Notification
+from nubis.services import webhooks
 from nubis.services.alarms import RuleRequest
 from nubis.services.lookup import paginate
 
@@ -26,7 +27,7 @@ router = APIRouter(prefix="/alarms", tags=["alarms"])
 def list_alarms(
     platform: PlatformDep, principal: PrincipalDep, pages: PageDep
 ) -> PageOut[AlarmOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         query = select(AlarmRule).filter_by(**principal.scope())
         return PageOut.of(paginate(s, query, AlarmRule, pages), AlarmOut)
 
@@ -35,6 +36,8 @@ def list_alarms(
 def create_alarm(body: AlarmIn, platform: PlatformDep, principal: PrincipalDep) -> AlarmCreated:
     """A rule on one instance (or, for the system administrator, one host); it starts
     in ``insufficient_data`` and is evaluated every collection interval."""
+    if body.webhook_url is not None:  # resolved outside any transaction
+        webhooks.check_url(platform.db, body.webhook_url)
     with platform.db.begin() as s:
         rule, secret = platform.alarms.create(s, principal, RuleRequest(**body.model_dump()))
         return AlarmCreated(**AlarmOut.model_validate(rule).model_dump(), webhook_secret=secret)
@@ -42,7 +45,7 @@ def create_alarm(body: AlarmIn, platform: PlatformDep, principal: PrincipalDep) 
 
 @router.get("/{ref}")
 def get_alarm(ref: str, platform: PlatformDep, principal: PrincipalDep) -> AlarmOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return AlarmOut.model_validate(platform.alarms.get(s, principal, ref))
 
 
@@ -73,7 +76,7 @@ def alarm_notifications(
     ref: str, platform: PlatformDep, principal: PrincipalDep
 ) -> list[NotificationOut]:
     """The messages about this rule's transitions, newest first, with delivery status."""
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         rule = platform.alarms.get(s, principal, ref)
         rows = s.scalars(
             select(Notification)

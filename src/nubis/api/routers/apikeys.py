@@ -13,7 +13,7 @@ router = APIRouter(prefix="/api-keys", tags=["identity"])
 
 @router.get("")
 def list_keys(platform: PlatformDep, principal: PrincipalDep) -> list[ApiKeyOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return [ApiKeyOut.model_validate(k) for k in apikeys.own_keys(s, principal)]
 
 

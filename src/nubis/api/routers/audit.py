@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated
 
@@ -40,7 +39,7 @@ def search(
     platform: PlatformDep, _p: PrincipalDep, pages: PageDep, query: QueryDep
 ) -> PageOut[AuditOut]:
     """Records matching every filter given (``action`` matches a part), oldest first."""
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         stmt = audit.search(query)
         page = paginate(s, stmt, AuditRecord, pages)
         return PageOut.of(page, AuditOut)
@@ -53,12 +52,10 @@ def export(
     """Every matching record as CSV or JSON lines, streamed."""
     audit.export_format(format)
 
-    def rows() -> Iterator[str]:
-        with platform.db.begin() as s:
-            yield from audit.export(s, query, format)
-
     media = "text/csv" if format == "csv" else "application/x-ndjson"
     name = f"nubis-audit.{'csv' if format == 'csv' else 'jsonl'}"
     return StreamingResponse(
-        rows(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        audit.export(platform.db, query, format),
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from nubis.api import audit_trail
-from nubis.api.deps import PlatformDep, PrincipalDep
+from nubis.api.deps import PlatformDep, PrincipalDep, client_address
 from nubis.api.identity_schemas import PasswordChangeIn, WhoAmIOut
 from nubis.api.schemas import TokenIn, TokenOut
 from nubis.db.models import User
-from nubis.services import auth, passwords
+from nubis.services import auth, passwords, throttle
 from nubis.services.errors import BadRequest
 
 router = APIRouter()
@@ -23,9 +23,16 @@ def health() -> dict[str, str]:
 @router.post("/auth/tokens", status_code=201, tags=["auth"])
 def create_token(body: TokenIn, request: Request, platform: PlatformDep) -> TokenOut:
     """Log in: a bearer token scoped to ``project`` (default: the user's first project).
-    Failed attempts count; too many lock the account for the policy's lockout time."""
+    Failed attempts count; too many lock the account for the policy's lockout time,
+    and too many from one address refuse that address for a while (429)."""
     token, expires_at, principal = auth.login(
-        platform.db, body.username, body.password, platform.settings.token_ttl_seconds, body.project
+        platform.db,
+        body.username,
+        body.password,
+        platform.settings.token_ttl_seconds,
+        body.project,
+        client_address(request),
+        platform.login_throttle,
     )
     audit_trail.note_principal(request.scope, principal)
     return TokenOut(
@@ -61,13 +68,22 @@ def whoami(principal: PrincipalDep) -> WhoAmIOut:
 
 @router.put("/auth/password", status_code=204, tags=["auth"])
 def change_password(
-    body: PasswordChangeIn, principal: PrincipalDep, platform: PlatformDep
+    body: PasswordChangeIn, request: Request, principal: PrincipalDep, platform: PlatformDep
 ) -> Response:
-    """Change your own password (the policy applies); every token of yours ends."""
-    with platform.db.begin() as s:
+    """Change your own password (the policy applies); every token and API key of yours
+    ends. A wrong current password counts toward the lockout like a failed login."""
+    with platform.db.read() as s:
         user = s.get(User, principal.user_id)
         assert user is not None
-        if not passwords.verify(user.password_hash, body.current_password):
-            raise BadRequest("the current password is wrong")
-        passwords.change(s, user, body.new_password)
+    if auth.is_locked(user) or not passwords.verify(user.password_hash, body.current_password):
+        with platform.db.begin() as s:
+            throttle.count_failure(s, client_address(request), platform.login_throttle)
+            if not auth.is_locked(user):
+                auth.count_failure(s, user.id)
+        raise BadRequest("the current password is wrong (or the account is locked)")
+    new = passwords.prepare(platform.db, user.username, body.new_password, user.id)
+    with platform.db.begin() as s:
+        found = s.get(User, principal.user_id)
+        assert found is not None
+        passwords.change(s, found, new)
     return Response(status_code=204)

@@ -24,7 +24,7 @@ def list_flavors(
     query = select(Flavor)
     if name:
         query = query.where(Flavor.name == name)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, query, Flavor, pages)
         return PageOut.of(page, FlavorOut)
 
@@ -45,7 +45,7 @@ def create_flavor(body: FlavorIn, platform: PlatformDep, _p: PrincipalDep) -> Fl
 
 @router.get("/{ref}")
 def get_flavor(ref: str, platform: PlatformDep, _p: PrincipalDep) -> FlavorOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return FlavorOut.model_validate(get_by_id_or_name(s, Flavor, ref, "flavor"))
 
 

@@ -36,7 +36,7 @@ def list_hosts(
         query = query.where(Host.name == name)
     if state:
         query = query.where(Host.state == state)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, query, Host, pages)
         return PageOut.of(page, HostOut)
 
@@ -59,13 +59,13 @@ def add_host(body: HostIn, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
 
 @router.get("/{ref}")
 def get_host(ref: str, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return HostOut.model_validate(get_by_id_or_name(s, Host, ref, "host"))
 
 
 @router.get("/{ref}/capacity")
 def host_capacity(ref: str, platform: PlatformDep, _p: PrincipalDep) -> CapacityOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return CapacityOut.model_validate(inventory.host_capacity(s, ref))
 
 

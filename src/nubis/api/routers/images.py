@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import anyio
 from fastapi import APIRouter, Request, Response
@@ -52,7 +51,7 @@ def list_images(
     query = select(Image).where(images.visible(principal))
     if name:
         query = query.where(Image.name == name)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, query, Image, pages)
         return PageOut.of(page, ImageOut)
 
@@ -69,19 +68,20 @@ def _import(
 ) -> ImageOut:
     if policy.SYSTEM_ADMIN not in principal.roles:
         raise Forbidden("importing from a server path needs the system administrator role")
-    with platform.db.begin() as s:
-        image = platform.images.import_file(s, body.name, Path(body.path), owner)
-        return ImageOut.model_validate(image)
+    fd = platform.images.open_import(body.path)
+    image = platform.images.import_file(platform.db, body.name, fd, owner)
+    return ImageOut.model_validate(image)
 
 
-def _check_name(platform: PlatformDep, name: str) -> None:
-    with platform.db.begin() as s:
-        platform.images.check_name(s, name)
+def _check_name(platform: PlatformDep, name: str, owner: str | None) -> None:
+    with platform.db.read() as s:
+        platform.images.check_name(s, name, owner)
 
 
 def _register(platform: PlatformDep, name: str, staged: Staged, owner: str | None) -> ImageOut:
+    facts = platform.images.inspect(staged)
     with platform.db.begin() as s:
-        image = platform.images.register(s, name, staged, owner)
+        image = platform.images.register(s, name, staged, facts, owner)
         return ImageOut.model_validate(image)
 
 
@@ -109,14 +109,16 @@ async def create_image(
         raise BadRequest("send the image as application/octet-stream (or JSON to import)")
     if not name:
         raise BadRequest("the query parameter 'name' is required for an upload")
-    await anyio.to_thread.run_sync(_check_name, platform, name)
+    length = request.headers.get("content-length")
+    platform.images.check_upload_size(int(length) if length and length.isdigit() else None)
+    await anyio.to_thread.run_sync(_check_name, platform, name, owner)
     staged = await platform.images.stage_stream(request.stream())
     return await anyio.to_thread.run_sync(_register, platform, name, staged, owner)
 
 
 @router.get("/{ref}")
 def get_image(ref: str, platform: PlatformDep, principal: PrincipalDep) -> ImageOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return ImageOut.model_validate(images.get_visible(s, principal, ref))
 
 
@@ -127,7 +129,7 @@ def get_image(ref: str, platform: PlatformDep, principal: PrincipalDep) -> Image
 )
 def download_image(ref: str, platform: PlatformDep, principal: PrincipalDep) -> FileResponse:
     """The image's file from the image store, streamed."""
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         image = images.get_visible(s, principal, ref)
         if image.status != "active":
             raise Conflict(f"image {image.name!r} is {image.status}, not active")

@@ -41,7 +41,7 @@ def list_instances(
     name_contains: str | None = Query(default=None, max_length=64),
 ) -> PageOut[InstanceOut]:
     """Instances of the caller's project; ``sort`` by name, status or created_at."""
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = platform.instances.list(s, principal, name, status, pages, name_contains)
         return PageOut.of(page, InstanceOut)
 
@@ -76,14 +76,14 @@ def create_instance(
 
 @router.get("/{ref}")
 def get_instance(ref: str, platform: PlatformDep, principal: PrincipalDep) -> InstanceOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return InstanceOut.model_validate(platform.instances.get(s, principal, ref))
 
 
 @router.get("/{ref}/ports")
 def list_instance_ports(ref: str, platform: PlatformDep, principal: PrincipalDep) -> list[PortOut]:
     """The instance's NICs in order (eth0 first): MAC and fixed IP of each."""
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         instance = platform.instances.get(s, principal, ref)
         return [port_out(s, p) for p in instance_ports(s, instance.id)]
 

@@ -24,7 +24,7 @@ router = APIRouter(tags=["inventory"])
 
 @router.get("/zones")
 def list_zones(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[ZoneOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, select(Zone), Zone, pages)
         return PageOut.of(page, ZoneOut)
 
@@ -37,13 +37,13 @@ def create_zone(body: ZoneIn, platform: PlatformDep, _p: PrincipalDep) -> ZoneOu
 
 @router.get("/zones/{ref}")
 def get_zone(ref: str, platform: PlatformDep, _p: PrincipalDep) -> ZoneOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return ZoneOut.model_validate(get_by_id_or_name(s, Zone, ref, "zone"))
 
 
 @router.get("/zones/{ref}/capacity")
 def zone_capacity(ref: str, platform: PlatformDep, _p: PrincipalDep) -> CapacityOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return CapacityOut.model_validate(inventory.zone_capacity(s, ref))
 
 
@@ -56,7 +56,7 @@ def delete_zone(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
 
 @router.get("/clusters")
 def list_clusters(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[ClusterOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, select(Cluster), Cluster, pages)
         return PageOut.of(page, ClusterOut)
 
@@ -74,7 +74,7 @@ def create_cluster(body: ClusterIn, platform: PlatformDep, _p: PrincipalDep) -> 
 
 @router.get("/clusters/{ref}")
 def get_cluster(ref: str, platform: PlatformDep, _p: PrincipalDep) -> ClusterOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return ClusterOut.model_validate(get_by_id_or_name(s, Cluster, ref, "cluster"))
 
 
@@ -93,7 +93,7 @@ def update_cluster(
 
 @router.get("/clusters/{ref}/capacity")
 def cluster_capacity(ref: str, platform: PlatformDep, _p: PrincipalDep) -> CapacityOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return CapacityOut.model_validate(inventory.cluster_capacity(s, ref))
 
 

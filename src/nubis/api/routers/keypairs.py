@@ -13,7 +13,7 @@ router = APIRouter(prefix="/key-pairs", tags=["key pairs"])
 
 @router.get("")
 def list_key_pairs(platform: PlatformDep, principal: PrincipalDep) -> list[KeyPairOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return [KeyPairOut.model_validate(k) for k in keypairs.list_pairs(s, principal)]
 
 
@@ -31,7 +31,7 @@ def create_key_pair(
 
 @router.get("/{ref}")
 def get_key_pair(ref: str, platform: PlatformDep, principal: PrincipalDep) -> KeyPairOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return KeyPairOut.model_validate(keypairs.get(s, principal, ref))
 
 

@@ -6,12 +6,13 @@ import time
 from datetime import datetime
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.monitoring_schemas import EventOut, SeriesOut
 from nubis.api.schemas import PageOut
 from nubis.db.models import Host
-from nubis.services import events, metrics
+from nubis.services import events, metrics, webhooks
 from nubis.services.lookup import get_by_id_or_name
 from nubis.services.metrics import Kind
 
@@ -55,7 +56,7 @@ def instance_metrics(
     """The instance's samples from ``since`` (default: an hour ago) to ``until``
     (default: now), at the finest resolution that fits (at most 1,500 points);
     ``metrics``: a comma-separated subset."""
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         instance_id = platform.instances.get(s, principal, ref).id
     return _series(platform, metrics.INSTANCES, instance_id, since, until, metrics_)
 
@@ -70,7 +71,7 @@ def host_metrics(
     metrics_: str | None = Query(default=None, alias="metrics", max_length=512),
 ) -> SeriesOut:
     """The host's samples (CPU, memory used and allocated, its disk pool)."""
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         host_id = get_by_id_or_name(s, Host, ref, "host").id
     return _series(platform, metrics.HOSTS, host_id, since, until, metrics_)
 
@@ -87,6 +88,26 @@ def list_events(
 ) -> PageOut[EventOut]:
     """What happened in the caller's project (everything, for the system
     administrator); ``sort=-created_at`` for the newest first."""
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = events.search(s, principal, pages, resource_id, kind, severity, since)
         return PageOut.of(page, EventOut)
+
+
+class AllowlistIO(BaseModel):
+    """Networks alarm webhooks may go to although they are not public (CIDRs)."""
+
+    networks: list[str]
+
+
+@router.get("/webhook-allowlist", tags=["alarms"])
+def get_webhook_allowlist(platform: PlatformDep, _p: PrincipalDep) -> AllowlistIO:
+    return AllowlistIO(networks=webhooks.allowed_networks(platform.db))
+
+
+@router.put("/webhook-allowlist", tags=["alarms"])
+def set_webhook_allowlist(
+    body: AllowlistIO, platform: PlatformDep, _p: PrincipalDep
+) -> AllowlistIO:
+    """Replace the allow-list (system administrator): webhooks to loopback, private
+    ranges or a host's address are refused unless their network is on it."""
+    return AllowlistIO(networks=webhooks.set_allowed(platform.db, body.networks))

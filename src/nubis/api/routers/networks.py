@@ -28,7 +28,7 @@ def network_out(session: Session, network: Network) -> NetworkOut:
 def list_networks(
     platform: PlatformDep, principal: PrincipalDep, pages: PageDep
 ) -> PageOut[NetworkOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         query = select(Network).filter_by(**principal.scope())
         page = paginate(s, query, Network, pages)
         return PageOut.with_items(page, [network_out(s, n) for n in page.items])
@@ -51,7 +51,7 @@ def create_network(body: NetworkIn, platform: PlatformDep, principal: PrincipalD
 
 @router.get("/networks/{ref}")
 def get_network(ref: str, platform: PlatformDep, principal: PrincipalDep) -> NetworkOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return network_out(s, platform.networks.get(s, principal, ref))
 
 
@@ -87,7 +87,7 @@ def remove_subnet(
 def network_ports(
     ref: str, platform: PlatformDep, principal: PrincipalDep, pages: PageDep
 ) -> PageOut[PortOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         network = platform.networks.get(s, principal, ref)
         query = select(Port).where(Port.network_id == network.id)
         page = paginate(s, query, Port, pages)

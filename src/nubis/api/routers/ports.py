@@ -28,7 +28,7 @@ def port_out(session: Session, port: Port) -> PortOut:
 
 @router.get("/{port_id}")
 def get_port(port_id: str, platform: PlatformDep, principal: PrincipalDep) -> PortOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return port_out(s, nics.get_port(s, principal, port_id))
 
 
@@ -37,7 +37,7 @@ def set_port_groups(
     port_id: str, body: PortGroupsIn, platform: PlatformDep, principal: PrincipalDep
 ) -> PortOut:
     """Applied at once to the running NIC (no restart, no unplug)."""
-    platform.nics.set_groups(principal, port_id, body.security_groups)
+    platform.live_ports.set_groups(principal, port_id, body.security_groups)
     with platform.db.begin() as s:
         return port_out(s, nics.get_port(s, principal, port_id))
 
@@ -47,6 +47,6 @@ def set_port_bandwidth(
     port_id: str, body: BandwidthIn, platform: PlatformDep, principal: PrincipalDep
 ) -> PortOut:
     """New traffic limits (an empty body: unlimited), applied live to a running NIC."""
-    platform.nics.set_bandwidth(principal, port_id, bandwidth_dict(body))
+    platform.live_ports.set_bandwidth(principal, port_id, bandwidth_dict(body))
     with platform.db.begin() as s:
         return port_out(s, nics.get_port(s, principal, port_id))

@@ -14,7 +14,7 @@ router = APIRouter(tags=["quotas"])
 @router.get("/quotas")
 def my_quotas(platform: PlatformDep, principal: PrincipalDep) -> QuotaOut:
     """Limits and usage of the caller's project."""
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return QuotaOut(
             project_id=principal.project_id, quotas=quotas.report(s, principal.project_id)
         )
@@ -22,7 +22,7 @@ def my_quotas(platform: PlatformDep, principal: PrincipalDep) -> QuotaOut:
 
 @router.get("/projects/{ref}/quotas")
 def project_quotas(ref: str, platform: PlatformDep, _p: PrincipalDep) -> QuotaOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         project = identity.get_project(s, ref)
         return QuotaOut(project_id=project.id, quotas=quotas.report(s, project.id))
 

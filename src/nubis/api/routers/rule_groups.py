@@ -25,7 +25,7 @@ def list_groups(
     platform: PlatformDep, principal: PrincipalDep, pages: PageDep
 ) -> PageOut[RuleGroupOut]:
     query = select(RuleGroup).filter_by(**principal.scope())
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, query, RuleGroup, pages)
         return PageOut.of(page, RuleGroupOut)
 
@@ -39,7 +39,7 @@ def create_group(body: RuleGroupIn, platform: PlatformDep, principal: PrincipalD
 
 @router.get("/{ref}")
 def get_group(ref: str, platform: PlatformDep, principal: PrincipalDep) -> RuleGroupOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return _out(s, rule_groups.get(s, principal, ref))
 
 

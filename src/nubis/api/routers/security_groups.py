@@ -32,8 +32,8 @@ def group_out(session: Session, group: SecurityGroup) -> SecurityGroupOut:
 def list_groups(
     platform: PlatformDep, principal: PrincipalDep, pages: PageDep
 ) -> PageOut[SecurityGroupOut]:
-    with platform.db.begin() as s:
-        security_groups.ensure_default(s, principal.project_id)
+    security_groups.ensure_default_in(platform.db, principal.project_id)
+    with platform.db.read() as s:
         query = select(SecurityGroup).filter_by(**principal.scope())
         page = paginate(s, query, SecurityGroup, pages)
         return PageOut.with_items(page, [group_out(s, g) for g in page.items])
@@ -51,7 +51,9 @@ def create_group(
 
 @router.get("/{ref}")
 def get_group(ref: str, platform: PlatformDep, principal: PrincipalDep) -> SecurityGroupOut:
-    with platform.db.begin() as s:
+    if ref == security_groups.DEFAULT_GROUP:
+        security_groups.ensure_default_in(platform.db, principal.project_id)
+    with platform.db.read() as s:
         return group_out(s, security_groups.get(s, principal, ref))
 
 

@@ -13,7 +13,7 @@ router = APIRouter(prefix="/instances/{ref}/snapshots", tags=["snapshots"])
 
 @router.get("")
 def list_snapshots(ref: str, platform: PlatformDep, principal: PrincipalDep) -> list[SnapshotOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return [SnapshotOut.model_validate(x) for x in platform.snapshots.list(s, principal, ref)]
 
 
@@ -33,7 +33,7 @@ def create_snapshot(
 def get_snapshot(
     ref: str, snap: str, platform: PlatformDep, principal: PrincipalDep
 ) -> SnapshotOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return SnapshotOut.model_validate(platform.snapshots.get(s, principal, ref, snap))
 
 

@@ -19,7 +19,7 @@ router = APIRouter(tags=["storage"])
 
 @router.get("/storage-pools")
 def list_pools(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[PoolOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, select(StoragePool), StoragePool, pages)
         return PageOut.of(page, PoolOut)
 
@@ -33,7 +33,7 @@ def create_pool(body: PoolIn, platform: PlatformDep, _p: PrincipalDep) -> PoolOu
 
 @router.get("/storage-pools/{ref}")
 def get_pool(ref: str, platform: PlatformDep, _p: PrincipalDep) -> PoolOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return PoolOut.model_validate(get_by_id_or_name(s, StoragePool, ref, "storage pool"))
 
 
@@ -50,7 +50,7 @@ def delete_pool(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
 
 @router.get("/disk-offerings")
 def list_offerings(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageOut[OfferingOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, select(DiskOffering), DiskOffering, pages)
         return PageOut.of(page, OfferingOut)
 
@@ -64,7 +64,7 @@ def create_offering(body: OfferingIn, platform: PlatformDep, _p: PrincipalDep) -
 
 @router.get("/disk-offerings/{ref}")
 def get_offering(ref: str, platform: PlatformDep, _p: PrincipalDep) -> OfferingOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return OfferingOut.model_validate(get_by_id_or_name(s, DiskOffering, ref, "disk offering"))
 
 

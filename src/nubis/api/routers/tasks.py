@@ -27,14 +27,14 @@ def list_tasks(
         query = query.where(Task.status == status)
     if resource_id:
         query = query.where(Task.resource_id == resource_id)
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = paginate(s, query, Task, pages)
         return PageOut.of(page, TaskOut)
 
 
 @router.get("/{task_id}")
 def get_task(task_id: str, platform: PlatformDep, principal: PrincipalDep) -> TaskOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         task = s.get(Task, task_id)
         if task is None or not principal.owns(task.project_id):
             raise NotFoundError(f"task {task_id!r} not found")

@@ -55,7 +55,7 @@ class ReportOut(BaseModel):
 
 @router.get("/rates")
 def list_rates(platform: PlatformDep, _p: PrincipalDep) -> list[RateOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         rates = s.scalars(select(Rate).order_by(Rate.metric, Rate.dimension)).all()
         return [RateOut.model_validate(r) for r in rates]
 

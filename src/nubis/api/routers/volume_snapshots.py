@@ -15,7 +15,7 @@ router = APIRouter(prefix="/volumes/{ref}/snapshots", tags=["volume snapshots"])
 def list_volume_snapshots(
     ref: str, platform: PlatformDep, principal: PrincipalDep
 ) -> list[VolumeSnapshotOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return [
             VolumeSnapshotOut.model_validate(x)
             for x in platform.volume_snapshots.list(s, principal, ref)
@@ -39,7 +39,7 @@ def create_volume_snapshot(
 def get_volume_snapshot(
     ref: str, snap: str, platform: PlatformDep, principal: PrincipalDep
 ) -> VolumeSnapshotOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         _volume, snapshot = platform.volume_snapshots.find(s, principal, ref, snap)
         return VolumeSnapshotOut.model_validate(snapshot)
 

@@ -46,7 +46,7 @@ def volume_out(platform: Platform, s: Session, volume: Volume) -> VolumeOut:
 def list_volumes(
     platform: PlatformDep, principal: PrincipalDep, pages: PageDep
 ) -> PageOut[VolumeOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         page = platform.volumes.list(s, principal, pages)
         return PageOut.with_items(page, [volume_out(platform, s, v) for v in page.items])
 
@@ -155,7 +155,7 @@ async def download_volume(ref: str, platform: PlatformDep, principal: PrincipalD
 
 @router.get("/volumes/{ref}")
 def get_volume(ref: str, platform: PlatformDep, principal: PrincipalDep) -> VolumeOut:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         return volume_out(platform, s, platform.volumes.get(s, principal, ref))
 
 
@@ -194,7 +194,7 @@ def create_volume_template(
 def instance_volumes(
     ref: str, platform: PlatformDep, principal: PrincipalDep
 ) -> list[AttachmentOut]:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         instance = platform.instances.get(s, principal, ref)
         return [
             AttachmentOut.model_validate(a)

@@ -84,7 +84,7 @@ def instance_detail(request: Request, platform: PlatformDep, me: Me, ref: str) -
         busy = inst.task_state is not None
         happened = []
         if can(me, "GET /events"):
-            with platform.db.begin() as s:
+            with platform.db.read() as s:
                 found = events.search(s, me, RECENT_EVENTS, resource_id=inst.id)
                 happened = [EventOut.model_validate(e) for e in found.items]
         return {

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from nubis.api import audit_trail, web_session
-from nubis.api.deps import PlatformDep
+from nubis.api.deps import PlatformDep, client_address
 from nubis.api.web.render import Me, render
 from nubis.services import auth
 from nubis.services.errors import ServiceError
@@ -68,7 +68,14 @@ async def login(
             return _login_form(request, target, "Enter your user name and password.", 400)
         ttl = platform.settings.token_ttl_seconds
         token, _expiry, principal = await anyio.to_thread.run_sync(
-            auth.login, platform.db, username, password, ttl
+            auth.login,
+            platform.db,
+            username,
+            password,
+            ttl,
+            None,
+            client_address(request),
+            platform.login_throttle,
         )
     except ServiceError as exc:
         return _login_form(request, target, exc.message, exc.status)

@@ -31,7 +31,7 @@ def event_list(
     severity: str = Query(default="", max_length=8),
 ) -> HTMLResponse:
     def load() -> dict[str, Any]:
-        with platform.db.begin() as s:
+        with platform.db.read() as s:
             page = events.search(s, me, paged(offset, "-created_at"), severity=severity or None)
             return {"page": PageOut.of(page, EventOut), "severity": severity}
 
@@ -44,7 +44,7 @@ def alarm_list(
 ) -> HTMLResponse:
     def load() -> dict[str, Any]:
         found = alarms.list_alarms(platform, me, paged(offset, "name"))
-        with platform.db.begin() as s:
+        with platform.db.read() as s:
             names = overview.resource_names(s, me, [a.resource_id for a in found.items])
         return {"page": found, "names": names, "metrics": alarm_metrics()}
 
@@ -64,7 +64,7 @@ def usage_page(
         report = usage.project_report(platform, me, project or None, chosen)
         projects = []
         if me.all_projects:
-            with platform.db.begin() as s:
+            with platform.db.read() as s:
                 projects = list(s.scalars(select(Project.name).order_by(Project.name)))
         peak = max((cost for _day, cost in report.daily), default=0)
         return {

@@ -34,7 +34,7 @@ def paged(offset: int, sort: str | None = None) -> PageRequest:
 @router.get("/dashboard")
 def dashboard(request: Request, platform: PlatformDep, me: Me) -> HTMLResponse:
     def load() -> dict[str, Any]:
-        with platform.db.begin() as s:
+        with platform.db.read() as s:
             return {
                 "hosts": overview.host_counts(s) if can(me, "GET /hosts") else None,
                 "instances": overview.instance_counts(s, me) if can(me, "GET /instances") else None,
@@ -80,7 +80,7 @@ def host_detail(
 ) -> HTMLResponse:
     def load() -> dict[str, Any]:
         host: HostOut = hosts.get_host(ref, platform, me)
-        with platform.db.begin() as s:
+        with platform.db.read() as s:
             on_host = overview.instances_on(s, host.id, paged(offset, "name"))
             listed = PageOut.of(on_host, InstanceOut)
         return {

@@ -3,15 +3,20 @@ turns libvirt's exceptions into the drivers' own errors."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import libvirt
 
+from nubis import blocking
+from nubis.drivers.errors import HostUnreachable
 from nubis.drivers.libvirt.connection import ConnectionPool, Credentials, translate
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -20,16 +25,69 @@ class HostRef:
     credentials: Credentials | None = None
 
 
+# what libvirt's client says when the connection broke under a call (a keepalive
+# timeout of a loaded host, a reset): the call is repeated on a new connection
+BROKEN = (
+    "Cannot recv data",
+    "Cannot write data",
+    "Connection reset by peer",
+    "Broken pipe",
+    "client socket is closed",
+    "End of file while reading data",
+    "connection closed due to keepalive timeout",
+)
+RECONNECTS = 3
+
+
+def broken_connection(error: BaseException) -> bool:
+    if isinstance(error, libvirt.libvirtError):
+        message = error.get_error_message() or str(error)
+    elif isinstance(error, HostUnreachable):
+        message = str(error)
+    else:
+        return False
+    return any(sign in message for sign in BROKEN)
+
+
 class DriverBase:
+    """Every call goes through ``_call``: outside any database write transaction, with
+    libvirt's errors turned into the drivers' own. A connection that breaks under a
+    call is dropped and the call repeated on a new one (up to ``RECONNECTS`` times):
+    every driver method is idempotent, so a repeat of one that had done its work
+    finds it done. A host that cannot be reached again is an error as before."""
+
     def __init__(self, conns: ConnectionPool) -> None:
         self.conns = conns
 
-    def _call(self, host: HostRef, fn: Callable[[libvirt.virConnect], T], what: str = "") -> T:
-        conn = self.conns.get(host.uri, host.credentials)
-        try:
-            return fn(conn)
-        except libvirt.libvirtError as exc:
-            raise translate(exc, what) from exc
+    def _call(
+        self,
+        host: HostRef,
+        fn: Callable[[libvirt.virConnect], T],
+        what: str = "",
+        retry: bool = True,
+    ) -> T:
+        blocking.check(f"libvirt call ({what or 'host'})")
+        attempt = 0
+        while True:
+            conn = self.conns.get(host.uri, host.credentials)
+            try:
+                return fn(conn)
+            except (libvirt.libvirtError, HostUnreachable) as exc:
+                if not (retry and attempt < RECONNECTS and broken_connection(exc)):
+                    if isinstance(exc, libvirt.libvirtError):
+                        raise translate(exc, what) from exc
+                    raise
+                attempt += 1
+                log.warning(
+                    "connection to %s broke during %s (%s): reconnecting (%d of %d)",
+                    host.uri,
+                    what or "a call",
+                    exc,
+                    attempt,
+                    RECONNECTS,
+                )
+                self.conns.discard(host.uri, conn)
+                time.sleep(0.2 * attempt)
 
     @staticmethod
     def _domain(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain:

@@ -169,15 +169,32 @@ class LibvirtDriver(DriverBase):
 
         return self._call(host, create, f"volume {name}")
 
-    def copy_disk(self, host: HostRef, name: str, source_path: str, capacity: int) -> str:
-        """A full, independent qcow2 copy of the disk at ``source_path`` (its backing
-        chain flattened by qemu-img convert), at least ``capacity`` bytes. Not
-        idempotent on its own: callers mark completion (``create_marker``)."""
+    def copy_disk(
+        self,
+        host: HostRef,
+        name: str,
+        source_path: str,
+        source_format: str,
+        capacity: int,
+        backing: tuple[str, str] | None = None,
+    ) -> str:
+        """A full, independent qcow2 copy of the disk at ``source_path``, read as its
+        recorded ``source_format`` (a qcow2 one may name ``backing`` and nothing else;
+        see ``storage.copy_from``), its backing chain flattened by qemu-img convert,
+        at least ``capacity`` bytes. Not idempotent on its own: callers mark
+        completion (``create_marker``)."""
 
         return self._call(
             host,
             lambda c: storage.copy_from(
-                c, c.storagePoolLookupByName(DISK_POOL), name, source_path, "qcow2", capacity
+                c,
+                c.storagePoolLookupByName(DISK_POOL),
+                name,
+                source_path,
+                source_format,
+                "qcow2",
+                capacity,
+                backing,
             ),
             f"volume {name}",
         )
@@ -212,7 +229,9 @@ class LibvirtDriver(DriverBase):
         """Grow a disk of the disk pool that no running domain uses (never shrinks)."""
         self._call(
             host,
-            lambda c: storage.grow_volume(c.storagePoolLookupByName(DISK_POOL), name, capacity),
+            lambda c: storage.grow_volume(
+                c, c.storagePoolLookupByName(DISK_POOL), name, capacity, "qcow2"
+            ),
             f"volume {name}",
         )
 
@@ -318,7 +337,12 @@ class LibvirtDriver(DriverBase):
             dom = self._domain(conn, uuid)
             if not dom.isActive():
                 return True
-            dom.shutdown()
+            try:
+                dom.shutdown()
+            except libvirt.libvirtError:
+                if not dom.isActive():  # it stopped meanwhile (or a repeat found it off)
+                    return True
+                raise
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if not dom.isActive():
@@ -332,7 +356,11 @@ class LibvirtDriver(DriverBase):
         def destroy(conn: libvirt.virConnect) -> None:
             dom = self._find_domain(conn, uuid)
             if dom is not None and dom.isActive():
-                dom.destroy()
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError:
+                    if dom.isActive():  # else it stopped meanwhile: what was asked
+                        raise
 
         self._call(host, destroy, f"domain {uuid}")
 
@@ -346,13 +374,24 @@ class LibvirtDriver(DriverBase):
             else:
                 dom.reboot(0)
 
-        self._call(host, reboot, f"domain {uuid}")
+        # not repeated on a new connection: a reboot that was done would be done twice
+        self._call(host, reboot, f"domain {uuid}", retry=False)
 
     def pause(self, host: HostRef, uuid: str) -> None:
-        self._call(host, lambda c: self._domain(c, uuid).suspend(), f"domain {uuid}")
+        def pause(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            if power_state(dom) != "paused":  # idempotent: a repeat after a reconnect
+                dom.suspend()
+
+        self._call(host, pause, f"domain {uuid}")
 
     def resume(self, host: HostRef, uuid: str) -> None:
-        self._call(host, lambda c: self._domain(c, uuid).resume(), f"domain {uuid}")
+        def resume(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            if power_state(dom) == "paused":
+                dom.resume()
+
+        self._call(host, resume, f"domain {uuid}")
 
     def save(self, host: HostRef, uuid: str) -> None:
         """Suspend to disk: the guest's memory is written to a managed save image on the

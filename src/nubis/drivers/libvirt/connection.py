@@ -257,6 +257,13 @@ class ConnectionPool:
         with self._lock(uri):
             self._drop(uri)
 
+    def discard(self, uri: str, conn: libvirt.virConnect) -> None:
+        """Drop ``conn`` (broken under a call) if it is still the pool's connection to
+        ``uri``: the next ``get`` opens a new one (another thread may have done so)."""
+        with self._lock(uri):
+            if self._conns.get(uri) is conn:
+                self._drop(uri)
+
     def close_all(self) -> None:
         for uri in list(self._conns):
             self.close(uri)

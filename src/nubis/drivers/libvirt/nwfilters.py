@@ -3,8 +3,9 @@
 Each port has its own filter, referenced by its NIC with the port's address::
 
     nubis-port-<port>   clean-traffic (only the port's MAC and IP may leave, no ARP
-                        spoofing, no other L2 protocols), DHCP answers in,
-                        every group's filter, all outbound, nothing else inbound
+                        spoofing, no other L2 protocols), no DHCP server answers
+                        out (only the host's dnsmasq answers DHCP), DHCP answers
+                        in, every group's filter, all outbound, nothing else inbound
     nubis-sg-<group>    one accept rule per (rule x source) of the group
     nubis-scope-<net>   no traffic into the cluster's other networks (isolated:
                         into nothing but its own subnets)
@@ -26,6 +27,7 @@ from nubis.drivers.libvirt.base import DriverBase, HostRef
 PROTOCOLS = ("tcp", "udp", "icmp", "any")
 # rules are ordered by priority across the filters a port references
 ACCEPT_PRIORITY, DROP_PRIORITY, DHCP_PRIORITY = "500", "1000", "100"
+ROGUE_DHCP_PRIORITY = "90"  # before any accept
 SCOPE_PRIORITY, SCOPE_ACCEPT_PRIORITY, SCOPE_DROP_PRIORITY = "400", "410", "420"
 
 
@@ -104,6 +106,11 @@ def scope_filter_xml(
 def port_filter_xml(name: str, uuid: str, scope: str, group_filters: list[str]) -> str:
     root = _filter(name, uuid, "root")
     ET.SubElement(root, "filterref", filter="clean-traffic")
+    # a guest answering DHCP (server port 67 to client port 68) could hand its
+    # neighbours another gateway: only the host's dnsmasq answers
+    ET.SubElement(
+        _rule(root, "drop", "out", ROGUE_DHCP_PRIORITY), "udp", srcportstart="67", dstportstart="68"
+    )
     ET.SubElement(root, "filterref", filter=scope)
     ET.SubElement(
         _rule(root, "accept", "in", DHCP_PRIORITY), "udp", srcportstart="67", dstportstart="68"

@@ -1,4 +1,14 @@
-"""Storage pools and volumes through libvirt's API, so remote hosts work like local ones."""
+"""Storage pools and volumes through libvirt's API, so remote hosts work like local ones.
+
+Never let a disk's bytes choose its format. A guest owns every byte of a raw
+volume and may write a qcow2 header into it naming any host file as its backing
+file; libvirt's pool refresh then calls the file qcow2, and any libvirt call that
+uses that guess (a volume copy runs ``qemu-img convert -f qcow2``, a resize runs
+``qemu-img resize``) would read the host file or rewrite the guest's data. So every
+function here that reads or changes a volume's content is told the format Nubis
+recorded, sizes a raw file by its length (never by a header inside it), and reads
+a qcow2 file's header itself to refuse references Nubis did not create.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +18,17 @@ from pathlib import Path
 
 import libvirt
 
-from nubis.drivers.errors import NotFound
+from nubis.drivers.errors import NotFound, UnsafeImage
 from nubis.drivers.libvirt.connection import translate
+from nubis.images.header import Qcow2Layout, qcow2_layout
+from nubis.images.inspect import ImageRejected
 
 CHUNK = 1024 * 1024
+# a raw source is copied through a qcow2 file that names it as its raw backing file:
+# qemu-img then reads it as raw, whatever its first bytes say
+VIEW_SUFFIX = ".raw-view"
+QCOW2_HEAD = 64 * 1024  # a qcow2 file's header, extensions and backing file name
+FORMATS = ("raw", "qcow2")
 
 
 def _pool_xml(name: str, path: Path) -> str:
@@ -133,37 +150,123 @@ def create_overlay(
     ).path()
 
 
+def file_size(vol: libvirt.virStorageVol) -> int:
+    """The length of the volume's file (or block device): a raw disk's size, whatever
+    a header written inside it claims."""
+    return vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2]
+
+
+def read_range(
+    conn: libvirt.virConnect, vol: libvirt.virStorageVol, offset: int, length: int
+) -> bytes:
+    """``length`` bytes of the volume's file from ``offset``, through a libvirt stream."""
+    if length <= 0:
+        return b""
+    stream = conn.newStream(0)
+    vol.download(stream, offset, length, 0)
+    chunks: list[bytes] = []
+    stream.recvAll(lambda _st, data, acc: acc.append(data) or 0, chunks)
+    stream.finish()
+    return b"".join(chunks)
+
+
+def check_qcow2(
+    conn: libvirt.virConnect,
+    vol: libvirt.virStorageVol,
+    backing: tuple[str, str] | None = None,
+) -> Qcow2Layout:
+    """The layout of a volume recorded as qcow2, read from its own header. Refused
+    (UnsafeImage): an external data file, or a backing file other than ``backing``
+    (path, format), the one Nubis gave it (a linked clone's image)."""
+    head = read_range(conn, vol, 0, min(QCOW2_HEAD, file_size(vol)))
+    try:
+        layout = qcow2_layout(head)
+    except ImageRejected as exc:
+        raise UnsafeImage(f"{vol.name()} is recorded as qcow2 but {exc}") from exc
+    if layout.data_file:
+        raise UnsafeImage(f"{vol.name()} names an external data file: refused")
+    found = layout.backing_file
+    if found is not None and (found, layout.backing_format) != backing:
+        raise UnsafeImage(
+            f"{vol.name()} names a backing file Nubis did not give it ({found!r}, format "
+            f"{layout.backing_format!r}): refused"
+        )
+    return layout
+
+
 def copy_from(
     conn: libvirt.virConnect,
     pool: libvirt.virStoragePool,
     name: str,
     source_path: str,
+    source_format: str,
     fmt: str,
     capacity: int = 0,
+    backing: tuple[str, str] | None = None,
 ) -> str:
     """A full, independent copy (``fmt``) of the volume at ``source_path`` as the pool's
-    volume ``name``: its backing chain flattened by qemu-img convert, at least
-    ``capacity`` bytes. A partial copy an interrupted run left is replaced. Returns
-    the copy's path."""
-    delete_volume(pool, name)
+    volume ``name``, the source read as ``source_format`` (the recorded one): a raw
+    source through a qcow2 view of it, a qcow2 one only once its header names nothing
+    but ``backing`` (see ``check_qcow2``); its backing chain flattened by qemu-img
+    convert, at least ``capacity`` bytes. A partial copy an interrupted run left is
+    replaced. Returns the copy's path."""
+    if source_format not in FORMATS or fmt not in FORMATS:
+        raise UnsafeImage(f"cannot copy a {source_format} disk into {fmt}")
+    view_name = name + VIEW_SUFFIX
+    delete_volume(pool, name)  # and its view
     source = conn.storageVolLookupByPath(source_path)
-    size = max(capacity, source.info()[1])
-    vol = pool.createXMLFrom(volume_xml(name, size, fmt), source, 0)
-    if vol.info()[1] < size:
-        vol.resize(size, 0)
+    if source_format == "raw":
+        size = file_size(source)
+        reader = pool.createXML(volume_xml(view_name, size, "qcow2", (source_path, "raw")), 0)
+    else:
+        size = check_qcow2(conn, source, backing).virtual_size
+        reader = source
+    try:
+        vol = pool.createXMLFrom(volume_xml(name, max(size, capacity), fmt), reader, 0)
+    finally:
+        if reader is not source:
+            reader.delete(0)
+    grow(conn, vol, max(size, capacity), fmt)
     return vol.path()
 
 
-def grow_volume(pool: libvirt.virStoragePool, name: str, capacity: int) -> None:
-    """Grow the pool's volume ``name`` to ``capacity`` bytes (never shrinks it)."""
+def grow(conn: libvirt.virConnect, vol: libvirt.virStorageVol, capacity: int, fmt: str) -> None:
+    """Grow the volume to ``capacity`` bytes as the disk format ``fmt`` it is recorded
+    as (never shrinks). A raw file is lengthened by writing its last byte (libvirt's
+    resize would run qemu-img resize on whatever format it guessed); a raw block
+    device and a qcow2 file go through libvirt's resize."""
+    if fmt == "raw":
+        if file_size(vol) >= capacity:
+            return
+        if vol.info()[0] == libvirt.VIR_STORAGE_VOL_FILE:
+            stream = conn.newStream(0)
+            vol.upload(stream, capacity - 1, 1, 0)
+            stream.send(b"\0")
+            stream.finish()
+            return
+    elif vol.info()[1] >= capacity:  # a qcow2 file Nubis made: libvirt reads it right
+        return
+    vol.resize(capacity, 0)
+
+
+def grow_volume(
+    conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, capacity: int, fmt: str
+) -> None:
+    """Grow the pool's volume ``name`` (recorded as ``fmt``) to ``capacity`` bytes."""
     vol = find_volume(pool, name)
     if vol is None:
         raise NotFound(f"volume {name}")
-    if vol.info()[1] < capacity:
-        vol.resize(capacity, 0)
+    grow(conn, vol, capacity, fmt)
 
 
 def delete_volume(pool: libvirt.virStoragePool, name: str) -> bool:
+    """Delete the volume if it exists (and a raw view of a copy into it that a dead
+    process left behind)."""
+    try:
+        pool.storageVolLookupByName(name + VIEW_SUFFIX).delete(0)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+            raise translate(exc) from exc
     vol = find_volume(pool, name)
     if vol is None:
         return False
@@ -178,16 +281,8 @@ def read_tail(
     vol = find_volume(pool, name)
     if vol is None:
         raise NotFound(f"volume {name}")
-    refresh(pool)  # the file grows behind libvirt's back
-    vol = pool.storageVolLookupByName(name)
-    size = vol.info()[1]
+    # the file grows behind libvirt's back, and its length is read afresh; its first
+    # bytes are the guest's output, so it is never sized by what they claim to be
+    size = file_size(vol)
     offset = max(0, size - max_bytes)
-    length = size - offset
-    if length == 0:
-        return b""
-    stream = conn.newStream(0)
-    vol.download(stream, offset, length, 0)
-    chunks: list[bytes] = []
-    stream.recvAll(lambda _st, data, acc: acc.append(data) or 0, chunks)
-    stream.finish()
-    return b"".join(chunks)
+    return read_range(conn, vol, offset, size - offset)

@@ -10,6 +10,7 @@ from typing import TypeVar
 
 import libvirt
 
+from nubis.drivers.libvirt import storage
 from nubis.drivers.libvirt.connection import translate
 
 CHUNK = 1024 * 1024
@@ -122,7 +123,7 @@ def open_download(
     conn: libvirt.virConnect, vol: libvirt.virStorageVol, what: str
 ) -> VolumeDownload:
     """The whole file behind the volume (its physical size: a qcow2 file as it is)."""
-    return VolumeDownload(conn, vol, vol.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2], what)
+    return VolumeDownload(conn, vol, storage.file_size(vol), what)
 
 
 def drain(

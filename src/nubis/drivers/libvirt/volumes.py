@@ -18,6 +18,19 @@ from nubis.drivers.libvirt.base import DriverBase, HostRef
 from nubis.drivers.libvirt.domain_xml import DiskSpec, disk_xml
 
 PROVISIONING = ("thin", "thick", "thick-lazy-zeroed")
+# pools whose volumes are carved out of block devices: a new volume gets space a
+# deleted one had, with its bytes (a file in a directory pool reads zeros instead)
+BLOCK_POOLS = ("logical",)
+
+
+def zero_on_create(pool_type: str, provisioning: str) -> bool:
+    """Whether a new volume must be overwritten with zeros before anyone reads it:
+    ``thick`` always (eager-zeroed by definition); ``thick-lazy-zeroed`` on a block
+    pool, where its reserved space still holds a former volume's bytes. (``thin`` on
+    a block pool is a sparse volume over libvirt's zero device: it reads zeros.)"""
+    if provisioning == "thick":
+        return True
+    return provisioning == "thick-lazy-zeroed" and pool_type in BLOCK_POOLS
 
 
 @dataclass(frozen=True)
@@ -32,13 +45,6 @@ class PoolSpec:
     source_name: str | None = None  # logical: the volume group's name
     source_host: str | None = None  # netfs: the NFS server
     source_dir: str | None = None  # netfs: the export
-
-
-@dataclass(frozen=True)
-class VolumeFacts:
-    format: str  # qcow2 | raw | ... as libvirt probes it
-    capacity: int  # bytes the guest sees
-    backing: bool  # the file names a backing file
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,8 @@ class VolumeDriver(DriverBase):
         self, host: HostRef, pool_name: str, name: str, capacity: int, fmt: str, provisioning: str
     ) -> str:
         """Create the volume if it is missing; returns its path. ``thick`` is written
-        with zeros (eager), ``thick-lazy-zeroed`` only reserved, ``thin`` sparse."""
+        with zeros (eager), ``thick-lazy-zeroed`` only reserved (and zeroed on a block
+        pool, see ``zero_on_create``), ``thin`` sparse."""
         if provisioning not in PROVISIONING:
             raise ValueError(f"unknown provisioning {provisioning!r}")
 
@@ -136,7 +143,7 @@ class VolumeDriver(DriverBase):
                 storage.volume_xml(name, capacity, fmt, allocation=allocation), flags
             )
             try:
-                if provisioning == "thick":
+                if zero_on_create(pool_type(pool), provisioning):
                     vol.wipe(0)  # zeros written over the whole, reserved, volume
             except BaseException:
                 vol.delete(0)
@@ -163,12 +170,16 @@ class VolumeDriver(DriverBase):
 
         self._call(host, wipe, f"volume {name}")
 
-    def resize_volume(self, host: HostRef, pool_name: str, name: str, capacity: int) -> None:
-        """Grow a volume that no running domain uses (never shrinks)."""
+    def resize_volume(
+        self, host: HostRef, pool_name: str, name: str, capacity: int, fmt: str
+    ) -> None:
+        """Grow a volume recorded as ``fmt`` that no running domain uses (never shrinks)."""
 
         self._call(
             host,
-            lambda c: storage.grow_volume(c.storagePoolLookupByName(pool_name), name, capacity),
+            lambda c: storage.grow_volume(
+                c, c.storagePoolLookupByName(pool_name), name, capacity, fmt
+            ),
             f"volume {name}",
         )
 
@@ -178,15 +189,23 @@ class VolumeDriver(DriverBase):
         pool_name: str,
         name: str,
         source_path: str,
+        source_format: str,
         fmt: str,
         capacity: int = 0,
     ) -> str:
-        """A full, flattened copy of the volume at ``source_path`` as ``name`` in the pool
-        (see ``storage.copy_from``); a partial one from an interrupted run is replaced."""
+        """A full, flattened copy (``fmt``) of the volume at ``source_path``, read as its
+        recorded ``source_format``, as ``name`` in the pool (see ``storage.copy_from``);
+        a partial one from an interrupted run is replaced."""
         return self._call(
             host,
             lambda c: storage.copy_from(
-                c, c.storagePoolLookupByName(pool_name), name, source_path, fmt, capacity
+                c,
+                c.storagePoolLookupByName(pool_name),
+                name,
+                source_path,
+                source_format,
+                fmt,
+                capacity,
             ),
             f"copy into volume {name}",
         )
@@ -232,23 +251,6 @@ class VolumeDriver(DriverBase):
     ) -> None:
         """Stream a volume of the pool to ``write``, chunk by chunk."""
         streams.drain(self.open_download(host, pool_name, name), write, on_progress)
-
-    def inspect_volume(self, host: HostRef, pool_name: str, name: str) -> VolumeFacts:
-        """What libvirt finds in the volume's file (after rescanning the pool)."""
-
-        def inspect(conn: libvirt.virConnect) -> VolumeFacts:
-            pool = conn.storagePoolLookupByName(pool_name)
-            storage.refresh(pool)
-            vol = pool.storageVolLookupByName(name)
-            root = ET.fromstring(vol.XMLDesc(0))
-            fmt = root.find("./target/format")
-            return VolumeFacts(
-                format=fmt.get("type", "raw") if fmt is not None else "raw",
-                capacity=vol.info()[1],
-                backing=root.find("./backingStore/path") is not None,
-            )
-
-        return self._call(host, inspect, f"volume {name}")
 
     # -- disks of domains -------------------------------------------------------------
     def attached_targets(self, host: HostRef, uuid: str) -> dict[str, str]:
@@ -428,6 +430,10 @@ def _unplug(dom: libvirt.virDomain, xml: str, target: str, timeout: float) -> No
                 "(is it in use, or does the guest ignore unplug requests?)"
             )
         time.sleep(0.2)
+
+
+def pool_type(pool: libvirt.virStoragePool) -> str:
+    return ET.fromstring(pool.XMLDesc(0)).get("type", "dir")
 
 
 def _usage(pool: libvirt.virStoragePool) -> PoolUsage:
