@@ -33,10 +33,21 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: SQLite file in data_dir
     listen_host: str = "127.0.0.1"
     listen_port: int = 8080
+    # HTTPS by default: the operator's certificate and key, or a self-signed pair made
+    # on the first run in <data_dir>/tls (valid for localhost, this machine's name, the
+    # listen address and tls_names). Plain HTTP only when asked for (a TLS proxy in front)
+    plain_http: bool = False
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_names: list[str] = Field(default_factory=list)
     # the local libvirtd, registered as host "local" by `nubis serve`
     local_host_uri: str = "qemu:///system"
     register_local_host: bool = True
     build_tiny_image: bool = True
+    # on the first run: a storage pool "default" (a directory on the local host) and a
+    # NAT network "default" (a free 10.x.y.0/24) of project admin, both removable
+    first_run_defaults: bool = True
+    default_pool_path: Path = Path("/var/lib/libvirt/nubis/volumes")
     # where instance disks live on each host (a libvirt dir pool Nubis creates)
     pool_path: Path = Path("/var/lib/libvirt/nubis/disks")
     console_path: Path = Path("/var/lib/libvirt/nubis/console")

@@ -221,6 +221,10 @@ class Platform:
             bootstrap.ensure_local_host(self.db, self.hosts, self.settings.local_host_uri)
         if self.settings.build_tiny_image:
             bootstrap.ensure_tiny_image(self.db, self.images)
+        if self.settings.register_local_host and self.settings.first_run_defaults:
+            bootstrap.first_run_defaults(
+                self.db, self.pools, self.networks, self.settings.default_pool_path
+            )
         recovered = self.engine.recover()
         if recovered:
             log.warning("recovered %d interrupted task(s)", len(recovered))

@@ -2,10 +2,14 @@
 chromium (headless) by Playwright. Screenshots of the main pages are saved in
 ``test-artifacts/e2e`` (or ``$NUBIS_TEST_ARTIFACTS``)."""
 
+import base64
+import hashlib
 import os
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.integration.server import serving
@@ -53,12 +57,23 @@ def reader(server) -> str:
     return "viewer"
 
 
+def spki_pin(cert_file: Path) -> str:
+    """The base64 SHA-256 of a certificate's public key: Chromium trusts the server's
+    own certificate by it (a pin, not a blanket 'ignore certificate errors')."""
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
 @pytest.fixture(scope="module")
-def browser() -> Browser:
+def browser(server) -> Browser:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: ./setup.sh test installs Debian's chromium")
+    pin = f"--ignore-certificate-errors-spki-list={spki_pin(server.ca_file)}"
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*FLAGS, pin])
         yield b
         b.close()
 

@@ -2,6 +2,7 @@
 a password per ticket, VNC on loopback only."""
 
 import re
+import ssl
 import struct
 import subprocess
 import uuid
@@ -60,7 +61,11 @@ class Rfb:
 
 
 def ws_url(server, path: str, ticket: str) -> str:
-    return server.url.replace("http://", "ws://") + path + f"?ticket={ticket}"
+    return server.url.replace("https://", "wss://") + path + f"?ticket={ticket}"
+
+
+def tls(server) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(server.ca_file))
 
 
 def ticket_for(server, ref: str) -> dict:
@@ -69,9 +74,9 @@ def ticket_for(server, ref: str) -> dict:
     return resp.json()
 
 
-def refused(url: str) -> bool:
+def refused(server, url: str, **kw) -> bool:
     try:
-        with connect(url, subprotocols=["binary"], open_timeout=10):
+        with connect(url, subprotocols=["binary"], open_timeout=10, ssl=tls(server), **kw):
             return False
     except InvalidStatus as exc:
         return exc.response.status_code == 403
@@ -105,25 +110,33 @@ def test_console_tickets_open_the_guests_screen_once(server):
         assert set(ticket) == {"ticket", "password", "expires_at", "websocket"}
         # for another instance: refused (and the ticket is not spent by trying)
         assert refused(
-            ws_url(server, f"/api/v1/console/{uuid.uuid4()}/websocket", ticket["ticket"])
+            server, ws_url(server, f"/api/v1/console/{uuid.uuid4()}/websocket", ticket["ticket"])
         )
         url = ws_url(server, ticket["websocket"], ticket["ticket"])
-        with connect(url, subprotocols=["binary"], open_timeout=10) as ws:
+        # a page of another site cannot open it (and the ticket is not spent by trying)
+        assert refused(server, url, origin="https://evil.example")
+        with connect(url, subprotocols=["binary"], open_timeout=10, ssl=tls(server)) as ws:
             rfb = Rfb(ws)
             assert rfb.login(ticket["password"]) == 0
             width, height, name = rfb.server_init()
             assert width >= 640 and height >= 200
             assert inst["id"] in name  # QEMU names the desktop after the domain
             assert rfb.screen_update(width, height) >= 1
-        assert refused(url)  # used
-        assert refused(ws_url(server, ticket["websocket"], "made-up-ticket"))
+        assert refused(server, url)  # used
+        assert refused(server, ws_url(server, ticket["websocket"], "made-up-ticket"))
 
         # a fresh ticket sets a fresh password: the old one no longer opens the screen
         second = ticket_for(server, inst["id"])
-        with connect(
-            ws_url(server, second["websocket"], second["ticket"]), subprotocols=["binary"]
-        ) as ws:
+        # the ticket as a subprotocol (how the web console sends it: in no URL)
+        wss = server.url.replace("https://", "wss://") + second["websocket"]
+        origin = server.url  # the console's own page
+        protocols = ["binary", f"nubis-ticket.{second['ticket']}"]
+        with connect(wss, subprotocols=protocols, origin=origin, ssl=tls(server)) as ws:
             assert Rfb(ws).login(ticket["password"]) != 0
+        # no ticket ever shows in the server's log
+        log = (server.data_dir.parent / f"server-{server.port}.log").read_text()
+        for spent in (ticket["ticket"], second["ticket"]):
+            assert spent not in log
     finally:
         resp = server.client.delete(f"/instances/{inst['id']}")
         assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"

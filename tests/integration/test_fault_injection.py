@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import libvirt
 import pytest
 
 from nubis.config import Settings
@@ -186,6 +187,15 @@ def upload_iso(w: World, iso: Path, name: str) -> dict:
     return resp.json()
 
 
+def port_filter(port_id: str) -> str:
+    """The port's network filter on the host, as libvirt has it."""
+    conn = libvirt.open("qemu:///system")
+    try:
+        return conn.nwfilterLookupByName(f"nubis-port-{port_id}").XMLDesc(0)
+    finally:
+        conn.close()
+
+
 def small_qcow2(tmp: Path) -> bytes:
     path = tmp / "up.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", path, "16M"], check=True)
@@ -273,6 +283,19 @@ def single_host_scenarios(w: World, iso: Path, tmp: Path) -> None:
         lambda: w.accept("DELETE", f"/instances/{vm}/ports/{ports[0]['id']}"),
     )
     assert len(all_items(w.srv, f"/instances/{vm}/ports")) == 1
+    # a live change of the port's security groups, killed once recorded, before the
+    # host took it: after the restart the host has what the record says (the port's
+    # filter names the new group), and the instance is free again
+    left = all_items(w.srv, f"/instances/{vm}/ports")[0]
+    group = w.srv.client.post("/security-groups", json={"name": "fi-sg"}).json()
+    groups = {"security_groups": ["default", "fi-sg"]}
+    w.kill_at(
+        "port.update:apply",
+        lambda: w.srv.client.put(f"/ports/{left['id']}/security-groups", json=groups),
+    )
+    assert group["id"] in w.get(f"/ports/{left['id']}")["security_groups"]
+    assert w.get(f"/instances/{vm}")["task_state"] is None
+    assert f"nubis-sg-{group['id']}" in port_filter(left["id"])
 
     # templates and snapshots of the (stopped) instance
     for step in ("flatten", "download", "register"):
@@ -299,6 +322,7 @@ def single_host_scenarios(w: World, iso: Path, tmp: Path) -> None:
 
     w.run("DELETE", f"/instances/{vm}")
     assert w.srv.client.delete("/networks/fi-net").status_code == 204
+    assert w.srv.client.delete("/security-groups/fi-sg").status_code == 204
     check_true_state(w.srv, w.made, w.uris)
 
 

@@ -36,6 +36,7 @@ def clouds_env(server, tmp_path) -> dict[str, str]:
         "      user_domain_name: Default\n"
         "      project_domain_name: Default\n"
         "    identity_api_version: 3\n"
+        f"    cacert: {server.ca_file}\n"
     )
     return {
         "OS_CLIENT_CONFIG_FILE": str(clouds),
@@ -91,7 +92,9 @@ def test_catalog_flavors_images_and_key_pairs(server, os_cli, tmp_path):
     token = os_cli("token", "issue")
     # the Keystone token is a Nubis token for the same user and project
     who = httpx.get(
-        f"{server.url}/api/v1/auth/whoami", headers={"Authorization": f"Bearer {token['id']}"}
+        f"{server.url}/api/v1/auth/whoami",
+        headers={"Authorization": f"Bearer {token['id']}"},
+        verify=str(server.ca_file),
     ).json()
     assert (who["username"], who["project_id"]) == ("admin", token["project_id"])
     services = {entry["Type"] for entry in os_cli("catalog", "list")}
@@ -348,4 +351,5 @@ def _sdk_auth(os_cli) -> dict:
         "project_name": fields["project_name"],
         "user_domain_name": "Default",
         "project_domain_name": "Default",
+        "cacert": fields["cacert"],
     }

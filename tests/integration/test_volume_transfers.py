@@ -44,7 +44,9 @@ class Sampler:
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self) -> None:
-        client = httpx.Client(base_url=str(self.server.client.base_url), timeout=30)
+        client = httpx.Client(
+            base_url=str(self.server.client.base_url), timeout=30, verify=self.server.verify()
+        )
         client.headers.update(self.server.client.headers)
         while not self.stop.wait(0.1):
             self.peak = max(self.peak, rss_kib(self.server.proc.pid))

@@ -39,6 +39,7 @@ from nubis.api.routers import (
     volume_snapshots,
     volumes,
 )
+from nubis.api.security_headers import SecurityHeaders
 from nubis.platform import Platform
 
 API_PREFIX = "/api/v1"
@@ -110,5 +111,6 @@ def create_app(
     # of the app reads it, inside the audit trail (which records the refusal)
     app.add_middleware(BodyLimit, max_bytes=platform.settings.max_body_bytes)
     app.add_middleware(AuditTrail, db=platform.db)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(prometheus.RequestTimer, telemetry=app.state.telemetry)
     return app

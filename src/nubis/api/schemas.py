@@ -176,8 +176,10 @@ class InstanceIn(In):
         default="linked",
         description="root disk: linked (qcow2 overlay of the image) or full (a copy)",
     )
-    networks: list[NicIn] = Field(
-        default_factory=list, description="one NIC (port) per entry, in this order"
+    networks: list[NicIn] | None = Field(
+        default=None,
+        description="one NIC (port) per entry, in this order; left out: one on the "
+        "project's network named 'default' if it has one; [] for none",
     )
     hostname: str | None = Field(
         default=None, description="the guest's host name (default: made from the name)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,15 +23,59 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from nubis import tls
 from nubis.services import signing
 
 console = Console()
 err_console = Console(stderr=True)
 TOKEN_FILE = Path(os.environ.get("NUBIS_TOKEN_FILE", Path.home() / ".config/nubis/token"))
+# the server's certificate, saved by `nubis login --fingerprint` once it matched
+PINNED_CERT = TOKEN_FILE.with_name("server-cert.pem")
 
 
 def base_url() -> str:
-    return os.environ.get("NUBIS_URL", "http://127.0.0.1:8080").rstrip("/")
+    return os.environ.get("NUBIS_URL", "https://127.0.0.1:8080").rstrip("/")
+
+
+def tls_verify() -> str | bool:
+    """What the server's certificate is checked against: ``NUBIS_CA_FILE``; else the
+    certificate pinned by ``nubis login --fingerprint``; else, on the server itself,
+    the certificate ``nubis serve`` made (``<data_dir>/tls/cert.pem``); else the
+    system's CAs. Never nothing."""
+    if os.environ.get("NUBIS_CA_FILE"):
+        return os.environ["NUBIS_CA_FILE"]
+    if PINNED_CERT.exists():
+        return str(PINNED_CERT)
+    local = Path(os.environ.get("NUBIS_DATA_DIR", "/var/lib/nubis")) / "tls" / "cert.pem"
+    if os.access(local, os.R_OK):
+        return str(local)
+    return True
+
+
+def http_client(timeout: float = 600, **kwargs: Any) -> httpx.Client:
+    """An HTTP client for the server, its certificate checked (see ``tls_verify``)."""
+    return httpx.Client(timeout=timeout, verify=tls_verify(), **kwargs)
+
+
+def pin_certificate(expected: str) -> None:
+    """Fetch the server's certificate (nothing else is sent), check that its SHA-256
+    fingerprint is ``expected`` and keep it: every later request verifies the server
+    against it."""
+    url = httpx.URL(base_url())
+    if url.scheme != "https":
+        raise fail(f"{base_url()} is not https: there is no certificate to pin")
+    try:
+        pem = ssl.get_server_certificate((url.host, url.port or 443), timeout=30)
+    except OSError as exc:
+        raise fail(f"cannot reach Nubis at {base_url()}: {exc}") from exc
+    found = tls.fingerprint(pem.encode())
+    if not tls.same_fingerprint(found, expected):
+        raise fail(
+            f"the server's certificate has the fingerprint {found}, not {expected}: "
+            "not trusted (is someone in between?)"
+        )
+    PINNED_CERT.parent.mkdir(parents=True, exist_ok=True)
+    PINNED_CERT.write_text(pem)
 
 
 def saved_token() -> str | None:
@@ -79,6 +124,19 @@ def sign_request(req: httpx.Request, key: str, secret: str) -> None:
     req.headers[signing.SIGNATURE_HEADER] = signing.sign(secret, canonical)
 
 
+def api_client(timeout: float = 60) -> httpx.Client:
+    """A client of the API (``/api/v1``) as the logged-in user or the API key, for
+    commands that make many calls (the devcluster's)."""
+    signing = api_key()
+    hooks = {"request": [lambda req: sign_request(req, *signing)]} if signing else {}
+    return http_client(
+        timeout,
+        base_url=f"{base_url()}/api/v1",
+        headers=_auth_headers({}, True),
+        event_hooks=hooks,
+    )
+
+
 def _auth_headers(headers: dict[str, str], auth: bool) -> dict[str, str]:
     if auth and api_key() is None:
         token = saved_token()
@@ -101,7 +159,7 @@ def _check(resp: httpx.Response) -> httpx.Response:
 def request(method: str, path: str, auth: bool = True, **kwargs: Any) -> httpx.Response:
     headers = _auth_headers(kwargs.pop("headers", {}), auth)
     try:
-        with httpx.Client(timeout=600) as http:
+        with http_client() as http:
             req = http.build_request(
                 method, f"{base_url()}/api/v1{path}", headers=headers, **kwargs
             )
@@ -146,7 +204,7 @@ def download_file(api_path: str, dest: Path) -> int:
     partial = dest.with_name(dest.name + ".partial")
     headers = _auth_headers({}, True)
     try:
-        with httpx.Client(timeout=600) as http:
+        with http_client() as http:
             req = http.build_request("GET", f"{base_url()}/api/v1{api_path}", headers=headers)
             signing = api_key()
             if signing is not None:

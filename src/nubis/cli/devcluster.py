@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 
-from nubis.cli.client import base_url, console, fail, saved_token, show
+from nubis.cli.client import api_client, api_key, console, fail, saved_token, show
 from nubis.devcluster.chaos import CLUSTER, ChaosError, register_hosts, run_chaos
 from nubis.devcluster.hosts import DEFAULT_BASE, DevCluster, DevClusterError
 
@@ -21,16 +20,20 @@ def up(
     hosts: Annotated[int, typer.Option("--hosts", help="number of hosts")] = 3,
     base: Base = DEFAULT_BASE,
     register: Annotated[bool, typer.Option(help="register the hosts in Nubis")] = True,
+    offset: Annotated[
+        int | None,
+        typer.Option(help="address offset, to run devclusters side by side (0-40)"),
+    ] = None,
 ) -> None:
     """Start N libvirtd hosts (dev-1..dev-N on 127.0.0.11..) sharing one disk directory."""
     try:
-        started = DevCluster(base).up(hosts)
+        started = DevCluster(base, offset).up(hosts)
     except DevClusterError as exc:
         raise fail(str(exc)) from exc
     for host in started:
         console.print(f"{host.name}: {host.uri}")
     if register:
-        if saved_token() is None:
+        if saved_token() is None and api_key() is None:
             console.print("not logged in: hosts not registered (run `nubis login`, then again)")
             return
         with api_client() as http:
@@ -39,12 +42,6 @@ def up(
             f"hosts registered in cluster {CLUSTER} (shared disks trusted, lockspace "
             "read, fenced by the devcluster's kill)"
         )
-
-
-def api_client() -> httpx.Client:
-    return httpx.Client(
-        base_url=base_url(), headers={"Authorization": f"Bearer {saved_token()}"}, timeout=60
-    )
 
 
 @app.command()
@@ -59,7 +56,7 @@ def chaos(
     with HA instances on it; report detect/fence/restart times and every broken promise."""
     if len(DevCluster(base).hosts()) < 3:
         raise fail("the chaos suite needs a devcluster of 3 hosts: nubis devcluster up")
-    if saved_token() is None:
+    if saved_token() is None and api_key() is None:
         raise fail("not logged in: run `nubis login` first")
     with api_client() as http:
         try:

@@ -20,7 +20,7 @@ from nubis.cli import (
     storage,
 )
 from nubis.cli import ha as _ha  # noqa: F401 - adds the HA commands to instance/host/cluster
-from nubis.cli.client import console, request, save_token
+from nubis.cli.client import console, pin_certificate, request, save_token
 
 app = typer.Typer(help="Nubis: a private cloud on libvirt/QEMU hosts", no_args_is_help=True)
 app.add_typer(resources.host_app, name="host")
@@ -63,10 +63,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="listen address")] = None,
     port: Annotated[int | None, typer.Option(help="listen port")] = None,
 ) -> None:
-    """Run Nubis in the foreground (API on http://HOST:PORT/api/v1)."""
+    """Run Nubis in the foreground (API on https://HOST:PORT/api/v1; plain HTTP only
+    with the plain_http setting, behind a TLS proxy)."""
     import uvicorn
 
+    from nubis import tls
     from nubis.api.app import create_app
+    from nubis.api.logs import hide_secrets_in_access_log
     from nubis.config import get_settings
     from nubis.platform import Platform
 
@@ -78,20 +81,38 @@ def serve(
     platform = Platform(settings)
     listen_host = host or settings.listen_host
     listen_port = port or settings.listen_port
+    ssl: dict[str, str] = {}
+    scheme = "http"
+    if not settings.plain_http:
+        cert = tls.server_certificate(
+            settings.data_dir,
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            settings.tls_names,
+            listen_host,
+        )
+        ssl = {"ssl_certfile": str(cert.cert_file), "ssl_keyfile": str(cert.key_file)}
+        scheme = "https"
+
+    def say(text: str) -> None:
+        console.print(text, soft_wrap=True, highlight=False)  # whole lines: copied as they are
 
     def announce() -> None:
-        console.print(
-            f"Nubis is up: http://{listen_host}:{listen_port}/api/v1 (docs at /api/v1/docs)"
-        )
+        hide_secrets_in_access_log()  # uvicorn has set its loggers up by now
+        say(f"Nubis is up: {scheme}://{listen_host}:{listen_port}/api/v1 (docs at /api/v1/docs)")
+        if ssl:
+            say(f"TLS certificate {ssl['ssl_certfile']}, SHA-256 fingerprint {cert.fingerprint}")
+        else:
+            say("plain HTTP (plain_http is set): put a TLS proxy in front")
         if platform.admin_password_file:
-            console.print(f"user 'admin': password in {platform.admin_password_file}")
+            say(f"user 'admin': password in {platform.admin_password_file}")
             security = platform.admin_password_file.with_name("security-password")
             if security.exists():
-                console.print(f"user 'security' (security administrator): password in {security}")
+                say(f"user 'security' (security administrator): password in {security}")
 
     api = create_app(platform, on_started=announce)
 
-    uvicorn.run(api, host=listen_host, port=listen_port, log_level="info")
+    uvicorn.run(api, host=listen_host, port=listen_port, log_level="info", **ssl)
 
 
 @app.command()
@@ -103,8 +124,18 @@ def login(
     project: Annotated[
         str | None, typer.Option(help="the project to work in (default: your first)")
     ] = None,
+    fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="NUBIS_FINGERPRINT",
+            help="the SHA-256 fingerprint of the server's certificate (nubis serve prints "
+            "it): it is checked, then kept, and the server verified against it from now on",
+        ),
+    ] = None,
 ) -> None:
     """Get a token and keep it in ~/.config/nubis/token (mode 0600)."""
+    if fingerprint:
+        pin_certificate(fingerprint)
     body = {"username": username, "password": password, "project": project}
     data = request("POST", "/auth/tokens", auth=False, json=body).json()
     save_token(data["token"])

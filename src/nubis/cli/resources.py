@@ -103,7 +103,10 @@ def instance_create(
     ] = "linked",
     network: Annotated[
         list[str] | None,
-        typer.Option(help="a NIC on NETWORK or NETWORK=IP (repeatable, eth0 first)"),
+        typer.Option(
+            help="a NIC on NETWORK or NETWORK=IP (repeatable, eth0 first; none given: the "
+            "project's network 'default' if it has one; 'none': no NIC)"
+        ),
     ] = None,
     security_group: Annotated[
         list[str] | None,
@@ -130,9 +133,12 @@ def instance_create(
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
-    nics = []
+    nics: list[dict] | None = None if not network else []
     for nic in network or []:
+        if nic == "none":
+            continue
         net, _, ip = nic.partition("=")
+        assert nics is not None
         nics.append({"network": net, "ip": ip or None, "security_groups": security_group})
     body = {
         "name": name,

@@ -87,3 +87,16 @@ def approve(approval_id: str) -> None:
     finally:
         db.dispose()
     console.print(f"approved: {kind}")
+
+
+@app.command()
+def fingerprint() -> None:
+    """The SHA-256 fingerprint of the server's TLS certificate (what `nubis login
+    --fingerprint` checks on another machine)."""
+    from nubis import tls
+
+    settings = get_settings()
+    cert = settings.tls_cert_file or settings.data_dir / "tls" / "cert.pem"
+    if not cert.exists():
+        raise fail(f"{cert} does not exist yet: nubis serve makes it on its first start")
+    console.print(tls.fingerprint(cert.read_bytes()), soft_wrap=True, highlight=False)

@@ -157,6 +157,15 @@ class UsedSignature(Base):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class FirstRunStep(Base):
+    """A one-time set-up step done (``defaults``: the first pool and network): it is
+    not done again, even once what it made was removed."""
+
+    __tablename__ = "first_run"
+    step: Mapped[str] = mapped_column(String(32), primary_key=True)
+    done_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class LoginThrottle(Base):
     """Failed logins from one client address within a window; past the limit the
     address is refused (without any password checked) until ``blocked_until``."""

@@ -1,4 +1,5 @@
-"""First-run set-up: default flavors, the admin account, the local host, ``nubis-tiny``."""
+"""First-run set-up: default flavors, the admin account, the local host, ``nubis-tiny``,
+and a default storage pool and network."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from nubis.db.models import Host, Image, User
+from nubis.db.models import FirstRunStep, Host, Image, Network, Project, StoragePool, User
 from nubis.db.session import Database
 from nubis.images.tinyimage import build_tiny_image
 from nubis.services import auth, flavors, identity, inventory, passwords, policy
-from nubis.services.errors import ServiceError
+from nubis.services.errors import BadRequest, Conflict, ServiceError
 from nubis.services.hosts import HostService
 from nubis.services.images import ImageService
+from nubis.services.ipam import SubnetRequest
+from nubis.services.networks import NetworkRequest, NetworkService
+from nubis.services.storage_pools import PoolRequest, PoolService
 
 log = logging.getLogger(__name__)
 TINY_IMAGE = "nubis-tiny"
@@ -80,3 +84,65 @@ def ensure_tiny_image(db: Database, images: ImageService) -> None:
     with tempfile.TemporaryDirectory(prefix="nubis-tiny-", dir=images.store) as tmp:
         path = build_tiny_image(Path(tmp) / "tiny.qcow2")
         images.import_file(db, TINY_IMAGE, path, project_id=None)
+
+
+DEFAULT = "default"
+# where the first run looks for a free subnet for the default network
+DEFAULT_CIDRS = tuple(f"10.{i}.0.0/24" for i in range(200, 250))
+
+
+def first_run_defaults(
+    db: Database,
+    pools: PoolService,
+    networks: NetworkService,
+    pool_path: Path,
+) -> None:
+    """Once, on the first run with the local host up: a storage pool ``default`` (a
+    directory there) and a NAT network ``default`` of project ``admin``, so a new
+    user's first instance has an address and first volume somewhere to go. Removed
+    later, they stay removed. A step that fails (the host down, say) is tried again
+    at the next start."""
+    with db.read() as s:
+        if s.get(FirstRunStep, "defaults") is not None:
+            return
+        host = s.scalar(select(Host).where(Host.name == "local"))
+        admin = s.scalar(select(User).where(User.username == "admin"))
+        project = s.scalar(select(Project).where(Project.name == auth.DEFAULT_PROJECT))
+        if host is None or host.state != "up" or admin is None or project is None:
+            log.warning("first-run defaults not made yet: the local host is not up")
+            return
+        has_pool = s.scalar(select(StoragePool.id).where(StoragePool.name == DEFAULT))
+        has_network = s.scalar(
+            select(Network.id).where(Network.name == DEFAULT, Network.project_id == project.id)
+        )
+        principal = auth.Principal(
+            admin.id, admin.username, project.id, policy.ADMIN, policy.SYSTEM_ADMIN
+        )
+    try:
+        if has_pool is None:
+            pool_path.mkdir(parents=True, exist_ok=True)
+            pool_path.chmod(0o755)  # QEMU, as its own user, enters it
+            pools.create(PoolRequest(DEFAULT, "dir", str(pool_path), host="local"))
+        if has_network is None:
+            _default_network(networks, principal)
+    except ServiceError as exc:
+        log.error("first-run defaults: %s (tried again at the next start)", exc.message)
+        return
+    with db.begin() as s:
+        s.merge(FirstRunStep(step="defaults"))
+    log.info("made storage pool %r and network %r (first run)", DEFAULT, DEFAULT)
+
+
+def _default_network(networks: NetworkService, principal: auth.Principal) -> None:
+    """A NAT network on the first of ``DEFAULT_CIDRS`` no other network of the host
+    takes (a subnet in use elsewhere on the host is refused by its libvirt)."""
+    errors = []
+    for cidr in DEFAULT_CIDRS:
+        try:
+            networks.create(principal, NetworkRequest(DEFAULT, "nat", [SubnetRequest(cidr)]))
+            return
+        except (BadRequest, Conflict) as exc:
+            errors.append(f"{cidr}: {exc.message}")
+            if "already exists" in exc.message:
+                raise
+    raise Conflict("no free subnet for the default network: " + "; ".join(errors[-3:]))

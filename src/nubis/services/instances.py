@@ -144,7 +144,9 @@ class InstanceService:
         cluster = (
             get_by_id_or_name(session, Cluster, cluster_ref, "cluster") if cluster_ref else None
         )
-        networks = ports.resolve_networks(session, principal, nics or [])
+        if nics is None:  # not a word about networks: the project's default one
+            nics = ports.default_nics(session, principal)
+        networks = ports.resolve_networks(session, principal, nics)
         lift = qos.may_lift(principal)
         nic_limits = [qos.for_port(n.bandwidth, flavor.bandwidth, lift) for n in nics or []]
         nic_groups = [

@@ -61,6 +61,7 @@ class LivePorts:
             s.expunge(port)
         if task is not None:
             try:
+                self.engine.fault_point(KIND, "apply")
                 self.push_groups(port_id)
             except Exception as exc:
                 with self.db.begin() as s:
@@ -91,6 +92,7 @@ class LivePorts:
             s.expunge(port)
         if task is not None:
             try:
+                self.engine.fault_point(KIND, "apply")
                 self.push_bandwidth(port_id)
             except Exception as exc:
                 with self.db.begin() as s:

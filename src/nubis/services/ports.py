@@ -43,6 +43,23 @@ class NicRequest:
     bandwidth: dict | None = None  # None: the flavor's limits (see services/qos.py)
 
 
+DEFAULT_NETWORK = "default"
+
+
+def default_nics(session: Session, principal: Principal) -> list[NicRequest]:
+    """The NICs of an instance made without a word about networks: one on the
+    project's active network named ``default`` (the first run makes one for project
+    admin), else none."""
+    found = session.scalar(
+        select(Network.id).where(
+            Network.project_id == principal.project_id,
+            Network.name == DEFAULT_NETWORK,
+            Network.state == "active",
+        )
+    )
+    return [NicRequest(found)] if found else []
+
+
 def resolve_networks(
     session: Session, principal: Principal, nics: list[NicRequest]
 ) -> list[Network]:

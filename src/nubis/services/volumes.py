@@ -122,7 +122,9 @@ def pick_pool(session: Session, tags: list[str]) -> StoragePool:
     ]
     if not pools:
         wanted = f" tagged {', '.join(tags)}" if tags else ""
-        raise Conflict(f"no active storage pool{wanted}: create one, or name a pool")
+        raise Conflict(
+            f"no active storage pool{wanted}: a system administrator makes one (nubis pool create)"
+        )
     return max(pools, key=lambda p: p.available_bytes)
 
 

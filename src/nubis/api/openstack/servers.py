@@ -81,12 +81,14 @@ def _user_data(encoded: str | None) -> str | None:
         raise BadRequest("user_data must be base64 of UTF-8 text") from exc
 
 
-def _nics(server: ServerIn) -> list[NicRequest]:
+def _nics(server: ServerIn) -> list[NicRequest] | None:
+    """The NICs asked for: "auto" (or nothing) is the project's default network, as
+    Nova allocates one; "none" is no NIC."""
     groups = [g.name for g in server.security_groups] if server.security_groups else None
     if server.networks is None or isinstance(server.networks, str):
         if server.networks not in (None, "auto", "none"):
             raise BadRequest('networks must be a list, "auto" or "none"')
-        return []
+        return [] if server.networks == "none" else None
     nics = []
     for net in server.networks:
         if net.port:

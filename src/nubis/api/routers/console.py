@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from urllib.parse import urlsplit
 
 import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -18,13 +19,17 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 # a websocket close code in the private range: the ticket was refused
 TICKET_REFUSED = 4401
+ORIGIN_REFUSED = 4403
+TICKET_PROTOCOL = "nubis-ticket."
 
 
 class ConsoleTicketOut(BaseModel):
     ticket: str
     password: str  # the VNC password, valid as long as the ticket
     expires_at: str
-    websocket: str  # path of the websocket; add ?ticket=<ticket>
+    # path of the websocket; the ticket goes as subprotocol "nubis-ticket.<ticket>" (or,
+    # for clients that cannot, as ?ticket=<ticket>)
+    websocket: str
 
 
 @router.post("/instances/{ref}/console", status_code=201)
@@ -39,11 +44,34 @@ def console_ticket(ref: str, platform: PlatformDep, principal: PrincipalDep) -> 
     )
 
 
+def _same_origin(websocket: WebSocket) -> bool:
+    """A browser names the page that opened the websocket (Origin): it must be one of
+    this server's. Clients that are not browsers send no Origin."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == websocket.headers.get("host", "")
+
+
+def _ticket(websocket: WebSocket, query: str) -> str:
+    """The ticket, from a subprotocol ``nubis-ticket.<ticket>`` (the web console sends
+    it so: it never appears in a URL or a log) or from the query string."""
+    for protocol in websocket.scope.get("subprotocols", []):
+        if protocol.startswith(TICKET_PROTOCOL):
+            return protocol[len(TICKET_PROTOCOL) :]
+    return query
+
+
 @router.websocket("/console/{instance_id}/websocket")
 async def console_websocket(websocket: WebSocket, instance_id: str, ticket: str = "") -> None:
     """RFB over a binary websocket, to the instance's VNC server on its host. The
-    ticket is the only credential (a browser cannot set headers on a websocket)."""
+    ticket is the only credential (a browser cannot set headers on a websocket);
+    a page of another site cannot open it (Origin)."""
     platform = websocket.app.state.platform
+    if not _same_origin(websocket):
+        await websocket.close(code=ORIGIN_REFUSED, reason="the console opens from this site only")
+        return
+    ticket = _ticket(websocket, ticket)
     try:
         endpoint = await anyio.to_thread.run_sync(platform.console.spend, instance_id, ticket)
     except ServiceError as exc:

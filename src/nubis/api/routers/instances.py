@@ -61,7 +61,9 @@ def create_instance(
             body.rule_group,
             body.cluster,
             body.clone,
-            [
+            None
+            if body.networks is None
+            else [
                 NicRequest(n.network, n.ip, n.security_groups, bandwidth_dict(n.bandwidth))
                 for n in body.networks
             ],

@@ -15,8 +15,12 @@ async function connect() {
     return;
   }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const url = `${scheme}://${location.host}${ticket.websocket}?ticket=${encodeURIComponent(ticket.ticket)}`;
-  rfb = new RFB(screen, url, { credentials: { password: ticket.password }, wsProtocols: ["binary"] });
+  // the ticket travels as a subprotocol, never in the URL (so never in a log)
+  const url = `${scheme}://${location.host}${ticket.websocket}`;
+  rfb = new RFB(screen, url, {
+    credentials: { password: ticket.password },
+    wsProtocols: ["binary", `nubis-ticket.${ticket.ticket}`],
+  });
   rfb.scaleViewport = true;
   rfb.addEventListener("connect", () => { status.textContent = "Connected"; rfb.focus(); });
   rfb.addEventListener("disconnect", (e) => {

@@ -1,5 +1,5 @@
 """hardening: login throttling per client address; approvals of changes to system
-roles; the allow-list of networks alarm webhooks may go to
+roles; the allow-list of networks alarm webhooks may go to; first-run steps done
 
 Revision ID: 0023
 Revises: 0022
@@ -45,6 +45,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_approvals_user_id", "approvals", ["user_id"])
     op.create_table(
+        "first_run",
+        sa.Column("step", sa.String(length=32), nullable=False),
+        sa.Column("done_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("step"),
+    )
+    op.create_table(
         "webhook_allowlist",
         sa.Column("cidr", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
@@ -53,6 +59,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("first_run")
     op.drop_table("webhook_allowlist")
     op.drop_index("ix_approvals_user_id", "approvals")
     op.drop_table("approvals")
