@@ -49,7 +49,7 @@ from nubis.services.snapshots import SnapshotService
 from nubis.services.storage_pools import PoolService
 from nubis.services.sync import StateSync
 from nubis.services.templates import TemplateHandler, VolumeTemplateHandler
-from nubis.services.throttle import ThrottleSettings
+from nubis.services.throttle import AddressThrottle, ThrottleSettings
 from nubis.services.volume_snapshot_tasks import VolumeSnapshotTasks
 from nubis.services.volume_snapshots import VolumeSnapshotService
 from nubis.services.volume_tasks import VolumeTasks
@@ -66,10 +66,12 @@ class Platform:
         self.settings = settings
         self.db = Database(settings.db_url)
         self.box = SecretBox(settings.encryption_key())
-        self.login_throttle = ThrottleSettings(
-            settings.login_address_max_failures,
-            settings.login_address_window_seconds,
-            settings.login_address_block_seconds,
+        self.login_throttle = AddressThrottle(
+            ThrottleSettings(
+                settings.login_address_max_failures,
+                settings.login_address_window_seconds,
+                settings.login_address_block_seconds,
+            )
         )
         self.conns = ConnectionPool(
             settings.keepalive_interval,
@@ -90,7 +92,7 @@ class Platform:
             self.db,
             settings.audit_retention_days,
             settings.events_retention_days,
-            login_throttle=self.login_throttle,
+            login_throttle=self.login_throttle.rules,
         )
         self.images = ImageService(
             settings.image_dir,

@@ -16,14 +16,24 @@ from tests.integration.server import NubisServer
 UPTIME_LINE = re.compile(r"^NUBIS-UPTIME \d+\n", re.M)
 
 
+# the guest's UART takes 16 bytes at a time: a line sent faster than a busy (TCG)
+# guest drains it loses characters, so it is typed in small pieces
+TYPE_CHUNK = 8
+TYPE_PAUSE = 0.02
+# a line whose start never shows (lost whole while the guest was busy) is typed again
+RETYPE_AFTER = 15.0
+
+
 def guest_run(
     srv: NubisServer, instance_id: str, command: str, uri: str = "qemu:///system", timeout=60
 ) -> str:
     """Run a shell command in the guest; returns its output (stdout and stderr, and a
     newline added so that output without one still ends its line)."""
     tag = uuid.uuid4().hex[:8]
-    # a carriage return ends the line, as the Enter key does on a serial terminal
-    line = f"echo BEGIN-{tag}; ( {command} ) 2>&1; echo; echo END-{tag}\r"
+    # a carriage return ends the line, as the Enter key does on a serial terminal;
+    # the tag is printed in two pieces, so the echo of the typed line never matches
+    line = f"echo BEGIN-{tag[:4]}''{tag[4:]}; ( {command} ) 2>&1; echo; echo END-{tag}\r"
+    begin = re.compile(rf"^BEGIN-{tag}\r?$", re.M)
     pattern = re.compile(rf"^BEGIN-{tag}\r?\n(.*?)^END-{tag}", re.S | re.M)
     conn = libvirt.open(uri)
     try:
@@ -31,20 +41,32 @@ def guest_run(
         stream = conn.newStream(0)
         dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
         try:
-            stream.send(line.encode())
+            _type(stream, line)
+            typed_at = time.monotonic()
             # the console stays open until the answer is in the log: closing it at
             # once can drop what was typed before the guest read it
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                found = pattern.search(srv.console(instance_id))
+                log = srv.console(instance_id)
+                found = pattern.search(log)
                 if found:
                     return UPTIME_LINE.sub("", found.group(1).replace("\r", ""))
+                if not begin.search(log) and time.monotonic() - typed_at > RETYPE_AFTER:
+                    _type(stream, "\r" + line)  # never started: typed again
+                    typed_at = time.monotonic()
                 time.sleep(0.5)
         finally:
             stream.finish()
     finally:
         conn.close()
     raise AssertionError(f"no answer to {command!r}: {srv.console(instance_id)[-1500:]}")
+
+
+def _type(stream: libvirt.virStream, line: str) -> None:
+    data = line.encode()
+    for i in range(0, len(data), TYPE_CHUNK):
+        stream.send(data[i : i + TYPE_CHUNK])
+        time.sleep(TYPE_PAUSE)
 
 
 def uptimes(text: str) -> list[int]:

@@ -33,6 +33,9 @@ def server(tmp_path_factory, pool_dir):
         tmp_path_factory, NUBIS_FIRST_RUN_DEFAULTS="1", NUBIS_DEFAULT_POOL_PATH=pool_dir
     ) as srv:
         yield srv
+        # the defaults go, whatever the tests did (the first test removes them itself)
+        srv.client.delete("/networks/default")
+        srv.client.delete("/storage-pools/default")
 
 
 def dhcp_address(server, iid: str, timeout: float = 60) -> str:

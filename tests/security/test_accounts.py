@@ -4,6 +4,7 @@ password guessing through the password-change form, floods of wrong passwords
 PostgreSQL too), and a security administrator reaching for the system
 administrator's powers."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,7 +14,7 @@ from typer.testing import CliRunner
 
 from nubis.api.app import create_app
 from nubis.cli.main import app as cli
-from nubis.db.models import User
+from nubis.db.models import AuditRecord, User
 from nubis.services import auth, throttle
 from nubis.services.errors import TooManyRequests, Unauthorized
 from tests.unit.identity_world import API, PASSWORD, Caller, login, signed
@@ -84,7 +85,9 @@ def unlock_on_server(platform, *args: str):
 def test_a_flood_from_one_address_is_cut_off_before_any_password_is_checked(
     platform, callers, monkeypatch
 ):
-    platform.login_throttle = throttle.ThrottleSettings(max_failures=10, window_seconds=60)
+    platform.login_throttle = throttle.AddressThrottle(
+        throttle.ThrottleSettings(max_failures=10, window_seconds=60)
+    )
     checked = []
     real_verify = auth.passwords.verify
     monkeypatch.setattr(
@@ -105,11 +108,16 @@ def test_a_flood_from_one_address_is_cut_off_before_any_password_is_checked(
         blocked = attacker.post(f"{API}/auth/tokens", json=body)
         assert blocked.status_code == 429 and "try again" in blocked.text
     assert len(checked) == 10
+    # the block is in the audit log once, not each refused attempt
+    with platform.db.read() as s:
+        blocks = s.scalars(select(AuditRecord).where(AuditRecord.source_ip == "198.51.100.7"))
+        assert sorted(r.status_code for r in blocks) == [401] * 10 + [429]
     # another address logs in as usual
     ok = bystander.post(f"{API}/auth/tokens", json={"username": "p1-admin", "password": PASSWORD})
     assert ok.status_code == 201
-    # the server's own command lifts the block
+    # the server's own command lifts the block (the server sees it within RECHECK s)
     assert unlock_on_server(platform, "--address", "198.51.100.7").exit_code == 0
+    time.sleep(platform.login_throttle.RECHECK)
     again = attacker.post(f"{API}/auth/tokens", json={"username": "p1-admin", "password": PASSWORD})
     assert again.status_code == 201
 
@@ -118,12 +126,12 @@ def test_parallel_failures_are_each_counted(platform, callers):
     """Failed logins are counted by the database itself: 4 at once from 4 addresses
     count 4 for the user (one short of the lockout), and 20 at once from one address
     block it exactly once."""
-    rules = throttle.ThrottleSettings(max_failures=1000, window_seconds=600)
+    limiter = throttle.AddressThrottle(throttle.ThrottleSettings(max_failures=1000))
 
     def attempt(args: tuple[str, str]) -> str:
         username, address = args
         try:
-            auth.login(platform.db, username, "wrong-guess", 60, None, address, rules)
+            auth.login(platform.db, username, "wrong-guess", 60, None, address, limiter)
         except (Unauthorized, TooManyRequests) as exc:
             return exc.code
         return "ok"
@@ -134,7 +142,7 @@ def test_parallel_failures_are_each_counted(platform, callers):
     with platform.db.read() as s:
         user = s.scalar(select(User).where(User.username == "p1-member"))
         assert (user.failed_logins, user.locked_until) == (4, None)
-    rules = throttle.ThrottleSettings(max_failures=20, window_seconds=600)
+    limiter = throttle.AddressThrottle(throttle.ThrottleSettings(max_failures=20))
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(attempt, [(f"ghost-{i}", "203.0.113.99") for i in range(20)]))
     assert results.count("unauthorized") == 20

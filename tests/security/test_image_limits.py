@@ -13,10 +13,6 @@ MIB = 1024 * 1024
 OCTETS = {"Content-Type": "application/octet-stream"}
 
 
-def upload(caller, name: str, data, headers=OCTETS):
-    return caller.post("/images", params={"name": name}, content=data, headers=headers)
-
-
 def stored(platform) -> tuple[int, list[str]]:
     with platform.db.read() as s:
         rows = s.scalar(select(func.count()).select_from(Image)) or 0
@@ -28,16 +24,16 @@ def test_image_quotas_per_project(client, platform, callers, tmp_path):
     data = qcow2(tmp_path, "q.qcow2")
     sysadmin = callers["system_admin"]
     assert sysadmin.put("/projects/p1/quotas", json={"images": 2}).status_code == 200
-    assert upload(member, "one", data).status_code == 201
-    assert upload(member, "two", data).status_code == 201
+    assert member.upload("one", data).status_code == 201
+    assert member.upload("two", data).status_code == 201
     before = stored(platform)
-    over = upload(member, "three", data)
+    over = member.upload("three", data)
     assert over.status_code == 409 and "images: 2 in use + 1 asked > limit 2" in over.text
     assert stored(platform) == before  # nothing of it kept
-    assert upload(other, "three", data).status_code == 201  # another project's own quota
+    assert other.upload("three", data).status_code == 201  # another project's own quota
     # GiB: each image counts its size in whole GiB, rounded up
     sysadmin.put("/projects/p1/quotas", json={"images": 10, "image_gib": 2})
-    assert upload(member, "four", data).status_code == 409
+    assert member.upload("four", data).status_code == 409
     usage = member.get("/quotas").json()["quotas"]
     assert usage["images"] == {"limit": 10, "in_use": 2}
     assert usage["image_gib"] == {"limit": 2, "in_use": 2}
@@ -55,14 +51,14 @@ def test_uploads_larger_than_the_store_takes_are_cut_off(client, platform, calle
     platform.images.max_upload_bytes = 2 * MIB
     data = qcow2(tmp_path, "big.qcow2") + b"\0" * (3 * MIB)
     before = stored(platform)
-    announced = upload(member, "big", data)
+    announced = member.upload("big", data)
     assert announced.status_code == 413 and "at most 2097152 bytes" in announced.text
 
     def chunks():
         for i in range(0, len(data), 256 * 1024):
             yield data[i : i + 256 * 1024]
 
-    streamed = upload(member, "big", chunks())
+    streamed = member.upload("big", chunks())
     assert streamed.status_code == 413
     assert stored(platform) == before  # no staged file left either
     # the two-step Glance upload is held to it too
@@ -87,6 +83,6 @@ def test_qemu_img_runs_under_a_memory_limit(client, platform, callers, tmp_path,
     (a crafted image hits the real one, 1 GiB, instead of the server's memory)."""
     monkeypatch.setattr(inspect, "QEMU_IMG_ADDRESS_SPACE", 8 * MIB)
     before = stored(platform)
-    refused = upload(callers["member"], "starved", qcow2(tmp_path, "s.qcow2"))
+    refused = callers["member"].upload("starved", qcow2(tmp_path, "s.qcow2"))
     assert refused.status_code == 400, refused.text
     assert stored(platform) == before

@@ -52,12 +52,7 @@ def test_oversized_bodies_are_refused_before_parsing(client, platform, callers):
 
 def test_streamed_uploads_are_not_held_to_the_json_limit(client, callers, tmp_path):
     data = qcow2(tmp_path, "big.qcow2") + b"\0" * (3 * MIB)  # a 3 MiB+ upload
-    resp = callers["member"].post(
-        "/images",
-        params={"name": "streamed"},
-        content=data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    resp = callers["member"].upload("streamed", data)
     assert resp.status_code in (201, 400), resp.text  # taken (or refused for its content)
     assert resp.status_code != 413
 
@@ -85,3 +80,18 @@ def test_audited_parameters_are_bounded(client, platform, callers):
         ).first()
     assert record is not None
     assert len(json.dumps(record.params)) <= 4096
+
+
+def test_audit_csv_cells_cannot_run_as_formulas(client, platform, callers):
+    """A login tried as '=HYPERLINK(...)' is recorded as it was tried; in the CSV
+    export the cell is quoted, so a spreadsheet shows it instead of running it."""
+    import csv
+    import io
+
+    for name in ('=HYPERLINK("http://evil.example","x")', "+1+1", "-1", "@SUM(A1)"):
+        client.post(f"{API}/auth/tokens", json={"username": name, "password": "nope"})
+    exported = callers["auditor"].get("/audit/export", params={"format": "csv"})
+    assert exported.status_code == 200
+    names = [row["username"] for row in csv.DictReader(io.StringIO(exported.text))]
+    tried = [n for n in names if n and n.lstrip("'")[:1] in "=+-@"]
+    assert len(tried) == 4 and all(n.startswith("'") for n in tried), tried

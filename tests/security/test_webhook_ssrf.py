@@ -34,12 +34,7 @@ def watched(client, platform, callers, tmp_path):
     from tests.unit.test_api_contract import qcow2
 
     member = callers["member"]
-    image = member.post(
-        "/images",
-        params={"name": "img"},
-        content=qcow2(tmp_path, "i.qcow2"),
-        headers={"Content-Type": "application/octet-stream"},
-    ).json()
+    image = member.upload("img", qcow2(tmp_path, "i.qcow2")).json()
     made = member.post("/instances", json={"name": "vm", "image": image["id"], "flavor": "m1.tiny"})
     assert made.status_code == 202, made.text
     with platform.db.begin() as s:  # a host with a public management address

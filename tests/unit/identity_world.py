@@ -50,6 +50,11 @@ class Caller:
     def delete(self, path: str, **kw: Any) -> Any:
         return self.request("DELETE", path, **kw)
 
+    def upload(self, name: str, data: Any, path: str = "/images") -> Any:
+        """A streamed upload (an image by default) named ``name``; the response."""
+        headers = {"Content-Type": "application/octet-stream"}
+        return self.post(path, params={"name": name}, content=data, headers=headers)
+
 
 def login(client: TestClient, username: str, password: str, project: str | None = None) -> str:
     body: dict[str, Any] = {"username": username, "password": password}

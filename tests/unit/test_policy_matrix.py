@@ -102,12 +102,7 @@ def test_another_projects_resources_are_not_found(client, platform, callers, tmp
 
 
 def upload_as(client, caller, name: str, data: bytes) -> dict:
-    resp = caller.post(
-        "/images",
-        params={"name": name},
-        content=data,
-        headers={"Content-Type": "application/octet-stream"},
-    )
+    resp = caller.upload(name, data)
     assert resp.status_code == 201, resp.text
     return resp.json()
 

@@ -11,6 +11,7 @@ from nubis import __version__
 from nubis.api import errors, prometheus, web, web_session
 from nubis.api.audit_trail import AuditTrail
 from nubis.api.body_limit import BodyLimit
+from nubis.api.login_gate import LoginGate
 from nubis.api.openstack.app import create_openstack_app
 from nubis.api.openstack.links import PREFIX as OPENSTACK_PREFIX
 from nubis.api.routers import (
@@ -111,6 +112,7 @@ def create_app(
     # of the app reads it, inside the audit trail (which records the refusal)
     app.add_middleware(BodyLimit, max_bytes=platform.settings.max_body_bytes)
     app.add_middleware(AuditTrail, db=platform.db)
+    app.add_middleware(LoginGate, throttle=platform.login_throttle)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(prometheus.RequestTimer, telemetry=app.state.telemetry)
     return app

@@ -1,7 +1,8 @@
 """ASGI middleware writing one audit record per mutating request and login attempt.
 
 Only requests a route took are recorded (a flood of made-up paths writes nothing),
-and the parameters kept are bounded in size (``audit.bounded``).
+not those a throttle refused (429: the block itself is recorded once, see
+``services/throttle``), and the parameters kept are bounded (``audit.bounded``).
 
 The record is committed before the response leaves: a client that saw the answer
 can find the record. The caller is noted by the authentication dependency
@@ -101,6 +102,8 @@ class AuditTrail:
             written = True
             if scope.get("route") is None:
                 return  # no route took it (a 404 for a made-up path): nothing changed
+            if status == 429:
+                return  # throttled before anything was looked at: the block is recorded
             record = self._record(scope, headers, note, bytes(body), bytes(answer), status)
             try:
                 await anyio.to_thread.run_sync(self._store, record)

@@ -20,7 +20,6 @@ from nubis.services.errors import Unauthorized
 
 DEFAULT_PROJECT = "admin"
 BAD_LOGIN = "invalid username or password (or the account is locked)"
-DEFAULT_THROTTLE = throttle.ThrottleSettings()
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ def login(
     ttl_seconds: int,
     project: str | None = None,
     address: str | None = None,
-    rules: throttle.ThrottleSettings = DEFAULT_THROTTLE,
+    limiter: throttle.AddressThrottle | None = None,
 ) -> tuple[str, datetime, Principal]:
     """Check the password; return a new token, its expiry and who it stands for.
 
@@ -123,8 +122,9 @@ def login(
     outside any transaction; a locked account's is not checked at all. Failures are
     counted atomically (committed even though the request fails); after the policy's
     limit the account is locked for a while."""
+    limiter = limiter or throttle.AddressThrottle()
+    limiter.check(db, address)
     with db.read() as s:
-        throttle.check(s, address)
         user = s.scalar(select(User).where(User.username == username))
         usable = user is not None and user.enabled and not _locked(user, utcnow())
         stored = user.password_hash if user is not None else passwords.DUMMY_HASH
@@ -133,7 +133,7 @@ def login(
         good = passwords.verify(stored, password) and user is not None
     if not good:
         with db.begin() as s:
-            throttle.count_failure(s, address, rules)
+            limiter.count_failure(s, address)
             if usable and user is not None:
                 count_failure(s, user.id)
         raise Unauthorized(BAD_LOGIN)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -175,6 +176,18 @@ class HostService:
         host = get_by_id_or_name(session, Host, ref, "host")
         host.enabled = enabled
         return host
+
+
+def call_each(refs: list[HostRef], call: Callable[[HostRef], object]) -> list[str]:
+    """``call`` on every host of ``refs`` (outside any transaction), all of them even
+    when some fail; what failed, as ``"<uri>: <error>"``."""
+    failed = []
+    for ref in refs:
+        try:
+            call(ref)
+        except DriverError as exc:
+            failed.append(f"{ref.uri}: {exc}")
+    return failed
 
 
 def mark_unreachable(session: Session, host: Host, error: str) -> None:

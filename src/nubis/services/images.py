@@ -220,13 +220,10 @@ class ImageService:
             self.check_name(session, name, project_id)
             _claim(session, project_id, {"images": 1, "image_gib": _gib(facts.size)})
             image = Image(id=staged.image_id, name=name, project_id=project_id)
-            _record(image, staged, facts)
             session.add(image)
-            session.flush()
-            os.replace(staged.path, self.store / staged.image_id)
+            return self._keep(session, image, staged, facts)
         finally:
             staged.path.unlink(missing_ok=True)
-        return image
 
     # -- two-step: a record first, its data after (how Glance clients make images) --------
     def reserve(
@@ -262,11 +259,16 @@ class ImageService:
             return self.register(session, name, staged, facts, project_id)
         try:
             _claim(session, image.project_id, {"image_gib": _gib(facts.size)})
-            _record(image, staged, facts)
-            session.flush()
-            os.replace(staged.path, self.store / staged.image_id)
+            return self._keep(session, image, staged, facts)
         finally:
             staged.path.unlink(missing_ok=True)
+
+    def _keep(self, session: Session, image: Image, staged: Staged, facts: ImageFacts) -> Image:
+        """Record what the staged data is on ``image`` (now active) and move the data
+        into the store, under the image's id."""
+        _record(image, staged, facts)
+        session.flush()
+        os.replace(staged.path, self.store / image.id)
         return image
 
     def give_up(self, session: Session, image_id: str, error: str) -> None:
@@ -299,9 +301,7 @@ class ImageService:
                 if image is None or image.status != "saving":
                     raise Conflict("the image was deleted during the upload")
                 _claim(s, image.project_id, {"image_gib": _gib(facts.size)})
-                _record(image, staged, facts)
-                os.replace(staged.path, self.store / image_id)
-                return image
+                return self._keep(s, image, staged, facts)
         except BaseException:
             self.abandon_fill(db, image_id)
             raise

@@ -34,7 +34,7 @@ from nubis.drivers.libvirt.nwfilters import FilterDriver, scope_filter_xml
 from nubis.services import inventory, policy, quotas
 from nubis.services.auth import Principal
 from nubis.services.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unavailable
-from nubis.services.hosts import HostService
+from nubis.services.hosts import HostService, call_each
 from nubis.services.ipam import SubnetRequest, check_disjoint, plan_subnet
 from nubis.services.lookup import get_by_id_or_name, validate_name
 
@@ -349,14 +349,13 @@ class NetworkService:
             if state != "deleting":
                 self._empty(network_id, refs, delete=state == "creating")
                 continue
-            try:
-                for ref in refs:
-                    self.driver.remove_network(ref, name)
-            except DriverError as exc:
+            failed = call_each(refs, lambda ref, n=name: self.driver.remove_network(ref, n))
+            if failed:
                 with self.db.begin() as s:
                     network = s.get(Network, network_id)
                     if network is not None:
-                        network.state, network.error = "error", f"delete interrupted: {exc}"
+                        network.state = "error"
+                        network.error = f"delete interrupted: {'; '.join(failed)}"
                 continue
             self._forget(network_id, refs)
 
@@ -373,12 +372,7 @@ class NetworkService:
             before, network.state = network.state, "deleting"
             network_id, name = network.id, network.libvirt_name
             refs = [self.hosts.ref(h) for h in hosts_of(s, network)]
-        failed = []
-        for host_ref in refs:
-            try:
-                self.driver.remove_network(host_ref, name)
-            except DriverError as exc:
-                failed.append(f"{host_ref.uri}: {exc}")
+        failed = call_each(refs, lambda ref: self.driver.remove_network(ref, name))
         if failed:
             with self.db.begin() as s:
                 network = s.get(Network, network_id)

@@ -22,7 +22,7 @@ from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.volumes import PoolSpec, VolumeDriver
 from nubis.services.errors import BadRequest, Conflict, Unavailable
-from nubis.services.hosts import HostService
+from nubis.services.hosts import HostService, call_each
 from nubis.services.lookup import get_by_id_or_name, validate_name
 
 log = logging.getLogger(__name__)
@@ -207,12 +207,7 @@ class PoolService:
             before, pool.state = pool.state, "deleting"
             pool_id, name = pool.id, pool.libvirt_name
             refs = [self.hosts.ref(h) for h in hosts_of(s, pool)]
-        failed = []
-        for host_ref in refs:
-            try:
-                self.driver.remove_pool(host_ref, name)
-            except DriverError as exc:
-                failed.append(f"{host_ref.uri}: {exc}")
+        failed = call_each(refs, lambda ref: self.driver.remove_pool(ref, name))
         with self.db.begin() as s:
             pool = s.get(StoragePool, pool_id)
             if pool is None:

@@ -9,7 +9,7 @@ from nubis.api.deps import PlatformDep, PrincipalDep, client_address
 from nubis.api.identity_schemas import PasswordChangeIn, WhoAmIOut
 from nubis.api.schemas import TokenIn, TokenOut
 from nubis.db.models import User
-from nubis.services import auth, passwords, throttle
+from nubis.services import auth, passwords
 from nubis.services.errors import BadRequest
 
 router = APIRouter()
@@ -77,7 +77,7 @@ def change_password(
         assert user is not None
     if auth.is_locked(user) or not passwords.verify(user.password_hash, body.current_password):
         with platform.db.begin() as s:
-            throttle.count_failure(s, client_address(request), platform.login_throttle)
+            platform.login_throttle.count_failure(s, client_address(request))
             if not auth.is_locked(user):
                 auth.count_failure(s, user.id)
         raise BadRequest("the current password is wrong (or the account is locked)")

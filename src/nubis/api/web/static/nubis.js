@@ -182,7 +182,8 @@ const Nubis = (() => {
     if (invalid.length) { invalid[0].focus(); return; }
     const v = (f) => form.elements[f].value.trim();
     const body = { name: v("name"), image: v("image"), flavor: v("flavor") };
-    if (v("network")) body.networks = [{ network: v("network") }];
+    if (v("network") === "none") body.networks = [];
+    else if (v("network")) body.networks = [{ network: v("network") }];
     if (v("key_pair")) body.key_pair = v("key_pair");
     if (form.elements.user_data.value) body.user_data = form.elements.user_data.value;
     const button = document.getElementById("create");
