@@ -49,6 +49,17 @@ def broken_connection(error: BaseException) -> bool:
     return any(sign in message for sign in BROKEN)
 
 
+def unless_done(action: Callable[[], object], done: Callable[[], bool]) -> None:
+    """Run a libvirt action that a repeat may find already done: the first try on a
+    connection that broke may have reached libvirtd (or still be running there, holding
+    the domain's job), so a repeat's refusal is no error when the outcome is there."""
+    try:
+        action()
+    except libvirt.libvirtError:
+        if not done():
+            raise
+
+
 class DriverBase:
     """Every call goes through ``_call``: outside any database write transaction, with
     libvirt's errors turned into the drivers' own. A connection that breaks under a

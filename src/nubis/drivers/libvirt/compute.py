@@ -18,7 +18,7 @@ import libvirt
 
 from nubis.drivers.errors import DriverError, NotFound
 from nubis.drivers.libvirt import storage, streams
-from nubis.drivers.libvirt.base import DriverBase, HostRef
+from nubis.drivers.libvirt.base import DriverBase, HostRef, unless_done
 from nubis.drivers.libvirt.connection import (
     ConnectionPool,
     power_state,
@@ -324,9 +324,9 @@ class LibvirtDriver(DriverBase):
             dom = self._domain(conn, uuid)
             state = power_state(dom)
             if state in ("stopped", "suspended"):  # a suspended one is restored
-                dom.create()
+                unless_done(dom.create, lambda: bool(dom.isActive()))
             elif state == "paused":
-                dom.resume()
+                unless_done(dom.resume, lambda: power_state(dom) == "running")
 
         self._call(host, start, f"domain {uuid}")
 
@@ -337,12 +337,8 @@ class LibvirtDriver(DriverBase):
             dom = self._domain(conn, uuid)
             if not dom.isActive():
                 return True
-            try:
-                dom.shutdown()
-            except libvirt.libvirtError:
-                if not dom.isActive():  # it stopped meanwhile (or a repeat found it off)
-                    return True
-                raise
+            # it may have stopped meanwhile (or a repeat found it off)
+            unless_done(dom.shutdown, lambda: not dom.isActive())
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
                 if not dom.isActive():
@@ -356,11 +352,7 @@ class LibvirtDriver(DriverBase):
         def destroy(conn: libvirt.virConnect) -> None:
             dom = self._find_domain(conn, uuid)
             if dom is not None and dom.isActive():
-                try:
-                    dom.destroy()
-                except libvirt.libvirtError:
-                    if dom.isActive():  # else it stopped meanwhile: what was asked
-                        raise
+                unless_done(dom.destroy, lambda: not dom.isActive())
 
         self._call(host, destroy, f"domain {uuid}")
 
@@ -381,7 +373,7 @@ class LibvirtDriver(DriverBase):
         def pause(conn: libvirt.virConnect) -> None:
             dom = self._domain(conn, uuid)
             if power_state(dom) != "paused":  # idempotent: a repeat after a reconnect
-                dom.suspend()
+                unless_done(dom.suspend, lambda: power_state(dom) == "paused")
 
         self._call(host, pause, f"domain {uuid}")
 
@@ -389,7 +381,7 @@ class LibvirtDriver(DriverBase):
         def resume(conn: libvirt.virConnect) -> None:
             dom = self._domain(conn, uuid)
             if power_state(dom) == "paused":
-                dom.resume()
+                unless_done(dom.resume, lambda: power_state(dom) != "paused")
 
         self._call(host, resume, f"domain {uuid}")
 
