@@ -244,7 +244,11 @@ def grow(conn: libvirt.virConnect, vol: libvirt.virStorageVol, capacity: int, fm
             stream.send(b"\0")
             stream.finish()
             return
-    elif vol.info()[1] >= capacity:  # a qcow2 file Nubis made: libvirt reads it right
+    elif vol.info()[1] > capacity:
+        # a qcow2 file Nubis made: libvirt reads it right, but what it holds may be
+        # stale (a file just uploaded over, re-read by a pool refresh that libvirt runs
+        # later, in a thread of its own); asked for the capacity it believes the file
+        # has already, it still runs qemu-img resize, which grows the real file
         return
     vol.resize(capacity, 0)
 
