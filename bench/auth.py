@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient
 
 from nubis.api.app import create_app
 from nubis.platform import Platform
-from nubis.services import signing
+from nubis.services.identity import signing
 
 API = "/api/v1"
 

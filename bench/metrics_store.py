@@ -25,10 +25,10 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from nubis.db import migrate
-from nubis.db.monitoring_models import InstanceSample
+from nubis.db.models.monitoring import InstanceSample
 from nubis.db.session import Database
-from nubis.services import metrics
-from nubis.services.metrics import GRACE, Retention
+from nubis.services.monitoring import metrics
+from nubis.services.monitoring.metrics import GRACE, Retention
 
 START = 1_800_000_000 - 1_800_000_000 % 3600  # a whole hour
 COLUMNS = ["instance_id", "resolution", "ts", *metrics.INSTANCE_METRICS]

@@ -26,9 +26,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert, select, update
 
 from nubis.api.app import create_app
-from nubis.db.metering_models import UsageRecord
 from nubis.db.models import Flavor, Host, Image, Instance, Project, Task
-from nubis.db.monitoring_models import Event
+from nubis.db.models.metering import UsageRecord
+from nubis.db.models.monitoring import Event
 from nubis.platform import Platform
 
 TARGET_MS = 300.0

@@ -1,4 +1,4 @@
-"""A private PostgreSQL schema for a test or a benchmark run, dropped after."""
+"""Private PostgreSQL schemas and databases for tests and benchmark runs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import quote
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 
 @contextmanager
@@ -23,4 +23,36 @@ def fresh_schema(url: str, prefix: str = "t") -> Iterator[str]:
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _admin(url: str) -> Engine:
+    return create_engine(url, isolation_level="AUTOCOMMIT")
+
+
+def database_url(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def create_database(url: str, template: str | None = None, prefix: str = "t") -> str:
+    """A new database on ``url``'s server (a copy of ``template``); its URL."""
+    name = f"nubis_{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = _admin(url)
+    try:
+        with admin.connect() as conn:
+            copy = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
+            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+    finally:
+        admin.dispose()
+    return database_url(url, name)
+
+
+def drop_database(url: str) -> None:
+    """Drop the database ``url`` names, whoever is still connected to it."""
+    admin = _admin(url)
+    try:
+        with admin.connect() as conn:
+            name = make_url(url).database
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
         admin.dispose()

@@ -21,40 +21,41 @@ from nubis.drivers.libvirt.nwfilters import FilterDriver
 from nubis.drivers.libvirt.snapshots import SnapshotDriver
 from nubis.drivers.libvirt.stats import StatsDriver
 from nubis.drivers.libvirt.volumes import VolumeDriver
-from nubis.services import bootstrap, events, resize, snapshots
-from nubis.services.alarms import AlarmService
-from nubis.services.collector import Collector
-from nubis.services.console import ConsoleService
-from nubis.services.ha import HaMonitor, HaSettings
-from nubis.services.ha_tasks import FailoverHandler, RestartInPlaceHandler, RestartLimit
-from nubis.services.host_tasks import EvacuateHandler, MaintenanceHandler
-from nubis.services.hosts import HostService
+from nubis.services import bootstrap
+from nubis.services.compute.console import ConsoleService
+from nubis.services.compute.handlers import DrainSettings
+from nubis.services.compute.handlers import handlers as compute_handlers
+from nubis.services.compute.instance_tasks import InstanceTasks
+from nubis.services.compute.instances import InstanceService
+from nubis.services.compute.live_ports import LivePorts
+from nubis.services.compute.nics import NicService
+from nubis.services.compute.snapshots import SnapshotService
+from nubis.services.compute.state_sync import StateSync
+from nubis.services.core import events
+from nubis.services.ha.handlers import handlers as ha_handlers
+from nubis.services.ha.monitor import HaMonitor, HaSettings
+from nubis.services.ha.recovery import RestartLimit
 from nubis.services.housekeeping import Housekeeping
-from nubis.services.images import ImageService
-from nubis.services.instance_tasks import InstanceTasks
-from nubis.services.instances import InstanceService
-from nubis.services.live_ports import LivePorts
-from nubis.services.media import BootOrderHandler, MediaHandler
-from nubis.services.metering import Meter
-from nubis.services.metrics import Retention
-from nubis.services.migration import MigrateHandler
-from nubis.services.networks import NetworkService
-from nubis.services.nics import NicService
-from nubis.services.notifier import Notifier, Smtp
-from nubis.services.ports import PortPlumbing
+from nubis.services.identity.secrets import SecretBox
+from nubis.services.identity.throttle import AddressThrottle, ThrottleSettings
+from nubis.services.inventory.hosts import HostService
+from nubis.services.monitoring.alarms import AlarmService
+from nubis.services.monitoring.collector import Collector
+from nubis.services.monitoring.metering import Meter
+from nubis.services.monitoring.metrics import Retention
+from nubis.services.monitoring.notifier import Notifier, Smtp
+from nubis.services.network.networks import NetworkService
+from nubis.services.network.ports import PortPlumbing
+from nubis.services.network.security_groups import SecurityGroupService
 from nubis.services.scheduler import Scheduler, claims
-from nubis.services.secrets import SecretBox
-from nubis.services.security_groups import SecurityGroupService
-from nubis.services.snapshots import SnapshotService
-from nubis.services.storage_pools import PoolService
-from nubis.services.sync import StateSync
-from nubis.services.templates import TemplateHandler, VolumeTemplateHandler
-from nubis.services.throttle import AddressThrottle, ThrottleSettings
-from nubis.services.volume_snapshot_tasks import VolumeSnapshotTasks
-from nubis.services.volume_snapshots import VolumeSnapshotService
-from nubis.services.volume_tasks import VolumeTasks
-from nubis.services.volume_transfers import VolumeTransfers
-from nubis.services.volumes import VolumeService
+from nubis.services.storage.handlers import handlers as storage_handlers
+from nubis.services.storage.images import ImageService
+from nubis.services.storage.pools import PoolService
+from nubis.services.storage.volume_snapshot_tasks import VolumeSnapshotTasks
+from nubis.services.storage.volume_snapshots import VolumeSnapshotService
+from nubis.services.storage.volume_tasks import VolumeTasks
+from nubis.services.storage.volume_transfers import VolumeTransfers
+from nubis.services.storage.volumes import VolumeService
 from nubis.tasks.engine import TaskEngine
 
 log = logging.getLogger(__name__)
@@ -124,28 +125,7 @@ class Platform:
             settings.console_ticket_seconds,
         )
         self.nics = NicService(self.instances, self.instance_tasks, NicDriver(self.conns))
-        self.nics.register(self.engine)
         self.live_ports = LivePorts(self.instances, self.instance_tasks, self.nics.driver)
-        self.engine.register(MigrateHandler(self.instance_tasks))
-        self.engine.register(TemplateHandler(self.instance_tasks))
-        resize.register(self.engine, self.instance_tasks)
-        self.engine.register(MediaHandler(self.instance_tasks))
-        self.engine.register(BootOrderHandler(self.instance_tasks))
-        for handler in (MaintenanceHandler, EvacuateHandler):
-            self.engine.register(
-                handler(
-                    self.instance_tasks,
-                    self.instances,
-                    settings.maintenance_parallel,
-                    settings.migration_max_downtime_ms,
-                    settings.migration_max_bandwidth_mib_s,
-                )
-            )
-        restarts = RestartLimit(settings.ha_max_restarts, settings.ha_restart_window_seconds)
-        self.engine.register(
-            FailoverHandler(self.instance_tasks, self.instances, restarts, settings.pool_path)
-        )
-        self.engine.register(RestartInPlaceHandler(self.instance_tasks, restarts))
         self.ha = HaMonitor(
             self.db,
             self.hosts,
@@ -161,16 +141,12 @@ class Platform:
         self.sync.on_crash = self.ha.on_crash
         self.volume_driver = VolumeDriver(self.conns)
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
-        self.volumes = VolumeService(self.instances)
+        self.volumes = VolumeService(self.engine)
         self.volume_tasks = VolumeTasks(self.engine, self.volume_driver, self.hosts)
         self.volume_transfers = VolumeTransfers(self.volumes, self.volume_driver, self.hosts)
         self.volume_snapshots = VolumeSnapshotService(self.volumes)
-        VolumeSnapshotTasks(self.engine, self.volume_driver, self.hosts)
-        self.engine.register(
-            VolumeTemplateHandler(self.images, self.db, self.volume_driver, self.hosts)
-        )
         self.snapshots = SnapshotService(self.instances)
-        snapshots.register(self.engine, SnapshotDriver(self.conns), self.driver, self.hosts)
+        self._register_handlers(settings)
         self.retention = Retention(
             settings.metrics_interval_seconds,
             settings.metrics_raw_hours,
@@ -178,7 +154,7 @@ class Platform:
             settings.metrics_hourly_days,
         )
         self.alarms = AlarmService(
-            self.db, self.instances, self.box, smtp_configured=settings.smtp_host is not None
+            self.db, self.box, smtp_configured=settings.smtp_host is not None
         )
         smtp = (
             Smtp(settings.smtp_host, settings.smtp_port, settings.smtp_sender)
@@ -196,6 +172,34 @@ class Platform:
         )
         self.admin_password_file: Path | None = None
         event.listen(self.db.sessionmaker, "after_commit", self._after_commit)
+
+    def _register_handlers(self, settings: Settings) -> None:
+        """Every task kind, one list per capability, registered the same way."""
+        drain = DrainSettings(
+            settings.maintenance_parallel,
+            settings.migration_max_downtime_ms,
+            settings.migration_max_bandwidth_mib_s,
+        )
+        restarts = RestartLimit(settings.ha_max_restarts, settings.ha_restart_window_seconds)
+        for handler in (
+            *compute_handlers(
+                self.instance_tasks,
+                self.instances,
+                self.nics,
+                self.live_ports,
+                SnapshotDriver(self.conns),
+                self.images,
+                self.volume_driver,
+                drain,
+            ),
+            *storage_handlers(
+                self.volume_tasks,
+                VolumeSnapshotTasks(self.engine, self.volume_driver, self.hosts),
+                self.volume_transfers,
+            ),
+            *ha_handlers(self.instance_tasks, self.instances, restarts, settings.pool_path),
+        ):
+            self.engine.register(handler)
 
     def _evaluate_alarms(self, now: float) -> None:
         if self.alarms.evaluate_all(now, self.retention.interval):

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from nubis.services.notifier import signature
+from nubis.services.monitoring.notifier import signature
 from tests.integration.server import serving
 from tests.webhook_receiver import Receiver
 

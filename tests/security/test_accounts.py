@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from nubis.api.app import create_app
 from nubis.cli.main import app as cli
 from nubis.db.models import AuditRecord, User
-from nubis.services import auth, throttle
-from nubis.services.errors import TooManyRequests, Unauthorized
+from nubis.services.core.errors import TooManyRequests, Unauthorized
+from nubis.services.identity import auth, throttle
 from tests.unit.identity_world import API, PASSWORD, Caller, login, signed
 
 NEW = "another-long-passphrase-9"

@@ -19,7 +19,7 @@ from schemathesis import GenerationMode
 from nubis.api.app import create_app
 from nubis.config import Settings
 from nubis.platform import Platform
-from nubis.services import policy
+from nubis.services.identity import policy
 
 API = "/api/v1"
 LEFT_OUT = {

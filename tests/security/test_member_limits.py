@@ -4,8 +4,8 @@ it pile onto a host or fill a pool the scheduler keeps it from)."""
 
 import pytest
 
-from nubis.services import qos
-from nubis.services.errors import Forbidden
+from nubis.services.core.errors import Forbidden
+from nubis.services.network import qos
 
 CAP = {"inbound": {"average": 1000, "peak": 2000, "burst": 500}, "outbound": {"average": 800}}
 

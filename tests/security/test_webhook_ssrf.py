@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import update
 
 from nubis.db.models import Host
-from nubis.db.monitoring_models import Notification
-from nubis.services import metrics
+from nubis.db.models.monitoring import Notification
+from nubis.services.monitoring import metrics
 from tests.webhook_receiver import Receiver
 
 INTERVAL = 15.0

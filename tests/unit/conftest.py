@@ -10,11 +10,17 @@ from tests.unit.identity_world import Caller, build
 
 
 @pytest.fixture
-def control_plane(db_url, tmp_path):
+def db(migrated_db):
+    """The database alone, at the newest schema (the engine, scheduler SQL, IPAM tests)."""
+    return migrated_db
+
+
+@pytest.fixture
+def control_plane(migrated_db_url, tmp_path):
     """A started Platform on a fresh database; hosts are added by the test module."""
     settings = Settings(
         data_dir=tmp_path / "data",
-        database_url=db_url,
+        database_url=migrated_db_url,
         register_local_host=False,
         build_tiny_image=False,
         task_workers=0,

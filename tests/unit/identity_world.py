@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from fastapi.testclient import TestClient
 
-from nubis.services import approvals, signing
+from nubis.services.identity import approvals, signing
 
 API = "/api/v1"
 PASSWORD = "correct-horse-battery"

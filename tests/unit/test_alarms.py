@@ -9,9 +9,9 @@ from fastapi.testclient import TestClient
 
 from nubis.api.app import create_app
 from nubis.db.models import Host, Instance, Project
-from nubis.db.monitoring_models import Notification
-from nubis.services import metrics
-from nubis.services.notifier import signature
+from nubis.db.models.monitoring import Notification
+from nubis.services.monitoring import metrics
+from nubis.services.monitoring.notifier import signature
 from tests.webhook_receiver import Receiver
 
 INTERVAL = 15.0
@@ -211,7 +211,7 @@ def test_a_rule_goes_with_its_instance(api, platform, instance_id):
 def test_alarm_e_mails_go_through_smtp(api, platform, instance_id):
     from aiosmtpd.controller import Controller
 
-    from nubis.services.notifier import Notifier, Smtp
+    from nubis.services.monitoring.notifier import Notifier, Smtp
 
     class Inbox:
         def __init__(self) -> None:

@@ -272,8 +272,8 @@ def test_concurrent_actions_on_one_instance_let_exactly_one_through(client, plat
     """The compare-and-swap on task_state, under real concurrency on both databases."""
     import threading
 
-    from nubis.services.auth import authenticate
-    from nubis.services.errors import Conflict
+    from nubis.services.core.errors import Conflict
+    from nubis.services.identity.auth import authenticate
 
     upload(client, "img", qcow2(tmp_path, "i.qcow2"))
     created = client.post(

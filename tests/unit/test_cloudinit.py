@@ -8,7 +8,7 @@ import yaml
 
 from nubis.db.models import Instance
 from nubis.images.seed_iso import build_iso, read_iso
-from nubis.services.cloudinit import (
+from nubis.services.compute.cloudinit import (
     MAX_USER_DATA_BYTES,
     NicConfig,
     check_hostname,
@@ -16,7 +16,7 @@ from nubis.services.cloudinit import (
     hostname_from,
     seed_files,
 )
-from nubis.services.errors import BadRequest
+from nubis.services.core.errors import BadRequest
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq8nNGPx0d6a4x1cU6n1Fv8a0Gm5wP2dGv3cO0X9Yb1 me"
 NICS = [

@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy import select, update
 
 from nubis.db.models import Cluster, Host, Task, utcnow
-from nubis.db.monitoring_models import Event
+from nubis.db.models.monitoring import Event
 from nubis.drivers.leases import lease_held, lease_name
-from nubis.services import events
-from nubis.services.ha_tasks import RESTARTED, RestartLimit
-from nubis.services.instance_tasks import root_volume_name
+from nubis.services.compute.instance_tasks import root_volume_name
+from nubis.services.core import events
+from nubis.services.ha.recovery import RESTARTED, RestartLimit
 from nubis.services.scheduler import NoValidHost, PlacementRequest
 
 

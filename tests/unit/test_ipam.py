@@ -8,12 +8,11 @@ from ipaddress import IPv4Address
 
 import pytest
 
-from nubis.db import migrate
 from nubis.db.models import Cluster, Network, Port, Project, Subnet, Zone
 from nubis.db.session import Database
-from nubis.services import ports
-from nubis.services.errors import BadRequest, Conflict
-from nubis.services.ipam import SubnetRequest, check_disjoint, plan_subnet, random_mac
+from nubis.services.core.errors import BadRequest, Conflict
+from nubis.services.network import ports
+from nubis.services.network.ipam import SubnetRequest, check_disjoint, plan_subnet, random_mac
 
 
 def test_defaults_gateway_first_host_and_pool_the_rest():
@@ -64,14 +63,6 @@ def test_macs_are_locally_administered_unicast():
     assert len(macs) == 200
     first = int(next(iter(macs)).split(":")[0], 16)
     assert first & 0b10 and not first & 0b01
-
-
-@pytest.fixture
-def db(db_url):
-    database = Database(db_url)
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
 
 
 def network(db: Database, cidr: str, pool: tuple[str, str]) -> str:

@@ -7,8 +7,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from nubis.services.errors import BadRequest
-from nubis.services.keypairs import generate, parse_public_key
+from nubis.services.compute.keypairs import generate, parse_public_key
+from nubis.services.core.errors import BadRequest
 
 
 def ssh_keygen(*args: str, stdin: str | None = None) -> str:

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 from nubis.db.models import Flavor, Host, Image, Instance, Project, StoragePool, Volume
-from nubis.services import metering
-from nubis.services.errors import ServiceError
+from nubis.services.core.errors import ServiceError
+from nubis.services.monitoring import metering
 
 T0 = datetime(2026, 11, 3, 9, 40, tzinfo=UTC)
 

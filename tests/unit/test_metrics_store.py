@@ -3,11 +3,11 @@ and hourly averages, pruning by age, and which resolution a range is served at."
 
 import pytest
 
-from nubis.db.monitoring_models import InstanceSample
+from nubis.db.models.monitoring import InstanceSample
 from nubis.drivers.libvirt.stats import DomainCounters, domain_counters
-from nubis.services import metrics
-from nubis.services.collector import Reading, instance_row
-from nubis.services.metrics import FIVE_MIN, HOUR, Retention
+from nubis.services.monitoring import metrics
+from nubis.services.monitoring.collector import Reading, instance_row
+from nubis.services.monitoring.metrics import FIVE_MIN, HOUR, Retention
 
 RETENTION = Retention(interval=15, raw_hours=24, five_min_days=30, hourly_days=365)
 DAY = 86400
@@ -128,7 +128,7 @@ def test_bad_queries_are_refused(platform):
 
 def test_a_host_reaching_its_allocation_limit_is_an_event(platform):
     from nubis.db.models import Host
-    from nubis.db.monitoring_models import Event
+    from nubis.db.models.monitoring import Event
 
     def set_allocated(mib: int) -> None:
         with platform.db.begin() as s:

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from nubis.api.openstack.app import MODULES
 from nubis.db.models import Instance
-from nubis.services import policy
+from nubis.services.identity import policy
 from tests.unit.identity_world import PASSWORD, ROLES, bootstrap_password
 from tests.unit.test_api_contract import qcow2
 

@@ -7,8 +7,11 @@ import pytest
 from sqlalchemy import select
 
 from nubis.db.models import Host
-from nubis.services import auth, flavors, inventory, rule_groups
-from nubis.services.errors import BadRequest, Conflict
+from nubis.services.compute import flavors, rule_groups
+from nubis.services.compute.instances import InstanceRequest
+from nubis.services.core.errors import BadRequest, Conflict
+from nubis.services.identity import auth
+from nubis.services.inventory import topology
 from nubis.services.scheduler import NoValidHost
 
 
@@ -18,7 +21,7 @@ def platform(control_plane):
     for i in (1, 2, 3):
         p.hosts.add(p.db, f"h{i}", f"test:///default?h={i}")
     with p.db.begin() as s:
-        inventory.update_cluster(s, "default", inventory.ClusterSettings(disable_threshold=1.0))
+        topology.update_cluster(s, "default", topology.ClusterSettings(disable_threshold=1.0))
         flavors.create(s, "gig", 1, 1024, 1)
         host_mem = s.scalars(select(Host.memory_mib)).first()
     assert host_mem == 3072  # the test driver's host: 3 x 1024 MiB fit on each
@@ -45,7 +48,7 @@ def image(platform, tmp_path):
 
 def create(platform, principal, image, name, **kw):
     with platform.db.begin() as s:
-        inst, _ = platform.instances.create(s, principal, name, image, "gig", **kw)
+        inst, _ = platform.instances.create(s, principal, InstanceRequest(name, image, "gig", **kw))
         return inst
 
 
@@ -86,7 +89,7 @@ def test_spread_places_evenly(platform, principal, image):
 
 def test_pack_fills_one_host_first(platform, principal, image):
     with platform.db.begin() as s:
-        inventory.update_cluster(s, "default", inventory.ClusterSettings(weigher="pack"))
+        topology.update_cluster(s, "default", topology.ClusterSettings(weigher="pack"))
     for i in range(3):
         create(platform, principal, image, f"p{i}")
     assert sorted(h.instance_count for h in hosts_by_name(platform).values()) == [0, 0, 3]
@@ -97,15 +100,13 @@ def test_strict_anti_affinity_and_affinity(platform, principal, image):
         rule_groups.create(s, principal, "apart", "anti-affinity")
         rule_groups.create(s, principal, "together", "affinity")
     placed = {
-        create(platform, principal, image, f"a{i}", rule_group_ref="apart").host_id
-        for i in range(3)
+        create(platform, principal, image, f"a{i}", rule_group="apart").host_id for i in range(3)
     }
     assert len(placed) == 3
     with pytest.raises(NoValidHost, match="rule group removed 3"):
-        create(platform, principal, image, "a4", rule_group_ref="apart")
+        create(platform, principal, image, "a4", rule_group="apart")
     pair = {
-        create(platform, principal, image, f"t{i}", rule_group_ref="together").host_id
-        for i in range(2)
+        create(platform, principal, image, f"t{i}", rule_group="together").host_id for i in range(2)
     }
     assert len(pair) == 1
 
@@ -116,33 +117,31 @@ def test_hosts_policy_pins_and_soft_anti_affinity_overflows(platform, principal,
         rule_groups.create(s, principal, "loose", "anti-affinity", strict=False)
     h2 = hosts_by_name(platform)["h2"].id
     assert {
-        create(platform, principal, image, f"p{i}", rule_group_ref="pinned").host_id
-        for i in range(2)
+        create(platform, principal, image, f"p{i}", rule_group="pinned").host_id for i in range(2)
     } == {h2}
     loose = [
-        create(platform, principal, image, f"l{i}", rule_group_ref="loose").host_id
-        for i in range(4)
+        create(platform, principal, image, f"l{i}", rule_group="loose").host_id for i in range(4)
     ]
     assert len(set(loose[:3])) == 3 and len(loose) == 4  # the 4th still placed
 
 
 def test_explicit_host_and_disabled_host(platform, principal, image):
     assert (
-        create(platform, principal, image, "x", host_ref="h3").host_id
+        create(platform, principal, image, "x", host="h3").host_id
         == hosts_by_name(platform)["h3"].id
     )
     with platform.db.begin() as s:
         platform.hosts.set_enabled(s, "h3", False)
     with pytest.raises(NoValidHost, match="host state"):
-        create(platform, principal, image, "y", host_ref="h3")
+        create(platform, principal, image, "y", host="h3")
     assert create(platform, principal, image, "z").host_id != hosts_by_name(platform)["h3"].id
 
 
 def test_capacity_reports(platform, principal, image):
     create(platform, principal, image, "c1")
     with platform.db.begin() as s:
-        cap = inventory.cluster_capacity(s, "default")
-        zone = inventory.zone_capacity(s, "default")
+        cap = topology.cluster_capacity(s, "default")
+        zone = topology.zone_capacity(s, "default")
     assert cap["hosts"] == 3 and cap["instances"] == 1
     assert cap["memory_mib"] == {
         "physical": 9216,

@@ -3,7 +3,7 @@ and another project's resources are "not found" for every resource type."""
 
 import re
 
-from nubis.services import policy
+from nubis.services.identity import policy
 from tests.unit.identity_world import ROLES
 from tests.unit.test_api_contract import qcow2
 

@@ -6,7 +6,7 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from nubis.db.models import Host
-from nubis.services import metrics
+from nubis.services.monitoring import metrics
 
 
 def scrape(client, platform) -> dict[str, list]:

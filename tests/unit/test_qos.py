@@ -3,8 +3,8 @@
 import pytest
 
 from nubis.drivers.libvirt.domain_xml import Rate
-from nubis.services.errors import BadRequest
-from nubis.services.qos import check_bandwidth, rates
+from nubis.services.core.errors import BadRequest
+from nubis.services.network.qos import check_bandwidth, rates
 
 
 def test_limits_are_kept_in_their_shape_and_become_libvirt_rates():

@@ -8,21 +8,12 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import insert, select
 
-from nubis.db import migrate
 from nubis.db.models import Cluster, Host, Zone
 from nubis.db.session import Database
 from nubis.services.scheduler import NoValidHost, Scheduler, filter_hosts
 from nubis.services.scheduler.filters import FILTERS, PlacementRequest
 from nubis.services.scheduler.state import load_host_states
 from nubis.services.scheduler.weighers import order
-
-
-@pytest.fixture
-def db(db_url):
-    database = Database(db_url)
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
 
 
 def populate(db: Database, rng: random.Random, hosts: int = 120) -> list[str]:

@@ -4,7 +4,6 @@ import time
 import pytest
 from sqlalchemy import select
 
-from nubis.db import migrate
 from nubis.db.models import Task
 from nubis.db.session import Database
 from nubis.tasks.engine import INTERRUPTED, TaskContext, TaskEngine
@@ -29,14 +28,6 @@ class Recorder:
 
     def failed(self, ctx: TaskContext, error: str) -> None:
         self.failures.append((ctx.task_id, error))
-
-
-@pytest.fixture
-def db(db_url):
-    database = Database(db_url)
-    migrate.upgrade(database.engine)
-    yield database
-    database.dispose()
 
 
 def wait_all_done(db: Database, timeout: float = 30) -> list[Task]:

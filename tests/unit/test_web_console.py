@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nubis.api.app import create_app
-from nubis.services import policy
+from nubis.services.identity import policy
 from tests.unit.identity_world import PASSWORD, ROLES, bootstrap_password
 
 PAGES = {

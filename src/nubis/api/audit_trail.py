@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nubis.db.models import AuditRecord
 from nubis.db.session import Database
-from nubis.services import audit, policy
-from nubis.services.auth import Principal
+from nubis.services.core.principal import Principal
+from nubis.services.identity import audit, policy
 
 log = logging.getLogger(__name__)
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})

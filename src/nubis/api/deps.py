@@ -12,10 +12,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from nubis.api import audit_trail, web_session
 from nubis.platform import Platform
-from nubis.services import apikeys, auth, policy, signing
-from nubis.services.auth import Principal
-from nubis.services.errors import Unauthorized
-from nubis.services.lookup import PageRequest
+from nubis.services.core.errors import Unauthorized
+from nubis.services.core.lookup import PageRequest
+from nubis.services.core.principal import Principal
+from nubis.services.identity import apikeys, auth, policy, signing
 
 _bearer = HTTPBearer(auto_error=False)
 

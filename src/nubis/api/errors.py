@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 from starlette.types import Send
 
-from nubis.services.errors import ServiceError
+from nubis.services.core.errors import ServiceError
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:

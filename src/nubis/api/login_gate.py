@@ -10,7 +10,7 @@ import asyncio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nubis.api.errors import send_error
-from nubis.services.throttle import AddressThrottle
+from nubis.services.identity.throttle import AddressThrottle
 
 LOGIN_PATHS = frozenset({"/api/v1/auth/tokens", "/openstack/identity/v3/auth/tokens", "/login"})
 PAUSE = 1.0  # seconds a refused login waits for its answer

@@ -16,10 +16,11 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nubis.db.models import Host, Instance, Project, Task
-from nubis.db.monitoring_models import AlarmRule
+from nubis.db.models.monitoring import AlarmRule
 from nubis.platform import Platform
-from nubis.services import metrics, signing
-from nubis.services.errors import Unauthorized
+from nubis.services.core.errors import Unauthorized
+from nubis.services.identity import signing
+from nubis.services.monitoring import metrics
 
 router = APIRouter(include_in_schema=False)
 TASK_STATES = ("queued", "running", "succeeded", "failed")

@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nubis.services.lookup import Page
+from nubis.services.core.lookup import Page
 
 T = TypeVar("T")
 

@@ -15,8 +15,8 @@ import hashlib
 import hmac
 import secrets
 
-from nubis.services import signing
-from nubis.services.errors import Forbidden
+from nubis.services.core.errors import Forbidden
+from nubis.services.identity import signing
 
 SESSION_COOKIE = "nubis_session"
 LOGIN_CSRF_COOKIE = "nubis_login_csrf"

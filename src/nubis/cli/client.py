@@ -24,7 +24,7 @@ from rich.progress import (
 from rich.table import Table
 
 from nubis import tls
-from nubis.services import signing
+from nubis.services.identity import signing
 
 console = Console()
 err_console = Console(stderr=True)

@@ -11,8 +11,8 @@ from nubis.cli.client import console, fail
 from nubis.config import get_settings
 from nubis.db.models import User
 from nubis.db.session import Database
-from nubis.services import approvals, identity, throttle
-from nubis.services.errors import ServiceError
+from nubis.services.core.errors import ServiceError
+from nubis.services.identity import approvals, directory, throttle
 
 app = typer.Typer(
     help="On the server itself (as root): unlock accounts, approve requests", no_args_is_help=True
@@ -42,10 +42,10 @@ def unlock(
         with db.begin() as s:
             if username is not None:
                 try:
-                    user: User = identity.get_user(s, username)
+                    user: User = directory.get_user(s, username)
                 except ServiceError as exc:
                     raise fail(exc.message) from exc
-                identity.unlock(user)
+                directory.unlock(user)
             cleared = 0
             if address is not None or all_addresses:
                 cleared = throttle.clear(s, None if all_addresses else address)

@@ -14,13 +14,16 @@ from sqlalchemy import select
 from nubis.db.models import FirstRunStep, Host, Image, Network, Project, StoragePool, User
 from nubis.db.session import Database
 from nubis.images.tinyimage import build_tiny_image
-from nubis.services import auth, flavors, identity, inventory, passwords, policy
-from nubis.services.errors import BadRequest, Conflict, ServiceError
-from nubis.services.hosts import HostService
-from nubis.services.images import ImageService
-from nubis.services.ipam import SubnetRequest
-from nubis.services.networks import NetworkRequest, NetworkService
-from nubis.services.storage_pools import PoolRequest, PoolService
+from nubis.services.compute import flavors
+from nubis.services.core.errors import BadRequest, Conflict, ServiceError
+from nubis.services.core.principal import Principal
+from nubis.services.identity import auth, directory, passwords, policy
+from nubis.services.inventory import topology
+from nubis.services.inventory.hosts import HostService
+from nubis.services.network.ipam import SubnetRequest
+from nubis.services.network.networks import NetworkRequest, NetworkService
+from nubis.services.storage.images import ImageService
+from nubis.services.storage.pools import PoolRequest, PoolService
 
 log = logging.getLogger(__name__)
 TINY_IMAGE = "nubis-tiny"
@@ -33,7 +36,7 @@ def seed(db: Database, data_dir: Path) -> Path | None:
     of the admin's file."""
     with db.begin() as s:
         flavors.seed_defaults(s)
-        inventory.ensure_default(s)
+        topology.ensure_default(s)
         auth.ensure_project(s, auth.DEFAULT_PROJECT)
     _first_user(db, data_dir, "admin", policy.SYSTEM_ADMIN)
     _first_user(db, data_dir, "security", policy.SECURITY_ADMIN)
@@ -57,10 +60,10 @@ def _first_user(db: Database, data_dir: Path, username: str, system_role: str) -
     with os.fdopen(fd, "w") as fh:
         fh.write(password + "\n")
     with db.begin() as s:
-        user = identity.create_user(s, username, new, system_role=system_role)
+        user = directory.create_user(s, username, new, system_role=system_role)
         if system_role == policy.SYSTEM_ADMIN:
             project = auth.ensure_project(s, auth.DEFAULT_PROJECT)
-            identity.grant(s, user, project, policy.ADMIN)
+            directory.grant(s, user, project, policy.ADMIN)
 
 
 def ensure_local_host(db: Database, hosts: HostService, uri: str) -> None:
@@ -115,7 +118,7 @@ def first_run_defaults(
         has_network = s.scalar(
             select(Network.id).where(Network.name == DEFAULT, Network.project_id == project.id)
         )
-        principal = auth.Principal(
+        principal = Principal(
             admin.id, admin.username, project.id, policy.ADMIN, policy.SYSTEM_ADMIN
         )
     try:
@@ -133,7 +136,7 @@ def first_run_defaults(
     log.info("made storage pool %r and network %r (first run)", DEFAULT, DEFAULT)
 
 
-def _default_network(networks: NetworkService, principal: auth.Principal) -> None:
+def _default_network(networks: NetworkService, principal: Principal) -> None:
     """A NAT network on the first of ``DEFAULT_CIDRS`` no other network of the host
     takes (a subnet in use elsewhere on the host is refused by its libvirt)."""
     errors = []

@@ -11,7 +11,8 @@ from sqlalchemy import delete
 
 from nubis.db.models import Approval, ConsoleTicket, Token, UsedSignature, utcnow
 from nubis.db.session import Database
-from nubis.services import audit, events, throttle
+from nubis.services.core import events
+from nubis.services.identity import audit, throttle
 
 log = logging.getLogger(__name__)
 

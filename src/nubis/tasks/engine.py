@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Task, new_id, utcnow
+from nubis.db.models import Task, TaskStatus, new_id, utcnow
 from nubis.db.session import Database
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,17 @@ class TaskContext:
 
 
 class TaskHandler(Protocol):
-    kind: str
-    resumable: bool  # True: run() is idempotent and is run again after a crash
-    # the names it passes to ctx.step, in order: every point a crash can interrupt it
-    # (the fault-injection test kills the control plane at each of them)
-    steps: tuple[str, ...]
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def resumable(self) -> bool:
+        """True: run() is idempotent and is run again after a crash."""
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """The names it passes to ctx.step, in order: every point a crash can interrupt
+        it (the fault-injection test kills the control plane at each of them)."""
 
     def run(self, ctx: TaskContext) -> None: ...
 
@@ -138,7 +144,7 @@ class TaskEngine:
         ``finish``, and if this process dies first, ``recover()`` fails it and its
         handler's ``failed`` cleans up."""
         task = self._new(kind, resource_type, resource_id, params, project_id, user_id)
-        task.status = "running"
+        task.status = TaskStatus.RUNNING
         task.worker = self.worker_id
         task.started_at = utcnow()
         task.attempts = 1
@@ -211,14 +217,17 @@ class TaskEngine:
         """Take the oldest queued task with a compare-and-swap on its status."""
         with self.db.begin() as s:
             candidates = s.scalars(
-                select(Task.id).where(Task.status == "queued").order_by(Task.created_at).limit(8)
+                select(Task.id)
+                .where(Task.status == TaskStatus.QUEUED)
+                .order_by(Task.created_at)
+                .limit(8)
             ).all()
             for task_id in candidates:
                 claimed = s.execute(
                     update(Task)
-                    .where(Task.id == task_id, Task.status == "queued")
+                    .where(Task.id == task_id, Task.status == TaskStatus.QUEUED)
                     .values(
-                        status="running",
+                        status=TaskStatus.RUNNING,
                         worker=self.worker_id,
                         started_at=utcnow(),
                         attempts=Task.attempts + 1,
@@ -250,7 +259,7 @@ class TaskEngine:
     def _finish(self, task_id: str, status: str, error: str | None) -> None:
         with self.db.begin() as s:
             values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow()}
-            if status == "succeeded":
+            if status == TaskStatus.SUCCEEDED:
                 values["progress"] = 100
             s.execute(update(Task).where(Task.id == task_id).values(**values))
         for listener in self.on_finished:
@@ -260,14 +269,16 @@ class TaskEngine:
     def recover(self) -> list[str]:
         """Run once at start-up, before workers start: settle tasks left ``running``."""
         with self.db.begin() as s:
-            left = s.scalars(select(Task).where(Task.status == "running")).all()
+            left = s.scalars(select(Task).where(Task.status == TaskStatus.RUNNING)).all()
         recovered = []
         for task in left:
             handler = self.handlers.get(task.kind)
             if handler is not None and handler.resumable and task.attempts < 3:
                 log.warning("re-queueing interrupted task %s (%s)", task.id, task.kind)
                 with self.db.begin() as s:
-                    s.execute(update(Task).where(Task.id == task.id).values(status="queued"))
+                    s.execute(
+                        update(Task).where(Task.id == task.id).values(status=TaskStatus.QUEUED)
+                    )
             else:
                 log.warning("failing interrupted task %s (%s)", task.id, task.kind)
                 if handler is not None:

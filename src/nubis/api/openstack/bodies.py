@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nubis.services.errors import BadRequest
+from nubis.services.core.errors import BadRequest
 
 
 def unwrap(body: dict[str, Any], key: str) -> Any:

@@ -13,9 +13,9 @@ from sqlalchemy import ColumnElement, true
 from nubis.api import audit_trail
 from nubis.api.deps import PlatformDep
 from nubis.platform import Platform
-from nubis.services import auth, policy
-from nubis.services.auth import Principal
-from nubis.services.errors import NotFoundError, Unauthorized
+from nubis.services.core.errors import NotFoundError, Unauthorized
+from nubis.services.core.principal import Principal
+from nubis.services.identity import auth, policy
 
 TOKEN_HEADER = "X-Auth-Token"
 

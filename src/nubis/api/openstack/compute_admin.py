@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 from nubis.api.deps import PlatformDep
 from nubis.api.openstack.caller import As
 from nubis.db.models import Cluster, Host, Zone
-from nubis.services.auth import Principal
-from nubis.services.errors import NotFoundError
+from nubis.services.core.errors import NotFoundError
+from nubis.services.core.principal import Principal
 
 router = APIRouter(prefix="/compute/v2.1", tags=["openstack compute"])
 

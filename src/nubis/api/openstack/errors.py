@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from nubis.api.errors import describe
-from nubis.services.errors import ServiceError
+from nubis.services.core.errors import ServiceError
 
 FAULTS = {
     400: ("badRequest", "Bad Request", "BadRequest"),

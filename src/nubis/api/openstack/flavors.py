@@ -14,10 +14,10 @@ from nubis.api.openstack import links
 from nubis.api.openstack.caller import As
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import Flavor, KeyPair
-from nubis.services import flavors, keypairs
-from nubis.services.auth import Principal
-from nubis.services.errors import NotFoundError
-from nubis.services.lookup import paginate
+from nubis.services.compute import flavors, keypairs
+from nubis.services.core.errors import NotFoundError
+from nubis.services.core.lookup import paginate
+from nubis.services.core.principal import Principal
 
 router = APIRouter(prefix="/compute/v2.1", tags=["openstack compute"])
 

@@ -17,9 +17,9 @@ from nubis.api.deps import PlatformDep, client_address
 from nubis.api.openstack import links
 from nubis.api.openstack.caller import As, token_principal
 from nubis.db.models import Project, Token, User, utcnow
-from nubis.services import auth, identity
-from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, NotFoundError, Unauthorized
+from nubis.services.core.errors import BadRequest, NotFoundError, Unauthorized
+from nubis.services.core.principal import Principal
+from nubis.services.identity import auth, directory
 
 router = APIRouter(prefix="/identity", tags=["openstack identity"])
 
@@ -307,7 +307,7 @@ def get_project(
     _caller: Annotated[Principal, As("GET /projects/{ref}")],
 ) -> dict[str, Any]:
     with platform.db.read() as s:
-        return {"project": project_view(request, identity.get_project(s, ref))}
+        return {"project": project_view(request, directory.get_project(s, ref))}
 
 
 def user_view(request: Request, user: User) -> dict[str, Any]:
@@ -345,4 +345,4 @@ def get_user(
     _caller: Annotated[Principal, As("GET /users/{ref}")],
 ) -> dict[str, Any]:
     with platform.db.read() as s:
-        return {"user": user_view(request, identity.get_user(s, ref))}
+        return {"user": user_view(request, directory.get_user(s, ref))}

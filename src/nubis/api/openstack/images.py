@@ -16,10 +16,11 @@ from nubis.api.openstack import links
 from nubis.api.openstack.caller import As
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import Image
-from nubis.services import images, policy, quotas
-from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, Conflict, Forbidden, NotFoundError
-from nubis.services.lookup import paginate
+from nubis.services.core.errors import BadRequest, Conflict, Forbidden, NotFoundError
+from nubis.services.core.lookup import paginate
+from nubis.services.core.principal import Principal
+from nubis.services.identity import policy, quotas
+from nubis.services.storage import images
 
 router = APIRouter(prefix="/image", tags=["openstack image"])
 

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request
 
-from nubis.services.lookup import MAX_LIMIT, PageRequest
+from nubis.services.core.lookup import MAX_LIMIT, PageRequest
 
 PREFIX = "/openstack"
 REGION = "RegionOne"

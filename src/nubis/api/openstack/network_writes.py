@@ -18,10 +18,10 @@ from nubis.api.openstack.caller import As, owned
 from nubis.api.openstack.errors import NotSupported
 from nubis.api.openstack.networks import network_view, subnet_view
 from nubis.db.models import Network, Subnet
-from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, NotFoundError
-from nubis.services.ipam import SubnetRequest
-from nubis.services.networks import NetworkRequest, subnets_of
+from nubis.services.core.errors import BadRequest, NotFoundError
+from nubis.services.core.principal import Principal
+from nubis.services.network.ipam import SubnetRequest
+from nubis.services.network.networks import NetworkRequest, subnets_of
 
 router = APIRouter(prefix="/network/v2.0", tags=["openstack network"])
 

@@ -13,11 +13,11 @@ from nubis.api.deps import PlatformDep
 from nubis.api.openstack import links
 from nubis.api.openstack.caller import As, owned
 from nubis.db.models import Network, Port, Subnet
-from nubis.services.auth import Principal
-from nubis.services.errors import NotFoundError
-from nubis.services.lookup import paginate
-from nubis.services.networks import subnets_of
-from nubis.services.ports import port_groups
+from nubis.services.core.errors import NotFoundError
+from nubis.services.core.lookup import paginate
+from nubis.services.core.principal import Principal
+from nubis.services.network.networks import subnets_of
+from nubis.services.network.ports import port_groups
 
 router = APIRouter(prefix="/network", tags=["openstack network"])
 

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 from nubis.api.deps import PlatformDep
 from nubis.api.openstack.bodies import unwrap_object
 from nubis.api.openstack.caller import As, check_project
-from nubis.services import identity, quotas
-from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest
+from nubis.services.core.errors import BadRequest
+from nubis.services.core.principal import Principal
+from nubis.services.identity import directory, quotas
 
 router = APIRouter(tags=["openstack quotas"])
 
@@ -34,7 +34,7 @@ Setter = Annotated[Principal, As("PUT /projects/{ref}/quotas")]
 def _report(session: Session, principal: Principal, project_id: str) -> dict[str, Any]:
     """Your own project's quotas; another project's for the system administrator."""
     check_project(principal, project_id)
-    return quotas.report(session, identity.get_project(session, project_id).id)
+    return quotas.report(session, directory.get_project(session, project_id).id)
 
 
 def _view(mapping: dict[str, str], report: dict[str, Any], detail: bool, used: str) -> dict:
@@ -62,7 +62,7 @@ def _set(
         raise BadRequest(f"Nubis has no quota {', '.join(unknown)}; it has {', '.join(mapping)}")
     changes = {mapping[k]: v for k, v in body.items() if k in mapping}
     with platform.db.begin() as s:
-        project = identity.get_project(s, project_id)
+        project = directory.get_project(s, project_id)
         if check_usage:
             used = quotas.usage(s, project.id, list(changes))
             below = [

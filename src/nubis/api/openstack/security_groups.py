@@ -16,11 +16,11 @@ from nubis.api.openstack import links
 from nubis.api.openstack.caller import As, owned
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import SecurityGroup, SecurityGroupRule
-from nubis.services import security_groups
-from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, NotFoundError
-from nubis.services.lookup import paginate
-from nubis.services.security_groups import RuleRequest
+from nubis.services.core.errors import BadRequest, NotFoundError
+from nubis.services.core.lookup import paginate
+from nubis.services.core.principal import Principal
+from nubis.services.network import security_groups
+from nubis.services.network.security_groups import RuleRequest
 
 router = APIRouter(prefix="/network/v2.0", tags=["openstack network"])
 

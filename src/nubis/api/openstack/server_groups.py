@@ -13,9 +13,9 @@ from nubis.api.deps import PlatformDep
 from nubis.api.openstack.caller import As
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import RuleGroup
-from nubis.services import rule_groups
-from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, NotFoundError
+from nubis.services.compute import rule_groups
+from nubis.services.core.errors import BadRequest, NotFoundError
+from nubis.services.core.principal import Principal
 
 router = APIRouter(prefix="/compute/v2.1/os-server-groups", tags=["openstack compute"])
 

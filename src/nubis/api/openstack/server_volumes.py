@@ -14,8 +14,8 @@ from nubis.api.openstack.caller import As
 from nubis.api.openstack.servers import find_server
 from nubis.api.openstack.volumes import find_volume
 from nubis.db.models import VolumeAttachment
-from nubis.services.auth import Principal
-from nubis.services.errors import NotFoundError
+from nubis.services.core.errors import NotFoundError
+from nubis.services.core.principal import Principal
 
 router = APIRouter(
     prefix="/compute/v2.1/servers/{server_id}/os-volume_attachments",

@@ -18,12 +18,14 @@ from nubis.api.openstack.bodies import one_action, unwrap
 from nubis.api.openstack.caller import As
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import Instance
-from nubis.services import migration, policy, resize, templates
-from nubis.services.auth import Principal
-from nubis.services.cloudinit import GuestRequest
-from nubis.services.errors import BadRequest, Conflict, NotFoundError
-from nubis.services.lookup import paginate
-from nubis.services.ports import NicRequest
+from nubis.services.compute import migration, resize, templates
+from nubis.services.compute.cloudinit import GuestRequest
+from nubis.services.compute.instances import InstanceRequest
+from nubis.services.core.errors import BadRequest, Conflict, NotFoundError
+from nubis.services.core.lookup import paginate
+from nubis.services.core.principal import Principal
+from nubis.services.identity import policy
+from nubis.services.network.ports import NicRequest
 
 router = APIRouter(prefix="/compute/v2.1/servers", tags=["openstack compute"])
 
@@ -145,17 +147,16 @@ def create_server(
         "configdrive" if configdrive else "nocloud",
     )
     with platform.db.begin() as s:
-        instance, _task = platform.instances.create(
-            s,
-            principal,
-            server.name,
-            _last_segment(server.imageRef),
-            _last_segment(server.flavorRef),
-            rule_group_ref=group,
+        wanted = InstanceRequest(
+            name=server.name,
+            image=_last_segment(server.imageRef),
+            flavor=_last_segment(server.flavorRef),
+            rule_group=group,
             nics=_nics(server),
             guest=guest,
             properties=server.metadata,
         )
+        instance, _task = platform.instances.create(s, principal, wanted)
         out = server_view.brief(request, instance)
     response.headers["Location"] = out["links"][0]["href"]
     return {

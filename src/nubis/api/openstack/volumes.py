@@ -18,10 +18,10 @@ from nubis.api.openstack.bodies import one_action
 from nubis.api.openstack.caller import As, check_project
 from nubis.api.openstack.errors import NotSupported
 from nubis.db.models import DiskOffering, Volume, VolumeAttachment
-from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, NotFoundError
-from nubis.services.lookup import paginate
-from nubis.services.volumes import VolumeRequest
+from nubis.services.core.errors import BadRequest, NotFoundError
+from nubis.services.core.lookup import paginate
+from nubis.services.core.principal import Principal
+from nubis.services.storage.volumes import VolumeRequest
 
 router = APIRouter(prefix="/volume", tags=["openstack block storage"])
 

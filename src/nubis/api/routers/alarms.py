@@ -15,10 +15,10 @@ from nubis.api.monitoring_schemas import (
     NotificationOut,
 )
 from nubis.api.schemas import PageOut
-from nubis.db.monitoring_models import AlarmRule, Notification
-from nubis.services import webhooks
-from nubis.services.alarms import RuleRequest
-from nubis.services.lookup import paginate
+from nubis.db.models.monitoring import AlarmRule, Notification
+from nubis.services.core.lookup import paginate
+from nubis.services.monitoring import webhooks
+from nubis.services.monitoring.alarms import RuleRequest
 
 router = APIRouter(prefix="/alarms", tags=["alarms"])
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from nubis.api.deps import PlatformDep, PrincipalDep
 from nubis.api.identity_schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut
-from nubis.services import apikeys
+from nubis.services.identity import apikeys
 
 router = APIRouter(prefix="/api-keys", tags=["identity"])
 

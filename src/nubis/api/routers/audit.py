@@ -12,9 +12,9 @@ from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.identity_schemas import AuditOut
 from nubis.api.schemas import PageOut
 from nubis.db.models import AuditRecord
-from nubis.services import audit
-from nubis.services.audit import AuditQuery
-from nubis.services.lookup import paginate
+from nubis.services.core.lookup import paginate
+from nubis.services.identity import audit
+from nubis.services.identity.audit import AuditQuery
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

@@ -9,8 +9,8 @@ from nubis.api.deps import PlatformDep, PrincipalDep, client_address
 from nubis.api.identity_schemas import PasswordChangeIn, WhoAmIOut
 from nubis.api.schemas import TokenIn, TokenOut
 from nubis.db.models import User
-from nubis.services import auth, passwords
-from nubis.services.errors import BadRequest
+from nubis.services.core.errors import BadRequest
+from nubis.services.identity import auth, passwords
 
 router = APIRouter()
 

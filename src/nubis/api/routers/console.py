@@ -12,7 +12,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel
 
 from nubis.api.deps import PlatformDep, PrincipalDep
-from nubis.services.errors import ServiceError
+from nubis.services.core.errors import ServiceError
 
 router = APIRouter(tags=["console"])
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from sqlalchemy import select
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import FlavorIn, FlavorOut, PageOut, bandwidth_dict
 from nubis.db.models import Flavor
-from nubis.services import flavors
-from nubis.services.lookup import get_by_id_or_name, paginate
+from nubis.services.compute import flavors
+from nubis.services.core.lookup import get_by_id_or_name, paginate
 
 router = APIRouter(prefix="/flavors", tags=["flavors"])
 

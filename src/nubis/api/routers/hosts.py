@@ -16,9 +16,10 @@ from nubis.api.schemas import (
     TaskAccepted,
 )
 from nubis.db.models import Host
-from nubis.services import host_tasks, inventory
-from nubis.services.errors import NotFoundError
-from nubis.services.lookup import get_by_id_or_name, paginate
+from nubis.services.compute import host_drain
+from nubis.services.core.errors import NotFoundError
+from nubis.services.core.lookup import get_by_id_or_name, paginate
+from nubis.services.inventory import topology
 
 router = APIRouter(prefix="/hosts", tags=["hosts"])
 
@@ -66,7 +67,7 @@ def get_host(ref: str, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
 @router.get("/{ref}/capacity")
 def host_capacity(ref: str, platform: PlatformDep, _p: PrincipalDep) -> CapacityOut:
     with platform.db.read() as s:
-        return CapacityOut.model_validate(inventory.host_capacity(s, ref))
+        return CapacityOut.model_validate(topology.host_capacity(s, ref))
 
 
 @router.post("/{ref}/actions/maintenance", status_code=202)
@@ -74,21 +75,21 @@ def enter_maintenance(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Task
     """No new placement on the host; its instances are migrated away (running ones
     live); the host's ``maintenance`` becomes ``active`` once it is empty."""
     with platform.db.begin() as s:
-        task = host_tasks.enter_maintenance(platform.instances, s, ref)
+        task = host_drain.enter_maintenance(platform.instances, s, ref)
     return TaskAccepted(task_id=task.id)
 
 
 @router.post("/{ref}/actions/exit-maintenance")
 def exit_maintenance(ref: str, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
     with platform.db.begin() as s:
-        return HostOut.model_validate(host_tasks.exit_maintenance(s, ref))
+        return HostOut.model_validate(host_drain.exit_maintenance(s, ref))
 
 
 @router.post("/{ref}/actions/evacuate", status_code=202)
 def evacuate(ref: str, body: EvacuateIn, platform: PlatformDep, _p: PrincipalDep) -> TaskAccepted:
     """Restart the instances of a host that is down on other hosts of its cluster."""
     with platform.db.begin() as s:
-        task = host_tasks.evacuate(platform.instances, s, ref, body.confirm_host_down)
+        task = host_drain.evacuate(platform.instances, s, ref, body.confirm_host_down)
     return TaskAccepted(task_id=task.id)
 
 

@@ -13,11 +13,12 @@ from sqlalchemy import select
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import ImageImportIn, ImageOut, PageOut
 from nubis.db.models import Image
-from nubis.services import images, policy
-from nubis.services.auth import Principal
-from nubis.services.errors import BadRequest, Conflict, Forbidden
-from nubis.services.images import Staged
-from nubis.services.lookup import paginate
+from nubis.services.core.errors import BadRequest, Conflict, Forbidden
+from nubis.services.core.lookup import paginate
+from nubis.services.core.principal import Principal
+from nubis.services.identity import policy
+from nubis.services.storage import images
+from nubis.services.storage.images import Staged
 
 router = APIRouter(prefix="/images", tags=["images"])
 

@@ -24,9 +24,10 @@ from nubis.api.schemas import (
     TemplateIn,
     bandwidth_dict,
 )
-from nubis.services import media, migration, resize, templates
-from nubis.services.cloudinit import GuestRequest
-from nubis.services.ports import NicRequest, instance_ports
+from nubis.services.compute import media, migration, resize, templates
+from nubis.services.compute.cloudinit import GuestRequest
+from nubis.services.compute.instances import InstanceRequest
+from nubis.services.network.ports import NicRequest, instance_ports
 
 router = APIRouter(prefix="/instances", tags=["instances"])
 
@@ -42,7 +43,7 @@ def list_instances(
 ) -> PageOut[InstanceOut]:
     """Instances of the caller's project; ``sort`` by name, status or created_at."""
     with platform.db.read() as s:
-        page = platform.instances.list(s, principal, name, status, pages, name_contains)
+        page = platform.instances.find_all(s, principal, name, status, pages, name_contains)
         return PageOut.of(page, InstanceOut)
 
 
@@ -51,27 +52,26 @@ def create_instance(
     body: InstanceIn, platform: PlatformDep, principal: PrincipalDep
 ) -> InstanceAccepted:
     with platform.db.begin() as s:
-        instance, task = platform.instances.create(
-            s,
-            principal,
-            body.name,
-            body.image,
-            body.flavor,
-            body.host,
-            body.rule_group,
-            body.cluster,
-            body.clone,
-            None
+        request = InstanceRequest(
+            name=body.name,
+            image=body.image,
+            flavor=body.flavor,
+            host=body.host,
+            rule_group=body.rule_group,
+            cluster=body.cluster,
+            clone=body.clone,
+            nics=None
             if body.networks is None
             else [
                 NicRequest(n.network, n.ip, n.security_groups, bandwidth_dict(n.bandwidth))
                 for n in body.networks
             ],
-            GuestRequest(body.hostname, body.key_pair, body.user_data, body.seed_format),
-            body.ha,
-            body.ha_priority,
-            body.properties,
+            guest=GuestRequest(body.hostname, body.key_pair, body.user_data, body.seed_format),
+            ha=body.ha,
+            ha_priority=body.ha_priority,
+            properties=body.properties,
         )
+        instance, task = platform.instances.create(s, principal, request)
         out = InstanceOut.model_validate(instance).model_dump()
     return InstanceAccepted(**out, task_id=task.id)
 

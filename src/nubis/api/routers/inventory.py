@@ -16,8 +16,8 @@ from nubis.api.schemas import (
     ZoneOut,
 )
 from nubis.db.models import Cluster, Zone
-from nubis.services import inventory
-from nubis.services.lookup import get_by_id_or_name, paginate
+from nubis.services.core.lookup import get_by_id_or_name, paginate
+from nubis.services.inventory import topology
 
 router = APIRouter(tags=["inventory"])
 
@@ -32,7 +32,7 @@ def list_zones(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> PageO
 @router.post("/zones", status_code=201)
 def create_zone(body: ZoneIn, platform: PlatformDep, _p: PrincipalDep) -> ZoneOut:
     with platform.db.begin() as s:
-        return ZoneOut.model_validate(inventory.create_zone(s, body.name))
+        return ZoneOut.model_validate(topology.create_zone(s, body.name))
 
 
 @router.get("/zones/{ref}")
@@ -44,13 +44,13 @@ def get_zone(ref: str, platform: PlatformDep, _p: PrincipalDep) -> ZoneOut:
 @router.get("/zones/{ref}/capacity")
 def zone_capacity(ref: str, platform: PlatformDep, _p: PrincipalDep) -> CapacityOut:
     with platform.db.read() as s:
-        return CapacityOut.model_validate(inventory.zone_capacity(s, ref))
+        return CapacityOut.model_validate(topology.zone_capacity(s, ref))
 
 
 @router.delete("/zones/{ref}", status_code=204)
 def delete_zone(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
     with platform.db.begin() as s:
-        inventory.delete_zone(s, ref)
+        topology.delete_zone(s, ref)
     return Response(status_code=204)
 
 
@@ -61,14 +61,14 @@ def list_clusters(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> Pa
         return PageOut.of(page, ClusterOut)
 
 
-def _settings(body: ClusterSettingsIn) -> inventory.ClusterSettings:
-    return inventory.ClusterSettings(**body.model_dump(include=set(ClusterSettingsIn.model_fields)))
+def _settings(body: ClusterSettingsIn) -> topology.ClusterSettings:
+    return topology.ClusterSettings(**body.model_dump(include=set(ClusterSettingsIn.model_fields)))
 
 
 @router.post("/clusters", status_code=201)
 def create_cluster(body: ClusterIn, platform: PlatformDep, _p: PrincipalDep) -> ClusterOut:
     with platform.db.begin() as s:
-        cluster = inventory.create_cluster(s, body.name, body.zone, _settings(body))
+        cluster = topology.create_cluster(s, body.name, body.zone, _settings(body))
         return ClusterOut.model_validate(cluster)
 
 
@@ -87,18 +87,18 @@ def update_cluster(
         body.max_instances_per_host is None
     )
     with platform.db.begin() as s:
-        cluster = inventory.update_cluster(s, ref, _settings(body), unset_max)
+        cluster = topology.update_cluster(s, ref, _settings(body), unset_max)
         return ClusterOut.model_validate(cluster)
 
 
 @router.get("/clusters/{ref}/capacity")
 def cluster_capacity(ref: str, platform: PlatformDep, _p: PrincipalDep) -> CapacityOut:
     with platform.db.read() as s:
-        return CapacityOut.model_validate(inventory.cluster_capacity(s, ref))
+        return CapacityOut.model_validate(topology.cluster_capacity(s, ref))
 
 
 @router.delete("/clusters/{ref}", status_code=204)
 def delete_cluster(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
     with platform.db.begin() as s:
-        inventory.delete_cluster(s, ref)
+        topology.delete_cluster(s, ref)
     return Response(status_code=204)

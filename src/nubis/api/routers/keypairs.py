@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from nubis.api.deps import PlatformDep, PrincipalDep
 from nubis.api.network_schemas import KeyPairCreated, KeyPairIn, KeyPairOut
-from nubis.services import keypairs
+from nubis.services.compute import keypairs
 
 router = APIRouter(prefix="/key-pairs", tags=["key pairs"])
 

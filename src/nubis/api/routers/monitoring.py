@@ -12,9 +12,10 @@ from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.monitoring_schemas import EventOut, SeriesOut
 from nubis.api.schemas import PageOut
 from nubis.db.models import Host
-from nubis.services import events, metrics, webhooks
-from nubis.services.lookup import get_by_id_or_name
-from nubis.services.metrics import Kind
+from nubis.services.core import events
+from nubis.services.core.lookup import get_by_id_or_name
+from nubis.services.monitoring import metrics, webhooks
+from nubis.services.monitoring.metrics import Kind
 
 router = APIRouter(tags=["monitoring"])
 DEFAULT_RANGE = 3600

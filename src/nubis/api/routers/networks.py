@@ -11,9 +11,9 @@ from nubis.api.network_schemas import NetworkIn, NetworkOut, PortOut, SubnetOut,
 from nubis.api.routers.ports import port_out
 from nubis.api.schemas import PageOut
 from nubis.db.models import Network, Port
-from nubis.services.ipam import SubnetRequest
-from nubis.services.lookup import paginate
-from nubis.services.networks import NetworkRequest, subnets_of
+from nubis.services.core.lookup import paginate
+from nubis.services.network.ipam import SubnetRequest
+from nubis.services.network.networks import NetworkRequest, subnets_of
 
 router = APIRouter(tags=["networks"])
 

@@ -10,8 +10,8 @@ from nubis.api.deps import PlatformDep, PrincipalDep
 from nubis.api.network_schemas import PortOut
 from nubis.api.schemas import BandwidthIn, bandwidth_dict
 from nubis.db.models import Port
-from nubis.services import nics
-from nubis.services.ports import port_groups
+from nubis.services.compute import nics
+from nubis.services.network.ports import port_groups
 
 router = APIRouter(prefix="/ports", tags=["networks"])
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from nubis.api.deps import PlatformDep, PrincipalDep
 from nubis.api.identity_schemas import QuotaOut
-from nubis.services import identity, quotas
+from nubis.services.identity import directory, quotas
 
 router = APIRouter(tags=["quotas"])
 
@@ -23,7 +23,7 @@ def my_quotas(platform: PlatformDep, principal: PrincipalDep) -> QuotaOut:
 @router.get("/projects/{ref}/quotas")
 def project_quotas(ref: str, platform: PlatformDep, _p: PrincipalDep) -> QuotaOut:
     with platform.db.read() as s:
-        project = identity.get_project(s, ref)
+        project = directory.get_project(s, ref)
         return QuotaOut(project_id=project.id, quotas=quotas.report(s, project.id))
 
 
@@ -31,6 +31,6 @@ def project_quotas(ref: str, platform: PlatformDep, _p: PrincipalDep) -> QuotaOu
 def set_quotas(ref: str, body: dict[str, int], platform: PlatformDep, _p: PrincipalDep) -> QuotaOut:
     """Set limits, e.g. ``{"instances": 10, "vcpus": 20}`` (``-1``: unlimited)."""
     with platform.db.begin() as s:
-        project = identity.get_project(s, ref)
+        project = directory.get_project(s, ref)
         quotas.set_limits(s, project.id, body)
         return QuotaOut(project_id=project.id, quotas=quotas.report(s, project.id))

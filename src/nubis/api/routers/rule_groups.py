@@ -8,8 +8,8 @@ from sqlalchemy import select
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import PageOut, RuleGroupIn, RuleGroupOut
 from nubis.db.models import RuleGroup
-from nubis.services import rule_groups
-from nubis.services.lookup import paginate
+from nubis.services.compute import rule_groups
+from nubis.services.core.lookup import paginate
 
 router = APIRouter(prefix="/rule-groups", tags=["rule groups"])
 

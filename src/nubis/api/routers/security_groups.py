@@ -10,9 +10,9 @@ from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.network_schemas import RuleIn, RuleOut, SecurityGroupIn, SecurityGroupOut
 from nubis.api.schemas import PageOut
 from nubis.db.models import SecurityGroup, SecurityGroupRule
-from nubis.services import security_groups
-from nubis.services.lookup import paginate
-from nubis.services.security_groups import RuleRequest
+from nubis.services.core.lookup import paginate
+from nubis.services.network import security_groups
+from nubis.services.network.security_groups import RuleRequest
 
 router = APIRouter(prefix="/security-groups", tags=["security groups"])
 

@@ -14,7 +14,9 @@ router = APIRouter(prefix="/instances/{ref}/snapshots", tags=["snapshots"])
 @router.get("")
 def list_snapshots(ref: str, platform: PlatformDep, principal: PrincipalDep) -> list[SnapshotOut]:
     with platform.db.read() as s:
-        return [SnapshotOut.model_validate(x) for x in platform.snapshots.list(s, principal, ref)]
+        return [
+            SnapshotOut.model_validate(x) for x in platform.snapshots.find_all(s, principal, ref)
+        ]
 
 
 @router.post("", status_code=202)

@@ -10,9 +10,9 @@ from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import PageOut
 from nubis.api.storage_schemas import OfferingIn, OfferingOut, PoolIn, PoolOut
 from nubis.db.models import DiskOffering, StoragePool
-from nubis.services import volumes
-from nubis.services.lookup import get_by_id_or_name, paginate
-from nubis.services.storage_pools import PoolRequest
+from nubis.services.core.lookup import get_by_id_or_name, paginate
+from nubis.services.storage import volumes
+from nubis.services.storage.pools import PoolRequest
 
 router = APIRouter(tags=["storage"])
 

@@ -8,8 +8,8 @@ from sqlalchemy import select
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import PageOut, TaskOut
 from nubis.db.models import Task
-from nubis.services.errors import NotFoundError
-from nubis.services.lookup import paginate
+from nubis.services.core.errors import NotFoundError
+from nubis.services.core.lookup import paginate
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 

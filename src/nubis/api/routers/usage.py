@@ -10,11 +10,11 @@ from sqlalchemy import select
 
 from nubis.api.deps import PlatformDep, PrincipalDep
 from nubis.api.schemas import In, Out
-from nubis.db.metering_models import Rate
 from nubis.db.models import Project, utcnow
-from nubis.services import metering
-from nubis.services.errors import NotFoundError
-from nubis.services.lookup import get_by_id_or_name
+from nubis.db.models.metering import Rate
+from nubis.services.core.errors import NotFoundError
+from nubis.services.core.lookup import get_by_id_or_name
+from nubis.services.monitoring import metering
 
 router = APIRouter(tags=["metering"])
 

@@ -23,9 +23,10 @@ from nubis.api.identity_schemas import (
 )
 from nubis.api.schemas import PageOut
 from nubis.db.models import Approval, Project, User
-from nubis.services import approvals, identity, passwords, policy
-from nubis.services.errors import BadRequest, Conflict, Forbidden, NotFoundError
-from nubis.services.lookup import paginate
+from nubis.services.core.errors import BadRequest, Conflict, Forbidden, NotFoundError
+from nubis.services.core.lookup import paginate
+from nubis.services.identity import approvals, directory, passwords, policy
+from nubis.services.network import security_groups
 
 router = APIRouter(tags=["identity"])
 USER_ACTIONS = ("enable", "disable", "unlock")
@@ -33,7 +34,7 @@ USER_ACTIONS = ("enable", "disable", "unlock")
 
 def user_out(session: Session, user: User) -> UserOut:
     out = UserOut.model_validate(user)
-    out.projects = dict(identity.projects_of(session, user))
+    out.projects = dict(directory.projects_of(session, user))
     return out
 
 
@@ -65,10 +66,10 @@ def create_user(body: UserIn, platform: PlatformDep, principal: PrincipalDep) ->
     system role asked for here waits for a second security administrator's approval
     (``pending_approval``)."""
     with platform.db.read() as s:
-        identity.check_new_user(s, body.username, body.system_role)
+        directory.check_new_user(s, body.username, body.system_role)
     new = passwords.prepare(platform.db, body.username, body.password)
     with platform.db.begin() as s:
-        user = identity.create_user(s, body.username, new)
+        user = directory.create_user(s, body.username, new)
         out = user_out(s, user)
         if body.system_role is not None:
             approval = approvals.request_system_role(s, principal, user, body.system_role)
@@ -79,7 +80,7 @@ def create_user(body: UserIn, platform: PlatformDep, principal: PrincipalDep) ->
 @router.get("/users/{ref}")
 def get_user(ref: str, platform: PlatformDep, _p: PrincipalDep) -> UserOut:
     with platform.db.read() as s:
-        return user_out(s, identity.get_user(s, ref))
+        return user_out(s, directory.get_user(s, ref))
 
 
 @router.patch("/users/{ref}", responses=PENDING)
@@ -90,14 +91,14 @@ def update_user(
     end). The password of a user who holds a system role is reset only once a
     second security administrator approves (202 and the request)."""
     with platform.db.read() as s:
-        user = identity.get_user(s, ref)
+        user = directory.get_user(s, ref)
         if body.password is None:
             return user_out(s, user)
     if user.id == principal.user_id:
         raise Conflict("change your own password with PUT /auth/password")
     new = passwords.prepare(platform.db, user.username, body.password, user.id)
     with platform.db.begin() as s:
-        found = identity.get_user(s, user.id)
+        found = directory.get_user(s, user.id)
         if approvals.needs_approval(found):
             return accepted(  # type: ignore[return-value]
                 approval_out(s, approvals.request_password_reset(s, principal, found, new))
@@ -113,11 +114,11 @@ def set_system_role(
     """Take a user's system role away at once; give one only with a second security
     administrator's approval (202 and the request). Nobody changes their own."""
     with platform.db.begin() as s:
-        user = identity.get_user(s, ref)
+        user = directory.get_user(s, ref)
         if user.id == principal.user_id:
             raise Forbidden("nobody changes their own system role")
         if body.system_role is None:
-            identity.set_system_role(s, user, None)
+            directory.set_system_role(s, user, None)
             return user_out(s, user)
         approval = approvals.request_system_role(s, principal, user, body.system_role)
         return accepted(approval_out(s, approval))  # type: ignore[return-value]
@@ -149,20 +150,20 @@ def user_action(ref: str, action: str, platform: PlatformDep, principal: Princip
     if action not in USER_ACTIONS:
         raise NotFoundError(f"unknown user action {action!r}; known: {', '.join(USER_ACTIONS)}")
     with platform.db.begin() as s:
-        user = identity.get_user(s, ref)
+        user = directory.get_user(s, ref)
         if action == "disable":
-            identity.disable_user(s, user, principal.user_id)
+            directory.disable_user(s, user, principal.user_id)
         elif action == "enable":
-            identity.set_enabled(s, user, True)
+            directory.set_enabled(s, user, True)
         else:
-            identity.unlock(user)
+            directory.unlock(user)
         return user_out(s, user)
 
 
 @router.delete("/users/{ref}", status_code=204)
 def delete_user(ref: str, platform: PlatformDep, principal: PrincipalDep) -> Response:
     with platform.db.begin() as s:
-        identity.delete_user(s, identity.get_user(s, ref), principal.user_id)
+        directory.delete_user(s, directory.get_user(s, ref), principal.user_id)
     return Response(status_code=204)
 
 
@@ -176,20 +177,23 @@ def list_projects(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> Pa
 @router.post("/projects", status_code=201)
 def create_project(body: ProjectIn, platform: PlatformDep, _p: PrincipalDep) -> ProjectOut:
     with platform.db.begin() as s:
-        return ProjectOut.model_validate(identity.create_project(s, body.name, body.description))
+        return ProjectOut.model_validate(directory.create_project(s, body.name, body.description))
 
 
 @router.get("/projects/{ref}")
 def get_project(ref: str, platform: PlatformDep, _p: PrincipalDep) -> ProjectOut:
     with platform.db.read() as s:
-        return ProjectOut.model_validate(identity.get_project(s, ref))
+        return ProjectOut.model_validate(directory.get_project(s, ref))
 
 
 @router.delete("/projects/{ref}", status_code=204)
 def delete_project(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
     """Delete an empty project (instances, volumes and networks must be gone)."""
     with platform.db.begin() as s:
-        identity.delete_project(s, identity.get_project(s, ref))
+        project = directory.get_project(s, ref)
+        directory.check_empty(s, project)
+        security_groups.release_project(s, project)
+        directory.delete_project(s, project)
     return Response(status_code=204)
 
 
@@ -197,13 +201,13 @@ def delete_project(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Respons
 def list_members(ref: str, platform: PlatformDep, principal: PrincipalDep) -> list[MemberOut]:
     """Who holds which role in the project (a project admin: its own project only)."""
     with platform.db.read() as s:
-        project = identity.get_project(s, ref)
+        project = directory.get_project(s, ref)
         system = principal.roles & {policy.SECURITY_ADMIN, policy.SYSTEM_ADMIN}
         if not system and project.id != principal.project_id:
             raise NotFoundError(f"project {ref!r} not found")
         return [
             MemberOut(user_id=u.id, username=u.username, role=r)
-            for u, r in identity.members(s, project)
+            for u, r in directory.members(s, project)
         ]
 
 
@@ -213,15 +217,15 @@ def grant_role(
 ) -> MemberOut:
     """Give a user a role (admin, member, reader) in the project, replacing its old one."""
     with platform.db.begin() as s:
-        target = identity.get_user(s, user)
-        membership = identity.grant(s, target, identity.get_project(s, ref), body.role)
+        target = directory.get_user(s, user)
+        membership = directory.grant(s, target, directory.get_project(s, ref), body.role)
         return MemberOut(user_id=target.id, username=target.username, role=membership.role)
 
 
 @router.delete("/projects/{ref}/members/{user}", status_code=204)
 def revoke_role(ref: str, user: str, platform: PlatformDep, _p: PrincipalDep) -> Response:
     with platform.db.begin() as s:
-        identity.revoke_membership(s, identity.get_user(s, user), identity.get_project(s, ref))
+        directory.revoke_membership(s, directory.get_user(s, user), directory.get_project(s, ref))
     return Response(status_code=204)
 
 

@@ -18,7 +18,7 @@ def list_volume_snapshots(
     with platform.db.read() as s:
         return [
             VolumeSnapshotOut.model_validate(x)
-            for x in platform.volume_snapshots.list(s, principal, ref)
+            for x in platform.volume_snapshots.find_all(s, principal, ref)
         ]
 
 

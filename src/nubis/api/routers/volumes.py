@@ -24,10 +24,10 @@ from nubis.api.storage_schemas import (
 from nubis.db.models import Volume
 from nubis.images.header import HEAD_BYTES
 from nubis.platform import Platform
-from nubis.services import templates
-from nubis.services.errors import BadRequest, ServiceError
-from nubis.services.volume_transfers import UploadRequest
-from nubis.services.volumes import VolumeRequest
+from nubis.services.compute import templates
+from nubis.services.core.errors import BadRequest, ServiceError
+from nubis.services.storage.volume_transfers import UploadRequest
+from nubis.services.storage.volumes import VolumeRequest
 
 UPLOAD_CHUNK = 1024 * 1024  # bytes handed to libvirt at a time
 
@@ -47,7 +47,7 @@ def list_volumes(
     platform: PlatformDep, principal: PrincipalDep, pages: PageDep
 ) -> PageOut[VolumeOut]:
     with platform.db.read() as s:
-        page = platform.volumes.list(s, principal, pages)
+        page = platform.volumes.find_all(s, principal, pages)
         return PageOut.with_items(page, [volume_out(platform, s, v) for v in page.items])
 
 

@@ -13,10 +13,10 @@ from nubis.api.routers import flavors, hosts, images, instances, keypairs, netwo
 from nubis.api.routers import volumes as volume_routes
 from nubis.api.web.pages import PAGE_SIZE, Offset, paged
 from nubis.api.web.render import Me, can, page
-from nubis.services import events
-from nubis.services.instances import ACTIONS, DELETABLE, STATUSES
-from nubis.services.lookup import PageRequest
-from nubis.services.resize import RESIZABLE
+from nubis.services.compute.instances import ACTIONS, DELETABLE, STATUSES
+from nubis.services.compute.resize import RESIZABLE
+from nubis.services.core import events
+from nubis.services.core.lookup import PageRequest
 
 router = APIRouter(include_in_schema=False)
 SORTS = ("name", "-name", "status", "-status", "created_at", "-created_at")

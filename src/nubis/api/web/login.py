@@ -11,8 +11,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from nubis.api import audit_trail, web_session
 from nubis.api.deps import PlatformDep, client_address
 from nubis.api.web.render import Me, render
-from nubis.services import auth
-from nubis.services.errors import ServiceError
+from nubis.services.core.errors import ServiceError
+from nubis.services.identity import auth
 
 router = APIRouter(include_in_schema=False)
 

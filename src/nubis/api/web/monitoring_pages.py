@@ -15,9 +15,10 @@ from nubis.api.schemas import PageOut
 from nubis.api.web.pages import Offset, paged
 from nubis.api.web.render import Me, can, page
 from nubis.db.models import Project, utcnow
-from nubis.services import events, overview
-from nubis.services.alarms import metrics_by_kind as alarm_metrics
-from nubis.services.metering import METRICS
+from nubis.services.core import events
+from nubis.services.monitoring import overview
+from nubis.services.monitoring.alarms import metrics_by_kind as alarm_metrics
+from nubis.services.monitoring.metering import METRICS
 
 router = APIRouter(include_in_schema=False)
 

@@ -17,9 +17,10 @@ from nubis.api.schemas import HostOut, InstanceOut, PageOut, TaskOut
 from nubis.api.web.render import Me, can, page
 from nubis.db.models import Host, Instance
 from nubis.platform import Platform
-from nubis.services import events, overview
-from nubis.services.auth import Principal
-from nubis.services.lookup import PageRequest
+from nubis.services.core import events
+from nubis.services.core.lookup import PageRequest
+from nubis.services.core.principal import Principal
+from nubis.services.monitoring import overview
 
 router = APIRouter(include_in_schema=False)
 PAGE_SIZE = 25

@@ -19,9 +19,9 @@ from fastapi.templating import Jinja2Templates
 
 from nubis.api import web_session
 from nubis.api.deps import PlatformDep
-from nubis.services import auth, policy
-from nubis.services.auth import Principal
-from nubis.services.errors import ServiceError, Unauthorized
+from nubis.services.core.errors import ServiceError, Unauthorized
+from nubis.services.core.principal import Principal
+from nubis.services.identity import auth, policy
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")

@@ -7,7 +7,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Host, Instance, RuleGroup
-from nubis.services.errors import Conflict
+from nubis.services.core.errors import Conflict
 from nubis.services.scheduler import claims, reserve
 from nubis.services.scheduler.filters import FILTERS, PlacementRequest
 from nubis.services.scheduler.state import HostState, load_host_states

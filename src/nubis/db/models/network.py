@@ -1,0 +1,137 @@
+"""Networks, subnets, ports and security groups."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nubis.db.models.base import Base, new_id, utcnow
+
+
+class Network(Base):
+    """An L2 segment of a cluster: ``nat`` (routed out through the host), ``isolated``
+    (guests and the host only) or ``bridged`` (onto a bridge the host already has).
+    ``tag`` is unique (random, checked by the database): the names of the libvirt
+    network and of its bridge on each host derive from it, so two networks never
+    collide on a host."""
+
+    __tablename__ = "networks"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(16))  # nat | isolated | bridged
+    tag: Mapped[str] = mapped_column(String(8), unique=True)
+    # bridged: the host's bridge the network joins (the same name on every host)
+    host_bridge: Mapped[str | None] = mapped_column(String(15))
+    state: Mapped[str] = mapped_column(String(16), default="creating")  # | active | error
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def libvirt_name(self) -> str:
+        return f"nubis-net-{self.tag}"
+
+    @property
+    def scope_filter_name(self) -> str:
+        return f"nubis-scope-{self.tag}"
+
+    @property
+    def bridge_name(self) -> str:
+        """The bridge the host's libvirt makes for a nat or isolated network."""
+        return self.host_bridge or f"nbr-{self.tag}"
+
+
+class Subnet(Base):
+    """An IPv4 range of a network: the gateway (the host's address on a nat or
+    isolated network) and the pool ports' addresses are allocated from."""
+
+    __tablename__ = "subnets"
+    __table_args__ = (UniqueConstraint("network_id", "cidr"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    name: Mapped[str | None] = mapped_column(String(64))  # optional (Neutron's)
+    cidr: Mapped[str] = mapped_column(String(18))
+    gateway: Mapped[str | None] = mapped_column(String(15))
+    dns_servers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    pool_start: Mapped[str] = mapped_column(String(15))
+    pool_end: Mapped[str] = mapped_column(String(15))
+    # the host's DHCP server hands out the ports' addresses (libvirt serves one
+    # subnet per network: the first); other subnets' ports are configured statically
+    dhcp: Mapped[bool] = mapped_column(default=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)  # order in the network
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Port(Base):
+    """One NIC of an instance on a network: a MAC and a fixed IP of a subnet. The
+    unique constraints make an address impossible to hand out twice."""
+
+    __tablename__ = "ports"
+    __table_args__ = (UniqueConstraint("subnet_id", "ip"), UniqueConstraint("mac"))
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    network_id: Mapped[str] = mapped_column(ForeignKey("networks.id"), index=True)
+    subnet_id: Mapped[str] = mapped_column(ForeignKey("subnets.id"), index=True)
+    instance_id: Mapped[str | None] = mapped_column(ForeignKey("instances.id"), index=True)
+    mac: Mapped[str] = mapped_column(String(17))
+    ip: Mapped[str] = mapped_column(String(15))
+    # attaching | attached | detaching (on an instance) or available (on none)
+    status: Mapped[str] = mapped_column(String(16), default="attaching")
+    position: Mapped[int] = mapped_column(Integer, default=0)  # NIC order in the instance
+    # traffic limits: {"inbound": {"average": KiB/s, "peak": KiB/s, "burst": KiB},
+    # "outbound": {...}} (inbound: to the guest); None: unlimited
+    bandwidth: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SecurityGroup(Base):
+    """A set of inbound rules applied to ports (everything else inbound is dropped;
+    outbound is open). Enforced on each host by libvirt nwfilter."""
+
+    __tablename__ = "security_groups"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def filter_name(self) -> str:
+        return f"nubis-sg-{self.id}"
+
+
+class SecurityGroupRule(Base):
+    """Let in ``protocol`` traffic (to ports port_min-port_max for tcp/udp) from
+    ``remote_cidr`` or from the ports of ``remote_group_id``."""
+
+    __tablename__ = "security_group_rules"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    group_id: Mapped[str] = mapped_column(ForeignKey("security_groups.id"), index=True)
+    protocol: Mapped[str] = mapped_column(String(8))  # tcp | udp | icmp | any
+    port_min: Mapped[int | None] = mapped_column(Integer)
+    port_max: Mapped[int | None] = mapped_column(Integer)
+    remote_cidr: Mapped[str | None] = mapped_column(String(18))
+    remote_group_id: Mapped[str | None] = mapped_column(
+        ForeignKey("security_groups.id"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PortSecurityGroup(Base):
+    __tablename__ = "port_security_groups"
+    port_id: Mapped[str] = mapped_column(ForeignKey("ports.id"), primary_key=True)
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("security_groups.id"), primary_key=True, index=True
+    )

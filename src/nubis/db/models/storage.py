@@ -1,0 +1,177 @@
+"""Images, storage pools, disk offerings, volumes, their snapshots and attachments."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from nubis.db.models.base import Base, new_id, utcnow
+
+
+class Image(Base):
+    """An image of a project (``project_id``) or a public one (none). Names are unique
+    within a project and among public images."""
+
+    __tablename__ = "images"
+    __table_args__ = (
+        Index("ix_images_project_name", "project_id", "name", unique=True),
+        Index(
+            "ix_images_public_name",
+            "name",
+            unique=True,
+            sqlite_where=text("project_id IS NULL"),
+            postgresql_where=text("project_id IS NULL"),
+        ),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|active|error
+    disk_format: Mapped[str | None] = mapped_column(String(8))  # qcow2 | raw | iso
+    virtual_size: Mapped[int | None] = mapped_column(BigInteger)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StoragePool(Base):
+    """Primary storage: a libvirt pool Nubis defines on every host that uses it.
+
+    ``kind``: ``dir`` (a directory on one host), ``shared`` (a directory every host
+    of a cluster mounts, e.g. NFS mounted by the OS), ``lvm`` (a volume group on one
+    host), ``nfs`` (an NFS export libvirt mounts on every host of a cluster).
+    """
+
+    __tablename__ = "storage_pools"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(255))  # directory / mount point / VG name
+    nfs_server: Mapped[str | None] = mapped_column(String(255))
+    nfs_export: Mapped[str | None] = mapped_column(String(255))
+    cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True)
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), index=True)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active | error
+    error: Mapped[str | None] = mapped_column(Text)
+    capacity_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    allocation_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    available_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    refreshed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def libvirt_name(self) -> str:
+        return f"nubis-pool-{self.id[:8]}"
+
+
+class DiskOffering(Base):
+    """A named kind of data disk: size (or custom), format, provisioning, wiping."""
+
+    __tablename__ = "disk_offerings"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    size_gib: Mapped[int | None] = mapped_column(Integer)  # None: the user gives a size
+    format: Mapped[str] = mapped_column(String(8), default="qcow2")
+    provisioning: Mapped[str] = mapped_column(String(20), default="thin")
+    secure_delete: Mapped[bool] = mapped_column(default=False)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)  # pools it may use
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Volume(Base):
+    """A data disk. ``status`` is its stable state, ``task_state`` the operation in
+    flight (as for instances: one mutating operation at a time)."""
+
+    __tablename__ = "volumes"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    pool_id: Mapped[str] = mapped_column(ForeignKey("storage_pools.id"), index=True)
+    offering_id: Mapped[str | None] = mapped_column(ForeignKey("disk_offerings.id"))
+    size_gib: Mapped[int] = mapped_column(Integer)
+    format: Mapped[str] = mapped_column(String(8))  # qcow2 | raw
+    provisioning: Mapped[str] = mapped_column(String(20))
+    secure_delete: Mapped[bool] = mapped_column(default=False)
+    shareable: Mapped[bool] = mapped_column(default=False)
+    # creating | available | in-use | deleting | error
+    status: Mapped[str] = mapped_column(String(16), default="creating")
+    task_state: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    # bumped when the volume's data is replaced by a new file (a revert to a snapshot):
+    # the new file is made beside the old one, and the switch is one database update
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def libvirt_name(self) -> str:
+        return volume_file_name(self.id, self.format, self.generation)
+
+
+def volume_file_name(volume_id: str, fmt: str, generation: int = 0) -> str:
+    """The name of a volume's file (libvirt volume) in its pool, per generation."""
+    suffix = f".g{generation}" if generation else ""
+    return f"nubis-vol-{volume_id}{suffix}" + (".qcow2" if fmt == "qcow2" else ".img")
+
+
+class VolumeSnapshot(Base):
+    """A point-in-time copy of one volume, kept in the volume's pool: independent of
+    the volume and of other snapshots (a flattened qcow2), so any can be reverted to,
+    cloned into a new volume, or deleted, in any order."""
+
+    __tablename__ = "volume_snapshots"
+    __table_args__ = (UniqueConstraint("volume_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id"), index=True)
+    size_gib: Mapped[int] = mapped_column(Integer)  # the volume's size when taken
+    # the instance it was attached to and running on, frozen while copied (else None)
+    live_instance_id: Mapped[str | None] = mapped_column(String(36))
+    # creating | available | error (reverting / cloning / deleting run as task_state)
+    status: Mapped[str] = mapped_column(String(16), default="creating")
+    task_state: Mapped[str | None] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def libvirt_name(self) -> str:
+        return f"nubis-vsnap-{self.id}.qcow2"
+
+
+class VolumeAttachment(Base):
+    """A volume attached to an instance as device ``target`` (vdb, vdc, ...)."""
+
+    __tablename__ = "volume_attachments"
+    __table_args__ = (
+        UniqueConstraint("volume_id", "instance_id"),
+        UniqueConstraint("instance_id", "target"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    volume_id: Mapped[str] = mapped_column(ForeignKey("volumes.id"), index=True)
+    instance_id: Mapped[str] = mapped_column(ForeignKey("instances.id"), index=True)
+    target: Mapped[str] = mapped_column(String(8))
+    mode: Mapped[str] = mapped_column(String(16), default="persistent")  # | nonpersistent
+    # attaching | attached | detaching
+    status: Mapped[str] = mapped_column(String(16), default="attaching")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @property
+    def serial(self) -> str:
+        """virtio-blk serials hold 20 bytes: the volume id without dashes, cut."""
+        return self.volume_id.replace("-", "")[:20]

@@ -1,0 +1,222 @@
+"""Keeps instance and host state true: libvirt events first, periodic reconciliation behind.
+
+Events arrive on libvirt's event thread; they are queued and applied by one
+sync thread so the event loop never waits for the database. Only instances
+with no operation in flight (``task_state`` is NULL) take the reported state:
+an operation in flight settles the state itself when it ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import delete, select
+
+from nubis.db.models import Host, Instance, InstanceStatus, StaleDomain, utcnow
+from nubis.db.session import Database
+from nubis.drivers.errors import DriverError
+from nubis.drivers.libvirt.compute import HostRef
+from nubis.drivers.libvirt.connection import DomainEvent
+from nubis.services.core import events
+from nubis.services.core.guard import swap
+from nubis.services.inventory.hosts import HostService
+
+log = logging.getLogger(__name__)
+STABLE = (
+    InstanceStatus.RUNNING,
+    InstanceStatus.STOPPED,
+    InstanceStatus.PAUSED,
+    InstanceStatus.SUSPENDED,
+)
+
+
+class StateSync:
+    def __init__(self, db: Database, hosts: HostService, interval: float) -> None:
+        self.db = db
+        self.hosts = hosts
+        self.interval = interval
+        self._events: queue.Queue[DomainEvent | str | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        # a domain's QEMU died: (instance id, host URI) -> True if someone restarts it
+        self.on_crash: Callable[[str, str], bool] | None = None
+
+    # called from libvirt's event thread: never block there
+    def on_domain_event(self, event: DomainEvent) -> None:
+        self._events.put(event)
+
+    def on_disconnect(self, uri: str, _reason: str) -> None:
+        self._events.put(uri)
+
+    def start(self) -> None:
+        self._stop.clear()
+        for target, name in ((self._apply_events, "state-events"), (self._periodic, "reconcile")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._events.put(None)
+        for t in self._threads:
+            t.join(5)
+        self._threads.clear()
+
+    def _apply_events(self) -> None:
+        while not self._stop.is_set():
+            item = self._events.get()
+            if item is None:
+                continue
+            try:
+                if isinstance(item, DomainEvent):
+                    if item.crashed and self.on_crash and self.on_crash(item.uuid, item.uri):
+                        continue  # high availability restarts it
+                    self.apply(item.uuid, item.state, item.uri)
+                else:
+                    self.refresh_host_by_uri(item)
+            except Exception:
+                log.exception("applying %r failed", item)
+
+    def apply(self, instance_id: str, state: str, uri: str) -> bool:
+        """Set a power state reported by host ``uri`` on an idle instance that lives
+        there (a migrated-away domain's last event must not count); True if changed."""
+        with self.db.begin() as s:
+            changed = swap(
+                s,
+                Instance,
+                instance_id,
+                Instance.host_id.in_(select(Host.id).where(Host.uri == uri)),
+                Instance.status.in_(STABLE),
+                Instance.status != state,
+                status=state,
+            )
+            if changed:
+                instance = s.get(Instance, instance_id)
+                assert instance is not None
+                events.instance_state(s, instance, state, "reported by libvirt")
+        if changed:
+            log.info("instance %s is now %s (reported by libvirt)", instance_id, state)
+        return bool(changed)
+
+    def refresh_host_by_uri(self, uri: str) -> None:
+        with self.db.begin() as s:
+            host_id = s.scalar(select(Host.id).where(Host.uri == uri))
+        if host_id is not None:
+            self.hosts.refresh(self.db, host_id)
+
+    def _periodic(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.reconcile_all()
+            except Exception:
+                log.exception("reconciliation failed")
+
+    def reconcile_all(self) -> None:
+        """Probe every host and align idle instances with what libvirt reports."""
+        with self.db.begin() as s:
+            host_ids = list(s.scalars(select(Host.id)).all())
+        for host_id in host_ids:
+            self.reconcile_host(host_id)
+
+    def reconcile_host(self, host_id: str) -> None:
+        """Probe one host; if it is up, remove its stale domains and align its idle
+        instances with what libvirt reports."""
+        with self.db.begin() as s:
+            known = s.get(Host, host_id)
+            if known is None:
+                return
+            ref = self.hosts.ref(known)
+        # an instance changed after this snapshot was taken knows better than it
+        snapshot_at = utcnow()
+        try:
+            domains = self.hosts.driver.list_domains(ref)
+        except DriverError:
+            self.hosts.refresh(self.db, host_id)  # records it unreachable
+            return
+        # stale domains go before the host counts as up again
+        self._remove_strays(host_id, ref, domains)
+        host = self.hosts.refresh(self.db, host_id)
+        if host is None or host.state != "up":
+            return
+        self._restart_crashed(host_id, ref, domains)
+        with self.db.begin() as s:
+            idle = s.scalars(
+                select(Instance).where(
+                    Instance.host_id == host_id,
+                    Instance.task_state.is_(None),
+                    Instance.status.in_(STABLE),
+                    Instance.updated_at <= snapshot_at,
+                )
+            ).all()
+            for inst in idle:
+                state = domains.get(inst.id)
+                if state is None:
+                    inst.status = InstanceStatus.ERROR
+                    inst.error = "the domain is missing on its host"
+                    events.instance_state(s, inst, "error", inst.error)
+                elif state != inst.status:
+                    inst.status = state
+                    events.instance_state(s, inst, state, "found by reconciliation")
+
+    def _restart_crashed(self, host_id: str, ref: HostRef, domains: dict[str, str]) -> None:
+        """An HA instance recorded running whose domain is off because its QEMU died:
+        the crash event was missed (a connection hiccup); hand it to HA all the same."""
+        if self.on_crash is None:
+            return
+        with self.db.begin() as s:
+            candidates = s.scalars(
+                select(Instance.id).where(
+                    Instance.host_id == host_id,
+                    Instance.ha_enabled.is_(True),
+                    Instance.task_state.is_(None),
+                    Instance.status == InstanceStatus.RUNNING,
+                )
+            ).all()
+        for instance_id in candidates:
+            if domains.get(instance_id) != InstanceStatus.STOPPED:
+                continue
+            try:
+                if self.hosts.driver.crashed(ref, instance_id):
+                    self.on_crash(instance_id, ref.uri)
+            except DriverError:
+                log.exception("could not read why domain %s stopped", instance_id)
+
+    def _remove_strays(self, host_id: str, ref: HostRef, domains: dict[str, str]) -> None:
+        """A domain left on a host whose instance was restarted elsewhere while this
+        host was down must never start again: undefine it (the instance may have been
+        deleted since: the stale-domain record says it was here)."""
+        with self.db.begin() as s:
+            stale = set(
+                s.scalars(select(StaleDomain.instance_id).where(StaleDomain.host_id == host_id))
+            )
+            if domains:
+                stale |= set(
+                    s.scalars(
+                        select(Instance.id).where(
+                            Instance.id.in_(list(domains)),
+                            Instance.host_id != host_id,
+                            Instance.task_state.is_(None),
+                        )
+                    )
+                )
+        removed = []
+        for instance_id in stale:
+            if instance_id in domains:
+                log.warning("removing stale domain of %s from host %s", instance_id, host_id)
+                try:
+                    self.hosts.driver.undefine(ref, instance_id)
+                    self.hosts.driver.delete_console_log(ref, f"nubis-{instance_id}")
+                except DriverError:
+                    log.exception("could not remove the stale domain %s", instance_id)
+                    continue
+            removed.append(instance_id)
+        if removed:
+            with self.db.begin() as s:
+                s.execute(
+                    delete(StaleDomain).where(
+                        StaleDomain.host_id == host_id, StaleDomain.instance_id.in_(removed)
+                    )
+                )

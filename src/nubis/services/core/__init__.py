@@ -1,0 +1,2 @@
+"""The few things every capability shares: errors, look-ups and paging, the caller
+(`Principal`), task submission, events."""

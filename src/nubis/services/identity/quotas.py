@@ -1,0 +1,125 @@
+"""Per-project quotas, checked atomically when something is created.
+
+Usage is counted from the resources themselves (never a counter that can drift).
+``claim`` first bumps the project's ``quota_serial``: the row lock that takes (on
+PostgreSQL; SQLite transactions are serialised anyway) makes parallel creates in a
+project wait for each other, so each counts what the ones before it committed and
+no two of them can both take the last unit of a quota.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from nubis.db.models import (
+    Image,
+    Instance,
+    Network,
+    Project,
+    Quota,
+    Snapshot,
+    Volume,
+    VolumeSnapshot,
+)
+from nubis.services.core.errors import BadRequest, Conflict, NotFoundError
+
+UNLIMITED = -1
+DEFAULTS: dict[str, int] = {
+    "instances": 20,
+    "vcpus": 40,
+    "memory_mib": 80 * 1024,
+    "volumes": 20,
+    "volume_gib": 1000,
+    "snapshots": 50,
+    "networks": 10,
+    "images": 20,
+    "image_gib": 200,
+}
+GIB = 1024**3
+RESOURCES = tuple(DEFAULTS)
+
+
+# what each quota counts: (model, column summed) pairs; no column: rows are counted
+MEASURES: dict[str, tuple[tuple[Any, Any], ...]] = {
+    "instances": ((Instance, None),),
+    "vcpus": ((Instance, Instance.vcpus),),
+    "memory_mib": ((Instance, Instance.memory_mib),),
+    "volumes": ((Volume, None),),
+    "volume_gib": ((Volume, Volume.size_gib),),
+    "snapshots": ((Snapshot, None), (VolumeSnapshot, None)),
+    "networks": ((Network, None),),
+    "images": ((Image, None),),
+    # each image's data in whole GiB, rounded up (as a claim counts it)
+    "image_gib": ((Image, (Image.size + (GIB - 1)) // GIB),),
+}
+
+
+def usage(
+    session: Session, project_id: str, resources: Iterable[str] = RESOURCES
+) -> dict[str, int]:
+    """What the project uses of each of ``resources``, counted from the rows."""
+    used = {}
+    for resource in resources:
+        total = 0
+        for model, column in MEASURES[resource]:
+            measure = func.count() if column is None else func.sum(column)
+            query = select(measure).select_from(model).where(model.project_id == project_id)
+            total += int(session.scalar(query) or 0)
+        used[resource] = total
+    return used
+
+
+def limits(session: Session, project_id: str) -> dict[str, int]:
+    rows = session.scalars(select(Quota).where(Quota.project_id == project_id))
+    return {**DEFAULTS, **{q.resource: q.limit for q in rows}}
+
+
+def report(session: Session, project_id: str) -> dict[str, dict[str, int]]:
+    used = usage(session, project_id)
+    limit = limits(session, project_id)
+    return {r: {"limit": limit[r], "in_use": used[r]} for r in RESOURCES}
+
+
+def set_limits(session: Session, project_id: str, changes: dict[str, int]) -> None:
+    """Set limits (``-1``: unlimited). A limit below what is in use is allowed: it only
+    stops new creates."""
+    for resource, value in changes.items():
+        if resource not in DEFAULTS:
+            raise BadRequest(f"unknown quota {resource!r}; known: {', '.join(RESOURCES)}")
+        if not isinstance(value, int) or value < UNLIMITED:
+            raise BadRequest(f"quota {resource} must be -1 (unlimited) or a count >= 0")
+    for resource, value in changes.items():
+        row = session.get(Quota, (project_id, resource))
+        if row is None:
+            session.add(Quota(project_id=project_id, resource=resource, limit=value))
+        else:
+            row.limit = value
+    session.flush()
+
+
+def claim(session: Session, project_id: str, wants: dict[str, int]) -> None:
+    """Refuse (409) a create that would take the project over a quota. Call inside the
+    transaction that inserts the new rows, before inserting them."""
+    locked = session.execute(
+        update(Project)
+        .where(Project.id == project_id)
+        .values(quota_serial=Project.quota_serial + 1)
+    )
+    if locked.rowcount != 1:  # type: ignore[attr-defined]
+        raise NotFoundError(f"project {project_id!r} not found")
+    wanted = {r: n for r, n in wants.items() if n > 0}
+    if not wanted:
+        return
+    used = usage(session, project_id, wanted)
+    limit = limits(session, project_id)
+    over = [
+        f"{r}: {used[r]} in use + {n} asked > limit {limit[r]}"
+        for r, n in wanted.items()
+        if limit[r] != UNLIMITED and used[r] + n > limit[r]
+    ]
+    if over:
+        raise Conflict("quota exceeded (" + "; ".join(over) + ")")

@@ -1,0 +1,1 @@
+"""Hosts, zones and clusters, and their capacity."""

@@ -1,0 +1,1 @@
+"""Networks, ports and addresses (IPAM), bandwidth limits (QoS), security groups."""

@@ -1,0 +1,2 @@
+"""Disks: storage pools, volumes and their tasks, volume snapshots, transfers
+(upload/download), images."""

@@ -1,0 +1,292 @@
+"""Storage pools (primary storage): registered per host or per cluster, defined as
+libvirt pools on every host that uses them, their capacity refreshed from libvirt.
+
+Creating a pool is all-or-nothing: the row is written as ``creating``, the pool is
+defined on each host, and if any host refuses, it is removed from the others and
+the row deleted. A pool a dead process left ``creating`` is undone at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from nubis.db.models import Cluster, Host, StoragePool, Volume, utcnow
+from nubis.db.session import Database
+from nubis.drivers.errors import DriverError
+from nubis.drivers.libvirt.base import HostRef
+from nubis.drivers.libvirt.volumes import PoolSpec, VolumeDriver
+from nubis.services.core.errors import BadRequest, Conflict, Unavailable
+from nubis.services.core.lookup import get_by_id_or_name, validate_name
+from nubis.services.inventory.hosts import HostService, call_each
+
+log = logging.getLogger(__name__)
+
+# kind -> scope it is registered in
+KINDS = {"dir": "host", "lvm": "host", "shared": "cluster", "nfs": "cluster"}
+VG_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+
+
+@dataclass(frozen=True)
+class PoolRequest:
+    name: str
+    kind: str
+    path: str
+    host: str | None = None
+    cluster: str | None = None
+    nfs_server: str | None = None
+    nfs_export: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def check_tags(tags: list[str]) -> list[str]:
+    for tag in tags:
+        if not isinstance(tag, str) or not TAG_RE.match(tag):
+            raise BadRequest(f"tag {tag!r}: 1-32 letters, digits, '.', '_' or '-'")
+    return list(tags)
+
+
+def spec_of(pool: StoragePool) -> PoolSpec:
+    if pool.kind == "lvm":
+        return PoolSpec(pool.libvirt_name, "logical", f"/dev/{pool.path}", source_name=pool.path)
+    if pool.kind == "nfs":
+        return PoolSpec(
+            pool.libvirt_name,
+            "netfs",
+            pool.path,
+            source_host=pool.nfs_server,
+            source_dir=pool.nfs_export,
+        )
+    return PoolSpec(pool.libvirt_name, "dir", pool.path)
+
+
+def hosts_of(session: Session, pool: StoragePool) -> list[Host]:
+    """The hosts that use the pool: its host, or every host of its cluster."""
+    if pool.host_id is not None:
+        return [h for h in [session.get(Host, pool.host_id)] if h is not None]
+    return list(session.scalars(select(Host).where(Host.cluster_id == pool.cluster_id)).all())
+
+
+def reaches(pool: StoragePool, host: Host) -> bool:
+    """Whether the pool's volumes can be attached to instances on ``host``."""
+    if pool.host_id is not None:
+        return pool.host_id == host.id
+    return pool.cluster_id is not None and pool.cluster_id == host.cluster_id
+
+
+def _validate(session: Session, req: PoolRequest) -> tuple[Host | None, Cluster | None, str]:
+    """The pool's host or cluster, and its path as libvirt will keep it (a directory
+    without doubled or trailing slashes)."""
+    validate_name(req.name, "storage pool")
+    if req.kind not in KINDS:
+        raise BadRequest(f"kind must be one of {', '.join(KINDS)}")
+    if session.scalar(select(StoragePool).where(StoragePool.name == req.name)) is not None:
+        raise Conflict(f"a storage pool named {req.name!r} already exists")
+    check_tags(req.tags)
+    host = cluster = None
+    if KINDS[req.kind] == "host":
+        if not req.host or req.cluster:
+            raise BadRequest(f"a {req.kind} pool belongs to one host: give host, not cluster")
+        host = get_by_id_or_name(session, Host, req.host, "host")
+    else:
+        if not req.cluster or req.host:
+            raise BadRequest(f"a {req.kind} pool belongs to a cluster: give cluster, not host")
+        cluster = get_by_id_or_name(session, Cluster, req.cluster, "cluster")
+    if req.kind == "lvm":
+        if not VG_RE.match(req.path):
+            raise BadRequest("an lvm pool's path is the name of an existing volume group")
+    elif not req.path.startswith("/") or ".." in req.path.split("/") or len(req.path) > 255:
+        raise BadRequest("path must be an absolute directory path (no '..')")
+    path = req.path if req.kind == "lvm" else os.path.normpath(req.path)
+
+    if req.kind == "nfs" and not (req.nfs_server and req.nfs_export):
+        raise BadRequest("an nfs pool needs nfs_server and nfs_export")
+    same_place = select(StoragePool).where(StoragePool.path == path)
+    if host is not None:
+        same_place = same_place.where(StoragePool.host_id == host.id)
+    elif cluster is not None:
+        same_place = same_place.where(StoragePool.cluster_id == cluster.id)
+    if session.scalar(same_place) is not None:
+        raise Conflict(f"another pool already uses {req.path!r} there")
+    return host, cluster, path
+
+
+class PoolService:
+    def __init__(self, db: Database, driver: VolumeDriver, hosts: HostService) -> None:
+        self.db = db
+        self.driver = driver
+        self.hosts = hosts
+
+    def create(self, req: PoolRequest) -> StoragePool:
+        with self.db.begin() as s:
+            host, cluster, path = _validate(s, req)
+            pool = StoragePool(
+                name=req.name,
+                kind=req.kind,
+                path=path,
+                nfs_server=req.nfs_server,
+                nfs_export=req.nfs_export,
+                host_id=host.id if host else None,
+                cluster_id=cluster.id if cluster else None,
+                tags=list(req.tags),
+                state="creating",
+            )
+            s.add(pool)
+            s.flush()
+            pool_id = pool.id
+            targets = [(h.name, self.hosts.ref(h)) for h in hosts_of(s, pool) if h.state == "up"]
+            spec = spec_of(pool)
+        if not targets:
+            self._undo(pool_id, [])
+            raise Conflict("no host of that scope is up: the pool cannot be defined anywhere")
+        attempted: list[HostRef] = []  # a host that refused may hold a partial definition
+        try:
+            for name, ref in targets:
+                attempted.append(ref)
+                try:
+                    usage = self.driver.ensure_pool(ref, spec)
+                except DriverError as exc:
+                    raise BadRequest(f"host {name!r} cannot use the pool: {exc}") from exc
+        except BaseException:
+            self._undo(pool_id, attempted)
+            raise
+        with self.db.begin() as s:
+            pool = s.get(StoragePool, pool_id)
+            assert pool is not None
+            pool.state = "active"
+            self._apply_usage(pool, usage.capacity, usage.allocation, usage.available)
+            return pool
+
+    def _undo(self, pool_id: str, refs: list[HostRef]) -> None:
+        with self.db.begin() as s:
+            pool = s.get(StoragePool, pool_id)
+            if pool is None:
+                return
+            name = pool.libvirt_name
+        for ref in refs:
+            try:
+                self.driver.remove_pool(ref, name)
+            except DriverError as exc:  # unreachable: the reconciliation removes it later
+                log.warning("could not remove pool %s from %s: %s", name, ref.uri, exc)
+        with self.db.begin() as s:
+            pool = s.get(StoragePool, pool_id)
+            if pool is not None:
+                s.delete(pool)
+
+    def undo_interrupted(self) -> None:
+        """Start-up: pools a dead process left half-created are removed everywhere;
+        those it left being deleted are deleted."""
+        with self.db.read() as s:
+            stale = [
+                (p.id, [self.hosts.ref(h) for h in hosts_of(s, p)])
+                for p in s.scalars(
+                    select(StoragePool).where(StoragePool.state.in_(("creating", "deleting")))
+                )
+            ]
+        for pool_id, refs in stale:
+            self._undo(pool_id, refs)
+
+    def delete(self, ref: str) -> None:
+        """Remove the pool from its hosts, then its row; if a host refuses, nothing
+        changes. It is ``deleting`` meanwhile (no volume is made in it)."""
+        with self.db.begin() as s:
+            pool = get_by_id_or_name(s, StoragePool, ref, "storage pool")
+            count = s.scalar(select(func.count()).where(Volume.pool_id == pool.id)) or 0
+            if count:
+                raise Conflict(
+                    f"storage pool {pool.name!r} still holds {count} volume(s); delete them first"
+                )
+            if pool.state not in ("active", "error"):
+                raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
+            before, pool.state = pool.state, "deleting"
+            pool_id, name = pool.id, pool.libvirt_name
+            refs = [self.hosts.ref(h) for h in hosts_of(s, pool)]
+        failed = call_each(refs, lambda ref: self.driver.remove_pool(ref, name))
+        with self.db.begin() as s:
+            pool = s.get(StoragePool, pool_id)
+            if pool is None:
+                return
+            if failed:
+                pool.state = before
+            else:
+                s.delete(pool)
+        if failed:
+            raise Unavailable(f"could not remove the pool from a host: {'; '.join(failed)}")
+
+    def refresh(self, ref: str) -> StoragePool:
+        """Read capacity and allocation from libvirt (through the first host that answers)."""
+        with self.db.begin() as s:
+            pool = get_by_id_or_name(s, StoragePool, ref, "storage pool")
+            pool_id, name = pool.id, pool.libvirt_name
+            refs = [self.hosts.ref(h) for h in hosts_of(s, pool) if h.state == "up"]
+        errors = []
+        for host_ref in refs:
+            try:
+                usage = self.driver.pool_usage(host_ref, name)
+            except DriverError as exc:
+                errors.append(str(exc))
+                continue
+            with self.db.begin() as s:
+                pool = s.get(StoragePool, pool_id)
+                assert pool is not None
+                self._apply_usage(pool, usage.capacity, usage.allocation, usage.available)
+                pool.state, pool.error = "active", None
+                return pool
+        with self.db.begin() as s:
+            pool = s.get(StoragePool, pool_id)
+            assert pool is not None
+            pool.state = "error"
+            pool.error = "; ".join(errors) or "no host of the pool is up"
+            return pool
+
+    def ensure_on_host(self, host_id: str) -> None:
+        """Define on a host (one just added, e.g. to a cluster that has pools) the
+        pools it should have. libvirt is called outside any transaction; a host that
+        refuses a pool marks that pool ``error``."""
+        with self.db.begin() as s:
+            host = s.get(Host, host_id)
+            if host is None or host.state != "up":
+                return
+            host_name, ref = host.name, self.hosts.ref(host)
+            wanted = [
+                (p.id, spec_of(p))
+                for p in s.scalars(
+                    select(StoragePool).where(
+                        StoragePool.state != "creating",
+                        (StoragePool.host_id == host.id)
+                        | (
+                            (StoragePool.cluster_id == host.cluster_id)
+                            & StoragePool.cluster_id.is_not(None)
+                        ),
+                    )
+                )
+            ]
+        for pool_id, spec in wanted:
+            try:
+                self.driver.ensure_pool(ref, spec)
+            except DriverError as exc:
+                with self.db.begin() as s:
+                    pool = s.get(StoragePool, pool_id)
+                    if pool is not None:
+                        pool.state, pool.error = "error", f"host {host_name}: {exc}"
+
+    @staticmethod
+    def _apply_usage(pool: StoragePool, capacity: int, allocation: int, available: int) -> None:
+        pool.capacity_bytes = capacity
+        pool.allocation_bytes = allocation
+        pool.available_bytes = available
+        pool.refreshed_at = utcnow()
+
+
+def one_host(session: Session, pool: StoragePool, hosts: HostService) -> HostRef:
+    """A host through which the pool's volumes can be worked on."""
+    for host in hosts_of(session, pool):
+        if host.state == "up":
+            return hosts.ref(host)
+    raise Unavailable(f"no host of storage pool {pool.name!r} is up")

@@ -1,0 +1,322 @@
+"""Task handlers for volumes: create, delete (with secure wipe), extend, attach, detach.
+
+Every step is idempotent (libvirt objects are named from the volume's id; attach
+looks at the domain's disks before plugging), so every handler is resumable: after
+a crash the task simply runs again. ``failed`` puts the records back into a true
+state and removes whatever a half-done step left.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from nubis.db.models import (
+    Host,
+    Instance,
+    InstanceStatus,
+    StoragePool,
+    Volume,
+    VolumeAttachment,
+    VolumeSnapshot,
+)
+from nubis.db.session import Database
+from nubis.drivers.errors import DriverError
+from nubis.drivers.libvirt.base import HostRef
+from nubis.drivers.libvirt.domain_xml import DiskSpec
+from nubis.drivers.libvirt.volumes import VolumeDriver
+from nubis.services.inventory.hosts import HostService
+from nubis.services.storage.pools import one_host
+from nubis.services.storage.volumes import GIB, attachment_count, disk_spec, pool_file
+from nubis.tasks.engine import TaskContext, TaskEngine, TaskHandler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Loaded:
+    volume: Volume
+    pool_name: str
+    ref: HostRef  # a host through which the pool is reached
+
+
+@dataclass
+class LoadedAttachment:
+    attachment: VolumeAttachment
+    volume: Volume
+    instance: Instance
+    disk: DiskSpec  # the <disk> it puts into the domain
+    ref: HostRef  # the instance's host
+
+
+class VolumeTasks:
+    def __init__(self, engine: TaskEngine, driver: VolumeDriver, hosts: HostService) -> None:
+        self.db: Database = engine.db
+        self.driver = driver
+        self.hosts = hosts
+
+    def handlers(self) -> list[TaskHandler]:
+        return [
+            CreateHandler(self),
+            DeleteHandler(self),
+            ExtendHandler(self),
+            AttachHandler(self),
+            DetachHandler(self),
+        ]
+
+    def load(self, volume_id: str) -> Loaded:
+        with self.db.begin() as s:
+            volume = s.get(Volume, volume_id)
+            if volume is None:
+                raise LookupError(f"volume {volume_id} no longer exists")
+            pool = s.get(StoragePool, volume.pool_id)
+            assert pool is not None
+            return Loaded(volume, pool.libvirt_name, one_host(s, pool, self.hosts))
+
+    def load_attachment(self, attachment_id: str) -> LoadedAttachment | None:
+        with self.db.begin() as s:
+            attachment = s.get(VolumeAttachment, attachment_id)
+            if attachment is None:
+                return None
+            volume = s.get(Volume, attachment.volume_id)
+            instance = s.get(Instance, attachment.instance_id)
+            assert volume is not None and instance is not None
+            pool = s.get(StoragePool, volume.pool_id)
+            host = s.get(Host, instance.host_id)
+            assert pool is not None and host is not None
+            return LoadedAttachment(
+                attachment,
+                volume,
+                instance,
+                disk_spec(pool, volume, attachment),
+                self.hosts.ref(host),
+            )
+
+    def settle(self, volume_id: str, **values: object) -> None:
+        with self.db.begin() as s:
+            s.execute(
+                update(Volume).where(Volume.id == volume_id).values(task_state=None, **values)
+            )
+
+    def end_attachment_op(self, volume_id: str, instance_id: str) -> None:
+        """Clear the operation on the volume and the instance; the volume is in-use
+        while any attachment is left."""
+        with self.db.begin() as s:
+            left = attachment_count(s, volume_id)
+            s.execute(
+                update(Volume)
+                .where(Volume.id == volume_id)
+                .values(task_state=None, status="in-use" if left else "available")
+            )
+            s.execute(update(Instance).where(Instance.id == instance_id).values(task_state=None))
+
+
+class _Handler:
+    resumable = True
+
+    def __init__(self, tasks: VolumeTasks) -> None:
+        self.t = tasks
+
+
+class CreateHandler(_Handler):
+    kind = "volume.create"
+    steps = ("copy", "allocate")
+
+    def run(self, ctx: TaskContext) -> None:
+        loaded = self.t.load(ctx.resource_id)
+        vol = loaded.volume
+        snapshot_id = ctx.params.get("snapshot_id")
+        if snapshot_id:  # a copy of a volume snapshot (in the same pool)
+            ctx.step("copy", 10)
+            self.t.driver.copy_volume(
+                loaded.ref,
+                loaded.pool_name,
+                vol.libvirt_name,
+                self._snapshot_path(snapshot_id),
+                "qcow2",  # every volume snapshot is a flattened qcow2 copy
+                vol.format,
+                vol.size_gib * GIB,
+            )
+            self._release_snapshot(snapshot_id)
+        else:
+            ctx.step("allocate", 10)
+            self.t.driver.create_volume(
+                loaded.ref,
+                loaded.pool_name,
+                vol.libvirt_name,
+                vol.size_gib * GIB,
+                vol.format,
+                vol.provisioning,
+            )
+        self.t.settle(ctx.resource_id, status="available", error=None)
+
+    def _snapshot_path(self, snapshot_id: str) -> str:
+        with self.t.db.begin() as s:
+            snapshot = s.get(VolumeSnapshot, snapshot_id)
+            if snapshot is None:
+                raise LookupError("the volume snapshot was deleted")
+            origin = s.get(Volume, snapshot.volume_id)
+            assert origin is not None
+            pool = s.get(StoragePool, origin.pool_id)
+            assert pool is not None
+            return pool_file(pool, snapshot.libvirt_name)
+
+    def _release_snapshot(self, snapshot_id: str) -> None:
+        with self.t.db.begin() as s:
+            s.execute(
+                update(VolumeSnapshot)
+                .where(VolumeSnapshot.id == snapshot_id, VolumeSnapshot.task_state == "cloning")
+                .values(task_state=None)
+            )
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        try:
+            loaded = self.t.load(ctx.resource_id)
+            self.t.driver.delete_volume(loaded.ref, loaded.pool_name, loaded.volume.libvirt_name)
+        except (LookupError, DriverError) as exc:
+            log.warning("could not remove the half-created volume %s: %s", ctx.resource_id, exc)
+        if ctx.params.get("snapshot_id"):
+            self._release_snapshot(ctx.params["snapshot_id"])
+        self.t.settle(ctx.resource_id, status="error", error=f"create failed: {error}")
+
+
+class DeleteHandler(_Handler):
+    kind = "volume.delete"
+    steps = ("wipe", "delete")
+
+    def run(self, ctx: TaskContext) -> None:
+        try:
+            loaded = self.t.load(ctx.resource_id)
+        except LookupError:
+            return  # a re-run after the row was removed
+        name = loaded.volume.libvirt_name
+        if loaded.volume.secure_delete:
+            ctx.step("wipe", 10)
+            self.t.driver.wipe_volume(loaded.ref, loaded.pool_name, name)
+        ctx.step("delete", 80)
+        self.t.driver.delete_volume(loaded.ref, loaded.pool_name, name)
+        with self.t.db.begin() as s:
+            volume = s.get(Volume, ctx.resource_id)
+            if volume is not None:
+                s.delete(volume)
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        self.t.settle(ctx.resource_id, status="error", error=f"delete failed: {error}")
+
+
+class ExtendHandler(_Handler):
+    kind = "volume.extend"
+    steps = ("resize",)
+
+    def run(self, ctx: TaskContext) -> None:
+        loaded = self.t.load(ctx.resource_id)
+        size = int(ctx.params["size_gib"])
+        running = self._running_attachment(ctx.resource_id)
+        ctx.step("resize", 20)
+        if running is not None:  # QEMU holds the image: it must do the resize
+            self.t.driver.block_resize(
+                running.ref, running.instance.id, running.attachment.target, size * GIB
+            )
+        else:
+            self.t.driver.resize_volume(
+                loaded.ref,
+                loaded.pool_name,
+                loaded.volume.libvirt_name,
+                size * GIB,
+                loaded.volume.format,
+            )
+        self.t.settle(ctx.resource_id, size_gib=size, error=None)
+
+    def _running_attachment(self, volume_id: str) -> LoadedAttachment | None:
+        with self.t.db.begin() as s:
+            ids = s.scalars(
+                select(VolumeAttachment.id)
+                .join(Instance, Instance.id == VolumeAttachment.instance_id)
+                .where(
+                    VolumeAttachment.volume_id == volume_id,
+                    Instance.status.in_((InstanceStatus.RUNNING, InstanceStatus.PAUSED)),
+                )
+            ).all()
+        return self.t.load_attachment(ids[0]) if ids else None
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        self.t.settle(ctx.resource_id, error=f"extend failed: {error}")
+
+
+class AttachHandler(_Handler):
+    kind = "volume.attach"
+    steps = ("plug",)
+
+    def run(self, ctx: TaskContext) -> None:
+        la = self.t.load_attachment(ctx.params["attachment_id"])
+        if la is None:
+            raise RuntimeError("the attachment record is gone")
+        ctx.step("plug", 30)
+        disks = self.t.driver.attached_targets(la.ref, la.instance.id)
+        if la.attachment.target not in disks:
+            self.t.driver.attach_disk(la.ref, la.instance.id, la.disk)
+        with self.t.db.begin() as s:
+            s.execute(
+                update(VolumeAttachment)
+                .where(VolumeAttachment.id == la.attachment.id)
+                .values(status="attached")
+            )
+        self.t.end_attachment_op(la.volume.id, la.instance.id)
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        la = self.t.load_attachment(ctx.params["attachment_id"])
+        if la is None:
+            return
+        try:  # unplug whatever half of it got in, then forget it
+            if la.attachment.target in self.t.driver.attached_targets(la.ref, la.instance.id):
+                self.t.driver.detach_disk(la.ref, la.instance.id, la.disk)
+        except DriverError as exc:
+            log.warning("could not undo the attachment %s: %s", la.attachment.id, exc)
+        with self.t.db.begin() as s:
+            attachment = s.get(VolumeAttachment, la.attachment.id)
+            if attachment is not None:
+                s.delete(attachment)
+        self.t.end_attachment_op(la.volume.id, la.instance.id)
+        with self.t.db.begin() as s:
+            s.execute(
+                update(Volume)
+                .where(Volume.id == la.volume.id)
+                .values(error=f"attach failed: {error}")
+            )
+
+
+class DetachHandler(_Handler):
+    kind = "volume.detach"
+    steps = ("unplug",)
+
+    def run(self, ctx: TaskContext) -> None:
+        la = self.t.load_attachment(ctx.params["attachment_id"])
+        if la is None:
+            return  # a re-run after the record was removed
+        ctx.step("unplug", 30)
+        if la.attachment.target in self.t.driver.attached_targets(la.ref, la.instance.id):
+            self.t.driver.detach_disk(la.ref, la.instance.id, la.disk)
+        with self.t.db.begin() as s:
+            attachment = s.get(VolumeAttachment, la.attachment.id)
+            if attachment is not None:
+                s.delete(attachment)
+        self.t.end_attachment_op(la.volume.id, la.instance.id)
+
+    def failed(self, ctx: TaskContext, error: str) -> None:
+        la = self.t.load_attachment(ctx.params["attachment_id"])
+        if la is None:
+            return
+        with self.t.db.begin() as s:
+            s.execute(
+                update(VolumeAttachment)
+                .where(VolumeAttachment.id == la.attachment.id)
+                .values(status="attached")
+            )
+            s.execute(
+                update(Volume)
+                .where(Volume.id == la.volume.id)
+                .values(error=f"detach failed: {error}")
+            )
+        self.t.end_attachment_op(la.volume.id, la.instance.id)

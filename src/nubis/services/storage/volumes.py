@@ -1,0 +1,591 @@
+"""Volumes (data disks) and disk offerings: validation and guarded state changes.
+The work runs as tasks (``volume_tasks``).
+
+A volume takes one operation at a time (a compare-and-swap on ``task_state``, as
+instances do). Attaching or detaching also holds the instance (its ``task_state``
+is ``attaching`` / ``detaching``), so a disk is never plugged into a VM that is
+being deleted or migrated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from nubis.db.models import (
+    DiskOffering,
+    Host,
+    Instance,
+    InstanceStatus,
+    Snapshot,
+    StoragePool,
+    Task,
+    Volume,
+    VolumeAttachment,
+    VolumeSnapshot,
+    new_id,
+)
+from nubis.drivers.libvirt.domain_xml import DiskSpec
+from nubis.drivers.libvirt.volumes import PROVISIONING
+from nubis.services.core.errors import BadRequest, Conflict, Forbidden, NotFoundError
+from nubis.services.core.guard import claim
+from nubis.services.core.lookup import Page, PageRequest, get_by_id_or_name, paginate, validate_name
+from nubis.services.core.principal import Principal
+from nubis.services.core.submit import submit_task
+from nubis.services.identity import policy, quotas
+from nubis.services.storage.pools import check_tags, reaches
+from nubis.tasks.engine import TaskEngine
+
+FORMATS = ("qcow2", "raw")
+MODES = ("persistent", "nonpersistent")
+MAX_GIB = 16384
+GIB = 1024**3
+# device names of data disks: vda is the root disk
+TARGETS = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass(frozen=True)
+class VolumeRequest:
+    name: str
+    size_gib: int | None = None
+    pool: str | None = None
+    offering: str | None = None
+    format: str | None = None
+    provisioning: str | None = None
+    secure_delete: bool | None = None
+    shareable: bool = False
+    snapshot: str | None = None  # a volume snapshot to copy the data from
+
+
+@dataclass(frozen=True)
+class OfferingRequest:
+    name: str
+    size_gib: int | None = None
+    format: str = "qcow2"
+    provisioning: str = "thin"
+    secure_delete: bool = False
+    tags: list[str] = field(default_factory=list)
+
+
+def check_size(size_gib: object) -> int:
+    if not isinstance(size_gib, int) or isinstance(size_gib, bool) or not 1 <= size_gib <= MAX_GIB:
+        raise BadRequest(f"size_gib must be a whole number of GiB between 1 and {MAX_GIB}")
+    return size_gib
+
+
+def check_layout(fmt: str, provisioning: str) -> None:
+    if fmt not in FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(FORMATS)}")
+    if provisioning not in PROVISIONING:
+        raise BadRequest(f"provisioning must be one of {', '.join(PROVISIONING)}")
+    if fmt == "qcow2" and provisioning == "thick":
+        raise BadRequest(
+            "thick (eager-zeroed) volumes are raw: use format raw, or thick-lazy-zeroed for qcow2"
+        )
+
+
+def create_offering(session: Session, req: OfferingRequest) -> DiskOffering:
+    validate_name(req.name, "disk offering")
+    if req.size_gib is not None:
+        check_size(req.size_gib)
+    check_layout(req.format, req.provisioning)
+    check_tags(req.tags)
+    if session.scalar(select(DiskOffering).where(DiskOffering.name == req.name)) is not None:
+        raise Conflict(f"a disk offering named {req.name!r} already exists")
+    offering = DiskOffering(
+        name=req.name,
+        size_gib=req.size_gib,
+        format=req.format,
+        provisioning=req.provisioning,
+        secure_delete=req.secure_delete,
+        tags=list(req.tags),
+    )
+    session.add(offering)
+    session.flush()
+    return offering
+
+
+def delete_offering(session: Session, ref: str) -> None:
+    offering = get_by_id_or_name(session, DiskOffering, ref, "disk offering")
+    session.execute(
+        update(Volume).where(Volume.offering_id == offering.id).values(offering_id=None)
+    )
+    session.delete(offering)
+
+
+def pick_pool(session: Session, tags: list[str]) -> StoragePool:
+    """The active pool carrying every tag with the most room left."""
+    pools = [
+        p
+        for p in session.scalars(select(StoragePool).where(StoragePool.state == "active"))
+        if set(tags) <= set(p.tags or [])
+    ]
+    if not pools:
+        wanted = f" tagged {', '.join(tags)}" if tags else ""
+        raise Conflict(
+            f"no active storage pool{wanted}: a system administrator makes one (nubis pool create)"
+        )
+    return max(pools, key=lambda p: p.available_bytes)
+
+
+class VolumeService:
+    def __init__(self, engine: TaskEngine) -> None:
+        self.engine = engine
+
+    def get(self, session: Session, principal: Principal, ref: str) -> Volume:
+        return get_by_id_or_name(session, Volume, ref, "volume", **principal.scope())
+
+    def find_all(self, session: Session, principal: Principal, pages: PageRequest) -> Page:
+        query = select(Volume).filter_by(**principal.scope())
+        return paginate(session, query, Volume, pages)
+
+    def attachments(self, session: Session, volume_id: str) -> list[VolumeAttachment]:
+        return list(
+            session.scalars(
+                select(VolumeAttachment).where(VolumeAttachment.volume_id == volume_id)
+            ).all()
+        )
+
+    def instance_attachments(self, session: Session, instance_id: str) -> list[VolumeAttachment]:
+        return list(
+            session.scalars(
+                select(VolumeAttachment)
+                .where(VolumeAttachment.instance_id == instance_id)
+                .order_by(VolumeAttachment.target)
+            ).all()
+        )
+
+    # -- create / delete / extend ------------------------------------------------------
+    def create(
+        self, session: Session, principal: Principal, req: VolumeRequest
+    ) -> tuple[Volume, Task]:
+        volume = self.plan(session, principal, req)
+        params: dict[str, object] = {}
+        if req.snapshot:
+            source = find_snapshot(session, principal, req.snapshot)
+            claim_for_clone(session, source)
+            params["snapshot_id"] = source.id
+        session.add(volume)
+        session.flush()
+        return volume, submit_task(
+            self.engine, session, principal, "volume.create", "volume", volume.id, params
+        )
+
+    def plan(self, session: Session, principal: Principal, req: VolumeRequest) -> Volume:
+        """Check a request (and the project's quotas) and return the volume it describes
+        (status ``creating``), not yet added to the session."""
+        volume = self._plan(session, principal, req)
+        quotas.claim(session, volume.project_id, {"volumes": 1, "volume_gib": volume.size_gib})
+        return volume
+
+    def _plan(self, session: Session, principal: Principal, req: VolumeRequest) -> Volume:
+        validate_name(req.name, "volume")
+        if req.snapshot:
+            return self._plan_from_snapshot(session, principal, req)
+        offering = (
+            get_by_id_or_name(session, DiskOffering, req.offering, "disk offering")
+            if req.offering
+            else None
+        )
+        size = req.size_gib
+        if offering is not None and offering.size_gib is not None:
+            if size is not None and size != offering.size_gib:
+                raise BadRequest(
+                    f"disk offering {offering.name!r} has a fixed size of "
+                    f"{offering.size_gib} GiB; leave size_gib out"
+                )
+            size = offering.size_gib
+        if size is None:
+            raise BadRequest("size_gib is required (or a disk offering with a size)")
+        size = check_size(size)
+        fmt = req.format or (offering.format if offering else "qcow2")
+        provisioning = req.provisioning or (offering.provisioning if offering else "thin")
+        check_layout(fmt, provisioning)
+        secure = req.secure_delete
+        if secure is None:
+            secure = offering.secure_delete if offering else False
+        if req.pool:
+            if policy.SYSTEM_ADMIN not in principal.roles:
+                raise Forbidden(
+                    "choosing the storage pool is for system administrators: give a disk "
+                    "offering (its tags pick the pool), or nothing for the default"
+                )
+            pool = get_by_id_or_name(session, StoragePool, req.pool, "storage pool")
+            if pool.state != "active":
+                raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
+        else:
+            pool = pick_pool(session, list(offering.tags) if offering else [])
+        if provisioning != "thin" and size * GIB > pool.available_bytes:
+            raise Conflict(
+                f"storage pool {pool.name!r} has {pool.available_bytes // GIB} GiB free; "
+                f"a {provisioning} volume of {size} GiB reserves all of it up front"
+            )
+        self._check_unique(session, principal, req.name)
+        return Volume(
+            id=new_id(),
+            name=req.name,
+            project_id=principal.project_id,
+            pool_id=pool.id,
+            offering_id=offering.id if offering else None,
+            size_gib=size,
+            format=fmt,
+            provisioning=provisioning,
+            secure_delete=secure,
+            shareable=req.shareable,
+            status="creating",
+            task_state="creating",
+        )
+
+    def _plan_from_snapshot(
+        self, session: Session, principal: Principal, req: VolumeRequest
+    ) -> Volume:
+        """A new volume holding a volume snapshot's data, in the snapshot's pool."""
+        assert req.snapshot is not None
+        if req.offering:
+            raise BadRequest("give a snapshot or a disk offering, not both")
+        source = find_snapshot(session, principal, req.snapshot)
+        origin = session.get(Volume, source.volume_id)
+        pool = session.get(StoragePool, origin.pool_id) if origin else None
+        assert origin is not None and pool is not None
+        if req.pool:
+            asked = get_by_id_or_name(session, StoragePool, req.pool, "storage pool")
+            if asked.id != pool.id:
+                raise BadRequest(
+                    f"a volume made from a snapshot is created in the snapshot's pool {pool.name!r}"
+                )
+        size = check_clone_size(
+            source, check_size(req.size_gib) if req.size_gib is not None else None
+        )
+        fmt = req.format or origin.format
+        provisioning = req.provisioning or "thin"
+        check_layout(fmt, provisioning)
+        if provisioning != "thin":
+            raise BadRequest("a volume made from a snapshot is thin-provisioned")
+        self._check_unique(session, principal, req.name)
+        return Volume(
+            id=new_id(),
+            name=req.name,
+            project_id=principal.project_id,
+            pool_id=pool.id,
+            size_gib=size,
+            format=fmt,
+            provisioning=provisioning,
+            secure_delete=origin.secure_delete if req.secure_delete is None else req.secure_delete,
+            shareable=req.shareable,
+            status="creating",
+            task_state="creating",
+        )
+
+    @staticmethod
+    def _check_unique(session: Session, principal: Principal, name: str) -> None:
+        exists = session.scalar(
+            select(Volume).where(Volume.project_id == principal.project_id, Volume.name == name)
+        )
+        if exists is not None:
+            raise Conflict(f"a volume named {name!r} already exists")
+
+    def delete(self, session: Session, principal: Principal, ref: str) -> tuple[Volume, Task]:
+        volume = self.get(session, principal, ref)
+        snapshots = session.scalars(
+            select(VolumeSnapshot.name)
+            .where(VolumeSnapshot.volume_id == volume.id)
+            .order_by(VolumeSnapshot.created_at)
+        ).all()
+        if snapshots:
+            raise Conflict(
+                f"volume {volume.name!r} has {len(snapshots)} snapshot(s): "
+                f"{', '.join(snapshots)}; delete them first"
+            )
+        attached = self.attachments(session, volume.id)
+        if attached:
+            names = [
+                session.get(Instance, a.instance_id).name  # type: ignore[union-attr]
+                for a in attached
+            ]
+            raise Conflict(
+                f"volume {volume.name!r} is attached to {', '.join(names)}; detach it first"
+            )
+        claim(session, volume, ("available", "error"), "deleting", "volume")
+        volume.status = "deleting"
+        return volume, submit_task(
+            self.engine, session, principal, "volume.delete", "volume", volume.id
+        )
+
+    def extend(
+        self, session: Session, principal: Principal, ref: str, size_gib: object
+    ) -> tuple[Volume, Task]:
+        volume = self.get(session, principal, ref)
+        size = check_size(size_gib)
+        if size <= volume.size_gib:
+            raise BadRequest(
+                f"volume {volume.name!r} is {volume.size_gib} GiB: the new size must be larger "
+                "(volumes never shrink)"
+            )
+        quotas.claim(session, volume.project_id, {"volume_gib": size - volume.size_gib})
+        claim(session, volume, ("available", "in-use"), "extending", "volume")
+        return volume, submit_task(
+            self.engine,
+            session,
+            principal,
+            "volume.extend",
+            "volume",
+            volume.id,
+            {"size_gib": size},
+        )
+
+    # -- attach / detach ------------------------------------------------------------------
+    def attach(
+        self,
+        session: Session,
+        principal: Principal,
+        instance_ref: str,
+        volume_ref: str,
+        mode: str = "persistent",
+    ) -> tuple[VolumeAttachment, Task]:
+        if mode not in MODES:
+            raise BadRequest(f"mode must be one of {', '.join(MODES)}")
+        instance = get_by_id_or_name(
+            session, Instance, instance_ref, "instance", **principal.scope()
+        )
+        volume = self.get(session, principal, volume_ref)
+        host = session.get(Host, instance.host_id) if instance.host_id else None
+        pool = session.get(StoragePool, volume.pool_id)
+        assert pool is not None
+        if host is None:
+            raise Conflict(f"instance {instance.name!r} is not on any host")
+        if not reaches(pool, host):
+            raise Conflict(
+                f"volume {volume.name!r} is in storage pool {pool.name!r}, which host "
+                f"{host.name!r} of instance {instance.name!r} cannot reach"
+            )
+        attached = self.attachments(session, volume.id)
+        if any(a.instance_id == instance.id for a in attached):
+            raise Conflict(f"volume {volume.name!r} is already attached to {instance.name!r}")
+        if attached and not volume.shareable:
+            raise Conflict(
+                f"volume {volume.name!r} is in use by another instance and is not shareable"
+            )
+        if mode == "nonpersistent" and (
+            volume.shareable or instance.status != InstanceStatus.STOPPED
+        ):
+            raise BadRequest(
+                "a nonpersistent disk is attached to a stopped instance, and cannot be "
+                "shareable: its overlay is made when the instance starts"
+            )
+        used = set(
+            session.scalars(
+                select(VolumeAttachment.target).where(VolumeAttachment.instance_id == instance.id)
+            ).all()
+        )
+        free = [t for t in TARGETS if t not in used]
+        if not free:
+            raise Conflict(f"instance {instance.name!r} has no free disk slot")
+        claim(session, volume, ("available", "in-use"), "attaching", "volume")
+        claim(
+            session,
+            instance,
+            (InstanceStatus.RUNNING, InstanceStatus.STOPPED, InstanceStatus.PAUSED),
+            "attaching",
+            "instance",
+        )
+        attachment = VolumeAttachment(
+            volume_id=volume.id, instance_id=instance.id, target=free[0], mode=mode
+        )
+        session.add(attachment)
+        volume.status = "in-use"
+        session.flush()
+        task = submit_task(
+            self.engine,
+            session,
+            principal,
+            "volume.attach",
+            "volume",
+            volume.id,
+            {"attachment_id": attachment.id},
+        )
+        return attachment, task
+
+    def detach(
+        self, session: Session, principal: Principal, instance_ref: str, volume_ref: str
+    ) -> Task:
+        instance = get_by_id_or_name(
+            session, Instance, instance_ref, "instance", **principal.scope()
+        )
+        volume = self.get(session, principal, volume_ref)
+        attachment = session.scalar(
+            select(VolumeAttachment).where(
+                VolumeAttachment.volume_id == volume.id,
+                VolumeAttachment.instance_id == instance.id,
+            )
+        )
+        if attachment is None:
+            raise NotFoundError(f"volume {volume.name!r} is not attached to {instance.name!r}")
+        covering = [
+            snap.name
+            for snap in session.scalars(select(Snapshot).where(Snapshot.instance_id == instance.id))
+            if volume.id in (snap.volume_ids or [])
+        ]
+        if covering:
+            # a snapshot must keep every disk it covers (and libvirt 9.0 crashes when
+            # deleting an internal snapshot one of whose disks has left the domain)
+            raise Conflict(
+                f"snapshot(s) {', '.join(covering)} of {instance.name!r} include volume "
+                f"{volume.name!r}: delete them before detaching it"
+            )
+        claim(session, volume, ("in-use",), "detaching", "volume")
+        claim(
+            session,
+            instance,
+            (
+                InstanceStatus.RUNNING,
+                InstanceStatus.STOPPED,
+                InstanceStatus.PAUSED,
+                InstanceStatus.ERROR,
+            ),
+            "detaching",
+            "instance",
+        )
+        attachment.status = "detaching"
+        return submit_task(
+            self.engine,
+            session,
+            principal,
+            "volume.detach",
+            "volume",
+            volume.id,
+            {"attachment_id": attachment.id},
+        )
+
+
+def pool_file(pool: StoragePool, name: str) -> str:
+    """Where libvirt keeps the pool's volume ``name``: the same path on every host of a
+    shared pool (pool paths are stored normalised, as libvirt keeps them)."""
+    if pool.kind == "lvm":
+        return f"/dev/{pool.path}/{name}"
+    return f"{pool.path}/{name}"
+
+
+def volume_path(pool: StoragePool, volume: Volume) -> str:
+    return pool_file(pool, volume.libvirt_name)
+
+
+def disk_spec(pool: StoragePool, volume: Volume, attachment: VolumeAttachment) -> DiskSpec:
+    """The ``<disk>`` an attachment puts into the instance's domain."""
+    return DiskSpec(
+        path=volume_path(pool, volume),
+        format=volume.format,
+        target=attachment.target,
+        serial=attachment.serial,
+        shareable=volume.shareable,
+        transient=attachment.mode == "nonpersistent",
+    )
+
+
+def attached_disks(session: Session, instance_id: str) -> list[DiskSpec]:
+    """The instance's data disks, for a domain definition made anew (evacuation)."""
+    disks = []
+    for attachment in session.scalars(
+        select(VolumeAttachment)
+        .where(VolumeAttachment.instance_id == instance_id)
+        .order_by(VolumeAttachment.target)
+    ):
+        volume = session.get(Volume, attachment.volume_id)
+        assert volume is not None
+        pool = session.get(StoragePool, volume.pool_id)
+        assert pool is not None
+        disks.append(disk_spec(pool, volume, attachment))
+    return disks
+
+
+def unreachable_volumes(session: Session, instance_id: str, host: Host) -> list[str]:
+    """Names of the instance's volumes whose pools ``host`` cannot reach."""
+    names = []
+    for attachment in session.scalars(
+        select(VolumeAttachment).where(VolumeAttachment.instance_id == instance_id)
+    ):
+        volume = session.get(Volume, attachment.volume_id)
+        assert volume is not None
+        pool = session.get(StoragePool, volume.pool_id)
+        assert pool is not None
+        if not reaches(pool, host):
+            names.append(volume.name)
+    return names
+
+
+def release_attachments(session: Session, instance_id: str) -> None:
+    """The instance is gone: its volumes are free again (or still in use by others)."""
+    attachments = session.scalars(
+        select(VolumeAttachment).where(VolumeAttachment.instance_id == instance_id)
+    ).all()
+    for attachment in attachments:
+        session.delete(attachment)
+    session.flush()
+    for attachment in attachments:
+        left = attachment_count(session, attachment.volume_id)
+        session.execute(
+            update(Volume)
+            .where(Volume.id == attachment.volume_id)
+            .values(status="in-use" if left else "available")
+        )
+
+
+def attachment_count(session: Session, volume_id: str) -> int:
+    return session.scalar(select(func.count()).where(VolumeAttachment.volume_id == volume_id)) or 0
+
+
+def volume_users(session: Session, volume_id: str) -> list[tuple[VolumeAttachment, Instance]]:
+    """The volume's attachments and their instances, by instance name."""
+    rows = session.execute(
+        select(VolumeAttachment, Instance)
+        .join(Instance, Instance.id == VolumeAttachment.instance_id)
+        .where(VolumeAttachment.volume_id == volume_id)
+        .order_by(Instance.name)
+    ).all()
+    return [(a, i) for a, i in rows]
+
+
+def find_snapshot(session: Session, principal: Principal, ref: str) -> VolumeSnapshot:
+    """A volume snapshot of the caller's project by id, or by name if only one has it."""
+    mine = select(VolumeSnapshot).filter_by(**principal.scope())
+    found = session.scalars(mine.where(VolumeSnapshot.id == ref)).all()
+    if not found:
+        found = session.scalars(mine.where(VolumeSnapshot.name == ref)).all()
+    if not found:
+        raise NotFoundError(f"volume snapshot {ref!r} not found")
+    if len(found) > 1:
+        raise Conflict(f"several volume snapshots are named {ref!r}: give its id")
+    return found[0]
+
+
+def claim_for_clone(session: Session, snapshot: VolumeSnapshot) -> None:
+    """Hold a snapshot while a new volume is copied from it (it cannot go meanwhile)."""
+    claim(session, snapshot, ("available",), "cloning", "volume snapshot")
+
+
+def check_clone_size(snapshot: VolumeSnapshot, size_gib: int | None) -> int:
+    if size_gib is None:
+        return snapshot.size_gib
+    if size_gib < snapshot.size_gib:
+        raise BadRequest(
+            f"volume snapshot {snapshot.name!r} is {snapshot.size_gib} GiB: a volume made "
+            "from it is at least that large"
+        )
+    return size_gib
+
+
+def release_hold(session: Session, volume_id: str, task_state: str) -> None:
+    """End an operation that held the volume and the instances it is attached to
+    (where it still holds them)."""
+    session.execute(
+        update(Volume)
+        .where(Volume.id == volume_id, Volume.task_state == task_state)
+        .values(task_state=None)
+    )
+    ids = select(VolumeAttachment.instance_id).where(VolumeAttachment.volume_id == volume_id)
+    session.execute(
+        update(Instance)
+        .where(Instance.id.in_(ids), Instance.task_state == task_state)
+        .values(task_state=None)
+    )
