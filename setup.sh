@@ -113,12 +113,21 @@ main() {
       web_assets
       start_libvirt
       start_postgres
-      log "lint: ruff + import contracts"
+      if [ $# -gt 0 ]; then  # ./setup.sh test <pytest arguments>: just those tests
+        "$VENV/bin/pytest" -q "$@"
+        return
+      fi
+      # each tier stops the run when it fails: the fast ones first
+      log "tier 1 of 3: lint, import contracts, module sizes, types"
       "$VENV/bin/ruff" check src tests bench scripts
+      "$VENV/bin/ruff" format --check src tests bench scripts
       "$VENV/bin/lint-imports" --no-cache
       "$VENV/bin/python" scripts/check_module_size.py
-      log "tests (SQLite, then PostgreSQL for the database tests)"
-      "$VENV/bin/pytest" -q -n 2 --dist loadfile --durations=30 "$@"
+      VENV="$VENV" scripts/check_types.sh
+      log "tier 2 of 3: unit tests (in-process; SQLite, and PostgreSQL for the database tests)"
+      "$VENV/bin/pytest" -q -n 2 -m "not integration" --durations=10 tests
+      log "tier 3 of 3: integration and browser tests (real libvirtd, QEMU guests, Chromium)"
+      "$VENV/bin/pytest" -q -n 2 --dist loadfile -m integration --durations=30 tests
       ;;
     *)
       echo "usage: $0 serve|test [args...]" >&2
