@@ -34,25 +34,45 @@ def database_url(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
-def create_database(url: str, template: str | None = None, prefix: str = "t") -> str:
-    """A new database on ``url``'s server (a copy of ``template``); its URL."""
+def create_database(url: str, prefix: str = "t") -> str:
+    """A new, empty database on ``url``'s server; its URL."""
     name = f"nubis_{prefix}_{uuid.uuid4().hex[:12]}"
     admin = _admin(url)
     try:
         with admin.connect() as conn:
-            copy = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else ""
-            conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
     finally:
         admin.dispose()
     return database_url(url, name)
 
 
-def drop_database(url: str) -> None:
-    """Drop the database ``url`` names, whoever is still connected to it."""
-    admin = _admin(url)
+def end_connections(server_url: str, url: str) -> None:
+    """End the connections our role has to the database ``url`` names (a test's
+    engine that was not disposed), from the database of ``server_url``."""
+    admin = _admin(server_url)
     try:
         with admin.connect() as conn:
-            name = make_url(url).database
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND usename = current_user "
+                    "AND pid <> pg_backend_pid()"
+                ),
+                {"name": make_url(url).database},
+            )
+    finally:
+        admin.dispose()
+
+
+def drop_database(server_url: str, url: str) -> None:
+    """Drop the database ``url`` names, from the database of ``server_url`` (a
+    database cannot drop itself). Our connections to it are ended first; DROP
+    DATABASE then waits for them to go and stops an autovacuum worker that is in
+    there (WITH (FORCE) would fail on the worker instead: another role's process)."""
+    end_connections(server_url, url)
+    admin = _admin(server_url)
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}"'))
     finally:
         admin.dispose()
