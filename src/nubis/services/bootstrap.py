@@ -11,7 +11,16 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from nubis.db.models import FirstRunStep, Host, Image, Network, Project, StoragePool, User
+from nubis.db.models import (
+    FirstRunStep,
+    Host,
+    HostStatus,
+    Image,
+    Network,
+    Project,
+    StoragePool,
+    User,
+)
 from nubis.db.session import Database
 from nubis.images.tinyimage import build_tiny_image
 from nubis.services.compute import flavors
@@ -111,7 +120,7 @@ def first_run_defaults(
         host = s.scalar(select(Host).where(Host.name == "local"))
         admin = s.scalar(select(User).where(User.username == "admin"))
         project = s.scalar(select(Project).where(Project.name == auth.DEFAULT_PROJECT))
-        if host is None or host.state != "up" or admin is None or project is None:
+        if host is None or host.state != HostStatus.UP or admin is None or project is None:
             log.warning("first-run defaults not made yet: the local host is not up")
             return
         has_pool = s.scalar(select(StoragePool.id).where(StoragePool.name == DEFAULT))

@@ -175,7 +175,7 @@ class TaskEngine:
 
     def finish(self, task_id: str, error: str | None = None) -> None:
         """End a task begun with ``begin_inline``: succeeded, or failed with ``error``."""
-        self._finish(task_id, "succeeded" if error is None else "failed", error)
+        self._finish(task_id, TaskStatus.SUCCEEDED if error is None else TaskStatus.FAILED, error)
 
     def wake(self) -> None:
         with self._wake:
@@ -252,9 +252,9 @@ class TaskEngine:
                 handler.failed(ctx, error)
             except Exception:
                 log.exception("clean-up of failed task %s failed", task_id)
-            self._finish(task_id, "failed", error)
+            self._finish(task_id, TaskStatus.FAILED, error)
         else:
-            self._finish(task_id, "succeeded", None)
+            self._finish(task_id, TaskStatus.SUCCEEDED, None)
 
     def _finish(self, task_id: str, status: str, error: str | None) -> None:
         with self.db.begin() as s:
@@ -286,6 +286,6 @@ class TaskEngine:
                         handler.failed(TaskContext(self, task), INTERRUPTED)
                     except Exception:
                         log.exception("recovery of task %s failed", task.id)
-                self._finish(task.id, "failed", INTERRUPTED)
+                self._finish(task.id, TaskStatus.FAILED, INTERRUPTED)
             recovered.append(task.id)
         return recovered

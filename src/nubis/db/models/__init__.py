@@ -12,6 +12,7 @@ from nubis.db.models.compute import (
     KeyPair,
     RuleGroup,
     Snapshot,
+    SnapshotStatus,
     StaleDomain,
 )
 from nubis.db.models.identity import (
@@ -28,9 +29,10 @@ from nubis.db.models.identity import (
     UsedSignature,
     User,
 )
-from nubis.db.models.inventory import Cluster, Host, Zone
+from nubis.db.models.inventory import Cluster, Host, HostStatus, Zone
 from nubis.db.models.network import (
     Network,
+    NetworkState,
     Port,
     PortSecurityGroup,
     SecurityGroup,
@@ -38,12 +40,17 @@ from nubis.db.models.network import (
     Subnet,
 )
 from nubis.db.models.storage import (
+    AttachmentStatus,
     DiskOffering,
     Image,
+    ImageStatus,
+    PoolState,
     StoragePool,
     Volume,
     VolumeAttachment,
     VolumeSnapshot,
+    VolumeSnapshotStatus,
+    VolumeStatus,
     volume_file_name,
 )
 from nubis.db.models.tasks import FirstRunStep, Task, TaskStatus
@@ -51,6 +58,7 @@ from nubis.db.models.tasks import FirstRunStep, Task, TaskStatus
 __all__ = [
     "ApiKey",
     "Approval",
+    "AttachmentStatus",
     "AuditRecord",
     "Base",
     "Cluster",
@@ -59,15 +67,19 @@ __all__ = [
     "FirstRunStep",
     "Flavor",
     "Host",
+    "HostStatus",
     "Image",
+    "ImageStatus",
     "Instance",
     "InstanceStatus",
     "KeyPair",
     "LoginThrottle",
     "Membership",
     "Network",
+    "NetworkState",
     "PasswordHistory",
     "PasswordPolicy",
+    "PoolState",
     "Port",
     "PortSecurityGroup",
     "Project",
@@ -76,6 +88,7 @@ __all__ = [
     "SecurityGroup",
     "SecurityGroupRule",
     "Snapshot",
+    "SnapshotStatus",
     "StaleDomain",
     "StoragePool",
     "Subnet",
@@ -88,6 +101,8 @@ __all__ = [
     "Volume",
     "VolumeAttachment",
     "VolumeSnapshot",
+    "VolumeSnapshotStatus",
+    "VolumeStatus",
     "Zone",
     "new_id",
     "utcnow",

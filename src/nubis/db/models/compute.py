@@ -112,6 +112,12 @@ class RuleGroup(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class SnapshotStatus(StrEnum):
+    CREATING = "creating"
+    AVAILABLE = "available"
+    ERROR = "error"
+
+
 class Snapshot(Base):
     """A point-in-time state of an instance: all its disks (internal qcow2 snapshots),
     and its memory when it was running. ``volume_ids`` are the data volumes it
@@ -126,7 +132,7 @@ class Snapshot(Base):
     memory: Mapped[bool] = mapped_column(default=False)
     volume_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     # creating | available | error (reverting / deleting run as task_state)
-    status: Mapped[str] = mapped_column(String(16), default="creating")
+    status: Mapped[str] = mapped_column(String(16), default=SnapshotStatus.CREATING)
     task_state: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     Float,
@@ -50,6 +51,14 @@ class Cluster(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class HostStatus(StrEnum):
+    """A host's ``state``: how the control plane last found it."""
+
+    UP = "up"
+    UNREACHABLE = "unreachable"  # not answering; its VMs may still run
+    DOWN = "down"  # fenced, or never reached
+
+
 class Host(Base):
     __tablename__ = "hosts"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -65,7 +74,7 @@ class Host(Base):
     disk_gib: Mapped[int] = mapped_column(Integer, default=0)  # capacity of its disk pool
     # encrypted JSON {"username","password"} for URIs that authenticate
     credentials: Mapped[str | None] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), default="down")  # up|unreachable|down
+    state: Mapped[str] = mapped_column(String(16), default=HostStatus.DOWN)
     # since when libvirt has not answered (None while up)
     unreachable_since: Mapped[datetime | None]
     # how the host is powered off before its VMs restart elsewhere: none|ipmi|devcluster

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
@@ -15,6 +16,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nubis.db.models.base import Base, new_id, utcnow
+
+
+class NetworkState(StrEnum):
+    CREATING = "creating"  # being defined on its hosts
+    EMPTY = "empty"  # no subnet yet: nothing on the hosts
+    ADDING = "adding"  # getting (or losing) its subnets
+    ACTIVE = "active"
+    ERROR = "error"
+    DELETING = "deleting"
 
 
 class Network(Base):
@@ -34,7 +44,7 @@ class Network(Base):
     tag: Mapped[str] = mapped_column(String(8), unique=True)
     # bridged: the host's bridge the network joins (the same name on every host)
     host_bridge: Mapped[str | None] = mapped_column(String(15))
-    state: Mapped[str] = mapped_column(String(16), default="creating")  # | active | error
+    state: Mapped[str] = mapped_column(String(16), default=NetworkState.CREATING)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

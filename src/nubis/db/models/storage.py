@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     JSON,
@@ -18,6 +19,44 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from nubis.db.models.base import Base, new_id, utcnow
+
+
+class ImageStatus(StrEnum):
+    QUEUED = "queued"  # waiting for its data (an upload)
+    SAVING = "saving"  # an upload is writing it
+    CREATING = "creating"  # a task (a template) is making it
+    ACTIVE = "active"
+    ERROR = "error"
+    DELETING = "deleting"
+
+
+class PoolState(StrEnum):
+    CREATING = "creating"
+    ACTIVE = "active"
+    ERROR = "error"
+    DELETING = "deleting"
+
+
+class VolumeStatus(StrEnum):
+    CREATING = "creating"
+    AVAILABLE = "available"
+    IN_USE = "in-use"
+    ERROR = "error"
+    DELETING = "deleting"
+
+
+class VolumeSnapshotStatus(StrEnum):
+    CREATING = "creating"
+    AVAILABLE = "available"
+    ERROR = "error"
+
+
+class AttachmentStatus(StrEnum):
+    """A volume attachment's status, and a port's (plugged into its instance)."""
+
+    ATTACHING = "attaching"
+    ATTACHED = "attached"
+    DETACHING = "detaching"
 
 
 class Image(Base):
@@ -38,7 +77,7 @@ class Image(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(128))
     project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued|active|error
+    status: Mapped[str] = mapped_column(String(16), default=ImageStatus.QUEUED)
     disk_format: Mapped[str | None] = mapped_column(String(8))  # qcow2 | raw | iso
     virtual_size: Mapped[int | None] = mapped_column(BigInteger)
     size: Mapped[int | None] = mapped_column(BigInteger)
@@ -65,7 +104,7 @@ class StoragePool(Base):
     cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True)
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), index=True)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
-    state: Mapped[str] = mapped_column(String(16), default="active")  # active | error
+    state: Mapped[str] = mapped_column(String(16), default=PoolState.ACTIVE)
     error: Mapped[str | None] = mapped_column(Text)
     capacity_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     allocation_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -109,7 +148,7 @@ class Volume(Base):
     secure_delete: Mapped[bool] = mapped_column(default=False)
     shareable: Mapped[bool] = mapped_column(default=False)
     # creating | available | in-use | deleting | error
-    status: Mapped[str] = mapped_column(String(16), default="creating")
+    status: Mapped[str] = mapped_column(String(16), default=VolumeStatus.CREATING)
     task_state: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     # bumped when the volume's data is replaced by a new file (a revert to a snapshot):
@@ -144,7 +183,7 @@ class VolumeSnapshot(Base):
     # the instance it was attached to and running on, frozen while copied (else None)
     live_instance_id: Mapped[str | None] = mapped_column(String(36))
     # creating | available | error (reverting / cloning / deleting run as task_state)
-    status: Mapped[str] = mapped_column(String(16), default="creating")
+    status: Mapped[str] = mapped_column(String(16), default=VolumeSnapshotStatus.CREATING)
     task_state: Mapped[str | None] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -168,7 +207,7 @@ class VolumeAttachment(Base):
     target: Mapped[str] = mapped_column(String(8))
     mode: Mapped[str] = mapped_column(String(16), default="persistent")  # | nonpersistent
     # attaching | attached | detaching
-    status: Mapped[str] = mapped_column(String(16), default="attaching")
+    status: Mapped[str] = mapped_column(String(16), default=AttachmentStatus.ATTACHING)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property

@@ -16,7 +16,17 @@ import time
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Instance, InstanceStatus, Snapshot, StaleDomain, Task, TaskStatus
+from nubis.db.models import (
+    Host,
+    HostStatus,
+    Instance,
+    InstanceStatus,
+    Snapshot,
+    SnapshotStatus,
+    StaleDomain,
+    Task,
+    TaskStatus,
+)
 from nubis.drivers.errors import DriverError
 from nubis.services.compute.instance_tasks import InstanceTasks, root_volume_name
 from nubis.services.compute.instances import InstanceService
@@ -68,7 +78,7 @@ def evacuate(
     instances: InstanceService, session: Session, ref: str, confirm_host_down: bool
 ) -> Task:
     host = get_by_id_or_name(session, Host, ref, "host")
-    if host.state != "down":
+    if host.state != HostStatus.DOWN:
         raise Conflict(
             f"host {host.name!r} is {host.state}: only a host that is down can be evacuated "
             "(put a live host into maintenance instead)"
@@ -124,7 +134,7 @@ class MaintenanceHandler(_HostHandler):
             for iid, task_id in waiting.items():
                 if task_id is not None:
                     status, error = self._wait(task_id)
-                    if status != "succeeded":
+                    if status != TaskStatus.SUCCEEDED:
                         errors[iid] = error or status
             ctx.progress(int(100 * (total - len(self.remaining(host_id))) / total))
         if errors:
@@ -165,7 +175,7 @@ class MaintenanceHandler(_HostHandler):
                         (task.status, task.error) if task else (TaskStatus.FAILED, "task vanished")
                     )
             time.sleep(0.5)
-        return "failed", "timed out"
+        return TaskStatus.FAILED, "timed out"
 
     def failed(self, ctx: TaskContext, error: str) -> None:
         """The host stays out of placement (``entering``); the task says what is left."""
@@ -232,7 +242,7 @@ def restart_elsewhere(
         s.execute(
             update(Snapshot)
             .where(Snapshot.instance_id == instance_id)
-            .values(status="error", error="metadata lost when the host failed")
+            .values(status=SnapshotStatus.ERROR, error="metadata lost when the host failed")
         )
     try:
         root = t.driver.volume_path(target_ref, root_volume_name(instance_id))

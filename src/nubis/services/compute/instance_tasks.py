@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from nubis.db.models import Host, Image, Instance, InstanceStatus, Port
+from nubis.db.models import AttachmentStatus, Host, Image, Instance, InstanceStatus, Port
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostRef, LibvirtDriver
 from nubis.drivers.libvirt.console import VNC_PASSWORD_LENGTH, console_address
@@ -322,7 +322,11 @@ class CreateHandler(_Handler):
         ctx.step("start", 80)
         t.driver.start(ref, inst.id)
         with t.db.begin() as s:
-            s.execute(update(Port).where(Port.instance_id == inst.id).values(status="attached"))
+            s.execute(
+                update(Port)
+                .where(Port.instance_id == inst.id)
+                .values(status=AttachmentStatus.ATTACHED)
+            )
         t.settle(inst.id, InstanceStatus.RUNNING)
 
     def _root_from_image(self, ctx: TaskContext, ref: HostRef, inst: Instance) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster, Flavor, Host, Instance, InstanceStatus, Task
+from nubis.db.models import Cluster, Flavor, Host, ImageStatus, Instance, InstanceStatus, Task
 from nubis.drivers.errors import DriverError
 from nubis.services.compute import cloudinit, keypairs, rule_groups
 from nubis.services.compute.cloudinit import GuestRequest
@@ -152,7 +152,7 @@ class InstanceService:
         key = keypairs.get(session, principal, guest.key_pair) if guest.key_pair else None
         image = images.get_visible(session, principal, image_ref)
         flavor = get_by_id_or_name(session, Flavor, flavor_ref, "flavor")
-        if image.status != "active":
+        if image.status != ImageStatus.ACTIVE:
             raise Conflict(f"image {image.name!r} is {image.status}, not active")
         if image.disk_format != "iso" and (image.virtual_size or 0) > flavor.disk_gib * GIB:
             raise BadRequest(

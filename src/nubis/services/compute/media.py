@@ -17,7 +17,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Image, Instance, InstanceStatus, Task
+from nubis.db.models import Image, ImageStatus, Instance, InstanceStatus, Task
 from nubis.services.compute.instance_tasks import (
     BOOT_DEVICES,
     CDROM_TARGET,
@@ -40,7 +40,7 @@ def request_insert(
 ) -> Task:
     instance = instances.get(session, principal, ref)
     image = images.get_visible(session, principal, image_ref)
-    if image.status != "active":
+    if image.status != ImageStatus.ACTIVE:
         raise Conflict(f"image {image.name!r} is {image.status}, not active")
     if image.disk_format != "iso":
         raise BadRequest(

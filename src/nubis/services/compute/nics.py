@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Flavor, Host, Instance, InstanceStatus, Network, Port, Task
+from nubis.db.models import (
+    AttachmentStatus,
+    Flavor,
+    Host,
+    Instance,
+    InstanceStatus,
+    Network,
+    Port,
+    Task,
+)
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.nics import NicDriver
 from nubis.drivers.libvirt.nwfilters import port_filter_xml
@@ -147,7 +156,9 @@ class AttachNicHandler:
         self.n.driver.attach_nic(loaded.ref, ctx.resource_id, nic)
         with t.db.begin() as s:
             s.execute(
-                update(Port).where(Port.id == ctx.params["port_id"]).values(status="attached")
+                update(Port)
+                .where(Port.id == ctx.params["port_id"])
+                .values(status=AttachmentStatus.ATTACHED)
             )
             s.execute(
                 update(Instance).where(Instance.id == ctx.resource_id).values(task_state=None)
@@ -179,7 +190,9 @@ class DetachNicHandler:
         """The NIC is still there: the port stays, attached."""
         with self.n.tasks.db.begin() as s:
             s.execute(
-                update(Port).where(Port.id == ctx.params["port_id"]).values(status="attached")
+                update(Port)
+                .where(Port.id == ctx.params["port_id"])
+                .values(status=AttachmentStatus.ATTACHED)
             )
         self.n.tasks.reconcile(ctx.resource_id)
 

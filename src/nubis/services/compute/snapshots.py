@@ -12,7 +12,16 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Instance, InstanceStatus, Snapshot, Task, Volume, VolumeAttachment
+from nubis.db.models import (
+    Host,
+    Instance,
+    InstanceStatus,
+    Snapshot,
+    SnapshotStatus,
+    Task,
+    Volume,
+    VolumeAttachment,
+)
 from nubis.db.session import Database
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.compute import LibvirtDriver
@@ -111,7 +120,7 @@ class SnapshotService:
             project_id=instance.project_id,
             instance_id=instance.id,
             volume_ids=attached_volume_ids(session, instance.id),
-            status="creating",
+            status=SnapshotStatus.CREATING,
             task_state="creating",
         )
         session.add(snapshot)
@@ -124,7 +133,7 @@ class SnapshotService:
         self, session: Session, principal: Principal, instance_ref: str, ref: str
     ) -> tuple[Snapshot, Task]:
         instance, snapshot = self.find(session, principal, instance_ref, ref)
-        if snapshot.status != "available" or snapshot.task_state is not None:
+        if snapshot.status != SnapshotStatus.AVAILABLE or snapshot.task_state is not None:
             raise Conflict(
                 f"snapshot {snapshot.name!r} is {snapshot.task_state or snapshot.status}"
             )
@@ -201,7 +210,7 @@ class CreateHandler(_Handler):
             s.execute(
                 update(Snapshot)
                 .where(Snapshot.id == snapshot.id)
-                .values(status="available", memory=memory)
+                .values(status=SnapshotStatus.AVAILABLE, memory=memory)
             )
         self._release(snapshot.id, instance.id)
 
@@ -231,7 +240,7 @@ class RevertHandler(_Handler):
         ctx.step("revert", 20)
         self.driver.revert(ref, instance.id, snapshot.libvirt_name)
         state = self.compute.state(ref, instance.id)
-        self._release(snapshot.id, instance.id, status=state or "error", error=None)
+        self._release(snapshot.id, instance.id, status=state or InstanceStatus.ERROR, error=None)
 
     def failed(self, ctx: TaskContext, error: str) -> None:
         loaded = self._load(ctx.resource_id)

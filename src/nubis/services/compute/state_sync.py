@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from sqlalchemy import delete, select
 
-from nubis.db.models import Host, Instance, InstanceStatus, StaleDomain, utcnow
+from nubis.db.models import Host, HostStatus, Instance, InstanceStatus, StaleDomain, utcnow
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostRef
@@ -139,7 +139,7 @@ class StateSync:
         # stale domains go before the host counts as up again
         self._remove_strays(host_id, ref, domains)
         host = self.hosts.refresh(self.db, host_id)
-        if host is None or host.state != "up":
+        if host is None or host.state != HostStatus.UP:
             return
         self._restart_crashed(host_id, ref, domains)
         with self.db.begin() as s:
@@ -156,7 +156,7 @@ class StateSync:
                 if state is None:
                     inst.status = InstanceStatus.ERROR
                     inst.error = "the domain is missing on its host"
-                    events.instance_state(s, inst, "error", inst.error)
+                    events.instance_state(s, inst, InstanceStatus.ERROR, inst.error)
                 elif state != inst.status:
                     inst.status = state
                     events.instance_state(s, inst, state, "found by reconciliation")

@@ -16,10 +16,12 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import (
     Image,
+    ImageStatus,
     InstanceStatus,
     StoragePool,
     Task,
     Volume,
+    VolumeStatus,
     new_id,
 )
 from nubis.db.session import Database
@@ -47,7 +49,9 @@ def _params(
     """The task's parameters; the image is recorded at once (``creating``), so its id
     and name are taken and it can be watched until the task makes it active."""
     image_id = new_id()
-    images.reserve(session, name, principal.project_id, image_id=image_id, status="creating")
+    images.reserve(
+        session, name, principal.project_id, image_id=image_id, status=ImageStatus.CREATING
+    )
     return {"name": name, "image_id": image_id, "project_id": principal.project_id}
 
 
@@ -91,7 +95,7 @@ def request_volume_template(
             f"volume {volume.name!r} is attached to {', '.join(running)}, not stopped: stop "
             "or detach first (the disk must not change while it is copied)"
         )
-    claim(session, volume, ("available", "in-use"), "templating", "volume")
+    claim(session, volume, (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE), "templating", "volume")
     for instance in users:
         claim(session, instance, (InstanceStatus.STOPPED,), "templating", "instance")
     params = _params(images, session, name, principal)
@@ -126,7 +130,7 @@ class ImageExport:
     ) -> None:
         with self.db.begin() as s:
             image = s.get(Image, ctx.params["image_id"])
-            if image is not None and image.status == "active":
+            if image is not None and image.status == ImageStatus.ACTIVE:
                 return  # made before a crash interrupted the task's end
         ctx.step("flatten", 10)
         flatten()

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Instance, Task, utcnow
+from nubis.db.models import Instance, InstanceStatus, Task, TaskStatus, utcnow
 from nubis.db.models.monitoring import Event
 from nubis.db.session import Database
 from nubis.services.core.errors import BadRequest
@@ -50,7 +50,7 @@ def instance_state(session: Session, instance: Instance, state: str, why: str) -
         f"instance {instance.name} is now {state} ({why})",
         "instance",
         instance.id,
-        severity="error" if state == "error" else "info",
+        severity="error" if state == InstanceStatus.ERROR else "info",
         project_id=instance.project_id,
         resource_name=instance.name,
     )
@@ -76,7 +76,7 @@ def task_finished(db: Database, task_id: str, status: str) -> None:
             message,
             task.resource_type[:16],
             task.resource_id,
-            severity="error" if status == "failed" else "info",
+            severity="error" if status == TaskStatus.FAILED else "info",
             project_id=task.project_id,
             resource_name=name,
         )

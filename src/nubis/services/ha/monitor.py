@@ -37,7 +37,16 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from nubis.db.models import Cluster, Host, Instance, InstanceStatus, Task, TaskStatus, utcnow
+from nubis.db.models import (
+    Cluster,
+    Host,
+    HostStatus,
+    Instance,
+    InstanceStatus,
+    Task,
+    TaskStatus,
+    utcnow,
+)
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.fencing import AGENTS, FenceError
@@ -153,22 +162,22 @@ class HaMonitor:
         failures = self._failures[host_id] = (
             0 if error is None else self._failures.get(host_id, 0) + 1
         )
-        if error is None and known_state == "up":
+        if error is None and known_state == HostStatus.UP:
             return
         with self.db.begin() as s:
             host = s.get(Host, host_id)
             if host is None:
                 return
             if error is None:
-                back = host.state != "up"
+                back = host.state != HostStatus.UP
             else:
                 back = False
-                if host.state == "up" and failures < self.settings.fail_checks:
+                if host.state == HostStatus.UP and failures < self.settings.fail_checks:
                     return  # once is not yet a failure
                 mark_unreachable(s, host, error)
                 since = host.unreachable_since
                 judge = (
-                    host.state == "unreachable"
+                    host.state == HostStatus.UNREACHABLE
                     and since is not None
                     and (utcnow() - since).total_seconds() >= self.settings.down_after
                 )
@@ -190,7 +199,7 @@ class HaMonitor:
             on_host = list(s.scalars(select(Instance.id).where(Instance.host_id == host_id)))
             method, params, name = host.fence_method, self.hosts.fence_params(host), host.name
             peers = list(s.scalars(select(Host.state).where(Host.cluster_id == host.cluster_id)))
-        lost = sum(1 for state in peers if state != "up")
+        lost = sum(1 for state in peers if state != HostStatus.UP)
         if host.cluster_id is not None and len(peers) > 1 and 2 * lost > len(peers):
             # most of the cluster at once: more likely this control plane is the one cut
             # off (or the lockspace with it); no quorum, no failover
@@ -239,9 +248,9 @@ class HaMonitor:
     def _declare_down(self, host_id: str, fenced: str | None, proven: bool) -> None:
         with self.db.begin() as s:
             host = s.get(Host, host_id)
-            if host is None or host.state != "unreachable":
+            if host is None or host.state != HostStatus.UNREACHABLE:
                 return  # it came back meanwhile
-            host.state = "down"
+            host.state = HostStatus.DOWN
             if fenced:
                 host.fenced_at = utcnow()
                 events.record(

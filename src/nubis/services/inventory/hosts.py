@@ -8,7 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster, Host, Instance, utcnow
+from nubis.db.models import Cluster, Host, HostStatus, Instance, utcnow
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.fencing import AGENTS
@@ -97,7 +97,7 @@ class HostService:
 
     @staticmethod
     def _apply(host: Host, info: HostInfo) -> None:
-        host.state = "up"
+        host.state = HostStatus.UP
         host.error = None
         host.last_seen_at = utcnow()
         host.hostname = info.hostname
@@ -134,7 +134,7 @@ class HostService:
                 was = host.state
                 self._apply(host, result)
                 host.unreachable_since = None
-                if was != "up":
+                if was != HostStatus.UP:
                     events.record(
                         s,
                         "host.up",
@@ -195,9 +195,9 @@ def mark_unreachable(session: Session, host: Host, error: str) -> None:
     """libvirt did not answer: an up host becomes unreachable (an event); the time it
     started is kept, so the HA monitor can tell a blip from a failure."""
     host.error = error
-    if host.state != "up":
+    if host.state != HostStatus.UP:
         return
-    host.state = "unreachable"
+    host.state = HostStatus.UNREACHABLE
     host.unreachable_since = utcnow()
     events.record(
         session,

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Instance, utcnow
+from nubis.db.models import Host, HostStatus, Instance, utcnow
 from nubis.db.models.monitoring import RAW, AlarmRule, Notification
 from nubis.db.session import Database
 from nubis.services.core import events
@@ -261,7 +261,7 @@ def _measure(
         host = s.get(Host, rule.resource_id)
         if host is None:
             return None, None
-        if host.state == "up":  # unreachable counts: it is not serving
+        if host.state == HostStatus.UP:  # unreachable counts: it is not serving
             return 0.0, False
         seen = host.last_seen_at.timestamp() if host.last_seen_at else 0.0
         return 1.0, now - seen >= rule.duration_seconds

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Instance
+from nubis.db.models import Host, HostStatus, Instance
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.stats import DomainCounters, HostCounters, StatsDriver
@@ -116,7 +116,11 @@ class Collector:
     def collect_once(self) -> tuple[int, int]:
         """Sample every host that is up and its running instances; (hosts, instances)."""
         with self.db.begin() as s:
-            hosts = [(h.id, self.hosts.ref(h)) for h in s.scalars(select(Host)) if h.state == "up"]
+            hosts = [
+                (h.id, self.hosts.ref(h))
+                for h in s.scalars(select(Host))
+                if h.state == HostStatus.UP
+            ]
             placed = select(Instance.id, Instance.vcpus).where(Instance.host_id.is_not(None))
             vcpus = {iid: n for iid, n in s.execute(placed)}
             allocated = {}

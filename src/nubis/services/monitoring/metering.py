@@ -28,11 +28,15 @@ from sqlalchemy.orm import Session
 from nubis.db.models import (
     Flavor,
     Image,
+    ImageStatus,
     Instance,
     InstanceStatus,
     Snapshot,
+    SnapshotStatus,
     Volume,
     VolumeSnapshot,
+    VolumeSnapshotStatus,
+    VolumeStatus,
     utcnow,
 )
 from nubis.db.models.metering import MeteringMark, Rate, UsageRecord
@@ -79,12 +83,12 @@ def what_is_used(session: Session) -> list[Use]:
     ]
     uses += [
         Use(v.project_id, "volume", v.id, v.name, "volume.gib_hours", "", float(v.size_gib))
-        for v in session.scalars(select(Volume).where(Volume.status != "deleting"))
+        for v in session.scalars(select(Volume).where(Volume.status != VolumeStatus.DELETING))
     ]
     snapshots = session.execute(  # an instance snapshot counts its instance's disk size
         select(Snapshot, Instance.disk_gib)
         .join(Instance, Instance.id == Snapshot.instance_id)
-        .where(Snapshot.status == "available")
+        .where(Snapshot.status == SnapshotStatus.AVAILABLE)
     ).all()
     uses += [
         Use(s.project_id, "snapshot", s.id, s.name, "snapshot.gib_hours", "", float(disk))
@@ -92,12 +96,14 @@ def what_is_used(session: Session) -> list[Use]:
     ]
     uses += [
         Use(s.project_id, "snapshot", s.id, s.name, "snapshot.gib_hours", "", float(s.size_gib))
-        for s in session.scalars(select(VolumeSnapshot).where(VolumeSnapshot.status == "available"))
+        for s in session.scalars(
+            select(VolumeSnapshot).where(VolumeSnapshot.status == VolumeSnapshotStatus.AVAILABLE)
+        )
     ]
     uses += [
         Use(i.project_id, "image", i.id, i.name, "image.gib_hours", "", (i.size or 0) / GIB)
         for i in session.scalars(
-            select(Image).where(Image.project_id.is_not(None), Image.status == "active")
+            select(Image).where(Image.project_id.is_not(None), Image.status == ImageStatus.ACTIVE)
         )
     ]
     return uses

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster, Host, Network, Port, Subnet
+from nubis.db.models import Cluster, Host, HostStatus, Network, NetworkState, Port, Subnet
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
@@ -184,7 +184,7 @@ class NetworkService:
             refs = [
                 self.hosts.ref(h)
                 for h in s.scalars(select(Host).where(Host.cluster_id == cluster_id))
-                if h.state == "up"
+                if h.state == HostStatus.UP
             ]
         for ref in refs:
             for name, xml in filters:
@@ -199,7 +199,7 @@ class NetworkService:
             quotas.claim(s, principal.project_id, {"networks": 1})
             network = self._insert(s, principal, req, cluster)
             if not req.subnets:
-                network.state = "empty"  # nothing to define on the hosts yet
+                network.state = NetworkState.EMPTY  # nothing to define on the hosts yet
                 return network
             _add_subnets(s, network, req.subnets)
             network_id = network.id
@@ -209,7 +209,7 @@ class NetworkService:
         """Give an ``empty`` network its subnets and define it on the hosts."""
         with self.db.begin() as s:
             network = self.get(s, principal, ref)
-            if network.state != "empty":
+            if network.state != NetworkState.EMPTY:
                 raise Conflict(
                     f"network {network.name!r} already has its subnets: subnets are added "
                     "only to a network that has none yet (make another network)"
@@ -217,7 +217,7 @@ class NetworkService:
             if not 1 <= len(subnets) <= MAX_SUBNETS:
                 raise BadRequest(f"a network has 1 to {MAX_SUBNETS} subnets")
             _add_subnets(s, network, subnets)
-            network.state = "adding"
+            network.state = NetworkState.ADDING
             network_id = network.id
         return self._define_everywhere(network_id, self._empty)
 
@@ -234,10 +234,10 @@ class NetworkService:
                     f"network {network.name!r} has {len(subnets)} subnets: its subnets are "
                     "removed together with it (delete the network)"
                 )
-            if network.state not in ("active", "error"):
+            if network.state not in (NetworkState.ACTIVE, NetworkState.ERROR):
                 raise Conflict(f"network {network.name!r} is {network.state}")
             _refuse_with_ports(s, network)
-            network.state = "adding"  # undone below, or at start-up if we die meanwhile
+            network.state = NetworkState.ADDING  # undone below, or at start-up if we die meanwhile
             network_id, refs = network.id, [self.hosts.ref(h) for h in hosts_of(s, network)]
         self._empty(network_id, refs)
         with self.db.begin() as s:
@@ -255,7 +255,11 @@ class NetworkService:
             network = s.get(Network, network_id)
             assert network is not None
             spec = spec_of(s, network)
-            targets = [(h.name, self.hosts.ref(h)) for h in hosts_of(s, network) if h.state == "up"]
+            targets = [
+                (h.name, self.hosts.ref(h))
+                for h in hosts_of(s, network)
+                if h.state == HostStatus.UP
+            ]
         if not targets:
             undo(network_id, [])
             raise Conflict("no host of the cluster is up: the network cannot be defined anywhere")
@@ -273,7 +277,7 @@ class NetworkService:
         with self.db.begin() as s:
             network = s.get(Network, network_id)
             assert network is not None
-            network.state = "active"
+            network.state = NetworkState.ACTIVE
             cluster_id = network.cluster_id
         self.push_scopes(cluster_id)  # the other networks' ports keep out of this one
         return network
@@ -292,7 +296,7 @@ class NetworkService:
                 mode=req.mode,
                 host_bridge=req.host_bridge,
                 tag=secrets.token_hex(4),
-                state="creating",
+                state=NetworkState.CREATING,
             )
             try:
                 with session.begin_nested():
@@ -333,7 +337,7 @@ class NetworkService:
             if network is not None and delete:
                 s.delete(network)
             elif network is not None:
-                network.state, network.error = "empty", None
+                network.state, network.error = NetworkState.EMPTY, None
 
     def undo_interrupted(self) -> None:
         """Start-up: networks a dead process left half-created are removed everywhere;
@@ -343,19 +347,23 @@ class NetworkService:
             stale = [
                 (n.id, n.state, n.libvirt_name, [self.hosts.ref(h) for h in hosts_of(s, n)])
                 for n in s.scalars(
-                    select(Network).where(Network.state.in_(("creating", "adding", "deleting")))
+                    select(Network).where(
+                        Network.state.in_(
+                            (NetworkState.CREATING, NetworkState.ADDING, NetworkState.DELETING)
+                        )
+                    )
                 )
             ]
         for network_id, state, name, refs in stale:
-            if state != "deleting":
-                self._empty(network_id, refs, delete=state == "creating")
+            if state != NetworkState.DELETING:
+                self._empty(network_id, refs, delete=state == NetworkState.CREATING)
                 continue
             failed = call_each(refs, lambda ref, n=name: self.driver.remove_network(ref, n))
             if failed:
                 with self.db.begin() as s:
                     network = s.get(Network, network_id)
                     if network is not None:
-                        network.state = "error"
+                        network.state = NetworkState.ERROR
                         network.error = f"delete interrupted: {'; '.join(failed)}"
                 continue
             self._forget(network_id, refs)
@@ -367,10 +375,10 @@ class NetworkService:
         delete a dead process left half-done is finished at start-up."""
         with self.db.begin() as s:
             network = self.get(s, principal, ref)
-            if network.state not in ("active", "error", "empty"):
+            if network.state not in (NetworkState.ACTIVE, NetworkState.ERROR, NetworkState.EMPTY):
                 raise Conflict(f"network {network.name!r} is {network.state}")
             _refuse_with_ports(s, network)
-            before, network.state = network.state, "deleting"
+            before, network.state = network.state, NetworkState.DELETING
             network_id, name = network.id, network.libvirt_name
             refs = [self.hosts.ref(h) for h in hosts_of(s, network)]
         failed = call_each(refs, lambda ref: self.driver.remove_network(ref, name))
@@ -408,7 +416,7 @@ class NetworkService:
         host that refuses one marks that network ``error``."""
         with self.db.begin() as s:
             host = s.get(Host, host_id)
-            if host is None or host.state != "up" or host.cluster_id is None:
+            if host is None or host.state != HostStatus.UP or host.cluster_id is None:
                 return
             host_name, ref = host.name, self.hosts.ref(host)
             wanted = [
@@ -416,7 +424,7 @@ class NetworkService:
                 for n in s.scalars(
                     select(Network).where(
                         Network.cluster_id == host.cluster_id,
-                        Network.state.in_(("active", "error")),
+                        Network.state.in_((NetworkState.ACTIVE, NetworkState.ERROR)),
                     )
                 )
             ]
@@ -427,4 +435,7 @@ class NetworkService:
                 with self.db.begin() as s:
                     network = s.get(Network, network_id)
                     if network is not None:
-                        network.state, network.error = "error", f"host {host_name}: {exc}"
+                        network.state, network.error = (
+                            NetworkState.ERROR,
+                            f"host {host_name}: {exc}",
+                        )

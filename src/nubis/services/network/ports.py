@@ -14,7 +14,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Instance, Network, Port, PortSecurityGroup, Subnet
+from nubis.db.models import (
+    Host,
+    HostStatus,
+    Instance,
+    Network,
+    NetworkState,
+    Port,
+    PortSecurityGroup,
+    Subnet,
+)
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
@@ -54,7 +63,7 @@ def default_nics(session: Session, principal: Principal) -> list[NicRequest]:
         select(Network.id).where(
             Network.project_id == principal.project_id,
             Network.name == DEFAULT_NETWORK,
-            Network.state == "active",
+            Network.state == NetworkState.ACTIVE,
         )
     )
     return [NicRequest(found)] if found else []
@@ -71,9 +80,9 @@ def resolve_networks(
         network = get_by_id_or_name(
             session, Network, nic.network, "network", project_id=principal.project_id
         )
-        if network.state == "empty":
+        if network.state == NetworkState.EMPTY:
             raise Conflict(f"network {network.name!r} has no subnet yet: add one first")
-        if network.state != "active":
+        if network.state != NetworkState.ACTIVE:
             raise Conflict(f"network {network.name!r} is {network.state}, not active")
         networks.append(network)
     if len({n.cluster_id for n in networks}) > 1:
@@ -275,4 +284,4 @@ def cluster_refs(session: Session, instance: Instance, hosts: HostService) -> li
     if host is None:
         return []
     peers = session.scalars(select(Host).where(Host.cluster_id == host.cluster_id)).all()
-    return [hosts.ref(h) for h in peers if h.state == "up"] or [hosts.ref(host)]
+    return [hosts.ref(h) for h in peers if h.state == HostStatus.UP] or [hosts.ref(host)]

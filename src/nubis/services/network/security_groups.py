@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import (
     Host,
+    HostStatus,
     Port,
     PortSecurityGroup,
     Project,
@@ -274,7 +275,7 @@ class SecurityGroupService:
             s.flush()
             s.delete(group)
             name = group.filter_name
-            refs = [self.hosts.ref(h) for h in s.scalars(select(Host)) if h.state == "up"]
+            refs = [self.hosts.ref(h) for h in s.scalars(select(Host)) if h.state == HostStatus.UP]
         for host_ref in refs:
             try:
                 self.driver.remove(host_ref, name)
@@ -300,7 +301,9 @@ class SecurityGroupService:
         with self.db.begin() as s:
             filters = self.filters_for(s, groups_naming(s, group_ids))
             hosts = [
-                (h.name, self.hosts.ref(h)) for h in s.scalars(select(Host)) if h.state == "up"
+                (h.name, self.hosts.ref(h))
+                for h in s.scalars(select(Host))
+                if h.state == HostStatus.UP
             ]
         failed = []
         for host_name, host_ref in hosts:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Instance, Task
+from nubis.db.models import Host, HostStatus, Instance, Task, TaskStatus
 from nubis.services.scheduler.filters import PlacementRequest
 from nubis.services.scheduler.state import HostState
 
@@ -23,7 +23,7 @@ def _claim_statement(max_instances: bool) -> Update:
     (Parameters are prefixed: SQLAlchemy reserves the column names for SET.)"""
     conditions = [
         Host.id == bindparam("p_host_id"),
-        Host.state == "up",
+        Host.state == HostStatus.UP,
         Host.enabled.is_(True),
         Host.maintenance == "none",
         Host.alloc_vcpus + bindparam("p_vcpus") <= bindparam("p_vcpu_limit"),
@@ -130,7 +130,10 @@ def heal(session: Session) -> None:
     pending = session.execute(
         select(Task.params, Instance.vcpus, Instance.memory_mib, Instance.disk_gib)
         .join(Instance, Instance.id == Task.resource_id)
-        .where(Task.kind == "instance.migrate", Task.status.in_(("queued", "running")))
+        .where(
+            Task.kind == "instance.migrate",
+            Task.status.in_((TaskStatus.QUEUED, TaskStatus.RUNNING)),
+        )
     ).all()
     for params, vcpus, memory, disk in pending:
         target = (params or {}).get("target_host_id")

@@ -7,7 +7,7 @@ from typing import Protocol
 
 from sqlalchemy import ColumnElement, and_, or_
 
-from nubis.db.models import Cluster, Host
+from nubis.db.models import Cluster, Host, HostStatus
 from nubis.services.scheduler.state import (
     DISK_LIMIT,
     MEMORY_LIMIT,
@@ -50,10 +50,10 @@ class HostStateFilter:
     name = "host state (up, enabled, not in maintenance)"
 
     def reject(self, host: HostState, req: PlacementRequest) -> bool:
-        return host.state != "up" or not host.enabled or host.maintenance != "none"
+        return host.state != HostStatus.UP or not host.enabled or host.maintenance != "none"
 
     def where(self, req: PlacementRequest) -> ColumnElement[bool] | None:
-        return and_(Host.state == "up", Host.enabled.is_(True), Host.maintenance == "none")
+        return and_(Host.state == HostStatus.UP, Host.enabled.is_(True), Host.maintenance == "none")
 
 
 class RequestedHostFilter:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster
+from nubis.db.models import Cluster, HostStatus
 from nubis.services.scheduler.state import load_host_states
 
 
@@ -30,7 +30,7 @@ def shortfall(session: Session, cluster_id: str | None) -> str | None:
     hosts = [
         h
         for h in load_host_states(session, cluster_id)
-        if h.state == "up" and h.enabled and h.maintenance == "none"
+        if h.state == HostStatus.UP and h.enabled and h.maintenance == "none"
     ]
     if len(hosts) < 2:
         return "the cluster keeps an HA reserve, which needs at least two hosts in service"

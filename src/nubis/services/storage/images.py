@@ -19,7 +19,7 @@ import anyio
 from sqlalchemy import ColumnElement, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, Image, Instance, new_id
+from nubis.db.models import Host, HostStatus, Image, ImageStatus, Instance, new_id
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.images.inspect import ImageFacts, ImageRejected, inspect_image
@@ -232,7 +232,7 @@ class ImageService:
         name: str,
         project_id: str | None,
         image_id: str | None = None,
-        status: str = "queued",
+        status: str = ImageStatus.QUEUED,
     ) -> Image:
         """An image without data yet: ``queued`` for an upload (``fill``), ``creating``
         while a task makes it (``complete``). Nothing can use it before it is active.
@@ -275,8 +275,8 @@ class ImageService:
         """A task could not make its image: it stays, in ``error``, saying why."""
         session.execute(
             update(Image)
-            .where(Image.id == image_id, Image.status == "creating")
-            .values(status="error", error=error)
+            .where(Image.id == image_id, Image.status == ImageStatus.CREATING)
+            .values(status=ImageStatus.ERROR, error=error)
         )
 
     def start_fill(self, session: Session, image: Image, length: int | None = None) -> None:
@@ -284,8 +284,8 @@ class ImageService:
         self.check_upload_size(length)
         claimed = session.execute(
             update(Image)
-            .where(Image.id == image.id, Image.status == "queued")
-            .values(status="saving")
+            .where(Image.id == image.id, Image.status == ImageStatus.QUEUED)
+            .values(status=ImageStatus.SAVING)
         ).rowcount
         if claimed != 1:
             session.refresh(image)
@@ -298,7 +298,7 @@ class ImageService:
             facts = self.inspect(staged)
             with db.begin() as s:
                 image = s.get(Image, image_id, with_for_update=True)
-                if image is None or image.status != "saving":
+                if image is None or image.status != ImageStatus.SAVING:
                     raise Conflict("the image was deleted during the upload")
                 _claim(s, image.project_id, {"image_gib": _gib(facts.size)})
                 return self._keep(s, image, staged, facts)
@@ -312,15 +312,17 @@ class ImageService:
         with db.begin() as s:
             s.execute(
                 update(Image)
-                .where(Image.id == image_id, Image.status == "saving")
-                .values(status="queued")
+                .where(Image.id == image_id, Image.status == ImageStatus.SAVING)
+                .values(status=ImageStatus.QUEUED)
             )
 
     def requeue_interrupted(self, db: Database) -> int:
         """Uploads a dead process left ``saving`` are queued again (run at start-up)."""
         with db.begin() as s:
             return s.execute(
-                update(Image).where(Image.status == "saving").values(status="queued")
+                update(Image)
+                .where(Image.status == ImageStatus.SAVING)
+                .values(status=ImageStatus.QUEUED)
             ).rowcount
 
     def import_file(
@@ -348,7 +350,7 @@ class ImageService:
             image = get_visible(s, principal, ref)
             if image.project_id is None and not principal.all_projects:
                 raise Forbidden("only the system administrator deletes a public image")
-            if image.status in ("creating", "saving"):
+            if image.status in (ImageStatus.CREATING, ImageStatus.SAVING):
                 raise Conflict(
                     f"image {image.name!r} is being made ({image.status}); delete it after"
                 )
@@ -372,8 +374,11 @@ class ImageService:
                     f"image {image.name!r} is the base of {len(users)} linked clone(s): "
                     f"{_names(users)}; delete them first"
                 )
-            image.status = "deleting"
-            hosts = [self.hosts.ref(h) for h in s.scalars(select(Host).where(Host.state == "up"))]
+            image.status = ImageStatus.DELETING
+            hosts = [
+                self.hosts.ref(h)
+                for h in s.scalars(select(Host).where(Host.state == HostStatus.UP))
+            ]
         # copies on hosts that are up are removed now; a copy on a host that is down
         # stays until removed by hand (known gap, see docs/hosts-and-images.md)
         volume = image_volume_name(image)
@@ -410,7 +415,7 @@ def _claim(session: Session, project_id: str | None, wants: dict[str, int]) -> N
 
 def _record(image: Image, staged: Staged, facts: ImageFacts) -> None:
     """What the inspected data is, on ``image`` (now active)."""
-    image.status = "active"
+    image.status = ImageStatus.ACTIVE
     image.error = None
     image.disk_format = facts.disk_format
     image.virtual_size = facts.virtual_size

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster, Host, StoragePool, Volume, utcnow
+from nubis.db.models import Cluster, Host, HostStatus, PoolState, StoragePool, Volume, utcnow
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
@@ -135,12 +135,14 @@ class PoolService:
                 host_id=host.id if host else None,
                 cluster_id=cluster.id if cluster else None,
                 tags=list(req.tags),
-                state="creating",
+                state=PoolState.CREATING,
             )
             s.add(pool)
             s.flush()
             pool_id = pool.id
-            targets = [(h.name, self.hosts.ref(h)) for h in hosts_of(s, pool) if h.state == "up"]
+            targets = [
+                (h.name, self.hosts.ref(h)) for h in hosts_of(s, pool) if h.state == HostStatus.UP
+            ]
             spec = spec_of(pool)
         if not targets:
             self._undo(pool_id, [])
@@ -159,7 +161,7 @@ class PoolService:
         with self.db.begin() as s:
             pool = s.get(StoragePool, pool_id)
             assert pool is not None
-            pool.state = "active"
+            pool.state = PoolState.ACTIVE
             self._apply_usage(pool, usage.capacity, usage.allocation, usage.available)
             return pool
 
@@ -186,7 +188,9 @@ class PoolService:
             stale = [
                 (p.id, [self.hosts.ref(h) for h in hosts_of(s, p)])
                 for p in s.scalars(
-                    select(StoragePool).where(StoragePool.state.in_(("creating", "deleting")))
+                    select(StoragePool).where(
+                        StoragePool.state.in_((PoolState.CREATING, PoolState.DELETING))
+                    )
                 )
             ]
         for pool_id, refs in stale:
@@ -202,9 +206,9 @@ class PoolService:
                 raise Conflict(
                     f"storage pool {pool.name!r} still holds {count} volume(s); delete them first"
                 )
-            if pool.state not in ("active", "error"):
+            if pool.state not in (PoolState.ACTIVE, PoolState.ERROR):
                 raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
-            before, pool.state = pool.state, "deleting"
+            before, pool.state = pool.state, PoolState.DELETING
             pool_id, name = pool.id, pool.libvirt_name
             refs = [self.hosts.ref(h) for h in hosts_of(s, pool)]
         failed = call_each(refs, lambda ref: self.driver.remove_pool(ref, name))
@@ -224,7 +228,7 @@ class PoolService:
         with self.db.begin() as s:
             pool = get_by_id_or_name(s, StoragePool, ref, "storage pool")
             pool_id, name = pool.id, pool.libvirt_name
-            refs = [self.hosts.ref(h) for h in hosts_of(s, pool) if h.state == "up"]
+            refs = [self.hosts.ref(h) for h in hosts_of(s, pool) if h.state == HostStatus.UP]
         errors = []
         for host_ref in refs:
             try:
@@ -236,12 +240,12 @@ class PoolService:
                 pool = s.get(StoragePool, pool_id)
                 assert pool is not None
                 self._apply_usage(pool, usage.capacity, usage.allocation, usage.available)
-                pool.state, pool.error = "active", None
+                pool.state, pool.error = PoolState.ACTIVE, None
                 return pool
         with self.db.begin() as s:
             pool = s.get(StoragePool, pool_id)
             assert pool is not None
-            pool.state = "error"
+            pool.state = PoolState.ERROR
             pool.error = "; ".join(errors) or "no host of the pool is up"
             return pool
 
@@ -251,14 +255,14 @@ class PoolService:
         refuses a pool marks that pool ``error``."""
         with self.db.begin() as s:
             host = s.get(Host, host_id)
-            if host is None or host.state != "up":
+            if host is None or host.state != HostStatus.UP:
                 return
             host_name, ref = host.name, self.hosts.ref(host)
             wanted = [
                 (p.id, spec_of(p))
                 for p in s.scalars(
                     select(StoragePool).where(
-                        StoragePool.state != "creating",
+                        StoragePool.state != PoolState.CREATING,
                         (StoragePool.host_id == host.id)
                         | (
                             (StoragePool.cluster_id == host.cluster_id)
@@ -274,7 +278,7 @@ class PoolService:
                 with self.db.begin() as s:
                     pool = s.get(StoragePool, pool_id)
                     if pool is not None:
-                        pool.state, pool.error = "error", f"host {host_name}: {exc}"
+                        pool.state, pool.error = PoolState.ERROR, f"host {host_name}: {exc}"
 
     @staticmethod
     def _apply_usage(pool: StoragePool, capacity: int, allocation: int, available: int) -> None:
@@ -287,6 +291,6 @@ class PoolService:
 def one_host(session: Session, pool: StoragePool, hosts: HostService) -> HostRef:
     """A host through which the pool's volumes can be worked on."""
     for host in hosts_of(session, pool):
-        if host.state == "up":
+        if host.state == HostStatus.UP:
             return hosts.ref(host)
     raise Unavailable(f"no host of storage pool {pool.name!r} is up")

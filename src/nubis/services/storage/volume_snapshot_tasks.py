@@ -21,6 +21,7 @@ from nubis.db.models import (
     Volume,
     VolumeAttachment,
     VolumeSnapshot,
+    VolumeSnapshotStatus,
     volume_file_name,
 )
 from nubis.db.session import Database
@@ -154,7 +155,7 @@ class CreateHandler(_Handler):
         if live is not None:
             ctx.step("merge", 80)
             self._merge(loaded, live)
-        self.t.release(loaded, "snapshotting", status="available", error=None)
+        self.t.release(loaded, "snapshotting", status=VolumeSnapshotStatus.AVAILABLE, error=None)
 
     def _live_user(self, loaded: Loaded) -> User | None:
         if loaded.snapshot.live_instance_id is None:
@@ -181,7 +182,10 @@ class CreateHandler(_Handler):
         except (DriverError, LookupError) as exc:
             log.error("volume snapshot %s: clean-up failed: %s", ctx.resource_id, exc)
             self.t.release(
-                loaded, "snapshotting", status="error", error=f"{error}; clean-up failed: {exc}"
+                loaded,
+                "snapshotting",
+                status=VolumeSnapshotStatus.ERROR,
+                error=f"{error}; clean-up failed: {exc}",
             )
             return
         self.t.release(loaded, "snapshotting")

@@ -30,6 +30,8 @@ from nubis.db.models import (
     Task,
     Volume,
     VolumeSnapshot,
+    VolumeSnapshotStatus,
+    VolumeStatus,
 )
 from nubis.services.core.errors import BadRequest, Conflict
 from nubis.services.core.guard import claim
@@ -96,7 +98,9 @@ class VolumeSnapshotService:
                 f"volume {volume.name!r} is in LVM pool {pool.name!r}: volume snapshots are "
                 "made in file pools (dir, shared, nfs) only"
             )
-        claim(session, volume, ("available", "in-use"), "snapshotting", "volume")
+        claim(
+            session, volume, (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE), "snapshotting", "volume"
+        )
         for _attachment, instance in users:
             claim(
                 session,
@@ -112,7 +116,7 @@ class VolumeSnapshotService:
             volume_id=volume.id,
             size_gib=volume.size_gib,
             live_instance_id=live[0].id if live else None,
-            status="creating",
+            status=VolumeSnapshotStatus.CREATING,
             task_state="creating",
         )
         session.add(snapshot)
@@ -125,7 +129,7 @@ class VolumeSnapshotService:
         self, session: Session, principal: Principal, volume_ref: str, ref: str
     ) -> tuple[VolumeSnapshot, Task]:
         volume, snapshot = self.find(session, principal, volume_ref, ref)
-        if snapshot.status != "available" or snapshot.task_state is not None:
+        if snapshot.status != VolumeSnapshotStatus.AVAILABLE or snapshot.task_state is not None:
             raise Conflict(
                 f"volume snapshot {snapshot.name!r} is {snapshot.task_state or snapshot.status}"
             )
@@ -147,7 +151,7 @@ class VolumeSnapshotService:
                 f"instance snapshot(s) {', '.join(covering)} live inside volume "
                 f"{volume.name!r}'s file: delete them before reverting it"
             )
-        claim(session, volume, ("available", "in-use"), "reverting", "volume")
+        claim(session, volume, (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE), "reverting", "volume")
         for _attachment, instance in users:
             claim(session, instance, (InstanceStatus.STOPPED,), "reverting", "instance")
         snapshot.task_state = "reverting"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from nubis.db.models import (
+    AttachmentStatus,
     Host,
     Instance,
     InstanceStatus,
@@ -21,6 +22,7 @@ from nubis.db.models import (
     Volume,
     VolumeAttachment,
     VolumeSnapshot,
+    VolumeStatus,
 )
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
@@ -108,7 +110,9 @@ class VolumeTasks:
             s.execute(
                 update(Volume)
                 .where(Volume.id == volume_id)
-                .values(task_state=None, status="in-use" if left else "available")
+                .values(
+                    task_state=None, status=VolumeStatus.IN_USE if left else VolumeStatus.AVAILABLE
+                )
             )
             s.execute(update(Instance).where(Instance.id == instance_id).values(task_state=None))
 
@@ -150,7 +154,7 @@ class CreateHandler(_Handler):
                 vol.format,
                 vol.provisioning,
             )
-        self.t.settle(ctx.resource_id, status="available", error=None)
+        self.t.settle(ctx.resource_id, status=VolumeStatus.AVAILABLE, error=None)
 
     def _snapshot_path(self, snapshot_id: str) -> str:
         with self.t.db.begin() as s:
@@ -179,7 +183,7 @@ class CreateHandler(_Handler):
             log.warning("could not remove the half-created volume %s: %s", ctx.resource_id, exc)
         if ctx.params.get("snapshot_id"):
             self._release_snapshot(ctx.params["snapshot_id"])
-        self.t.settle(ctx.resource_id, status="error", error=f"create failed: {error}")
+        self.t.settle(ctx.resource_id, status=VolumeStatus.ERROR, error=f"create failed: {error}")
 
 
 class DeleteHandler(_Handler):
@@ -203,7 +207,7 @@ class DeleteHandler(_Handler):
                 s.delete(volume)
 
     def failed(self, ctx: TaskContext, error: str) -> None:
-        self.t.settle(ctx.resource_id, status="error", error=f"delete failed: {error}")
+        self.t.settle(ctx.resource_id, status=VolumeStatus.ERROR, error=f"delete failed: {error}")
 
 
 class ExtendHandler(_Handler):
@@ -261,7 +265,7 @@ class AttachHandler(_Handler):
             s.execute(
                 update(VolumeAttachment)
                 .where(VolumeAttachment.id == la.attachment.id)
-                .values(status="attached")
+                .values(status=AttachmentStatus.ATTACHED)
             )
         self.t.end_attachment_op(la.volume.id, la.instance.id)
 
@@ -312,7 +316,7 @@ class DetachHandler(_Handler):
             s.execute(
                 update(VolumeAttachment)
                 .where(VolumeAttachment.id == la.attachment.id)
-                .values(status="attached")
+                .values(status=AttachmentStatus.ATTACHED)
             )
             s.execute(
                 update(Volume)

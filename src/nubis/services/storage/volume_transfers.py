@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import DiskOffering, InstanceStatus, StoragePool, Volume
+from nubis.db.models import DiskOffering, InstanceStatus, StoragePool, Volume, VolumeStatus
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
@@ -117,7 +117,7 @@ class Upload:
             s.execute(
                 update(Volume)
                 .where(Volume.id == self.volume.id)
-                .values(status="available", task_state=None, error=None)
+                .values(status=VolumeStatus.AVAILABLE, task_state=None, error=None)
             )
             volume = s.get(Volume, self.volume.id)
             assert volume is not None
@@ -283,7 +283,9 @@ class VolumeTransfers:
                 s.execute(
                     update(Volume)
                     .where(Volume.id == volume_id)
-                    .values(status="error", task_state=None, error=f"upload failed: {exc}")
+                    .values(
+                        status=VolumeStatus.ERROR, task_state=None, error=f"upload failed: {exc}"
+                    )
                 )
             return
         with self.db.begin() as s:
@@ -302,7 +304,7 @@ class VolumeTransfers:
                     f"volume {volume.name!r} is in use by running instance(s) "
                     f"{', '.join(busy)}: stop them or detach it to download a consistent copy"
                 )
-            claim(s, volume, ("available", "in-use"), "downloading", "volume")
+            claim(s, volume, (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE), "downloading", "volume")
             for instance in instances:
                 claim(
                     s,

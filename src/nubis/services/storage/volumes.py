@@ -15,16 +15,20 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import (
+    AttachmentStatus,
     DiskOffering,
     Host,
     Instance,
     InstanceStatus,
+    PoolState,
     Snapshot,
     StoragePool,
     Task,
     Volume,
     VolumeAttachment,
     VolumeSnapshot,
+    VolumeSnapshotStatus,
+    VolumeStatus,
     new_id,
 )
 from nubis.drivers.libvirt.domain_xml import DiskSpec
@@ -119,7 +123,7 @@ def pick_pool(session: Session, tags: list[str]) -> StoragePool:
     """The active pool carrying every tag with the most room left."""
     pools = [
         p
-        for p in session.scalars(select(StoragePool).where(StoragePool.state == "active"))
+        for p in session.scalars(select(StoragePool).where(StoragePool.state == PoolState.ACTIVE))
         if set(tags) <= set(p.tags or [])
     ]
     if not pools:
@@ -213,7 +217,7 @@ class VolumeService:
                     "offering (its tags pick the pool), or nothing for the default"
                 )
             pool = get_by_id_or_name(session, StoragePool, req.pool, "storage pool")
-            if pool.state != "active":
+            if pool.state != PoolState.ACTIVE:
                 raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
         else:
             pool = pick_pool(session, list(offering.tags) if offering else [])
@@ -234,7 +238,7 @@ class VolumeService:
             provisioning=provisioning,
             secure_delete=secure,
             shareable=req.shareable,
-            status="creating",
+            status=VolumeStatus.CREATING,
             task_state="creating",
         )
 
@@ -274,7 +278,7 @@ class VolumeService:
             provisioning=provisioning,
             secure_delete=origin.secure_delete if req.secure_delete is None else req.secure_delete,
             shareable=req.shareable,
-            status="creating",
+            status=VolumeStatus.CREATING,
             task_state="creating",
         )
 
@@ -307,8 +311,8 @@ class VolumeService:
             raise Conflict(
                 f"volume {volume.name!r} is attached to {', '.join(names)}; detach it first"
             )
-        claim(session, volume, ("available", "error"), "deleting", "volume")
-        volume.status = "deleting"
+        claim(session, volume, (VolumeStatus.AVAILABLE, VolumeStatus.ERROR), "deleting", "volume")
+        volume.status = VolumeStatus.DELETING
         return volume, submit_task(
             self.engine, session, principal, "volume.delete", "volume", volume.id
         )
@@ -324,7 +328,7 @@ class VolumeService:
                 "(volumes never shrink)"
             )
         quotas.claim(session, volume.project_id, {"volume_gib": size - volume.size_gib})
-        claim(session, volume, ("available", "in-use"), "extending", "volume")
+        claim(session, volume, (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE), "extending", "volume")
         return volume, submit_task(
             self.engine,
             session,
@@ -382,7 +386,7 @@ class VolumeService:
         free = [t for t in TARGETS if t not in used]
         if not free:
             raise Conflict(f"instance {instance.name!r} has no free disk slot")
-        claim(session, volume, ("available", "in-use"), "attaching", "volume")
+        claim(session, volume, (VolumeStatus.AVAILABLE, VolumeStatus.IN_USE), "attaching", "volume")
         claim(
             session,
             instance,
@@ -394,7 +398,7 @@ class VolumeService:
             volume_id=volume.id, instance_id=instance.id, target=free[0], mode=mode
         )
         session.add(attachment)
-        volume.status = "in-use"
+        volume.status = VolumeStatus.IN_USE
         session.flush()
         task = submit_task(
             self.engine,
@@ -434,7 +438,7 @@ class VolumeService:
                 f"snapshot(s) {', '.join(covering)} of {instance.name!r} include volume "
                 f"{volume.name!r}: delete them before detaching it"
             )
-        claim(session, volume, ("in-use",), "detaching", "volume")
+        claim(session, volume, (VolumeStatus.IN_USE,), "detaching", "volume")
         claim(
             session,
             instance,
@@ -447,7 +451,7 @@ class VolumeService:
             "detaching",
             "instance",
         )
-        attachment.status = "detaching"
+        attachment.status = AttachmentStatus.DETACHING
         return submit_task(
             self.engine,
             session,
@@ -527,7 +531,7 @@ def release_attachments(session: Session, instance_id: str) -> None:
         session.execute(
             update(Volume)
             .where(Volume.id == attachment.volume_id)
-            .values(status="in-use" if left else "available")
+            .values(status=VolumeStatus.IN_USE if left else VolumeStatus.AVAILABLE)
         )
 
 
@@ -561,7 +565,7 @@ def find_snapshot(session: Session, principal: Principal, ref: str) -> VolumeSna
 
 def claim_for_clone(session: Session, snapshot: VolumeSnapshot) -> None:
     """Hold a snapshot while a new volume is copied from it (it cannot go meanwhile)."""
-    claim(session, snapshot, ("available",), "cloning", "volume snapshot")
+    claim(session, snapshot, (VolumeSnapshotStatus.AVAILABLE,), "cloning", "volume snapshot")
 
 
 def check_clone_size(snapshot: VolumeSnapshot, size_gib: int | None) -> int:
