@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
-from sqlalchemy import make_url, text
+from sqlalchemy import Engine, make_url, text
 
 from nubis.db import migrate
 from nubis.db.models import Base
 from nubis.db.session import Database, make_engine
 from nubis.services.identity import passwords
-from tests.pg import create_database, drop_database, end_connections, fresh_schema
+from tests.pg import create_database, drop_database, fresh_schema
 
 PG_URL = os.environ.get("NUBIS_TEST_DATABASE_URL")
 # a slow call (libvirt, password hashing, qemu-img...) inside a database write
@@ -62,6 +62,7 @@ class Templates:
         self._pg: str | None = None
         self._pg_rows: dict[str, list[dict]] = {}
         self._pg_reset = ""
+        self._pg_engine: Engine | None = None
 
     def sqlite(self, target: Path) -> str:
         if self._sqlite is None:
@@ -75,46 +76,47 @@ class Templates:
         assert PG_URL
         if self._pg is None:
             self._pg = create_database(PG_URL, prefix="unit")
+            self._pg_engine = make_engine(self._pg)  # kept: it empties the database
             name = make_url(self._pg).database
-            admin = make_engine(PG_URL)
-            with admin.begin() as conn:  # a test's data need not survive a power cut
+            with self._pg_engine.begin() as conn:  # a test's data need not survive a power cut
                 conn.execute(text(f'ALTER DATABASE "{name}" SET synchronous_commit = off'))
-            admin.dispose()
             _migrate(self._pg)
-            engine = make_engine(self._pg)
-            with engine.connect() as conn:
+            with self._pg_engine.connect() as conn:
                 self._pg_rows = {
                     t.name: [dict(r._mapping) for r in conn.execute(t.select())]
                     for t in Base.metadata.sorted_tables
                 }
                 sequences = conn.scalars(text("SELECT sequencename FROM pg_sequences")).all()
-            engine.dispose()
             # one statement, one round trip: DELETE is cheaper than TRUNCATE on tables
             # this small (no new files), and the sequences start again from 1
             deletes = [f'DELETE FROM "{t.name}";' for t in reversed(Base.metadata.sorted_tables)]
             restarts = [f'ALTER SEQUENCE "{seq}" RESTART;' for seq in sequences]
             self._pg_reset = "DO $$ BEGIN " + " ".join(deletes + restarts) + " END $$"
         else:
-            self._empty(self._pg)
+            self._empty()
         return self._pg
 
-    def _empty(self, url: str) -> None:
-        assert PG_URL
-        end_connections(PG_URL, url)  # a test's engine left behind
-        engine = make_engine(url)
-        try:
-            with engine.begin() as conn:
-                conn.execute(text("SET LOCAL lock_timeout = '10s'"))  # a leak: fail, not hang
-                conn.execute(text(self._pg_reset))
-                for table in Base.metadata.sorted_tables:
-                    if self._pg_rows[table.name]:
-                        conn.execute(table.insert(), self._pg_rows[table.name])
-        finally:
-            engine.dispose()
+    def _empty(self) -> None:
+        assert self._pg_engine is not None
+        with self._pg_engine.begin() as conn:
+            # the connections a test's engine left behind (ours, to this database) end
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND usename = current_user "
+                    "AND pid <> pg_backend_pid()"
+                )
+            )
+            conn.execute(text("SET LOCAL lock_timeout = '10s'"))  # a leak: fail, not hang
+            conn.execute(text(self._pg_reset))
+            for table in Base.metadata.sorted_tables:
+                if self._pg_rows[table.name]:
+                    conn.execute(table.insert(), self._pg_rows[table.name])
 
     def close(self) -> None:
         if self._pg is not None:
-            assert PG_URL
+            assert PG_URL and self._pg_engine is not None
+            self._pg_engine.dispose()
             drop_database(PG_URL, self._pg)
 
 

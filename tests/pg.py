@@ -46,9 +46,12 @@ def create_database(url: str, prefix: str = "t") -> str:
     return database_url(url, name)
 
 
-def end_connections(server_url: str, url: str) -> None:
-    """End the connections our role has to the database ``url`` names (a test's
-    engine that was not disposed), from the database of ``server_url``."""
+def drop_database(server_url: str, url: str) -> None:
+    """Drop the database ``url`` names, from the database of ``server_url`` (a
+    database cannot drop itself). Our connections to it are ended first; DROP
+    DATABASE then waits for them to go and stops an autovacuum worker that is in
+    there (WITH (FORCE) would fail on the worker instead: another role's process)."""
+    name = make_url(url).database
     admin = _admin(server_url)
     try:
         with admin.connect() as conn:
@@ -58,21 +61,8 @@ def end_connections(server_url: str, url: str) -> None:
                     "WHERE datname = :name AND usename = current_user "
                     "AND pid <> pg_backend_pid()"
                 ),
-                {"name": make_url(url).database},
+                {"name": name},
             )
-    finally:
-        admin.dispose()
-
-
-def drop_database(server_url: str, url: str) -> None:
-    """Drop the database ``url`` names, from the database of ``server_url`` (a
-    database cannot drop itself). Our connections to it are ended first; DROP
-    DATABASE then waits for them to go and stops an autovacuum worker that is in
-    there (WITH (FORCE) would fail on the worker instead: another role's process)."""
-    end_connections(server_url, url)
-    admin = _admin(server_url)
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}"'))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     finally:
         admin.dispose()

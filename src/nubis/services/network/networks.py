@@ -319,16 +319,13 @@ class NetworkService:
     def _empty(self, network_id: str, refs: list[HostRef], delete: bool = False) -> None:
         """Remove the network from ``refs`` and delete its subnets: it is ``empty``
         (or, ``delete``, gone)."""
-        with self.db.begin() as s:
+        with self.db.read() as s:
             network = s.get(Network, network_id)
             if network is None:
                 return
             name = network.libvirt_name
-        for ref in refs:
-            try:
-                self.driver.remove_network(ref, name)
-            except DriverError as exc:
-                log.warning("could not remove network %s from %s: %s", name, ref.uri, exc)
+        for failure in call_each(refs, lambda ref: self.driver.remove_network(ref, name)):
+            log.warning("could not remove network %s from %s", name, failure)
         with self.db.begin() as s:
             for subnet in subnets_of(s, network_id):
                 s.delete(subnet)

@@ -166,16 +166,14 @@ class PoolService:
             return pool
 
     def _undo(self, pool_id: str, refs: list[HostRef]) -> None:
-        with self.db.begin() as s:
+        with self.db.read() as s:
             pool = s.get(StoragePool, pool_id)
             if pool is None:
                 return
             name = pool.libvirt_name
-        for ref in refs:
-            try:
-                self.driver.remove_pool(ref, name)
-            except DriverError as exc:  # unreachable: the reconciliation removes it later
-                log.warning("could not remove pool %s from %s: %s", name, ref.uri, exc)
+        # a host that cannot be reached: the reconciliation removes the pool later
+        for failure in call_each(refs, lambda ref: self.driver.remove_pool(ref, name)):
+            log.warning("could not remove pool %s from %s", name, failure)
         with self.db.begin() as s:
             pool = s.get(StoragePool, pool_id)
             if pool is not None:
