@@ -99,7 +99,10 @@ def scope_filter_xml(
             srcportstart="68",
             dstportstart="67",
         )
-        ET.SubElement(_rule(root, "drop", "out", SCOPE_DROP_PRIORITY), "all")
+        # new connections only: with a state given, libvirt adds no rule for the
+        # reverse direction (a plain drop would also drop what comes in, before the
+        # security groups' rules let it in)
+        ET.SubElement(_rule(root, "drop", "out", SCOPE_DROP_PRIORITY), "all", state="NEW")
     return ET.tostring(root, encoding="unicode")
 
 
