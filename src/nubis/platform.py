@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from nubis.config import Settings
 from nubis.db import migrate
 from nubis.db.session import Database
+from nubis.drivers.agent import AgentClient
 from nubis.drivers.libvirt.compute import LibvirtDriver
 from nubis.drivers.libvirt.connection import ConnectionPool
 from nubis.drivers.libvirt.console import ConsoleDriver
@@ -45,8 +46,10 @@ from nubis.services.monitoring.metering import Meter
 from nubis.services.monitoring.metrics import Retention
 from nubis.services.monitoring.notifier import Notifier, Smtp
 from nubis.services.network.networks import NetworkService
+from nubis.services.network.overlays import OverlayService
 from nubis.services.network.ports import PortPlumbing
 from nubis.services.network.security_groups import SecurityGroupService
+from nubis.services.network.vlans import VlanService
 from nubis.services.scheduler import Scheduler, claims
 from nubis.services.storage.handlers import handlers as storage_handlers
 from nubis.services.storage.images import ImageService
@@ -107,14 +110,29 @@ class Platform:
         self.instances = InstanceService(self.engine, self.hosts, self.scheduler)
         self.network_driver = NetworkDriver(self.conns)
         self.filter_driver = FilterDriver(self.conns)
-        self.networks = NetworkService(self.db, self.network_driver, self.filter_driver, self.hosts)
+        agents = AgentClient()
+        self.overlays = OverlayService(self.db, self.network_driver, agents, self.hosts)
+        self.networks = NetworkService(
+            self.db,
+            self.network_driver,
+            self.filter_driver,
+            self.hosts,
+            self.overlays,
+            VlanService(agents),
+        )
         self.security_groups = SecurityGroupService(self.db, self.filter_driver, self.hosts)
         self.instance_tasks = InstanceTasks(
             self.engine,
             self.driver,
             self.hosts,
             self.images,
-            PortPlumbing(self.db, self.network_driver, self.filter_driver, self.security_groups),
+            PortPlumbing(
+                self.db,
+                self.network_driver,
+                self.filter_driver,
+                self.security_groups,
+                self.overlays,
+            ),
             settings.stop_timeout_seconds,
         )
         self.console = ConsoleService(
@@ -135,10 +153,11 @@ class Platform:
                 check_interval=settings.ha_check_interval_seconds,
                 down_after=settings.host_down_after_seconds,
             ),
-            on_back=self.sync.reconcile_host,
+            on_back=self._host_back,
             ping=LibvirtDriver(self.health_conns, settings.pool_path, settings.console_path).ping,
         )
         self.sync.on_crash = self.ha.on_crash
+        self.sync.also.append(self.overlays.sync_all)
         self.volume_driver = VolumeDriver(self.conns)
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
         self.volumes = VolumeService(self.engine)
@@ -200,6 +219,12 @@ class Platform:
             *ha_handlers(self.instance_tasks, self.instances, restarts, settings.pool_path),
         ):
             self.engine.register(handler)
+
+    def _host_back(self, host_id: str) -> None:
+        """A host answers again: its instances are aligned, its cluster's networks
+        (the overlays' forwarding tables included) put on it."""
+        self.sync.reconcile_host(host_id)
+        self.networks.ensure_on_host(host_id)
 
     def _evaluate_alarms(self, now: float) -> None:
         if self.alarms.evaluate_all(now, self.retention.interval):

@@ -83,3 +83,14 @@ def wait_uptime(srv: NubisServer, iid: str, at_least: int, timeout: float = 90) 
             return values[-1]
         time.sleep(1)
     raise AssertionError(f"guest uptime never reached {at_least}: {srv.console(iid)[-500:]}")
+
+
+def dhcp_address(server, iid: str, nic: str = "eth0", timeout: float = 60) -> str:
+    """The address the guest says DHCP gave its NIC (on its serial console)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.findall(rf"NUBIS-IP {nic} (\S+)", server.console(iid))
+        if found:
+            return found[-1]
+        time.sleep(0.5)
+    raise AssertionError(f"no DHCP address on {nic}: {server.console(iid)[-1500:]}")

@@ -24,7 +24,7 @@ from nubis.drivers.libvirt import storage
 READY = "NUBIS-GUEST-READY"
 
 
-# devclusters side by side: each slot has its own addresses (127.0.0.11.., 127.0.0.31..)
+# devclusters side by side: each slot has its own addresses (172.30.0.11.., 172.30.20.11..)
 SLOTS = 2
 SLOT_OFFSET = 20
 

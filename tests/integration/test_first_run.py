@@ -5,15 +5,13 @@ printed. The first run made a storage pool and a NAT network, so the first VM ha
 an address and the first volume attaches; removed, they stay removed."""
 
 import os
-import re
 import shutil
 import tempfile
-import time
 
 import pytest
 
 from nubis import tls
-from tests.integration.guest import guest_run
+from tests.integration.guest import dhcp_address, guest_run
 from tests.integration.server import cli_runner, libvirt_leftovers, serving
 from tests.integration.storage import wait_guest
 
@@ -36,17 +34,6 @@ def server(tmp_path_factory, pool_dir):
         # the defaults go, whatever the tests did (the first test removes them itself)
         srv.client.delete("/networks/default")
         srv.client.delete("/storage-pools/default")
-
-
-def dhcp_address(server, iid: str, timeout: float = 60) -> str:
-    """The address the guest says DHCP gave eth0 (on its serial console)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.findall(r"NUBIS-IP eth0 (\S+)", server.console(iid))
-        if found:
-            return found[-1]
-        time.sleep(0.5)
-    raise AssertionError(f"no DHCP address: {server.console(iid)[-1500:]}")
 
 
 def test_first_vm_has_an_address_and_first_volume_attaches(server, tmp_path, pool_dir):

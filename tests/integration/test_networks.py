@@ -7,14 +7,12 @@ traffic sent is between the tests' own guests."""
 
 from __future__ import annotations
 
-import re
 import subprocess
-import time
 
 import libvirt
 import pytest
 
-from tests.integration.guest import guest_run
+from tests.integration.guest import dhcp_address, guest_run
 
 pytestmark = pytest.mark.integration
 
@@ -52,17 +50,6 @@ def delete(server, inst: dict) -> None:
     resp = server.client.delete(f"/instances/{inst['id']}")
     assert resp.status_code == 202, resp.text
     assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
-
-
-def dhcp_address(server, iid: str, nic: str = "eth0", timeout: float = 60) -> str:
-    """The address the guest says DHCP gave its NIC (on its serial console)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = re.findall(rf"NUBIS-IP {nic} (\S+)", server.console(iid))
-        if found:
-            return found[-1]
-        time.sleep(0.5)
-    raise AssertionError(f"no DHCP address on {nic}: {server.console(iid)[-1500:]}")
 
 
 def ping(server, iid: str, address: str) -> bool:
@@ -112,6 +99,11 @@ def test_guests_get_their_reserved_addresses_and_only_their_network_reaches_them
     assert ping(server, a2["id"], "10.231.0.77")
     assert not ping(server, b1["id"], "10.231.0.77")  # isolated: reaches nobody else
     assert not ping(server, a1["id"], "10.232.0.2")
+    # ... but its own network's guests (new connections come in through their groups)
+    b2 = boot(server, "net-b2", [{"network": "net-b"}])
+    assert dhcp_address(server, b2["id"]) == "10.232.0.3"
+    assert ping(server, b2["id"], "10.232.0.2")
+    delete(server, b2)
 
     # an address in use cannot be had again; nothing is created by the refusal
     before = server.client.get("/instances").json()["total"]
@@ -154,6 +146,13 @@ def test_guests_get_their_reserved_addresses_and_only_their_network_reaches_them
         ({"mode": "nat", "subnets": [{"cidr": "10.233.0.0/24"}], "host_bridge": "br0"}, 400,
          "no host_bridge"),
         ({"mode": "bridged", "subnets": [{"cidr": "10.233.0.0/24"}]}, 400, "host_bridge"),
+        # this machine's kernel has no 802.1Q: the reason, and nothing made
+        ({"mode": "vlan", "host_interface": "eth0", "segmentation_id": 100,
+          "subnets": [{"cidr": "10.233.0.0/24"}]}, 400, "no 802.1Q VLAN support"),
+        ({"mode": "vlan", "segmentation_id": 100}, 400, "host_interface"),
+        ({"mode": "vlan", "host_interface": "eth0", "segmentation_id": 4095}, 400,
+         "1 to 4094"),
+        ({"mode": "nat", "segmentation_id": 7}, 400, "vlan networks only"),
     ],
 )  # fmt: skip
 def test_bad_networks_are_refused_and_nothing_is_made(server, body, status, message):

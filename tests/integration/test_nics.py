@@ -14,12 +14,11 @@ import time
 
 import pytest
 
-from tests.integration.guest import guest_run
+from tests.integration.guest import dhcp_address, guest_run
 from tests.integration.test_networks import (
     boot,
     create_network,
     delete,
-    dhcp_address,
     nwfilter_exists,
     ping,
 )

@@ -101,7 +101,28 @@ def test_neutron_makes_networks_and_subnets(client, callers, platform):
 
     # what Nubis lacks is a clean 501, what is wrong a 400 or 403; nothing is made
     for bad, status in (
-        ({"network": {"name": "v", "provider:network_type": "vxlan"}}, 501),
+        ({"network": {"name": "g", "provider:network_type": "geneve"}}, 501),
+        (
+            {
+                "network": {
+                    "name": "v",
+                    "provider:network_type": "vxlan",
+                    "provider:segmentation_id": 77,
+                }
+            },
+            501,
+        ),
+        (
+            {
+                "network": {
+                    "name": "l",
+                    "provider:network_type": "vlan",
+                    "provider:physical_network": "eth1",
+                    "provider:segmentation_id": 100,
+                }
+            },
+            403,
+        ),
         ({"network": {"name": "s", "shared": True}}, 501),
         ({"network": {"name": "f", "provider:network_type": "flat"}}, 400),
         (

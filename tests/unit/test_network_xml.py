@@ -15,8 +15,10 @@ from nubis.drivers.libvirt.networks import (
     SubnetSpec,
     bridge_of,
     network_xml,
+    reservation_list,
     reservations_of,
 )
+from nubis.drivers.libvirt.nwfilters import scope_filter_xml
 
 
 def test_nat_network_serves_only_its_reservations():
@@ -55,6 +57,56 @@ def test_isolated_network_has_no_forward_and_bridged_joins_the_host_bridge():
     assert bridged.find("forward").get("mode") == "bridge"
     assert bridged.find("bridge").get("name") == "br0"
     assert bridged.find("ip") is None
+
+
+def test_overlay_network_is_one_gateway_on_every_host():
+    """The same bridge MAC and address on every host, no spanning tree over the
+    tunnels, the tunnel's MTU (which libvirt's dnsmasq hands the guests); the
+    reservations carry the instances' names for DNS."""
+    spec = NetworkSpec(
+        "nubis-net-5",
+        "overlay",
+        "nbr5",
+        (
+            SubnetSpec(
+                "10.5.0.0/24",
+                "10.5.0.1",
+                True,
+                (Reservation("52:54:00:00:00:07", "10.5.0.7", "web-1"),),
+            ),
+        ),
+        mac="0e:00:12:34:56:78",
+        mtu=1450,
+    )
+    xml = network_xml(spec)
+    root = ET.fromstring(xml)
+    assert root.find("forward") is None  # nothing routed out through the host
+    assert root.find("bridge").get("stp") == "off"
+    assert root.find("mac").get("address") == "0e:00:12:34:56:78"
+    assert root.find("mtu").get("size") == "1450"
+    assert reservation_list(xml) == [Reservation("52:54:00:00:00:07", "10.5.0.7", "web-1")]
+    nat = ET.fromstring(network_xml(NetworkSpec("n", "nat", "nbr6", ())))
+    assert nat.find("mac") is None and nat.find("mtu") is None
+    assert nat.find("bridge").get("stp") == "on"
+
+
+def test_vlan_network_joins_the_bridge_the_agent_makes():
+    root = ET.fromstring(network_xml(NetworkSpec("n", "vlan", "nbr-0a0b0c0d", ())))
+    assert root.find("forward").get("mode") == "bridge"
+    assert root.find("bridge").get("name") == "nbr-0a0b0c0d"
+    assert root.find("ip") is None  # the site's network serves its addresses
+
+
+def test_isolated_scope_drops_new_connections_out_only():
+    """An isolated (or overlay) network's ports start connections to their own subnets
+    only; the drop names the NEW state, so libvirt adds no reverse rule that would
+    drop what comes in before the security groups let it in."""
+    root = ET.fromstring(scope_filter_xml("s", "0" * 8, ["10.5.0.0/24"], ["10.6.0.0/24"], True))
+    drops = [r for r in root.findall("rule") if r.get("action") == "drop"]
+    assert [(r.get("direction"), r.find("all").attrib) for r in drops] == [
+        ("out", {"dstipaddr": "10.6.0.0", "dstipmask": "24"}),
+        ("out", {"state": "NEW"}),
+    ]
 
 
 def test_domain_nics_round_trip_in_order():

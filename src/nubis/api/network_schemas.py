@@ -23,7 +23,10 @@ class SubnetIn(In):
 
 class NetworkIn(In):
     name: str
-    mode: str = Field(description="nat | isolated | bridged")
+    mode: str = Field(
+        description="overlay (one segment over every host of the cluster, VXLAN) | nat | "
+        "isolated | bridged | vlan"
+    )
     subnets: list[SubnetIn] = Field(
         default_factory=list,
         description="up to four; DHCP serves the first. None: an empty network, whose "
@@ -33,6 +36,10 @@ class NetworkIn(In):
     host_bridge: str | None = Field(
         default=None, description="bridged: the bridge every host of the cluster has"
     )
+    host_interface: str | None = Field(
+        default=None, description="vlan: the interface carrying VLANs on every host"
+    )
+    segmentation_id: int | None = Field(default=None, description="vlan: the VLAN id (1-4094)")
 
 
 class SubnetOut(Out):
@@ -58,6 +65,8 @@ class NetworkOut(Out):
     mode: str
     tag: str
     bridge_name: str
+    segment_id: int | None = Field(description="overlay: the VXLAN VNI; vlan: the VLAN id")
+    host_interface: str | None = None
     state: str
     error: str | None
     created_at: datetime

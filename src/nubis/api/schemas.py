@@ -89,6 +89,7 @@ class HostOut(Out):
     unreachable_since: datetime | None = Field(description="since when libvirt fails checks")
     fence_method: str = Field(description="none, ipmi or devcluster")
     fenced_at: datetime | None
+    agent_url: str | None = Field(description="the host's network agent (overlay networks)")
     created_at: datetime
 
 
@@ -99,6 +100,15 @@ class FencingIn(In):
     password: str | None = Field(default=None, description="ipmi: BMC password (kept encrypted)")
     host: str | None = Field(default=None, description="devcluster: the host's name (dev-<n>)")
     base: str | None = Field(default=None, description="devcluster: its directory")
+
+
+class AgentIn(In):
+    url: str | None = Field(
+        default=None, max_length=255, description="http(s)://address:port; null: no agent"
+    )
+    token: str | None = Field(
+        default=None, max_length=256, description="the agent's token (kept encrypted)"
+    )
 
 
 class ImageImportIn(In):

@@ -25,7 +25,8 @@ def up(
         typer.Option(help="address offset, to run devclusters side by side (0-40)"),
     ] = None,
 ) -> None:
-    """Start N libvirtd hosts (dev-1..dev-N on 127.0.0.11..) sharing one disk directory."""
+    """Start N libvirtd hosts (dev-1..dev-N on 172.30.<offset>.11..), each in its own
+    network namespace, sharing one disk directory."""
     try:
         started = DevCluster(base, offset).up(hosts)
     except DevClusterError as exc:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 
-from nubis.cli.client import console, request, show, wait_for_task
+from nubis.cli.client import console, fail, request, show, wait_for_task
 from nubis.cli.resources import HOST_COLS, Fmt, Wait, host_app
 
 zone_app = typer.Typer(help="Zones (data centres)", no_args_is_help=True)
@@ -86,6 +87,24 @@ def cluster_capacity(ref: str, fmt: Fmt = "table") -> None:
 @host_app.command("capacity")
 def host_capacity(ref: str, fmt: Fmt = "table") -> None:
     show_capacity(request("GET", f"/hosts/{ref}/capacity").json(), fmt)
+
+
+@host_app.command("agent")
+def host_agent(
+    ref: str,
+    url: Annotated[
+        str | None, typer.Option(help="http://<address>:16600; left out: the host has none")
+    ] = None,
+    fmt: Fmt = "table",
+) -> None:
+    """Where the host's network agent (python -m nubis.agent) listens; its token is read
+    from NUBIS_AGENT_TOKEN and kept encrypted."""
+    token = os.environ.get("NUBIS_AGENT_TOKEN")
+    if url and not token:
+        raise fail("set NUBIS_AGENT_TOKEN to the agent's token")
+    body = {"url": url, "token": token if url else None}
+    shown = request("PUT", f"/hosts/{ref}/agent", json=body).json()
+    show(shown, fmt, [*HOST_COLS[:3], "agent_url", "id"])
 
 
 @host_app.command("enable")

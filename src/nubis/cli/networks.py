@@ -11,7 +11,7 @@ from nubis.cli.resources import Fmt, Wait, instance_app
 
 network_app = typer.Typer(help="Networks and their subnets", no_args_is_help=True)
 
-NETWORK_COLS = ["name", "mode", "subnets", "bridge_name", "state", "id"]
+NETWORK_COLS = ["name", "mode", "subnets", "bridge_name", "segment_id", "state", "id"]
 PORT_COLS = ["position", "mac", "ip", "network_id", "status", "id"]
 
 
@@ -38,11 +38,18 @@ def network_create(
             "empty network, its subnets added later with add-subnets)"
         ),
     ] = None,
-    mode: Annotated[str, typer.Option(help="nat | isolated | bridged")] = "nat",
+    mode: Annotated[
+        str,
+        typer.Option(help="overlay (spans the cluster's hosts) | nat | isolated | bridged | vlan"),
+    ] = "nat",
     cluster: Annotated[str | None, typer.Option(help="default: cluster 'default'")] = None,
     host_bridge: Annotated[
         str | None, typer.Option(help="bridged: the host bridge to join")
     ] = None,
+    host_interface: Annotated[
+        str | None, typer.Option(help="vlan: the hosts' interface carrying VLANs")
+    ] = None,
+    segmentation_id: Annotated[int | None, typer.Option(help="vlan: the VLAN id")] = None,
     fmt: Fmt = "table",
 ) -> None:
     body = {
@@ -50,6 +57,8 @@ def network_create(
         "mode": mode,
         "cluster": cluster,
         "host_bridge": host_bridge,
+        "host_interface": host_interface,
+        "segmentation_id": segmentation_id,
         "subnets": [parse_subnet(s) for s in subnet or []],
     }
     created = request("POST", "/networks", json=body).json()

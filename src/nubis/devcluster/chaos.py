@@ -34,6 +34,7 @@ import httpx
 from nubis.devcluster.hosts import (
     DevCluster,
     DevHost,
+    agent_token_file,
     block_port,
     kill_libvirtd,
     qemu_processes,
@@ -77,7 +78,8 @@ class Scenario:
 
 def register_hosts(http: httpx.Client, cluster: DevCluster, name: str = CLUSTER) -> None:
     """The devcluster's hosts in a Nubis cluster that trusts their shared disks, reads
-    their lockspace, and fences them with the devcluster's kill."""
+    their lockspace, fences them with the devcluster's kill and reaches their network
+    agents."""
     clusters = {c["name"] for c in _ok(http.get("/clusters", params={"limit": 1000}))["items"]}
     settings = {"trust_shared_storage": True, "ha_lockspace": str(cluster.lockspace)}
     if name in clusters:
@@ -90,6 +92,8 @@ def register_hosts(http: httpx.Client, cluster: DevCluster, name: str = CLUSTER)
             _ok(http.post("/hosts", json={"name": host.name, "uri": host.uri, "cluster": name}))
         fencing = {"method": "devcluster", "host": host.name, "base": str(cluster.base)}
         _ok(http.put(f"/hosts/{host.name}/fencing", json=fencing))
+        agent = {"url": host.agent_url, "token": agent_token_file(cluster.base).read_text()}
+        _ok(http.put(f"/hosts/{host.name}/agent", json=agent))
 
 
 def _ok(resp: httpx.Response) -> Any:

@@ -1,7 +1,9 @@
-"""Simulated hosts: real libvirtd daemons on this machine, one per mount namespace.
+"""Simulated hosts: real libvirtd daemons on this machine, each in its own mount and
+network namespaces.
 
-Each host ``dev-<i>`` runs ``virtlogd`` and ``libvirtd`` in its own mount
-namespace, where a tmpfs covers ``/run`` and per-host directories are bound
+Each host ``dev-<i>`` runs ``virtlogd`` and ``libvirtd`` in its own network
+namespace, joined to the devcluster's underlay bridge (``underlay``), and in its
+own mount namespace, where a tmpfs covers ``/run`` and per-host directories are bound
 over ``/etc/libvirt``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and
 ``/var/cache/libvirt``. One shared directory is bound at the same path
 (``/var/lib/libvirt/nubis/disks``) in every host: the cluster's shared primary
@@ -9,23 +11,29 @@ storage. A second shared directory (``/var/lib/libvirt/nubis/locks``) is the
 lockspace of the hosts' ``virtlockd``: libvirt's lock manager takes a lease there
 for every disk a QEMU process opens, so no two hosts can run the same disk, and a
 lease still held says the VM is still running. Host ``i`` listens for libvirt's
-remote protocol on TCP at ``127.0.0.(10+i)`` without authentication: a test bed, never a deployment.
+remote protocol on TCP at its underlay address without authentication: a test bed,
+never a deployment.
 
-Nothing is mounted in the caller's namespace; a host's namespace (and every
-mount in it) ends with its last process, so killing a host's processes is
-both a host crash and a complete clean-up.
+Nothing is mounted in the caller's namespace; a host's mount namespace (and every
+mount in it) ends with its last process, and its network namespace is deleted when
+it is killed, so killing a host is both a host crash and a complete clean-up.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from nubis.agent import DEFAULT_PORT as AGENT_PORT
+from nubis.devcluster import underlay
 
 DEFAULT_BASE = Path("/var/lib/nubis-devcluster")
 TCP_PORT = 16509
@@ -36,6 +44,7 @@ BOUND = ("etc", "lib", "log", "cache")  # per-host dirs bound over the libvirt p
 LAUNCH = r"""
 set -e
 mount -t tmpfs -o mode=755 tmpfs /run
+mkdir -p /run/lock
 mount --bind "$H/etc" /etc/libvirt
 mount --rbind "$H/lib" /var/lib/libvirt
 mkdir -p /var/lib/libvirt/nubis/disks
@@ -47,6 +56,8 @@ mount --bind "$H/cache" /var/cache/libvirt
 virtlogd -d -p "$H/virtlogd.pid"
 virtlockd -d -p "$H/virtlockd.pid"
 libvirtd -d -l -p "$H/libvirtd.pid"
+"$PYTHON" -m nubis.agent --listen "$ADDRESS" --token-file "$TOKEN" >"$H/agent.log" 2>&1 &
+echo $! > "$H/agent.pid"
 """
 
 
@@ -67,7 +78,15 @@ class DevHost:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.{10 + self.offset + self.index}"
+        return underlay.host_address(self.offset, self.index)
+
+    @property
+    def agent_url(self) -> str:
+        return f"http://{self.address}:{AGENT_PORT}"
+
+    @property
+    def netns(self) -> str:
+        return underlay.netns_name(self.offset, self.index)
 
     @property
     def uri(self) -> str:
@@ -113,9 +132,9 @@ class DevHost:
                     continue
         return pids
 
-    def listening(self) -> bool:
+    def listening(self, port: int = TCP_PORT) -> bool:
         try:
-            with socket.create_connection((self.address, TCP_PORT), timeout=0.5):
+            with socket.create_connection((self.address, port), timeout=0.5):
                 return True
         except OSError:
             return False
@@ -142,9 +161,6 @@ class DevHost:
             # keep QEMU in the host's mount namespace (libvirt would give each domain
             # its own), so the host's processes are exactly its namespace's
             + "namespaces = []\n"
-            # the hosts share one network namespace: give each its own VNC ports
-            + f"remote_display_port_min = {6000 + 100 * (self.offset + self.index)}\n"
-            + f"remote_display_port_max = {6099 + 100 * (self.offset + self.index)}\n"
             # disk leases in the shared lockspace (virtlockd)
             + 'lock_manager = "lockd"\n'
         )
@@ -157,21 +173,35 @@ class DevHost:
             src = Path("/etc/libvirt") / name
             if src.exists() and not (etc / name).exists():
                 shutil.copy2(src, etc / name)
+        # libvirt's stock filters (clean-traffic and the rest), which port filters use
+        stock = Path("/etc/libvirt/nwfilter")
+        if stock.is_dir() and not (etc / "nwfilter").exists():
+            shutil.copytree(stock, etc / "nwfilter")
         shared.mkdir(parents=True, exist_ok=True)
         locks_of(shared).mkdir(parents=True, exist_ok=True)
 
     def start(self, shared: Path, timeout: float = 30) -> None:
         if self.libvirtd_pid() is not None:
             return
+        if self.processes():  # what is left of a host whose libvirtd died: power it off
+            self.kill()
         self.prepare(shared)
         env = {
             **os.environ,
             "H": str(self.dir),
             "SHARED": str(shared),
             "LOCKS": str(locks_of(shared)),
+            "ADDRESS": self.address,
+            "PYTHON": sys.executable,
+            "TOKEN": str(agent_token_file(self.base)),
         }
+        underlay.plug(self.offset, self.index)
         proc = subprocess.run(
-            ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", LAUNCH],
+            underlay.in_netns(
+                self.offset,
+                self.index,
+                ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", LAUNCH],
+            ),
             env=env,
             capture_output=True,
             text=True,
@@ -183,10 +213,13 @@ class DevHost:
     def wait_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.libvirtd_pid() is not None and self.listening():
+            if self.libvirtd_pid() is not None and self.listening() and self.listening(AGENT_PORT):
                 return
             time.sleep(0.1)
-        raise DevClusterError(f"{self.name}: libvirtd did not listen on {self.address}")
+        raise DevClusterError(
+            f"{self.name}: libvirtd or the agent did not listen on {self.address} "
+            f"(see {self.dir / 'agent.log'})"
+        )
 
     def kill(self, timeout: float = 10) -> None:
         """A host crash: SIGKILL to libvirtd, its qemu processes and everything else
@@ -203,6 +236,7 @@ class DevHost:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and any(alive(p) for p in pids):
                 time.sleep(0.05)
+        underlay.unplug(self.offset, self.index)
         self.pidfile.unlink(missing_ok=True)
         (self.dir / "virtlogd.pid").unlink(missing_ok=True)
         (self.dir / "virtlockd.pid").unlink(missing_ok=True)
@@ -230,6 +264,7 @@ def restart_libvirtd(host: DevHost, timeout: float = 30) -> None:
         [
             "nsenter",
             f"--mount=/proc/{survivors[0]}/ns/mnt",
+            f"--net=/proc/{survivors[0]}/ns/net",
             "libvirtd",
             "-d",
             "-l",
@@ -244,20 +279,20 @@ def restart_libvirtd(host: DevHost, timeout: float = 30) -> None:
     host.wait_listening(timeout)
 
 
-def _port_rule(host: DevHost) -> list[str]:
-    return ["INPUT", "-d", host.address, "-p", "tcp", "--dport", str(TCP_PORT), "-j", "DROP"]
+def _port_rule(host: DevHost, action: str) -> list[str]:
+    rule = ["INPUT", "-p", "tcp", "--dport", str(TCP_PORT), "-j", "DROP"]
+    return underlay.in_netns(host.offset, host.index, ["iptables", action, *rule])
 
 
 def block_port(host: DevHost) -> None:
     """Cut the management network: every packet to the host's libvirt port is dropped
-    (established connections included); the host and its VMs keep running."""
-    subprocess.run(["iptables", "-I", *_port_rule(host)], check=True, capture_output=True)
+    in the host's network stack (established connections included); the host and its
+    VMs keep running."""
+    subprocess.run(_port_rule(host, "-I"), check=True, capture_output=True)
 
 
 def unblock_port(host: DevHost) -> None:
-    while (
-        subprocess.run(["iptables", "-D", *_port_rule(host)], capture_output=True).returncode == 0
-    ):
+    while subprocess.run(_port_rule(host, "-D"), capture_output=True).returncode == 0:
         pass  # every copy of the rule
 
 
@@ -287,6 +322,17 @@ def _daemon_pid(pidfile: Path, daemon: str) -> int | None:
     return pid if exe.endswith(daemon) else None
 
 
+def agent_token_file(base: Path) -> Path:
+    """The hosts' network agent token (made once per devcluster, readable by root only)."""
+    path = base / "agent-token"
+    if not path.exists():
+        base.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(32))
+    return path
+
+
 def locks_of(shared: Path) -> Path:
     """The lockspace beside the shared disks, as this (the control plane's) namespace
     sees it: give it to Nubis as the cluster's ``ha_lockspace``."""
@@ -306,7 +352,7 @@ def alive(pid: int) -> bool:
 
 
 class DevCluster:
-    """Hosts dev-1..dev-N at 127.0.0.(11+offset)...; the offset is kept in the base
+    """Hosts dev-1..dev-N at 172.30.<offset>.11...; the offset is kept in the base
     directory (``offset`` file), so every later command finds the same addresses."""
 
     def __init__(self, base: Path = DEFAULT_BASE, offset: int | None = None) -> None:
@@ -356,6 +402,7 @@ class DevCluster:
     def down(self, purge: bool = False) -> None:
         for host in self.hosts():
             host.kill()
+        underlay.remove_bridge(self.offset)
         if purge and self.base.exists():
             shutil.rmtree(self.base)
 

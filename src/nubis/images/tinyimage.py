@@ -59,7 +59,7 @@ ip link set lo up
 /etc/seed.sh
 # every NIC asks DHCP for its address, in the background (the guest does not wait)
 for dev in /sys/class/net/eth*; do
-  [ -e "$dev" ] && udhcpc -f -i "${{dev##*/}}" -s /etc/udhcpc.sh -T 1 -A 2 >/dev/null 2>&1 &
+  [ -e "$dev" ] && udhcpc -f -i "${{dev##*/}}" -s /etc/udhcpc.sh -T 1 -A 2 -O mtu >/dev/null 2>&1 &
 done
 # acpid (from inittab) needs the power button's event device, added asynchronously
 for i in 1 2 3 4 5 6 7 8 9 10; do [ -e /dev/input/event0 ] && break; sleep 0.2; done
@@ -103,14 +103,19 @@ UPTIME_SH = """\
 while sleep 5; do echo "NUBIS-UPTIME $(cut -d. -f1 /proc/uptime)" > /dev/ttyS0; done
 """
 
-# udhcpc's hook: configure the address it got, and say so on the serial console
+# udhcpc's hook: configure the address (and MTU, name servers) it got, and say so on
+# the serial console
 UDHCPC_SH = """\
 #!/bin/sh
 case "$1" in
   deconfig) ip addr flush dev "$interface"; ip link set "$interface" up ;;
   bound|renew)
     ifconfig "$interface" "$ip" netmask "$subnet" up
+    [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
     [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    if [ -n "$dns" ]; then
+      for d in $dns; do echo "nameserver $d"; done > /etc/resolv.conf
+    fi
     echo "NUBIS-IP $interface $ip" > /dev/ttyS0 ;;
 esac
 """

@@ -2,8 +2,11 @@
 service. A network is made without subnets (as Neutron makes them); its subnets are
 added while it has none, and only its last subnet can be removed, while no port uses
 it. Network types: none given or ``nat`` is a Nubis nat network, ``local`` an
-isolated one, ``flat`` with ``provider:physical_network`` a bridged one (onto that
-host bridge, system administrators only)."""
+isolated one, ``vxlan`` an overlay one (spanning the cluster's hosts; Nubis picks
+its VNI), ``flat`` with ``provider:physical_network`` a bridged one (onto that
+host bridge), ``vlan`` with ``provider:physical_network`` (the hosts' interface)
+and ``provider:segmentation_id`` a VLAN provider network (both system
+administrators only)."""
 
 from __future__ import annotations
 
@@ -26,7 +29,14 @@ from nubis.services.network.networks import NetworkRequest, subnets_of
 router = APIRouter(prefix="/network/v2.0", tags=["openstack network"])
 
 # Neutron provider:network_type -> Nubis network mode
-NETWORK_TYPES = {None: "nat", "nat": "nat", "local": "isolated", "flat": "bridged"}
+NETWORK_TYPES = {
+    None: "nat",
+    "nat": "nat",
+    "local": "isolated",
+    "vxlan": "overlay",
+    "flat": "bridged",
+    "vlan": "vlan",
+}
 
 
 class NetworkBody(BaseModel):
@@ -44,27 +54,35 @@ class NetworkIn(BaseModel):
     network: NetworkBody
 
 
-def _mode(body: NetworkBody) -> tuple[str, str | None]:
-    """(Nubis mode, host bridge) of the network asked for; 501 for what Nubis lacks."""
+def _request(body: NetworkBody) -> NetworkRequest:
+    """The Nubis network asked for; 501 for what Nubis lacks."""
     if body.shared or body.external:
         raise NotSupported("shared and external networks are not supported")
     if not body.admin_state_up:
         raise NotSupported("a network is always up (admin_state_up false is not supported)")
-    if body.segmentation_id is not None:
-        raise NotSupported("Nubis networks have no segmentation id (VLAN, VXLAN)")
     if body.network_type not in NETWORK_TYPES:
         raise NotSupported(
             f"network type {body.network_type!r} is not supported: Nubis has nat (the "
-            "default), local (isolated) and flat (bridged onto a host bridge)"
+            "default), local (isolated), vxlan (overlay), flat (bridged onto a host "
+            "bridge) and vlan"
         )
     mode = NETWORK_TYPES[body.network_type]
-    if mode == "bridged":
-        if not body.physical_network:
-            raise BadRequest("a flat network needs provider:physical_network: a host bridge")
-        return mode, body.physical_network
-    if body.physical_network:
+    if body.segmentation_id is not None and mode != "vlan":
+        raise NotSupported("Nubis chooses the segmentation id of a vxlan network itself")
+    if mode in ("bridged", "vlan") and not body.physical_network:
+        raise BadRequest(
+            f"a {body.network_type} network needs provider:physical_network: "
+            + ("a host bridge" if mode == "bridged" else "the hosts' interface carrying VLANs")
+        )
+    if mode not in ("bridged", "vlan") and body.physical_network:
         raise BadRequest(f"a {body.network_type or 'nat'} network has no physical network")
-    return mode, None
+    return NetworkRequest(
+        name=body.name or "",
+        mode=mode,
+        host_bridge=body.physical_network if mode == "bridged" else None,
+        host_interface=body.physical_network if mode == "vlan" else None,
+        segmentation_id=body.segmentation_id if mode == "vlan" else None,
+    )
 
 
 @router.post("/networks", status_code=201)
@@ -75,10 +93,7 @@ def create_network(
 ) -> dict[str, Any]:
     if not body.network.name:
         raise BadRequest("a Nubis network needs a name")
-    mode, bridge = _mode(body.network)
-    network = platform.networks.create(
-        principal, NetworkRequest(name=body.network.name, mode=mode, host_bridge=bridge)
-    )
+    network = platform.networks.create(principal, _request(body.network))
     with platform.db.begin() as s:
         return {"network": network_view(s, s.merge(network))}
 

@@ -18,6 +18,7 @@ from nubis.services.core.lookup import paginate
 from nubis.services.core.principal import Principal
 from nubis.services.network.networks import subnets_of
 from nubis.services.network.ports import port_groups
+from nubis.services.network.specs import MTU
 
 router = APIRouter(prefix="/network", tags=["openstack network"])
 
@@ -30,7 +31,13 @@ STATUS = {
     "error": "ERROR",
 }
 # Nubis network mode -> Neutron provider:network_type (network_writes.py reads them)
-NETWORK_TYPE = {"nat": "nat", "isolated": "local", "bridged": "flat"}
+NETWORK_TYPE = {
+    "nat": "nat",
+    "isolated": "local",
+    "overlay": "vxlan",
+    "bridged": "flat",
+    "vlan": "vlan",
+}
 
 
 @router.get("")
@@ -54,8 +61,9 @@ def network_view(session: Session, network: Network) -> dict[str, Any]:
         "tenant_id": network.project_id,
         "project_id": network.project_id,
         "provider:network_type": NETWORK_TYPE.get(network.mode, network.mode),
-        "provider:physical_network": network.host_bridge,
-        "mtu": 1500,
+        "provider:physical_network": network.host_bridge or network.host_interface,
+        "provider:segmentation_id": network.segment_id,
+        "mtu": MTU if network.mode == "overlay" else 1500,
         "port_security_enabled": True,
         "availability_zones": [],
         "description": f"Nubis {network.mode} network",

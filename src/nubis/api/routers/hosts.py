@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import (
+    AgentIn,
     CapacityOut,
     EvacuateIn,
     FencingIn,
@@ -100,6 +101,15 @@ def set_fencing(ref: str, body: FencingIn, platform: PlatformDep, _p: PrincipalD
     params = body.model_dump(exclude={"method"}, exclude_none=True)
     with platform.db.begin() as s:
         return HostOut.model_validate(platform.hosts.set_fencing(s, ref, body.method, params))
+
+
+@router.put("/{ref}/agent")
+def set_agent(ref: str, body: AgentIn, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
+    """Where the host's network agent listens (``python -m nubis.agent``) and its token,
+    kept encrypted and never shown; overlay networks need one on every host."""
+    with platform.db.begin() as s:
+        host = platform.hosts.set_agent(s, ref, body.url, body.token)
+        return HostOut.model_validate(host)
 
 
 @router.post("/{ref}/actions/{action}")

@@ -43,6 +43,8 @@ def create_network(body: NetworkIn, platform: PlatformDep, principal: PrincipalD
         subnets=[SubnetRequest(**sub.model_dump()) for sub in body.subnets],
         cluster=body.cluster,
         host_bridge=body.host_bridge,
+        host_interface=body.host_interface,
+        segmentation_id=body.segmentation_id,
     )
     network = platform.networks.create(principal, req)
     with platform.db.begin() as s:

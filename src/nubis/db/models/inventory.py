@@ -81,6 +81,9 @@ class Host(Base):
     fence_method: Mapped[str] = mapped_column(String(16), default="none")
     fence_params: Mapped[str | None] = mapped_column(Text)  # encrypted JSON
     fenced_at: Mapped[datetime | None]
+    # the host's network agent (overlay networks): its URL, its token (encrypted)
+    agent_url: Mapped[str | None] = mapped_column(String(255))
+    agent_token: Mapped[str | None] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(default=True)
     virt_type: Mapped[str] = mapped_column(String(8), default="qemu")  # detected kvm | qemu
     virt_type_override: Mapped[str | None] = mapped_column(String(8))

@@ -28,20 +28,30 @@ class NetworkState(StrEnum):
 
 
 class Network(Base):
-    """An L2 segment of a cluster: ``nat`` (routed out through the host), ``isolated``
-    (guests and the host only) or ``bridged`` (onto a bridge the host already has).
-    ``tag`` is unique (random, checked by the database): the names of the libvirt
-    network and of its bridge on each host derive from it, so two networks never
-    collide on a host."""
+    """An L2 segment of a cluster: ``overlay`` (one segment over every host of the
+    cluster, carried between hosts in VXLAN with ``segment_id`` as its VNI), ``vlan``
+    (a provider network: VLAN ``segment_id`` of the hosts' ``host_interface``), ``nat``
+    (routed out through each host, a segment per host), ``isolated`` (guests and
+    the host only, a segment per host) or ``bridged`` (onto a bridge the host already
+    has). ``tag`` is unique (random, checked by the database): the names of the
+    libvirt network and of its bridge on each host derive from it, so two networks
+    never collide on a host."""
 
     __tablename__ = "networks"
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "name"),
+        UniqueConstraint("cluster_id", "segment_id", name="uq_networks_cluster_segment"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
     cluster_id: Mapped[str] = mapped_column(ForeignKey("clusters.id"), index=True)
-    mode: Mapped[str] = mapped_column(String(16))  # nat | isolated | bridged
+    mode: Mapped[str] = mapped_column(String(16))  # overlay | nat | isolated | bridged
     tag: Mapped[str] = mapped_column(String(8), unique=True)
+    # overlay: the VXLAN network identifier; vlan: the VLAN id (unique in the cluster)
+    segment_id: Mapped[int | None] = mapped_column(Integer)
+    # vlan: the host interface carrying the VLANs (the same name on every host)
+    host_interface: Mapped[str | None] = mapped_column(String(15))
     # bridged: the host's bridge the network joins (the same name on every host)
     host_bridge: Mapped[str | None] = mapped_column(String(15))
     state: Mapped[str] = mapped_column(String(16), default=NetworkState.CREATING)
@@ -55,6 +65,23 @@ class Network(Base):
     @property
     def scope_filter_name(self) -> str:
         return f"nubis-scope-{self.tag}"
+
+    @property
+    def overlay_device(self) -> str:
+        """The VXLAN device joining the network's bridge on each host (overlay)."""
+        return f"nvx-{self.tag}"
+
+    @property
+    def vlan_device(self) -> str:
+        """The 802.1Q device joining the network's bridge on each host (vlan)."""
+        return f"nvl-{self.tag}"
+
+    @property
+    def gateway_mac(self) -> str:
+        """The bridge's MAC on every host (overlay: one distributed gateway); locally
+        administered, from the unique tag, so no guest's MAC (52:54:00:...) is it."""
+        tag = self.tag
+        return f"0e:00:{tag[0:2]}:{tag[2:4]}:{tag[4:6]}:{tag[6:8]}"
 
     @property
     def bridge_name(self) -> str:

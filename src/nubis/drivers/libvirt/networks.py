@@ -3,8 +3,13 @@ and the DHCP reservations (``<host mac= ip=>``) that give each port its address.
 
 A nat or isolated network is a bridge libvirt makes and a dnsmasq it runs on the
 bridge; with reservations only (no ``<range>``) dnsmasq answers the reserved MACs
-and nobody else. A bridged network joins a bridge the host already has. Every
-method is idempotent (define-if-missing, remove-if-present).
+and nobody else. An overlay network is an isolated one whose bridge has the same
+MAC and address on every host (its distributed gateway), no spanning tree (the
+hosts' bridges are joined by VXLAN, never in a loop) and the MTU the tunnel leaves
+(dnsmasq tells the guests); the VXLAN device is the network agent's
+(``nubis.agent.overlay``). A bridged network joins a bridge the host already has; a
+vlan network joins the bridge the network agent makes for its 802.1Q device.
+Every method is idempotent (define-if-missing, remove-if-present).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import libvirt
 
 from nubis.drivers.libvirt.base import DriverBase, HostRef
 
-MODES = ("nat", "isolated", "bridged")
+MODES = ("overlay", "nat", "isolated", "bridged", "vlan")
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,11 @@ class SubnetSpec:
 @dataclass(frozen=True)
 class NetworkSpec:
     name: str
-    mode: str  # nat | isolated | bridged
+    mode: str  # overlay | nat | isolated | bridged | vlan
     bridge: str
     subnets: tuple[SubnetSpec, ...] = ()
+    mac: str | None = None  # overlay: the bridge's MAC, the same on every host
+    mtu: int | None = None  # overlay: what the tunnel leaves of the underlay's
 
 
 def _host_el(parent: ET.Element, res: Reservation) -> ET.Element:
@@ -59,13 +66,18 @@ def network_xml(spec: NetworkSpec) -> str:
         raise ValueError(f"unknown network mode {spec.mode!r}")
     net = ET.Element("network")
     ET.SubElement(net, "name").text = spec.name
-    if spec.mode == "bridged":
+    if spec.mode in ("bridged", "vlan"):  # vlan: the bridge the network agent makes
         ET.SubElement(net, "forward", mode="bridge")
         ET.SubElement(net, "bridge", name=spec.bridge)
         return ET.tostring(net, encoding="unicode")
     if spec.mode == "nat":
         ET.SubElement(net, "forward", mode="nat")
-    ET.SubElement(net, "bridge", name=spec.bridge, stp="on", delay="0")
+    stp = "off" if spec.mode == "overlay" else "on"
+    ET.SubElement(net, "bridge", name=spec.bridge, stp=stp, delay="0")
+    if spec.mac:
+        ET.SubElement(net, "mac", address=spec.mac)
+    if spec.mtu:
+        ET.SubElement(net, "mtu", size=str(spec.mtu))
     for subnet in spec.subnets:
         if subnet.gateway is None:
             continue
@@ -80,8 +92,15 @@ def network_xml(spec: NetworkSpec) -> str:
 
 def reservations_of(xml: str) -> dict[str, str]:
     """mac -> ip of the DHCP reservations in a network's description."""
+    return {r.mac: r.ip for r in reservation_list(xml)}
+
+
+def reservation_list(xml: str) -> list[Reservation]:
     root = ET.fromstring(xml)
-    return {h.get("mac", "").lower(): h.get("ip", "") for h in root.findall("./ip/dhcp/host")}
+    return [
+        Reservation(h.get("mac", "").lower(), h.get("ip", ""), h.get("name"))
+        for h in root.findall("./ip/dhcp/host")
+    ]
 
 
 def bridge_of(xml: str) -> str:
@@ -132,6 +151,24 @@ class NetworkDriver(DriverBase):
     def unreserve(self, host: HostRef, name: str, res: Reservation) -> None:
         self._update(host, name, res, add=False)
 
+    def sync_reservations(self, host: HostRef, name: str, wanted: list[Reservation]) -> None:
+        """Make the network's reservations exactly ``wanted`` (names included): those
+        missing are added, those not wanted (or changed) removed, live and in the
+        definition, in one connection."""
+
+        def sync(conn: libvirt.virConnect) -> None:
+            net = self._lookup(conn, name)
+            if net is None:
+                raise libvirt.libvirtError(f"network {name} is not defined on the host")
+            have = set(reservation_list(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE)))
+            want = {Reservation(r.mac.lower(), r.ip, r.hostname) for r in wanted}
+            for old in sorted(have - want, key=lambda r: r.mac):
+                self._apply(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, old)
+            for new in sorted(want - have, key=lambda r: r.mac):
+                self._apply(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, new)
+
+        self._call(host, sync, f"network {name}")
+
     def _update(self, host: HostRef, name: str, res: Reservation, add: bool) -> None:
         def update(conn: libvirt.virConnect) -> None:
             net = self._lookup(conn, name)
@@ -139,15 +176,16 @@ class NetworkDriver(DriverBase):
                 if add:
                     raise libvirt.libvirtError(f"network {name} is not defined on the host")
                 return
-            known = reservations_of(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
+            known = reservation_list(net.XMLDesc(libvirt.VIR_NETWORK_XML_INACTIVE))
             mac = res.mac.lower()
-            if add and known.get(mac) == res.ip or not add and mac not in known:
+            mine = [r for r in known if r.mac == mac]
+            if add and [(r.ip, r.hostname) for r in mine] == [(res.ip, res.hostname)]:
+                return
+            if not add and not mine:
                 return
             # entries in the way: this MAC's old address, or a stale holder of the
             # address (left by a host that was unreachable when its port was deleted)
-            stale = [(m, ip) for m, ip in known.items() if m == mac or add and ip == res.ip]
-            for old_mac, old_ip in stale:
-                old = Reservation(old_mac, old_ip)
+            for old in [r for r in known if r.mac == mac or add and r.ip == res.ip]:
                 self._apply(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_DELETE, old)
             if add:
                 self._apply(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, res)

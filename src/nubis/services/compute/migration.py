@@ -169,7 +169,9 @@ class MigrateHandler:
             ctx.step("copy-disc", 1)
             self.t.ensure_image_copy(dst, disc)
         ctx.step("networks", 1)
-        self.t.ports.prepare(dst, ctx.resource_id)  # its networks and addresses there
+        # its networks and addresses there; on overlay networks, its frames go to
+        # every host until it has landed (it is ``migrating``: see overlays.forwarding)
+        self.t.ports.prepare(dst, ctx.resource_id)
         ctx.step("migrate", 1)
         if ctx.params["live"]:
             if cancel_requested(self.t.db, ctx.task_id):
@@ -201,6 +203,8 @@ class MigrateHandler:
             inst.host_id = here.id
             inst.task_state = None
             domain_name = inst.domain_name
+        # overlay networks: its neighbours' hosts send its frames to ``here`` now
+        self.t.ports.overlays.sync_instance(ctx.resource_id)
         try:
             self.t.driver.delete_console_log(self.t.hosts.ref(other), domain_name)
         except DriverError:

@@ -43,6 +43,8 @@ class StateSync:
         self._threads: list[threading.Thread] = []
         # a domain's QEMU died: (instance id, host URI) -> True if someone restarts it
         self.on_crash: Callable[[str, str], bool] | None = None
+        # other host state reconciled at the same pace (the overlay networks)
+        self.also: list[Callable[[], None]] = []
 
     # called from libvirt's event thread: never block there
     def on_domain_event(self, event: DomainEvent) -> None:
@@ -109,10 +111,11 @@ class StateSync:
 
     def _periodic(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.reconcile_all()
-            except Exception:
-                log.exception("reconciliation failed")
+            for reconcile in (self.reconcile_all, *self.also):
+                try:
+                    reconcile()
+                except Exception:
+                    log.exception("reconciliation failed")
 
     def reconcile_all(self) -> None:
         """Probe every host and align idle instances with what libvirt reports."""

@@ -111,6 +111,7 @@ POLICY: dict[str, frozenset[str]] = {
     "POST /hosts/{ref}/actions/evacuate": INFRA,
     "POST /hosts/{ref}/actions/{action}": INFRA,
     "PUT /hosts/{ref}/fencing": INFRA,
+    "PUT /hosts/{ref}/agent": INFRA,
     **_crud("/storage-pools", INFRA, INFRA),
     "POST /storage-pools/{ref}/actions/refresh": INFRA,
     **_crud("/disk-offerings", READ, INFRA),

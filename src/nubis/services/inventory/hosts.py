@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Cluster, Host, HostStatus, Instance, utcnow
 from nubis.db.session import Database
+from nubis.drivers.agent import AgentRef
 from nubis.drivers.errors import DriverError
 from nubis.drivers.fencing import AGENTS
 from nubis.drivers.libvirt.compute import HostInfo, HostRef, LibvirtDriver
@@ -158,6 +160,36 @@ class HostService:
         host.fence_method = method
         host.fence_params = self.box.encrypt(params) if method != "none" else None
         return host
+
+    def set_agent(self, session: Session, ref: str, url: str | None, token: str | None) -> Host:
+        """Where the host's network agent listens and its token (kept encrypted); no
+        URL: the host has none."""
+        host = get_by_id_or_name(session, Host, ref, "host")
+        if url is None:
+            host.agent_url = host.agent_token = None
+            return host
+        parts = urlsplit(url)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+        ):
+            raise BadRequest("agent url must be http(s)://address:port of the host's agent")
+        if not token or len(token) < 16:
+            raise BadRequest("the agent's token (16 characters or more) is needed with its url")
+        host.agent_url = url.rstrip("/")
+        host.agent_token = self.box.encrypt({"token": token})
+        return host
+
+    def agent(self, host: Host) -> AgentRef | None:
+        """The host's network agent; this machine (a local URI) needs none; None: the
+        host has no agent."""
+        if host.agent_url:
+            token = self.box.decrypt(host.agent_token)["token"] if host.agent_token else None
+            return AgentRef(host.agent_url, token)
+        if urlsplit(host.uri).hostname is None and not host.uri.startswith("test:"):
+            return AgentRef(None)
+        return None
 
     def fence_params(self, host: Host) -> dict[str, str]:
         return self.box.decrypt(host.fence_params) if host.fence_params else {}

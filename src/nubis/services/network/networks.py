@@ -5,6 +5,10 @@ The rows are written as ``creating``; the network is defined on each host that i
 up; if one refuses, it is removed from the others and the rows deleted. A network
 a dead process left ``creating`` is undone at start-up.
 
+An ``overlay`` network spans the hosts of its cluster (``overlays``): after the
+libvirt networks, each host's VXLAN device is put by its network agent, within the
+same all-or-none rule, and removed with the network.
+
 A network may be made without subnets (``empty``, as Neutron makes them): nothing is
 defined on the hosts until its subnets are added, which they can be only while it
 has none (libvirt defines a network with its addresses). Adding them is written as
@@ -28,8 +32,7 @@ from nubis.db.models import Cluster, Host, HostStatus, Network, NetworkState, Po
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
-from nubis.drivers.libvirt.networks import MODES, NetworkDriver, NetworkSpec, Reservation
-from nubis.drivers.libvirt.networks import SubnetSpec as DriverSubnet
+from nubis.drivers.libvirt.networks import MODES, NetworkDriver
 from nubis.drivers.libvirt.nwfilters import FilterDriver, scope_filter_xml
 from nubis.services.core.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unavailable
 from nubis.services.core.lookup import get_by_id_or_name, validate_name
@@ -37,7 +40,10 @@ from nubis.services.core.principal import Principal
 from nubis.services.identity import policy, quotas
 from nubis.services.inventory import topology
 from nubis.services.inventory.hosts import HostService, call_each
+from nubis.services.network import vlans
 from nubis.services.network.ipam import SubnetRequest, check_disjoint, plan_subnet
+from nubis.services.network.overlays import FIRST_VNI, LAST_VNI, OverlayService
+from nubis.services.network.specs import spec_of
 
 log = logging.getLogger(__name__)
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -51,21 +57,8 @@ class NetworkRequest:
     subnets: list[SubnetRequest] = field(default_factory=list)
     cluster: str | None = None
     host_bridge: str | None = None
-
-
-def spec_of(session: Session, network: Network) -> NetworkSpec:
-    """The libvirt network: its subnets, and a DHCP reservation for every port."""
-    subnets = session.scalars(
-        select(Subnet).where(Subnet.network_id == network.id).order_by(Subnet.position)
-    ).all()
-    specs = []
-    for subnet in subnets:
-        ports = session.scalars(
-            select(Port).where(Port.subnet_id == subnet.id).order_by(Port.ip)
-        ).all()
-        reservations = tuple(Reservation(p.mac, p.ip) for p in ports) if subnet.dhcp else ()
-        specs.append(DriverSubnet(subnet.cidr, subnet.gateway, subnet.dhcp, reservations))
-    return NetworkSpec(network.libvirt_name, network.mode, network.bridge_name, tuple(specs))
+    host_interface: str | None = None  # vlan
+    segmentation_id: int | None = None  # vlan
 
 
 def scope_filter(session: Session, network: Network) -> str:
@@ -78,7 +71,7 @@ def scope_filter(session: Session, network: Network) -> str:
     own = [cidr for net_id, cidr in rows if net_id == network.id]
     others = [cidr for net_id, cidr in rows if net_id != network.id]
     return scope_filter_xml(
-        network.scope_filter_name, network.id, own, others, network.mode == "isolated"
+        network.scope_filter_name, network.id, own, others, network.mode in ("isolated", "overlay")
     )
 
 
@@ -94,7 +87,9 @@ def subnets_of(session: Session, network_id: str) -> list[Subnet]:
     )
 
 
-def _validate(session: Session, principal: Principal, req: NetworkRequest) -> Cluster:
+def _validate(
+    session: Session, principal: Principal, req: NetworkRequest, hosts: HostService
+) -> Cluster:
     validate_name(req.name, "network")
     if req.mode not in MODES:
         raise BadRequest(f"mode must be one of {', '.join(MODES)}")
@@ -105,6 +100,15 @@ def _validate(session: Session, principal: Principal, req: NetworkRequest) -> Cl
             raise Forbidden("bridging onto a host's bridge is for system administrators")
     elif req.host_bridge:
         raise BadRequest(f"a {req.mode} network makes its own bridge: give no host_bridge")
+    if req.mode == vlans.MODE:
+        if not req.host_interface or not IFNAME_RE.match(req.host_interface):
+            raise BadRequest("a vlan network needs host_interface: the host NIC carrying VLANs")
+        if req.segmentation_id is None or not 1 <= req.segmentation_id <= 4094:
+            raise BadRequest("a vlan network needs segmentation_id: its VLAN id, 1 to 4094")
+        if policy.SYSTEM_ADMIN not in principal.roles:
+            raise Forbidden("VLAN provider networks are for system administrators")
+    elif req.host_interface or req.segmentation_id is not None:
+        raise BadRequest("host_interface and segmentation_id are for vlan networks only")
     if len(req.subnets) > MAX_SUBNETS:
         raise BadRequest(f"a network has at most {MAX_SUBNETS} subnets")
     exists = session.scalar(
@@ -112,7 +116,12 @@ def _validate(session: Session, principal: Principal, req: NetworkRequest) -> Cl
     )
     if exists is not None:
         raise Conflict(f"a network named {req.name!r} already exists")
-    return get_by_id_or_name(session, Cluster, req.cluster or topology.DEFAULT, "cluster")
+    cluster = get_by_id_or_name(session, Cluster, req.cluster or topology.DEFAULT, "cluster")
+    if req.mode == "overlay":
+        OverlayService.check_cluster(session, hosts, cluster.id)
+    if req.mode == vlans.MODE and req.segmentation_id is not None:
+        vlans.check_free(session, cluster.id, req.segmentation_id)
+    return cluster
 
 
 def _check_overlaps(session: Session, cluster: Cluster, cidrs: list[str]) -> None:
@@ -134,7 +143,7 @@ def _check_overlaps(session: Session, cluster: Cluster, cidrs: list[str]) -> Non
 
 def _add_subnets(session: Session, network: Network, subnets: list[SubnetRequest]) -> None:
     """Check and add a network's subnets (in the caller's transaction)."""
-    needs_gateway = network.mode != "bridged"
+    needs_gateway = network.mode not in ("bridged", vlans.MODE)
     plans = [plan_subnet(sub, needs_gateway) for sub in subnets]
     cluster = session.get(Cluster, network.cluster_id)
     assert cluster is not None
@@ -168,12 +177,20 @@ def _refuse_with_ports(session: Session, network: Network) -> None:
 
 class NetworkService:
     def __init__(
-        self, db: Database, driver: NetworkDriver, filters: FilterDriver, hosts: HostService
+        self,
+        db: Database,
+        driver: NetworkDriver,
+        filters: FilterDriver,
+        hosts: HostService,
+        overlays: OverlayService,
+        vlan_service: vlans.VlanService,
     ) -> None:
         self.db = db
         self.driver = driver
         self.filters = filters
         self.hosts = hosts
+        self.overlays = overlays
+        self.vlans = vlan_service
 
     def push_scopes(self, cluster_id: str) -> None:
         """The cluster's networks changed: every network's scope filter is defined
@@ -194,8 +211,13 @@ class NetworkService:
                     log.warning("could not update filter %s on %s: %s", name, ref.uri, exc)
 
     def create(self, principal: Principal, req: NetworkRequest) -> Network:
+        if req.mode == vlans.MODE:  # can every host carry VLANs? (asked outside a transaction)
+            with self.db.read() as s:
+                cluster = _validate(s, principal, req, self.hosts)
+                targets = vlans.hosts_of_cluster(s, self.hosts, cluster.id)
+            self.vlans.check_support(targets)
         with self.db.begin() as s:
-            cluster = _validate(s, principal, req)
+            cluster = _validate(s, principal, req, self.hosts)
             quotas.claim(s, principal.project_id, {"networks": 1})
             network = self._insert(s, principal, req, cluster)
             if not req.subnets:
@@ -256,21 +278,28 @@ class NetworkService:
             assert network is not None
             spec = spec_of(s, network)
             targets = [
-                (h.name, self.hosts.ref(h))
+                (h.name, self.hosts.ref(h), self.hosts.agent(h))
                 for h in hosts_of(s, network)
                 if h.state == HostStatus.UP
             ]
+            parts = self.overlays.desired(s, network, spec) if network.segment_id else []
+            s.expunge(network)
         if not targets:
             undo(network_id, [])
             raise Conflict("no host of the cluster is up: the network cannot be defined anywhere")
         attempted: list[HostRef] = []
         try:
-            for name, ref in targets:
+            for name, ref, agent in targets:
                 attempted.append(ref)
                 try:
+                    if network.mode == vlans.MODE and agent is not None:
+                        self.vlans.put(network, agent)  # its bridge, before libvirt's network
                     self.driver.ensure_network(ref, spec)
                 except DriverError as exc:
                     raise BadRequest(f"host {name!r} cannot make the network: {exc}") from exc
+            failed = self.overlays.put(network, spec, parts)
+            if failed:
+                raise BadRequest(f"the overlay could not be made: {'; '.join(failed)}")
         except BaseException:
             undo(network_id, attempted)
             raise
@@ -295,7 +324,13 @@ class NetworkService:
                 cluster_id=cluster.id,
                 mode=req.mode,
                 host_bridge=req.host_bridge,
+                host_interface=req.host_interface,
                 tag=secrets.token_hex(4),
+                segment_id=(
+                    FIRST_VNI + secrets.randbelow(LAST_VNI - FIRST_VNI + 1)
+                    if req.mode == "overlay"
+                    else req.segmentation_id
+                ),
                 state=NetworkState.CREATING,
             )
             try:
@@ -310,7 +345,7 @@ class NetworkService:
                     )
                 ):
                     raise Conflict(f"a network named {req.name!r} already exists") from None
-        raise Conflict("could not allocate a network tag; try again")
+        raise Conflict("could not allocate a network tag or segment id; try again")
 
     def _undo(self, network_id: str, refs: list[HostRef]) -> None:
         """A network that could not be made: removed from ``refs``, its rows deleted."""
@@ -324,6 +359,7 @@ class NetworkService:
             if network is None:
                 return
             name = network.libvirt_name
+        self._remove_devices(network_id)
         for failure in call_each(refs, lambda ref: self.driver.remove_network(ref, name)):
             log.warning("could not remove network %s from %s", name, failure)
         with self.db.begin() as s:
@@ -335,6 +371,22 @@ class NetworkService:
                 s.delete(network)
             elif network is not None:
                 network.state, network.error = NetworkState.EMPTY, None
+
+    def _remove_devices(self, network_id: str) -> None:
+        """An overlay network's VXLAN devices, a vlan network's 802.1Q devices and
+        bridges, leave every host of the cluster that answers (one that does not:
+        logged; what it keeps carries no traffic, its libvirt network being gone)."""
+        with self.db.read() as s:
+            network = s.get(Network, network_id)
+            if network is None or network.segment_id is None:
+                return
+            agents = [a for h in hosts_of(s, network) if (a := self.hosts.agent(h)) is not None]
+            s.expunge(network)
+        if network.mode == vlans.MODE:
+            for failure in self.vlans.remove(network, agents):
+                log.warning("could not remove %s: %s", network.vlan_device, failure)
+        else:
+            self.overlays.remove(network.overlay_device, agents)
 
     def undo_interrupted(self) -> None:
         """Start-up: networks a dead process left half-created are removed everywhere;
@@ -388,7 +440,8 @@ class NetworkService:
         self._forget(network_id, refs)
 
     def _forget(self, network_id: str, refs: list[HostRef]) -> None:
-        """The network is gone from the hosts: its rows and its scope filters go."""
+        """The network is gone from the hosts: its devices, rows and scope filters go."""
+        self._remove_devices(network_id)
         with self.db.begin() as s:
             network = s.get(Network, network_id)
             if network is None:
@@ -426,6 +479,10 @@ class NetworkService:
                 )
             ]
         for network_id, spec in wanted:
+            if spec.mode == "overlay":
+                failed = self.overlays.sync(network_id)
+                if not failed:
+                    continue
             try:
                 self.driver.ensure_network(ref, spec)
             except DriverError as exc:

@@ -36,9 +36,11 @@ from nubis.services.core.principal import Principal
 from nubis.services.inventory.hosts import HostService
 from nubis.services.network import security_groups
 from nubis.services.network.ipam import check_fixed_ip, first_free, random_mac
-from nubis.services.network.networks import scope_filter, spec_of, subnets_of
+from nubis.services.network.networks import scope_filter, subnets_of
+from nubis.services.network.overlays import OverlayService
 from nubis.services.network.qos import rates
 from nubis.services.network.security_groups import SecurityGroupService
+from nubis.services.network.specs import spec_of
 
 MAX_NICS = 8
 ATTEMPTS = 20
@@ -198,11 +200,13 @@ class PortPlumbing:
         driver: NetworkDriver,
         filters: FilterDriver,
         groups: SecurityGroupService,
+        overlays: OverlayService,
     ) -> None:
         self.db = db
         self.driver = driver
         self.filters = filters
         self.groups = groups
+        self.overlays = overlays
 
     def prepare(self, ref: HostRef, instance_id: str) -> None:
         """Before the instance runs on a host: its networks, reservations and filters
@@ -235,6 +239,8 @@ class PortPlumbing:
             self.filters.define(ref, scope)
             self.filters.define(ref, port_filter)
         self.groups.push(group_ids, strict=False)
+        # overlay networks: every host learns where the ports are (their names too)
+        self.overlays.sync_instance(instance_id)
 
     def unplug(self, refs: list[HostRef], gone: list[PortOnHosts]) -> None:
         """The hosts forget the ports: their reservations and filters leave the hosts
@@ -270,11 +276,13 @@ class PortOnHosts:
     mac: str
     ip: str
     network: str | None  # the libvirt network
+    network_id: str
 
     @classmethod
     def of(cls, session: Session, port: Port) -> PortOnHosts:
         network = session.get(Network, port.network_id)
-        return cls(port.id, port.mac, port.ip, network.libvirt_name if network else None)
+        name = network.libvirt_name if network else None
+        return cls(port.id, port.mac, port.ip, name, port.network_id)
 
 
 def cluster_refs(session: Session, instance: Instance, hosts: HostService) -> list[HostRef]:
