@@ -3,7 +3,9 @@ the underlay bridge): guests of one network on different hosts get their address
 by DHCP, reach each other by address and by name through the VXLAN tunnel, keep
 reaching a neighbour that live-migrates; another network's guest reaches neither;
 a forged source address does not cross the tunnel. The migration's ping gap is
-printed (and saved under test-artifacts/overlay)."""
+printed (and saved under test-artifacts/overlay). Security groups open and close a
+port between hosts; a guest HA restarts on another host is reached again; a host
+that was down gets the networks' current state when it is back."""
 
 from __future__ import annotations
 
@@ -35,7 +37,12 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def srv(cluster, tmp_path_factory):
-    with serving(tmp_path_factory, NUBIS_RECONCILE_INTERVAL_SECONDS="5") as s:
+    with serving(
+        tmp_path_factory,
+        NUBIS_RECONCILE_INTERVAL_SECONDS="5",
+        NUBIS_HOST_DOWN_AFTER_SECONDS="5",
+        NUBIS_HA_CHECK_INTERVAL_SECONDS="1",
+    ) as s:
         register_hosts(s.client, cluster)
         yield s
 
@@ -47,14 +54,16 @@ def overlay_network(srv, name: str, cidr: str) -> dict:
     return resp.json()
 
 
-def boot(srv, name: str, network: str, host: str) -> dict:
+def boot(srv, name: str, network: str, host: str, groups=None, ha=False) -> dict:
+    nic = {"network": network, **({"security_groups": groups} if groups else {})}
     body = {
         "name": name,
         "image": "nubis-tiny",
         "flavor": "m1.tiny",
         "cluster": "devcluster",
         "host": host,
-        "networks": [{"network": network}],
+        "networks": [nic],
+        "ha": ha,
     }
     resp = srv.client.post("/instances", json=body)
     assert resp.status_code == 202, resp.text
@@ -165,3 +174,87 @@ def test_overlay_network_spans_hosts(srv, cluster):
         assert srv.client.delete(f"/networks/{name}").status_code == 204
     for host in ("dev-1", "dev-2", "dev-3"):
         assert agent_overlays(cluster, host) == {}
+
+
+def reaches(srv, cluster, iid: str, address: str, port: int = 8080) -> bool:
+    return "open" in run(srv, cluster, iid, f"echo hi | nc -w 3 {address} {port}")
+
+
+def wait_until(what: str, check, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(1)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s")
+
+
+def test_groups_ha_and_a_host_back_across_hosts(srv, cluster):
+    net = overlay_network(srv, "ov-c", "10.243.0.0/24")
+    for group in ("ov-web", "ov-clients"):
+        assert srv.client.post("/security-groups", json={"name": group}).status_code == 201
+    web = boot(srv, "ov-web1", "ov-c", "dev-1", groups=["ov-web"], ha=True)
+    cli = boot(srv, "ov-cli1", "ov-c", "dev-2", groups=["ov-clients"])
+    web_ip = srv.client.get(f"/instances/{web['id']}/ports").json()[0]["ip"]
+    for inst in (web, cli):
+        dhcp_address(srv, inst["id"], timeout=90)
+    listen = "nc -ll -p 8080 -e /bin/echo open >/dev/null 2>&1 &"
+    run(srv, cluster, web["id"], listen)
+
+    # a rule opens the port across hosts, and closing it closes it
+    assert not reaches(srv, cluster, cli["id"], web_ip)
+    resp = srv.client.post(
+        "/security-groups/ov-web/rules",
+        json={"protocol": "tcp", "port_min": 8080, "remote_group": "ov-clients"},
+    )
+    assert resp.status_code == 201, resp.text
+    assert reaches(srv, cluster, cli["id"], web_ip)
+    rule = resp.json()["id"]
+    assert srv.client.delete(f"/security-groups/ov-web/rules/{rule}").status_code == 204
+    assert not reaches(srv, cluster, cli["id"], web_ip)
+    resp = srv.client.post(
+        "/security-groups/ov-web/rules",
+        json={"protocol": "tcp", "port_min": 8080, "remote_group": "ov-clients"},
+    )
+    assert resp.status_code == 201, resp.text
+
+    # its host dies: HA restarts it on another host, where its neighbour reaches it
+    hosts = {h["name"]: h["id"] for h in srv.client.get("/hosts").json()["items"]}
+    cluster.host("dev-1").kill()
+    moved = wait_until(
+        "the HA restart",
+        lambda: (
+            (i := srv.instance(web["id"]))["status"] == "running"
+            and i["host_id"] != hosts["dev-1"]
+            and i
+        ),
+        timeout=180,
+    )
+    srv.wait_console(web["id"])
+    run(srv, cluster, web["id"], listen)
+    assert reaches(srv, cluster, cli["id"], "ov-web1")
+
+    # the dead host comes back: it gets the network and where every port now is
+    cluster.host("dev-1").start(cluster.shared)
+    srv.wait_field("/hosts/dev-1", "state", "up", timeout=60)
+    addresses = {h.name: h.address for h in cluster.hosts()}
+    names = {v: k for k, v in hosts.items()}
+    ports = {i["name"]: srv.client.get(f"/instances/{i['id']}/ports").json()[0] for i in (web, cli)}
+    device = f"nvx-{net['tag']}"
+    expected = {
+        ports["ov-web1"]["mac"]: addresses[names[moved["host_id"]]],
+        ports["ov-cli1"]["mac"]: addresses["dev-2"],
+    }
+    wait_until(
+        "dev-1's overlay state",
+        lambda: agent_overlays(cluster, "dev-1").get(device, {}).get("fdb") == expected,
+        timeout=60,
+    )
+
+    for inst in (web, cli):
+        resp = srv.client.delete(f"/instances/{inst['id']}")
+        assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    for group in ("ov-web", "ov-clients"):
+        assert srv.client.delete(f"/security-groups/{group}").status_code == 204
+    assert srv.client.delete("/networks/ov-c").status_code == 204
