@@ -59,7 +59,7 @@ class HostPart:
 
     host: str
     ref: HostRef
-    agent: AgentRef
+    agent: AgentRef | None  # None: the host has no network agent (it gets no tunnel)
     state: OverlayState | None  # None: a host alone in its cluster needs no tunnel
 
 
@@ -117,9 +117,7 @@ class OverlayService:
         fdb = forwarding(session, network, addresses)
         parts = []
         for host in members:
-            agent = self.hosts.agent(host)
-            if agent is None:
-                continue  # refused at creation; a host added since is flagged by sync
+            agent = self.hosts.agent(host)  # None: refused at creation; one added since
             local = addresses.get(host.id)
             state = None
             if local is not None and network.segment_id is not None:
@@ -142,7 +140,10 @@ class OverlayService:
             try:
                 self.driver.ensure_network(part.ref, spec)
                 self.driver.sync_reservations(part.ref, spec.name, list(spec_reservations(spec)))
-                if part.state is not None:
+                if part.agent is None:
+                    if part.state is not None and part.state.peers:
+                        failed.append(f"{part.host}: no network agent, so no tunnel to the others")
+                elif part.state is not None:
                     self.agents.put_overlay(part.agent, network.overlay_device, part.state)
             except DriverError as exc:
                 failed.append(f"{part.host}: {exc}")
