@@ -7,8 +7,10 @@ Everything is made in network namespaces of this machine (removed at the end): t
 hosts joined by an underlay bridge, as the devcluster's are; on each a bridge with
 the overlay MTU and the VXLAN device ``nubis.agent.overlay.apply`` makes, with the
 control plane's forwarding entries; three guests (veth pairs, MTU 1450 like the
-guests' taps): g1 and g2 on host 1, g3 on host 2. The transfer is one TCP stream
-of 1 GiB (best of three), the round trip a UDP echo (median of 2,000).
+guests' taps): g1 and g2 on host 1, g3 on host 2. A transfer is one TCP stream of
+1 GiB (the best of three), a round trip a UDP echo (the median of 2,000); same-host
+and cross-host measurements alternate for five rounds (this machine's two cores
+make single runs noisy), and the medians of the rounds are compared.
 
     sudo .venv/bin/python bench/overlay.py
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -184,14 +187,22 @@ def measure(source: str, target: str, size: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mib", type=int, default=1024, help="bytes per transfer, in MiB")
+    parser.add_argument("--rounds", type=int, default=5, help="same/cross pairs measured")
     args = parser.parse_args()
     build()
+    rounds: dict[str, list[dict[str, float]]] = {"same": [], "cross": []}
     try:
         time.sleep(1)
-        same = measure("nbo-g1", "nbo-g2", args.mib << 20)
-        cross = measure("nbo-g1", "nbo-g3", args.mib << 20)
+        for _ in range(args.rounds):
+            rounds["same"].append(measure("nbo-g1", "nbo-g2", args.mib << 20))
+            rounds["cross"].append(measure("nbo-g1", "nbo-g3", args.mib << 20))
     finally:
         teardown()
+    same, cross = (
+        {key: statistics.median(r[key] for r in rounds[path]) for key in ("gbit_s", "rtt_us")}
+        for path in ("same", "cross")
+    )
+    print(f"medians of {args.rounds} rounds")
     print(f"{'path':<34}{'throughput':>14}{'round trip':>14}")
     for label, got in (("same host (bridge)", same), ("across hosts (bridge+VXLAN)", cross)):
         print(f"{label:<34}{got['gbit_s']:>9.2f} Gb/s{got['rtt_us']:>11.0f} us")
