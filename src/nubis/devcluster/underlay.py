@@ -15,6 +15,7 @@ other end: a killed host leaves no link behind.
 from __future__ import annotations
 
 import subprocess
+import time
 
 PREFIX = "172.30"
 
@@ -93,13 +94,21 @@ def plug(offset: int, index: int) -> None:
     _ip("-n", ns, "link", "set", "eth0", "up")
 
 
-def unplug(offset: int, index: int) -> None:
-    """The host's namespace and its link go (its processes must be gone already)."""
+def unplug(offset: int, index: int, timeout: float = 10) -> None:
+    """The host's namespace and its link go (its processes must be gone already).
+
+    The kernel tears a deleted namespace down in the background, and its veth pair
+    with it: the link may vanish between a look and a delete, and is waited for, so
+    that a host started again at once can make its link under the same name."""
     ns, veth = netns_name(offset, index), veth_name(offset, index)
     if netns_exists(ns):
         _ip("netns", "del", ns)
-    if exists(veth):
-        _ip("link", "del", veth)
+    deadline = time.monotonic() + timeout
+    while exists(veth):
+        _ip("link", "del", veth, check=False)  # gone meanwhile: what we wanted
+        if time.monotonic() > deadline:
+            raise UnderlayError(f"link {veth} is still there after {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 def in_netns(offset: int, index: int, argv: list[str]) -> list[str]:
