@@ -45,9 +45,11 @@ from nubis.services.monitoring.collector import Collector
 from nubis.services.monitoring.metering import Meter
 from nubis.services.monitoring.metrics import Retention
 from nubis.services.monitoring.notifier import Notifier, Smtp
+from nubis.services.network.floating_ips import FloatingIPService
 from nubis.services.network.networks import NetworkService
 from nubis.services.network.overlays import OverlayService
 from nubis.services.network.ports import PortPlumbing
+from nubis.services.network.routers import RouterService
 from nubis.services.network.security_groups import SecurityGroupService
 from nubis.services.network.vlans import VlanService
 from nubis.services.scheduler import Scheduler, claims
@@ -120,6 +122,8 @@ class Platform:
             self.overlays,
             VlanService(agents),
         )
+        self.routers = RouterService(self.db, agents, self.hosts, self.overlays, self.networks)
+        self.floating_ips = FloatingIPService(self.db, self.routers)
         self.security_groups = SecurityGroupService(self.db, self.filter_driver, self.hosts)
         self.instance_tasks = InstanceTasks(
             self.engine,
@@ -158,6 +162,7 @@ class Platform:
         )
         self.sync.on_crash = self.ha.on_crash
         self.sync.also.append(self.overlays.sync_all)
+        self.sync.also.append(self.routers.sync_all)
         self.volume_driver = VolumeDriver(self.conns)
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
         self.volumes = VolumeService(self.engine)
@@ -222,9 +227,10 @@ class Platform:
 
     def _host_back(self, host_id: str) -> None:
         """A host answers again: its instances are aligned, its cluster's networks
-        (the overlays' forwarding tables included) put on it."""
+        (the overlays' forwarding tables included) and its routers put on it."""
         self.sync.reconcile_host(host_id)
         self.networks.ensure_on_host(host_id)
+        self.routers.sync_all()
 
     def _evaluate_alarms(self, now: float) -> None:
         if self.alarms.evaluate_all(now, self.retention.interval):

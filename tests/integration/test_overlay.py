@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -86,15 +88,20 @@ def ping(srv, cluster, iid: str, target: str) -> bool:
     return " 0% packet loss" in run(srv, cluster, iid, f"ping -c 3 -W 2 {target}")
 
 
-def agent_overlays(cluster, host: str) -> dict:
+def agent_state(cluster, host: str, what: str) -> dict:
+    """What a host's agent holds (``overlays`` or ``routers``)."""
     token = agent_token_file(cluster.base).read_text()
     resp = httpx.get(
-        f"{cluster.host(host).agent_url}/v1/overlays",
+        f"{cluster.host(host).agent_url}/v1/{what}",
         headers={"Authorization": f"Bearer {token}"},
         timeout=10,
     )
     assert resp.status_code == 200, resp.text
     return resp.json()
+
+
+def agent_overlays(cluster, host: str) -> dict:
+    return agent_state(cluster, host, "overlays")
 
 
 def test_overlay_network_spans_hosts(srv, cluster):
@@ -258,3 +265,173 @@ def test_groups_ha_and_a_host_back_across_hosts(srv, cluster):
     for group in ("ov-web", "ov-clients"):
         assert srv.client.delete(f"/security-groups/{group}").status_code == 204
     assert srv.client.delete("/networks/ov-c").status_code == 204
+
+
+# -- routers, floating IPs, port forwarding ---------------------------------------------
+OUTSIDE_SERVER = """
+import socket, sys
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", 9000)); srv.listen(5); srv.settimeout(120)
+conn, peer = srv.accept(); conn.sendall(b"seen " + peer[0].encode() + b"\\n"); conn.close()
+"""
+
+
+@pytest.fixture
+def outside(cluster):
+    """A namespace on the external segment standing for the world outside: it is the
+    external network's upstream gateway (172.31.<offset>.1)."""
+    ns, veth = f"nubisout{cluster.offset}", f"nubiso{cluster.offset}"
+    address = f"172.31.{cluster.offset}.1"
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    subprocess.run(
+        ["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns],
+        check=True,
+    )
+    subprocess.run(
+        ["ip", "link", "set", veth, "master", f"nubisex{cluster.offset}", "up"], check=True
+    )
+    for args in (["addr", "add", f"{address}/24", "dev", "eth0"], ["link", "set", "eth0", "up"],
+                 ["link", "set", "lo", "up"]):  # fmt: skip
+        subprocess.run(["ip", "-n", ns, *args], check=True)
+    yield ns, address
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def from_outside(ns: str, address: str, port: int) -> str:
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, "busybox", "nc", "-w", "3", address, str(port)],
+        input="hi\n", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return proc.stdout
+
+
+def agent_routers(cluster, host: str) -> dict:
+    return agent_state(cluster, host, "routers")
+
+
+def test_router_joins_networks_and_reaches_outside(srv, cluster, outside):
+    ns, upstream = outside
+    prefix = f"172.31.{cluster.offset}"
+    c = srv.client
+    ext = {"name": "ext", "mode": "external", "cluster": "devcluster", "host_bridge": "brex",
+           "subnets": [{"cidr": f"{prefix}.0/24", "gateway": upstream,
+                        "pool_start": f"{prefix}.100", "pool_end": f"{prefix}.199"}]}  # fmt: skip
+    resp = c.post("/networks", json=ext)
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["state"] == "active"
+    for name, cidr in (
+        ("r-a", "10.244.0.0/24"),
+        ("r-b", "10.245.0.0/24"),
+        ("r-c", "10.246.0.0/24"),
+    ):
+        overlay_network(srv, name, cidr)
+
+    # bad input changes nothing: an unknown external network, a gateway on a tenant one
+    resp = c.post(
+        "/routers", json={"name": "r1", "cluster": "devcluster", "external_network": "nope"}
+    )
+    assert resp.status_code == 404, resp.text
+    resp = c.post(
+        "/routers", json={"name": "r1", "cluster": "devcluster", "external_network": "r-a"}
+    )
+    assert resp.status_code == 400 and "not an external" in resp.text, resp.text
+    assert c.get("/routers").json()["items"] == []
+
+    resp = c.post(
+        "/routers",
+        json={"name": "r1", "cluster": "devcluster", "host": "dev-1", "external_network": "ext"},
+    )
+    assert resp.status_code == 201, resp.text
+    router = resp.json()
+    assert router["host_name"] == "dev-1" and router["state"] == "active"
+    assert router["gateway_ip"].startswith(f"{prefix}.1")
+    for name in ("r-a", "r-b"):
+        resp = c.post("/routers/r1/interfaces", json={"network": name})
+        assert resp.status_code == 201, resp.text
+    assert c.post("/routers/r1/interfaces", json={"network": "r-a"}).status_code == 409
+    assert c.post("/routers/r1/interfaces", json={"network": "ext"}).status_code == 400
+    namespaces = agent_routers(cluster, "dev-1")
+    assert len(namespaces) == 1, namespaces
+    (held,) = namespaces.values()
+    assert held["default_route"] == upstream
+    assert sorted(sum(held["legs"].values(), [])) == sorted(
+        [
+            f"{router['gateway_ip']}/24",
+            *(f"{p['ip']}/24" for p in c.get("/routers/r1").json()["interfaces"]),
+        ]
+    )
+
+    assert c.post("/security-groups", json={"name": "r-web"}).status_code == 201
+    resp = c.post("/security-groups/r-web/rules", json={"protocol": "tcp", "port_min": 8080})
+    assert resp.status_code == 201, resp.text
+    a1 = boot(srv, "r-a1", "r-a", "dev-2", groups=["r-web"])
+    b1 = boot(srv, "r-b1", "r-b", "dev-3", groups=["r-web"])
+    c1 = boot(srv, "r-c1", "r-c", "dev-2")
+    ports = {i["name"]: c.get(f"/instances/{i['id']}/ports").json()[0] for i in (a1, b1, c1)}
+    for inst in (a1, b1, c1):
+        assert dhcp_address(srv, inst["id"], timeout=90) == ports[inst["name"]]["ip"]
+
+    # the router joins its networks; the network it does not join reaches neither
+    assert ping(srv, cluster, a1["id"], ports["r-b1"]["ip"])
+    assert ping(srv, cluster, b1["id"], ports["r-a1"]["ip"])
+    assert not ping(srv, cluster, c1["id"], ports["r-a1"]["ip"])
+
+    # out through source NAT: the outside sees the router's external address
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", ns, sys.executable, "-c", OUTSIDE_SERVER],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1)
+        out = run(srv, cluster, a1["id"], f"echo hi | nc -w 5 {upstream} 9000")
+        assert f"seen {router['gateway_ip']}" in out, out
+    finally:
+        server.kill()
+        server.wait()
+
+    # a floating IP reaches a1; port forwarding reaches b1; a removed one reaches nothing
+    listen = "nc -ll -p 8080 -e /bin/echo open >/dev/null 2>&1 &"
+    for inst in (a1, b1):
+        run(srv, cluster, inst["id"], listen)
+    resp = c.post("/floating-ips", json={"network": "ext", "port": ports["r-a1"]["id"]})
+    assert resp.status_code == 201, resp.text
+    fip = resp.json()
+    assert fip["fixed_ip"] == ports["r-a1"]["ip"] and fip["router_id"] == router["id"]
+    assert "open" in from_outside(ns, fip["address"], 8080)
+
+    resp = c.post("/floating-ips", json={"network": "ext"})
+    assert resp.status_code == 201, resp.text
+    fwd_ip = resp.json()
+    bad = {
+        "protocol": "sctp",
+        "external_port": 2222,
+        "port": ports["r-b1"]["id"],
+        "internal_port": 8080,
+    }
+    assert c.post(f"/floating-ips/{fwd_ip['id']}/port-forwardings", json=bad).status_code == 400
+    bad = {**bad, "protocol": "tcp", "port": ports["r-c1"]["id"]}  # r-c has no router
+    assert c.post(f"/floating-ips/{fwd_ip['id']}/port-forwardings", json=bad).status_code == 409
+    good = {**bad, "port": ports["r-b1"]["id"]}
+    resp = c.post(f"/floating-ips/{fwd_ip['id']}/port-forwardings", json=good)
+    assert resp.status_code == 201, resp.text
+    assert "open" in from_outside(ns, fwd_ip["address"], 2222)
+    assert "open" not in from_outside(ns, fwd_ip["address"], 8080)  # only the forwarded port
+
+    assert c.delete(f"/floating-ips/{fip['id']}").status_code == 204
+    assert "open" not in from_outside(ns, fip["address"], 8080)
+
+    # tearing down: what a router carries must go first; then everything leaves dev-1
+    assert c.delete("/routers/r1").status_code == 409
+    assert c.delete("/routers/r1/interfaces/r-b").status_code == 409  # the forwarding uses it
+    assert c.delete(f"/floating-ips/{fwd_ip['id']}").status_code == 204
+    for inst in (a1, b1, c1):
+        resp = c.delete(f"/instances/{inst['id']}")
+        assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    for name in ("r-a", "r-b"):
+        assert c.delete(f"/routers/r1/interfaces/{name}").status_code == 204
+    assert c.delete("/routers/r1").status_code == 204
+    assert agent_routers(cluster, "dev-1") == {}
+    for name in ("r-a", "r-b", "r-c", "ext"):
+        assert c.delete(f"/networks/{name}").status_code == 204, name
+    assert c.delete("/security-groups/r-web").status_code == 204

@@ -85,8 +85,13 @@ def test_overlay_network_is_one_gateway_on_every_host():
     assert root.find("mac").get("address") == "0e:00:12:34:56:78"
     assert root.find("mtu").get("size") == "1450"
     assert reservation_list(xml) == [Reservation("52:54:00:00:00:07", "10.5.0.7", "web-1")]
+    # dnsmasq reads the options file the agent keeps (the router, once there is one)
+    ns = "{http://libvirt.org/schemas/network/dnsmasq/1.0}"
+    options = [o.get("value") for o in root.iter(f"{ns}option")]
+    assert options == ["dhcp-optsfile=/var/lib/libvirt/nubis/dhcp/nubis-net-5.opts"]
     nat = ET.fromstring(network_xml(NetworkSpec("n", "nat", "nbr6", ())))
     assert nat.find("mac") is None and nat.find("mtu") is None
+    assert not list(nat.iter(f"{ns}option"))
     assert nat.find("bridge").get("stp") == "on"
 
 

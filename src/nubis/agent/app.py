@@ -1,21 +1,23 @@
 """The agent's HTTP API: the control plane puts the state it wants, reads what is there.
 
 Every request carries the host's agent token (``Authorization: Bearer ...``); the
-API changes nothing but the host's overlay devices (``nvx-*``) and VLAN devices
-(``nvl-*``) with their bridges. The work is done
-in a worker thread, one change at a time.
+API changes nothing but the host's overlay devices (``nvx-*``), VLAN devices
+(``nvl-*``) with their bridges, router namespaces (``nqr-*``) with their legs, and
+the DHCP options files of Nubis's networks. The work is done in a worker thread,
+one change at a time.
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from nubis.agent import overlay, vlan
+from nubis.agent import overlay, router, vlan
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -38,23 +40,22 @@ def create_app(token: str) -> FastAPI:
         reason = vlan.support()
         return {"vxlan": True, "vlan": reason is None, "vlan_reason": reason}
 
-    @app.put("/v1/vlans/{device}", status_code=204, dependencies=auth)
-    def put_vlan(device: str, state: vlan.VlanState) -> Response:
+    def change(fn: Callable[..., None], *args: Any) -> Response:
+        """One change to the host's links at a time; a refusal is a 409 saying why."""
         with lock:
             try:
-                vlan.apply(device, state)
+                fn(*args)
             except overlay.AgentError as exc:
                 raise HTTPException(409, str(exc)) from exc
         return Response(status_code=204)
 
+    @app.put("/v1/vlans/{device}", status_code=204, dependencies=auth)
+    def put_vlan(device: str, state: vlan.VlanState) -> Response:
+        return change(vlan.apply, device, state)
+
     @app.delete("/v1/vlans/{device}", status_code=204, dependencies=auth)
     def delete_vlan(device: str, bridge: str) -> Response:
-        with lock:
-            try:
-                vlan.remove(device, bridge)
-            except overlay.AgentError as exc:
-                raise HTTPException(409, str(exc)) from exc
-        return Response(status_code=204)
+        return change(vlan.remove, device, bridge)
 
     @app.get("/v1/overlays", dependencies=auth)
     def list_overlays() -> dict[str, dict[str, Any]]:
@@ -62,20 +63,26 @@ def create_app(token: str) -> FastAPI:
 
     @app.put("/v1/overlays/{device}", status_code=204, dependencies=auth)
     def put_overlay(device: str, state: overlay.OverlayState) -> Response:
-        with lock:
-            try:
-                overlay.apply(device, state)
-            except overlay.AgentError as exc:
-                raise HTTPException(409, str(exc)) from exc
-        return Response(status_code=204)
+        return change(overlay.apply, device, state)
 
     @app.delete("/v1/overlays/{device}", status_code=204, dependencies=auth)
     def delete_overlay(device: str) -> Response:
-        with lock:
-            try:
-                overlay.remove(device)
-            except overlay.AgentError as exc:
-                raise HTTPException(409, str(exc)) from exc
-        return Response(status_code=204)
+        return change(overlay.remove, device)
+
+    @app.put("/v1/dhcp/{network}", status_code=204, dependencies=auth)
+    def put_dhcp(network: str, state: overlay.DhcpState) -> Response:
+        return change(overlay.put_dhcp, network, state)
+
+    @app.get("/v1/routers", dependencies=auth)
+    def list_routers() -> dict[str, dict[str, Any]]:
+        return router.describe()
+
+    @app.put("/v1/routers/{name}", status_code=204, dependencies=auth)
+    def put_router(name: str, state: router.RouterState) -> Response:
+        return change(router.apply, name, state)
+
+    @app.delete("/v1/routers/{name}", status_code=204, dependencies=auth)
+    def delete_router(name: str) -> Response:
+        return change(router.remove, name)
 
     return app

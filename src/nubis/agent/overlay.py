@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
+import signal
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
@@ -26,6 +29,11 @@ FLOOD = "00:00:00:00:00:00"
 DEVICE_RE = re.compile(r"^nvx-[0-9a-f]{8}$")
 BRIDGE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+NETWORK_RE = re.compile(r"^nubis-net-[0-9a-f]{8}$")
+# the DHCP options the network's dnsmasq reads at start and on SIGHUP
+# (``dhcp-optsfile``, in the network's libvirt definition)
+DHCP_OPTS_DIR = Path("/var/lib/libvirt/nubis/dhcp")
+DNSMASQ_PIDS = Path("/run/libvirt/network")
 
 
 class AgentError(RuntimeError):
@@ -133,6 +141,43 @@ def apply(device: str, state: OverlayState) -> None:
     for mac, where in sorted(want - have):
         verb = "append" if mac == FLOOD else "replace"
         run("bridge", "fdb", verb, mac, "dev", device, "dst", where)
+
+
+def dhcp_opts_file(network: str) -> Path:
+    return DHCP_OPTS_DIR / f"{network}.opts"
+
+
+class DhcpState(BaseModel):
+    """The router the network's DHCP hands out as the default gateway (None: none)."""
+
+    router: str | None = None
+
+    @field_validator("router")
+    @classmethod
+    def _router(cls, value: str | None) -> str | None:
+        return None if value is None else _ipv4(value)
+
+
+def put_dhcp(network: str, state: DhcpState) -> None:
+    """The network's dnsmasq hands out ``state.router`` as the default gateway; a
+    change is written and dnsmasq told to read it again."""
+    if not NETWORK_RE.match(network):
+        raise AgentError(f"not a network name: {network!r}")
+    router = state.router
+    path = dhcp_opts_file(network)
+    text = f"option:router,{router}\n" if router else ""
+    if (path.read_text() if path.exists() else "") == text:
+        return
+    DHCP_OPTS_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o644)  # dnsmasq reads it again as its own unprivileged user
+    tmp.replace(path)
+    pidfile = DNSMASQ_PIDS / f"{network}.pid"
+    try:
+        os.kill(int(pidfile.read_text().strip()), signal.SIGHUP)
+    except (OSError, ValueError):
+        pass  # not running: it reads the file when libvirt starts it
 
 
 def remove(device: str) -> None:

@@ -16,6 +16,7 @@ from nubis.cli import (
     keypairs,
     networks,
     resources,
+    routing,
     server,
     storage,
 )
@@ -39,6 +40,8 @@ app.add_typer(networks.network_app, name="network")
 app.add_typer(networks.group_app, name="security-group")
 app.add_typer(keypairs.keypair_app, name="keypair")
 app.add_typer(networks.port_app, name="port")
+app.add_typer(routing.router_app, name="router")
+app.add_typer(routing.floating_app, name="floating-ip")
 app.add_typer(identity.user_app, name="user")
 app.add_typer(identity.project_app, name="project")
 app.add_typer(identity.role_app, name="role")

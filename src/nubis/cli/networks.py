@@ -40,11 +40,14 @@ def network_create(
     ] = None,
     mode: Annotated[
         str,
-        typer.Option(help="overlay (spans the cluster's hosts) | nat | isolated | bridged | vlan"),
+        typer.Option(
+            help="overlay (spans the cluster's hosts) | nat | isolated | bridged | vlan | "
+            "external (routers' gateways and floating IPs; on --host-bridge)"
+        ),
     ] = "nat",
     cluster: Annotated[str | None, typer.Option(help="default: cluster 'default'")] = None,
     host_bridge: Annotated[
-        str | None, typer.Option(help="bridged: the host bridge to join")
+        str | None, typer.Option(help="bridged, external: the host bridge to join")
     ] = None,
     host_interface: Annotated[
         str | None, typer.Option(help="vlan: the hosts' interface carrying VLANs")

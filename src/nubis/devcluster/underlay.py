@@ -8,8 +8,14 @@ migration and VNC ports) is reachable from here at the host's address, and the
 hosts reach each other the same way: the VXLAN tunnels of overlay networks run
 between these addresses, as they would between the NICs of real servers.
 
-Deleting the namespace removes the host's end of the veth pair and with it the
-other end: a killed host leaves no link behind.
+A second segment stands for the world outside the cluster (the "external"
+network): the bridge ``nubisex<o>`` here, without an address, and in each host a
+bridge ``brex`` (``EXTERNAL_BRIDGE``) holding the host's end ``ext0`` of a second
+veth pair. An external network is defined on ``brex``; a test reaches the routers'
+external addresses from a namespace of its own plugged into ``nubisex<o>``.
+
+Deleting the namespace removes the hosts' ends of the veth pairs and with them the
+other ends: a killed host leaves no link behind.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import subprocess
 import time
 
 PREFIX = "172.30"
+EXTERNAL_BRIDGE = "brex"
 
 
 class UnderlayError(RuntimeError):
@@ -39,6 +46,14 @@ def bridge_address(offset: int) -> str:
     return f"{PREFIX}.{offset}.1"
 
 
+def external_bridge_name(offset: int) -> str:
+    return f"nubisex{offset}"
+
+
+def external_veth_name(offset: int, index: int) -> str:
+    return f"nubisx{offset}-{index}"
+
+
 def host_address(offset: int, index: int) -> str:
     return f"{PREFIX}.{offset}.{10 + index}"
 
@@ -58,15 +73,17 @@ def exists(link: str) -> bool:
 def ensure_bridge(offset: int) -> None:
     """The underlay bridge with the control plane's address on it (idempotent)."""
     bridge = bridge_name(offset)
-    if not exists(bridge):
-        _ip("link", "add", bridge, "type", "bridge")
+    for name in (bridge, external_bridge_name(offset)):
+        if not exists(name):
+            _ip("link", "add", name, "type", "bridge")
+        _ip("link", "set", name, "up")
     _ip("addr", "replace", f"{bridge_address(offset)}/24", "dev", bridge)
-    _ip("link", "set", bridge, "up")
 
 
 def remove_bridge(offset: int) -> None:
-    if exists(bridge_name(offset)):
-        _ip("link", "del", bridge_name(offset))
+    for name in (bridge_name(offset), external_bridge_name(offset)):
+        if exists(name):
+            _ip("link", "del", name)
 
 
 def host_mac(offset: int, index: int) -> str:
@@ -92,6 +109,12 @@ def plug(offset: int, index: int) -> None:
     _ip("-n", ns, "link", "set", "lo", "up")
     _ip("-n", ns, "addr", "add", f"{host_address(offset, index)}/24", "dev", "eth0")
     _ip("-n", ns, "link", "set", "eth0", "up")
+    ext = external_veth_name(offset, index)
+    _ip("link", "add", ext, "type", "veth", "peer", "name", "ext0", "netns", ns)
+    _ip("link", "set", ext, "master", external_bridge_name(offset), "up")
+    _ip("-n", ns, "link", "add", EXTERNAL_BRIDGE, "type", "bridge")
+    _ip("-n", ns, "link", "set", "ext0", "master", EXTERNAL_BRIDGE, "up")
+    _ip("-n", ns, "link", "set", EXTERNAL_BRIDGE, "up")
 
 
 def unplug(offset: int, index: int, timeout: float = 10) -> None:
@@ -100,15 +123,16 @@ def unplug(offset: int, index: int, timeout: float = 10) -> None:
     The kernel tears a deleted namespace down in the background, and its veth pair
     with it: the link may vanish between a look and a delete, and is waited for, so
     that a host started again at once can make its link under the same name."""
-    ns, veth = netns_name(offset, index), veth_name(offset, index)
+    ns = netns_name(offset, index)
     if netns_exists(ns):
         _ip("netns", "del", ns)
     deadline = time.monotonic() + timeout
-    while exists(veth):
-        _ip("link", "del", veth, check=False)  # gone meanwhile: what we wanted
-        if time.monotonic() > deadline:
-            raise UnderlayError(f"link {veth} is still there after {timeout:.0f} s")
-        time.sleep(0.05)
+    for veth in (veth_name(offset, index), external_veth_name(offset, index)):
+        while exists(veth):
+            _ip("link", "del", veth, check=False)  # gone meanwhile: what we wanted
+            if time.monotonic() > deadline:
+                raise UnderlayError(f"link {veth} is still there after {timeout:.0f} s")
+            time.sleep(0.05)
 
 
 def in_netns(offset: int, index: int, argv: list[str]) -> list[str]:

@@ -14,14 +14,25 @@ from typing import Any
 import httpx
 
 from nubis import blocking
-from nubis.agent import overlay, vlan
-from nubis.agent.overlay import AgentError, OverlayState
+from nubis.agent import overlay, router, vlan
+from nubis.agent.overlay import AgentError, DhcpState, OverlayState
+from nubis.agent.router import Floating, Forward, Leg, RouterState
 from nubis.drivers.errors import DriverError, HostUnreachable
 
 TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 
 VlanState = vlan.VlanState
-__all__ = ["AgentClient", "AgentRef", "OverlayState", "VlanState"]
+__all__ = [
+    "AgentClient",
+    "AgentRef",
+    "DhcpState",
+    "Floating",
+    "Forward",
+    "Leg",
+    "OverlayState",
+    "RouterState",
+    "VlanState",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,32 @@ class AgentClient:
             self._local(vlan.remove, device, bridge)
             return
         self._call(agent, "DELETE", f"/v1/vlans/{device}", params={"bridge": bridge})
+
+    def put_dhcp(self, agent: AgentRef, network: str, state: DhcpState) -> None:
+        if agent.url is None:
+            self._local(overlay.put_dhcp, network, state)
+            return
+        self._call(agent, "PUT", f"/v1/dhcp/{network}", json=state.model_dump())
+
+    def put_router(self, agent: AgentRef, name: str, state: RouterState) -> None:
+        if agent.url is None:
+            self._local(router.apply, name, state)
+            return
+        self._call(agent, "PUT", f"/v1/routers/{name}", json=state.model_dump())
+
+    def remove_router(self, agent: AgentRef, name: str) -> None:
+        if agent.url is None:
+            self._local(router.remove, name)
+            return
+        self._call(agent, "DELETE", f"/v1/routers/{name}")
+
+    def routers(self, agent: AgentRef) -> dict[str, dict[str, Any]]:
+        result: dict[str, dict[str, Any]] = (
+            self._local(router.describe)
+            if agent.url is None
+            else self._call(agent, "GET", "/v1/routers")
+        )
+        return result
 
     @staticmethod
     def _local(fn: Any, *args: Any) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
@@ -14,6 +14,7 @@ from nubis.db.models import Network, Port
 from nubis.services.core.lookup import paginate
 from nubis.services.network.ipam import SubnetRequest
 from nubis.services.network.networks import NetworkRequest, subnets_of
+from nubis.services.network.specs import EXTERNAL
 
 router = APIRouter(tags=["networks"])
 
@@ -29,7 +30,11 @@ def list_networks(
     platform: PlatformDep, principal: PrincipalDep, pages: PageDep
 ) -> PageOut[NetworkOut]:
     with platform.db.read() as s:
-        query = select(Network).filter_by(**principal.scope())
+        query = select(Network)
+        if not principal.all_projects:  # and the external networks, whoever made them
+            query = query.where(
+                or_(Network.project_id == principal.project_id, Network.mode == EXTERNAL)
+            )
         page = paginate(s, query, Network, pages)
         return PageOut.with_items(page, [network_out(s, n) for n in page.items])
 

@@ -39,6 +39,7 @@ from nubis.db.models.network import (
     SecurityGroupRule,
     Subnet,
 )
+from nubis.db.models.routing import FloatingIP, PortForwarding, Router
 from nubis.db.models.storage import (
     AttachmentStatus,
     DiskOffering,
@@ -56,6 +57,9 @@ from nubis.db.models.storage import (
 from nubis.db.models.tasks import FirstRunStep, Task, TaskStatus
 
 __all__ = [
+    "FloatingIP",
+    "PortForwarding",
+    "Router",
     "ApiKey",
     "Approval",
     "AttachmentStatus",

@@ -129,6 +129,10 @@ class Port(Base):
     # traffic limits: {"inbound": {"average": KiB/s, "peak": KiB/s, "burst": KiB},
     # "outbound": {...}} (inbound: to the guest); None: unlimited
     bandwidth: Mapped[dict | None] = mapped_column(JSON)
+    # a port that is no instance's NIC: a router's leg or a floating IP's address
+    # (``routing.ROUTER_INTERFACE`` ...), with the router it belongs to
+    device_owner: Mapped[str | None] = mapped_column(String(32))
+    router_id: Mapped[str | None] = mapped_column(ForeignKey("routers.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

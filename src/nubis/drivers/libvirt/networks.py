@@ -20,9 +20,12 @@ from dataclasses import dataclass
 
 import libvirt
 
+from nubis.agent.overlay import dhcp_opts_file
 from nubis.drivers.libvirt.base import DriverBase, HostRef
 
 MODES = ("overlay", "nat", "isolated", "bridged", "vlan")
+DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
+ET.register_namespace("dnsmasq", DNSMASQ_NS)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,13 @@ def network_xml(spec: NetworkSpec) -> str:
             dhcp = ET.SubElement(ip, "dhcp")
             for res in subnet.reservations:
                 _host_el(dhcp, res)
+    if spec.mode == "overlay":
+        # the DHCP options the network agent keeps (the router, once the network
+        # has one): dnsmasq reads them at start and again on SIGHUP
+        options = ET.SubElement(net, f"{{{DNSMASQ_NS}}}options")
+        ET.SubElement(
+            options, f"{{{DNSMASQ_NS}}}option", value=f"dhcp-optsfile={dhcp_opts_file(spec.name)}"
+        )
     return ET.tostring(net, encoding="unicode")
 
 

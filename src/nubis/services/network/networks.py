@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Cluster, Host, HostStatus, Network, NetworkState, Port, Subnet
+from nubis.db.models.routing import ROUTER_INTERFACE
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
@@ -42,12 +43,13 @@ from nubis.services.inventory import topology
 from nubis.services.inventory.hosts import HostService, call_each
 from nubis.services.network import vlans
 from nubis.services.network.ipam import SubnetRequest, check_disjoint, plan_subnet
-from nubis.services.network.overlays import FIRST_VNI, LAST_VNI, OverlayService
-from nubis.services.network.specs import spec_of
+from nubis.services.network.overlays import FIRST_VNI, LAST_VNI, OverlayService, tunnel_address
+from nubis.services.network.specs import EXTERNAL, spec_of
 
 log = logging.getLogger(__name__)
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 MAX_SUBNETS = 4
+ALL_MODES = (*MODES, EXTERNAL)
 
 
 @dataclass(frozen=True)
@@ -62,16 +64,38 @@ class NetworkRequest:
 
 
 def scope_filter(session: Session, network: Network) -> str:
-    """The filter keeping the network's ports out of the cluster's other networks."""
+    """The filter keeping the network's ports out of the cluster's other networks. A
+    network a router joins reaches through it the router's other networks and the
+    world beyond its gateway, but never the hosts' own addresses."""
     rows = session.execute(
-        select(Subnet.network_id, Subnet.cidr)
+        select(Subnet.network_id, Subnet.cidr, Network.mode)
         .join(Network, Network.id == Subnet.network_id)
         .where(Network.cluster_id == network.cluster_id)
     ).all()
-    own = [cidr for net_id, cidr in rows if net_id == network.id]
-    others = [cidr for net_id, cidr in rows if net_id != network.id]
+    own = [cidr for net_id, cidr, _mode in rows if net_id == network.id]
+    peers = routed_peers(session, network.id)
+    if peers:
+        others = [c for net_id, c, mode in rows if net_id not in peers and mode != EXTERNAL]
+        others += [f"{a}/32" for h in hosts_of(session, network) if (a := tunnel_address(h))]
+        return scope_filter_xml(network.scope_filter_name, network.id, own, others, False)
+    others = [cidr for net_id, cidr, _mode in rows if net_id != network.id]
     return scope_filter_xml(
         network.scope_filter_name, network.id, own, others, network.mode in ("isolated", "overlay")
+    )
+
+
+def routed_peers(session: Session, network_id: str) -> set[str]:
+    """The networks of the router the network has a leg on, itself included (none:
+    not routed)."""
+    router_ids = select(Port.router_id).where(
+        Port.network_id == network_id, Port.device_owner == ROUTER_INTERFACE
+    )
+    return set(
+        session.scalars(
+            select(Port.network_id).where(
+                Port.router_id.in_(router_ids), Port.device_owner == ROUTER_INTERFACE
+            )
+        )
     )
 
 
@@ -91,13 +115,18 @@ def _validate(
     session: Session, principal: Principal, req: NetworkRequest, hosts: HostService
 ) -> Cluster:
     validate_name(req.name, "network")
-    if req.mode not in MODES:
-        raise BadRequest(f"mode must be one of {', '.join(MODES)}")
-    if req.mode == "bridged":
+    if req.mode not in ALL_MODES:
+        raise BadRequest(f"mode must be one of {', '.join(ALL_MODES)}")
+    if req.mode in ("bridged", EXTERNAL):
         if not req.host_bridge or not IFNAME_RE.match(req.host_bridge):
-            raise BadRequest("a bridged network needs host_bridge: the name of a host bridge")
+            raise BadRequest(
+                f"a{'n' if req.mode == EXTERNAL else ''} {req.mode} network needs host_bridge: "
+                "the name of a host bridge"
+            )
         if policy.SYSTEM_ADMIN not in principal.roles:
-            raise Forbidden("bridging onto a host's bridge is for system administrators")
+            raise Forbidden(f"{req.mode} networks on a host's bridge are for system administrators")
+        if req.mode == EXTERNAL and len(req.subnets) > 1:
+            raise BadRequest("an external network has one subnet")
     elif req.host_bridge:
         raise BadRequest(f"a {req.mode} network makes its own bridge: give no host_bridge")
     if req.mode == vlans.MODE:
@@ -143,7 +172,7 @@ def _check_overlaps(session: Session, cluster: Cluster, cidrs: list[str]) -> Non
 
 def _add_subnets(session: Session, network: Network, subnets: list[SubnetRequest]) -> None:
     """Check and add a network's subnets (in the caller's transaction)."""
-    needs_gateway = network.mode not in ("bridged", vlans.MODE)
+    needs_gateway = network.mode not in ("bridged", vlans.MODE, EXTERNAL)
     plans = [plan_subnet(sub, needs_gateway) for sub in subnets]
     cluster = session.get(Cluster, network.cluster_id)
     assert cluster is not None
@@ -272,10 +301,16 @@ class NetworkService:
         self, network_id: str, undo: Callable[[str, list[HostRef]], None]
     ) -> Network:
         """Define the network on every host of its cluster that is up, then mark it
-        ``active``; if one refuses, ``undo`` what was done and raise."""
+        ``active``; if one refuses, ``undo`` what was done and raise. An external
+        network has nothing on the hosts (its routers' legs join its host bridge)."""
         with self.db.begin() as s:
             network = s.get(Network, network_id)
             assert network is not None
+            if network.mode == EXTERNAL:
+                network.state = NetworkState.ACTIVE
+                s.flush()
+                s.expunge(network)
+                return network
             spec = spec_of(s, network)
             targets = [
                 (h.name, self.hosts.ref(h), self.hosts.agent(h))
@@ -475,6 +510,7 @@ class NetworkService:
                     select(Network).where(
                         Network.cluster_id == host.cluster_id,
                         Network.state.in_((NetworkState.ACTIVE, NetworkState.ERROR)),
+                        Network.mode != EXTERNAL,
                     )
                 )
             ]

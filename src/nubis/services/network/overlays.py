@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, HostStatus, Instance, Network, NetworkState, Port
+from nubis.db.models import Host, HostStatus, Instance, Network, NetworkState, Port, Router
+from nubis.db.models.routing import ROUTER_INTERFACE
 from nubis.db.session import Database
-from nubis.drivers.agent import AgentClient, AgentRef, OverlayState
+from nubis.drivers.agent import AgentClient, AgentRef, DhcpState, OverlayState
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.networks import NetworkDriver, NetworkSpec, Reservation
@@ -38,18 +38,15 @@ FIRST_VNI, LAST_VNI = 4096, 2**24 - 1
 
 
 def tunnel_address(host: Host) -> str | None:
-    """The host's underlay address: its libvirt URI's host, as an IPv4 address (None:
-    a local URI, or a name that does not resolve)."""
+    """The host's underlay address: its libvirt URI's host when that is an IPv4
+    address (None: a local URI, or a name; no name is looked up, as this is asked
+    inside transactions)."""
     name = urlsplit(host.uri).hostname
     if not name:
         return None
     try:
         return str(ipaddress.IPv4Address(name))
     except ValueError:
-        pass
-    try:
-        return socket.gethostbyname(name)
-    except OSError:
         return None
 
 
@@ -61,6 +58,7 @@ class HostPart:
     ref: HostRef
     agent: AgentRef | None  # None: the host has no network agent (it gets no tunnel)
     state: OverlayState | None  # None: a host alone in its cluster needs no tunnel
+    router: str | None = None  # the default gateway the network's DHCP hands out
 
 
 MIGRATING = "migrating"
@@ -76,11 +74,26 @@ def forwarding(session: Session, network: Network, addresses: dict[str, str]) ->
         .join(Instance, Instance.id == Port.instance_id)
         .where(Port.network_id == network.id)
     ).all()
+    legs = session.execute(
+        select(Port.mac, Router.host_id)
+        .join(Router, Router.id == Port.router_id)
+        .where(Port.network_id == network.id, Port.device_owner == ROUTER_INTERFACE)
+    ).all()
     return {
-        mac.lower(): addresses[host]
-        for mac, host, task_state in rows
-        if host in addresses and task_state != MIGRATING
+        **{
+            mac.lower(): addresses[host]
+            for mac, host, task_state in rows
+            if host in addresses and task_state != MIGRATING
+        },
+        **{mac.lower(): addresses[host] for mac, host in legs if host in addresses},
     }
+
+
+def router_address(session: Session, network: Network) -> str | None:
+    """The address of the network's router leg (its guests' default gateway)."""
+    return session.scalar(
+        select(Port.ip).where(Port.network_id == network.id, Port.device_owner == ROUTER_INTERFACE)
+    )
 
 
 class OverlayService:
@@ -115,6 +128,7 @@ class OverlayService:
         ]
         addresses = {h.id: a for h in members if (a := tunnel_address(h)) is not None}
         fdb = forwarding(session, network, addresses)
+        router = router_address(session, network)
         parts = []
         for host in members:
             agent = self.hosts.agent(host)  # None: refused at creation; one added since
@@ -130,7 +144,7 @@ class OverlayService:
                     peers=[a for hid, a in addresses.items() if hid != host.id],
                     fdb=fdb,
                 )
-            parts.append(HostPart(host.name, self.hosts.ref(host), agent, state))
+            parts.append(HostPart(host.name, self.hosts.ref(host), agent, state, router))
         return parts
 
     def put(self, network: Network, spec: NetworkSpec, parts: list[HostPart]) -> list[str]:
@@ -143,8 +157,10 @@ class OverlayService:
                 if part.agent is None:
                     if part.state is not None and part.state.peers:
                         failed.append(f"{part.host}: no network agent, so no tunnel to the others")
-                elif part.state is not None:
-                    self.agents.put_overlay(part.agent, network.overlay_device, part.state)
+                else:
+                    if part.state is not None:
+                        self.agents.put_overlay(part.agent, network.overlay_device, part.state)
+                    self.agents.put_dhcp(part.agent, spec.name, DhcpState(router=part.router))
             except DriverError as exc:
                 failed.append(f"{part.host}: {exc}")
         return failed

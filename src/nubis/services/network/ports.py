@@ -40,7 +40,7 @@ from nubis.services.network.networks import scope_filter, subnets_of
 from nubis.services.network.overlays import OverlayService
 from nubis.services.network.qos import rates
 from nubis.services.network.security_groups import SecurityGroupService
-from nubis.services.network.specs import spec_of
+from nubis.services.network.specs import EXTERNAL, spec_of
 
 MAX_NICS = 8
 ATTEMPTS = 20
@@ -82,6 +82,11 @@ def resolve_networks(
         network = get_by_id_or_name(
             session, Network, nic.network, "network", project_id=principal.project_id
         )
+        if network.mode == EXTERNAL:
+            raise BadRequest(
+                f"network {network.name!r} is external: instances reach it through a "
+                "router (its source NAT, floating IPs and port forwardings)"
+            )
         if network.state == NetworkState.EMPTY:
             raise Conflict(f"network {network.name!r} has no subnet yet: add one first")
         if network.state != NetworkState.ACTIVE:

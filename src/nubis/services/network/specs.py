@@ -12,6 +12,7 @@ from nubis.drivers.libvirt.networks import NetworkSpec, Reservation
 from nubis.drivers.libvirt.networks import SubnetSpec as DriverSubnet
 
 MODE = "overlay"
+EXTERNAL = "external"  # a provider network on a host bridge: routers' gateways, floating IPs
 UNDERLAY_MTU = 1500
 VXLAN_OVERHEAD = 50  # outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14)
 MTU = UNDERLAY_MTU - VXLAN_OVERHEAD
@@ -22,11 +23,15 @@ def hostnames(session: Session, ports: list[Port]) -> dict[str, str]:
     a name two instances of the network share is given to the first only."""
     out: dict[str, str] = {}
     taken: set[str] = set()
+    ids = [p.instance_id for p in ports if p.instance_id]
+    names = dict(
+        session.execute(select(Instance.id, Instance.hostname).where(Instance.id.in_(ids))).all()
+    )
     for port in ports:
-        inst = session.get(Instance, port.instance_id) if port.instance_id else None
-        if inst is None or not inst.hostname:
+        hostname = names.get(port.instance_id) if port.instance_id else None
+        if not hostname:
             continue
-        label = inst.hostname.split(".")[0]
+        label = hostname.split(".")[0]
         if label not in taken:
             taken.add(label)
             out[port.id] = label
@@ -42,7 +47,11 @@ def spec_of(session: Session, network: Network) -> NetworkSpec:
     specs = []
     for subnet in subnets:
         ports = list(
-            session.scalars(select(Port).where(Port.subnet_id == subnet.id).order_by(Port.ip))
+            session.scalars(
+                select(Port)
+                .where(Port.subnet_id == subnet.id, Port.device_owner.is_(None))
+                .order_by(Port.ip)
+            )
         )
         names = hostnames(session, ports) if overlay else {}
         reservations = (
