@@ -136,6 +136,7 @@ class Platform:
                 self.filter_driver,
                 self.security_groups,
                 self.overlays,
+                self.routers.sync_networks,
             ),
             settings.stop_timeout_seconds,
         )

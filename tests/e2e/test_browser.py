@@ -157,10 +157,12 @@ def test_create_use_and_delete_an_instance_in_the_browser(server, page: Page):
     expect(page.locator('tr[data-instance="web-e2e"]')).to_have_count(0, timeout=90_000)
     assert server.client.get(f"/instances/{inst_id}").status_code == 404
 
-    for name in ("hosts", "images", "flavors", "volumes", "networks", "projects"):
+    for name in ("hosts", "images", "flavors", "volumes", "networks", "routers", "projects"):
         page.goto(f"{server.url}/{name}")
         expect(page.locator("h1")).to_have_text(name.capitalize())
         shot(page, name)
+    page.goto(f"{server.url}/floating-ips")
+    expect(page.locator("h1")).to_have_text("Floating IPs")
     page.locator("form[action='/logout'] button").click()
     page.wait_for_url("**/login")
     page.goto(server.url + "/dashboard")

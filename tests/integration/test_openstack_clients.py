@@ -353,3 +353,107 @@ def _sdk_auth(os_cli) -> dict:
         "project_domain_name": "Default",
         "cacert": fields["cacert"],
     }
+
+
+def nat_table(namespace: str) -> str:
+    proc = subprocess.run(
+        ["ip", "netns", "exec", namespace, "iptables-save", "-t", "nat"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return proc.stdout
+
+
+def test_routers_floating_ips_and_port_forwarding(server, os_cli):
+    """Neutron's L3 calls as the `openstack` CLI makes them, on this machine's libvirtd
+    (one host: the router's namespace is made here, on a bridge the test makes as the
+    external network's)."""
+    bridge = "nubisosbrex"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    try:
+        ext = os_cli(
+            "network", "create", "--external", "--provider-network-type", "flat",
+            "--provider-physical-network", bridge, "os-ext",
+        )  # fmt: skip
+        assert ext["router:external"] is True
+        os_cli("subnet", "create", "--network", "os-ext", "--subnet-range", "198.51.100.0/24",
+               "--no-dhcp", "--allocation-pool", "start=198.51.100.10,end=198.51.100.20",
+               "os-ext-sub")  # fmt: skip
+        assert server.client.get("/networks/os-ext").json()["mode"] == "external"
+        os_cli("network", "create", "--provider-network-type", "vxlan", "os-vx")
+        os_cli("subnet", "create", "--network", "os-vx", "--subnet-range", "10.219.0.0/24",
+               "os-vx-sub")  # fmt: skip
+
+        made = os_cli("router", "create", "os-r1")
+        assert made["external_gateway_info"] is None
+        os_cli("router", "set", "--external-gateway", "os-ext", "os-r1", parse=False)
+        os_cli("router", "add", "subnet", "os-r1", "os-vx-sub", parse=False)
+        shown = os_cli("router", "show", "os-r1")
+        gateway = shown["external_gateway_info"]
+        assert gateway["network_id"] == ext["id"] and gateway["enable_snat"] is True
+        native = server.client.get("/routers/os-r1").json()
+        assert native["host_name"] == "local" and native["gateway_ip"].startswith("198.51.100.")
+        assert [p["network_id"] for p in native["interfaces"]] == [
+            server.client.get("/networks/os-vx").json()["id"]
+        ]
+        namespace = native["namespace"]
+        assert f"--to-source {native['gateway_ip']}" in nat_table(namespace)
+
+        made = os_cli(
+            "server", "create", "--flavor", "m1.tiny", "--image", "nubis-tiny",
+            "--network", "os-vx", "--wait", "os-vm-l3",
+        )  # fmt: skip
+        (port,) = server.client.get(f"/instances/{made['id']}/ports").json()
+
+        fip = os_cli("floating", "ip", "create", "os-ext")
+        assert fip["floating_ip_address"].startswith("198.51.100.")
+        os_cli("floating", "ip", "set", "--port", port["id"], fip["id"], parse=False)
+        shown = os_cli("floating", "ip", "show", fip["id"])
+        assert (shown["port_id"], shown["fixed_ip_address"]) == (port["id"], port["ip"])
+        assert shown["router_id"] == native["id"]
+        rule = f"-d {fip['floating_ip_address']}/32 -j DNAT --to-destination {port['ip']}"
+        assert rule in nat_table(namespace)
+
+        # a floating IP carries a port forwarding, or is associated: not both
+        refused = os_cli(
+            "floating", "ip", "port", "forwarding", "create", "--internal-ip-address",
+            port["ip"], "--port", port["id"], "--internal-protocol-port", "22",
+            "--external-protocol-port", "2222", "--protocol", "tcp", fip["id"], ok=False,
+        )  # fmt: skip
+        assert "associated" in refused.stderr
+        fwd_ip = os_cli("floating", "ip", "create", "os-ext")
+        fwd = os_cli(
+            "floating", "ip", "port", "forwarding", "create", "--internal-ip-address",
+            port["ip"], "--port", port["id"], "--internal-protocol-port", "22",
+            "--external-protocol-port", "2222", "--protocol", "tcp", fwd_ip["id"],
+        )  # fmt: skip
+        assert (fwd["external_port"], fwd["internal_port"]) == (2222, 22)
+        listed = os_cli("floating", "ip", "port", "forwarding", "list", fwd_ip["id"])
+        assert [f["ID"] for f in listed] == [fwd["id"]]
+        rule = f"--dport 2222 -j DNAT --to-destination {port['ip']}:22"
+        assert rule in nat_table(namespace)
+        os_cli("floating", "ip", "port", "forwarding", "delete", fwd_ip["id"], fwd["id"],
+               parse=False)  # fmt: skip
+        assert rule not in nat_table(namespace)
+
+        os_cli("floating", "ip", "unset", "--port", fip["id"], parse=False)
+        assert server.client.get(f"/floating-ips/{fip['id']}").json()["fixed_port_id"] is None
+        assert fip["floating_ip_address"] not in nat_table(namespace)
+        os_cli("floating", "ip", "delete", fip["id"], fwd_ip["id"], parse=False)
+        assert server.client.get("/floating-ips").json()["items"] == []
+
+        os_cli("server", "delete", "--wait", "os-vm-l3", parse=False)
+        os_cli("router", "remove", "subnet", "os-r1", "os-vx-sub", parse=False)
+        os_cli("router", "unset", "--external-gateway", "os-r1", parse=False)
+        assert os_cli("router", "show", "os-r1")["external_gateway_info"] is None
+        os_cli("router", "delete", "os-r1", parse=False)
+        assert server.client.get("/routers/os-r1").status_code == 404
+        assert (
+            namespace
+            not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        )
+        for name in ("os-vx-sub", "os-ext-sub"):
+            os_cli("subnet", "delete", name, parse=False)
+        for name in ("os-vx", "os-ext"):
+            os_cli("network", "delete", name, parse=False)
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)

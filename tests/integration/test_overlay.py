@@ -424,10 +424,14 @@ def test_router_joins_networks_and_reaches_outside(srv, cluster, outside):
     # tearing down: what a router carries must go first; then everything leaves dev-1
     assert c.delete("/routers/r1").status_code == 409
     assert c.delete("/routers/r1/interfaces/r-b").status_code == 409  # the forwarding uses it
-    assert c.delete(f"/floating-ips/{fwd_ip['id']}").status_code == 204
     for inst in (a1, b1, c1):
         resp = c.delete(f"/instances/{inst['id']}")
         assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    # the deleted instance's port forwarding went with it; the address stays
+    assert c.get(f"/floating-ips/{fwd_ip['id']}/port-forwardings").json() == []
+    (held,) = agent_routers(cluster, "dev-1").values()
+    assert f"{fwd_ip['address']}/32" not in sum(held["legs"].values(), [])
+    assert c.delete(f"/floating-ips/{fwd_ip['id']}").status_code == 204
     for name in ("r-a", "r-b"):
         assert c.delete(f"/routers/r1/interfaces/{name}").status_code == 204
     assert c.delete("/routers/r1").status_code == 204

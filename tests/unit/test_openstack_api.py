@@ -368,7 +368,8 @@ def test_quotas_of_every_service_and_their_checks(client, callers, tmp_path):
     assert shown["quota_set"]["gigabytes"]["limit"] == native["volume_gib"]["limit"]
     network = client.get(f"{OS}/network/v2.0/quotas/{project}", headers=member).json()
     assert network["quota"]["network"] == native["networks"]["limit"]
-    assert network["quota"]["floatingip"] == 0  # Nubis has none
+    assert network["quota"]["floatingip"] == native["floating_ips"]["limit"]
+    assert network["quota"]["router"] == native["routers"]["limit"]
 
     body = {"quota": {"network": 2, "check_limit": True}}
     changed = client.put(f"{OS}/network/v2.0/quotas/{project}", headers=admin, json=body)
@@ -396,7 +397,7 @@ def test_quotas_of_every_service_and_their_checks(client, callers, tmp_path):
     )
     assert forced.status_code == 200
     assert callers["member"].get("/quotas").json()["quotas"]["instances"]["limit"] == 0
-    unknown = {"quota": {"router": 5}}
+    unknown = {"quota": {"subnet": 5}}
     refused = client.put(f"{OS}/network/v2.0/quotas/{project}", headers=admin, json=unknown)
     assert refused.status_code == 400 and refused.json()["NeutronError"]["message"]
     assert (

@@ -19,6 +19,8 @@ PAGES = {
     "/flavors": "GET /flavors",
     "/volumes": "GET /volumes",
     "/networks": "GET /networks",
+    "/routers": "GET /routers",
+    "/floating-ips": "GET /floating-ips",
     "/projects": "GET /projects",
     "/users": "GET /users",
     "/audit": "GET /audit",

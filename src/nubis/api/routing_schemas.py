@@ -38,6 +38,7 @@ class RouterOut(Out):
     cluster_id: str
     host_id: str = Field(description="the network node holding the router")
     host_name: str | None = None
+    namespace: str = Field(description="its network namespace on that host")
     external_network_id: str | None
     gateway_ip: str | None = None
     snat: bool

@@ -9,6 +9,7 @@ from typing import Annotated
 import anyio
 from fastapi import Depends, Request
 from sqlalchemy import ColumnElement, true
+from sqlalchemy.orm import QueryableAttribute
 
 from nubis.api import audit_trail
 from nubis.api.deps import PlatformDep
@@ -34,7 +35,9 @@ async def token_principal(request: Request, platform: PlatformDep) -> Principal:
     return principal
 
 
-def owned(column: ColumnElement[str], principal: Principal) -> ColumnElement[bool]:
+def owned(
+    column: ColumnElement[str] | QueryableAttribute[str], principal: Principal
+) -> ColumnElement[bool]:
     """Rows of the caller's project (every row for the system administrator)."""
     return true() if principal.all_projects else column == principal.project_id
 

@@ -5,8 +5,9 @@ it. Network types: none given or ``nat`` is a Nubis nat network, ``local`` an
 isolated one, ``vxlan`` an overlay one (spanning the cluster's hosts; Nubis picks
 its VNI), ``flat`` with ``provider:physical_network`` a bridged one (onto that
 host bridge), ``vlan`` with ``provider:physical_network`` (the hosts' interface)
-and ``provider:segmentation_id`` a VLAN provider network (both system
-administrators only)."""
+and ``provider:segmentation_id`` a VLAN provider network, and ``router:external``
+(flat, on ``provider:physical_network``, a host bridge) an external network (all
+three system administrators only)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from nubis.services.core.errors import BadRequest, NotFoundError
 from nubis.services.core.principal import Principal
 from nubis.services.network.ipam import SubnetRequest
 from nubis.services.network.networks import NetworkRequest, subnets_of
+from nubis.services.network.specs import EXTERNAL
 
 router = APIRouter(prefix="/network/v2.0", tags=["openstack network"])
 
@@ -56,8 +58,17 @@ class NetworkIn(BaseModel):
 
 def _request(body: NetworkBody) -> NetworkRequest:
     """The Nubis network asked for; 501 for what Nubis lacks."""
-    if body.shared or body.external:
-        raise NotSupported("shared and external networks are not supported")
+    if body.shared:
+        raise NotSupported("shared networks are not supported")
+    if body.external:  # a provider network on a host bridge: routers' gateways, floating IPs
+        if body.network_type not in (None, "flat") or not body.physical_network:
+            raise BadRequest(
+                "an external network is flat, on provider:physical_network: the host "
+                "bridge of the network nodes"
+            )
+        return NetworkRequest(
+            name=body.name or "", mode=EXTERNAL, host_bridge=body.physical_network
+        )
     if not body.admin_state_up:
         raise NotSupported("a network is always up (admin_state_up false is not supported)")
     if body.network_type not in NETWORK_TYPES:
@@ -140,7 +151,7 @@ def _subnet_request(body: SubnetBody, mode: str) -> SubnetRequest:
         raise NotSupported("host routes are not supported")
     if len(body.allocation_pools) > 1:
         raise NotSupported("a Nubis subnet has one allocation pool")
-    if mode != "bridged":
+    if mode not in ("bridged", EXTERNAL):
         if body.gateway_ip is None:
             raise NotSupported(f"a {mode} network's subnet has a gateway (the host)")
         if not body.enable_dhcp:

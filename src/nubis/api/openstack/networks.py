@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from nubis.api.deps import PlatformDep
@@ -18,7 +18,7 @@ from nubis.services.core.lookup import paginate
 from nubis.services.core.principal import Principal
 from nubis.services.network.networks import subnets_of
 from nubis.services.network.ports import port_groups
-from nubis.services.network.specs import MTU
+from nubis.services.network.specs import EXTERNAL, MODE, MTU
 
 router = APIRouter(prefix="/network", tags=["openstack network"])
 
@@ -37,6 +37,7 @@ NETWORK_TYPE = {
     "overlay": "vxlan",
     "bridged": "flat",
     "vlan": "vlan",
+    "external": "flat",
 }
 
 
@@ -56,14 +57,14 @@ def network_view(session: Session, network: Network) -> dict[str, Any]:
         "status": STATUS.get(network.state, "ERROR"),
         "admin_state_up": True,
         "shared": False,
-        "router:external": False,
+        "router:external": network.mode == EXTERNAL,
         "subnets": [sub.id for sub in subnets_of(session, network.id)],
         "tenant_id": network.project_id,
         "project_id": network.project_id,
         "provider:network_type": NETWORK_TYPE.get(network.mode, network.mode),
         "provider:physical_network": network.host_bridge or network.host_interface,
         "provider:segmentation_id": network.segment_id,
-        "mtu": MTU if network.mode == "overlay" else 1500,
+        "mtu": MTU if network.mode == MODE else 1500,
         "port_security_enabled": True,
         "availability_zones": [],
         "description": f"Nubis {network.mode} network",
@@ -86,7 +87,10 @@ def list_networks(
     name: str | None = None,
     id: str | None = None,  # noqa: A002 - Neutron's filter name
 ) -> dict[str, Any]:
-    query = select(Network).filter_by(**principal.scope())
+    # the caller's networks and every external one
+    query = select(Network).where(
+        or_(owned(Network.project_id, principal), Network.mode == EXTERNAL)
+    )
     if name:
         query = query.where(Network.name == name)
     if id:
@@ -104,7 +108,12 @@ def show_network(
     principal: Annotated[Principal, As("GET /networks/{ref}")],
 ) -> dict[str, Any]:
     with platform.db.read() as s:
-        network = s.scalar(select(Network).filter_by(id=network_id, **principal.scope()))
+        network = s.scalar(
+            select(Network).where(
+                Network.id == network_id,
+                or_(owned(Network.project_id, principal), Network.mode == EXTERNAL),
+            )
+        )
         if network is None:
             raise NotFoundError(f"Network {network_id} could not be found.")
         return {"network": network_view(s, network)}
@@ -174,8 +183,8 @@ def port_view(port: Port, groups: list[str]) -> dict[str, Any]:
         "network_id": port.network_id,
         "mac_address": port.mac,
         "fixed_ips": [{"subnet_id": port.subnet_id, "ip_address": port.ip}],
-        "device_id": port.instance_id or "",
-        "device_owner": "compute:nova" if port.instance_id else "",
+        "device_id": port.instance_id or port.router_id or "",
+        "device_owner": port.device_owner or ("compute:nova" if port.instance_id else ""),
         "status": PORT_STATUS.get(port.status, "DOWN"),
         "admin_state_up": True,
         "port_security_enabled": True,

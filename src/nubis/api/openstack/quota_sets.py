@@ -21,10 +21,9 @@ router = APIRouter(tags=["openstack quotas"])
 # OpenStack quota -> Nubis quota, per service
 COMPUTE = {"instances": "instances", "cores": "vcpus", "ram": "memory_mib"}
 VOLUME = {"volumes": "volumes", "gigabytes": "volume_gib", "snapshots": "snapshots"}
-NETWORK = {"network": "networks"}
+NETWORK = {"network": "networks", "router": "routers", "floatingip": "floating_ips"}
 # what the clients also read, which Nubis does not limit
 NETWORK_UNLIMITED = ("subnet", "port", "security_group", "security_group_rule")
-NETWORK_ABSENT = ("router", "floatingip")  # Nubis has none: 0
 CONTROL = {"force", "id", "check_limit"}  # not quotas: how to set them
 
 Reader = Annotated[Principal, As("GET /quotas")]
@@ -129,8 +128,6 @@ def _network_view(report: dict[str, Any], detail: bool) -> dict[str, Any]:
     view = _view(NETWORK, report, detail, "used")
     for name in NETWORK_UNLIMITED:
         view[name] = {"limit": -1, "used": 0, "reserved": 0} if detail else -1
-    for name in NETWORK_ABSENT:
-        view[name] = {"limit": 0, "used": 0, "reserved": 0} if detail else 0
     return view
 
 

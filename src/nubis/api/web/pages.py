@@ -1,5 +1,5 @@
-"""The dashboard and the pages of hosts, images, flavors, volumes, networks,
-projects and users."""
+"""The dashboard and the pages of hosts, images, flavors, volumes, networks, routers,
+floating IPs, projects and users."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nubis.api.deps import PlatformDep
-from nubis.api.routers import audit, flavors, hosts, images, networks, users, volumes
+from nubis.api.routers import audit, flavors, hosts, images, networks, routing, users, volumes
 from nubis.api.schemas import HostOut, InstanceOut, PageOut, TaskOut
 from nubis.api.web.render import Me, can, page
 from nubis.db.models import Host, Instance
@@ -102,6 +102,8 @@ LISTINGS: tuple[tuple[str, str, Fetch, str], ...] = (
     ("/flavors", "GET /flavors", lambda p, me, pr: flavors.list_flavors(p, me, pr, None), "name"),
     ("/volumes", "GET /volumes", volumes.list_volumes, "name"),
     ("/networks", "GET /networks", networks.list_networks, "name"),
+    ("/routers", "GET /routers", routing.list_routers, "name"),
+    ("/floating-ips", "GET /floating-ips", routing.list_floating_ips, "created_at"),
     ("/projects", "GET /projects", users.list_projects, "name"),
     ("/users", "GET /users", users.list_users, "username"),
     (

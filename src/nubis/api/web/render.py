@@ -35,6 +35,8 @@ NAV = (
     ("Flavors", "/flavors", "GET /flavors"),
     ("Volumes", "/volumes", "GET /volumes"),
     ("Networks", "/networks", "GET /networks"),
+    ("Routers", "/routers", "GET /routers"),
+    ("Floating IPs", "/floating-ips", "GET /floating-ips"),
     ("Events", "/events", "GET /events"),
     ("Alarms", "/alarms", "GET /alarms"),
     ("Usage", "/usage", "GET /usage/report"),

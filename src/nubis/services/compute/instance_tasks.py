@@ -431,7 +431,7 @@ class DeleteHandler(_Handler):
                 s.delete(instance)
         # the rules naming the groups it was in forget its addresses
         t.ports.groups.push(left_groups, strict=False)
-        t.ports.overlays.sync_networks([port.network_id for port in gone])
+        t.ports.left([port.network_id for port in gone])
 
     def failed(self, ctx: TaskContext, error: str) -> None:
         self.t.settle(ctx.resource_id, InstanceStatus.ERROR, f"delete failed: {error}")

@@ -231,4 +231,4 @@ def _drop_port(
         s.flush()
         s.delete(port)
     t.ports.groups.push(left, strict=False)
-    t.ports.overlays.sync_networks([gone.network_id])
+    t.ports.left([gone.network_id])

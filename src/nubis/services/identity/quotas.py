@@ -16,11 +16,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import (
+    FloatingIP,
     Image,
     Instance,
     Network,
     Project,
     Quota,
+    Router,
     Snapshot,
     Volume,
     VolumeSnapshot,
@@ -38,6 +40,8 @@ DEFAULTS: dict[str, int] = {
     "networks": 10,
     "images": 20,
     "image_gib": 200,
+    "routers": 10,
+    "floating_ips": 50,
 }
 GIB = 1024**3
 RESOURCES = tuple(DEFAULTS)
@@ -55,6 +59,8 @@ MEASURES: dict[str, tuple[tuple[Any, Any], ...]] = {
     "images": ((Image, None),),
     # each image's data in whole GiB, rounded up (as a claim counts it)
     "image_gib": ((Image, (Image.size + (GIB - 1)) // GIB),),
+    "routers": ((Router, None),),
+    "floating_ips": ((FloatingIP, None),),
 }
 
 

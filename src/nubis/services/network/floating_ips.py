@@ -22,6 +22,7 @@ from nubis.db.models.routing import FLOATING_IP
 from nubis.db.session import Database
 from nubis.services.core.errors import BadRequest, Conflict, NotFoundError
 from nubis.services.core.principal import Principal
+from nubis.services.identity import quotas
 from nubis.services.network import ports as port_alloc
 from nubis.services.network.routers import RouterService, external_network, router_of_network
 
@@ -83,6 +84,7 @@ class FloatingIPService:
             raise BadRequest("description: at most 255 characters")
         with self.db.begin() as s:
             network = external_network(s, network_ref)
+            quotas.claim(s, principal.project_id, {"floating_ips": 1})
             holder = port_alloc.allocate(s, principal.project_id, network, None, ip=address)
             holder.device_owner, holder.status = FLOATING_IP, "attached"
             fip = FloatingIP(

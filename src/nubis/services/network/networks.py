@@ -196,6 +196,14 @@ def _add_subnets(session: Session, network: Network, subnets: list[SubnetRequest
 
 
 def _refuse_with_ports(session: Session, network: Network) -> None:
+    legs = session.scalar(
+        select(func.count()).where(Port.network_id == network.id, Port.device_owner.is_not(None))
+    )
+    if legs:
+        raise Conflict(
+            f"network {network.name!r} still has {legs} router leg(s) or floating IP(s): "
+            "remove the router interfaces, gateways and floating IPs on it first"
+        )
     count = session.scalar(select(func.count()).where(Port.network_id == network.id)) or 0
     if count:
         raise Conflict(

@@ -7,6 +7,7 @@ so two requests racing for one address cannot both win; the loser takes the next
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
@@ -15,12 +16,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nubis.db.models import (
+    FloatingIP,
     Host,
     HostStatus,
     Instance,
     Network,
     NetworkState,
     Port,
+    PortForwarding,
     PortSecurityGroup,
     Subnet,
 )
@@ -206,12 +209,21 @@ class PortPlumbing:
         filters: FilterDriver,
         groups: SecurityGroupService,
         overlays: OverlayService,
+        routers: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.db = db
         self.driver = driver
         self.filters = filters
         self.groups = groups
         self.overlays = overlays
+        self.routers = routers  # puts again the routers of the networks given
+
+    def left(self, network_ids: list[str]) -> None:
+        """Ports of these networks are gone: the overlays' forwarding tables and the
+        routers (floating IPs and port forwardings that reached them) follow."""
+        self.overlays.sync_networks(network_ids)
+        if self.routers is not None:
+            self.routers(network_ids)
 
     def prepare(self, ref: HostRef, instance_id: str) -> None:
         """Before the instance runs on a host: its networks, reservations and filters
@@ -263,13 +275,21 @@ class PortPlumbing:
 
     @staticmethod
     def forget(session: Session, port: Port) -> set[str]:
-        """The port's group memberships go (before the port's row); the groups it was
-        in are returned (their rules forget its address: ``groups.push``)."""
+        """The port's group memberships, the floating IP pointing at it and the port
+        forwardings to it go (before the port's row; ``left`` then puts the routers
+        again); the groups it was in are returned (their rules forget its address:
+        ``groups.push``)."""
         groups = port_groups(session, [port.id])
         for member in session.scalars(
             select(PortSecurityGroup).where(PortSecurityGroup.port_id == port.id)
         ):
             session.delete(member)
+        for fip in session.scalars(select(FloatingIP).where(FloatingIP.fixed_port_id == port.id)):
+            fip.fixed_port_id = None  # the address stays the project's, reaching nothing
+        for forward in session.scalars(
+            select(PortForwarding).where(PortForwarding.port_id == port.id)
+        ):
+            session.delete(forward)
         return groups
 
 

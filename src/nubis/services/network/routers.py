@@ -45,7 +45,7 @@ from nubis.drivers.errors import DriverError, HostUnreachable
 from nubis.services.core.errors import BadRequest, Conflict, Forbidden, NotFoundError
 from nubis.services.core.lookup import get_by_id_or_name, validate_name
 from nubis.services.core.principal import Principal
-from nubis.services.identity import policy
+from nubis.services.identity import policy, quotas
 from nubis.services.inventory import topology
 from nubis.services.inventory.hosts import HostService
 from nubis.services.network import ports as port_alloc
@@ -217,6 +217,7 @@ class RouterService:
                 else None
             )
             host = self._place(s, principal, cluster.id, req.host)
+            quotas.claim(s, principal.project_id, {"routers": 1})
             router = Router(
                 name=req.name,
                 project_id=principal.project_id,
@@ -498,10 +499,12 @@ class RouterService:
             except DriverError as exc:
                 log.warning("could not remove stray router %s: %s", namespace, exc)
 
-    def routers_of(self, network_id: str) -> list[str]:
+    def sync_networks(self, network_ids: list[str]) -> None:
+        """The routers of these networks are put again (their ports changed)."""
         with self.db.read() as s:
-            router = router_of_network(s, network_id)
-            return [router.id] if router else []
+            ids = {r.id for n in set(network_ids) if (r := router_of_network(s, n)) is not None}
+        for router_id in sorted(ids):
+            self.sync(router_id)
 
     # -- helpers ------------------------------------------------------------------------
     def _place(
