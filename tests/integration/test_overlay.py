@@ -226,6 +226,26 @@ def test_groups_ha_and_a_host_back_across_hosts(srv, cluster):
     )
     assert resp.status_code == 201, resp.text
 
+    # egress: without its "anything out" rule, a group's ports start only what its
+    # egress rules allow (the answers to what came in still leave)
+    rules = srv.client.get("/security-groups/ov-clients").json()["rules"]
+    (anything_out,) = [r for r in rules if r["direction"] == "egress"]
+    url = f"/security-groups/ov-clients/rules/{anything_out['id']}"
+    assert srv.client.delete(url).status_code == 204
+    assert not reaches(srv, cluster, cli["id"], web_ip)
+    out_8080 = {
+        "direction": "egress",
+        "protocol": "tcp",
+        "port_min": 8080,
+        "remote_group": "ov-web",
+    }
+    resp = srv.client.post("/security-groups/ov-clients/rules", json=out_8080)
+    assert resp.status_code == 201, resp.text
+    assert reaches(srv, cluster, cli["id"], web_ip)
+    assert not ping(srv, cluster, cli["id"], web_ip)  # ICMP is not allowed out
+    anything = {"direction": "egress", "protocol": "any"}
+    assert srv.client.post("/security-groups/ov-clients/rules", json=anything).status_code == 201
+
     # its host dies: HA restarts it on another host, where its neighbour reaches it
     hosts = {h["name"]: h["id"] for h in srv.client.get("/hosts").json()["items"]}
     cluster.host("dev-1").kill()

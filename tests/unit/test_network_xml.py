@@ -104,14 +104,31 @@ def test_vlan_network_joins_the_bridge_the_agent_makes():
 
 def test_isolated_scope_drops_new_connections_out_only():
     """An isolated (or overlay) network's ports start connections to their own subnets
-    only; the drop names the NEW state, so libvirt adds no reverse rule that would
-    drop what comes in before the security groups let it in."""
+    only: the rest of the address space is dropped, by rules naming the NEW state, so
+    libvirt adds no reverse rule that would drop what comes in before the security
+    groups let it in. The scope only drops (DHCP aside): the groups' egress rules,
+    after it, still decide what a port may start inside its subnets."""
+    import ipaddress
+
+    from nubis.drivers.libvirt.nwfilters import outside
+
     root = ET.fromstring(scope_filter_xml("s", "0" * 8, ["10.5.0.0/24"], ["10.6.0.0/24"], True))
     drops = [r for r in root.findall("rule") if r.get("action") == "drop"]
-    assert [(r.get("direction"), r.find("all").attrib) for r in drops] == [
-        ("out", {"dstipaddr": "10.6.0.0", "dstipmask": "24"}),
-        ("out", {"state": "NEW"}),
+    assert drops[0].find("all").attrib == {"dstipaddr": "10.6.0.0", "dstipmask": "24"}
+    assert all(r.find("all").get("state") == "NEW" for r in drops[1:])
+    dropped = [
+        ipaddress.ip_network(f"{r.find('all').get('dstipaddr')}/{r.find('all').get('dstipmask')}")
+        for r in drops[1:]
     ]
+    for kept in ("10.5.0.0", "10.5.0.255", "255.255.255.255"):
+        assert not any(ipaddress.ip_address(kept) in net for net in dropped), kept
+    for gone in ("0.0.0.0", "10.4.255.255", "10.5.1.0", "8.8.8.8", "255.255.255.254"):
+        assert any(ipaddress.ip_address(gone) in net for net in dropped), gone
+    accepts = [r for r in root.findall("rule") if r.get("action") == "accept"]
+    assert [(r[0].tag, r[0].get("dstportstart")) for r in accepts] == [("udp", "67")]
+    # several subnets: each is kept, and the rest is as few CIDRs as it can be
+    assert outside(["10.0.0.0/8", "10.0.0.0/24"]) == outside(["10.0.0.0/8"])
+    assert len(outside(["10.0.0.0/8"])) == 8
 
 
 def test_domain_nics_round_trip_in_order():
@@ -130,18 +147,28 @@ def test_domain_nics_round_trip_in_order():
 
 
 def test_group_filter_allows_each_source_and_port_range():
-    from nubis.drivers.libvirt.nwfilters import AllowIn, group_filter_xml
+    from nubis.drivers.libvirt.nwfilters import Allow, group_filter_xml
 
     xml = group_filter_xml(
         "nubis-sg-g",
         "0b2f3a56-0000-4000-8000-000000000001",
-        [AllowIn("tcp", "10.1.0.5/32", 80, 90), AllowIn("icmp"), AllowIn("any", "10.2.0.0/16")],
+        [
+            Allow("tcp", "10.1.0.5/32", 80, 90),
+            Allow("icmp"),
+            Allow("any", "10.2.0.0/16"),
+            Allow("udp", "10.3.0.0/24", 53, 53, direction="out"),
+        ],
     )
     root = ET.fromstring(xml)
     assert root.findtext("uuid") == "0b2f3a56-0000-4000-8000-000000000001"
     rules = root.findall("rule")
-    assert {(r.get("action"), r.get("direction")) for r in rules} == {("accept", "in")}
-    tcp, icmp, every = (r[0] for r in rules)
+    assert [(r.get("action"), r.get("direction")) for r in rules] == [("accept", "in")] * 3 + [
+        ("accept", "out")
+    ]
+    tcp, icmp, every, dns = (r[0] for r in rules)
+    # egress: the remote is the destination
+    assert (dns.tag, dns.get("dstipaddr"), dns.get("dstipmask")) == ("udp", "10.3.0.0", "24")
+    assert dns.get("srcipaddr") is None and dns.get("dstportstart") == "53"
     assert (tcp.tag, tcp.get("srcipaddr"), tcp.get("srcipmask")) == ("tcp", "10.1.0.5", "32")
     assert (tcp.get("dstportstart"), tcp.get("dstportend")) == ("80", "90")
     assert icmp.tag == "icmp" and icmp.get("srcipaddr") is None  # from anywhere
@@ -157,8 +184,23 @@ def test_port_filter_drops_what_no_group_lets_in_and_scope_keeps_networks_apart(
     drop = [r for r in port.findall("rule") if r.get("action") == "drop"]
     assert [(r.get("direction"), int(r.get("priority"))) for r in drop] == [
         ("out", 90),  # DHCP answers from the guest: before any accept
+        ("out", 1000),  # in groups: nothing starts out that no egress rule allows
         ("in", 1000),
     ]
+    assert drop[1][0].get("state") == "NEW"  # answers to what came in still leave
+    assert not [
+        r
+        for r in port.findall("rule")
+        if r.get("direction") == "out" and r.get("action") == "accept"
+    ]
+    # a port in no group starts anything
+    open_port = ET.fromstring(port_filter_xml("p", "u", "nubis-scope-x", []))
+    outs = [
+        (r.get("action"), r[0].tag)
+        for r in open_port.findall("rule")
+        if r.get("direction") == "out"
+    ]
+    assert ("accept", "all") in outs and ("drop", "all") not in outs
     dhcp = drop[0][0]
     assert (dhcp.tag, dhcp.get("srcportstart"), dhcp.get("dstportstart")) == ("udp", "67", "68")
 
@@ -166,11 +208,5 @@ def test_port_filter_drops_what_no_group_lets_in_and_scope_keeps_networks_apart(
     rules = [
         (r.get("action"), r.get("direction"), r[0].get("dstipaddr")) for r in nat.findall("rule")
     ]
-    assert rules == [("drop", "out", "10.2.0.0")]
-    isolated = ET.fromstring(scope_filter_xml("s", "u", ["10.1.0.0/24"], [], True))
-    actions = [(r.get("action"), r[0].tag, r[0].get("dstipaddr")) for r in isolated.findall("rule")]
-    assert actions == [
-        ("accept", "all", "10.1.0.0"),
-        ("accept", "udp", None),
-        ("drop", "all", None),
-    ]
+    assert rules[:1] == [("drop", "out", "10.2.0.0")]
+    assert [r for r in nat.findall("rule") if r.get("action") == "accept"][0][0].tag == "udp"

@@ -248,8 +248,8 @@ def test_unsupported_calls_are_clean_and_change_nothing(client, callers, platfor
     assert client.post(f"{COMPUTE}/servers", headers=h, json=hints).status_code == 501
     missing = client.get(f"{COMPUTE}/servers/no-such-server", headers=h)
     assert missing.status_code == 404 and missing.json()["itemNotFound"]["code"] == 404
-    egress = {"security_group_rule": {"security_group_id": "x", "direction": "egress"}}
-    resp = client.post(f"{OS}/network/v2.0/security-group-rules", headers=h, json=egress)
+    ipv6 = {"security_group_rule": {"security_group_id": "x", "ethertype": "IPv6"}}
+    resp = client.post(f"{OS}/network/v2.0/security-group-rules", headers=h, json=ipv6)
     assert resp.status_code == 501 and resp.json()["NeutronError"]["type"] == "NotImplemented"
     unknown = client.get(f"{COMPUTE}/os-services", headers=h)
     assert unknown.status_code == 404 and "not part of the API" in unknown.text

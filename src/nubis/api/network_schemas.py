@@ -97,15 +97,21 @@ class SecurityGroupIn(In):
 
 
 class RuleIn(In):
+    direction: str = Field(
+        default="ingress", description="ingress (what reaches the ports) | egress (what they start)"
+    )
     protocol: str = Field(description="tcp | udp | icmp | any")
     port_min: int | None = Field(default=None, description="tcp/udp: first port")
     port_max: int | None = Field(default=None, description="tcp/udp: last port (default: port_min)")
-    remote_cidr: str | None = Field(default=None, description="from these addresses")
-    remote_group: str | None = Field(default=None, description="from the ports of this group")
+    remote_cidr: str | None = Field(default=None, description="from (egress: to) these addresses")
+    remote_group: str | None = Field(
+        default=None, description="from (egress: to) the ports of this group"
+    )
 
 
 class RuleOut(Out):
     id: str
+    direction: str
     protocol: str
     port_min: int | None
     port_max: int | None

@@ -122,9 +122,13 @@ def network_delete(ref: str) -> None:
     console.print(f"network {ref} deleted")
 
 
-group_app = typer.Typer(help="Security groups (inbound rules of ports)", no_args_is_help=True)
+group_app = typer.Typer(
+    help="Security groups (what reaches ports, what they start)", no_args_is_help=True
+)
 GROUP_COLS = ["name", "description", "rules", "id"]
-RULE_COLS = ["protocol", "port_min", "port_max", "remote_cidr", "remote_group_id", "id"]
+RULE_COLS = [
+    "direction", "protocol", "port_min", "port_max", "remote_cidr", "remote_group_id", "id"
+]  # fmt: skip
 
 
 @group_app.command("list")
@@ -156,12 +160,20 @@ def group_add_rule(
     ref: str,
     protocol: Annotated[str, typer.Option(help="tcp | udp | icmp | any")],
     port: Annotated[str | None, typer.Option(help="tcp/udp: PORT or MIN-MAX")] = None,
-    remote_cidr: Annotated[str | None, typer.Option(help="from these addresses")] = None,
-    remote_group: Annotated[str | None, typer.Option(help="from this group's ports")] = None,
+    remote_cidr: Annotated[
+        str | None, typer.Option(help="from (egress: to) these addresses")
+    ] = None,
+    remote_group: Annotated[
+        str | None, typer.Option(help="from (egress: to) this group's ports")
+    ] = None,
+    direction: Annotated[
+        str, typer.Option(help="ingress (what reaches the ports) | egress (what they start)")
+    ] = "ingress",
     fmt: Fmt = "table",
 ) -> None:
     low, _, high = (port or "").partition("-")
     body = {
+        "direction": direction,
         "protocol": protocol,
         "port_min": int(low) if low else None,
         "port_max": int(high) if high else None,

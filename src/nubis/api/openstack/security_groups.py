@@ -1,6 +1,6 @@
-"""Neutron security groups and rules, mapped onto Nubis security groups: rules let
-traffic in (``ingress``, IPv4); outbound traffic is always open, so egress rules are
-neither listed nor accepted."""
+"""Neutron security groups and rules, mapped onto Nubis security groups: IPv4 rules
+that let traffic in (``ingress``) or let the ports start it (``egress``); a new
+group has Neutron's two default rules (its members in, anything out)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def rule_view(rule: SecurityGroupRule, project_id: str) -> dict[str, Any]:
     return {
         "id": rule.id,
         "security_group_id": rule.group_id,
-        "direction": "ingress",
+        "direction": rule.direction,
         "ethertype": "IPv4",
         "protocol": None if rule.protocol == "any" else rule.protocol,
         "port_range_min": rule.port_min,
@@ -163,8 +163,8 @@ def list_rules(
     )
     if security_group_id:
         query = query.where(SecurityGroupRule.group_id == security_group_id)
-    if direction == "egress":
-        return {"security_group_rules": []}
+    if direction:
+        query = query.where(SecurityGroupRule.direction == direction)
     with platform.db.read() as s:
         rows = s.execute(query).all()
         return {"security_group_rules": [rule_view(r, pid) for r, pid in rows]}
@@ -215,8 +215,8 @@ def create_rule(
     principal: Annotated[Principal, As("POST /security-groups/{ref}/rules")],
 ) -> dict[str, Any]:
     r = body.security_group_rule
-    if r.direction != "ingress":
-        raise NotSupported("outbound traffic is always open: only ingress rules are kept")
+    if r.direction not in ("ingress", "egress"):
+        raise BadRequest("direction must be ingress or egress")
     if r.ethertype != "IPv4":
         raise NotSupported("security group rules are IPv4 only")
     protocol = PROTOCOLS.get(r.protocol.lower() if r.protocol else None)
@@ -225,7 +225,9 @@ def create_rule(
     ports = (r.port_range_min, r.port_range_max)
     if protocol == "icmp" and ports != (None, None):
         raise NotSupported("ICMP rules let every ICMP type in: give no type or code")
-    req = RuleRequest(protocol, ports[0], ports[1], r.remote_ip_prefix, r.remote_group_id)
+    req = RuleRequest(
+        protocol, ports[0], ports[1], r.remote_ip_prefix, r.remote_group_id, r.direction
+    )
     with platform.db.begin() as s:
         group_id = _group(s, principal, r.security_group_id).id
     rule = platform.security_groups.add_rule(principal, group_id, req)

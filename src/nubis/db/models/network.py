@@ -137,8 +137,9 @@ class Port(Base):
 
 
 class SecurityGroup(Base):
-    """A set of inbound rules applied to ports (everything else inbound is dropped;
-    outbound is open). Enforced on each host by libvirt nwfilter."""
+    """A set of rules applied to ports: what may come in (everything else inbound is
+    dropped) and what they may start out (a port in a group starts nothing else).
+    Enforced on each host by libvirt nwfilter."""
 
     __tablename__ = "security_groups"
     __table_args__ = (UniqueConstraint("project_id", "name"),)
@@ -154,12 +155,14 @@ class SecurityGroup(Base):
 
 
 class SecurityGroupRule(Base):
-    """Let in ``protocol`` traffic (to ports port_min-port_max for tcp/udp) from
-    ``remote_cidr`` or from the ports of ``remote_group_id``."""
+    """``ingress``: let in ``protocol`` traffic (to ports port_min-port_max for
+    tcp/udp) from ``remote_cidr`` or from the ports of ``remote_group_id``;
+    ``egress``: let the ports start such traffic to them."""
 
     __tablename__ = "security_group_rules"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     group_id: Mapped[str] = mapped_column(ForeignKey("security_groups.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(8), default="ingress")  # | egress
     protocol: Mapped[str] = mapped_column(String(8))  # tcp | udp | icmp | any
     port_min: Mapped[int | None] = mapped_column(Integer)
     port_max: Mapped[int | None] = mapped_column(Integer)

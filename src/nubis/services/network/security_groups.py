@@ -1,9 +1,11 @@
-"""Security groups: inbound rules for ports, enforced on the hosts by nwfilter.
+"""Security groups: what may reach ports (ingress rules) and what they may start
+(egress rules), enforced on the hosts by nwfilter.
 
-Every group starts with one rule, "anything from members of this group", so ports
-of a group talk to each other and nothing else gets in until a rule says so
-(outbound is open). A rule naming a remote group lets in the addresses of that
-group's ports: when its membership changes, the filters that name it are
+Every group starts with two rules, as Neutron's do: "anything from members of this
+group" (ports of a group talk to each other, and nothing else gets in until a rule
+says so) and "anything out to anywhere" (delete it, and the ports start only what
+the group's other egress rules allow). A rule naming a remote group is about the
+addresses of that group's ports: when its membership changes, the filters that name it are
 defined again on every host, and running NICs take the new rules at once.
 """
 
@@ -28,7 +30,7 @@ from nubis.db.models import (
 )
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
-from nubis.drivers.libvirt.nwfilters import PROTOCOLS, AllowIn, FilterDriver, group_filter_xml
+from nubis.drivers.libvirt.nwfilters import PROTOCOLS, Allow, FilterDriver, group_filter_xml
 from nubis.services.core.errors import BadRequest, Conflict, NotFoundError, Unavailable
 from nubis.services.core.lookup import get_by_id_or_name, validate_name
 from nubis.services.core.principal import Principal
@@ -37,6 +39,7 @@ from nubis.services.inventory.hosts import HostService
 log = logging.getLogger(__name__)
 DEFAULT_GROUP = "default"
 MAX_GROUPS_PER_PORT = 5
+INGRESS, EGRESS = "ingress", "egress"
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class RuleRequest:
     port_max: int | None = None
     remote_cidr: str | None = None
     remote_group: str | None = None
+    direction: str = INGRESS
 
 
 def get(session: Session, principal: Principal, ref: str) -> SecurityGroup:
@@ -60,6 +64,7 @@ def _new_group(session: Session, project_id: str, name: str, description: str) -
     session.add(group)
     session.flush()
     session.add(SecurityGroupRule(group_id=group.id, protocol="any", remote_group_id=group.id))
+    session.add(SecurityGroupRule(group_id=group.id, protocol="any", direction=EGRESS))
     session.flush()
     return group
 
@@ -134,8 +139,8 @@ def port_group_filters(session: Session, port_id: str) -> list[str]:
     return [g.filter_name for g in groups]
 
 
-def compile_rules(session: Session, group_id: str) -> list[AllowIn]:
-    """The group's rules as nwfilter accepts: one per source address or CIDR."""
+def compile_rules(session: Session, group_id: str) -> list[Allow]:
+    """The group's rules as nwfilter accepts: one per remote address or CIDR."""
     allows = []
     rules = session.scalars(
         select(SecurityGroupRule)
@@ -154,7 +159,11 @@ def compile_rules(session: Session, group_id: str) -> list[AllowIn]:
             )
         else:
             sources = [rule.remote_cidr or "0.0.0.0/0"]
-        allows += [AllowIn(rule.protocol, src, rule.port_min, rule.port_max) for src in sources]
+        direction = "out" if rule.direction == EGRESS else "in"
+        allows += [
+            Allow(rule.protocol, remote, rule.port_min, rule.port_max, direction)
+            for remote in sources
+        ]
     return allows
 
 
@@ -170,6 +179,8 @@ def groups_naming(session: Session, group_ids: set[str]) -> set[str]:
 
 
 def check_rule(req: RuleRequest) -> RuleRequest:
+    if req.direction not in (INGRESS, EGRESS):
+        raise BadRequest(f"direction must be {INGRESS} or {EGRESS}")
     if req.protocol not in PROTOCOLS:
         raise BadRequest(f"protocol must be one of {', '.join(PROTOCOLS)}")
     if req.remote_cidr and req.remote_group:
@@ -192,7 +203,7 @@ def check_rule(req: RuleRequest) -> RuleRequest:
         ports = (low, high)
     elif ports != (None, None):
         raise BadRequest(f"{req.protocol} has no ports: give no port_min/port_max")
-    return RuleRequest(req.protocol, ports[0], ports[1], cidr, req.remote_group)
+    return RuleRequest(req.protocol, ports[0], ports[1], cidr, req.remote_group, req.direction)
 
 
 class SecurityGroupService:
@@ -222,6 +233,7 @@ class SecurityGroupService:
             remote = get(s, principal, req.remote_group) if req.remote_group else None
             rule = SecurityGroupRule(
                 group_id=group.id,
+                direction=req.direction,
                 protocol=req.protocol,
                 port_min=req.port_min,
                 port_max=req.port_max,
