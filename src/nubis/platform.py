@@ -255,6 +255,7 @@ class Platform:
         self.images.requeue_interrupted(self.db)
         self.pools.undo_interrupted()
         self.networks.undo_interrupted()
+        self.routers.undo_interrupted()
         if self.settings.register_local_host:
             bootstrap.ensure_local_host(self.db, self.hosts, self.settings.local_host_uri)
         if self.settings.build_tiny_image:

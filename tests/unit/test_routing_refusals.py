@@ -73,3 +73,36 @@ def test_routers_and_floating_ips_refuse_and_change_nothing(callers):
     for item in member.get("/floating-ips").json()["items"]:
         assert member.delete(f"/floating-ips/{item['id']}").status_code == 204
     assert admin.delete("/networks/ext").status_code == 204
+
+
+def test_a_gateway_move_cut_short_is_finished_at_start_up(callers, platform):
+    """A process that died moving a router's gateway left both external legs: at
+    start-up the one the router's row names stays, the other's address is freed."""
+    from sqlalchemy import select
+
+    from nubis.db.models import Host, Network, Port, Router
+    from nubis.db.models.routing import ROUTER_GATEWAY
+    from nubis.services.network.ports import allocate
+
+    admin = callers["system_admin"]
+    assert admin.post("/networks", json=EXT).status_code == 201
+    other = {**EXT, "name": "ext2", "subnets": [{"cidr": "198.51.100.0/24"}]}
+    assert admin.post("/networks", json=other).status_code == 201
+    with platform.db.begin() as s:
+        old_net = s.scalar(select(Network).where(Network.name == "ext"))
+        new_net = s.scalar(select(Network).where(Network.name == "ext2"))
+        router = Router(
+            name="r", project_id=old_net.project_id, cluster_id=old_net.cluster_id,
+            host_id=s.scalar(select(Host.id)), tag="0badc0de", external_network_id=new_net.id,
+        )  # fmt: skip
+        s.add(router)
+        s.flush()
+        legs = []
+        for network in (old_net, new_net):
+            port = allocate(s, router.project_id, network, None)
+            port.device_owner, port.router_id = ROUTER_GATEWAY, router.id
+            legs.append(port.id)
+    platform.routers.undo_interrupted()
+    with platform.db.read() as s:
+        assert s.get(Port, legs[0]) is None  # the old network's address is free again
+        assert s.get(Port, legs[1]) is not None

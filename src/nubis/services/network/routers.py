@@ -469,6 +469,28 @@ class RouterService:
             if strict:
                 raise BadRequest(f"the router's host refused the change: {error}")
 
+    def undo_interrupted(self) -> None:
+        """Start-up: a gateway move a dead process left half-done (the new external
+        leg recorded, the old one not yet released) keeps the leg the router's row
+        names; the other's address goes back to its network."""
+        with self.db.begin() as s:
+            stale = s.scalars(
+                select(Port)
+                .join(Router, Router.id == Port.router_id)
+                .where(
+                    Port.device_owner == ROUTER_GATEWAY,
+                    or_(
+                        Router.external_network_id.is_(None),
+                        Port.network_id != Router.external_network_id,
+                    ),
+                )
+            ).all()
+            for port in stale:
+                log.info(
+                    "releasing the stale gateway address %s of router %s", port.ip, port.router_id
+                )
+                s.delete(port)
+
     def sync_all(self) -> None:
         """Every router on its host; router namespaces no router owns leave the hosts
         that are up (a router deleted while its host was down)."""
