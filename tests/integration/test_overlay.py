@@ -438,6 +438,21 @@ def test_router_joins_networks_and_reaches_outside(srv, cluster, outside):
     assert "open" in from_outside(ns, fwd_ip["address"], 2222)
     assert "open" not in from_outside(ns, fwd_ip["address"], 8080)  # only the forwarded port
 
+    # the network node dies: a change made meanwhile is kept, and its router gets the
+    # current state when it is back
+    cluster.host("dev-1").kill()
+    resp = c.post(
+        f"/floating-ips/{fwd_ip['id']}/port-forwardings", json={**good, "external_port": 2223}
+    )
+    assert resp.status_code == 201, resp.text
+    assert c.get("/routers/r1").json()["state"] == "error"
+    assert "open" not in from_outside(ns, fip["address"], 8080)
+    cluster.host("dev-1").start(cluster.shared)
+    srv.wait_field("/hosts/dev-1", "state", "up", timeout=90)
+    wait_until("the router back", lambda: c.get("/routers/r1").json()["state"] == "active", 90)
+    assert "open" in from_outside(ns, fwd_ip["address"], 2223)
+    assert "open" in from_outside(ns, fip["address"], 8080)
+
     assert c.delete(f"/floating-ips/{fip['id']}").status_code == 204
     assert "open" not in from_outside(ns, fip["address"], 8080)
 

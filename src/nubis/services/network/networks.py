@@ -44,7 +44,7 @@ from nubis.services.inventory.hosts import HostService, call_each
 from nubis.services.network import vlans
 from nubis.services.network.ipam import SubnetRequest, check_disjoint, plan_subnet
 from nubis.services.network.overlays import FIRST_VNI, LAST_VNI, OverlayService, tunnel_address
-from nubis.services.network.specs import EXTERNAL, spec_of
+from nubis.services.network.specs import EXTERNAL, MODE, spec_of
 
 log = logging.getLogger(__name__)
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -337,7 +337,8 @@ class NetworkService:
                 try:
                     if network.mode == vlans.MODE and agent is not None:
                         self.vlans.put(network, agent)  # its bridge, before libvirt's network
-                    self.driver.ensure_network(ref, spec)
+                    if network.mode != MODE:  # an overlay's parts are put below, each once
+                        self.driver.ensure_network(ref, spec)
                 except DriverError as exc:
                     raise BadRequest(f"host {name!r} cannot make the network: {exc}") from exc
             failed = self.overlays.put(network, spec, parts)
