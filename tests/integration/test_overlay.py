@@ -9,6 +9,7 @@ that was down gets the networks' current state when it is back."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 from nubis.devcluster.chaos import register_hosts
 from nubis.devcluster.hosts import agent_token_file
 from tests.integration.guest import dhcp_address, guest_run
-from tests.integration.server import running_devcluster, serving
+from tests.integration.server import cli_runner, running_devcluster, serving
 
 pytestmark = pytest.mark.integration
 
@@ -330,7 +331,7 @@ def agent_routers(cluster, host: str) -> dict:
     return agent_state(cluster, host, "routers")
 
 
-def test_router_joins_networks_and_reaches_outside(srv, cluster, outside):
+def test_router_joins_networks_and_reaches_outside(srv, cluster, outside, tmp_path):
     ns, upstream = outside
     prefix = f"172.31.{cluster.offset}"
     c = srv.client
@@ -358,17 +359,18 @@ def test_router_joins_networks_and_reaches_outside(srv, cluster, outside):
     assert resp.status_code == 400 and "not an external" in resp.text, resp.text
     assert c.get("/routers").json()["items"] == []
 
-    resp = c.post(
-        "/routers",
-        json={"name": "r1", "cluster": "devcluster", "host": "dev-1", "external_network": "ext"},
-    )
-    assert resp.status_code == 201, resp.text
-    router = resp.json()
+    # the CLI, as docs/networking.md shows it
+    nubis = cli_runner(srv, tmp_path / "token")
+    password = (srv.data_dir / "admin-password").read_text().strip()
+    nubis("login", "--username", "admin", "--password", password)
+    made = nubis("router", "create", "r1", "--external-network", "ext", "--host", "dev-1",
+                 "--cluster", "devcluster", "-f", "json")  # fmt: skip
+    router = json.loads(made.stdout)
     assert router["host_name"] == "dev-1" and router["state"] == "active"
     assert router["gateway_ip"].startswith(f"{prefix}.1")
-    for name in ("r-a", "r-b"):
-        resp = c.post("/routers/r1/interfaces", json={"network": name})
-        assert resp.status_code == 201, resp.text
+    assert "router r1 is 10.244.0." in nubis("router", "add-interface", "r1", "r-a").stdout
+    resp = c.post("/routers/r1/interfaces", json={"network": "r-b"})
+    assert resp.status_code == 201, resp.text
     assert c.post("/routers/r1/interfaces", json={"network": "r-a"}).status_code == 409
     assert c.post("/routers/r1/interfaces", json={"network": "ext"}).status_code == 400
     namespaces = agent_routers(cluster, "dev-1")
