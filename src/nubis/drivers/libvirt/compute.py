@@ -333,20 +333,27 @@ class LibvirtDriver(DriverBase):
     def shutdown(self, host: HostRef, uuid: str, timeout: float) -> bool:
         """ACPI power-button shutdown; True if the guest stopped within ``timeout``."""
 
-        def shutdown(conn: libvirt.virConnect) -> bool:
+        def request(conn: libvirt.virConnect) -> bool:
             dom = self._domain(conn, uuid)
             if not dom.isActive():
                 return True
             # it may have stopped meanwhile (or a repeat found it off)
             unless_done(dom.shutdown, lambda: not dom.isActive())
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if not dom.isActive():
-                    return True
-                time.sleep(0.2)
             return False
 
-        return self._call(host, shutdown, f"domain {uuid}")
+        def active(conn: libvirt.virConnect) -> bool:
+            return bool(self._domain(conn, uuid).isActive())
+
+        if self._call(host, request, f"domain {uuid}"):
+            return True
+        # each look is a call of its own: a connection that breaks while the guest
+        # takes its time costs one look's repeat, not the whole wait's
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self._call(host, active, f"domain {uuid}"):
+                return True
+            time.sleep(0.2)
+        return False
 
     def destroy(self, host: HostRef, uuid: str) -> None:
         def destroy(conn: libvirt.virConnect) -> None:
