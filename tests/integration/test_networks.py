@@ -202,7 +202,10 @@ def reaches(server, iid: str, address: str, port: int) -> bool:
 def test_security_groups_open_and_close_a_port_live_and_spoofed_traffic_is_dropped(server):
     net = create_network(server, name="net-s", mode="nat", subnets=[{"cidr": "10.235.0.0/24"}])
     web, clients = security_group(server, "web"), security_group(server, "clients")
-    assert [r["remote_group_id"] for r in web["rules"]] == [web["id"]]  # members only
+    ingress = [r["remote_group_id"] for r in web["rules"] if r["direction"] == "ingress"]
+    assert ingress == [web["id"]]  # members only
+    egress = [(r["protocol"], r["remote_cidr"]) for r in web["rules"] if r["direction"] == "egress"]
+    assert egress == [("any", None)]  # anything out
     srv = boot(
         server, "sg-server", [{"network": "net-s", "ip": "10.235.0.10", "security_groups": ["web"]}]
     )

@@ -84,3 +84,14 @@ def test_routers_refuse_what_nubis_does_not_do(client, callers):
     assert resp.status_code == 409 and "network agent" in resp.json()["NeutronError"]["message"]
     assert client.get(f"{NEUTRON}/routers", headers=member).json()["routers"] == []
     assert client.get(f"{NEUTRON}/routers/nope", headers=member).status_code == 404
+
+
+def test_the_extensions_the_clients_look_up(client, callers):
+    member = {"X-Auth-Token": callers["member"].token}
+    listed = client.get(f"{NEUTRON}/extensions", headers=member).json()["extensions"]
+    aliases = {e["alias"] for e in listed}
+    assert {"router", "external-net", "floating-ip-port-forwarding"} <= aliases
+    assert client.get(f"{NEUTRON}/extensions/router", headers=member).status_code == 200
+    # not offered: the clients then use the calls Nubis has
+    missing = client.get(f"{NEUTRON}/extensions/external-gateway-multihoming", headers=member)
+    assert missing.status_code == 404

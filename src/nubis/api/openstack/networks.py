@@ -50,6 +50,43 @@ def versions(request: Request) -> dict[str, Any]:
     }
 
 
+# the Neutron API extensions Nubis serves (the clients look some up before a call)
+EXTENSIONS = {
+    "external-net": ("External-net", "router:external networks: routers' gateways"),
+    "provider": ("Provider Network", "provider:network_type, physical network, segment"),
+    "router": ("Neutron L3 Router", "routers, interfaces by subnet, floating IPs"),
+    "ext-gw-mode": ("Neutron L3 Configurable external gateway mode", "enable_snat"),
+    "floating-ip-port-forwarding": ("Floating IP Port Forwarding", "port forwardings"),
+    "security-group": ("security-group", "security groups and their rules"),
+    "quotas": ("Quota management support", "network quotas"),
+}
+
+
+def extension_view(alias: str) -> dict[str, Any]:
+    name, description = EXTENSIONS[alias]
+    return {
+        "alias": alias,
+        "name": name,
+        "description": description,
+        "updated": "2026-12-06T00:00:00-00:00",
+        "links": [],
+    }
+
+
+@router.get("/v2.0/extensions")
+def list_extensions(principal: Annotated[Principal, As("GET /networks")]) -> dict[str, Any]:
+    return {"extensions": [extension_view(alias) for alias in EXTENSIONS]}
+
+
+@router.get("/v2.0/extensions/{alias}")
+def show_extension(
+    alias: str, principal: Annotated[Principal, As("GET /networks")]
+) -> dict[str, Any]:
+    if alias not in EXTENSIONS:
+        raise NotFoundError(f"Extension with alias {alias} does not exist")
+    return {"extension": extension_view(alias)}
+
+
 def network_view(session: Session, network: Network) -> dict[str, Any]:
     return {
         "id": network.id,
