@@ -1,7 +1,8 @@
 """The host network agent on a real kernel: started in a network namespace of its own
 (a host's stack), it refuses callers without its token and bad states, makes the
 VXLAN device on the network's bridge with the forwarding entries it is given,
-changes only what differs when given a new state, and removes it."""
+changes only what differs when given a new state, and removes it; it keeps its guard
+of libvirt's packet filters in place."""
 
 from __future__ import annotations
 
@@ -147,3 +148,44 @@ def test_agent_keeps_the_overlay_device(agent: httpx.Client):
     assert agent.delete(f"/v1/overlays/{DEVICE}").status_code == 204
     assert agent.delete(f"/v1/overlays/{DEVICE}").status_code == 204  # idempotent
     assert agent.get("/v1/overlays").json() == {}
+
+
+def filter_rules() -> list[str]:
+    return [line for line in ns("iptables-save", "-t", "filter").splitlines() if line[:2] == "-A"]
+
+
+def test_agent_guards_libvirts_filter_jumps(agent: httpx.Client):
+    """The guard goes in before libvirt's network rules; a second put changes
+    nothing, libvirt's filter jumps put above it leave it in place, a guard moved down
+    (libvirt's network rules inserted above it) goes back up."""
+    ns("iptables", "-N", "LIBVIRT_FWX")
+    ns("iptables", "-A", "FORWARD", "-j", "LIBVIRT_FWX")
+    ns("iptables", "-N", "libvirt-in")
+    ns("iptables", "-I", "FORWARD", "1", "-j", "libvirt-in")
+    assert agent.put("/v1/nwfilter-guard").status_code == 204
+    guard = "-m comment --comment nubis-guard -j"
+    wanted = [
+        f"-A INPUT {guard} libvirt-host-in",
+        f"-A FORWARD {guard} libvirt-in-post",
+        "-A FORWARD -j libvirt-in",
+        "-A FORWARD -j LIBVIRT_FWX",
+        f"-A libvirt-in-post {guard} libvirt-out",
+        f"-A libvirt-out {guard} libvirt-in",
+    ]
+    assert filter_rules() == wanted
+    assert agent.put("/v1/nwfilter-guard").status_code == 204
+    assert filter_rules() == wanted
+    ns("iptables", "-D", "FORWARD", "-j", "libvirt-in")  # libvirt applying a NIC's rules
+    ns("iptables", "-I", "FORWARD", "1", "-j", "libvirt-in")
+    assert agent.put("/v1/nwfilter-guard").status_code == 204
+    assert filter_rules() == [wanted[0], wanted[2], wanted[1], *wanted[3:]]
+
+    ns("iptables", "-I", "FORWARD", "1", "-j", "LIBVIRT_FWX")
+    assert agent.put("/v1/nwfilter-guard").status_code == 204
+    forward = [rule for rule in filter_rules() if rule.startswith("-A FORWARD")]
+    assert forward == [
+        f"-A FORWARD {guard} libvirt-in-post",
+        "-A FORWARD -j LIBVIRT_FWX",
+        "-A FORWARD -j libvirt-in",
+        "-A FORWARD -j LIBVIRT_FWX",
+    ]

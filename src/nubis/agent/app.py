@@ -2,9 +2,9 @@
 
 Every request carries the host's agent token (``Authorization: Bearer ...``); the
 API changes nothing but the host's overlay devices (``nvx-*``), VLAN devices
-(``nvl-*``) with their bridges, router namespaces (``nqr-*``) with their legs, and
-the DHCP options files of Nubis's networks. The work is done in a worker thread,
-one change at a time.
+(``nvl-*``) with their bridges, router namespaces (``nqr-*``) with their legs, the
+DHCP options files of Nubis's networks and the guard of libvirt's packet filters.
+The work is done in a worker thread, one change at a time.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from nubis.agent import overlay, router, vlan
+from nubis.agent import nwfilter_guard, overlay, router, vlan
 
 _bearer = HTTPBearer(auto_error=False)
 
@@ -40,7 +40,7 @@ def create_app(token: str) -> FastAPI:
         reason = vlan.support()
         return {"vxlan": True, "vlan": reason is None, "vlan_reason": reason}
 
-    def change(fn: Callable[..., None], *args: Any) -> Response:
+    def change(fn: Callable[..., object], *args: Any) -> Response:
         """One change to the host's links at a time; a refusal is a 409 saying why."""
         with lock:
             try:
@@ -48,6 +48,10 @@ def create_app(token: str) -> FastAPI:
             except overlay.AgentError as exc:
                 raise HTTPException(409, str(exc)) from exc
         return Response(status_code=204)
+
+    @app.put("/v1/nwfilter-guard", status_code=204, dependencies=auth)
+    def put_guard() -> Response:
+        return change(nwfilter_guard.ensure)
 
     @app.put("/v1/vlans/{device}", status_code=204, dependencies=auth)
     def put_vlan(device: str, state: vlan.VlanState) -> Response:

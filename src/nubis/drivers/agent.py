@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from nubis import blocking
-from nubis.agent import overlay, router, vlan
+from nubis.agent import nwfilter_guard, overlay, router, vlan
 from nubis.agent.overlay import AgentError, DhcpState, OverlayState
 from nubis.agent.router import Floating, Forward, Leg, RouterState
 from nubis.drivers.errors import DriverError, HostUnreachable
@@ -71,6 +71,13 @@ class AgentClient:
             return reason
         found = self._call(agent, "GET", "/v1/capabilities")
         return None if found.get("vlan") else str(found.get("vlan_reason") or vlan.NO_VLAN)
+
+    def guard_filters(self, agent: AgentRef) -> None:
+        """Keep the host's packet filters in force while libvirt rebuilds them."""
+        if agent.url is None:
+            self._local(nwfilter_guard.ensure)
+            return
+        self._call(agent, "PUT", "/v1/nwfilter-guard")
 
     def put_vlan(self, agent: AgentRef, device: str, state: vlan.VlanState) -> None:
         if agent.url is None:

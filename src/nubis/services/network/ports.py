@@ -7,6 +7,7 @@ so two requests racing for one address cannot both win; the loser takes the next
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
@@ -47,6 +48,8 @@ from nubis.services.network.specs import EXTERNAL, spec_of
 
 MAX_NICS = 8
 ATTEMPTS = 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -255,9 +258,27 @@ class PortPlumbing:
                 self.driver.reserve(ref, spec.name, reservation)
             self.filters.define(ref, scope)
             self.filters.define(ref, port_filter)
+        if work:
+            self.guard(ref)
         self.groups.push(group_ids, strict=False)
         # overlay networks: every host learns where the ports are (their names too)
         self.overlays.sync_instance(instance_id)
+
+    def guard(self, ref: HostRef) -> None:
+        """Before libvirt applies a NIC's filter on the host: the guard that keeps every
+        guest's filters in force while it does (``agent/nwfilter_guard.py``). A host
+        whose agent does not answer keeps libvirt's own ordering (a warning says so)."""
+        with self.db.begin() as s:
+            host = s.scalar(select(Host).where(Host.uri == ref.uri))
+            agent = self.overlays.hosts.agent(host) if host is not None else None
+        if agent is None:
+            if not ref.uri.startswith("test:"):  # libvirt's test driver filters nothing
+                log.warning("%s has no network agent: its packet filters have no guard", ref.uri)
+            return
+        try:
+            self.overlays.agents.guard_filters(agent)
+        except DriverError as exc:
+            log.warning("packet filter guard not checked on %s: %s", ref.uri, exc)
 
     def unplug(self, refs: list[HostRef], gone: list[PortOnHosts]) -> None:
         """The hosts forget the ports: their reservations and filters leave the hosts
