@@ -38,6 +38,16 @@ def test_routers_and_floating_ips_refuse_and_change_nothing(callers):
     assert member.post("/routers", json={"name": "r1", "host": "fake"}).status_code == 403
     resp = member.post("/routers", json={"name": "r1", "external_network": "own"})
     assert resp.status_code == 400 and "not an external network" in resp.text
+    # another project's network is not found, as a name nobody uses: nothing tells
+    # the caller it exists
+    other = callers["p2-member"]
+    hidden = {"name": "hidden", "mode": "nat", "subnets": [{"cidr": "10.78.0.0/24"}]}
+    assert other.post("/networks", json=hidden).status_code == 201
+    for ref in ("hidden", "nobody"):
+        resp = member.post("/routers", json={"name": "r1", "external_network": ref})
+        assert resp.status_code == 404 and "not found" in resp.text, resp.text
+        resp = member.post("/floating-ips", json={"network": ref})
+        assert resp.status_code == 404, resp.text
     assert member.post("/routers", json={"name": "bad name!"}).status_code == 400
     assert member.get("/routers").json()["items"] == []
 

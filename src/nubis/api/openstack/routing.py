@@ -25,7 +25,7 @@ from nubis.db.models import FloatingIP, Network, Port, PortForwarding, Router, S
 from nubis.services.core.errors import BadRequest, NotFoundError
 from nubis.services.core.lookup import paginate
 from nubis.services.core.principal import Principal
-from nubis.services.network.floating_ips import ForwardingRequest
+from nubis.services.network.floating_ips import FloatingIPService, ForwardingRequest
 from nubis.services.network.routers import (
     RouterRequest,
     gateway_port,
@@ -78,9 +78,7 @@ def router_view(session: Session, found: Router) -> dict[str, Any]:
 def floating_view(session: Session, fip: FloatingIP) -> dict[str, Any]:
     port = session.get(Port, fip.fixed_port_id) if fip.fixed_port_id else None
     owner = router_of_network(session, port.network_id) if port else None
-    forwards = list(
-        session.scalars(select(PortForwarding).where(PortForwarding.floating_ip_id == fip.id))
-    )
+    forwards = FloatingIPService.forwardings(session, fip)
     if owner is None and forwards:
         held = session.get(Port, forwards[0].port_id)
         owner = router_of_network(session, held.network_id) if held else None

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from nubis.db.session import Database
 from nubis.services.core.errors import BadRequest, Conflict, NotFoundError
 
 M = TypeVar("M")
@@ -31,6 +32,17 @@ def get_by_id_or_name(session: Session, model: type[M], ref: str, what: str, **s
     if len(named) > 1:
         raise Conflict(f"several {what}s are named {ref!r}: give the id")
     return named[0]
+
+
+def reread(db: Database, model: type[M], row_id: str, what: str) -> M:
+    """The row as the database holds it now, detached from its session; 404 when it is
+    gone (deleted by another request since)."""
+    with db.read() as s:
+        row = s.get(model, row_id)
+        if row is None:
+            raise NotFoundError(f"the {what} is gone")
+        s.expunge(row)
+        return row
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from nubis.db.models import FloatingIP, Network, Port, PortForwarding, Router
 from nubis.db.models.routing import FLOATING_IP
 from nubis.db.session import Database
 from nubis.services.core.errors import BadRequest, Conflict, NotFoundError
+from nubis.services.core.lookup import reread
 from nubis.services.core.principal import Principal
 from nubis.services.identity import quotas
 from nubis.services.network import ports as port_alloc
@@ -83,7 +84,7 @@ class FloatingIPService:
         if len(description) > 255:
             raise BadRequest("description: at most 255 characters")
         with self.db.begin() as s:
-            network = external_network(s, network_ref)
+            network = external_network(s, principal, network_ref)
             quotas.claim(s, principal.project_id, {"floating_ips": 1})
             holder = port_alloc.allocate(s, principal.project_id, network, None, ip=address)
             holder.device_owner, holder.status = FLOATING_IP, "attached"
@@ -103,7 +104,7 @@ class FloatingIPService:
             except BaseException:
                 self._forget(fip_id)
                 raise
-        return self._reload(fip_id)
+        return reread(self.db, FloatingIP, fip_id, "floating IP")
 
     def associate(self, principal: Principal, ref: str, port_id: str | None) -> FloatingIP:
         """Point the floating IP at ``port_id`` (None: at nothing)."""
@@ -141,7 +142,7 @@ class FloatingIPService:
                 found.fixed_port_id = before
 
         self._put(new_router, routers, undo)
-        return self._reload(fip_id)
+        return reread(self.db, FloatingIP, fip_id, "floating IP")
 
     def delete(self, principal: Principal, ref: str) -> None:
         with self.db.read() as s:
@@ -168,7 +169,8 @@ class FloatingIPService:
             self.routers.sync(router_id)
 
     # -- port forwardings -------------------------------------------------------------
-    def forwardings(self, session: Session, fip: FloatingIP) -> list[PortForwarding]:
+    @staticmethod
+    def forwardings(session: Session, fip: FloatingIP) -> list[PortForwarding]:
         return list(
             session.scalars(
                 select(PortForwarding)
@@ -227,11 +229,7 @@ class FloatingIPService:
                 s.delete(found)
 
         self._put(router_id, set(), undo)
-        with self.db.read() as s:
-            found = s.get(PortForwarding, forward_id)
-            assert found is not None
-            s.expunge(found)
-            return found
+        return reread(self.db, PortForwarding, forward_id, "port forwarding")
 
     def remove_forwarding(self, principal: Principal, ref: str, forward_id: str) -> None:
         with self.db.begin() as s:
@@ -279,11 +277,3 @@ class FloatingIPService:
                 raise
         for other in sorted(others - {router_id} if router_id else others):
             self.routers.sync(other)
-
-    def _reload(self, fip_id: str) -> FloatingIP:
-        with self.db.read() as s:
-            fip = s.get(FloatingIP, fip_id)
-            if fip is None:
-                raise NotFoundError("the floating IP is gone")
-            s.expunge(fip)
-            return fip

@@ -36,6 +36,7 @@ from nubis.db.models import (
     NetworkState,
     Port,
     Router,
+    Subnet,
 )
 from nubis.db.models import PortForwarding as Forwarding
 from nubis.db.models.routing import ROUTER_GATEWAY, ROUTER_INTERFACE
@@ -43,7 +44,7 @@ from nubis.db.session import Database
 from nubis.drivers.agent import AgentClient, AgentRef, Floating, Forward, Leg, RouterState
 from nubis.drivers.errors import DriverError, HostUnreachable
 from nubis.services.core.errors import BadRequest, Conflict, Forbidden, NotFoundError
-from nubis.services.core.lookup import get_by_id_or_name, validate_name
+from nubis.services.core.lookup import get_by_id_or_name, reread, validate_name
 from nubis.services.core.principal import Principal
 from nubis.services.identity import policy, quotas
 from nubis.services.inventory import topology
@@ -65,13 +66,19 @@ class RouterRequest:
     snat: bool = True
 
 
-def external_network(session: Session, ref: str, cluster_id: str | None = None) -> Network:
-    """An external network, by id or name, whichever project defined it."""
+def external_network(
+    session: Session, principal: Principal, ref: str, cluster_id: str | None = None
+) -> Network:
+    """An external network, by id or name, whichever project defined it. Naming one
+    of the caller's own other networks says it is not external; another project's
+    network is not found, as any name that does not exist."""
     try:
         network = get_by_id_or_name(session, Network, ref, "network", mode=EXTERNAL)
     except NotFoundError:
-        other = session.scalar(select(Network).where(or_(Network.id == ref, Network.name == ref)))
-        if other is not None:
+        own = select(Network).where(or_(Network.id == ref, Network.name == ref))
+        if not principal.all_projects:
+            own = own.where(Network.project_id == principal.project_id)
+        if session.scalar(own.limit(1)) is not None:
             raise BadRequest(f"network {ref!r} is not an external network") from None
         raise
     if network.state != NetworkState.ACTIVE:
@@ -82,8 +89,29 @@ def external_network(session: Session, ref: str, cluster_id: str | None = None) 
 
 
 def _prefix(session: Session, port: Port) -> int:
-    subnet = next(s for s in subnets_of(session, port.network_id) if s.id == port.subnet_id)
+    subnet = session.get(Subnet, port.subnet_id)
+    assert subnet is not None
     return ipaddress.ip_network(subnet.cidr).prefixlen
+
+
+def carried(session: Session, network_ids: list[str], external_id: str | None = None) -> int:
+    """How many floating IPs (of ``external_id``, default any) and port forwardings
+    reach ports of these networks."""
+    floating = (
+        select(func.count())
+        .select_from(FloatingIP)
+        .join(Port, Port.id == FloatingIP.fixed_port_id)
+        .where(Port.network_id.in_(network_ids))
+    )
+    if external_id is not None:
+        floating = floating.where(FloatingIP.network_id == external_id)
+    forwarded = (
+        select(func.count())
+        .select_from(Forwarding)
+        .join(Port, Port.id == Forwarding.port_id)
+        .where(Port.network_id.in_(network_ids))
+    )
+    return (session.scalar(floating) or 0) + (session.scalar(forwarded) or 0)
 
 
 def interfaces(session: Session, router_id: str) -> list[Port]:
@@ -119,8 +147,9 @@ def router_of_network(session: Session, network_id: str) -> Router | None:
 
 def desired(session: Session, router: Router) -> RouterState:
     """What the router's namespace should hold, from the tables."""
-    legs = []
+    legs, joined = [], []
     for port in interfaces(session, router.id):
+        joined.append(port.network_id)
         network = session.get(Network, port.network_id)
         assert network is not None
         legs.append(
@@ -144,7 +173,6 @@ def desired(session: Session, router: Router) -> RouterState:
         )
         subnet = subnets_of(session, external.id)[0]
         default_route = subnet.gateway
-    joined = [p.network_id for p in interfaces(session, router.id)]
     floating, forwards = [], []
     if gateway is not None and external is not None:
         rows = session.execute(
@@ -212,7 +240,7 @@ class RouterService:
                 raise Conflict(f"a router named {req.name!r} already exists")
             cluster = get_by_id_or_name(s, Cluster, req.cluster or topology.DEFAULT, "cluster")
             external = (
-                external_network(s, req.external_network, cluster.id)
+                external_network(s, principal, req.external_network, cluster.id)
                 if req.external_network
                 else None
             )
@@ -241,7 +269,7 @@ class RouterService:
         except BadRequest:
             self._forget(router_id)
             raise
-        return self._reload(router_id)
+        return reread(self.db, Router, router_id, "router")
 
     def delete(self, principal: Principal, ref: str) -> None:
         """A router without interfaces goes; its namespace leaves its host (a host that
@@ -282,7 +310,11 @@ class RouterService:
         with self.db.begin() as s:
             router = self.get(s, principal, ref)
             old = gateway_port(s, router)
-            external = external_network(s, network_ref, router.cluster_id) if network_ref else None
+            external = (
+                external_network(s, principal, network_ref, router.cluster_id)
+                if network_ref
+                else None
+            )
             moving = old is not None and (external is None or old.network_id != external.id)
             if moving:
                 self._refuse_with_floating(s, router)
@@ -308,7 +340,7 @@ class RouterService:
                 port = s.get(Port, old_id)
                 if port is not None:
                     s.delete(port)
-        return self._reload(router_id)
+        return reread(self.db, Router, router_id, "router")
 
     def _allocate_gateway(self, session: Session, router: Router, external: Network) -> Port:
         port = port_alloc.allocate(session, router.project_id, external, None)
@@ -319,21 +351,7 @@ class RouterService:
     @staticmethod
     def _refuse_with_floating(session: Session, router: Router) -> None:
         joined = [p.network_id for p in interfaces(session, router.id)]
-        used = session.scalar(
-            select(func.count())
-            .select_from(FloatingIP)
-            .join(Port, Port.id == FloatingIP.fixed_port_id)
-            .where(Port.network_id.in_(joined), FloatingIP.network_id == router.external_network_id)
-        )
-        used = (used or 0) + (
-            session.scalar(
-                select(func.count())
-                .select_from(Forwarding)
-                .join(Port, Port.id == Forwarding.port_id)
-                .where(Port.network_id.in_(joined))
-            )
-            or 0
-        )
+        used = carried(session, joined, router.external_network_id)
         if used:
             raise Conflict(
                 f"router {router.name!r} carries {used} floating IP(s) or port forwarding(s) "
@@ -373,11 +391,7 @@ class RouterService:
 
         self._change(router_id, undo, network_id)
         self.networks.push_scopes(cluster_id)
-        with self.db.read() as s:
-            found = s.get(Port, port_id)
-            assert found is not None
-            s.expunge(found)
-            return found
+        return reread(self.db, Port, port_id, "router interface")
 
     def remove_interface(self, principal: Principal, ref: str, network_ref: str) -> None:
         with self.db.begin() as s:
@@ -388,24 +402,7 @@ class RouterService:
                 raise NotFoundError(
                     f"router {router.name!r} has no interface on network {network.name!r}"
                 )
-            used = (
-                s.scalar(
-                    select(func.count())
-                    .select_from(FloatingIP)
-                    .join(Port, Port.id == FloatingIP.fixed_port_id)
-                    .where(Port.network_id == network.id)
-                )
-                or 0
-            )
-            used += (
-                s.scalar(
-                    select(func.count())
-                    .select_from(Forwarding)
-                    .join(Port, Port.id == Forwarding.port_id)
-                    .where(Port.network_id == network.id)
-                )
-                or 0
-            )
+            used = carried(s, [network.id])
             if used:
                 raise Conflict(
                     f"{used} floating IP(s) or port forwarding(s) reach network "
@@ -555,11 +552,3 @@ class RouterService:
             session.execute(select(Router.host_id, func.count()).group_by(Router.host_id)).all()
         )
         return min(candidates, key=lambda h: (load.get(h.id, 0), h.name))
-
-    def _reload(self, router_id: str) -> Router:
-        with self.db.read() as s:
-            router = s.get(Router, router_id)
-            if router is None:
-                raise NotFoundError("the router is gone")
-            s.expunge(router)
-            return router
