@@ -231,7 +231,7 @@ class Platform:
         (the overlays' forwarding tables included) and its routers put on it."""
         self.sync.reconcile_host(host_id)
         self.networks.ensure_on_host(host_id)
-        self.routers.sync_all()
+        self.routers.sync_host(host_id)
 
     def _evaluate_alarms(self, now: float) -> None:
         if self.alarms.evaluate_all(now, self.retention.interval):

@@ -491,20 +491,29 @@ class RouterService:
     def sync_all(self) -> None:
         """Every router on its host; router namespaces no router owns leave the hosts
         that are up (a router deleted while its host was down)."""
+        self._sync_hosts(None)
+
+    def sync_host(self, host_id: str) -> None:
+        """The routers of one host on it (it is back), and its stray namespaces gone."""
+        self._sync_hosts(host_id)
+
+    def _sync_hosts(self, host_id: str | None) -> None:
         with self.db.read() as s:
-            ids = list(s.scalars(select(Router.id)))
+            routers = select(Router)
+            hosts = select(Host).where(Host.state == HostStatus.UP)
+            if host_id is not None:
+                routers = routers.where(Router.host_id == host_id)
+                hosts = hosts.where(Host.id == host_id)
+            ids: list[str] = []
             owned: dict[str, set[str]] = {}
-            for router in s.scalars(select(Router)):
+            for router in s.scalars(routers):
+                ids.append(router.id)
                 owned.setdefault(router.host_id, set()).add(router.namespace)
-            agents = [
-                (h.id, agent)
-                for h in s.scalars(select(Host).where(Host.state == HostStatus.UP))
-                if (agent := self.hosts.agent(h)) is not None
-            ]
+            agents = [(h.id, a) for h in s.scalars(hosts) if (a := self.hosts.agent(h)) is not None]
         for router_id in ids:
             self.sync(router_id)
-        for host_id, agent in agents:
-            self._remove_strays(agent, owned.get(host_id, set()))
+        for held_by, agent in agents:
+            self._remove_strays(agent, owned.get(held_by, set()))
 
     def _remove_strays(self, agent: AgentRef, owned: set[str]) -> None:
         try:
