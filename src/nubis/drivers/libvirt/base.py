@@ -100,6 +100,24 @@ class DriverBase:
                 self.conns.discard(host.uri, conn)
                 time.sleep(0.2 * attempt)
 
+    def _poll(
+        self,
+        host: HostRef,
+        done: Callable[[libvirt.virConnect], bool],
+        timeout: float,
+        what: str = "",
+    ) -> bool:
+        """Whether ``done`` came true within ``timeout`` seconds, looked at every 0.2 s.
+        Each look is a call of its own: a connection that breaks while the guest takes
+        its time costs that look's repeat, not the whole wait's."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._call(host, done, what):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.2)
+
     @staticmethod
     def _domain(conn: libvirt.virConnect, uuid: str) -> libvirt.virDomain:
         return conn.lookupByUUIDString(uuid)

@@ -7,7 +7,6 @@ so a task step can run again after a crash without harm.
 from __future__ import annotations
 
 import threading
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -341,19 +340,12 @@ class LibvirtDriver(DriverBase):
             unless_done(dom.shutdown, lambda: not dom.isActive())
             return False
 
-        def active(conn: libvirt.virConnect) -> bool:
-            return bool(self._domain(conn, uuid).isActive())
+        def stopped(conn: libvirt.virConnect) -> bool:
+            return not self._domain(conn, uuid).isActive()
 
         if self._call(host, request, f"domain {uuid}"):
             return True
-        # each look is a call of its own: a connection that breaks while the guest
-        # takes its time costs one look's repeat, not the whole wait's
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self._call(host, active, f"domain {uuid}"):
-                return True
-            time.sleep(0.2)
-        return False
+        return self._poll(host, stopped, timeout, f"domain {uuid}")
 
     def destroy(self, host: HostRef, uuid: str) -> None:
         def destroy(conn: libvirt.virConnect) -> None:

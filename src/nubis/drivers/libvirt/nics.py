@@ -7,7 +7,6 @@ is left as it is), so a task re-run after a crash does the right thing.
 
 from __future__ import annotations
 
-import time
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -43,23 +42,30 @@ class NicDriver(DriverBase):
         """Unplug the NIC (waiting until the guest has let it go), then drop it from
         the definition."""
 
-        def detach(conn: libvirt.virConnect) -> None:
+        xml, mac = interface_xml(nic), nic.mac.lower()
+
+        def unplug(conn: libvirt.virConnect) -> None:
             dom = self._domain(conn, uuid)
-            xml, mac = interface_xml(nic), nic.mac.lower()
             if dom.isActive() and mac in _macs(dom, inactive=False):
                 dom.detachDeviceFlags(xml, LIVE)
-                deadline = time.monotonic() + timeout
-                while mac in _macs(dom, inactive=False):
-                    if time.monotonic() > deadline:
-                        raise DriverError(
-                            f"the guest did not release NIC {mac} within {timeout:.0f}s "
-                            "(does it ignore unplug requests?)"
-                        )
-                    time.sleep(0.2)
+
+        def released(conn: libvirt.virConnect) -> bool:
+            dom = self._domain(conn, uuid)
+            return not dom.isActive() or mac not in _macs(dom, inactive=False)
+
+        def forget(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
             if mac in _macs(dom, inactive=True):
                 dom.detachDeviceFlags(xml, CONFIG)
 
-        self._call(host, detach, f"domain {uuid}")
+        what = f"domain {uuid}"
+        self._call(host, unplug, what)
+        if not self._poll(host, released, timeout, what):
+            raise DriverError(
+                f"the guest did not release NIC {mac} within {timeout:.0f}s "
+                "(does it ignore unplug requests?)"
+            )
+        self._call(host, forget, what)
 
     def update_nic(self, host: HostRef, uuid: str, nic: InterfaceSpec) -> None:
         """Change the NIC (its bandwidth limits) in the definition and, live, in the
