@@ -17,7 +17,12 @@ DEBIAN_PACKAGES=(
   syslinux syslinux-common isolinux mtools dosfstools genisoimage scrub
   iptables iproute2
 )
-TEST_DEBIAN_PACKAGES=(postgresql openssh-client chromium)
+TEST_DEBIAN_PACKAGES=(
+  postgresql openssh-client chromium
+  # the storage engines the tests start (a one-node Ceph cluster), and what a host
+  # needs to use them: libvirt's rbd pools, QEMU's librbd block driver
+  ceph-mon ceph-mgr ceph-osd libvirt-daemon-driver-storage-rbd qemu-block-extra
+)
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
 

@@ -166,6 +166,7 @@ class Platform:
         self.sync.also.append(self.routers.sync_all)
         self.volume_driver = VolumeDriver(self.conns)
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
+        self.sync.also.append(self.pools.refresh_all)
         self.volumes = VolumeService(self.engine)
         self.volume_tasks = VolumeTasks(self.engine, self.volume_driver, self.hosts)
         self.volume_transfers = VolumeTransfers(self.volumes, self.volume_driver, self.hosts)
@@ -227,9 +228,11 @@ class Platform:
             self.engine.register(handler)
 
     def _host_back(self, host_id: str) -> None:
-        """A host answers again: its instances are aligned, its cluster's networks
-        (the overlays' forwarding tables included) and its routers put on it."""
+        """A host answers again: its instances are aligned, its storage pools (one
+        made while it was down included), its cluster's networks (the overlays'
+        forwarding tables included) and its routers put on it."""
         self.sync.reconcile_host(host_id)
+        self.pools.ensure_on_host(host_id)
         self.networks.ensure_on_host(host_id)
         self.routers.sync_host(host_id)
 

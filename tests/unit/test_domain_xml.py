@@ -5,6 +5,7 @@ import pytest
 from nubis.drivers.libvirt.domain_xml import (
     DiskSpec,
     DomainSpec,
+    NetworkDisk,
     build_domain_xml,
     parse_domain_xml,
 )
@@ -89,6 +90,29 @@ def test_an_empty_cdrom_drive_has_no_source_and_round_trips():
     xml = build_domain_xml(original)
     cdrom = ET.fromstring(xml).find("./devices/disk[@device='cdrom']")
     assert cdrom.find("source") is None and cdrom.find("readonly") is not None
+    assert parse_domain_xml(xml) == original
+
+
+def test_an_rbd_disk_names_its_image_monitors_and_secret_and_round_trips():
+    ceph = NetworkDisk(
+        hosts=(("10.0.0.11", 6789), ("mon2.example", 3300)),
+        auth_user="nubis",
+        secret_uuid="0b7c1f5e-0000-4000-8000-000000000009",
+    )
+    data = DiskSpec(path="nubis/nubis-vol-1.img", format="raw", target="vdb", network=ceph)
+    original = spec(disks=(DiskSpec(path="/p/root", boot_order=1), data))
+    xml = build_domain_xml(original)
+    disk = ET.fromstring(xml).find("./devices/disk[@type='network']")
+    source = disk.find("source")
+    assert (source.get("protocol"), source.get("name")) == ("rbd", "nubis/nubis-vol-1.img")
+    assert [(h.get("name"), h.get("port")) for h in source.findall("host")] == [
+        ("10.0.0.11", "6789"),
+        ("mon2.example", "3300"),
+    ]
+    assert source.find("auth").get("username") == "nubis"
+    secret = source.find("auth/secret")
+    assert (secret.get("type"), secret.get("uuid")) == ("ceph", ceph.secret_uuid)
+    assert disk.find("driver").get("type") == "raw"
     assert parse_domain_xml(xml) == original
 
 

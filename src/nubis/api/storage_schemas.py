@@ -11,13 +11,22 @@ from nubis.api.schemas import In, Out
 
 class PoolIn(In):
     name: str
-    kind: str = Field(description="dir | lvm (one host) or shared | nfs (a cluster)")
-    path: str = Field(description="directory (dir, shared), mount point (nfs) or VG name (lvm)")
+    kind: str = Field(description="dir | lvm (one host) or shared | nfs | rbd (a cluster)")
+    path: str = Field(
+        description="directory (dir, shared), mount point (nfs), VG name (lvm) or Ceph pool (rbd)"
+    )
     host: str | None = Field(default=None, description="for dir and lvm pools")
-    cluster: str | None = Field(default=None, description="for shared and nfs pools")
+    cluster: str | None = Field(default=None, description="for shared, nfs and rbd pools")
     nfs_server: str | None = None
     nfs_export: str | None = None
     tags: list[str] = Field(default_factory=list)
+    monitors: list[str] = Field(
+        default_factory=list, description="rbd: the Ceph monitors, address[:port] (port 6789)"
+    )
+    auth_user: str | None = Field(default=None, description="rbd: the cephx user (e.g. nubis)")
+    auth_key: str | None = Field(
+        default=None, description="rbd: the cephx user's key (kept encrypted, never shown)"
+    )
 
 
 class PoolOut(Out):
@@ -27,6 +36,8 @@ class PoolOut(Out):
     path: str
     nfs_server: str | None
     nfs_export: str | None
+    monitors: list[str] | None
+    auth_user: str | None
     host_id: str | None
     cluster_id: str | None
     tags: list[str]

@@ -35,12 +35,19 @@ def pool_list(fmt: Fmt = "table") -> None:
 @pool_app.command("create")
 def pool_create(
     name: str,
-    kind: Annotated[str, typer.Option(help="dir | lvm (one host), shared | nfs (a cluster)")],
-    path: Annotated[str, typer.Option(help="directory, mount point, or VG name for lvm")],
+    kind: Annotated[str, typer.Option(help="dir | lvm (one host), shared | nfs | rbd (a cluster)")],
+    path: Annotated[str, typer.Option(help="directory, mount point, VG (lvm), Ceph pool (rbd)")],
     host: Annotated[str | None, typer.Option(help="the host of a dir or lvm pool")] = None,
     cluster: Annotated[str | None, typer.Option(help="the cluster of a shared/nfs pool")] = None,
     nfs_server: str | None = None,
     nfs_export: str | None = None,
+    monitor: Annotated[
+        list[str] | None, typer.Option(help="rbd: a Ceph monitor, address[:port] (repeat)")
+    ] = None,
+    auth_user: Annotated[str | None, typer.Option(help="rbd: the cephx user")] = None,
+    auth_key_file: Annotated[
+        Path | None, typer.Option(help="rbd: a file holding the cephx user's key")
+    ] = None,
     tag: Tags = None,
     fmt: Fmt = "table",
 ) -> None:
@@ -52,6 +59,9 @@ def pool_create(
         "cluster": cluster,
         "nfs_server": nfs_server,
         "nfs_export": nfs_export,
+        "monitors": monitor or [],
+        "auth_user": auth_user,
+        "auth_key": auth_key_file.read_text().strip() if auth_key_file else None,
         "tags": tag or [],
     }
     show(request("POST", "/storage-pools", json=body).json(), fmt, POOL_COLS)

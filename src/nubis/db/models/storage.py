@@ -91,7 +91,10 @@ class StoragePool(Base):
 
     ``kind``: ``dir`` (a directory on one host), ``shared`` (a directory every host
     of a cluster mounts, e.g. NFS mounted by the OS), ``lvm`` (a volume group on one
-    host), ``nfs`` (an NFS export libvirt mounts on every host of a cluster).
+    host), ``nfs`` (an NFS export libvirt mounts on every host of a cluster), ``rbd``
+    (a Ceph pool, ``path`` its name, reached at ``monitors`` as the cephx user
+    ``auth_user``, whose key ``auth_key`` is kept encrypted; every host of the cluster
+    has it as a libvirt secret whose UUID is the pool's id).
     """
 
     __tablename__ = "storage_pools"
@@ -101,6 +104,9 @@ class StoragePool(Base):
     path: Mapped[str] = mapped_column(String(255))  # directory / mount point / VG name
     nfs_server: Mapped[str | None] = mapped_column(String(255))
     nfs_export: Mapped[str | None] = mapped_column(String(255))
+    monitors: Mapped[list[str] | None] = mapped_column(JSON)  # rbd: host:port of each
+    auth_user: Mapped[str | None] = mapped_column(String(64))
+    auth_key: Mapped[str | None] = mapped_column(Text)  # encrypted (SecretBox)
     cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True)
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), index=True)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)

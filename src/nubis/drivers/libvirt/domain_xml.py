@@ -10,6 +10,17 @@ ET.register_namespace("nubis", NUBIS_NS)
 
 
 @dataclass(frozen=True)
+class NetworkDisk:
+    """A disk QEMU reaches over the network itself (librbd: no kernel mapping); the
+    disk's ``path`` is then the image as ``<ceph pool>/<image>``."""
+
+    hosts: tuple[tuple[str, int], ...]  # (address, port) of each Ceph monitor
+    auth_user: str  # the cephx user
+    secret_uuid: str  # the libvirt secret holding its key
+    protocol: str = "rbd"
+
+
+@dataclass(frozen=True)
 class DiskSpec:
     path: str  # "" for a CD-ROM drive with no medium
     format: str = "qcow2"  # qcow2 | raw
@@ -21,6 +32,7 @@ class DiskSpec:
     serial: str | None = None  # what the guest sees in /sys/block/<dev>/serial
     shareable: bool = False  # several domains may have it attached (multi-attach)
     transient: bool = False  # changes go to an overlay discarded at power off
+    network: NetworkDisk | None = None  # an RBD image rather than a file or device
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,8 @@ def disk_xml(disk: DiskSpec) -> str:
 
 def _disk(devices: ET.Element, disk: DiskSpec) -> None:
     block = disk.path.startswith("/dev/")  # a logical volume or another block device
-    el = _sub(devices, "disk", type="block" if block else "file", device=disk.device)
+    kind = "network" if disk.network else "block" if block else "file"
+    el = _sub(devices, "disk", type=kind, device=disk.device)
     driver = _sub(el, "driver", name="qemu", type=disk.format)
     if disk.device == "disk":
         # no host page cache: the only mode in which live migration over shared
@@ -87,6 +100,12 @@ def _disk(devices: ET.Element, disk: DiskSpec) -> None:
         driver.set("cache", "none")
     if not disk.path:
         pass  # an empty drive (a CD-ROM with its tray open or no disc)
+    elif disk.network:
+        source = _sub(el, "source", protocol=disk.network.protocol, name=disk.path)
+        for address, port in disk.network.hosts:
+            _sub(source, "host", name=address, port=str(port))
+        auth = _sub(source, "auth", username=disk.network.auth_user)
+        _sub(auth, "secret", type="ceph", uuid=disk.network.secret_uuid)
     elif block:
         _sub(el, "source", dev=disk.path)
     else:
@@ -197,6 +216,25 @@ def _attr(el: ET.Element, path: str, name: str) -> str:
     return "" if found is None else found.get(name, "")
 
 
+def disk_source_path(source: ET.Element | None) -> str:
+    """A ``<disk>``'s source: its file, its device, or its network image's name."""
+    if source is None:
+        return ""
+    return source.get("file") or source.get("dev") or source.get("name") or ""
+
+
+def _network_disk(el: ET.Element) -> NetworkDisk | None:
+    source = el.find("source")
+    if el.get("type") != "network" or source is None:
+        return None
+    return NetworkDisk(
+        hosts=tuple((h.get("name", ""), int(h.get("port", "0"))) for h in source.findall("host")),
+        auth_user=_attr(source, "auth", "username"),
+        secret_uuid=_attr(source, "auth/secret", "uuid"),
+        protocol=source.get("protocol", "rbd"),
+    )
+
+
 def parse_domain_xml(xml: str) -> DomainSpec:
     """Read back the parts of a domain Nubis describes (also from libvirt's XMLDesc)."""
     dom = ET.fromstring(xml)
@@ -206,7 +244,7 @@ def parse_domain_xml(xml: str) -> DomainSpec:
         boot = el.find("boot")
         disks.append(
             DiskSpec(
-                path=(source.get("file") or source.get("dev") or "") if source is not None else "",
+                path=disk_source_path(source),
                 format=driver.get("type", "raw") if driver is not None else "raw",
                 target=target.get("dev", "") if target is not None else "",
                 bus=target.get("bus", "") if target is not None else "",
@@ -216,6 +254,7 @@ def parse_domain_xml(xml: str) -> DomainSpec:
                 serial=el.findtext("serial"),
                 shareable=el.find("shareable") is not None,
                 transient=el.find("transient") is not None,
+                network=_network_disk(el),
             )
         )
     interfaces = tuple(

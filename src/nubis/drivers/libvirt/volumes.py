@@ -8,14 +8,14 @@ from __future__ import annotations
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import libvirt
 
 from nubis.drivers.errors import DriverError, NotFound
 from nubis.drivers.libvirt import storage, streams
 from nubis.drivers.libvirt.base import DriverBase, HostRef
-from nubis.drivers.libvirt.domain_xml import DiskSpec, disk_xml
+from nubis.drivers.libvirt.domain_xml import DiskSpec, disk_source_path, disk_xml
 
 PROVISIONING = ("thin", "thick", "thick-lazy-zeroed")
 # pools whose volumes are carved out of block devices: a new volume gets space a
@@ -36,15 +36,20 @@ def zero_on_create(pool_type: str, provisioning: str) -> bool:
 @dataclass(frozen=True)
 class PoolSpec:
     """A libvirt pool: ``dir`` (a directory; also a shared file system mounted on
-    every host), ``logical`` (an LVM volume group) or ``netfs`` (NFS, mounted by
-    libvirt at ``path``)."""
+    every host), ``logical`` (an LVM volume group), ``netfs`` (NFS, mounted by
+    libvirt at ``path``) or ``rbd`` (a Ceph pool, opened through librbd with the
+    cephx key held in a libvirt secret)."""
 
     name: str
-    type: str  # dir | logical | netfs
-    path: str  # the directory, or for logical /dev/<vg>, for netfs the mount point
-    source_name: str | None = None  # logical: the volume group's name
+    type: str  # dir | logical | netfs | rbd
+    path: str  # the directory, for logical /dev/<vg>, for netfs the mount point
+    source_name: str | None = None  # logical: the volume group; rbd: the Ceph pool
     source_host: str | None = None  # netfs: the NFS server
     source_dir: str | None = None  # netfs: the export
+    monitors: tuple[tuple[str, int], ...] = ()  # rbd: (address, port) of each monitor
+    auth_user: str | None = None  # rbd: the cephx user (without "client.")
+    secret_uuid: str | None = None  # rbd: the libvirt secret holding the key
+    secret: bytes | None = field(default=None, repr=False)  # rbd: the key itself
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,14 @@ class PoolUsage:
 def pool_xml(spec: PoolSpec) -> str:
     pool = ET.Element("pool", type=spec.type)
     ET.SubElement(pool, "name").text = spec.name
+    if spec.type == "rbd":
+        source = ET.SubElement(pool, "source")
+        ET.SubElement(source, "name").text = spec.source_name
+        for address, port in spec.monitors:
+            ET.SubElement(source, "host", name=address, port=str(port))
+        auth = ET.SubElement(source, "auth", type="ceph", username=spec.auth_user or "")
+        ET.SubElement(auth, "secret", uuid=spec.secret_uuid or "")
+        return ET.tostring(pool, encoding="unicode")
     if spec.type in ("logical", "netfs"):
         source = ET.SubElement(pool, "source")
         if spec.type == "logical":
@@ -73,12 +86,42 @@ def pool_xml(spec: PoolSpec) -> str:
     return ET.tostring(pool, encoding="unicode")
 
 
+def secret_xml(uuid: str, usage: str) -> str:
+    """A private, persistent libvirt secret for a Ceph key (its value is set apart)."""
+    secret = ET.Element("secret", ephemeral="no", private="yes")
+    ET.SubElement(secret, "uuid").text = uuid
+    ET.SubElement(ET.SubElement(secret, "usage", type="ceph"), "name").text = usage
+    return ET.tostring(secret, encoding="unicode")
+
+
+def _ensure_secret(conn: libvirt.virConnect, spec: PoolSpec) -> None:
+    assert spec.secret_uuid is not None and spec.secret is not None
+    try:
+        secret = conn.secretLookupByUUIDString(spec.secret_uuid)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_SECRET:
+            raise
+        secret = conn.secretDefineXML(secret_xml(spec.secret_uuid, spec.name), 0)
+    secret.setValue(spec.secret, 0)
+
+
+def _remove_secret(conn: libvirt.virConnect, usage: str) -> None:
+    try:
+        conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_CEPH, usage).undefine()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() != libvirt.VIR_ERR_NO_SECRET:
+            raise
+
+
 class VolumeDriver(DriverBase):
     # -- pools ----------------------------------------------------------------------
     def ensure_pool(self, host: HostRef, spec: PoolSpec) -> PoolUsage:
-        """Define, build, start and autostart the pool on the host (idempotent)."""
+        """Define, build, start and autostart the pool on the host (idempotent); an
+        rbd pool's key first, as the libvirt secret the pool names."""
 
         def ensure(conn: libvirt.virConnect) -> PoolUsage:
+            if spec.type == "rbd":
+                _ensure_secret(conn, spec)
             try:
                 pool = conn.storagePoolLookupByName(spec.name)
             except libvirt.libvirtError as exc:
@@ -96,18 +139,20 @@ class VolumeDriver(DriverBase):
         return self._call(host, ensure, f"storage pool {spec.name}")
 
     def remove_pool(self, host: HostRef, name: str) -> None:
-        """Stop and undefine the pool; its directory / volume group / export stays."""
+        """Stop and undefine the pool and its key's secret; its directory / volume
+        group / export / Ceph pool stays."""
 
         def remove(conn: libvirt.virConnect) -> None:
             try:
                 pool = conn.storagePoolLookupByName(name)
             except libvirt.libvirtError as exc:
-                if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_POOL:
-                    return
-                raise
-            if pool.isActive():
-                pool.destroy()
-            pool.undefine()
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
+                    raise
+            else:
+                if pool.isActive():
+                    pool.destroy()
+                pool.undefine()
+            _remove_secret(conn, name)
 
         self._call(host, remove, f"storage pool {name}")
 
@@ -161,12 +206,19 @@ class VolumeDriver(DriverBase):
 
     def wipe_volume(self, host: HostRef, pool_name: str, name: str) -> None:
         """Overwrite every byte with random data (libvirt's wipe, run by scrub), so
-        nothing of the volume can be read back; nothing to do when it is gone."""
+        nothing of the volume can be read back (an RBD image: with zeros, the one
+        pattern libvirt writes there); nothing to do when it is gone."""
 
         def wipe(conn: libvirt.virConnect) -> None:
-            vol = storage.find_volume(conn.storagePoolLookupByName(pool_name), name)
+            pool = conn.storagePoolLookupByName(pool_name)
+            vol = storage.find_volume(pool, name)
             if vol is not None:
-                vol.wipePattern(libvirt.VIR_STORAGE_VOL_WIPE_ALG_RANDOM, 0)
+                rbd = pool_type(pool) == "rbd"
+                zero, random = (
+                    libvirt.VIR_STORAGE_VOL_WIPE_ALG_ZERO,
+                    libvirt.VIR_STORAGE_VOL_WIPE_ALG_RANDOM,
+                )
+                vol.wipePattern(zero if rbd else random, 0)
 
         self._call(host, wipe, f"volume {name}")
 
@@ -402,13 +454,13 @@ class VolumeDriver(DriverBase):
 
 
 def _disk_sources(domain_xml: str) -> dict[str, str | None]:
-    """target device -> file (or block device) of each disk of a domain description."""
+    """target device -> file (or block device, or network image) of each disk of a
+    domain description."""
     result: dict[str, str | None] = {}
     for disk in ET.fromstring(domain_xml).findall("./devices/disk"):
         target, source = disk.find("target"), disk.find("source")
         if target is not None:
-            path = None if source is None else source.get("file") or source.get("dev")
-            result[target.get("dev", "")] = path
+            result[target.get("dev", "")] = disk_source_path(source) or None
     return result
 
 

@@ -37,7 +37,13 @@ from nubis.services.core.submit import submit_task
 from nubis.services.inventory.hosts import HostService
 from nubis.services.storage.images import ImageService, Staged
 from nubis.services.storage.pools import one_host
-from nubis.services.storage.volumes import VolumeService, release_hold, volume_path, volume_users
+from nubis.services.storage.volumes import (
+    VolumeService,
+    files_only,
+    release_hold,
+    volume_path,
+    volume_users,
+)
 from nubis.tasks.engine import TaskContext
 
 Download = Callable[[Callable[[bytes], None], Callable[[int], None]], None]
@@ -88,6 +94,9 @@ def request_volume_template(
 ) -> Task:
     images.check_name(session, name, principal.project_id)
     volume = volumes.get(session, principal, ref)
+    pool = session.get(StoragePool, volume.pool_id)
+    assert pool is not None
+    files_only(pool, "a template")
     users = [i for _a, i in volume_users(session, volume.id)]
     running = [i.name for i in users if i.status != InstanceStatus.STOPPED]
     if running:

@@ -8,10 +8,13 @@ the row deleted. A pool a dead process left ``creating`` is undone at start-up.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -21,16 +24,23 @@ from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.volumes import PoolSpec, VolumeDriver
-from nubis.services.core.errors import BadRequest, Conflict, Unavailable
+from nubis.services.core.errors import BadRequest, Conflict, NotFoundError, Unavailable
 from nubis.services.core.lookup import get_by_id_or_name, validate_name
+from nubis.services.identity.secrets import SecretBox
 from nubis.services.inventory.hosts import HostService, call_each
 
 log = logging.getLogger(__name__)
 
 # kind -> scope it is registered in
-KINDS = {"dir": "host", "lvm": "host", "shared": "cluster", "nfs": "cluster"}
+KINDS = {"dir": "host", "lvm": "host", "shared": "cluster", "nfs": "cluster", "rbd": "cluster"}
 VG_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+CEPH_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")  # a Ceph pool, a cephx user
+MONITOR_RE = re.compile(r"^(?P<address>[A-Za-z0-9][A-Za-z0-9.-]{0,252})(:(?P<port>\d{1,5}))?$")
+CEPH_PORT = 6789  # the monitors' msgr v1 port
+MAX_MONITORS = 9
+REFRESH_SECONDS = 60  # how old a pool's capacity may grow before it is read again
+CEPHX_KEY_BYTES = 28  # a cephx key: type, creation time, length, 16 bytes of secret
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,9 @@ class PoolRequest:
     nfs_server: str | None = None
     nfs_export: str | None = None
     tags: list[str] = field(default_factory=list)
+    monitors: list[str] = field(default_factory=list)  # rbd: address[:port] of each
+    auth_user: str | None = None  # rbd: the cephx user
+    auth_key: str | None = field(default=None, repr=False)  # rbd: its key (base64)
 
 
 def check_tags(tags: list[str]) -> list[str]:
@@ -52,7 +65,44 @@ def check_tags(tags: list[str]) -> list[str]:
     return list(tags)
 
 
-def spec_of(pool: StoragePool) -> PoolSpec:
+def monitor_addresses(monitors: list[str]) -> list[tuple[str, int]]:
+    """(address, port) of each monitor given as ``address[:port]``; 400 otherwise."""
+    if not isinstance(monitors, list) or not 1 <= len(monitors) <= MAX_MONITORS:
+        raise BadRequest(f"an rbd pool needs monitors: 1 to {MAX_MONITORS} address[:port]")
+    out = []
+    for monitor in monitors:
+        found = MONITOR_RE.match(monitor) if isinstance(monitor, str) else None
+        port = int(found["port"] or CEPH_PORT) if found else 0
+        if found is None or not 1 <= port <= 65535:
+            raise BadRequest(f"monitor {monitor!r}: give address[:port]")
+        out.append((found["address"], port))
+    return out
+
+
+def check_cephx_key(key: str | None) -> bytes:
+    """The key's bytes, as libvirt's secret holds them; 400 when it is no cephx key."""
+    try:
+        raw = base64.b64decode(key or "", validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != CEPHX_KEY_BYTES:
+        raise BadRequest("auth_key must be the cephx user's key (40 base64 characters)")
+    return raw
+
+
+def spec_of(pool: StoragePool, box: SecretBox) -> PoolSpec:
+    if pool.kind == "rbd":
+        key = box.decrypt(pool.auth_key)["key"] if pool.auth_key else ""
+        return PoolSpec(
+            pool.libvirt_name,
+            "rbd",
+            pool.path,
+            source_name=pool.path,
+            monitors=tuple(monitor_addresses(list(pool.monitors or []))),
+            auth_user=pool.auth_user,
+            secret_uuid=pool.id,
+            secret=base64.b64decode(key),
+        )
     if pool.kind == "lvm":
         return PoolSpec(pool.libvirt_name, "logical", f"/dev/{pool.path}", source_name=pool.path)
     if pool.kind == "nfs":
@@ -101,9 +151,18 @@ def _validate(session: Session, req: PoolRequest) -> tuple[Host | None, Cluster 
     if req.kind == "lvm":
         if not VG_RE.match(req.path):
             raise BadRequest("an lvm pool's path is the name of an existing volume group")
+    elif req.kind == "rbd":
+        if not CEPH_NAME_RE.match(req.path):
+            raise BadRequest("an rbd pool's path is the name of the Ceph pool")
+        monitor_addresses(req.monitors)
+        if not req.auth_user or not CEPH_NAME_RE.match(req.auth_user.removeprefix("client.")):
+            raise BadRequest("an rbd pool needs auth_user, the cephx user (e.g. nubis)")
+        check_cephx_key(req.auth_key)
     elif not req.path.startswith("/") or ".." in req.path.split("/") or len(req.path) > 255:
         raise BadRequest("path must be an absolute directory path (no '..')")
-    path = req.path if req.kind == "lvm" else os.path.normpath(req.path)
+    elif req.monitors or req.auth_user or req.auth_key:
+        raise BadRequest("monitors, auth_user and auth_key are for rbd pools")
+    path = req.path if req.kind in ("lvm", "rbd") else os.path.normpath(req.path)
 
     if req.kind == "nfs" and not (req.nfs_server and req.nfs_export):
         raise BadRequest("an nfs pool needs nfs_server and nfs_export")
@@ -126,12 +185,16 @@ class PoolService:
     def create(self, req: PoolRequest) -> StoragePool:
         with self.db.begin() as s:
             host, cluster, path = _validate(s, req)
+            rbd = req.kind == "rbd"
             pool = StoragePool(
                 name=req.name,
                 kind=req.kind,
                 path=path,
                 nfs_server=req.nfs_server,
                 nfs_export=req.nfs_export,
+                monitors=list(req.monitors) if rbd else None,
+                auth_user=req.auth_user.removeprefix("client.") if rbd and req.auth_user else None,
+                auth_key=self.hosts.box.encrypt({"key": req.auth_key or ""}) if rbd else None,
                 host_id=host.id if host else None,
                 cluster_id=cluster.id if cluster else None,
                 tags=list(req.tags),
@@ -143,7 +206,7 @@ class PoolService:
             targets = [
                 (h.name, self.hosts.ref(h)) for h in hosts_of(s, pool) if h.state == HostStatus.UP
             ]
-            spec = spec_of(pool)
+            spec = spec_of(pool, self.hosts.box)
         if not targets:
             self._undo(pool_id, [])
             raise Conflict("no host of that scope is up: the pool cannot be defined anywhere")
@@ -247,6 +310,27 @@ class PoolService:
             pool.error = "; ".join(errors) or "no host of the pool is up"
             return pool
 
+    def refresh_all(self, min_age: float = REFRESH_SECONDS) -> None:
+        """Every pool's capacity read afresh, when it was last read ``min_age``
+        seconds ago or more (the periodic reconciliation calls this on every pass);
+        a pool no host answers for becomes ``error``, one that answers again
+        ``active``."""
+        stale = utcnow() - timedelta(seconds=min_age)
+        with self.db.read() as s:
+            ids = list(
+                s.scalars(
+                    select(StoragePool.id).where(
+                        StoragePool.state.in_((PoolState.ACTIVE, PoolState.ERROR)),
+                        (StoragePool.refreshed_at.is_(None)) | (StoragePool.refreshed_at <= stale),
+                    )
+                )
+            )
+        for pool_id in ids:
+            try:
+                self.refresh(pool_id)
+            except NotFoundError:
+                continue  # deleted meanwhile
+
     def ensure_on_host(self, host_id: str) -> None:
         """Define on a host (one just added, e.g. to a cluster that has pools) the
         pools it should have. libvirt is called outside any transaction; a host that
@@ -257,7 +341,7 @@ class PoolService:
                 return
             host_name, ref = host.name, self.hosts.ref(host)
             wanted = [
-                (p.id, spec_of(p))
+                (p.id, spec_of(p, self.hosts.box))
                 for p in s.scalars(
                     select(StoragePool).where(
                         StoragePool.state != PoolState.CREATING,

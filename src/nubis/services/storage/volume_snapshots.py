@@ -39,7 +39,7 @@ from nubis.services.core.lookup import get_by_id_or_name, validate_name
 from nubis.services.core.principal import Principal
 from nubis.services.core.submit import submit_task
 from nubis.services.identity import quotas
-from nubis.services.storage.volumes import VolumeService, volume_users
+from nubis.services.storage.volumes import VolumeService, files_only, volume_users
 
 RUNNING = (InstanceStatus.RUNNING, InstanceStatus.PAUSED)
 
@@ -93,6 +93,7 @@ class VolumeSnapshotService:
             )
         pool = session.get(StoragePool, volume.pool_id)
         assert pool is not None
+        files_only(pool, "a volume snapshot")
         if pool.kind == "lvm":
             raise BadRequest(
                 f"volume {volume.name!r} is in LVM pool {pool.name!r}: volume snapshots are "

@@ -36,6 +36,7 @@ from nubis.services.storage.volumes import (
     MAX_GIB,
     VolumeRequest,
     VolumeService,
+    files_only,
     release_hold,
     volume_users,
 )
@@ -190,6 +191,7 @@ class VolumeTransfers:
             volume = self._plan(s, principal, req, facts, needed)
             pool = s.get(StoragePool, volume.pool_id)
             assert pool is not None
+            files_only(pool, "an upload")
             if req.length > pool.available_bytes:
                 raise Conflict(
                     f"storage pool {pool.name!r} has {pool.available_bytes} bytes free; the "
@@ -297,6 +299,9 @@ class VolumeTransfers:
         starts and writes mid-copy) and open the stream out of it."""
         with self.db.begin() as s:
             volume = self.volumes.get(s, principal, ref)
+            pool = s.get(StoragePool, volume.pool_id)
+            assert pool is not None
+            files_only(pool, "a download")
             instances = [i for _a, i in volume_users(s, volume.id)]
             busy = [i.name for i in instances if i.status in RUNNING]
             if busy:
@@ -313,8 +318,6 @@ class VolumeTransfers:
                     "downloading",
                     "instance",
                 )
-            pool = s.get(StoragePool, volume.pool_id)
-            assert pool is not None
             host = one_host(s, pool, self.hosts)
             pool_name = pool.libvirt_name
             task = self.engine.begin_inline(

@@ -31,7 +31,7 @@ from nubis.db.models import (
     VolumeStatus,
     new_id,
 )
-from nubis.drivers.libvirt.domain_xml import DiskSpec
+from nubis.drivers.libvirt.domain_xml import DiskSpec, NetworkDisk
 from nubis.drivers.libvirt.volumes import PROVISIONING
 from nubis.services.core.errors import BadRequest, Conflict, Forbidden, NotFoundError
 from nubis.services.core.guard import claim
@@ -39,7 +39,7 @@ from nubis.services.core.lookup import Page, PageRequest, get_by_id_or_name, pag
 from nubis.services.core.principal import Principal
 from nubis.services.core.submit import submit_task
 from nubis.services.identity import policy, quotas
-from nubis.services.storage.pools import check_tags, reaches
+from nubis.services.storage.pools import check_tags, monitor_addresses, reaches
 from nubis.tasks.engine import TaskEngine
 
 FORMATS = ("qcow2", "raw")
@@ -206,7 +206,6 @@ class VolumeService:
         size = check_size(size)
         fmt = req.format or (offering.format if offering else "qcow2")
         provisioning = req.provisioning or (offering.provisioning if offering else "thin")
-        check_layout(fmt, provisioning)
         secure = req.secure_delete
         if secure is None:
             secure = offering.secure_delete if offering else False
@@ -221,6 +220,11 @@ class VolumeService:
                 raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
         else:
             pool = pick_pool(session, list(offering.tags) if offering else [])
+        if pool.kind not in FILE_POOLS:  # an RBD image holds the disk's bytes as they are
+            if req.format not in (None, "raw"):
+                raise BadRequest(f"volumes of {pool.kind} pool {pool.name!r} are raw")
+            fmt = "raw"
+        check_layout(fmt, provisioning)
         if provisioning != "thin" and size * GIB > pool.available_bytes:
             raise Conflict(
                 f"storage pool {pool.name!r} has {pool.available_bytes // GIB} GiB free; "
@@ -463,6 +467,17 @@ class VolumeService:
         )
 
 
+# what libvirt and qemu-img reach by path: files and block devices (not RBD images)
+FILE_POOLS = ("dir", "shared", "lvm", "nfs")
+
+
+def files_only(pool: StoragePool, what: str) -> None:
+    """Refuse ``what``, built on files (qcow2 overlays, qemu-img, libvirt streams), for
+    a volume of a pool that has none."""
+    if pool.kind not in FILE_POOLS:
+        raise BadRequest(f"{what} is not available for volumes of {pool.kind} pool {pool.name!r}")
+
+
 def pool_file(pool: StoragePool, name: str) -> str:
     """Where libvirt keeps the pool's volume ``name``: the same path on every host of a
     shared pool (pool paths are stored normalised, as libvirt keeps them)."""
@@ -475,6 +490,17 @@ def volume_path(pool: StoragePool, volume: Volume) -> str:
     return pool_file(pool, volume.libvirt_name)
 
 
+def network_disk(pool: StoragePool) -> NetworkDisk | None:
+    """How QEMU reaches the images of an rbd pool (None: a pool of files)."""
+    if pool.kind != "rbd":
+        return None
+    return NetworkDisk(
+        hosts=tuple(monitor_addresses(list(pool.monitors or []))),
+        auth_user=pool.auth_user or "",
+        secret_uuid=pool.id,
+    )
+
+
 def disk_spec(pool: StoragePool, volume: Volume, attachment: VolumeAttachment) -> DiskSpec:
     """The ``<disk>`` an attachment puts into the instance's domain."""
     return DiskSpec(
@@ -484,6 +510,7 @@ def disk_spec(pool: StoragePool, volume: Volume, attachment: VolumeAttachment) -
         serial=attachment.serial,
         shareable=volume.shareable,
         transient=attachment.mode == "nonpersistent",
+        network=network_disk(pool),
     )
 
 
