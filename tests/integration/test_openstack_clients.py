@@ -269,6 +269,42 @@ def test_server_lifecycle_with_network_security_group_and_volume(server, os_cli,
     assert server.client.get("/security-groups/os-web").status_code == 404
 
 
+def test_volume_types_and_snapshots(server, os_cli):
+    """A volume type is a disk offering; a snapshot is a volume snapshot, and a volume
+    made from it holds the same size."""
+    made = server.client.post("/disk-offerings", json={"name": "os-gold", "format": "raw"})
+    assert made.status_code == 201, made.text
+    types = {t["Name"]: t["ID"] for t in os_cli("volume", "type", "list")}
+    assert types["os-gold"] == made.json()["id"] and "__DEFAULT__" in types
+    assert os_cli("volume", "type", "show", "os-gold")["id"] == made.json()["id"]
+
+    volume = os_cli("volume", "create", "--size", "1", "--type", "os-gold", "os-typed")
+    assert volume["type"] == "os-gold"
+    native = server.wait_field(f"/volumes/{volume['id']}", "status", "available", timeout=120)
+    assert (native["offering_id"], native["format"]) == (made.json()["id"], "raw")
+
+    snap = os_cli("volume", "snapshot", "create", "--volume", "os-typed", "os-vsnap")
+    path = f"/volumes/{volume['id']}/snapshots/{snap['id']}"
+    server.wait_field(path, "status", "available", timeout=120)
+    listed = os_cli("volume", "snapshot", "list")
+    assert [(x["ID"], x["Status"]) for x in listed] == [(snap["id"], "available")]
+    clone = os_cli("volume", "create", "--snapshot", "os-vsnap", "os-cloned")
+    cloned = server.wait_field(f"/volumes/{clone['id']}", "status", "available", timeout=120)
+    assert cloned["size_gib"] == 1
+
+    # a type that does not exist changes nothing
+    refused = os_cli("volume", "create", "--size", "1", "--type", "no-such", "os-x", ok=False)
+    assert "no-such" in refused.stderr
+    os_cli("volume", "snapshot", "delete", "os-vsnap", parse=False)
+    wait_gone(server, path)
+    for name in ("os-cloned", "os-typed"):
+        os_cli("volume", "delete", name, parse=False)
+    wait_gone(server, f"/volumes/{volume['id']}")
+    wait_gone(server, f"/volumes/{clone['id']}")
+    assert server.client.delete("/disk-offerings/os-gold").status_code == 204
+    assert not [v for v in server.client.get("/volumes").json()["items"] if v["name"] == "os-x"]
+
+
 def test_anti_affinity_server_group(server, os_cli):
     group = os_cli("server", "group", "create", "--policy", "anti-affinity", "os-spread")
     native = server.client.get("/rule-groups/os-spread").json()

@@ -20,6 +20,7 @@ from nubis.api.openstack import (
     server_groups,
     server_volumes,
     servers,
+    volume_snapshots,
     volumes,
 )
 from nubis.platform import Platform
@@ -37,6 +38,7 @@ MODULES = (
     routing,
     security_groups,
     volumes,
+    volume_snapshots,
     server_volumes,
     quota_sets,
 )
