@@ -1,7 +1,8 @@
 """A one-node Ceph cluster for the tests, from Debian's packages: one monitor, one
 manager (it reports the space libvirt shows as a pool's capacity) and one BlueStore
-OSD on a file, on 127.0.0.1 (msgr v1), every file under one directory, every daemon
-a child process that ``stop`` kills.
+OSD on a file, on one address of this machine (msgr v1; 127.0.0.1, or a
+devcluster's underlay bridge so that its hosts reach it too), every file under one
+directory, every daemon a child process that ``stop`` kills.
 
     cluster = CephCluster(tmp / "ceph")
     cluster.start()
@@ -26,16 +27,17 @@ USER = "nubis"  # client.nubis
 OSD_BYTES = 3 * 1024**3
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((address, 0))
         return int(s.getsockname()[1])
 
 
 class CephCluster:
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, address: str = "127.0.0.1") -> None:
         self.base = base
-        self.port = free_port()
+        self.address = address
+        self.port = free_port(address)
         self.fsid = str(uuid.uuid4())
         self.conf = base / "ceph.conf"
         self.admin_keyring = base / "admin.keyring"
@@ -44,7 +46,7 @@ class CephCluster:
 
     @property
     def monitor(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     # -- commands ---------------------------------------------------------------------
     def _run(self, *argv: str, timeout: float = 60) -> str:
@@ -71,6 +73,7 @@ class CephCluster:
             f"""[global]
 fsid = {self.fsid}
 mon host = v1:{self.monitor}
+public addr = {self.address}
 mon initial members = a
 ms bind msgr2 = false
 auth cluster required = cephx

@@ -32,10 +32,12 @@ def detach(server, instance_id: str, volume_id: str) -> None:
     assert task["status"] == "succeeded", task
 
 
-def wait_guest(server, iid: str, command: str, expected: str, timeout: float = 30) -> str:
+def wait_guest(
+    server, iid: str, command: str, expected: str, timeout: float = 30, uri: str = "qemu:///system"
+) -> str:
     deadline = time.monotonic() + timeout
     while True:
-        out = guest_run(server, iid, command).strip()
+        out = guest_run(server, iid, command, uri=uri).strip()
         if out == expected or time.monotonic() > deadline:
             return out
         time.sleep(1)

@@ -1,9 +1,11 @@
-"""Ceph RBD pools against a real one-node Ceph cluster (tests/integration/ceph.py):
-a pool registered with a cephx user that may use one Ceph pool only; bad monitors,
-keys and pools refused with nothing left behind; a volume that is an RBD image,
-opened by QEMU through librbd, hot-plugged into a running guest that writes and
-reads it, kept across detach and attach, grown online, and gone from Ceph when
-deleted."""
+"""Ceph RBD pools against a real one-node Ceph cluster (tests/integration/ceph.py),
+listening on a two-host devcluster's underlay so that this machine's libvirtd and
+the devcluster's hosts all reach it: a pool registered with a cephx user that may
+use one Ceph pool only; bad monitors, keys and pools refused with nothing left
+behind; a volume that is an RBD image, opened by QEMU through librbd, hot-plugged
+into a running guest that writes and reads it, kept across detach and attach, grown
+online, carried along when its guest live-migrates to another host, and gone from
+Ceph when deleted."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 
+from nubis.devcluster import underlay
 from tests.integration.ceph import POOL, USER, CephCluster, free_port
 from tests.integration.guest import guest_run
+from tests.integration.server import NubisServer, libvirt_leftovers, running_devcluster
 from tests.integration.storage import attach, create_volume, detach, wait_guest
 
 pytestmark = pytest.mark.integration
@@ -23,13 +27,34 @@ GIB = 1024**3
 
 
 @pytest.fixture(scope="module")
-def ceph(tmp_path_factory) -> Iterator[CephCluster]:
-    cluster = CephCluster(tmp_path_factory.mktemp("ceph"))
+def cluster(tmp_path_factory):
+    with running_devcluster(tmp_path_factory.mktemp("devcluster"), 2) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ceph(cluster, tmp_path_factory) -> Iterator[CephCluster]:
+    engine = CephCluster(tmp_path_factory.mktemp("ceph"), underlay.bridge_address(cluster.offset))
     try:
-        cluster.start()
-        yield cluster
+        engine.start()
+        yield engine
     finally:
-        cluster.stop()
+        engine.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(cluster, tmp_path_factory) -> Iterator[NubisServer]:
+    """A second Nubis server, managing the devcluster's hosts (cluster ``dc``)."""
+    s = NubisServer(tmp_path_factory.mktemp("nubis-rbd") / "data").start()
+    assert (
+        s.client.post("/clusters", json={"name": "dc", "trust_shared_storage": True}).status_code
+        == 201
+    )
+    for host in cluster.hosts():
+        resp = s.client.post("/hosts", json={"name": host.name, "uri": host.uri, "cluster": "dc"})
+        assert resp.status_code == 201, resp.text
+    yield s
+    s.stop()
 
 
 def rbd_body(ceph: CephCluster, **changes) -> dict:
@@ -137,3 +162,46 @@ def test_rbd_volume_in_a_running_guest(server, ceph, guest):
     assert server.client.delete("/storage-pools/ceph").status_code == 204
     pools, secrets = libvirt_storage()
     assert f"nubis-pool-{pool['id'][:8]}" not in pools + secrets
+
+
+def test_a_guest_keeps_its_rbd_volume_across_a_live_migration(srv, cluster, ceph):
+    made = srv.client.post("/storage-pools", json=rbd_body(ceph, cluster="dc"))
+    assert made.status_code == 201, made.text  # defined, with its secret, on both hosts
+    uris = {h.name: h.uri for h in cluster.hosts()}
+    resp = srv.client.post(
+        "/instances",
+        json={"name": "rbd-mover", "image": "nubis-tiny", "flavor": "m1.tiny", "host": "dev-1"},
+    )
+    assert resp.status_code == 202, resp.text
+    iid = resp.json()["id"]
+    assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    srv.wait_console(iid)
+    vol = create_volume(srv, name="moving", size_gib=1, pool="ceph")
+    att = attach(srv, iid, vol["id"])
+    serial = wait_guest(srv, iid, "cat /sys/block/vdb/serial", att["serial"], uri=uris["dev-1"])
+    assert serial == att["serial"]
+    guest_run(srv, iid, "printf NUBIS-RBD-MOVE > /dev/vdb; sync", uri=uris["dev-1"])
+
+    resp = srv.client.post(f"/instances/{iid}/actions/migrate", json={"host": "dev-2"})
+    assert resp.status_code == 202, resp.text
+    task = srv.wait_task(resp.json()["task_id"])
+    assert task["status"] == "succeeded", task
+    hosts = {h["id"]: h["name"] for h in srv.client.get("/hosts").json()["items"]}
+    assert hosts[srv.instance(iid)["host_id"]] == "dev-2"
+    # on the other host the guest reads what it wrote, from the same RBD image
+    assert guest_run(srv, iid, "head -c 14 /dev/vdb", uri=uris["dev-2"]).strip() == "NUBIS-RBD-MOVE"
+    guest_run(srv, iid, "printf NUBIS-RBD-TWO! > /dev/vdb; sync", uri=uris["dev-2"])
+
+    resp = srv.client.delete(f"/instances/{iid}")
+    assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    assert libvirt_leftovers(iid, uris["dev-2"]) == []
+    head = subprocess.run(
+        ["rbd", "-c", str(ceph.conf), "export", f"{POOL}/nubis-vol-{vol['id']}.img", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout[:14]
+    assert head == b"NUBIS-RBD-TWO!"
+    resp = srv.client.delete(f"/volumes/{vol['id']}")
+    assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    assert srv.client.delete("/storage-pools/ceph").status_code == 204
+    assert ceph.images() == []
