@@ -36,6 +36,11 @@ install_debian_packages() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # a libvirtd that ran before a storage driver was installed does not load it
+    if [[ " ${missing[*]}" == *" libvirt-daemon-driver-"* ]] && pgrep -x libvirtd >/dev/null; then
+      log "restarting libvirtd: it loads the new drivers at start"
+      if have_systemd; then systemctl restart libvirtd; else pkill -x libvirtd; sleep 1; fi
+    fi
   fi
 }
 
