@@ -116,6 +116,32 @@ def test_an_rbd_disk_names_its_image_monitors_and_secret_and_round_trips():
     assert parse_domain_xml(xml) == original
 
 
+def test_an_iscsi_lun_names_its_portal_and_initiator_and_round_trips():
+    lun = NetworkDisk(
+        hosts=(("10.0.0.20", 3260),),
+        auth_user="",  # no CHAP: no <auth>
+        secret_uuid="",
+        protocol="iscsi",
+        initiator="iqn.2026-12.org.nubis:pool-1",
+    )
+    data = DiskSpec(path="iqn.2026-12.org.example:t1/1", format="raw", target="vdb", network=lun)
+    original = spec(disks=(DiskSpec(path="/p/root", boot_order=1), data))
+    xml = build_domain_xml(original)
+    source = ET.fromstring(xml).find("./devices/disk[@type='network']/source")
+    assert (source.get("protocol"), source.get("name")) == ("iscsi", data.path)
+    assert source.find("initiator/iqn").get("name") == lun.initiator
+    assert source.find("auth") is None
+    assert parse_domain_xml(xml) == original
+    chap = DiskSpec(
+        path=data.path,
+        format="raw",
+        target="vdc",
+        network=NetworkDisk(lun.hosts, "user", "0b7c1f5e-0000-4000-8000-00000000000a", "iscsi"),
+    )
+    auth = ET.fromstring(build_domain_xml(spec(disks=(chap,)))).find(".//source/auth")
+    assert auth.get("username") == "user" and auth.find("secret").get("type") == "iscsi"
+
+
 def test_vnc_listens_on_the_management_address_with_a_password():
     from nubis.drivers.errors import DriverError
     from nubis.drivers.libvirt.console import console_address, with_listen

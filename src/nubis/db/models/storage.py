@@ -94,7 +94,10 @@ class StoragePool(Base):
     host), ``nfs`` (an NFS export libvirt mounts on every host of a cluster), ``rbd``
     (a Ceph pool, ``path`` its name, reached at ``monitors`` as the cephx user
     ``auth_user``, whose key ``auth_key`` is kept encrypted; every host of the cluster
-    has it as a libvirt secret whose UUID is the pool's id).
+    has it as a libvirt secret whose UUID is the pool's id), ``iscsi`` (an iSCSI
+    target, ``path`` its IQN, at ``portal``, logged into as ``initiator``, with CHAP
+    user ``auth_user`` and secret ``auth_key`` if it wants them; its LUNs are made on
+    the SAN and become volumes when adopted).
     """
 
     __tablename__ = "storage_pools"
@@ -107,6 +110,8 @@ class StoragePool(Base):
     monitors: Mapped[list[str] | None] = mapped_column(JSON)  # rbd: host:port of each
     auth_user: Mapped[str | None] = mapped_column(String(64))
     auth_key: Mapped[str | None] = mapped_column(Text)  # encrypted (SecretBox)
+    portal: Mapped[str | None] = mapped_column(String(255))  # iscsi: address:port
+    initiator: Mapped[str | None] = mapped_column(String(223))  # iscsi: our IQN
     cluster_id: Mapped[str | None] = mapped_column(ForeignKey("clusters.id"), index=True)
     host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id"), index=True)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -142,7 +147,11 @@ class Volume(Base):
     flight (as for instances: one mutating operation at a time)."""
 
     __tablename__ = "volumes"
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "name"),
+        # a LUN of an iSCSI pool is one volume (NULLs, volumes of other pools, differ)
+        Index("ix_volumes_pool_lun", "pool_id", "lun", unique=True),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
@@ -160,11 +169,14 @@ class Volume(Base):
     # bumped when the volume's data is replaced by a new file (a revert to a snapshot):
     # the new file is made beside the old one, and the switch is one database update
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    lun: Mapped[int | None] = mapped_column(Integer)  # iscsi: the LUN it is
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     @property
     def libvirt_name(self) -> str:
+        if self.lun is not None:
+            return f"unit:0:0:{self.lun}"  # libvirt's name of an iscsi-direct LUN
         return volume_file_name(self.id, self.format, self.generation)
 
 

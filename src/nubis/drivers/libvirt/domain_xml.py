@@ -11,13 +11,19 @@ ET.register_namespace("nubis", NUBIS_NS)
 
 @dataclass(frozen=True)
 class NetworkDisk:
-    """A disk QEMU reaches over the network itself (librbd: no kernel mapping); the
-    disk's ``path`` is then the image as ``<ceph pool>/<image>``."""
+    """A disk QEMU reaches over the network itself (librbd, libiscsi: no kernel
+    mapping, no kernel initiator); the disk's ``path`` is then the image as ``<ceph
+    pool>/<image>``, or the LUN as ``<target IQN>/<lun>``."""
 
-    hosts: tuple[tuple[str, int], ...]  # (address, port) of each Ceph monitor
-    auth_user: str  # the cephx user
+    hosts: tuple[tuple[str, int], ...]  # each Ceph monitor, or the iSCSI portal
+    auth_user: str  # the cephx user, or CHAP's ("": no CHAP)
     secret_uuid: str  # the libvirt secret holding its key
-    protocol: str = "rbd"
+    protocol: str = "rbd"  # rbd | iscsi
+    initiator: str | None = None  # iscsi: the IQN QEMU logs in as
+
+    @property
+    def secret_type(self) -> str:
+        return "ceph" if self.protocol == "rbd" else "iscsi"
 
 
 @dataclass(frozen=True)
@@ -101,11 +107,15 @@ def _disk(devices: ET.Element, disk: DiskSpec) -> None:
     if not disk.path:
         pass  # an empty drive (a CD-ROM with its tray open or no disc)
     elif disk.network:
-        source = _sub(el, "source", protocol=disk.network.protocol, name=disk.path)
-        for address, port in disk.network.hosts:
+        net = disk.network
+        source = _sub(el, "source", protocol=net.protocol, name=disk.path)
+        for address, port in net.hosts:
             _sub(source, "host", name=address, port=str(port))
-        auth = _sub(source, "auth", username=disk.network.auth_user)
-        _sub(auth, "secret", type="ceph", uuid=disk.network.secret_uuid)
+        if net.initiator:
+            _sub(_sub(source, "initiator"), "iqn", name=net.initiator)
+        if net.auth_user:
+            auth = _sub(source, "auth", username=net.auth_user)
+            _sub(auth, "secret", type=net.secret_type, uuid=net.secret_uuid)
     elif block:
         _sub(el, "source", dev=disk.path)
     else:
@@ -232,6 +242,7 @@ def _network_disk(el: ET.Element) -> NetworkDisk | None:
         auth_user=_attr(source, "auth", "username"),
         secret_uuid=_attr(source, "auth/secret", "uuid"),
         protocol=source.get("protocol", "rbd"),
+        initiator=_attr(source, "initiator/iqn", "name") or None,
     )
 
 

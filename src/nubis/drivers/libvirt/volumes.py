@@ -37,19 +37,26 @@ def zero_on_create(pool_type: str, provisioning: str) -> bool:
 class PoolSpec:
     """A libvirt pool: ``dir`` (a directory; also a shared file system mounted on
     every host), ``logical`` (an LVM volume group), ``netfs`` (NFS, mounted by
-    libvirt at ``path``) or ``rbd`` (a Ceph pool, opened through librbd with the
-    cephx key held in a libvirt secret)."""
+    libvirt at ``path``), ``rbd`` (a Ceph pool, opened through librbd with the cephx
+    key held in a libvirt secret) or ``iscsi-direct`` (an iSCSI target reached by
+    libiscsi, no kernel initiator; a CHAP secret, if any, held in a libvirt secret)."""
 
     name: str
-    type: str  # dir | logical | netfs | rbd
+    type: str  # dir | logical | netfs | rbd | iscsi-direct
     path: str  # the directory, for logical /dev/<vg>, for netfs the mount point
-    source_name: str | None = None  # logical: the volume group; rbd: the Ceph pool
+    source_name: str | None = None  # logical: the volume group; rbd: the Ceph pool;
+    # iscsi-direct: the target's IQN
     source_host: str | None = None  # netfs: the NFS server
     source_dir: str | None = None  # netfs: the export
-    monitors: tuple[tuple[str, int], ...] = ()  # rbd: (address, port) of each monitor
-    auth_user: str | None = None  # rbd: the cephx user (without "client.")
-    secret_uuid: str | None = None  # rbd: the libvirt secret holding the key
-    secret: bytes | None = field(default=None, repr=False)  # rbd: the key itself
+    monitors: tuple[tuple[str, int], ...] = ()  # rbd: each monitor; iscsi: the portal
+    auth_user: str | None = None  # rbd: the cephx user (no "client."); iscsi: CHAP's
+    secret_uuid: str | None = None  # the libvirt secret holding the key
+    secret: bytes | None = field(default=None, repr=False)  # the key itself
+    initiator: str | None = None  # iscsi-direct: the IQN the hosts log in as
+
+    @property
+    def secret_usage(self) -> str:
+        return "iscsi" if self.type == "iscsi-direct" else "ceph"
 
 
 @dataclass(frozen=True)
@@ -62,13 +69,19 @@ class PoolUsage:
 def pool_xml(spec: PoolSpec) -> str:
     pool = ET.Element("pool", type=spec.type)
     ET.SubElement(pool, "name").text = spec.name
-    if spec.type == "rbd":
+    if spec.type in ("rbd", "iscsi-direct"):
         source = ET.SubElement(pool, "source")
-        ET.SubElement(source, "name").text = spec.source_name
         for address, port in spec.monitors:
             ET.SubElement(source, "host", name=address, port=str(port))
-        auth = ET.SubElement(source, "auth", type="ceph", username=spec.auth_user or "")
-        ET.SubElement(auth, "secret", uuid=spec.secret_uuid or "")
+        if spec.type == "rbd":
+            ET.SubElement(source, "name").text = spec.source_name
+        else:
+            ET.SubElement(source, "device", path=spec.source_name or "")
+            ET.SubElement(ET.SubElement(source, "initiator"), "iqn", name=spec.initiator or "")
+        if spec.auth_user:
+            kind = "ceph" if spec.type == "rbd" else "chap"
+            auth = ET.SubElement(source, "auth", type=kind, username=spec.auth_user)
+            ET.SubElement(auth, "secret", uuid=spec.secret_uuid or "")
         return ET.tostring(pool, encoding="unicode")
     if spec.type in ("logical", "netfs"):
         source = ET.SubElement(pool, "source")
@@ -86,11 +99,20 @@ def pool_xml(spec: PoolSpec) -> str:
     return ET.tostring(pool, encoding="unicode")
 
 
-def secret_xml(uuid: str, usage: str) -> str:
-    """A private, persistent libvirt secret for a Ceph key (its value is set apart)."""
+# a secret's usage type -> the element naming its usage, libvirt's usage constant
+SECRET_USAGES = {
+    "ceph": ("name", libvirt.VIR_SECRET_USAGE_TYPE_CEPH),
+    "iscsi": ("target", libvirt.VIR_SECRET_USAGE_TYPE_ISCSI),
+}
+
+
+def secret_xml(uuid: str, usage_type: str, usage: str) -> str:
+    """A private, persistent libvirt secret for a Ceph key or a CHAP secret (its
+    value is set apart)."""
     secret = ET.Element("secret", ephemeral="no", private="yes")
     ET.SubElement(secret, "uuid").text = uuid
-    ET.SubElement(ET.SubElement(secret, "usage", type="ceph"), "name").text = usage
+    element, _ = SECRET_USAGES[usage_type]
+    ET.SubElement(ET.SubElement(secret, "usage", type=usage_type), element).text = usage
     return ET.tostring(secret, encoding="unicode")
 
 
@@ -101,18 +123,23 @@ def _ensure_secret(conn: libvirt.virConnect, spec: PoolSpec) -> None:
     except libvirt.libvirtError as exc:
         if exc.get_error_code() != libvirt.VIR_ERR_NO_SECRET:
             raise
-        secret = conn.secretDefineXML(secret_xml(spec.secret_uuid, spec.name), 0)
+        xml = secret_xml(spec.secret_uuid, spec.secret_usage, spec.name)
+        secret = conn.secretDefineXML(xml, 0)
     secret.setValue(spec.secret, 0)
 
 
 def _remove_secret(conn: libvirt.virConnect, usage: str) -> None:
-    """The pool's secret; none to remove where the driver keeps no secrets (libvirt's
-    test driver)."""
-    try:
-        conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_CEPH, usage).undefine()
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SECRET, libvirt.VIR_ERR_NO_SUPPORT):
-            raise
+    """The pool's secret, whichever kind it is; none to remove where the driver keeps
+    no secrets (libvirt's test driver)."""
+    for _, usage_type in SECRET_USAGES.values():
+        try:
+            conn.secretLookupByUsage(usage_type, usage).undefine()
+        except libvirt.libvirtError as exc:
+            code = exc.get_error_code()
+            if code == libvirt.VIR_ERR_NO_SUPPORT:
+                return
+            if code != libvirt.VIR_ERR_NO_SECRET:
+                raise
 
 
 class VolumeDriver(DriverBase):
@@ -122,7 +149,7 @@ class VolumeDriver(DriverBase):
         rbd pool's key first, as the libvirt secret the pool names."""
 
         def ensure(conn: libvirt.virConnect) -> PoolUsage:
-            if spec.type == "rbd":
+            if spec.secret is not None:
                 _ensure_secret(conn, spec)
             try:
                 pool = conn.storagePoolLookupByName(spec.name)
@@ -157,6 +184,16 @@ class VolumeDriver(DriverBase):
             _remove_secret(conn, name)
 
         self._call(host, remove, f"storage pool {name}")
+
+    def list_volumes(self, host: HostRef, name: str) -> dict[str, int]:
+        """name -> capacity in bytes of each volume of the pool, read afresh."""
+
+        def volumes(conn: libvirt.virConnect) -> dict[str, int]:
+            pool = conn.storagePoolLookupByName(name)
+            storage.refresh(pool)
+            return {vol.name(): vol.info()[1] for vol in pool.listAllVolumes(0)}
+
+        return self._call(host, volumes, f"storage pool {name}")
 
     def pool_usage(self, host: HostRef, name: str) -> PoolUsage:
         def usage(conn: libvirt.virConnect) -> PoolUsage:
@@ -215,7 +252,7 @@ class VolumeDriver(DriverBase):
             pool = conn.storagePoolLookupByName(pool_name)
             vol = storage.find_volume(pool, name)
             if vol is not None:
-                rbd = pool_type(pool) == "rbd"
+                rbd = pool_type(pool) in ("rbd", "iscsi-direct")  # zeros only there
                 zero, random = (
                     libvirt.VIR_STORAGE_VOL_WIPE_ALG_ZERO,
                     libvirt.VIR_STORAGE_VOL_WIPE_ALG_RANDOM,

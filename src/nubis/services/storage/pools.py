@@ -32,12 +32,22 @@ from nubis.services.inventory.hosts import HostService, call_each
 log = logging.getLogger(__name__)
 
 # kind -> scope it is registered in
-KINDS = {"dir": "host", "lvm": "host", "shared": "cluster", "nfs": "cluster", "rbd": "cluster"}
+KINDS = {
+    "dir": "host",
+    "lvm": "host",
+    "shared": "cluster",
+    "nfs": "cluster",
+    "rbd": "cluster",
+    "iscsi": "cluster",
+}
 VG_RE = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]{0,126}$")
 TAG_RE = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 CEPH_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")  # a Ceph pool, a cephx user
 MONITOR_RE = re.compile(r"^(?P<address>[A-Za-z0-9][A-Za-z0-9.-]{0,252})(:(?P<port>\d{1,5}))?$")
 CEPH_PORT = 6789  # the monitors' msgr v1 port
+ISCSI_PORT = 3260
+IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*(:[A-Za-z0-9._:-]{1,190})?$")
+CHAP_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable, no spaces
 MAX_MONITORS = 9
 REFRESH_SECONDS = 60  # how old a pool's capacity may grow before it is read again
 CEPHX_KEY_BYTES = 28  # a cephx key: type, creation time, length, 16 bytes of secret
@@ -55,7 +65,10 @@ class PoolRequest:
     tags: list[str] = field(default_factory=list)
     monitors: list[str] = field(default_factory=list)  # rbd: address[:port] of each
     auth_user: str | None = None  # rbd: the cephx user
-    auth_key: str | None = field(default=None, repr=False)  # rbd: its key (base64)
+    auth_key: str | None = field(default=None, repr=False)  # rbd: its key (base64);
+    # iscsi: the CHAP secret
+    portal: str | None = None  # iscsi: address[:port] of the target
+    initiator: str | None = None  # iscsi: the IQN the hosts log in as
 
 
 def check_tags(tags: list[str]) -> list[str]:
@@ -65,18 +78,29 @@ def check_tags(tags: list[str]) -> list[str]:
     return list(tags)
 
 
-def monitor_addresses(monitors: list[str]) -> list[tuple[str, int]]:
-    """(address, port) of each monitor given as ``address[:port]``; 400 otherwise."""
+def monitor_addresses(monitors: list[str], default_port: int = CEPH_PORT) -> list[tuple[str, int]]:
+    """(address, port) of each monitor (or portal) given as ``address[:port]``; 400
+    otherwise."""
     if not isinstance(monitors, list) or not 1 <= len(monitors) <= MAX_MONITORS:
         raise BadRequest(f"an rbd pool needs monitors: 1 to {MAX_MONITORS} address[:port]")
     out = []
     for monitor in monitors:
         found = MONITOR_RE.match(monitor) if isinstance(monitor, str) else None
-        port = int(found["port"] or CEPH_PORT) if found else 0
+        port = int(found["port"] or default_port) if found else 0
         if found is None or not 1 <= port <= 65535:
-            raise BadRequest(f"monitor {monitor!r}: give address[:port]")
+            raise BadRequest(f"{monitor!r}: give address[:port]")
         out.append((found["address"], port))
     return out
+
+
+def portal_address(portal: str | None) -> tuple[str, int]:
+    if not portal:
+        raise BadRequest("an iscsi pool needs portal, the target's address[:port]")
+    return monitor_addresses([portal], ISCSI_PORT)[0]
+
+
+def default_initiator(pool_id: str) -> str:
+    return f"iqn.2026-12.org.nubis:pool-{pool_id[:8]}"
 
 
 def check_cephx_key(key: str | None) -> bytes:
@@ -91,6 +115,19 @@ def check_cephx_key(key: str | None) -> bytes:
 
 
 def spec_of(pool: StoragePool, box: SecretBox) -> PoolSpec:
+    if pool.kind == "iscsi":
+        chap = box.decrypt(pool.auth_key)["key"] if pool.auth_key else None
+        return PoolSpec(
+            pool.libvirt_name,
+            "iscsi-direct",
+            pool.path,
+            source_name=pool.path,
+            monitors=(portal_address(pool.portal),),
+            auth_user=pool.auth_user,
+            secret_uuid=pool.id if chap else None,
+            secret=chap.encode() if chap else None,
+            initiator=pool.initiator,
+        )
     if pool.kind == "rbd":
         key = box.decrypt(pool.auth_key)["key"] if pool.auth_key else ""
         return PoolSpec(
@@ -158,11 +195,26 @@ def _validate(session: Session, req: PoolRequest) -> tuple[Host | None, Cluster 
         if not req.auth_user or not CEPH_NAME_RE.match(req.auth_user.removeprefix("client.")):
             raise BadRequest("an rbd pool needs auth_user, the cephx user (e.g. nubis)")
         check_cephx_key(req.auth_key)
+    elif req.kind == "iscsi":
+        if not IQN_RE.match(req.path):
+            raise BadRequest("an iscsi pool's path is the target's IQN (iqn.YYYY-MM.domain:name)")
+        portal_address(req.portal)
+        if req.initiator is not None and not IQN_RE.match(req.initiator):
+            raise BadRequest("initiator must be an IQN (iqn.YYYY-MM.domain:name)")
+        if bool(req.auth_user) != bool(req.auth_key):
+            raise BadRequest("CHAP needs both auth_user and auth_key (or neither)")
+        for value in (req.auth_user, req.auth_key):
+            if value is not None and not CHAP_RE.match(value):
+                raise BadRequest("auth_user and auth_key: 1-255 printable characters, no spaces")
     elif not req.path.startswith("/") or ".." in req.path.split("/") or len(req.path) > 255:
         raise BadRequest("path must be an absolute directory path (no '..')")
-    elif req.monitors or req.auth_user or req.auth_key:
-        raise BadRequest("monitors, auth_user and auth_key are for rbd pools")
-    path = req.path if req.kind in ("lvm", "rbd") else os.path.normpath(req.path)
+    if req.kind not in ("rbd", "iscsi") and (req.auth_user or req.auth_key):
+        raise BadRequest("auth_user and auth_key are for rbd and iscsi pools")
+    if req.kind != "rbd" and req.monitors:
+        raise BadRequest("monitors are for rbd pools (an iscsi pool has a portal)")
+    if req.kind != "iscsi" and (req.portal or req.initiator):
+        raise BadRequest("portal and initiator are for iscsi pools")
+    path = req.path if req.kind in ("lvm", "rbd", "iscsi") else os.path.normpath(req.path)
 
     if req.kind == "nfs" and not (req.nfs_server and req.nfs_export):
         raise BadRequest("an nfs pool needs nfs_server and nfs_export")
@@ -186,6 +238,7 @@ class PoolService:
         with self.db.begin() as s:
             host, cluster, path = _validate(s, req)
             rbd = req.kind == "rbd"
+            user = req.auth_user.removeprefix("client.") if rbd and req.auth_user else req.auth_user
             pool = StoragePool(
                 name=req.name,
                 kind=req.kind,
@@ -193,8 +246,10 @@ class PoolService:
                 nfs_server=req.nfs_server,
                 nfs_export=req.nfs_export,
                 monitors=list(req.monitors) if rbd else None,
-                auth_user=req.auth_user.removeprefix("client.") if rbd and req.auth_user else None,
-                auth_key=self.hosts.box.encrypt({"key": req.auth_key or ""}) if rbd else None,
+                auth_user=user or None,
+                auth_key=self.hosts.box.encrypt({"key": req.auth_key}) if req.auth_key else None,
+                portal=req.portal,
+                initiator=req.initiator,
                 host_id=host.id if host else None,
                 cluster_id=cluster.id if cluster else None,
                 tags=list(req.tags),
@@ -202,6 +257,8 @@ class PoolService:
             )
             s.add(pool)
             s.flush()
+            if pool.kind == "iscsi" and not pool.initiator:
+                pool.initiator = default_initiator(pool.id)
             pool_id = pool.id
             targets = [
                 (h.name, self.hosts.ref(h)) for h in hosts_of(s, pool) if h.state == HostStatus.UP

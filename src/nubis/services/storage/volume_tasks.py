@@ -144,6 +144,16 @@ class CreateHandler(_Handler):
                 vol.size_gib * GIB,
             )
             self._release_snapshot(snapshot_id)
+        elif vol.lun is not None:  # a LUN the SAN made: it must be there, big enough
+            ctx.step("allocate", 10)
+            luns = self.t.driver.list_volumes(loaded.ref, loaded.pool_name)
+            if vol.libvirt_name not in luns:
+                raise DriverError(f"the target has no LUN {vol.lun}")
+            if luns[vol.libvirt_name] < vol.size_gib * GIB:
+                raise DriverError(
+                    f"LUN {vol.lun} holds {luns[vol.libvirt_name]} bytes, less than "
+                    f"{vol.size_gib} GiB"
+                )
         else:
             ctx.step("allocate", 10)
             self.t.driver.create_volume(
@@ -178,7 +188,10 @@ class CreateHandler(_Handler):
     def failed(self, ctx: TaskContext, error: str) -> None:
         try:
             loaded = self.t.load(ctx.resource_id)
-            self.t.driver.delete_volume(loaded.ref, loaded.pool_name, loaded.volume.libvirt_name)
+            if loaded.volume.lun is None:  # a LUN is the SAN's: never removed here
+                self.t.driver.delete_volume(
+                    loaded.ref, loaded.pool_name, loaded.volume.libvirt_name
+                )
         except (LookupError, DriverError) as exc:
             log.warning("could not remove the half-created volume %s: %s", ctx.resource_id, exc)
         if ctx.params.get("snapshot_id"):
@@ -200,7 +213,8 @@ class DeleteHandler(_Handler):
             ctx.step("wipe", 10)
             self.t.driver.wipe_volume(loaded.ref, loaded.pool_name, name)
         ctx.step("delete", 80)
-        self.t.driver.delete_volume(loaded.ref, loaded.pool_name, name)
+        if loaded.volume.lun is None:  # a LUN goes back to the SAN, kept (wiped if asked)
+            self.t.driver.delete_volume(loaded.ref, loaded.pool_name, name)
         with self.t.db.begin() as s:
             volume = s.get(Volume, ctx.resource_id)
             if volume is not None:

@@ -39,7 +39,7 @@ from nubis.services.core.lookup import Page, PageRequest, get_by_id_or_name, pag
 from nubis.services.core.principal import Principal
 from nubis.services.core.submit import submit_task
 from nubis.services.identity import policy, quotas
-from nubis.services.storage.pools import check_tags, monitor_addresses, reaches
+from nubis.services.storage.pools import check_tags, monitor_addresses, portal_address, reaches
 from nubis.tasks.engine import TaskEngine
 
 FORMATS = ("qcow2", "raw")
@@ -61,6 +61,7 @@ class VolumeRequest:
     secure_delete: bool | None = None
     shareable: bool = False
     snapshot: str | None = None  # a volume snapshot to copy the data from
+    lun: int | None = None  # an iscsi pool's LUN to adopt (LUNs are made on the SAN)
 
 
 @dataclass(frozen=True)
@@ -220,10 +221,13 @@ class VolumeService:
                 raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
         else:
             pool = pick_pool(session, list(offering.tags) if offering else [])
-        if pool.kind not in FILE_POOLS:  # an RBD image holds the disk's bytes as they are
+        if pool.kind not in FILE_POOLS:  # an RBD image, a LUN: the disk's bytes as they are
             if req.format not in (None, "raw"):
                 raise BadRequest(f"volumes of {pool.kind} pool {pool.name!r} are raw")
             fmt = "raw"
+        lun = self._check_lun(session, pool, req.lun)
+        if lun is not None:
+            provisioning = "thin"  # the SAN made it; nothing is allocated here
         check_layout(fmt, provisioning)
         if provisioning != "thin" and size * GIB > pool.available_bytes:
             raise Conflict(
@@ -244,7 +248,26 @@ class VolumeService:
             shareable=req.shareable,
             status=VolumeStatus.CREATING,
             task_state="creating",
+            lun=lun,
         )
+
+    @staticmethod
+    def _check_lun(session: Session, pool: StoragePool, lun: object) -> int | None:
+        """An iscsi pool's volume is one of its LUNs, adopted once (the task checks the
+        target has it, as big as the volume says); other pools make their volumes."""
+        if pool.kind != "iscsi":
+            if lun is not None:
+                raise BadRequest("lun is for volumes of iscsi pools")
+            return None
+        if not isinstance(lun, int) or isinstance(lun, bool) or not 0 <= lun <= MAX_LUN:
+            raise BadRequest(
+                f"volumes of iscsi pool {pool.name!r} are LUNs the SAN made: give lun "
+                f"(0-{MAX_LUN}; GET /storage-pools/{pool.name}/luns lists them)"
+            )
+        taken = session.scalar(select(Volume).where(Volume.pool_id == pool.id, Volume.lun == lun))
+        if taken is not None:
+            raise Conflict(f"LUN {lun} of pool {pool.name!r} is volume {taken.name!r} already")
+        return lun
 
     def _plan_from_snapshot(
         self, session: Session, principal: Principal, req: VolumeRequest
@@ -326,6 +349,8 @@ class VolumeService:
     ) -> tuple[Volume, Task]:
         volume = self.get(session, principal, ref)
         size = check_size(size_gib)
+        if volume.lun is not None:
+            raise BadRequest(f"volume {volume.name!r} is a LUN: its size is the SAN's to change")
         if size <= volume.size_gib:
             raise BadRequest(
                 f"volume {volume.name!r} is {volume.size_gib} GiB: the new size must be larger "
@@ -467,8 +492,10 @@ class VolumeService:
         )
 
 
-# what libvirt and qemu-img reach by path: files and block devices (not RBD images)
+# what libvirt and qemu-img reach by path: files and block devices (not RBD images,
+# not LUNs)
 FILE_POOLS = ("dir", "shared", "lvm", "nfs")
+MAX_LUN = 16383
 
 
 def files_only(pool: StoragePool, what: str) -> None:
@@ -487,11 +514,22 @@ def pool_file(pool: StoragePool, name: str) -> str:
 
 
 def volume_path(pool: StoragePool, volume: Volume) -> str:
+    if volume.lun is not None:
+        return f"{pool.path}/{volume.lun}"  # the target's IQN / the LUN
     return pool_file(pool, volume.libvirt_name)
 
 
 def network_disk(pool: StoragePool) -> NetworkDisk | None:
-    """How QEMU reaches the images of an rbd pool (None: a pool of files)."""
+    """How QEMU reaches the images of an rbd pool, the LUNs of an iscsi pool (None: a
+    pool of files)."""
+    if pool.kind == "iscsi":
+        return NetworkDisk(
+            hosts=(portal_address(pool.portal),),
+            auth_user=pool.auth_user or "",
+            secret_uuid=pool.id,
+            protocol="iscsi",
+            initiator=pool.initiator,
+        )
     if pool.kind != "rbd":
         return None
     return NetworkDisk(
