@@ -19,9 +19,11 @@ DEBIAN_PACKAGES=(
 )
 TEST_DEBIAN_PACKAGES=(
   postgresql openssh-client chromium
-  # the storage engines the tests start (a one-node Ceph cluster), and what a host
-  # needs to use them: libvirt's rbd pools, QEMU's librbd block driver
-  ceph-mon ceph-mgr ceph-osd libvirt-daemon-driver-storage-rbd qemu-block-extra
+  # the storage engines the tests start (a one-node Ceph cluster, an iSCSI target),
+  # and what a host needs to use them: libvirt's rbd and iscsi-direct pools, QEMU's
+  # librbd and libiscsi block drivers
+  ceph-mon ceph-mgr ceph-osd tgt
+  libvirt-daemon-driver-storage-rbd libvirt-daemon-driver-storage-iscsi-direct qemu-block-extra
 )
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import time
 
+import libvirt
+
 from tests.integration.guest import guest_run
 
 
@@ -46,3 +48,14 @@ def wait_guest(
 def volume_file(pool: dict, volume: dict) -> str:
     ext = ".qcow2" if volume["format"] == "qcow2" else ".img"
     return os.path.join(pool["path"], f"nubis-vol-{volume['id']}{ext}")
+
+
+def libvirt_storage() -> tuple[list[str], list[str]]:
+    """Nubis's libvirt pools and secrets (Ceph keys, CHAP secrets) on this host."""
+    conn = libvirt.open("qemu:///system")
+    try:
+        pools = [p for p in conn.listAllStoragePools() if p.name().startswith("nubis-pool-")]
+        secrets = [s.usageID() for s in conn.listAllSecrets()]
+        return [p.name() for p in pools], [s for s in secrets if s.startswith("nubis-pool-")]
+    finally:
+        conn.close()

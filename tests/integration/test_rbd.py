@@ -12,14 +12,19 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 
-import libvirt
 import pytest
 
 from nubis.devcluster import underlay
 from tests.integration.ceph import POOL, USER, CephCluster, free_port
 from tests.integration.guest import guest_run
 from tests.integration.server import NubisServer, libvirt_leftovers, running_devcluster
-from tests.integration.storage import attach, create_volume, detach, wait_guest
+from tests.integration.storage import (
+    attach,
+    create_volume,
+    detach,
+    libvirt_storage,
+    wait_guest,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -68,17 +73,6 @@ def rbd_body(ceph: CephCluster, **changes) -> dict:
         "auth_key": ceph.user_key,
     }
     return {**body, **changes}
-
-
-def libvirt_storage() -> tuple[list[str], list[str]]:
-    """Nubis's libvirt pools and Ceph secrets on this host."""
-    conn = libvirt.open("qemu:///system")
-    try:
-        pools = [p for p in conn.listAllStoragePools() if p.name().startswith("nubis-pool-")]
-        secrets = [s.usageID() for s in conn.listAllSecrets()]
-        return [p.name() for p in pools], [s for s in secrets if s.startswith("nubis-pool-")]
-    finally:
-        conn.close()
 
 
 def test_bad_pools_are_refused_and_leave_nothing(server, ceph):

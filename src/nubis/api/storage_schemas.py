@@ -11,9 +11,10 @@ from nubis.api.schemas import In, Out
 
 class PoolIn(In):
     name: str
-    kind: str = Field(description="dir | lvm (one host) or shared | nfs | rbd (a cluster)")
+    kind: str = Field(description="dir | lvm (one host) or shared | nfs | rbd | iscsi (a cluster)")
     path: str = Field(
-        description="directory (dir, shared), mount point (nfs), VG name (lvm) or Ceph pool (rbd)"
+        description="directory (dir, shared), mount point (nfs), VG name (lvm), Ceph pool (rbd) "
+        "or target IQN (iscsi)"
     )
     host: str | None = Field(default=None, description="for dir and lvm pools")
     cluster: str | None = Field(default=None, description="for shared, nfs and rbd pools")
@@ -23,9 +24,17 @@ class PoolIn(In):
     monitors: list[str] = Field(
         default_factory=list, description="rbd: the Ceph monitors, address[:port] (port 6789)"
     )
-    auth_user: str | None = Field(default=None, description="rbd: the cephx user (e.g. nubis)")
+    auth_user: str | None = Field(
+        default=None, description="rbd: the cephx user (e.g. nubis); iscsi: the CHAP user"
+    )
     auth_key: str | None = Field(
-        default=None, description="rbd: the cephx user's key (kept encrypted, never shown)"
+        default=None,
+        description="rbd: the cephx user's key; iscsi: the CHAP secret (kept encrypted, never "
+        "shown)",
+    )
+    portal: str | None = Field(default=None, description="iscsi: the target's address[:port]")
+    initiator: str | None = Field(
+        default=None, description="iscsi: the IQN the hosts log in as (default: one per pool)"
     )
 
 
@@ -38,6 +47,8 @@ class PoolOut(Out):
     nfs_export: str | None
     monitors: list[str] | None
     auth_user: str | None
+    portal: str | None
+    initiator: str | None
     host_id: str | None
     cluster_id: str | None
     tags: list[str]
@@ -48,6 +59,12 @@ class PoolOut(Out):
     available_bytes: int
     refreshed_at: datetime | None
     created_at: datetime
+
+
+class LunOut(Out):
+    lun: int
+    size_bytes: int
+    volume_id: str | None = Field(description="the volume that is this LUN, if one is")
 
 
 class OfferingIn(In):
@@ -84,6 +101,9 @@ class VolumeIn(In):
     snapshot: str | None = Field(
         default=None, description="a volume snapshot (id, or name) to copy the data from"
     )
+    lun: int | None = Field(
+        default=None, description="iscsi pools: the LUN (made on the SAN) this volume is"
+    )
 
 
 class AttachmentOut(Out):
@@ -105,6 +125,7 @@ class VolumeOut(Out):
     provisioning: str
     secure_delete: bool
     shareable: bool
+    lun: int | None
     status: str
     task_state: str | None
     error: str | None

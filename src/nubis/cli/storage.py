@@ -35,7 +35,9 @@ def pool_list(fmt: Fmt = "table") -> None:
 @pool_app.command("create")
 def pool_create(
     name: str,
-    kind: Annotated[str, typer.Option(help="dir | lvm (one host), shared | nfs | rbd (a cluster)")],
+    kind: Annotated[
+        str, typer.Option(help="dir | lvm (one host), shared | nfs | rbd | iscsi (a cluster)")
+    ],
     path: Annotated[str, typer.Option(help="directory, mount point, VG (lvm), Ceph pool (rbd)")],
     host: Annotated[str | None, typer.Option(help="the host of a dir or lvm pool")] = None,
     cluster: Annotated[str | None, typer.Option(help="the cluster of a shared/nfs pool")] = None,
@@ -44,10 +46,13 @@ def pool_create(
     monitor: Annotated[
         list[str] | None, typer.Option(help="rbd: a Ceph monitor, address[:port] (repeat)")
     ] = None,
-    auth_user: Annotated[str | None, typer.Option(help="rbd: the cephx user")] = None,
+    auth_user: Annotated[str | None, typer.Option(help="rbd: cephx user; iscsi: CHAP user")] = None,
     auth_key_file: Annotated[
-        Path | None, typer.Option(help="rbd: a file holding the cephx user's key")
+        Path | None,
+        typer.Option(help="rbd: a file holding the cephx key; iscsi: the CHAP secret"),
     ] = None,
+    portal: Annotated[str | None, typer.Option(help="iscsi: the target's address[:port]")] = None,
+    initiator: Annotated[str | None, typer.Option(help="iscsi: the hosts' IQN")] = None,
     tag: Tags = None,
     fmt: Fmt = "table",
 ) -> None:
@@ -62,6 +67,8 @@ def pool_create(
         "monitors": monitor or [],
         "auth_user": auth_user,
         "auth_key": auth_key_file.read_text().strip() if auth_key_file else None,
+        "portal": portal,
+        "initiator": initiator,
         "tags": tag or [],
     }
     show(request("POST", "/storage-pools", json=body).json(), fmt, POOL_COLS)
@@ -154,6 +161,7 @@ def volume_create(
     snapshot: Annotated[
         str | None, typer.Option(help="a volume snapshot to copy the data from")
     ] = None,
+    lun: Annotated[int | None, typer.Option(help="iscsi pools: the LUN to adopt")] = None,
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
@@ -167,6 +175,7 @@ def volume_create(
         "secure_delete": secure_delete,
         "shareable": shareable,
         "snapshot": snapshot,
+        "lun": lun,
     }
     created = request("POST", "/volumes", json=body).json()
     if wait:

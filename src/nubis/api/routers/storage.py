@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from nubis.api.deps import PageDep, PlatformDep, PrincipalDep
 from nubis.api.schemas import PageOut
-from nubis.api.storage_schemas import OfferingIn, OfferingOut, PoolIn, PoolOut
+from nubis.api.storage_schemas import LunOut, OfferingIn, OfferingOut, PoolIn, PoolOut
 from nubis.db.models import DiskOffering, StoragePool
 from nubis.services.core.lookup import get_by_id_or_name, paginate
 from nubis.services.storage import volumes
@@ -35,6 +35,12 @@ def create_pool(body: PoolIn, platform: PlatformDep, _p: PrincipalDep) -> PoolOu
 def get_pool(ref: str, platform: PlatformDep, _p: PrincipalDep) -> PoolOut:
     with platform.db.read() as s:
         return PoolOut.model_validate(get_by_id_or_name(s, StoragePool, ref, "storage pool"))
+
+
+@router.get("/storage-pools/{ref}/luns")
+def list_luns(ref: str, platform: PlatformDep, _p: PrincipalDep) -> list[LunOut]:
+    """An iscsi pool's LUNs as the target has them now, and the volume each is."""
+    return [LunOut(lun=n, size_bytes=b, volume_id=v) for n, b, v in platform.pools.luns(ref)]
 
 
 @router.post("/storage-pools/{ref}/actions/refresh")

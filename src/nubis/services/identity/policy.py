@@ -114,6 +114,7 @@ POLICY: dict[str, frozenset[str]] = {
     "PUT /hosts/{ref}/agent": INFRA,
     **_crud("/storage-pools", INFRA, INFRA),
     "POST /storage-pools/{ref}/actions/refresh": INFRA,
+    "GET /storage-pools/{ref}/luns": INFRA,
     **_crud("/disk-offerings", READ, INFRA),
     **_crud("/flavors", READ, INFRA),
     # images: projects upload their own; only the system administrator makes public ones

@@ -47,6 +47,7 @@ MONITOR_RE = re.compile(r"^(?P<address>[A-Za-z0-9][A-Za-z0-9.-]{0,252})(:(?P<por
 CEPH_PORT = 6789  # the monitors' msgr v1 port
 ISCSI_PORT = 3260
 IQN_RE = re.compile(r"^iqn\.\d{4}-\d{2}\.[a-z0-9][a-z0-9.-]*(:[A-Za-z0-9._:-]{1,190})?$")
+LUN_NAME = re.compile(r"^unit:0:0:\d+$")  # libvirt's iscsi-direct volume names
 CHAP_RE = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable, no spaces
 MAX_MONITORS = 9
 REFRESH_SECONDS = 60  # how old a pool's capacity may grow before it is read again
@@ -340,6 +341,30 @@ class PoolService:
                 s.delete(pool)
         if failed:
             raise Unavailable(f"could not remove the pool from a host: {'; '.join(failed)}")
+
+    def luns(self, ref: str) -> list[tuple[int, int, str | None]]:
+        """(LUN, bytes, the volume that is it) of an iscsi pool, read from the target
+        through a host of the pool."""
+        with self.db.read() as s:
+            pool = get_by_id_or_name(s, StoragePool, ref, "storage pool")
+            if pool.kind != "iscsi":
+                raise BadRequest(f"storage pool {pool.name!r} is {pool.kind}: LUNs are iscsi's")
+            host, name = one_host(s, pool, self.hosts), pool.libvirt_name
+            adopted = dict(
+                s.execute(
+                    select(Volume.lun, Volume.id).where(
+                        Volume.pool_id == pool.id, Volume.lun.is_not(None)
+                    )
+                ).all()
+            )
+        try:
+            found = self.driver.list_volumes(host, name)
+        except DriverError as exc:
+            raise Unavailable(f"the target did not answer: {exc}") from exc
+        luns = sorted(
+            (int(n.rsplit(":", 1)[1]), size) for n, size in found.items() if LUN_NAME.match(n)
+        )
+        return [(lun, size, adopted.get(lun)) for lun, size in luns]
 
     def refresh(self, ref: str) -> StoragePool:
         """Read capacity and allocation from libvirt (through the first host that answers)."""
