@@ -76,10 +76,9 @@ def test_a_lun_adopted_written_by_a_guest_and_given_back(server, target, guest):
     pool = made.json()
     assert pool["initiator"].startswith("iqn.") and "auth_key" not in pool
     luns = server.client.get("/storage-pools/san/luns").json()
-    assert [(x["lun"], x["size_bytes"], x["volume_id"]) for x in luns] == [
-        (1, GIB, None),
-        (2, GIB, None),
-    ]
+    assert [(x["lun"], x["volume_id"]) for x in luns] == [(1, None), (2, None)]
+    # libvirt counts a LUN one block short (tgt's controller, LUN 0, is not listed)
+    assert all(GIB - 4096 <= x["size_bytes"] <= GIB for x in luns), luns
 
     # LUNs are the SAN's: none is made, a missing one fails the task, one is adopted once
     resp = server.client.post("/volumes", json={"name": "x", "size_gib": 1, "pool": "san"})

@@ -205,7 +205,7 @@ def _validate(session: Session, req: PoolRequest) -> tuple[Host | None, Cluster 
         if bool(req.auth_user) != bool(req.auth_key):
             raise BadRequest("CHAP needs both auth_user and auth_key (or neither)")
         for value in (req.auth_user, req.auth_key):
-            if value is not None and not CHAP_RE.match(value):
+            if value and not CHAP_RE.match(value):
                 raise BadRequest("auth_user and auth_key: 1-255 printable characters, no spaces")
     elif not req.path.startswith("/") or ".." in req.path.split("/") or len(req.path) > 255:
         raise BadRequest("path must be an absolute directory path (no '..')")
@@ -361,8 +361,10 @@ class PoolService:
             found = self.driver.list_volumes(host, name)
         except DriverError as exc:
             raise Unavailable(f"the target did not answer: {exc}") from exc
-        luns = sorted(
-            (int(n.rsplit(":", 1)[1]), size) for n, size in found.items() if LUN_NAME.match(n)
+        luns = sorted(  # a target's LUN 0 may be its controller, holding nothing
+            (int(n.rsplit(":", 1)[1]), size)
+            for n, size in found.items()
+            if LUN_NAME.match(n) and size > 0
         )
         return [(lun, size, adopted.get(lun)) for lun, size in luns]
 

@@ -35,6 +35,7 @@ from nubis.services.storage.volumes import GIB, attachment_count, disk_spec, poo
 from nubis.tasks.engine import TaskContext, TaskEngine, TaskHandler
 
 log = logging.getLogger(__name__)
+LUN_BLOCK = 4096
 
 
 @dataclass
@@ -149,7 +150,9 @@ class CreateHandler(_Handler):
             luns = self.t.driver.list_volumes(loaded.ref, loaded.pool_name)
             if vol.libvirt_name not in luns:
                 raise DriverError(f"the target has no LUN {vol.lun}")
-            if luns[vol.libvirt_name] < vol.size_gib * GIB:
+            # libvirt's iscsi-direct pool counts a LUN one block short (its last block's
+            # address times the block size): a block of up to 4 KiB is let pass
+            if luns[vol.libvirt_name] + LUN_BLOCK < vol.size_gib * GIB:
                 raise DriverError(
                     f"LUN {vol.lun} holds {luns[vol.libvirt_name]} bytes, less than "
                     f"{vol.size_gib} GiB"
