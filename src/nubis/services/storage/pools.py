@@ -79,7 +79,9 @@ def check_tags(tags: list[str]) -> list[str]:
     return list(tags)
 
 
-def monitor_addresses(monitors: list[str], default_port: int = CEPH_PORT) -> list[tuple[str, int]]:
+def monitor_addresses(
+    monitors: list[str], default_port: int = CEPH_PORT, what: str = "monitor"
+) -> list[tuple[str, int]]:
     """(address, port) of each monitor (or portal) given as ``address[:port]``; 400
     otherwise."""
     if not isinstance(monitors, list) or not 1 <= len(monitors) <= MAX_MONITORS:
@@ -89,7 +91,7 @@ def monitor_addresses(monitors: list[str], default_port: int = CEPH_PORT) -> lis
         found = MONITOR_RE.match(monitor) if isinstance(monitor, str) else None
         port = int(found["port"] or default_port) if found else 0
         if found is None or not 1 <= port <= 65535:
-            raise BadRequest(f"{monitor!r}: give address[:port]")
+            raise BadRequest(f"{what} {monitor!r}: give address[:port]")
         out.append((found["address"], port))
     return out
 
@@ -97,7 +99,7 @@ def monitor_addresses(monitors: list[str], default_port: int = CEPH_PORT) -> lis
 def portal_address(portal: str | None) -> tuple[str, int]:
     if not portal:
         raise BadRequest("an iscsi pool needs portal, the target's address[:port]")
-    return monitor_addresses([portal], ISCSI_PORT)[0]
+    return monitor_addresses([portal], ISCSI_PORT, "portal")[0]
 
 
 def default_initiator(pool_id: str) -> str:
