@@ -16,21 +16,16 @@ only (``cluster.user_key``), as an operator gives a cloud platform.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 
+from tests.integration.server import free_port
+
 POOL = "nubis"
 USER = "nubis"  # client.nubis
 OSD_BYTES = 3 * 1024**3
-
-
-def free_port(address: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return int(s.getsockname()[1])
 
 
 class CephCluster:

@@ -66,10 +66,11 @@ def serving(tmp_path_factory: Any, **env: str) -> Iterator[NubisServer]:
         srv.stop()
 
 
-def free_port() -> int:
+def free_port(address: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on at ``address`` now."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.bind((address, 0))
+        return int(s.getsockname()[1])
 
 
 class NubisServer:
@@ -185,6 +186,17 @@ class NubisServer:
             self.client.close()
 
     # -- helpers --------------------------------------------------------------------
+    def boot(self, name: str, **body: Any) -> dict:
+        """A tiny guest created (``body`` adds to or changes the request), booted to its
+        console's ready line; the instance."""
+        request = {"name": name, "image": "nubis-tiny", "flavor": "m1.tiny", **body}
+        resp = self.client.post("/instances", json=request)
+        assert resp.status_code == 202, resp.text
+        task = self.wait_task(resp.json()["task_id"])
+        assert task["status"] == "succeeded", task
+        self.wait_console(resp.json()["id"])
+        return self.instance(resp.json()["id"])
+
     def wait_task(self, task_id: str, timeout: float = 180) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -50,12 +50,14 @@ def volume_file(pool: dict, volume: dict) -> str:
     return os.path.join(pool["path"], f"nubis-vol-{volume['id']}{ext}")
 
 
-def libvirt_storage() -> tuple[list[str], list[str]]:
-    """Nubis's libvirt pools and secrets (Ceph keys, CHAP secrets) on this host."""
-    conn = libvirt.open("qemu:///system")
+def libvirt_storage(uri: str = "qemu:///system") -> tuple[list[str], list[str]]:
+    """Nubis's libvirt pools and secrets (Ceph keys, CHAP secrets) on a host (sorted:
+    libvirt lists them in no set order)."""
+    conn = libvirt.open(uri)
     try:
         pools = [p for p in conn.listAllStoragePools() if p.name().startswith("nubis-pool-")]
         secrets = [s.usageID() for s in conn.listAllSecrets()]
-        return [p.name() for p in pools], [s for s in secrets if s.startswith("nubis-pool-")]
+        names = sorted(p.name() for p in pools)
+        return names, sorted(s for s in secrets if s.startswith("nubis-pool-"))
     finally:
         conn.close()

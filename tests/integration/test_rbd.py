@@ -15,9 +15,16 @@ from collections.abc import Iterator
 import pytest
 
 from nubis.devcluster import underlay
-from tests.integration.ceph import POOL, USER, CephCluster, free_port
+from nubis.devcluster.chaos import CLUSTER, register_hosts
+from tests.integration.ceph import POOL, USER, CephCluster
 from tests.integration.guest import guest_run
-from tests.integration.server import NubisServer, libvirt_leftovers, running_devcluster
+from tests.integration.server import (
+    NubisServer,
+    free_port,
+    libvirt_leftovers,
+    running_devcluster,
+    serving,
+)
 from tests.integration.storage import (
     attach,
     create_volume,
@@ -49,17 +56,11 @@ def ceph(cluster, tmp_path_factory) -> Iterator[CephCluster]:
 
 @pytest.fixture(scope="module")
 def srv(cluster, tmp_path_factory) -> Iterator[NubisServer]:
-    """A second Nubis server, managing the devcluster's hosts (cluster ``dc``)."""
-    s = NubisServer(tmp_path_factory.mktemp("nubis-rbd") / "data").start()
-    assert (
-        s.client.post("/clusters", json={"name": "dc", "trust_shared_storage": True}).status_code
-        == 201
-    )
-    for host in cluster.hosts():
-        resp = s.client.post("/hosts", json={"name": host.name, "uri": host.uri, "cluster": "dc"})
-        assert resp.status_code == 201, resp.text
-    yield s
-    s.stop()
+    """A second Nubis server, managing the devcluster's hosts (whose libvirtds no other
+    test module touches, so what is left on them is this module's doing)."""
+    with serving(tmp_path_factory) as s:
+        register_hosts(s.client, cluster)
+        yield s
 
 
 def rbd_body(ceph: CephCluster, **changes) -> dict:
@@ -67,7 +68,7 @@ def rbd_body(ceph: CephCluster, **changes) -> dict:
         "name": "ceph",
         "kind": "rbd",
         "path": POOL,
-        "cluster": "default",
+        "cluster": CLUSTER,
         "monitors": [ceph.monitor],
         "auth_user": USER,
         "auth_key": ceph.user_key,
@@ -75,8 +76,9 @@ def rbd_body(ceph: CephCluster, **changes) -> dict:
     return {**body, **changes}
 
 
-def test_bad_pools_are_refused_and_leave_nothing(server, ceph):
-    before = libvirt_storage()
+def test_bad_pools_are_refused_and_leave_nothing(srv, cluster, ceph):
+    uris = [h.uri for h in cluster.hosts()]
+    before = [libvirt_storage(uri) for uri in uris]
     other_key = subprocess.run(
         ["ceph-authtool", "--gen-print-key"], capture_output=True, text=True, check=True
     ).stdout.strip()
@@ -87,22 +89,23 @@ def test_bad_pools_are_refused_and_leave_nothing(server, ceph):
         (rbd_body(ceph, auth_key="bm90IGEga2V5"), "auth_key"),
         (rbd_body(ceph, auth_user=None), "auth_user"),
         (rbd_body(ceph, path="bad/pool"), "Ceph pool"),
-        (rbd_body(ceph, host="local", cluster=None), "cluster"),
+        (rbd_body(ceph, host="dev-1", cluster=None), "cluster"),
         # the hosts cannot use it: refused by Ceph through libvirt
         (rbd_body(ceph, auth_key=other_key), "cannot use the pool"),
         (rbd_body(ceph, path="no-such-pool"), "cannot use the pool"),
         (rbd_body(ceph, monitors=[f"127.0.0.1:{free_port()}"]), "cannot use the pool"),
     ]
     for body, fragment in cases:
-        resp = server.client.post("/storage-pools", json=body)
+        resp = srv.client.post("/storage-pools", json=body)
         assert resp.status_code == 400, (body, resp.text)
         assert fragment in resp.json()["error"]["message"], resp.text
-        assert server.client.get("/storage-pools/ceph").status_code == 404
-        assert libvirt_storage() == before, body  # no pool, no secret left on the host
+        assert srv.client.get("/storage-pools/ceph").status_code == 404
+        # no pool, no secret left on either host
+        assert [libvirt_storage(uri) for uri in uris] == before, body
 
 
 def test_rbd_volume_in_a_running_guest(server, ceph, guest):
-    made = server.client.post("/storage-pools", json=rbd_body(ceph))
+    made = server.client.post("/storage-pools", json=rbd_body(ceph, cluster="default"))
     assert made.status_code == 201, made.text
     pool = made.json()
     assert pool["state"] == "active" and pool["capacity_bytes"] > 0
@@ -159,17 +162,10 @@ def test_rbd_volume_in_a_running_guest(server, ceph, guest):
 
 
 def test_a_guest_keeps_its_rbd_volume_across_a_live_migration(srv, cluster, ceph):
-    made = srv.client.post("/storage-pools", json=rbd_body(ceph, cluster="dc"))
+    made = srv.client.post("/storage-pools", json=rbd_body(ceph))
     assert made.status_code == 201, made.text  # defined, with its secret, on both hosts
     uris = {h.name: h.uri for h in cluster.hosts()}
-    resp = srv.client.post(
-        "/instances",
-        json={"name": "rbd-mover", "image": "nubis-tiny", "flavor": "m1.tiny", "host": "dev-1"},
-    )
-    assert resp.status_code == 202, resp.text
-    iid = resp.json()["id"]
-    assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
-    srv.wait_console(iid)
+    iid = srv.boot("rbd-mover", host="dev-1")["id"]
     vol = create_volume(srv, name="moving", size_gib=1, pool="ceph")
     att = attach(srv, iid, vol["id"])
     serial = wait_guest(srv, iid, "cat /sys/block/vdb/serial", att["serial"], uri=uris["dev-1"])

@@ -1,4 +1,4 @@
-"""An iSCSI target for the tests, from Debian's ``tgt``: one ``tgtd`` on 127.0.0.1 with
+"""An iSCSI target for the tests, from Debian's ``tgt``: one ``tgtd`` on ``address`` with
 a control port of its own (so a system tgtd is left alone), one target ``IQN`` with
 file-backed LUNs (sparse files) and a CHAP account, every file under one directory.
 
@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.integration.ceph import free_port
+from tests.integration.server import free_port
 
 IQN = "iqn.2026-12.org.nubis.test:target1"
 CHAP_USER, CHAP_SECRET = "nubis-chap", "s3cret-chap-4242"
@@ -22,16 +22,19 @@ GIB = 1024**3
 
 
 class TgtTarget:
-    def __init__(self, base: Path, luns: int = 2, lun_bytes: int = GIB) -> None:
+    def __init__(
+        self, base: Path, address: str = "127.0.0.1", luns: int = 2, lun_bytes: int = GIB
+    ) -> None:
         self.base = base
-        self.port = free_port()
+        self.address = address
+        self.port = free_port(address)
         self.control = free_port() % 10000  # tgtd's control "port": a socket name suffix
         self.luns, self.lun_bytes = luns, lun_bytes
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def portal(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.address}:{self.port}"
 
     def lun_file(self, lun: int) -> Path:
         return self.base / f"lun{lun}.img"
