@@ -150,6 +150,28 @@ def test_agent_keeps_the_overlay_device(agent: httpx.Client):
     assert agent.get("/v1/overlays").json() == {}
 
 
+def test_agent_puts_a_router_leg_only_where_its_overlay_is(agent: httpx.Client):
+    """A router leg on an overlay network waits for the network's VXLAN device on the
+    bridge: a router put before it (a host just back, its networks not yet put again)
+    is refused, not left looking ready while it carries nothing."""
+    router = "nqr-0a0b0c0d"
+    leg = {"host_end": "nri-0a0b0c0d", "bridge": "nbr-test", "address": "10.77.0.1/24",
+           "mac": "02:4e:42:00:00:07", "mtu": 1450, "tunnel": DEVICE}  # fmt: skip
+    try:
+        refused = agent.put(f"/v1/routers/{router}", json={"interfaces": [leg]})
+        assert refused.status_code == 409, refused.text
+        assert f"overlay {DEVICE} is not on bridge nbr-test" in refused.json()["detail"]
+        assert router not in agent.get("/v1/routers").json()
+        assert agent.put(f"/v1/overlays/{DEVICE}", json=state()).status_code == 204
+        put = agent.put(f"/v1/routers/{router}", json={"interfaces": [leg]})
+        assert put.status_code == 204, put.text
+        held = agent.get("/v1/routers").json()[router]
+        assert held["legs"] == {"qri-0a0b0c0d": ["10.77.0.1/24"]}
+    finally:
+        assert agent.delete(f"/v1/routers/{router}").status_code == 204
+        assert agent.delete(f"/v1/overlays/{DEVICE}").status_code == 204
+
+
 def filter_rules() -> list[str]:
     return [line for line in ns("iptables-save", "-t", "filter").splitlines() if line[:2] == "-A"]
 

@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from nubis.agent.overlay import BRIDGE_RE, MAC_RE, AgentError, link, run
+from nubis.agent.overlay import BRIDGE_RE, DEVICE_RE, MAC_RE, AgentError, link, run
 
 NAMESPACE_RE = re.compile(r"^nqr-[0-9a-f]{8}$")
 HOST_END_RE = re.compile(r"^nr[gi]-[0-9a-f]{8}$")
@@ -50,13 +50,17 @@ IPv4Interface = Annotated[str, AfterValidator(_interface)]
 
 
 class Leg(BaseModel):
-    """The router's leg on one network: ``address`` with its prefix (10.0.0.5/24)."""
+    """The router's leg on one network: ``address`` with its prefix (10.0.0.5/24).
+    ``tunnel``: the overlay network's VXLAN device, which must be on ``bridge``
+    before the leg is (a router whose networks do not yet reach the other hosts is
+    not put: it would look ready and carry nothing)."""
 
     host_end: str = Field(pattern=HOST_END_RE.pattern)
     bridge: str = Field(pattern=BRIDGE_RE.pattern)
     address: IPv4Interface
     mac: str = Field(pattern=MAC_RE.pattern)
     mtu: int = Field(default=1500, ge=576, le=9000)
+    tunnel: str | None = Field(default=None, pattern=DEVICE_RE.pattern)
 
     @property
     def inside(self) -> str:
@@ -109,9 +113,14 @@ def _addresses(found: dict[str, Any]) -> set[str]:
     }
 
 
-def _put_leg(name: str, leg: Leg, extra: list[str], have: dict[str, dict[str, Any]]) -> None:
+def _check_leg(leg: Leg) -> None:
     if link(leg.bridge) is None:
         raise AgentError(f"bridge {leg.bridge} does not exist on this host")
+    if leg.tunnel is not None and (link(leg.tunnel) or {}).get("master") != leg.bridge:
+        raise AgentError(f"the overlay {leg.tunnel} is not on bridge {leg.bridge} yet")
+
+
+def _put_leg(name: str, leg: Leg, extra: list[str], have: dict[str, dict[str, Any]]) -> None:
     if leg.inside not in have or link(leg.host_end) is None:
         if leg.inside in have:
             run("ip", "-n", name, "link", "del", leg.inside)
@@ -167,12 +176,14 @@ def apply(name: str, state: RouterState) -> None:
     """Make the host hold ``state`` for the router namespace ``name`` (idempotent)."""
     if not NAMESPACE_RE.match(name):
         raise AgentError(f"not a router namespace name: {name!r}")
+    legs = [*([state.gateway] if state.gateway else []), *state.interfaces]
+    for leg in legs:  # before anything is made: a refused state changes nothing
+        _check_leg(leg)
     if name not in namespaces():
         run("ip", "netns", "add", name)
     run("ip", "-n", name, "link", "set", "lo", "up")
     _ns(name, "sysctl", "-qw", "net.ipv4.ip_forward=1")
     have = _inside_links(name)
-    legs = [*([state.gateway] if state.gateway else []), *state.interfaces]
     wanted = {leg.inside for leg in legs}
     for inside in sorted(set(have) - wanted):
         run("ip", "-n", name, "link", "del", inside)  # its host end goes with it

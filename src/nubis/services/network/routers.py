@@ -51,7 +51,7 @@ from nubis.services.inventory import topology
 from nubis.services.inventory.hosts import HostService
 from nubis.services.network import ports as port_alloc
 from nubis.services.network.networks import NetworkService, subnets_of
-from nubis.services.network.overlays import OverlayService
+from nubis.services.network.overlays import OverlayService, tunnel_address
 from nubis.services.network.specs import EXTERNAL, MODE, MTU
 
 log = logging.getLogger(__name__)
@@ -148,10 +148,14 @@ def router_of_network(session: Session, network_id: str) -> Router | None:
 def desired(session: Session, router: Router) -> RouterState:
     """What the router's namespace should hold, from the tables."""
     legs, joined = [], []
+    host = session.get(Host, router.host_id)
+    tunnels = host is not None and tunnel_address(host) is not None
     for port in interfaces(session, router.id):
         joined.append(port.network_id)
         network = session.get(Network, port.network_id)
         assert network is not None
+        # the host's part of an overlay has a VXLAN device (OverlayService.desired)
+        tunnel = tunnels and network.mode == MODE and network.segment_id is not None
         legs.append(
             Leg(
                 host_end=f"nri-{port.id[:8]}",
@@ -159,6 +163,7 @@ def desired(session: Session, router: Router) -> RouterState:
                 address=f"{port.ip}/{_prefix(session, port)}",
                 mac=port.mac,
                 mtu=MTU,
+                tunnel=network.overlay_device if tunnel else None,
             )
         )
     gateway, default_route = None, None
@@ -445,9 +450,14 @@ class RouterService:
                 router.namespace,
                 host.name if host else "?",
             )
+            host_state = host.state if host is not None else None
         error = None
         if agent is None:
             error = f"host {host_name} has no network agent"
+        elif host_state == HostStatus.DOWN:
+            # fenced or not yet back: its networks are put on it again first (the
+            # host-back handling), then its routers
+            error, strict = f"host {host_name} is down", False
         else:
             try:
                 self.agents.put_router(agent, namespace, state)
