@@ -34,6 +34,15 @@ def detach(server, instance_id: str, volume_id: str) -> None:
     assert task["status"] == "succeeded", task
 
 
+def move(server, volume_id: str, pool: str) -> dict:
+    """Move the volume to ``pool`` through the API; the finished task."""
+    resp = server.client.post(f"/volumes/{volume_id}/actions/migrate", json={"pool": pool})
+    assert resp.status_code == 202, resp.text
+    task = server.wait_task(resp.json()["task_id"])
+    assert task["status"] == "succeeded", task
+    return task
+
+
 def wait_guest(
     server, iid: str, command: str, expected: str, timeout: float = 30, uri: str = "qemu:///system"
 ) -> str:

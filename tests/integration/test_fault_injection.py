@@ -361,6 +361,31 @@ def resize_scenarios(w: World, vm: str) -> None:
     w.run("POST", f"/instances/{vm}/actions/stop")
 
 
+def move_scenarios(w: World, vm: str, volume: str) -> str:
+    """The running instance's volume moved live between two pools, killed at each
+    step: it ends in one pool, as one file, attached, the guest still running. The
+    second pool's directory."""
+    other = tempfile.mkdtemp(prefix="nubis-test-pool-", dir="/var/tmp")
+    os.chmod(other, 0o755)
+    w.made.pool_dirs.append(other)
+    body = {"name": "fi-pool2", "kind": "dir", "path": other, "host": "local"}
+    assert w.srv.client.post("/storage-pools", json=body).status_code == 201
+    pools = {p["id"]: p["name"] for p in all_items(w.srv, "/storage-pools")}
+    for step in ("allocate", "copy", "switch", "release"):
+        there = pools[w.get(f"/volumes/{volume}")["pool_id"]]
+        to = "fi-pool2" if there == "fi-pool" else "fi-pool"
+        w.kill_at(
+            f"volume.migrate:{step}",
+            lambda t=to: w.accept("POST", f"/volumes/{volume}/actions/migrate", json={"pool": t}),
+        )
+        moved = w.get(f"/volumes/{volume}")
+        assert (pools[moved["pool_id"]], moved["status"]) == (to, "in-use"), (step, moved)
+        files = [f for d in w.made.pool_dirs for f in os.listdir(d) if volume in f]
+        assert len(files) == 1, (step, files)
+        assert w.get(f"/instances/{vm}")["status"] == "running"
+    return other
+
+
 def volume_scenarios(w: World, vm: str, tmp: Path) -> None:
     # QEMU runs as its own user: the pool's directory must let it in
     pool_dir = tempfile.mkdtemp(prefix="nubis-test-pool-", dir="/var/tmp")
@@ -385,6 +410,7 @@ def volume_scenarios(w: World, vm: str, tmp: Path) -> None:
     booted = w.srv.console(vm).count(READY)
     w.run("POST", f"/instances/{vm}/actions/start")
     w.srv.wait_console(vm, booted + 1)  # ready for hot-plug (the detach below)
+    other = move_scenarios(w, vm, v1)
     snaps = f"/volumes/{v1}/snapshots"
     for name, step in (("vs1", "freeze"), ("vs2", "copy"), ("vs3", "merge")):
         w.kill_at(
@@ -433,10 +459,11 @@ def volume_scenarios(w: World, vm: str, tmp: Path) -> None:
     for vid in (v1, v3):
         assert w.srv.client.get(f"/volumes/{vid}").status_code == 404
     w.run("DELETE", f"/volumes/{v2}")
-    assert w.srv.client.delete("/storage-pools/fi-pool").status_code == 204
-    assert os.listdir(pool_dir) == []
-    shutil.rmtree(pool_dir)
-    w.made.pool_dirs.remove(pool_dir)
+    for name, path in (("fi-pool", pool_dir), ("fi-pool2", other)):
+        assert w.srv.client.delete(f"/storage-pools/{name}").status_code == 204
+        assert os.listdir(path) == []
+        shutil.rmtree(path)
+        w.made.pool_dirs.remove(path)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ Ceph when deleted."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 
@@ -30,6 +31,7 @@ from tests.integration.storage import (
     create_volume,
     detach,
     libvirt_storage,
+    move,
     wait_guest,
 )
 
@@ -104,7 +106,8 @@ def test_bad_pools_are_refused_and_leave_nothing(srv, cluster, ceph):
         assert [libvirt_storage(uri) for uri in uris] == before, body
 
 
-def test_rbd_volume_in_a_running_guest(server, ceph, guest):
+def test_rbd_volume_in_a_running_guest(server, ceph, guest, pool):
+    local_dir = pool["path"]  # a directory pool ("local-dir") the volume moves to and back
     made = server.client.post("/storage-pools", json=rbd_body(ceph, cluster="default"))
     assert made.status_code == 201, made.text
     pool = made.json()
@@ -149,7 +152,19 @@ def test_rbd_volume_in_a_running_guest(server, ceph, guest):
     assert wait_guest(server, iid, "cat /sys/block/vdb/size", str(2 * GIB // 512)) == str(
         2 * GIB // 512
     )
+
+    # attached to the running guest, it moves out of Ceph to a directory pool and back
+    # in, live; the guest reads its data all along
+    move(server, vol["id"], "local-dir")
+    assert ceph.images() == []
+    assert guest_run(server, iid, "head -c 14 /dev/vdb").strip() == "NUBIS-RBD-4242"
+    move(server, vol["id"], "ceph")
+    assert ceph.images() == [f"nubis-vol-{vol['id']}.g2.img"] and os.listdir(local_dir) == []
+    assert guest_run(server, iid, "head -c 14 /dev/vdb").strip() == "NUBIS-RBD-4242"
     detach(server, iid, vol["id"])
+    # detached, it does not (libvirt copies only between pools of files)
+    resp = server.client.post(f"/volumes/{vol['id']}/actions/migrate", json={"pool": "local-dir"})
+    assert resp.status_code == 400 and "attach the volume to a running" in resp.text, resp.text
 
     # a pool with volumes stays; deleted, the image leaves Ceph, then the pool goes
     assert server.client.delete("/storage-pools/ceph").status_code == 409

@@ -141,6 +141,10 @@ class ExtendIn(In):
     size_gib: int
 
 
+class MoveIn(In):
+    pool: str = Field(description="the storage pool (name or id) the volume moves to")
+
+
 class AttachIn(In):
     volume: str
     mode: str = Field(default="persistent", description="persistent | nonpersistent")

@@ -244,6 +244,19 @@ def volume_extend(ref: str, size_gib: int, wait: Wait = False) -> None:
     console.print(f"volume {ref}: extend to {size_gib} GiB {'done' if wait else 'accepted'}")
 
 
+@volume_app.command("migrate")
+def volume_migrate(
+    ref: str,
+    pool: Annotated[str, typer.Option(help="the storage pool it moves to")],
+    wait: Wait = False,
+) -> None:
+    """Move the volume to another pool (live, when a running instance uses it)."""
+    task = request("POST", f"/volumes/{ref}/actions/migrate", json={"pool": pool}).json()
+    if wait:
+        wait_for_task(task["task_id"])
+    console.print(f"volume {ref}: move to pool {pool} {'done' if wait else 'accepted'}")
+
+
 @volume_app.command("attach")
 def volume_attach(
     ref: str,

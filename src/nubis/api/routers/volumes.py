@@ -17,6 +17,7 @@ from nubis.api.storage_schemas import (
     AttachIn,
     AttachmentOut,
     ExtendIn,
+    MoveIn,
     VolumeAccepted,
     VolumeIn,
     VolumeOut,
@@ -26,6 +27,7 @@ from nubis.images.header import HEAD_BYTES
 from nubis.platform import Platform
 from nubis.services.compute import templates
 from nubis.services.core.errors import BadRequest, ServiceError
+from nubis.services.storage.volume_moves import request_move
 from nubis.services.storage.volume_transfers import UploadRequest
 from nubis.services.storage.volumes import VolumeRequest
 
@@ -174,6 +176,18 @@ def extend_volume(
     """Grow the volume; attached to a running instance, the guest sees the new size."""
     with platform.db.begin() as s:
         _volume, task = platform.volumes.extend(s, principal, ref, body.size_gib)
+        return TaskAccepted(task_id=task.id)
+
+
+@router.post("/volumes/{ref}/actions/migrate", status_code=202)
+def migrate_volume(
+    ref: str, body: MoveIn, platform: PlatformDep, principal: PrincipalDep
+) -> TaskAccepted:
+    """Move the volume to another storage pool (system administrators). Attached to a
+    running instance, the disk is copied live and the guest goes on running; the
+    task's progress is the share copied."""
+    with platform.db.begin() as s:
+        task = request_move(platform.volumes, s, principal, ref, body.pool)
         return TaskAccepted(task_id=task.id)
 
 

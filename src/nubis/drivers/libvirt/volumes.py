@@ -449,18 +449,7 @@ class VolumeDriver(DriverBase):
                 return
             if not dom.blockJobInfo(target, 0):
                 dom.blockCommit(target, None, None, 0, libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
-            deadline = time.monotonic() + timeout
-            while _disk_sources(dom.XMLDesc(0)).get(target) != base:
-                if time.monotonic() > deadline:
-                    raise DriverError(f"merging disk {target} took more than {timeout:.0f}s")
-                info = dom.blockJobInfo(target, 0)
-                if info and info.get("end", 0) > 0 and info.get("cur") == info.get("end"):
-                    try:
-                        dom.blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
-                    except libvirt.libvirtError as exc:
-                        if exc.get_error_code() != libvirt.VIR_ERR_BLOCK_COPY_ACTIVE:
-                            raise  # other than "not ready for pivot yet"
-                time.sleep(0.1)
+            _pivot_when_ready(dom, target, base, lambda _done: None, timeout, "merging")
 
         self._call(host, merge, f"disk {target} of domain {uuid}")
 
@@ -481,6 +470,57 @@ class VolumeDriver(DriverBase):
 
         self._call(host, replace, f"domain {uuid}")
 
+    def copy_disk(
+        self,
+        host: HostRef,
+        uuid: str,
+        old: DiskSpec,
+        new: DiskSpec,
+        on_progress: Callable[[int], None],
+        timeout: float = 3600,
+    ) -> None:
+        """Move the running domain's disk ``old`` onto ``new`` (made beforehand, as big)
+        while the guest runs: a block copy mirrors the disk into ``new``, then the
+        domain pivots onto it, in its definition too. ``on_progress`` gets the percent
+        copied. Idempotent: a copy under way is waited for, a disk already on ``new``
+        needs nothing."""
+
+        def copy(conn: libvirt.virConnect) -> None:
+            dom = self._domain(conn, uuid)
+            if not dom.isActive():
+                raise DriverError(f"domain {uuid} is not running: its disk is not copied live")
+            target = old.target
+            if _disk_sources(dom.XMLDesc(0)).get(target) != new.path:
+                if not dom.blockJobInfo(target, 0):
+                    dom.blockCopy(
+                        target,
+                        disk_xml(new),
+                        None,
+                        libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
+                        | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB,
+                    )
+                _pivot_when_ready(dom, target, new.path, on_progress, timeout, "copying")
+            # the definition names the new disk too (libvirt rewrites it at the pivot
+            # of a persistent domain's job; a pivot before a crash may predate that)
+            config = _disk_sources(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            if config.get(target) != new.path:
+                if target in config:
+                    dom.detachDeviceFlags(disk_xml(old), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+                dom.attachDeviceFlags(disk_xml(new), libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+
+        self._call(host, copy, f"disk {old.target} of domain {uuid}")
+
+    def abort_copy(self, host: HostRef, uuid: str, target: str) -> None:
+        """Stop a block copy of the domain's disk that has not pivoted: the guest stays
+        on its disk. Nothing to do when no job runs (or the domain is gone)."""
+
+        def abort(conn: libvirt.virConnect) -> None:
+            dom = self._find_domain(conn, uuid)
+            if dom is not None and dom.isActive() and dom.blockJobInfo(target, 0):
+                dom.blockJobAbort(target, 0)
+
+        self._call(host, abort, f"disk {target} of domain {uuid}")
+
     def block_resize(self, host: HostRef, uuid: str, target: str, capacity: int) -> None:
         """Grow an attached disk of a running domain: the guest sees the new size."""
         self._call(
@@ -490,6 +530,38 @@ class VolumeDriver(DriverBase):
             ),
             f"disk {target} of domain {uuid}",
         )
+
+
+def _pivot_when_ready(
+    dom: libvirt.virDomain,
+    target: str,
+    path: str,
+    on_progress: Callable[[int], None],
+    timeout: float,
+    what: str,
+) -> None:
+    """Wait for the block job (a copy, an active commit) on ``target`` to be done, then
+    pivot onto ``path``; until the domain's disk is on it."""
+    deadline = time.monotonic() + timeout
+    last = -1
+    while _disk_sources(dom.XMLDesc(0)).get(target) != path:
+        if time.monotonic() > deadline:
+            raise DriverError(f"{what} disk {target} took more than {timeout:.0f}s")
+        info = dom.blockJobInfo(target, 0)
+        if not info:
+            raise DriverError(f"{what} disk {target} stopped before it was done")
+        end, cur = info.get("end", 0), info.get("cur", 0)
+        done = 100 * cur // end if end else 0
+        if done != last:
+            on_progress(done)
+            last = done
+        if end > 0 and cur == end:
+            try:
+                dom.blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_BLOCK_COPY_ACTIVE:
+                    raise  # other than "not ready for pivot yet"
+        time.sleep(0.1)
 
 
 def _disk_sources(domain_xml: str) -> dict[str, str | None]:

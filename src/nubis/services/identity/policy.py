@@ -178,6 +178,7 @@ POLICY: dict[str, frozenset[str]] = {
     "POST /volumes/upload": WRITE,
     "GET /volumes/{ref}/download": READ,
     "POST /volumes/{ref}/actions/extend": WRITE,
+    "POST /volumes/{ref}/actions/migrate": INFRA,
     "POST /volumes/{ref}/actions/create-template": WRITE,
     "GET /volumes/{ref}/snapshots": READ,
     "POST /volumes/{ref}/snapshots": WRITE,

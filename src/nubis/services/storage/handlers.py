@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nubis.services.storage.volume_moves import MoveHandler
 from nubis.services.storage.volume_snapshot_tasks import VolumeSnapshotTasks
 from nubis.services.storage.volume_tasks import VolumeTasks
 from nubis.services.storage.volume_transfers import VolumeTransfers
@@ -11,4 +12,9 @@ from nubis.tasks.engine import TaskHandler
 def handlers(
     volumes: VolumeTasks, snapshots: VolumeSnapshotTasks, transfers: VolumeTransfers
 ) -> list[TaskHandler]:
-    return [*volumes.handlers(), *snapshots.handlers(), *transfers.handlers()]
+    return [
+        *volumes.handlers(),
+        MoveHandler(volumes),
+        *snapshots.handlers(),
+        *transfers.handlers(),
+    ]
