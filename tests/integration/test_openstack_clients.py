@@ -3,8 +3,10 @@
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -303,6 +305,36 @@ def test_volume_types_and_snapshots(server, os_cli):
     wait_gone(server, f"/volumes/{clone['id']}")
     assert server.client.delete("/disk-offerings/os-gold").status_code == 204
     assert not [v for v in server.client.get("/volumes").json()["items"] if v["name"] == "os-x"]
+
+
+def test_volume_migrate_moves_it_to_the_pool_its_host_names(server, os_cli, pool):
+    """``openstack volume migrate --host nubis@<pool>#<pool>``: the pool a volume is in
+    shows as its backend host (to the administrator), and migrate moves it there."""
+    target = "os-other"
+    path = tempfile.mkdtemp(prefix="nubis-test-os-", dir="/var/tmp")
+    os.chmod(path, 0o755)
+    body = {"name": target, "kind": "dir", "path": path, "host": "local"}
+    assert server.client.post("/storage-pools", json=body).status_code == 201
+    made = server.client.post("/volumes", json={"name": "os-mover", "size_gib": 1,
+                                                "pool": "local-dir"})  # fmt: skip
+    assert made.status_code == 202, made.text
+    vid = made.json()["id"]
+    server.wait_field(f"/volumes/{vid}", "status", "available", timeout=120)
+    shown = os_cli("volume", "show", "os-mover")
+    assert shown["os-vol-host-attr:host"] == "nubis@local-dir#local-dir"
+    refused = os_cli("volume", "migrate", "--host", "nubis@nope#nope", "os-mover", ok=False)
+    assert "nope" in refused.stderr
+    os_cli("volume", "migrate", "--host", f"nubis@{target}#{target}", "os-mover", parse=False)
+    moved = server.wait_field(f"/volumes/{vid}", "task_state", None, timeout=120)
+    assert moved["pool_id"] == server.client.get(f"/storage-pools/{target}").json()["id"]
+    assert os_cli("volume", "show", "os-mover")["os-vol-host-attr:host"] == (
+        f"nubis@{target}#{target}"
+    )
+    os_cli("volume", "delete", "os-mover", parse=False)
+    wait_gone(server, f"/volumes/{vid}")
+    assert server.client.delete(f"/storage-pools/{target}").status_code == 204
+    assert os.listdir(path) == []
+    os.rmdir(path)
 
 
 def test_anti_affinity_server_group(server, os_cli):

@@ -17,10 +17,12 @@ from nubis.api.openstack import links
 from nubis.api.openstack.bodies import one_action
 from nubis.api.openstack.caller import As, check_project
 from nubis.api.openstack.errors import NotSupported
-from nubis.db.models import DiskOffering, Volume, VolumeAttachment
+from nubis.db.models import DiskOffering, StoragePool, Volume, VolumeAttachment
 from nubis.services.core.errors import BadRequest, NotFoundError
 from nubis.services.core.lookup import paginate
 from nubis.services.core.principal import Principal
+from nubis.services.identity import policy
+from nubis.services.storage.volume_moves import HOLD, request_move
 from nubis.services.storage.volumes import VolumeRequest
 
 router = APIRouter(prefix="/volume", tags=["openstack block storage"])
@@ -65,9 +67,17 @@ def attachment_view(a: VolumeAttachment) -> dict[str, Any]:
     }
 
 
+def pool_of_host(host: str) -> str:
+    """The pool a Cinder backend host names: ``nubis@<pool>#<pool>`` as volumes show
+    it (``os-vol-host-attr:host``), the part after ``#``; or the pool's name alone."""
+    return host.rsplit("#", 1)[-1].rsplit("@", 1)[-1]
+
+
 def volume_view(
-    request: Request, session: Session, volume: Volume, detail: bool = True
+    request: Request, session: Session, volume: Volume, detail: bool = True, admin: bool = False
 ) -> dict[str, Any]:
+    """A volume as Cinder shows it (``admin``: with the backend host, as Cinder shows
+    it to administrators only)."""
     view: dict[str, Any] = {
         "id": volume.id,
         "name": volume.name,
@@ -85,6 +95,7 @@ def volume_view(
         select(VolumeAttachment).where(VolumeAttachment.volume_id == volume.id)
     ).all()
     offering = session.get(DiskOffering, volume.offering_id) if volume.offering_id else None
+    pool = session.get(StoragePool, volume.pool_id)
     return view | {
         "size": volume.size_gib,
         "status": TASK_STATUS.get(volume.task_state or "", volume.status),
@@ -100,6 +111,8 @@ def volume_view(
         "source_volid": None,
         "user_id": None,
         "os-vol-tenant-attr:tenant_id": volume.project_id,
+        "os-vol-host-attr:host": f"nubis@{pool.name}#{pool.name}" if pool and admin else None,
+        "migration_status": "migrating" if volume.task_state == HOLD else None,
         "created_at": links.timestamp(volume.created_at),
         "updated_at": links.timestamp(volume.updated_at),
     }
@@ -128,7 +141,7 @@ def _list(
         query = query.where(Volume.status == filters.status)
     with platform.db.begin() as s:
         page = paginate(s, query, Volume, paging.page())
-        views = [volume_view(request, s, v, detail) for v in page.items]
+        views = [volume_view(request, s, v, detail, principal.all_projects) for v in page.items]
     return {"volumes": views, **links.page_links(request, "volumes", page.items, paging)}
 
 
@@ -177,7 +190,8 @@ def show_volume(
 ) -> dict[str, Any]:
     check_project(principal, project_id)
     with platform.db.read() as s:
-        return {"volume": volume_view(request, s, find_volume(s, principal, volume_id))}
+        volume = find_volume(s, principal, volume_id)
+        return {"volume": volume_view(request, s, volume, admin=principal.all_projects)}
 
 
 class VolumeBody(BaseModel):
@@ -222,7 +236,7 @@ def create_volume(
     )
     with platform.db.begin() as s:
         volume, _task = platform.volumes.create(s, principal, req)
-        return {"volume": volume_view(request, s, volume)}
+        return {"volume": volume_view(request, s, volume, admin=principal.all_projects)}
 
 
 @router.delete("/v3/{project_id}/volumes/{volume_id}", status_code=202)
@@ -247,11 +261,21 @@ def volume_action(
     platform: PlatformDep,
     principal: Annotated[Principal, As("POST /volumes/{ref}/actions/extend")],
 ) -> Response:
-    """``os-extend`` grows the volume; attaching goes through Nova."""
+    """``os-extend`` grows the volume; ``os-migrate_volume`` (system administrators)
+    moves it to the pool its ``host`` names (``<host>@<backend>#<pool>``, or a pool's
+    name); attaching goes through Nova."""
     check_project(principal, project_id)
     name, args = one_action(body)
-    if name != "os-extend":
+    if name not in ("os-extend", "os-migrate_volume"):
         raise NotSupported(f"the volume action {name!r} is not supported by Nubis")
+    if name == "os-migrate_volume":
+        policy.authorize(principal.roles, "POST /volumes/{ref}/actions/migrate")
+        if not isinstance(args, dict) or not isinstance(args.get("host"), str):
+            raise BadRequest("os-migrate_volume needs host")
+        with platform.db.begin() as s:
+            volume = find_volume(s, principal, volume_id)
+            request_move(platform.volumes, s, principal, volume.id, pool_of_host(args["host"]))
+        return Response(status_code=202)
     if not isinstance(args, dict) or "new_size" not in args:
         raise BadRequest("os-extend needs new_size")
     with platform.db.begin() as s:
