@@ -139,7 +139,9 @@ main() {
       log "tier 2 of 3: unit tests (in-process; SQLite, and PostgreSQL for the database tests)"
       "$VENV/bin/pytest" -q -n 2 -m "not integration" --durations=10 tests
       log "tier 3 of 3: integration and browser tests (real libvirtd, QEMU guests, Chromium)"
-      "$VENV/bin/pytest" -q -n 2 --dist loadfile -m integration --durations=30 tests
+      # every test's duration, for balancing the workers: test-artifacts/integration.xml
+      "$VENV/bin/pytest" -q -n 2 --dist loadfile -m integration --durations=30 \
+        --junitxml=test-artifacts/integration.xml tests
       ;;
     *)
       echo "usage: $0 serve|test [args...]" >&2

@@ -532,6 +532,10 @@ class VolumeDriver(DriverBase):
         )
 
 
+POLL_SECONDS = 0.05  # how often a block job is looked at
+PROGRESS_EVERY = 1.0  # seconds between two progress reports (each is a database write)
+
+
 def _pivot_when_ready(
     dom: libvirt.virDomain,
     target: str,
@@ -543,25 +547,25 @@ def _pivot_when_ready(
     """Wait for the block job (a copy, an active commit) on ``target`` to be done, then
     pivot onto ``path``; until the domain's disk is on it."""
     deadline = time.monotonic() + timeout
-    last = -1
+    reported = 0.0  # when the progress was last handed on (at most once a second)
     while _disk_sources(dom.XMLDesc(0)).get(target) != path:
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             raise DriverError(f"{what} disk {target} took more than {timeout:.0f}s")
         info = dom.blockJobInfo(target, 0)
         if not info:
             raise DriverError(f"{what} disk {target} stopped before it was done")
         end, cur = info.get("end", 0), info.get("cur", 0)
-        done = 100 * cur // end if end else 0
-        if done != last:
-            on_progress(done)
-            last = done
+        if end and now - reported >= PROGRESS_EVERY:
+            on_progress(100 * cur // end)
+            reported = now
         if end > 0 and cur == end:
             try:
                 dom.blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
             except libvirt.libvirtError as exc:
                 if exc.get_error_code() != libvirt.VIR_ERR_BLOCK_COPY_ACTIVE:
                     raise  # other than "not ready for pivot yet"
-        time.sleep(0.1)
+        time.sleep(POLL_SECONDS)
 
 
 def _disk_sources(domain_xml: str) -> dict[str, str | None]:
