@@ -140,7 +140,8 @@ main() {
       "$VENV/bin/pytest" -q -n 2 -m "not integration" --durations=10 tests
       log "tier 3 of 3: integration and browser tests (real libvirtd, QEMU guests, Chromium)"
       # every test's duration, for balancing the workers: test-artifacts/integration.xml
-      "$VENV/bin/pytest" -q -n 2 --dist loadfile -m integration --durations=30 \
+      "$VENV/bin/pytest" -q -n 2 --dist loadfile --no-loadscope-reorder -m integration \
+        --durations=30 \
         --junitxml=test-artifacts/integration.xml tests
       ;;
     *)

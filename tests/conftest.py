@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import statistics
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,20 @@ os.environ["NUBIS_STRICT_TRANSACTIONS"] = "1"
 # in this process only (the servers tests start hash as in production): Argon2id with
 # the least time and memory, so that the thousands of logins of the unit tests are cheap
 passwords.use_hasher(PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
+
+
+DURATIONS = Path(__file__).with_name("durations.json")  # scripts/test_durations.py
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest test modules first (seconds from the last recorded integration run),
+    so that the workers, which take one module at a time, end together rather than
+    one waiting for the other's last long module. A module's tests keep their order."""
+    weights: dict[str, float] = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+    if not weights:
+        return
+    default = statistics.median(weights.values())
+    items.sort(key=lambda item: -weights.get(item.nodeid.split("::")[0], default))
 
 
 def _backends() -> list:
