@@ -175,6 +175,9 @@ class NubisServer:
             self._terminate()
 
     def _terminate(self) -> None:
+        if self.client is not None:
+            # first: uvicorn's shutdown waits for open keep-alive connections to close
+            self.client.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

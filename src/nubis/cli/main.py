@@ -23,6 +23,9 @@ from nubis.cli import (
 from nubis.cli import ha as _ha  # noqa: F401 - adds the HA commands to instance/host/cluster
 from nubis.cli.client import console, pin_certificate, request, save_token
 
+# how long a stopping server waits for open requests and connections to end
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
 app = typer.Typer(help="Nubis: a private cloud on libvirt/QEMU hosts", no_args_is_help=True)
 app.add_typer(resources.host_app, name="host")
 app.add_typer(resources.image_app, name="image")
@@ -115,7 +118,15 @@ def serve(
 
     api = create_app(platform, on_started=announce)
 
-    uvicorn.run(api, host=listen_host, port=listen_port, log_level="info", **ssl)
+    # a client that keeps its connection open does not hold a stopping server up
+    uvicorn.run(
+        api,
+        host=listen_host,
+        port=listen_port,
+        log_level="info",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        **ssl,
+    )
 
 
 @app.command()
