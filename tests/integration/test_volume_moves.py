@@ -1,12 +1,15 @@
 """Moving volumes between storage pools on the real local libvirtd: a volume attached
 to a running guest is copied live (block copy, then pivot) while the guest goes on
 running and reads its data from the new pool; the domain's definition names the new
-file; a detached volume is copied offline; bad moves are refused and change nothing.
+file; a detached volume is copied offline; a live move cancelled half-way leaves the
+volume where it was; bad moves are refused and change nothing.
 (Moves into and out of Ceph RBD are in test_rbd.py.)"""
 
 import os
 import shutil
+import subprocess
 import tempfile
+import time
 
 import libvirt
 import pytest
@@ -109,6 +112,47 @@ def test_a_running_guests_volume_moves_live_and_back_offline(server, pool, other
     attach(server, iid, vol["id"])
     wait_guest(server, iid, "cat /sys/block/vdb/serial", att["serial"])
     assert guest_run(server, iid, "head -c 15 /dev/vdb").strip() == "NUBIS-BACK-4242"
+    detach(server, iid, vol["id"])
+    resp = server.client.delete(f"/volumes/{vol['id']}")
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+
+
+def test_a_live_move_cancelled_half_way_leaves_the_volume_where_it_was(server, pool, other, guest):
+    iid = guest["id"]
+    vol = create_volume(server, name="stayer", size_gib=1, pool="local-dir", format="raw")
+    old_file = volume_file(pool, vol["id"])
+    # data the copy must move (holes it would skip): 256 MiB at 8 MiB/s takes 32 s
+    subprocess.run(
+        ["qemu-io", "-f", "raw", "-c", "write -P 0x5a 1M 255M", old_file],
+        check=True,
+        capture_output=True,
+    )
+    att = attach(server, iid, vol["id"])
+    wait_guest(server, iid, "cat /sys/block/vdb/serial", att["serial"])
+    guest_run(server, iid, "printf NUBIS-STAY-4242 > /dev/vdb; sync")
+    body = {"pool": "other-dir", "max_bandwidth_mib_s": 8}
+    resp = server.client.post(f"/volumes/{vol['id']}/actions/migrate", json=body)
+    assert resp.status_code == 202, resp.text
+    task_id = resp.json()["task_id"]
+    deadline = time.monotonic() + 60
+    while server.client.get(f"/tasks/{task_id}").json()["progress"] <= 10:  # copying
+        assert time.monotonic() < deadline, "the copy never reported progress"
+        time.sleep(0.2)
+    cancel = server.client.post(f"/tasks/{task_id}/actions/cancel")
+    assert cancel.status_code == 202 and cancel.json()["cancel_requested"], cancel.text
+    task = server.wait_task(task_id)
+    assert (task["status"], task["error"]) == ("failed", "cancelled on request"), task
+
+    # the guest stays on its disk, the new copy is gone, nothing is held
+    after = server.client.get(f"/volumes/{vol['id']}").json()
+    state = (after["pool_id"], after["status"], after["task_state"])
+    assert state == (pool["id"], "in-use", None)
+    assert os.listdir(other["path"]) == []
+    assert definition_sources(iid)[att["target"]] == old_file
+    assert server.instance(iid)["task_state"] is None
+    assert guest_run(server, iid, "head -c 15 /dev/vdb").strip() == "NUBIS-STAY-4242"
+    again = server.client.post(f"/tasks/{task_id}/actions/cancel")
+    assert again.status_code == 409 and "has ended" in again.text
     detach(server, iid, vol["id"])
     resp = server.client.delete(f"/volumes/{vol['id']}")
     assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"

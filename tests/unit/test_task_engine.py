@@ -6,7 +6,11 @@ from sqlalchemy import select
 
 from nubis.db.models import Task
 from nubis.db.session import Database
-from nubis.tasks.engine import INTERRUPTED, TaskContext, TaskEngine
+from nubis.services.core.errors import Conflict, NotFoundError
+from nubis.services.core.principal import Principal
+from nubis.services.core.submit import cancel_task
+from nubis.services.identity import policy
+from nubis.tasks.engine import CANCELLED, INTERRUPTED, TaskContext, TaskEngine
 
 
 class Recorder:
@@ -134,3 +138,47 @@ def test_steps_are_declared_and_a_fault_fires_on_the_first_attempt_only(db, tmp_
     again.step("work", 10)  # a task run again after a crash is not crashed again
     fault.write_text("")
     first.step("work", 10)  # disarmed
+
+
+class Copier(Recorder):
+    """A long task that reports progress until it is cancelled (or gives up)."""
+
+    def __init__(self, kind: str, cancellable: bool) -> None:
+        super().__init__(kind)
+        self.cancellable = cancellable
+        self.started = threading.Event()
+
+    def run(self, ctx: TaskContext) -> None:
+        ctx.step("work", 10)
+        self.started.set()
+        for done in range(11, 100):
+            ctx.progress(done)
+            time.sleep(0.05)
+
+
+def test_a_cancelled_task_stops_at_its_next_report_and_undoes_its_work(db):
+    engine = TaskEngine(db, workers=2)
+    copier, stubborn = Copier("thing.copy", True), Copier("thing.stubborn", False)
+    engine.register(copier)
+    engine.register(stubborn)
+    [copy_id] = submit(db, engine, "thing.copy", 1)
+    [stubborn_id] = submit(db, engine, "thing.stubborn", 1)
+    owner = Principal("u", "u", "p", None, policy.SYSTEM_ADMIN)  # submit() records no project
+    engine.start()
+    try:
+        assert copier.started.wait(10) and stubborn.started.wait(10)
+        with db.begin() as s:
+            assert cancel_task(engine, s, owner, copy_id).cancel_requested
+            with pytest.raises(Conflict, match="cannot be cancelled"):
+                cancel_task(engine, s, owner, stubborn_id)
+            with pytest.raises(NotFoundError):
+                cancel_task(engine, s, owner, "no-such-task")
+        tasks = {t.id: t for t in wait_all_done(db)}
+    finally:
+        engine.stop()
+    assert (tasks[copy_id].status, tasks[copy_id].error) == ("failed", CANCELLED)
+    assert tasks[copy_id].progress < 99
+    assert copier.failures == [(copy_id, CANCELLED)]
+    assert tasks[stubborn_id].status == "succeeded" and stubborn.failures == []
+    with db.begin() as s, pytest.raises(Conflict, match="has ended"):
+        cancel_task(engine, s, owner, copy_id)

@@ -318,6 +318,7 @@ class TaskOut(Out):
     step: str | None
     error: str | None
     attempts: int
+    cancel_requested: bool
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

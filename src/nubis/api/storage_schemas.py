@@ -143,6 +143,9 @@ class ExtendIn(In):
 
 class MoveIn(In):
     pool: str = Field(description="the storage pool (name or id) the volume moves to")
+    max_bandwidth_mib_s: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="a live copy's limit (MiB/s)"
+    )
 
 
 class AttachIn(In):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +25,7 @@ host_app = typer.Typer(help="Hosts (libvirt servers)", no_args_is_help=True)
 image_app = typer.Typer(help="Images", no_args_is_help=True)
 flavor_app = typer.Typer(help="Flavors", no_args_is_help=True)
 instance_app = typer.Typer(help="Instances (VMs)", no_args_is_help=True)
+task_app = typer.Typer(help="Tasks (long operations)", no_args_is_help=True)
 
 HOST_COLS = ["name", "uri", "state", "virt_type", "cpus", "memory_mib", "id"]
 IMAGE_COLS = ["name", "status", "disk_format", "virtual_size", "size", "id"]
@@ -373,3 +375,20 @@ def instance_boot_order(
     """Set the boot order (from the next start), e.g. `boot-order vm1 disk cdrom`."""
     task = request("PUT", f"/instances/{ref}/boot-order", json={"order": devices}).json()
     _follow(task, wait, "boot order")
+
+
+@task_app.command("show")
+def task_show(task_id: str, fmt: Fmt = "table") -> None:
+    show(request("GET", f"/tasks/{task_id}").json(), fmt, [])
+
+
+@task_app.command("cancel")
+def task_cancel(task_id: str, wait: Wait = False) -> None:
+    """Ask a task (a volume move, say) to stop; it undoes what it did."""
+    request("POST", f"/tasks/{task_id}/actions/cancel")
+    if wait:
+        task = request("GET", f"/tasks/{task_id}").json()
+        while task["status"] in ("queued", "running"):
+            time.sleep(0.5)
+            task = request("GET", f"/tasks/{task_id}").json()
+    console.print(f"task {task_id}: cancel {'done' if wait else 'requested'}")

@@ -248,10 +248,14 @@ def volume_extend(ref: str, size_gib: int, wait: Wait = False) -> None:
 def volume_migrate(
     ref: str,
     pool: Annotated[str, typer.Option(help="the storage pool it moves to")],
+    max_bandwidth_mib_s: Annotated[
+        int | None, typer.Option(help="limit a live copy to this many MiB/s")
+    ] = None,
     wait: Wait = False,
 ) -> None:
     """Move the volume to another pool (live, when a running instance uses it)."""
-    task = request("POST", f"/volumes/{ref}/actions/migrate", json={"pool": pool}).json()
+    body = {"pool": pool, "max_bandwidth_mib_s": max_bandwidth_mib_s}
+    task = request("POST", f"/volumes/{ref}/actions/migrate", json=body).json()
     if wait:
         wait_for_task(task["task_id"])
     console.print(f"volume {ref}: move to pool {pool} {'done' if wait else 'accepted'}")

@@ -25,6 +25,15 @@ from nubis.db.session import Database
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted by a control-plane restart"
+CANCELLED = "cancelled on request"
+
+
+class TaskCancelled(Exception):
+    """Raised in a cancellable handler at the step or progress report after its task
+    was asked to stop; the task fails with ``CANCELLED`` once ``failed`` undid it."""
+
+    def __init__(self) -> None:
+        super().__init__(CANCELLED)
 
 
 class TaskContext:
@@ -38,6 +47,9 @@ class TaskContext:
         self.resource_id = task.resource_id
         self.params: dict[str, Any] = dict(task.params or {})
         self.attempt = task.attempts
+        # a cancellable handler turns this off where stopping would leave things
+        # half-done (past its point of no return)
+        self.may_cancel = True
 
     def step(self, name: str, progress: int) -> None:
         """Record the step about to run (one its handler declares); the fault-injection
@@ -51,9 +63,22 @@ class TaskContext:
             )
         if self.attempt <= 1:  # a task run again after a crash is not crashed again
             self.engine.fault_point(self.kind, name)
+        self._stop_if_cancelled()
 
     def progress(self, progress: int) -> None:
+        """Record how far the task has come; a cancellable task asked to stop stops
+        here (``TaskCancelled``)."""
         self.engine.report(self.task_id, progress)
+        self._stop_if_cancelled()
+
+    def _stop_if_cancelled(self) -> None:
+        if not self.may_cancel:
+            return
+        if not getattr(self.engine.handlers.get(self.kind), "cancellable", False):
+            return
+        with self.db.read() as s:
+            if s.scalar(select(Task.cancel_requested).where(Task.id == self.task_id)):
+                raise TaskCancelled()
 
 
 class TaskHandler(Protocol):

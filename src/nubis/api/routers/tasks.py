@@ -10,6 +10,7 @@ from nubis.api.schemas import PageOut, TaskOut
 from nubis.db.models import Task
 from nubis.services.core.errors import NotFoundError
 from nubis.services.core.lookup import paginate
+from nubis.services.core.submit import cancel_task
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
@@ -39,3 +40,12 @@ def get_task(task_id: str, platform: PlatformDep, principal: PrincipalDep) -> Ta
         if task is None or not principal.owns(task.project_id):
             raise NotFoundError(f"task {task_id!r} not found")
         return TaskOut.model_validate(task)
+
+
+@router.post("/{task_id}/actions/cancel", status_code=202)
+def cancel(task_id: str, platform: PlatformDep, principal: PrincipalDep) -> TaskOut:
+    """Ask a task to stop (a volume move, say): it stops at its next step or progress
+    report, undoes what it did and fails with "cancelled on request". 409 when it has
+    ended or cannot be stopped half-way."""
+    with platform.db.begin() as s:
+        return TaskOut.model_validate(cancel_task(platform.engine, s, principal, task_id))

@@ -187,7 +187,9 @@ def migrate_volume(
     running instance, the disk is copied live and the guest goes on running; the
     task's progress is the share copied."""
     with platform.db.begin() as s:
-        task = request_move(platform.volumes, s, principal, ref, body.pool)
+        task = request_move(
+            platform.volumes, s, principal, ref, body.pool, body.max_bandwidth_mib_s
+        )
         return TaskAccepted(task_id=task.id)
 
 

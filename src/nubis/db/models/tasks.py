@@ -42,6 +42,9 @@ class Task(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # asked to stop (POST /tasks/{id}/actions/cancel): a cancellable handler sees it
+    # at its next step or progress report, stops, and undoes what it did
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
     worker: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

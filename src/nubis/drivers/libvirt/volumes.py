@@ -478,12 +478,14 @@ class VolumeDriver(DriverBase):
         new: DiskSpec,
         on_progress: Callable[[int], None],
         timeout: float = 3600,
+        bandwidth: int = 0,
     ) -> None:
         """Move the running domain's disk ``old`` onto ``new`` (made beforehand, as big)
-        while the guest runs: a block copy mirrors the disk into ``new``, then the
-        domain pivots onto it, in its definition too. ``on_progress`` gets the percent
-        copied. Idempotent: a copy under way is waited for, a disk already on ``new``
-        needs nothing."""
+        while the guest runs: a block copy mirrors the disk into ``new`` (at most
+        ``bandwidth`` bytes/s; 0: as fast as it goes), then the domain pivots onto it,
+        in its definition too. ``on_progress`` gets the percent copied (and may raise
+        to stop: the job is then left to ``abort_copy``). Idempotent: a copy under way
+        is waited for, a disk already on ``new`` needs nothing."""
 
         def copy(conn: libvirt.virConnect) -> None:
             dom = self._domain(conn, uuid)
@@ -492,10 +494,11 @@ class VolumeDriver(DriverBase):
             target = old.target
             if _disk_sources(dom.XMLDesc(0)).get(target) != new.path:
                 if not dom.blockJobInfo(target, 0):
+                    limit = {libvirt.VIR_DOMAIN_BLOCK_COPY_BANDWIDTH: bandwidth}
                     dom.blockCopy(
                         target,
                         disk_xml(new),
-                        None,
+                        limit if bandwidth else None,
                         libvirt.VIR_DOMAIN_BLOCK_COPY_REUSE_EXT
                         | libvirt.VIR_DOMAIN_BLOCK_COPY_TRANSIENT_JOB,
                     )

@@ -202,6 +202,7 @@ POLICY: dict[str, frozenset[str]] = {
     # tasks
     "GET /tasks": READ,
     "GET /tasks/{task_id}": READ,
+    "POST /tasks/{task_id}/actions/cancel": WRITE,
 }
 
 

@@ -59,11 +59,17 @@ from nubis.tasks.engine import TaskContext
 
 log = logging.getLogger(__name__)
 HOLD = "moving"
+MIB = 1024**2
 KIND = "volume.migrate"
 
 
 def request_move(
-    volumes: VolumeService, session: Session, principal: Principal, ref: str, pool_ref: str
+    volumes: VolumeService,
+    session: Session,
+    principal: Principal,
+    ref: str,
+    pool_ref: str,
+    bandwidth_mib_s: int | None = None,
 ) -> Task:
     """Check that the volume can move to the pool, hold it (and its instance), and
     queue the move; a clear 4xx and nothing changed otherwise (system administrators
@@ -124,6 +130,7 @@ def request_move(
         "from_pool_id": source.id,
         "from_format": volume.format,
         "from_generation": volume.generation,
+        "bandwidth_mib_s": bandwidth_mib_s,
     }
     return submit_task(volumes.engine, session, principal, KIND, "volume", volume.id, params)
 
@@ -178,6 +185,7 @@ class MoveHandler:
     kind = KIND
     steps = ("allocate", "copy", "switch", "release")
     resumable = True
+    cancellable = True  # until the switch: the copy stops, the new volume goes
 
     def __init__(self, tasks: VolumeTasks) -> None:
         self.t = tasks
@@ -229,12 +237,14 @@ class MoveHandler:
         move = self.load(ctx)
         if not move.switched:
             self._copy(ctx, move)
-            ctx.step("switch", 90)
+            ctx.step("switch", 90)  # the last point a cancel stops the move at
+            ctx.may_cancel = False
             with self.t.db.begin() as s:
                 volume = s.get(Volume, move.volume.id)
                 assert volume is not None
                 volume.pool_id, volume.format = move.target.id, move.new_format
                 volume.generation += 1
+        ctx.may_cancel = False  # switched: the move is done, only the old copy goes
         ctx.step("release", 95)
         source_ref = one_host_ref(self.t, move.source)
         self._remove(source_ref, move.source, move.old_name, move.volume.secure_delete)
@@ -261,6 +271,7 @@ class MoveHandler:
                 move.old_disk,
                 move.new_disk,
                 lambda done: ctx.progress(10 + done * 80 // 100),
+                bandwidth=int(ctx.params.get("bandwidth_mib_s") or 0) * MIB,
             )
             return
         ctx.step("copy", 10)
