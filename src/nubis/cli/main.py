@@ -126,7 +126,8 @@ def serve(
         port=listen_port,
         log_level="info",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        **ssl,
+        ssl_certfile=ssl.get("ssl_certfile"),
+        ssl_keyfile=ssl.get("ssl_keyfile"),
     )
 
 
