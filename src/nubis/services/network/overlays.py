@@ -50,6 +50,14 @@ def tunnel_address(host: Host) -> str | None:
         return None
 
 
+def tunnelled(host: Host, network: Network) -> bool:
+    """Whether the host's part of the network has a VXLAN device (an overlay network
+    with its segment, on a host with an underlay address)."""
+    return (
+        network.mode == MODE and network.segment_id is not None and tunnel_address(host) is not None
+    )
+
+
 @dataclass(frozen=True)
 class HostPart:
     """What one host holds of an overlay network."""
@@ -134,7 +142,7 @@ class OverlayService:
             agent = self.hosts.agent(host)  # None: refused at creation; one added since
             local = addresses.get(host.id)
             state = None
-            if local is not None and network.segment_id is not None:
+            if local is not None and tunnelled(host, network):
                 state = OverlayState(
                     vni=network.segment_id,
                     bridge=spec.bridge,

@@ -51,7 +51,7 @@ from nubis.services.inventory import topology
 from nubis.services.inventory.hosts import HostService
 from nubis.services.network import ports as port_alloc
 from nubis.services.network.networks import NetworkService, subnets_of
-from nubis.services.network.overlays import OverlayService, tunnel_address
+from nubis.services.network.overlays import OverlayService, tunnelled
 from nubis.services.network.specs import EXTERNAL, MODE, MTU
 
 log = logging.getLogger(__name__)
@@ -149,13 +149,11 @@ def desired(session: Session, router: Router) -> RouterState:
     """What the router's namespace should hold, from the tables."""
     legs, joined = [], []
     host = session.get(Host, router.host_id)
-    tunnels = host is not None and tunnel_address(host) is not None
     for port in interfaces(session, router.id):
         joined.append(port.network_id)
         network = session.get(Network, port.network_id)
         assert network is not None
-        # the host's part of an overlay has a VXLAN device (OverlayService.desired)
-        tunnel = tunnels and network.mode == MODE and network.segment_id is not None
+        tunnel = host is not None and tunnelled(host, network)
         legs.append(
             Leg(
                 host_end=f"nri-{port.id[:8]}",

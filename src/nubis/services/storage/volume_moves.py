@@ -192,7 +192,7 @@ class MoveHandler:
 
     def load(self, ctx: TaskContext) -> Move:
         p = ctx.params
-        with self.t.db.begin() as s:
+        with self.t.db.read() as s:
             volume = s.get(Volume, ctx.resource_id)
             if volume is None:
                 raise LookupError(f"volume {ctx.resource_id} no longer exists")
