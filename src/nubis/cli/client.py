@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -22,12 +23,14 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from nubis import tls
 from nubis.services.identity import signing
 
-console = Console()
-err_console = Console(stderr=True)
+# no emoji codes: rich would turn the ":cd:" of a fingerprint or a MAC address into 💿
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 TOKEN_FILE = Path(os.environ.get("NUBIS_TOKEN_FILE", Path.home() / ".config/nubis/token"))
 # the server's certificate, saved by `nubis login --fingerprint` once it matched
 PINNED_CERT = TOKEN_FILE.with_name("server-cert.pem")
@@ -92,7 +95,7 @@ def save_token(token: str) -> None:
 
 
 def fail(message: str) -> typer.Exit:
-    err_console.print(f"[red]error:[/red] {message}")
+    err_console.print(f"[red]error:[/red] {escape(message)}")  # the server's words as they are
     return typer.Exit(1)
 
 
@@ -238,6 +241,11 @@ def _save_stream(resp: httpx.Response, dest: Path, partial: Path) -> None:
     os.replace(partial, dest)
 
 
+def cell(value: Any) -> Text:
+    """A table cell showing the value as it is (no markup: data may hold brackets)."""
+    return Text("" if value is None else str(value))
+
+
 def show(data: Any, fmt: str, columns: list[str]) -> None:
     if fmt == "json":
         console.print_json(json.dumps(data))
@@ -246,11 +254,11 @@ def show(data: Any, fmt: str, columns: list[str]) -> None:
     if isinstance(rows, dict):
         table = Table("field", "value")
         for key, value in rows.items():
-            table.add_row(key, "" if value is None else str(value))
+            table.add_row(key, cell(value))
     else:
         table = Table(*columns)
         for row in rows:
-            table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+            table.add_row(*(cell(row.get(c)) for c in columns))
     console.print(table)
 
 

@@ -102,7 +102,9 @@ def serve(
         scheme = "https"
 
     def say(text: str) -> None:
-        console.print(text, soft_wrap=True, highlight=False)  # whole lines: copied as they are
+        # whole lines, copied as they are: no markup, no emoji codes (a fingerprint's
+        # ":CD:" would print as 💿)
+        console.print(text, soft_wrap=True, highlight=False, markup=False, emoji=False)
 
     def announce() -> None:
         hide_secrets_in_access_log()  # uvicorn has set its loggers up by now
