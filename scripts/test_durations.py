@@ -31,8 +31,9 @@ def module_seconds(report: Path) -> dict[str, float]:
 
 def main() -> None:
     report = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "test-artifacts/integration.xml"
-    OUT.write_text(json.dumps(module_seconds(report), indent=1) + "\n")
-    print(f"{OUT.relative_to(ROOT)}: {len(module_seconds(report))} modules")
+    seconds = module_seconds(report)
+    OUT.write_text(json.dumps(seconds, indent=1) + "\n")
+    print(f"{OUT.relative_to(ROOT)}: {len(seconds)} modules")
 
 
 if __name__ == "__main__":

@@ -185,8 +185,6 @@ class NubisServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.client is not None:
-            self.client.close()
 
     # -- helpers --------------------------------------------------------------------
     def boot(self, name: str, **body: Any) -> dict:

@@ -102,9 +102,8 @@ def serve(
         scheme = "https"
 
     def say(text: str) -> None:
-        # whole lines, copied as they are: no markup, no emoji codes (a fingerprint's
-        # ":CD:" would print as 💿)
-        console.print(text, soft_wrap=True, highlight=False, markup=False, emoji=False)
+        # whole lines, copied as they are: no markup (the console prints no emoji codes)
+        console.print(text, soft_wrap=True, highlight=False, markup=False)
 
     def announce() -> None:
         hide_secrets_in_access_log()  # uvicorn has set its loggers up by now
