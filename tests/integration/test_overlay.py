@@ -252,15 +252,27 @@ def test_groups_ha_and_a_host_back_across_hosts(srv, cluster):
     # its host dies: HA restarts it on another host, where its neighbour reaches it
     hosts = {h["name"]: h["id"] for h in srv.client.get("/hosts").json()["items"]}
     cluster.host("dev-1").kill()
-    moved = wait_until(
-        "the HA restart",
-        lambda: (
-            (i := srv.instance(web["id"]))["status"] == "running"
-            and i["host_id"] != hosts["dev-1"]
-            and i
+    # the instance's host changes when its restart begins: the failover task says
+    # when (and whether) it has finished
+    failover = wait_until(
+        "the failover of dev-1",
+        lambda: next(
+            (
+                t
+                for t in srv.client.get("/tasks", params={"resource_id": hosts["dev-1"]}).json()[
+                    "items"
+                ]
+                if t["kind"] == "host.failover"
+            ),
+            None,
         ),
-        timeout=180,
+        timeout=120,
     )
+    done = srv.wait_task(failover["id"], timeout=180)
+    moved = srv.instance(web["id"])
+    assert done["status"] == "succeeded", (done, moved)
+    assert moved["status"] == "running" and moved["task_state"] is None, moved
+    assert moved["host_id"] != hosts["dev-1"], moved
     srv.wait_console(web["id"])
     run(srv, cluster, web["id"], listen)
     assert reaches(srv, cluster, cli["id"], "ov-web1")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import libvirt
 
 from nubis.drivers.errors import DriverError, HostUnreachable, NotFound, Unsupported
+from nubis.keyed_locks import KeyedLocks
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +143,8 @@ class ConnectionPool:
         self._conns: dict[str, libvirt.virConnect] = {}
         # dead connections, closed only once no call can still be running on them
         self._retired: list[tuple[float, libvirt.virConnect]] = []
-        self._locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def _lock(self, uri: str) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(uri, threading.Lock())
+        self._lock = KeyedLocks()  # one per host URI
+        self._guard = threading.Lock()  # of the retired list
 
     def get(self, uri: str, credentials: Credentials | None = None) -> libvirt.virConnect:
         with self._lock(uri):

@@ -22,6 +22,7 @@ import libvirt
 
 from nubis.agent.overlay import dhcp_opts_file
 from nubis.drivers.libvirt.base import DriverBase, HostRef
+from nubis.keyed_locks import KeyedLocks
 
 MODES = ("overlay", "nat", "isolated", "bridged", "vlan")
 DNSMASQ_NS = "http://libvirt.org/schemas/network/dnsmasq/1.0"
@@ -118,6 +119,12 @@ def bridge_of(xml: str) -> str:
     return "" if bridge is None else bridge.get("name", "")
 
 
+# a network's reservations are read, changed and written back: one change at a time
+# per host and network (a boot's reservation and an overlay sync's raced: the second
+# add found the first's entry and libvirt refused it)
+_reservation_locks = KeyedLocks()
+
+
 class NetworkDriver(DriverBase):
     def ensure_network(self, host: HostRef, spec: NetworkSpec) -> None:
         """Define, start and autostart the network on the host (idempotent)."""
@@ -177,7 +184,8 @@ class NetworkDriver(DriverBase):
             for new in sorted(want - have, key=lambda r: r.mac):
                 self._apply(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, new)
 
-        self._call(host, sync, f"network {name}")
+        with _reservation_locks((host.uri, name)):
+            self._call(host, sync, f"network {name}")
 
     def _update(self, host: HostRef, name: str, res: Reservation, add: bool) -> None:
         def update(conn: libvirt.virConnect) -> None:
@@ -200,7 +208,8 @@ class NetworkDriver(DriverBase):
             if add:
                 self._apply(net, libvirt.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, res)
 
-        self._call(host, update, f"network {name}")
+        with _reservation_locks((host.uri, name)):
+            self._call(host, update, f"network {name}")
 
     @staticmethod
     def _apply(net: libvirt.virNetwork, command: int, res: Reservation) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import secrets
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostRef, LibvirtDriver
 from nubis.drivers.libvirt.console import VNC_PASSWORD_LENGTH, console_address
 from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
+from nubis.keyed_locks import KeyedLocks
 from nubis.services.compute.cloudinit import build_seed
 from nubis.services.compute.snapshots import forget_snapshots
 from nubis.services.inventory.hosts import HostService
@@ -103,8 +103,7 @@ class InstanceTasks:
         self.images = images
         self.ports = ports
         self.stop_timeout = stop_timeout
-        self._copy_locks: dict[str, threading.Lock] = {}
-        self._guard = threading.Lock()
+        self._copy_locks = KeyedLocks()  # one per image
 
     def handlers(self) -> list[TaskHandler]:
         return [
@@ -162,9 +161,7 @@ class InstanceTasks:
         name = image_volume_name(image)
         # one copy of an image at a time, whatever the host: hosts of a cluster share
         # the pool's directory, and two uploads into one file would corrupt it
-        with self._guard:
-            lock = self._copy_locks.setdefault(image.id, threading.Lock())
-        with lock:
+        with self._copy_locks(image.id):
             path = self.driver.volume_path(ref, name)
             if path is not None and self.driver.volume_path(ref, name + ".ready") is not None:
                 return path
