@@ -277,10 +277,10 @@ def libvirt_leftovers(instance_id: str, uri: str = "qemu:///system") -> list[str
 
 
 @contextmanager
-def running_devcluster(base: Path, hosts: int) -> Iterator[DevCluster]:
+def running_devcluster(base: Path, hosts: int, shared_disks: bool = True) -> Iterator[DevCluster]:
     """A devcluster of ``hosts`` hosts for a test module, removed (and checked) after."""
     with devcluster_slot() as offset:
-        cluster = DevCluster(base, offset)
+        cluster = DevCluster(base, offset, shared_disks)
         cluster.up(hosts)
         try:
             yield cluster

@@ -500,7 +500,7 @@ def multi_host_scenarios(w: World, iso: Path, cluster: DevCluster) -> None:
         return w.get(f"/hosts/{w.get(f'/instances/{vm}')['host_id']}")["name"]
 
     # live migrations, killed at each step: never migrated twice, never lost
-    for step in ("copy-disc", "networks", "migrate"):
+    for step in ("copy-disc", "networks", "disks", "migrate", "clean-up"):
         w.kill_at(
             f"instance.migrate:{step}",
             lambda: w.accept("POST", f"/instances/{vm}/actions/migrate", json={}),

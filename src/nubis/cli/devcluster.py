@@ -24,11 +24,18 @@ def up(
         int | None,
         typer.Option(help="address offset, to run devclusters side by side (0-40)"),
     ] = None,
+    shared_disks: Annotated[
+        bool,
+        typer.Option(
+            help="one disk directory for all hosts (--no-shared-disks: each host its "
+            "own; migrations copy the disks)"
+        ),
+    ] = True,
 ) -> None:
     """Start N libvirtd hosts (dev-1..dev-N on 172.30.<offset>.11..), each in its own
-    network namespace, sharing one disk directory."""
+    network namespace, sharing one disk directory (or each with its own)."""
     try:
-        started = DevCluster(base, offset).up(hosts)
+        started = DevCluster(base, offset, shared_disks).up(hosts)
     except DevClusterError as exc:
         raise fail(str(exc)) from exc
     for host in started:
@@ -39,9 +46,9 @@ def up(
             return
         with api_client() as http:
             register_hosts(http, DevCluster(base))
+        trusted = "shared disks trusted, lockspace read" if shared_disks else "own disks"
         console.print(
-            f"hosts registered in cluster {CLUSTER} (shared disks trusted, lockspace "
-            "read, fenced by the devcluster's kill)"
+            f"hosts registered in cluster {CLUSTER} ({trusted}, fenced by the devcluster's kill)"
         )
 
 
@@ -100,7 +107,7 @@ def revive_host(name: str, base: Base = DEFAULT_BASE) -> None:
     """Boot a killed host again (its guests stay shut off, as after a power cut)."""
     cluster = DevCluster(base)
     try:
-        cluster.host(name).start(cluster.shared)
+        cluster.start(cluster.host(name))
     except DevClusterError as exc:
         raise fail(str(exc)) from exc
     console.print(f"{name} is up")

@@ -81,7 +81,11 @@ def register_hosts(http: httpx.Client, cluster: DevCluster, name: str = CLUSTER)
     their lockspace, fences them with the devcluster's kill and reaches their network
     agents."""
     clusters = {c["name"] for c in _ok(http.get("/clusters", params={"limit": 1000}))["items"]}
-    settings = {"trust_shared_storage": True, "ha_lockspace": str(cluster.lockspace)}
+    lockspace = cluster.lockspace
+    settings = {
+        "trust_shared_storage": lockspace is not None,
+        "ha_lockspace": "" if lockspace is None else str(lockspace),
+    }
     if name in clusters:
         _ok(http.patch(f"/clusters/{name}", json=settings))
     else:
@@ -332,7 +336,7 @@ class Chaos:
         for vm in ha:
             result.counters[vm] = (seen[vm], self._resumed(vm, logs[vm]))
         repaired = time.monotonic()
-        host.start(self.cluster.shared)
+        self.cluster.start(host)
         self.until(f"{host_name} up again", lambda: self.host(host_name)["state"] == "up")
         result.recovered_s = time.monotonic() - repaired
         return result

@@ -39,6 +39,7 @@ DEFAULT_BASE = Path("/var/lib/nubis-devcluster")
 TCP_PORT = 16509
 SHARED_MOUNTPOINT = "/var/lib/libvirt/nubis/disks"
 LOCKS_MOUNTPOINT = "/var/lib/libvirt/nubis/locks"
+OWN_DISKS = "own-disks"  # marker in the base directory: hosts share no disk directory
 BOUND = ("etc", "lib", "log", "cache")  # per-host dirs bound over the libvirt paths
 
 LAUNCH = r"""
@@ -355,8 +356,13 @@ class DevCluster:
     """Hosts dev-1..dev-N at 172.30.<offset>.11...; the offset is kept in the base
     directory (``offset`` file), so every later command finds the same addresses."""
 
-    def __init__(self, base: Path = DEFAULT_BASE, offset: int | None = None) -> None:
+    def __init__(
+        self, base: Path = DEFAULT_BASE, offset: int | None = None, shared_disks: bool = True
+    ) -> None:
         self.base = base
+        # hosts with their own disk directories (no shared storage): kept in the base
+        # directory (``own-disks``) too; the lockspace is then each host's own
+        self.shared_disks = shared_disks and not (base / OWN_DISKS).exists()
         if offset is None:
             try:
                 offset = int((base / "offset").read_text())
@@ -371,8 +377,17 @@ class DevCluster:
         return self.base / "shared"
 
     @property
-    def lockspace(self) -> Path:
-        return locks_of(self.shared)
+    def lockspace(self) -> Path | None:
+        """The lockspace the hosts share (None: each host has its own disks and locks)."""
+        return locks_of(self.shared) if self.shared_disks else None
+
+    def disks_of(self, host: DevHost) -> Path:
+        """The directory bound as the host's disk pool: the shared one, or its own."""
+        return self.shared if self.shared_disks else self.base / "own" / host.name / "disks"
+
+    def start(self, host: DevHost) -> None:
+        """Start a host (again) on its disk directory."""
+        host.start(self.disks_of(host))
 
     def hosts(self) -> list[DevHost]:
         root = self.base / "hosts"
@@ -395,8 +410,10 @@ class DevCluster:
         hosts = [DevHost(i, self.base, self.offset) for i in range(1, count + 1)]
         self.base.mkdir(parents=True, exist_ok=True)
         (self.base / "offset").write_text(str(self.offset))
+        if not self.shared_disks:
+            (self.base / OWN_DISKS).touch()
         for host in hosts:
-            host.start(self.shared)
+            self.start(host)
         return hosts
 
     def down(self, purge: bool = False) -> None:

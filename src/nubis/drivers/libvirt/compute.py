@@ -7,6 +7,7 @@ so a task step can run again after a crash without harm.
 from __future__ import annotations
 
 import threading
+import uuid as uuids
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -252,6 +253,56 @@ class LibvirtDriver(DriverBase):
 
         return self._call(host, names)
 
+    # -- hosts that share no disk directory ------------------------------------------
+    def shares_disks(self, a: HostRef, b: HostRef) -> bool:
+        """Whether two hosts' disk pools are one directory (shared storage): a marker
+        made through ``a`` is looked for through ``b``, then removed."""
+        name = f"nubis-probe-{uuids.uuid4().hex}"
+        self.create_marker(a, name)
+        try:
+            return self.volume_path(b, name) is not None
+        finally:
+            self.delete_volume(a, name)
+
+    def volume_capacity(self, host: HostRef, name: str) -> int | None:
+        """The size in bytes of a disk-pool volume as its guest sees it (None: no such
+        volume)."""
+
+        def capacity(conn: libvirt.virConnect) -> int | None:
+            vol = storage.find_volume(conn.storagePoolLookupByName(DISK_POOL), name)
+            return None if vol is None else int(vol.info()[1])
+
+        return self._call(host, capacity, f"volume {name}")
+
+    def copy_to_host(self, source: HostRef, target: HostRef, name: str) -> None:
+        """The file of the source's disk-pool volume ``name``, byte for byte, as the same
+        volume of the target's disk pool (a partial copy an earlier try left is
+        replaced; a failed copy leaves none)."""
+
+        def copy(sconn: libvirt.virConnect, dconn: libvirt.virConnect) -> None:
+            vol = storage.find_volume(sconn.storagePoolLookupByName(DISK_POOL), name)
+            if vol is None:
+                raise NotFound(f"volume {name} is not on the source host")
+            pool = dconn.storagePoolLookupByName(DISK_POOL)
+            storage.delete_volume(pool, name)
+            length = storage.file_size(vol)
+            copied = pool.createXML(storage.volume_xml(name, length, "raw"), 0)
+            try:
+                if length:
+                    upload = streams.open_upload(dconn, copied, length, f"copy of {name}")
+                    try:
+                        streams.drain(streams.open_download(sconn, vol, name), upload.write)
+                        upload.finish()
+                    except BaseException:
+                        upload.abort()
+                        raise
+            except BaseException:
+                copied.delete(0)
+                raise
+
+        what = f"volume {name}"
+        self._call(source, lambda s: self._call(target, lambda d: copy(s, d), what), what)
+
     # -- console log --------------------------------------------------------------
     def console_log_path(self, domain_name: str) -> str:
         return str(self.console_path / f"{domain_name}.log")
@@ -489,10 +540,14 @@ class LibvirtDriver(DriverBase):
         trust_shared_storage: bool = False,
         max_bandwidth_mib_s: int | None = None,
         should_abort: Callable[[], bool] | None = None,
+        copy_disks: tuple[str, ...] = (),
     ) -> None:
-        """Live-migrate over shared storage; the domain becomes persistent on the target
-        and is undefined on the source. Blocks until done, reporting progress (0-100);
-        aborts the job (the domain stays on the source) once ``should_abort()`` is true."""
+        """Live-migrate; the domain becomes persistent on the target and is undefined
+        on the source. Its disks are shared, except those of ``copy_disks`` (targets
+        such as ``vda``): their data written since their backing file is copied with
+        the memory, into disks made on the target beforehand (same path, same backing
+        file). Blocks until done, reporting progress (0-100); aborts the job (the
+        domain stays on the source) once ``should_abort()`` is true."""
         sconn = self.conns.get(source.uri, source.credentials)
         dconn = self.conns.get(target.uri, target.credentials)
         params: dict[str, object] = {}
@@ -506,7 +561,10 @@ class LibvirtDriver(DriverBase):
             | libvirt.VIR_MIGRATE_PERSIST_DEST
             | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
         )
-        if trust_shared_storage:
+        if copy_disks:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+            params[libvirt.VIR_MIGRATE_PARAM_MIGRATE_DISKS] = list(copy_disks)
+        elif trust_shared_storage:
             flags |= libvirt.VIR_MIGRATE_UNSAFE
         try:
             dom = self._domain(sconn, uuid)
@@ -522,7 +580,7 @@ class LibvirtDriver(DriverBase):
         done = threading.Event()
         watcher = threading.Thread(
             target=self._watch_migration,
-            args=(dom, max_downtime_ms, on_progress, should_abort, done),
+            args=(dom, max_downtime_ms, on_progress, should_abort, done, bool(copy_disks)),
             daemon=True,
         )
         watcher.start()
@@ -541,7 +599,10 @@ class LibvirtDriver(DriverBase):
         on_progress: Callable[[int], None] | None,
         should_abort: Callable[[], bool] | None,
         done: threading.Event,
+        with_disks: bool = False,
     ) -> None:
+        """Sets the allowed downtime once the job runs, reports progress (of memory, or
+        of memory and disks when disks are copied too) and aborts when asked."""
         downtime_set = False
         while not done.wait(0.3):
             try:
@@ -554,12 +615,15 @@ class LibvirtDriver(DriverBase):
                 info = dom.jobInfo()
             except libvirt.libvirtError:
                 continue  # the job has not started yet, or just ended
-            mem_total, mem_processed = info[6], info[7]
-            if on_progress is not None and mem_total:
-                on_progress(min(99, int(100 * mem_processed / mem_total)))
+            # jobInfo: [type, elapsed, remaining, data total, processed, remaining,
+            # memory total, processed, remaining, ...]; data is memory plus disks
+            total, processed = (info[3], info[4]) if with_disks else (info[6], info[7])
+            if on_progress is not None and total:
+                on_progress(min(99, int(100 * processed / total)))
 
     def migrate_cold(self, source: HostRef, target: HostRef, uuid: str) -> None:
-        """Move a shut-off domain's definition to the target (disks are shared)."""
+        """Move a shut-off domain's definition to the target (its disks are there: shared,
+        or copied first)."""
 
         def xml_of(conn: libvirt.virConnect) -> str | None:
             dom = self._find_domain(conn, uuid)

@@ -9,12 +9,15 @@ on that host with the other host's claim released.
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Cluster, Host, Image, Instance, InstanceStatus, Task, TaskStatus
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
+from nubis.services.compute import host_disks
 from nubis.services.compute.instance_tasks import InstanceTasks
 from nubis.services.compute.instances import InstanceService
 from nubis.services.compute.snapshots import refuse_if_snapshotted
@@ -27,6 +30,7 @@ from nubis.services.scheduler import claims
 from nubis.services.storage.volumes import unreachable_volumes
 from nubis.tasks.engine import TaskContext
 
+log = logging.getLogger(__name__)
 MIGRATABLE = (InstanceStatus.RUNNING, InstanceStatus.PAUSED, InstanceStatus.STOPPED)
 
 
@@ -145,8 +149,12 @@ def cancel_requested(db: Database, task_id: str) -> bool:
 
 
 class MigrateHandler:
+    """Moves the instance; between hosts that share no disk directory its files are
+    copied first (a live migration copies the root disk's data with the memory) and
+    removed from the host it left (``clean-up``)."""
+
     kind = "instance.migrate"
-    steps = ("copy-disc", "networks", "migrate")
+    steps = ("copy-disc", "networks", "disks", "migrate", "clean-up")
     resumable = False  # after a crash: find where the domain is, never migrate twice
 
     def __init__(self, tasks: InstanceTasks) -> None:
@@ -172,6 +180,13 @@ class MigrateHandler:
         # its networks and addresses there; on overlay networks, its frames go to
         # every host until it has landed (it is ``migrating``: see overlays.forwarding)
         self.t.ports.prepare(dst, ctx.resource_id)
+        ctx.step("disks", 1)
+        shared = self.t.driver.shares_disks(src, dst)
+        copy: tuple[str, ...] = ()
+        if not shared and ctx.params["live"]:
+            copy = host_disks.prepare_live(self.t, src, dst, ctx.resource_id)
+        elif not shared:
+            host_disks.copy_cold(self.t, src, dst, ctx.resource_id)
         ctx.step("migrate", 1)
         if ctx.params["live"]:
             if cancel_requested(self.t.db, ctx.task_id):
@@ -185,10 +200,14 @@ class MigrateHandler:
                 trust_shared_storage=ctx.params.get("trust_shared_storage", False),
                 max_bandwidth_mib_s=ctx.params.get("max_bandwidth_mib_s"),
                 should_abort=lambda: cancel_requested(self.t.db, ctx.task_id),
+                copy_disks=copy,
             )
         else:
             self.t.driver.migrate_cold(src, dst, ctx.resource_id)
         self._settle_on(ctx, target, source, state_known=True)
+        ctx.step("clean-up", 99)
+        if not shared:
+            host_disks.remove(self.t, src, ctx.resource_id)
 
     def _settle_on(
         self, ctx: TaskContext, here: Host, other: Host, state_known: bool = False
@@ -217,6 +236,17 @@ class MigrateHandler:
         on_target = self.t.driver.defined_on(self.t.hosts.ref(target), ctx.resource_id)
         on_source = self.t.driver.defined_on(self.t.hosts.ref(source), ctx.resource_id)
         if on_target and not on_source:  # it moved; only the bookkeeping was missed
-            self._settle_on(ctx, target, source)
+            here, other = target, source
         else:
-            self._settle_on(ctx, source, target)
+            here, other = source, target
+        self._settle_on(ctx, here, other)
+        # hosts that share no disks: the copies on the host it did not end on go (when
+        # both hosts answer and its domain is not defined there)
+        try:
+            here_ref, other_ref = self.t.hosts.ref(here), self.t.hosts.ref(other)
+            if not self.t.driver.defined_on(other_ref, ctx.resource_id) and not (
+                self.t.driver.shares_disks(here_ref, other_ref)
+            ):
+                host_disks.remove(self.t, other_ref, ctx.resource_id)
+        except DriverError as exc:
+            log.warning("files of %s not checked on %s: %s", ctx.resource_id, other.name, exc)
