@@ -5,10 +5,12 @@ use one Ceph pool only; bad monitors, keys and pools refused with nothing left
 behind; a volume that is an RBD image, opened by QEMU through librbd, hot-plugged
 into a running guest that writes and reads it, kept across detach and attach, grown
 online, carried along when its guest live-migrates to another host, and gone from
-Ceph when deleted."""
+Ceph when deleted; an RBD snapshot taken under the running guest, reverted in place
+and copied into a new volume, each keeping the guest's data."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -125,8 +127,6 @@ def test_rbd_volume_in_a_running_guest(server, ceph, guest, pool):
     vol = create_volume(server, name="rbd1", size_gib=1, pool="ceph")
     assert vol["format"] == "raw" and vol["status"] == "available"
     assert ceph.images() == [f"nubis-vol-{vol['id']}.img"]
-    resp = server.client.post(f"/volumes/{vol['id']}/snapshots", json={"name": "s"})
-    assert resp.status_code == 400 and "not available" in resp.text, resp.text
 
     iid = guest["id"]
     att = attach(server, iid, vol["id"])
@@ -174,6 +174,65 @@ def test_rbd_volume_in_a_running_guest(server, ceph, guest, pool):
     assert server.client.delete("/storage-pools/ceph").status_code == 204
     pools, secrets = libvirt_storage()
     assert f"nubis-pool-{pool['id'][:8]}" not in pools + secrets
+
+
+def run_task(server, method: str, path: str, **kw) -> dict:
+    resp = server.client.request(method, path, **kw)
+    assert resp.status_code == 202, resp.text
+    task = server.wait_task(resp.json()["task_id"])
+    assert task["status"] == "succeeded", task["error"]
+    return resp.json()
+
+
+def test_rbd_snapshot_revert_and_clone_keep_the_guests_data(server, ceph, guest):
+    made = server.client.post(
+        "/storage-pools", json=rbd_body(ceph, name="ceph-snaps", cluster="default")
+    )
+    assert made.status_code == 201, made.text
+    iid = guest["id"]
+    vol = create_volume(server, name="rbd-snapped", size_gib=1, pool="ceph-snaps")
+    image = f"nubis-vol-{vol['id']}.img"
+    att = attach(server, iid, vol["id"])
+    wait_guest(server, iid, "cat /sys/block/vdb/serial", att["serial"])
+    guest_run(server, iid, "printf NUBIS-SNAP-ONE > /dev/vdb; sync")
+
+    # taken under the running guest: Ceph's own snapshot of the image, seen by Ceph's tool
+    snap = run_task(server, "POST", f"/volumes/{vol['id']}/snapshots", json={"name": "one"})
+    listed = json.loads(ceph.rbd("snap", "ls", "--format", "json", f"{POOL}/{image}"))
+    assert [s["name"] for s in listed] == [f"nubis-vsnap-{snap['id']}"]
+    assert server.client.get(f"/volumes/{vol['id']}/snapshots/one").json()["status"] == "available"
+    guest_run(server, iid, "printf NUBIS-SNAP-TWO > /dev/vdb; sync")
+    assert guest_run(server, iid, "head -c 14 /dev/vdb").strip() == "NUBIS-SNAP-TWO"
+
+    # reverted: refused while the running guest uses it; detached, rolled back in place
+    revert = f"/volumes/{vol['id']}/snapshots/one/actions/revert"
+    assert server.client.post(revert).status_code == 409
+    detach(server, iid, vol["id"])
+    run_task(server, "POST", revert)
+    assert ceph.images().count(image) == 1  # the same image, no new generation
+    attach(server, iid, vol["id"])
+    wait_guest(server, iid, "cat /sys/block/vdb/serial", att["serial"])
+    assert guest_run(server, iid, "head -c 14 /dev/vdb").strip() == "NUBIS-SNAP-ONE"
+    detach(server, iid, vol["id"])
+
+    # a new volume from the snapshot holds its data; the original is refused deletion
+    # while it has snapshots
+    clone = create_volume(server, name="rbd-from-snap", snapshot=snap["id"], size_gib=2)
+    assert clone["size_gib"] == 2 and clone["pool_id"] == made.json()["id"]
+    att = attach(server, iid, clone["id"])
+    wait_guest(server, iid, "cat /sys/block/vdb/serial", att["serial"])
+    assert guest_run(server, iid, "head -c 14 /dev/vdb").strip() == "NUBIS-SNAP-ONE"
+    assert guest_run(server, iid, "cat /sys/block/vdb/size").strip() == str(2 * GIB // 512)
+    detach(server, iid, clone["id"])
+    assert server.client.delete(f"/volumes/{vol['id']}").status_code == 409
+
+    # the snapshot leaves Ceph, then the volumes and the pool go
+    run_task(server, "DELETE", f"/volumes/{vol['id']}/snapshots/one")
+    assert json.loads(ceph.rbd("snap", "ls", "--format", "json", f"{POOL}/{image}")) == []
+    for v in (vol, clone):
+        run_task(server, "DELETE", f"/volumes/{v['id']}")
+    assert server.client.delete("/storage-pools/ceph-snaps").status_code == 204
+    assert ceph.images() == []
 
 
 def test_a_guest_keeps_its_rbd_volume_across_a_live_migration(srv, cluster, ceph):

@@ -1,5 +1,7 @@
 """Task handlers of volume snapshots: create (frozen copy when the volume is in use by
-a running instance), revert (a new generation of the volume's file), delete.
+a running instance), revert (a new generation of the volume's file), delete. In a
+Ceph RBD pool a snapshot is Ceph's own (``drivers/rbd_images.py``): taken at once,
+even under a running guest, reverted in place, removed in place.
 
 Every step is idempotent, so the handlers are resumable: a copy replaces a partial
 one, a freeze is skipped when the disk is on its overlay already, a merge when it is
@@ -25,15 +27,21 @@ from nubis.db.models import (
     volume_file_name,
 )
 from nubis.db.session import Database
+from nubis.drivers import rbd_images
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
-from nubis.drivers.libvirt.volumes import VolumeDriver
+from nubis.drivers.libvirt.volumes import PoolSpec, VolumeDriver
 from nubis.services.inventory.hosts import HostService
-from nubis.services.storage.pools import one_host
+from nubis.services.storage.pools import one_host, spec_of
 from nubis.services.storage.volumes import disk_spec, pool_file, release_hold, volume_path
 from nubis.tasks.engine import TaskContext, TaskEngine, TaskHandler
 
 log = logging.getLogger(__name__)
+
+
+def rbd_snapshot_name(snapshot_id: str) -> str:
+    """The name of a volume snapshot's RBD snapshot, on the volume's image."""
+    return f"nubis-vsnap-{snapshot_id}"
 
 
 @dataclass
@@ -92,6 +100,16 @@ class VolumeSnapshotTasks:
             ).all()
             return [User(a.instance_id, self.hosts.ref(h), a) for a, h in rows]
 
+    def rbd(self, loaded: Loaded) -> PoolSpec | None:
+        """The pool with its key when the volume is an RBD image, else None."""
+        return spec_of(loaded.pool, self.hosts.box) if loaded.pool.kind == "rbd" else None
+
+    def rbd_delete(self, spec: PoolSpec, loaded: Loaded) -> None:
+        """Remove the snapshot from the volume's image, if it is there."""
+        image, snap = loaded.volume.libvirt_name, rbd_snapshot_name(loaded.snapshot.id)
+        if snap in rbd_images.snapshots(spec, image):
+            rbd_images.snapshot_delete(spec, image, snap)
+
     def remove_file(self, loaded: Loaded, name: str) -> None:
         """Remove a file of the volume's pool, wiped first for a secure-delete volume."""
         if loaded.volume.secure_delete:
@@ -128,6 +146,16 @@ class CreateHandler(_Handler):
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self._load(ctx)
+        spec = self.t.rbd(loaded)
+        if spec is not None:  # Ceph's own snapshot: no freeze, no copy
+            ctx.step("copy", 30)
+            image, snap = loaded.volume.libvirt_name, rbd_snapshot_name(loaded.snapshot.id)
+            if snap not in rbd_images.snapshots(spec, image):
+                rbd_images.snapshot_create(spec, image, snap)
+            self.t.release(
+                loaded, "snapshotting", status=VolumeSnapshotStatus.AVAILABLE, error=None
+            )
+            return
         live = self._live_user(loaded)
         base = volume_path(loaded.pool, loaded.volume)
         if live is not None:
@@ -175,10 +203,14 @@ class CreateHandler(_Handler):
         if loaded is None:
             return
         try:
-            live = self._live_user(loaded)
-            if live is not None:  # never leave the guest's disk on the overlay
-                self._merge(loaded, live)
-            self.t.remove_file(loaded, loaded.snapshot.libvirt_name)
+            spec = self.t.rbd(loaded)
+            if spec is not None:
+                self.t.rbd_delete(spec, loaded)
+            else:
+                live = self._live_user(loaded)
+                if live is not None:  # never leave the guest's disk on the overlay
+                    self._merge(loaded, live)
+                self.t.remove_file(loaded, loaded.snapshot.libvirt_name)
         except (DriverError, LookupError) as exc:
             log.error("volume snapshot %s: clean-up failed: %s", ctx.resource_id, exc)
             self.t.release(
@@ -202,6 +234,19 @@ class RevertHandler(_Handler):
 
     def run(self, ctx: TaskContext) -> None:
         loaded = self._load(ctx)
+        spec = self.t.rbd(loaded)
+        if spec is not None:  # rolled back in place: the same image, no new generation
+            ctx.step("copy", 10)
+            snap = rbd_snapshot_name(loaded.snapshot.id)
+            rbd_images.snapshot_revert(spec, loaded.volume.libvirt_name, snap)
+            self.t.release(loaded, "reverting")
+            with self.t.db.begin() as s:
+                s.execute(
+                    update(Volume)
+                    .where(Volume.id == loaded.volume.id)
+                    .values(size_gib=loaded.snapshot.size_gib, error=None)
+                )
+            return
         target = int(ctx.params["generation"])
         vol = loaded.volume
         if vol.generation != target:
@@ -254,7 +299,9 @@ class RevertHandler(_Handler):
         target = int(ctx.params["generation"])
         vol = loaded.volume
         try:
-            if vol.generation != target:  # not switched: the old data stays, the copy goes
+            if self.t.rbd(loaded) is not None:
+                pass  # a rollback cut short: the image is part old, part new (says error)
+            elif vol.generation != target:  # not switched: the old data stays, the copy goes
                 self.t.driver.delete_volume(
                     loaded.ref,
                     loaded.pool.libvirt_name,
@@ -280,7 +327,11 @@ class DeleteHandler(_Handler):
         if loaded is None:
             return  # a re-run after the record was removed
         ctx.step("delete", 20)
-        self.t.remove_file(loaded, loaded.snapshot.libvirt_name)
+        spec = self.t.rbd(loaded)
+        if spec is not None:
+            self.t.rbd_delete(spec, loaded)
+        else:
+            self.t.remove_file(loaded, loaded.snapshot.libvirt_name)
         with self.t.db.begin() as s:
             s.execute(delete(VolumeSnapshot).where(VolumeSnapshot.id == ctx.resource_id))
 

@@ -1,5 +1,10 @@
 """Volume snapshots: point-in-time copies of one volume, kept in its pool.
 
+In a Ceph RBD pool a snapshot is an RBD snapshot of the volume's image: taken at
+once (copy-on-write inside Ceph), crash-consistent under a running guest without a
+freeze, reverted in place (rolled back) while no running guest uses the volume, and
+copied into a new volume of the same pool. What follows is the way of file pools.
+
 A snapshot is a flattened qcow2 copy made through libvirt (``qemu-img convert``),
 independent of the volume and of every other snapshot: any can be reverted to,
 made into a new volume, or deleted, in any order, and a long series behaves like a
@@ -93,7 +98,8 @@ class VolumeSnapshotService:
             )
         pool = session.get(StoragePool, volume.pool_id)
         assert pool is not None
-        files_only(pool, "a volume snapshot")
+        if pool.kind != "rbd":  # RBD: Ceph's own snapshots (volume_snapshot_tasks.py)
+            files_only(pool, "a volume snapshot")
         if pool.kind == "lvm":
             raise BadRequest(
                 f"volume {volume.name!r} is in LVM pool {pool.name!r}: volume snapshots are "

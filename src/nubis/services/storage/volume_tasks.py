@@ -25,12 +25,14 @@ from nubis.db.models import (
     VolumeStatus,
 )
 from nubis.db.session import Database
+from nubis.drivers import rbd_images
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.domain_xml import DiskSpec
-from nubis.drivers.libvirt.volumes import VolumeDriver
+from nubis.drivers.libvirt.volumes import PoolSpec, VolumeDriver
 from nubis.services.inventory.hosts import HostService
-from nubis.services.storage.pools import one_host
+from nubis.services.storage.pools import one_host, spec_of
+from nubis.services.storage.volume_snapshot_tasks import rbd_snapshot_name
 from nubis.services.storage.volumes import GIB, attachment_count, disk_spec, pool_file
 from nubis.tasks.engine import TaskContext, TaskEngine, TaskHandler
 
@@ -135,15 +137,22 @@ class CreateHandler(_Handler):
         snapshot_id = ctx.params.get("snapshot_id")
         if snapshot_id:  # a copy of a volume snapshot (in the same pool)
             ctx.step("copy", 10)
-            self.t.driver.copy_volume(
-                loaded.ref,
-                loaded.pool_name,
-                vol.libvirt_name,
-                self._snapshot_path(snapshot_id),
-                "qcow2",  # every volume snapshot is a flattened qcow2 copy
-                vol.format,
-                vol.size_gib * GIB,
-            )
+            path, rbd = self._snapshot_source(snapshot_id)
+            if rbd is not None:  # the RBD snapshot's data, into an image libvirt makes
+                spec, image, snap = rbd
+                self.t.driver.delete_volume(loaded.ref, loaded.pool_name, vol.libvirt_name)
+                self._allocate(loaded)
+                rbd_images.copy_snapshot(spec, image, snap, spec, vol.libvirt_name)
+            else:
+                self.t.driver.copy_volume(
+                    loaded.ref,
+                    loaded.pool_name,
+                    vol.libvirt_name,
+                    path,
+                    "qcow2",  # every volume snapshot of a file pool is a flattened qcow2
+                    vol.format,
+                    vol.size_gib * GIB,
+                )
             self._release_snapshot(snapshot_id)
         elif vol.lun is not None:  # a LUN the SAN made: it must be there, big enough
             ctx.step("allocate", 10)
@@ -159,17 +168,23 @@ class CreateHandler(_Handler):
                 )
         else:
             ctx.step("allocate", 10)
-            self.t.driver.create_volume(
-                loaded.ref,
-                loaded.pool_name,
-                vol.libvirt_name,
-                vol.size_gib * GIB,
-                vol.format,
-                vol.provisioning,
-            )
+            self._allocate(loaded)
         self.t.settle(ctx.resource_id, status=VolumeStatus.AVAILABLE, error=None)
 
-    def _snapshot_path(self, snapshot_id: str) -> str:
+    def _allocate(self, loaded: Loaded) -> None:
+        vol = loaded.volume
+        self.t.driver.create_volume(
+            loaded.ref,
+            loaded.pool_name,
+            vol.libvirt_name,
+            vol.size_gib * GIB,
+            vol.format,
+            vol.provisioning,
+        )
+
+    def _snapshot_source(self, snapshot_id: str) -> tuple[str, tuple[PoolSpec, str, str] | None]:
+        """Where the snapshot's data is: the path of its copy in a file pool, and for an
+        RBD snapshot the pool, the volume's image and the snapshot's name."""
         with self.t.db.begin() as s:
             snapshot = s.get(VolumeSnapshot, snapshot_id)
             if snapshot is None:
@@ -178,7 +193,11 @@ class CreateHandler(_Handler):
             assert origin is not None
             pool = s.get(StoragePool, origin.pool_id)
             assert pool is not None
-            return pool_file(pool, snapshot.libvirt_name)
+            rbd = None
+            if pool.kind == "rbd":
+                spec = spec_of(pool, self.t.hosts.box)
+                rbd = (spec, origin.libvirt_name, rbd_snapshot_name(snapshot.id))
+            return pool_file(pool, snapshot.libvirt_name), rbd
 
     def _release_snapshot(self, snapshot_id: str) -> None:
         with self.t.db.begin() as s:
