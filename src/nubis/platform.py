@@ -168,7 +168,7 @@ class Platform:
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
         self.sync.also.append(self.pools.refresh_all)
         self.volumes = VolumeService(self.engine)
-        self.volume_tasks = VolumeTasks(self.engine, self.volume_driver, self.hosts)
+        self.volume_tasks = VolumeTasks(self.engine, self.volume_driver, self.hosts, self.images)
         self.volume_transfers = VolumeTransfers(self.volumes, self.volume_driver, self.hosts)
         self.volume_snapshots = VolumeSnapshotService(self.volumes)
         self.snapshots = SnapshotService(self.instances)

@@ -293,16 +293,22 @@ def test_volume_types_and_snapshots(server, os_cli):
     clone = os_cli("volume", "create", "--snapshot", "os-vsnap", "os-cloned")
     cloned = server.wait_field(f"/volumes/{clone['id']}", "status", "available", timeout=120)
     assert cloned["size_gib"] == 1
+    # a volume holding an image's disk (the client finds the image in Glance)
+    imaged = os_cli("volume", "create", "--image", "nubis-tiny", "--size", "1", "os-imaged")
+    native_imaged = server.wait_field(
+        f"/volumes/{imaged['id']}", "status", "available", timeout=120
+    )
+    assert native_imaged["size_gib"] == 1 and native_imaged["format"] == "qcow2"
 
     # a type that does not exist changes nothing
     refused = os_cli("volume", "create", "--size", "1", "--type", "no-such", "os-x", ok=False)
     assert "no-such" in refused.stderr
     os_cli("volume", "snapshot", "delete", "os-vsnap", parse=False)
     wait_gone(server, path)
-    for name in ("os-cloned", "os-typed"):
+    for name in ("os-cloned", "os-typed", "os-imaged"):
         os_cli("volume", "delete", name, parse=False)
-    wait_gone(server, f"/volumes/{volume['id']}")
-    wait_gone(server, f"/volumes/{clone['id']}")
+    for made_id in (volume["id"], clone["id"], imaged["id"]):
+        wait_gone(server, f"/volumes/{made_id}")
     assert server.client.delete("/disk-offerings/os-gold").status_code == 204
     assert not [v for v in server.client.get("/volumes").json()["items"] if v["name"] == "os-x"]
 

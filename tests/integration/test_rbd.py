@@ -6,7 +6,8 @@ behind; a volume that is an RBD image, opened by QEMU through librbd, hot-plugge
 into a running guest that writes and reads it, kept across detach and attach, grown
 online, carried along when its guest live-migrates to another host, and gone from
 Ceph when deleted; an RBD snapshot taken under the running guest, reverted in place
-and copied into a new volume, each keeping the guest's data."""
+and copied into a new volume, each keeping the guest's data; a volume holding an
+image's disk, converted into an RBD image."""
 
 from __future__ import annotations
 
@@ -184,7 +185,7 @@ def run_task(server, method: str, path: str, **kw) -> dict:
     return resp.json()
 
 
-def test_rbd_snapshot_revert_and_clone_keep_the_guests_data(server, ceph, guest):
+def test_rbd_snapshot_revert_and_clone_keep_the_guests_data(server, ceph, guest, tmp_path):
     made = server.client.post(
         "/storage-pools", json=rbd_body(ceph, name="ceph-snaps", cluster="default")
     )
@@ -225,6 +226,24 @@ def test_rbd_snapshot_revert_and_clone_keep_the_guests_data(server, ceph, guest)
     assert guest_run(server, iid, "cat /sys/block/vdb/size").strip() == str(2 * GIB // 512)
     detach(server, iid, clone["id"])
     assert server.client.delete(f"/volumes/{vol['id']}").status_code == 409
+
+    # a volume from an image: the image's disk converted into an RBD image
+    tiny = server.client.get("/images/nubis-tiny").json()
+    source = server.data_dir / "images" / tiny["id"]
+    subprocess.run(
+        ["qemu-img", "convert", "-O", "raw", str(source), str(tmp_path / "image.raw")],
+        check=True,
+    )
+    raw = (tmp_path / "image.raw").read_bytes()
+    booted = create_volume(server, name="rbd-from-image", image="nubis-tiny", pool="ceph-snaps")
+    assert booted["format"] == "raw" and booted["size_gib"] == 1
+    exported = subprocess.run(
+        ["rbd", "-c", str(ceph.conf), "export", f"{POOL}/nubis-vol-{booted['id']}.img", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert len(exported) == GIB and exported[: len(raw)] == raw and raw.strip(b"\0")
+    run_task(server, "DELETE", f"/volumes/{booted['id']}")
 
     # the snapshot leaves Ceph, then the volumes and the pool go
     run_task(server, "DELETE", f"/volumes/{vol['id']}/snapshots/one")

@@ -1,8 +1,11 @@
 """Storage pools and data volumes on the real local libvirtd, with a real guest:
 hot-plug seen in /sys/block, data written by the guest kept across detach/attach,
-online extend, secure delete, and bad input refused with nothing changed."""
+online extend, secure delete, a volume holding an image's disk, and bad input refused
+with nothing changed."""
 
+import hashlib
 import os
+import subprocess
 
 import pytest
 
@@ -29,6 +32,22 @@ def test_bad_input_is_refused_and_changes_nothing(server, pool, guest):
         ({"name": "v", "size_gib": 1, "pool": "nope"}, 404, "storage pool 'nope' not found"),
         ({"name": "bad name!", "size_gib": 1, "pool": "local-dir"}, 400, "volume name"),
         ({"name": "v", "pool": "local-dir"}, 400, "size_gib is required"),
+        ({"name": "v", "pool": "local-dir", "image": "nope"}, 404, "image 'nope' not found"),
+        (
+            {"name": "v", "pool": "local-dir", "image": "nubis-tiny", "format": "raw"},
+            400,
+            "keeps its format (qcow2)",
+        ),
+        (
+            {"name": "v", "pool": "local-dir", "image": "nubis-tiny", "snapshot": "s"},
+            400,
+            "a snapshot or an image",
+        ),
+        (
+            {"name": "v", "pool": "local-dir", "image": "nubis-tiny", "provisioning": "thick"},
+            400,
+            "thin-provisioned",
+        ),
     ]
     for body, status, fragment in cases:
         resp = server.client.post("/volumes", json=body)
@@ -252,3 +271,31 @@ def test_snapshots_revert_the_guests_data(server, pool, guest):
             detach(server, iid, v["id"])
         resp = server.client.delete(f"/volumes/{v['id']}")
         assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+
+
+def image_digest(server, image: dict, length: int, tmp_path) -> str:
+    """The MD5 of the first ``length`` bytes of the image's disk, as a guest sees it."""
+    raw = tmp_path / "image.raw"
+    source = server.data_dir / "images" / image["id"]
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(source), str(raw)], check=True)
+    with open(raw, "rb") as fh:
+        data = fh.read(length)
+    assert len(data) == length and data.strip(b"\0")  # the image's disk is not blank
+    return hashlib.md5(data).hexdigest()
+
+
+def test_a_volume_holds_an_images_disk(server, pool, guest, tmp_path):
+    image = server.client.get("/images/nubis-tiny").json()
+    size = image["virtual_size"]
+    expected = image_digest(server, image, size, tmp_path)
+    vol = create_volume(server, name="from-image", image="nubis-tiny", pool="local-dir")
+    assert vol["size_gib"] == 1 and vol["format"] == image["disk_format"]
+    iid = guest["id"]
+    att = attach(server, iid, vol["id"])
+    wait_guest(server, iid, "cat /sys/block/vdb/serial", att["serial"])
+    assert guest_run(server, iid, "cat /sys/block/vdb/size").strip() == str(GIB // 512)
+    seen = guest_run(server, iid, f"head -c {size} /dev/vdb | md5sum").split()[0]
+    assert seen == expected
+    detach(server, iid, vol["id"])
+    resp = server.client.delete(f"/volumes/{vol['id']}")
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"

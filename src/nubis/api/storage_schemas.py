@@ -104,6 +104,11 @@ class VolumeIn(In):
     lun: int | None = Field(
         default=None, description="iscsi pools: the LUN (made on the SAN) this volume is"
     )
+    image: str | None = Field(
+        default=None,
+        description="an image (id, or name) whose disk the volume holds: at least its size; "
+        "raw in rbd pools, the image's format in file pools",
+    )
 
 
 class AttachmentOut(Out):

@@ -162,6 +162,9 @@ def volume_create(
         str | None, typer.Option(help="a volume snapshot to copy the data from")
     ] = None,
     lun: Annotated[int | None, typer.Option(help="iscsi pools: the LUN to adopt")] = None,
+    image: Annotated[
+        str | None, typer.Option(help="an image whose disk the volume holds (bootable)")
+    ] = None,
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
@@ -176,6 +179,7 @@ def volume_create(
         "shareable": shareable,
         "snapshot": snapshot,
         "lun": lun,
+        "image": image,
     }
     created = request("POST", "/volumes", json=body).json()
     if wait:

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from nubis import blocking
 from nubis.drivers.errors import DriverError
@@ -108,6 +109,24 @@ def copy_snapshot(spec: PoolSpec, image: str, snapshot: str, target: PoolSpec, i
         "-n",
         "--image-opts",
         image_opts(spec, image, snapshot),
+        "--target-image-opts",
+        image_opts(target, into),
+    )
+
+
+def import_file(path: Path, fmt: str, target: PoolSpec, into: str) -> None:
+    """A local disk image file (read as ``fmt``, the format it was inspected as) written
+    into the existing image ``into`` of the pool (made by libvirt beforehand, at least
+    as large as the file's disk)."""
+    if fmt not in ("qcow2", "raw"):
+        raise RbdError(f"cannot import a {fmt} file")
+    _qemu_img(
+        target,
+        "convert",
+        "-n",
+        "-f",
+        fmt,
+        str(path),
         "--target-image-opts",
         image_opts(target, into),
     )

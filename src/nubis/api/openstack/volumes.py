@@ -222,8 +222,8 @@ def create_volume(
     if project_id != principal.project_id:
         raise BadRequest("volumes are created in the project your token is scoped to")
     v = body.volume
-    if v.source_volid or v.imageRef:
-        raise NotSupported("volumes from another volume or an image are not supported")
+    if v.source_volid:
+        raise NotSupported("volumes from another volume are not supported")
     if not v.name:
         raise BadRequest("Nubis volumes need a name")
     offering = None if v.volume_type in (None, DEFAULT_TYPE) else v.volume_type
@@ -233,6 +233,7 @@ def create_volume(
         offering=offering,
         shareable=v.multiattach,
         snapshot=v.snapshot_id,
+        image=v.imageRef,
     )
     with platform.db.begin() as s:
         volume, _task = platform.volumes.create(s, principal, req)

@@ -16,6 +16,8 @@ from sqlalchemy import select, update
 from nubis.db.models import (
     AttachmentStatus,
     Host,
+    Image,
+    ImageStatus,
     Instance,
     InstanceStatus,
     StoragePool,
@@ -31,6 +33,7 @@ from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.domain_xml import DiskSpec
 from nubis.drivers.libvirt.volumes import PoolSpec, VolumeDriver
 from nubis.services.inventory.hosts import HostService
+from nubis.services.storage.images import CHUNK, ImageService
 from nubis.services.storage.pools import one_host, spec_of
 from nubis.services.storage.volume_snapshot_tasks import rbd_snapshot_name
 from nubis.services.storage.volumes import GIB, attachment_count, disk_spec, pool_file
@@ -57,9 +60,12 @@ class LoadedAttachment:
 
 
 class VolumeTasks:
-    def __init__(self, engine: TaskEngine, driver: VolumeDriver, hosts: HostService) -> None:
+    def __init__(
+        self, engine: TaskEngine, driver: VolumeDriver, hosts: HostService, images: ImageService
+    ) -> None:
         self.db: Database = engine.db
         self.driver = driver
+        self.images = images
         self.hosts = hosts
 
     def handlers(self) -> list[TaskHandler]:
@@ -154,6 +160,9 @@ class CreateHandler(_Handler):
                     vol.size_gib * GIB,
                 )
             self._release_snapshot(snapshot_id)
+        elif ctx.params.get("image_id"):
+            ctx.step("copy", 10)
+            self._from_image(loaded, ctx.params["image_id"])
         elif vol.lun is not None:  # a LUN the SAN made: it must be there, big enough
             ctx.step("allocate", 10)
             luns = self.t.driver.list_volumes(loaded.ref, loaded.pool_name)
@@ -170,6 +179,41 @@ class CreateHandler(_Handler):
             ctx.step("allocate", 10)
             self._allocate(loaded)
         self.t.settle(ctx.resource_id, status=VolumeStatus.AVAILABLE, error=None)
+
+    def _from_image(self, loaded: Loaded, image_id: str) -> None:
+        """The image's disk as the volume: in RBD converted by qemu-img into an image
+        libvirt made; in a file pool the image's file streamed in as it is (qcow2 or
+        raw, as the volume is recorded), then grown to the volume's size."""
+        vol = loaded.volume
+        with self.t.db.read() as s:
+            image = s.get(Image, image_id)
+            pool = s.get(StoragePool, vol.pool_id)
+            if image is None or image.status != ImageStatus.ACTIVE:
+                raise LookupError("the image was deleted")
+            assert pool is not None
+            path, fmt = self.t.images.path(image), image.disk_format or "qcow2"
+            spec = spec_of(pool, self.t.hosts.box) if pool.kind == "rbd" else None
+        if spec is not None:
+            self.t.driver.delete_volume(loaded.ref, loaded.pool_name, vol.libvirt_name)
+            self._allocate(loaded)
+            rbd_images.import_file(path, fmt, spec, vol.libvirt_name)
+            return
+        if fmt != vol.format:
+            raise DriverError(f"the image is {fmt}, the volume {vol.format}")
+        upload = self.t.driver.open_upload(
+            loaded.ref, loaded.pool_name, vol.libvirt_name, path.stat().st_size
+        )
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    upload.write(chunk)
+            upload.finish()
+        except BaseException:
+            upload.abort()
+            raise
+        self.t.driver.resize_volume(
+            loaded.ref, loaded.pool_name, vol.libvirt_name, vol.size_gib * GIB, vol.format
+        )
 
     def _allocate(self, loaded: Loaded) -> None:
         vol = loaded.volume

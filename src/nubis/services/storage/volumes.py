@@ -18,6 +18,8 @@ from nubis.db.models import (
     AttachmentStatus,
     DiskOffering,
     Host,
+    Image,
+    ImageStatus,
     Instance,
     InstanceStatus,
     PoolState,
@@ -39,6 +41,7 @@ from nubis.services.core.lookup import Page, PageRequest, get_by_id_or_name, pag
 from nubis.services.core.principal import Principal
 from nubis.services.core.submit import submit_task
 from nubis.services.identity import policy, quotas
+from nubis.services.storage.images import get_visible
 from nubis.services.storage.pools import check_tags, monitor_addresses, portal_address, reaches
 from nubis.tasks.engine import TaskEngine
 
@@ -62,6 +65,7 @@ class VolumeRequest:
     shareable: bool = False
     snapshot: str | None = None  # a volume snapshot to copy the data from
     lun: int | None = None  # an iscsi pool's LUN to adopt (LUNs are made on the SAN)
+    image: str | None = None  # an image to copy the data from (a bootable volume)
 
 
 @dataclass(frozen=True)
@@ -172,6 +176,8 @@ class VolumeService:
             source = find_snapshot(session, principal, req.snapshot)
             claim_for_clone(session, source)
             params["snapshot_id"] = source.id
+        if req.image:
+            params["image_id"] = get_visible(session, principal, req.image).id
         session.add(volume)
         session.flush()
         return volume, submit_task(
@@ -188,7 +194,10 @@ class VolumeService:
     def _plan(self, session: Session, principal: Principal, req: VolumeRequest) -> Volume:
         validate_name(req.name, "volume")
         if req.snapshot:
+            if req.image:
+                raise BadRequest("give a snapshot or an image, not both")
             return self._plan_from_snapshot(session, principal, req)
+        image = self._check_image(session, principal, req) if req.image else None
         offering = (
             get_by_id_or_name(session, DiskOffering, req.offering, "disk offering")
             if req.offering
@@ -202,6 +211,13 @@ class VolumeService:
                     f"{offering.size_gib} GiB; leave size_gib out"
                 )
             size = offering.size_gib
+        if image is not None:
+            least = -(-(image.virtual_size or 0) // GIB)  # whole GiB the image's disk needs
+            if size is not None and check_size(size) < least:
+                raise BadRequest(
+                    f"image {image.name!r} is a {least} GiB disk: size_gib must be at least that"
+                )
+            size = max(size or 0, least, 1)
         if size is None:
             raise BadRequest("size_gib is required (or a disk offering with a size)")
         size = check_size(size)
@@ -225,6 +241,8 @@ class VolumeService:
             if req.format not in (None, "raw"):
                 raise BadRequest(f"volumes of {pool.kind} pool {pool.name!r} are raw")
             fmt = "raw"
+        if image is not None:
+            fmt = self._image_layout(pool, image, req, provisioning)
         lun = self._check_lun(session, pool, req.lun)
         if lun is not None:
             provisioning = "thin"  # the SAN made it; nothing is allocated here
@@ -250,6 +268,45 @@ class VolumeService:
             task_state="creating",
             lun=lun,
         )
+
+    @staticmethod
+    def _check_image(session: Session, principal: Principal, req: VolumeRequest) -> Image:
+        """The image a volume is made from: one the caller may use, whole, and a disk."""
+        assert req.image is not None
+        image = get_visible(session, principal, req.image)
+        if image.status != ImageStatus.ACTIVE:
+            raise Conflict(f"image {image.name!r} is {image.status}")
+        if image.disk_format not in ("qcow2", "raw"):
+            raise BadRequest(
+                f"image {image.name!r} is an {image.disk_format} disc: a volume is made from "
+                "a disk image (qcow2 or raw)"
+            )
+        if req.lun is not None:
+            raise BadRequest("a LUN holds what the SAN put on it: give lun or image, not both")
+        return image
+
+    @staticmethod
+    def _image_layout(
+        pool: StoragePool, image: Image, req: VolumeRequest, provisioning: str
+    ) -> str:
+        """The format of a volume made from ``image`` in ``pool``: raw in RBD (the image
+        converted by qemu-img), the image's own in a file pool (its file copied as it
+        is, then grown)."""
+        if pool.kind not in IMAGE_POOLS:
+            raise BadRequest(
+                f"a volume from an image is made in a file or rbd pool, not in {pool.kind} "
+                f"pool {pool.name!r}"
+            )
+        if provisioning != "thin":
+            raise BadRequest("a volume made from an image is thin-provisioned")
+        if pool.kind == "rbd":
+            return "raw"
+        fmt = image.disk_format or "qcow2"
+        if req.format not in (None, fmt):
+            raise BadRequest(
+                f"a volume from image {image.name!r} keeps its format ({fmt}) in file pools"
+            )
+        return fmt
 
     @staticmethod
     def _check_lun(session: Session, pool: StoragePool, lun: object) -> int | None:
@@ -495,6 +552,7 @@ class VolumeService:
 # what libvirt and qemu-img reach by path: files and block devices (not RBD images,
 # not LUNs)
 FILE_POOLS = ("dir", "shared", "lvm", "nfs")
+IMAGE_POOLS = ("dir", "shared", "nfs", "rbd")  # where a volume can be made from an image
 MAX_LUN = 16383
 
 
