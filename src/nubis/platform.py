@@ -109,7 +109,10 @@ class Platform:
         self.engine = TaskEngine(self.db, settings.task_workers, settings.fault_inject)
         self.engine.on_finished.append(lambda task_id, status: self._task_event(task_id, status))
         self.scheduler = Scheduler()
-        self.instances = InstanceService(self.engine, self.hosts, self.scheduler)
+        self.volume_driver = VolumeDriver(self.conns)
+        self.volumes = VolumeService(self.engine)
+        self.volume_tasks = VolumeTasks(self.engine, self.volume_driver, self.hosts, self.images)
+        self.instances = InstanceService(self.engine, self.hosts, self.scheduler, self.volumes)
         self.network_driver = NetworkDriver(self.conns)
         self.filter_driver = FilterDriver(self.conns)
         agents = AgentClient()
@@ -139,6 +142,7 @@ class Platform:
                 self.routers.sync_networks,
             ),
             settings.stop_timeout_seconds,
+            self.volume_tasks,
         )
         self.console = ConsoleService(
             self.db,
@@ -164,11 +168,8 @@ class Platform:
         self.sync.on_crash = self.ha.on_crash
         self.sync.also.append(self.overlays.sync_all)
         self.sync.also.append(self.routers.sync_all)
-        self.volume_driver = VolumeDriver(self.conns)
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
         self.sync.also.append(self.pools.refresh_all)
-        self.volumes = VolumeService(self.engine)
-        self.volume_tasks = VolumeTasks(self.engine, self.volume_driver, self.hosts, self.images)
         self.volume_transfers = VolumeTransfers(self.volumes, self.volume_driver, self.hosts)
         self.volume_snapshots = VolumeSnapshotService(self.volumes)
         self.snapshots = SnapshotService(self.instances)

@@ -7,13 +7,17 @@ into a running guest that writes and reads it, kept across detach and attach, gr
 online, carried along when its guest live-migrates to another host, and gone from
 Ceph when deleted; an RBD snapshot taken under the running guest, reverted in place
 and copied into a new volume, each keeping the guest's data; a volume holding an
-image's disk, converted into an RBD image."""
+image's disk, converted into an RBD image; an instance whose root disk is an RBD
+image, live-migrated between the devcluster's hosts, which share no disk directory
+(file root disks are copied as they move), restarted by HA on the other host when its
+host crashes, and deleted with its instance."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -45,7 +49,8 @@ GIB = 1024**3
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    with running_devcluster(tmp_path_factory.mktemp("devcluster"), 2) as c:
+    # hosts that share no disk directory: what moves between them is copied, or in Ceph
+    with running_devcluster(tmp_path_factory.mktemp("devcluster"), 2, shared_disks=False) as c:
         yield c
 
 
@@ -63,7 +68,9 @@ def ceph(cluster, tmp_path_factory) -> Iterator[CephCluster]:
 def srv(cluster, tmp_path_factory) -> Iterator[NubisServer]:
     """A second Nubis server, managing the devcluster's hosts (whose libvirtds no other
     test module touches, so what is left on them is this module's doing)."""
-    with serving(tmp_path_factory) as s:
+    with serving(
+        tmp_path_factory, NUBIS_HOST_DOWN_AFTER_SECONDS="5", NUBIS_HA_CHECK_INTERVAL_SECONDS="1"
+    ) as s:
         register_hosts(s.client, cluster)
         yield s
 
@@ -254,6 +261,17 @@ def test_rbd_snapshot_revert_and_clone_keep_the_guests_data(server, ceph, guest,
     assert ceph.images() == []
 
 
+def migrate(srv, iid: str, host: str) -> dict[str, str]:
+    """Live-migrate the instance to ``host``; the hosts' names by id."""
+    resp = srv.client.post(f"/instances/{iid}/actions/migrate", json={"host": host})
+    assert resp.status_code == 202, resp.text
+    task = srv.wait_task(resp.json()["task_id"])
+    assert task["status"] == "succeeded", task
+    hosts = {h["id"]: h["name"] for h in srv.client.get("/hosts").json()["items"]}
+    assert hosts[srv.instance(iid)["host_id"]] == host
+    return hosts
+
+
 def test_a_guest_keeps_its_rbd_volume_across_a_live_migration(srv, cluster, ceph):
     made = srv.client.post("/storage-pools", json=rbd_body(ceph))
     assert made.status_code == 201, made.text  # defined, with its secret, on both hosts
@@ -265,12 +283,7 @@ def test_a_guest_keeps_its_rbd_volume_across_a_live_migration(srv, cluster, ceph
     assert serial == att["serial"]
     guest_run(srv, iid, "printf NUBIS-RBD-MOVE > /dev/vdb; sync", uri=uris["dev-1"])
 
-    resp = srv.client.post(f"/instances/{iid}/actions/migrate", json={"host": "dev-2"})
-    assert resp.status_code == 202, resp.text
-    task = srv.wait_task(resp.json()["task_id"])
-    assert task["status"] == "succeeded", task
-    hosts = {h["id"]: h["name"] for h in srv.client.get("/hosts").json()["items"]}
-    assert hosts[srv.instance(iid)["host_id"]] == "dev-2"
+    migrate(srv, iid, "dev-2")
     # on the other host the guest reads what it wrote, from the same RBD image
     assert guest_run(srv, iid, "head -c 14 /dev/vdb", uri=uris["dev-2"]).strip() == "NUBIS-RBD-MOVE"
     guest_run(srv, iid, "printf NUBIS-RBD-TWO! > /dev/vdb; sync", uri=uris["dev-2"])
@@ -288,3 +301,81 @@ def test_a_guest_keeps_its_rbd_volume_across_a_live_migration(srv, cluster, ceph
     assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
     assert srv.client.delete("/storage-pools/ceph").status_code == 204
     assert ceph.images() == []
+
+
+# far into the root disk, past the image's 32 MiB: the guest's own data
+SECTOR = 200000
+DATA = "NUBIS-RBD-ROOT"
+WRITE = f"printf {DATA} | dd of=/dev/vda bs=512 seek={SECTOR} conv=notrunc; sync"
+READ = f"dd if=/dev/vda bs=512 skip={SECTOR} count=1 2>/dev/null | head -c {len(DATA)}"
+
+
+def test_a_root_disk_on_rbd_boots_moves_live_and_goes_with_its_instance(srv, cluster, ceph):
+    made = srv.client.post("/storage-pools", json=rbd_body(ceph, name="ceph-roots"))
+    assert made.status_code == 201, made.text
+    uris = {h.name: h.uri for h in cluster.hosts()}
+    body = {"cluster": CLUSTER, "host": "dev-1", "root_pool": "ceph-roots", "ha": True}
+    refused = srv.client.post(
+        "/instances",
+        json={"name": "x", "image": "nubis-tiny", "flavor": "m1.tiny", **body, "root_pool": "nope"},
+    )
+    assert refused.status_code == 404 and "storage pool 'nope'" in refused.text
+    iid = srv.boot("rbd-root", **body)["id"]
+
+    # its root disk is a volume: an RBD image in Ceph, no file of the host
+    (root,) = [
+        v for v in srv.client.get("/volumes").json()["items"] if v["name"] == "rbd-root-root"
+    ]
+    assert root["status"] == "in-use" and root["size_gib"] == 1 and root["format"] == "raw"
+    assert f"nubis-vol-{root['id']}.img" in ceph.images()
+    assert not [x for x in libvirt_leftovers(iid, uris["dev-1"]) if x.endswith("-root")]
+    guest_run(srv, iid, WRITE, uri=uris["dev-1"])
+
+    # what works on root disk files is refused, and so is detaching it
+    for method, path, payload in [
+        ("POST", f"/instances/{iid}/snapshots", {"name": "s"}),
+        ("POST", f"/instances/{iid}/actions/clone", {"name": "c"}),
+        ("DELETE", f"/instances/{iid}/volumes/{root['id']}", None),
+    ]:
+        resp = srv.client.request(method, path, json=payload)
+        assert resp.status_code == 409, (path, resp.text)
+
+    # live to the other host (they share no disk directory): the root disk stays in
+    # Ceph, the guest runs on and reads what it wrote
+    hosts = migrate(srv, iid, "dev-2")
+    assert guest_run(srv, iid, READ, uri=uris["dev-2"]).strip() == DATA
+    assert libvirt_leftovers(iid, uris["dev-1"]) == []
+
+    # its root volume takes RBD snapshots as any volume; they go before the instance
+    run_task(srv, "POST", f"/volumes/{root['id']}/snapshots", json={"name": "root-snap"})
+    refused = srv.client.delete(f"/instances/{iid}")
+    assert refused.status_code == 409 and "root-snap" in refused.text
+    run_task(srv, "DELETE", f"/volumes/{root['id']}/snapshots/root-snap")
+
+    # its host crashes: fenced, then HA restarts it on the other host from the same
+    # RBD image (no lease, no shared directory: the fence is the proof)
+    dead = srv.client.get("/hosts/dev-2").json()["id"]
+    cluster.host("dev-2").kill()
+    deadline = time.monotonic() + 180
+    while True:
+        tasks = srv.client.get("/tasks", params={"resource_id": dead}).json()["items"]
+        failovers = [t for t in tasks if t["kind"] == "host.failover"]
+        if failovers:
+            break
+        assert time.monotonic() < deadline, "dev-2 was never failed over"
+        time.sleep(1)
+    assert srv.wait_task(failovers[0]["id"])["status"] == "succeeded", failovers[0]
+    restarted = srv.instance(iid)
+    assert restarted["status"] == "running" and hosts[restarted["host_id"]] == "dev-1"
+    srv.wait_console(iid)
+    assert guest_run(srv, iid, READ, uri=uris["dev-1"]).strip() == DATA
+    cluster.start(cluster.host("dev-2"))
+    srv.wait_field("/hosts/dev-2", "state", "up", timeout=120)
+
+    # deleted at once, it takes its root volume along, out of the database and out of
+    # Ceph (where the crashed host's QEMU still watches the image for up to 30 s)
+    resp = srv.client.delete(f"/instances/{iid}")
+    assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    assert srv.client.get(f"/volumes/{root['id']}").status_code == 404
+    assert f"nubis-vol-{root['id']}.img" not in ceph.images()
+    assert srv.client.delete("/storage-pools/ceph-roots").status_code == 204

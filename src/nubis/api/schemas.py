@@ -215,6 +215,11 @@ class InstanceIn(In):
         default_factory=dict,
         description="your own key-value pairs (at most 128, 255 characters each)",
     )
+    root_pool: str | None = Field(
+        default=None,
+        description="system administrators: a storage pool (file or rbd) for the root disk, "
+        "made there as a volume from the image and deleted with the instance",
+    )
 
 
 class InstanceHaIn(In):

@@ -132,6 +132,10 @@ def instance_create(
     prop: Annotated[
         list[str] | None, typer.Option("--property", help="KEY=VALUE of your own (repeatable)")
     ] = None,
+    root_pool: Annotated[
+        str | None,
+        typer.Option(help="a storage pool for the root disk (a volume, deleted with it)"),
+    ] = None,
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
@@ -158,6 +162,7 @@ def instance_create(
         "ha": ha,
         "ha_priority": ha_priority,
         "properties": key_values(prop or []),
+        "root_pool": root_pool,
     }
     created = request("POST", "/instances", json=body).json()
     if wait:

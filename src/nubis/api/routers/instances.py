@@ -70,6 +70,7 @@ def create_instance(
             ha=body.ha,
             ha_priority=body.ha_priority,
             properties=body.properties,
+            root_pool=body.root_pool,
         )
         instance, task = platform.instances.create(s, principal, request)
         out = InstanceOut.model_validate(instance).model_dump()

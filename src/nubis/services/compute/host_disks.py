@@ -2,7 +2,8 @@
 on the target before the instance moves, and takes from the host it left.
 
 The files are the instance's volumes of the host's disk pool (``volume_names``: root
-disk, seed disc, their markers, a resize's backup). The root disk of a linked clone
+disk, seed disc, their markers, a resize's backup); a root disk on a storage pool
+(``root_volumes.py``) is no file of the host and is not copied. The root disk of a linked clone
 names the image's copy in the same pool as its backing file: that copy is made on
 the target first (once per host, as for a boot), so the root disk's header stays
 valid there byte for byte.
@@ -15,12 +16,8 @@ import logging
 from nubis.db.models import Image, Instance
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostRef
-from nubis.services.compute.instance_tasks import (
-    ROOT_TARGET,
-    InstanceTasks,
-    root_volume_name,
-    volume_names,
-)
+from nubis.services.compute.instance_tasks import InstanceTasks, root_volume_name, volume_names
+from nubis.services.storage.volumes import ROOT_TARGET
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +48,10 @@ def prepare_live(
     size and backing file (the migration fills it with what the guest wrote), the
     instance's other files copied. Returns the disks the migration copies."""
     root = root_volume_name(instance_id)
+    if t.root_on(source, instance_id) == "":  # a volume of a pool both hosts reach
+        for name in _present(t, source, instance_id):
+            t.driver.copy_to_host(source, target, name)
+        return ()
     capacity = t.driver.volume_capacity(source, root)
     if capacity is None:
         raise LookupError("the instance's root disk is missing on its host")
@@ -65,7 +66,8 @@ def prepare_live(
 
 def copy_cold(t: InstanceTasks, source: HostRef, target: HostRef, instance_id: str) -> None:
     """Before a cold migration: every file of the instance copied to the target."""
-    _backing_on(t, target, instance_id)
+    if t.root_on(source, instance_id) != "":  # its root disk is a file, not a volume
+        _backing_on(t, target, instance_id)
     for name in _present(t, source, instance_id):
         t.driver.copy_to_host(source, target, name)
 

@@ -28,7 +28,7 @@ from nubis.db.models import (
     TaskStatus,
 )
 from nubis.drivers.errors import DriverError
-from nubis.services.compute.instance_tasks import InstanceTasks, root_volume_name
+from nubis.services.compute.instance_tasks import InstanceTasks
 from nubis.services.compute.instances import InstanceService
 from nubis.services.compute.migration import request_migration
 from nubis.services.core.errors import BadRequest, Conflict, ServiceError
@@ -245,7 +245,7 @@ def restart_elsewhere(
             .values(status=SnapshotStatus.ERROR, error="metadata lost when the host failed")
         )
     try:
-        root = t.driver.volume_path(target_ref, root_volume_name(instance_id))
+        root = t.root_on(target_ref, instance_id)
         if root is None:
             raise LookupError("its root disk is not on the cluster's shared storage")
         t.ports.prepare(target_ref, instance_id)

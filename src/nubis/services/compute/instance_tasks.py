@@ -13,7 +13,7 @@ import logging
 import secrets
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sqlalchemy import update
@@ -24,6 +24,7 @@ from nubis.drivers.libvirt.compute import HostRef, LibvirtDriver
 from nubis.drivers.libvirt.console import VNC_PASSWORD_LENGTH, console_address
 from nubis.drivers.libvirt.domain_xml import DiskSpec, DomainSpec
 from nubis.keyed_locks import KeyedLocks
+from nubis.services.compute import root_volumes
 from nubis.services.compute.cloudinit import build_seed
 from nubis.services.compute.snapshots import forget_snapshots
 from nubis.services.inventory.hosts import HostService
@@ -36,12 +37,12 @@ from nubis.services.network.ports import (
 )
 from nubis.services.scheduler import claims
 from nubis.services.storage.images import ImageService, image_volume_name
-from nubis.services.storage.volumes import attached_disks, release_attachments
+from nubis.services.storage.volume_tasks import VolumeTasks
+from nubis.services.storage.volumes import ROOT_TARGET, attached_disks, release_attachments
 from nubis.tasks.engine import TaskContext, TaskEngine, TaskHandler
 
 log = logging.getLogger(__name__)
 GIB = 1024**3
-ROOT_TARGET = "vda"
 # every instance has an IDE CD-ROM drive (empty unless a disc is inserted): IDE drives
 # cannot be hot-plugged, so the drive is there from the start for discs to come live
 CDROM_TARGET = "hdc"
@@ -96,6 +97,7 @@ class InstanceTasks:
         images: ImageService,
         ports: PortPlumbing,
         stop_timeout: float,
+        volumes: VolumeTasks,
     ) -> None:
         self.db = engine.db
         self.driver = driver
@@ -103,6 +105,7 @@ class InstanceTasks:
         self.images = images
         self.ports = ports
         self.stop_timeout = stop_timeout
+        self.volumes = volumes  # root disks on a pool are volumes (root_volumes.py)
         self._copy_locks = KeyedLocks()  # one per image
 
     def handlers(self) -> list[TaskHandler]:
@@ -182,6 +185,15 @@ class InstanceTasks:
         path = self.driver.volume_path(ref, image_volume_name(image))
         return None if path is None else (path, image.disk_format or "qcow2")
 
+    def root_on(self, ref: HostRef, instance_id: str) -> str | None:
+        """Where the instance's root disk is for a definition on the host: its file's
+        path, "" when it is a volume of a pool (the definition opens the volume),
+        None when the host has neither."""
+        with self.db.read() as s:
+            if root_volumes.find(s, instance_id) is not None:
+                return ""
+        return self.driver.volume_path(ref, root_volume_name(instance_id))
+
     def copy_root(self, ref: HostRef, name: str, instance_id: str, capacity: int = 0) -> str:
         """A flattened qcow2 copy of the instance's root disk as volume ``name``."""
         root = self.driver.volume_path(ref, root_volume_name(instance_id))
@@ -207,8 +219,19 @@ class InstanceTasks:
         def boot(target: str) -> int | None:
             return order.index(target) + 1 if target in order else None
 
+        with self.db.begin() as s:
+            attached = attached_disks(s, instance_id)
+            nics = interfaces(s, instance_id)
+        # a root disk on a pool is the volume attached as vda, booted as the root disk
+        pooled = [
+            replace(d, boot_order=boot(ROOT_TARGET)) for d in attached if d.target == ROOT_TARGET
+        ]
+        attached = [d for d in attached if d.target != ROOT_TARGET]
+        root_disk = DiskSpec(
+            path=root, format="qcow2", target=ROOT_TARGET, boot_order=boot(ROOT_TARGET)
+        )
         disks: tuple[DiskSpec, ...] = (
-            DiskSpec(path=root, format="qcow2", target=ROOT_TARGET, boot_order=boot(ROOT_TARGET)),
+            pooled[0] if pooled else root_disk,
             DiskSpec(
                 path=disc,
                 format="raw",
@@ -230,9 +253,7 @@ class InstanceTasks:
                     readonly=True,
                 ),
             )
-        with self.db.begin() as s:
-            disks += tuple(attached_disks(s, instance_id))
-            nics = interfaces(s, instance_id)
+        disks += tuple(attached)
         return DomainSpec(
             name=inst.domain_name,
             uuid=inst.id,
@@ -332,6 +353,12 @@ class CreateHandler(_Handler):
             image = s.get(Image, inst.image_id)
             if image is None:
                 raise LookupError("the image was deleted")
+            pooled = root_volumes.find(s, inst.id)
+            pooled_id = pooled.id if pooled is not None else None
+        if pooled_id is not None:  # a volume of a pool, made from the image
+            ctx.step("disk", 40)
+            t.volumes.make_root(pooled_id, image.id)
+            return ""
         ctx.step("image", 10)
         base = t.ensure_image_copy(ref, image)
         ctx.step("disk", 40)
@@ -397,6 +424,11 @@ class DeleteHandler(_Handler):
         t.driver.undefine(loaded.ref, ctx.resource_id)
         ctx.step("disk", 60)
         t.delete_volumes(loaded.ref, ctx.resource_id)
+        with t.db.read() as s:
+            pooled = root_volumes.find(s, ctx.resource_id)
+            pooled_id = pooled.id if pooled is not None else None
+        if pooled_id is not None:  # its root volume goes with it
+            t.volumes.remove_data(pooled_id)
         ctx.step("console", 80)
         t.driver.delete_console_log(loaded.ref, loaded.instance.domain_name)
         with t.db.read() as s:
@@ -418,7 +450,10 @@ class DeleteHandler(_Handler):
                         instance.memory_mib,
                         instance.disk_gib,
                     )
+                pooled = root_volumes.find(s, instance.id)
                 release_attachments(s, instance.id)
+                if pooled is not None:
+                    s.delete(pooled)
                 forget_snapshots(s, instance.id)
                 for port in instance_ports(s, instance.id):
                     left_groups |= t.ports.forget(s, port)

@@ -12,9 +12,18 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster, Flavor, Host, ImageStatus, Instance, InstanceStatus, Task
+from nubis.db.models import (
+    Cluster,
+    Flavor,
+    Host,
+    ImageStatus,
+    Instance,
+    InstanceStatus,
+    StoragePool,
+    Task,
+)
 from nubis.drivers.errors import DriverError
-from nubis.services.compute import cloudinit, keypairs, rule_groups
+from nubis.services.compute import cloudinit, keypairs, root_volumes, rule_groups
 from nubis.services.compute.cloudinit import GuestRequest
 from nubis.services.core.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unavailable
 from nubis.services.core.guard import claim
@@ -27,6 +36,7 @@ from nubis.services.network import ports, qos, security_groups
 from nubis.services.network.ports import NicRequest
 from nubis.services.scheduler import PlacementRequest, Scheduler
 from nubis.services.storage import images
+from nubis.services.storage.volumes import VolumeService
 from nubis.tasks.engine import TaskEngine
 
 STATUSES = (
@@ -102,13 +112,21 @@ class InstanceRequest:
     ha: bool = False
     ha_priority: int = 0
     properties: dict[str, str] | None = None
+    root_pool: str | None = None  # a storage pool for the root disk (root_volumes.py)
 
 
 class InstanceService:
-    def __init__(self, engine: TaskEngine, hosts: HostService, scheduler: Scheduler) -> None:
+    def __init__(
+        self,
+        engine: TaskEngine,
+        hosts: HostService,
+        scheduler: Scheduler,
+        volumes: VolumeService | None = None,
+    ) -> None:
         self.engine = engine
         self.hosts = hosts
         self.scheduler = scheduler
+        self.volumes = volumes or VolumeService(engine)
 
     def get(self, session: Session, principal: Principal, ref: str) -> Instance:
         return get_by_id_or_name(session, Instance, ref, "instance", **principal.scope())
@@ -183,12 +201,29 @@ class InstanceService:
             if cluster_id not in (None, networks[0].cluster_id):
                 raise BadRequest("the instance's networks are not in the cluster asked for")
             cluster_id = networks[0].cluster_id
+        host_id = requested.id if requested else None
+        root_pool = None
+        if req.root_pool:  # and where its root disk's pool is
+            if policy.SYSTEM_ADMIN not in principal.roles:
+                raise Forbidden(
+                    "choosing the root disk's storage pool is for system administrators"
+                )
+            root_pool = get_by_id_or_name(session, StoragePool, req.root_pool, "storage pool")
+            root_volumes.check_pool(root_pool, image)
+            if root_pool.cluster_id is not None:
+                if cluster_id not in (None, root_pool.cluster_id):
+                    raise BadRequest(f"storage pool {root_pool.name!r} is in another cluster")
+                cluster_id = root_pool.cluster_id
+            elif root_pool.host_id is not None:
+                if host_id not in (None, root_pool.host_id):
+                    raise BadRequest(f"storage pool {root_pool.name!r} is another host's")
+                host_id = root_pool.host_id
         request = PlacementRequest(
             cluster_id=cluster_id,
             vcpus=flavor.vcpus,
             memory_mib=flavor.memory_mib,
             disk_gib=flavor.disk_gib,
-            host_id=requested.id if requested else None,
+            host_id=host_id,
             keep_ha_reserve=True,
         )
         request = self.scheduler.group_request(session, request, group.id if group else None)
@@ -222,6 +257,8 @@ class InstanceService:
         )
         session.add(instance)
         session.flush()
+        if root_pool is not None:
+            root_volumes.plan(session, principal, self.volumes, instance, image, flavor, root_pool)
         for position, (nic, network, groups, limits) in enumerate(
             zip(nics or [], networks, nic_groups, nic_limits, strict=True)
         ):
@@ -243,6 +280,7 @@ class InstanceService:
         needs a base that never changes: make a template, and linked clones of it."""
         validate_name(name, "instance")
         source = self.get(session, principal, ref)
+        root_volumes.refuse(session, source, "a full clone")
         _check_name_free(session, principal, name)
         if source.host_id is None:
             raise Conflict(f"instance {source.name!r} is not on any host")
@@ -352,6 +390,7 @@ class InstanceService:
 
     def delete(self, session: Session, principal: Principal, ref: str) -> tuple[Instance, Task]:
         instance = self.get(session, principal, ref)
+        root_volumes.check_deletable(session, instance)
         claim(
             session,
             instance,

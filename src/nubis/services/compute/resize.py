@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from nubis.db.models import Flavor, Instance, InstanceStatus, Task
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
+from nubis.services.compute import root_volumes
 from nubis.services.compute.instance_tasks import (
     GIB,
     InstanceTasks,
@@ -75,6 +76,7 @@ def request_resize(
 ) -> Task:
     instance = instances.get(session, principal, ref)
     flavor = get_by_id_or_name(session, Flavor, flavor_ref, "flavor")
+    root_volumes.refuse(session, instance, "a resize")
     if instance.resize_from is not None:
         raise Conflict(
             f"instance {instance.name!r} has a resize to confirm or revert first "

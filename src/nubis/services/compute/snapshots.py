@@ -26,6 +26,7 @@ from nubis.db.session import Database
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.compute import LibvirtDriver
 from nubis.drivers.libvirt.snapshots import SnapshotDriver
+from nubis.services.compute import root_volumes
 from nubis.services.compute.instances import InstanceService
 from nubis.services.core.errors import BadRequest, Conflict
 from nubis.services.core.guard import claim
@@ -89,6 +90,7 @@ class SnapshotService:
     ) -> tuple[Snapshot, Task]:
         validate_name(name, "snapshot")
         instance = self.instances.get(session, principal, instance_ref)
+        root_volumes.refuse(session, instance, "an instance snapshot")
         taken = session.scalar(
             select(Snapshot).where(Snapshot.instance_id == instance.id, Snapshot.name == name)
         )

@@ -28,6 +28,7 @@ from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.volumes import VolumeDriver
+from nubis.services.compute import root_volumes
 from nubis.services.compute.instance_tasks import InstanceTasks
 from nubis.services.compute.instances import InstanceService
 from nubis.services.core.errors import Conflict
@@ -71,6 +72,7 @@ def request_template(
 ) -> Task:
     images.check_name(session, name, principal.project_id)
     instance = instances.get(session, principal, ref)
+    root_volumes.refuse(session, instance, "a template of the instance")
     claim(session, instance, (InstanceStatus.STOPPED,), "templating", "instance")
     params = _params(images, session, name, principal)
     return submit_task(

@@ -19,6 +19,7 @@ from nubis.db.models import Cluster, Host, Instance, InstanceStatus, utcnow
 from nubis.db.models.monitoring import Event
 from nubis.drivers.errors import DriverError
 from nubis.drivers.leases import lease_held
+from nubis.services.compute import root_volumes
 from nubis.services.compute.host_drain import restart_elsewhere
 from nubis.services.compute.instance_tasks import InstanceTasks, root_volume_name
 from nubis.services.compute.instances import InstanceService
@@ -134,6 +135,15 @@ class FailoverHandler:
             if self.limit.exceeded(s, instance_id):
                 self.limit.give_up(s, inst)
                 return
+            host = s.get(Host, host_id)
+            unfenced = host is None or host.fence_method == "none"
+            if unfenced and root_volumes.find(s, instance_id) is not None:
+                # a root disk on a pool holds no lease in the lockspace: only a fence
+                # proves its QEMU stopped
+                raise ServiceError(
+                    "its root disk is on a storage pool and its host has no fence agent: "
+                    "nothing proves it stopped"
+                )
         if lockspace and lease_held(lockspace, str(self.pool_path / root_volume_name(instance_id))):
             raise ServiceError("its disk lease is still held: it still runs somewhere")
         target = restart_elsewhere(self.t, self.instances, instance_id, host_id)

@@ -9,6 +9,7 @@ state and removes whatever a half-done step left.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -41,6 +42,10 @@ from nubis.tasks.engine import TaskContext, TaskEngine, TaskHandler
 
 log = logging.getLogger(__name__)
 LUN_BLOCK = 4096
+# a crashed host's QEMU keeps watching the RBD images it had open until Ceph expires
+# the watch (osd_client_watch_timeout, 30 s by default); Ceph refuses their removal
+# until then
+RBD_WATCH_EXPIRY = 60.0
 
 
 @dataclass
@@ -48,6 +53,7 @@ class Loaded:
     volume: Volume
     pool_name: str
     ref: HostRef  # a host through which the pool is reached
+    pool_kind: str = ""
 
 
 @dataclass
@@ -84,7 +90,7 @@ class VolumeTasks:
                 raise LookupError(f"volume {volume_id} no longer exists")
             pool = s.get(StoragePool, volume.pool_id)
             assert pool is not None
-            return Loaded(volume, pool.libvirt_name, one_host(s, pool, self.hosts))
+            return Loaded(volume, pool.libvirt_name, one_host(s, pool, self.hosts), pool.kind)
 
     def load_attachment(self, attachment_id: str) -> LoadedAttachment | None:
         with self.db.begin() as s:
@@ -104,6 +110,85 @@ class VolumeTasks:
                 disk_spec(pool, volume, attachment),
                 self.hosts.ref(host),
             )
+
+    def allocate(self, loaded: Loaded) -> None:
+        vol = loaded.volume
+        self.driver.create_volume(
+            loaded.ref,
+            loaded.pool_name,
+            vol.libvirt_name,
+            vol.size_gib * GIB,
+            vol.format,
+            vol.provisioning,
+        )
+
+    def fill_from_image(self, loaded: Loaded, image_id: str) -> None:
+        """The image's disk as the volume: in RBD converted by qemu-img into an image
+        libvirt made; in a file pool the image's file streamed in as it is (qcow2 or
+        raw, as the volume is recorded), then grown to the volume's size."""
+        vol = loaded.volume
+        with self.db.read() as s:
+            image = s.get(Image, image_id)
+            pool = s.get(StoragePool, vol.pool_id)
+            if image is None or image.status != ImageStatus.ACTIVE:
+                raise LookupError("the image was deleted")
+            assert pool is not None
+            path, fmt = self.images.path(image), image.disk_format or "qcow2"
+            spec = spec_of(pool, self.hosts.box) if pool.kind == "rbd" else None
+        if spec is not None:
+            self.driver.delete_volume(loaded.ref, loaded.pool_name, vol.libvirt_name)
+            self.allocate(loaded)
+            rbd_images.import_file(path, fmt, spec, vol.libvirt_name)
+            return
+        if fmt != vol.format:
+            raise DriverError(f"the image is {fmt}, the volume {vol.format}")
+        upload = self.driver.open_upload(
+            loaded.ref, loaded.pool_name, vol.libvirt_name, path.stat().st_size
+        )
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    upload.write(chunk)
+            upload.finish()
+        except BaseException:
+            upload.abort()
+            raise
+        self.driver.resize_volume(
+            loaded.ref, loaded.pool_name, vol.libvirt_name, vol.size_gib * GIB, vol.format
+        )
+
+    def make_root(self, volume_id: str, image_id: str) -> None:
+        """Make an instance's root volume from its image (its create task's step); a
+        volume already made is left as it is."""
+        loaded = self.load(volume_id)
+        if loaded.volume.status != VolumeStatus.CREATING:
+            return
+        self.fill_from_image(loaded, image_id)
+        self.settle(volume_id, status=VolumeStatus.IN_USE, error=None)
+
+    def remove_data(self, volume_id: str) -> None:
+        """The volume's data leaves its pool (its row stays: the caller removes it)."""
+        try:
+            loaded = self.load(volume_id)
+        except LookupError:
+            return
+        if loaded.volume.secure_delete:
+            self.driver.wipe_volume(loaded.ref, loaded.pool_name, loaded.volume.libvirt_name)
+        self.delete_data(loaded)
+
+    def delete_data(self, loaded: Loaded) -> None:
+        """Remove the volume from its pool; an RBD image a crashed host's QEMU had open
+        is tried again until Ceph has expired that client's watch."""
+        deadline = time.monotonic() + RBD_WATCH_EXPIRY
+        while True:
+            try:
+                self.driver.delete_volume(loaded.ref, loaded.pool_name, loaded.volume.libvirt_name)
+                return
+            except DriverError as exc:
+                if loaded.pool_kind != "rbd" or time.monotonic() > deadline:
+                    raise
+                log.info("volume %s not removed yet (%s): trying again", loaded.volume.id, exc)
+                time.sleep(2)
 
     def settle(self, volume_id: str, **values: object) -> None:
         with self.db.begin() as s:
@@ -147,7 +232,7 @@ class CreateHandler(_Handler):
             if rbd is not None:  # the RBD snapshot's data, into an image libvirt makes
                 spec, image, snap = rbd
                 self.t.driver.delete_volume(loaded.ref, loaded.pool_name, vol.libvirt_name)
-                self._allocate(loaded)
+                self.t.allocate(loaded)
                 rbd_images.copy_snapshot(spec, image, snap, spec, vol.libvirt_name)
             else:
                 self.t.driver.copy_volume(
@@ -162,7 +247,7 @@ class CreateHandler(_Handler):
             self._release_snapshot(snapshot_id)
         elif ctx.params.get("image_id"):
             ctx.step("copy", 10)
-            self._from_image(loaded, ctx.params["image_id"])
+            self.t.fill_from_image(loaded, ctx.params["image_id"])
         elif vol.lun is not None:  # a LUN the SAN made: it must be there, big enough
             ctx.step("allocate", 10)
             luns = self.t.driver.list_volumes(loaded.ref, loaded.pool_name)
@@ -177,54 +262,8 @@ class CreateHandler(_Handler):
                 )
         else:
             ctx.step("allocate", 10)
-            self._allocate(loaded)
+            self.t.allocate(loaded)
         self.t.settle(ctx.resource_id, status=VolumeStatus.AVAILABLE, error=None)
-
-    def _from_image(self, loaded: Loaded, image_id: str) -> None:
-        """The image's disk as the volume: in RBD converted by qemu-img into an image
-        libvirt made; in a file pool the image's file streamed in as it is (qcow2 or
-        raw, as the volume is recorded), then grown to the volume's size."""
-        vol = loaded.volume
-        with self.t.db.read() as s:
-            image = s.get(Image, image_id)
-            pool = s.get(StoragePool, vol.pool_id)
-            if image is None or image.status != ImageStatus.ACTIVE:
-                raise LookupError("the image was deleted")
-            assert pool is not None
-            path, fmt = self.t.images.path(image), image.disk_format or "qcow2"
-            spec = spec_of(pool, self.t.hosts.box) if pool.kind == "rbd" else None
-        if spec is not None:
-            self.t.driver.delete_volume(loaded.ref, loaded.pool_name, vol.libvirt_name)
-            self._allocate(loaded)
-            rbd_images.import_file(path, fmt, spec, vol.libvirt_name)
-            return
-        if fmt != vol.format:
-            raise DriverError(f"the image is {fmt}, the volume {vol.format}")
-        upload = self.t.driver.open_upload(
-            loaded.ref, loaded.pool_name, vol.libvirt_name, path.stat().st_size
-        )
-        try:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    upload.write(chunk)
-            upload.finish()
-        except BaseException:
-            upload.abort()
-            raise
-        self.t.driver.resize_volume(
-            loaded.ref, loaded.pool_name, vol.libvirt_name, vol.size_gib * GIB, vol.format
-        )
-
-    def _allocate(self, loaded: Loaded) -> None:
-        vol = loaded.volume
-        self.t.driver.create_volume(
-            loaded.ref,
-            loaded.pool_name,
-            vol.libvirt_name,
-            vol.size_gib * GIB,
-            vol.format,
-            vol.provisioning,
-        )
 
     def _snapshot_source(self, snapshot_id: str) -> tuple[str, tuple[PoolSpec, str, str] | None]:
         """Where the snapshot's data is: the path of its copy in a file pool, and for an
@@ -280,7 +319,7 @@ class DeleteHandler(_Handler):
             self.t.driver.wipe_volume(loaded.ref, loaded.pool_name, name)
         ctx.step("delete", 80)
         if loaded.volume.lun is None:  # a LUN goes back to the SAN, kept (wiped if asked)
-            self.t.driver.delete_volume(loaded.ref, loaded.pool_name, name)
+            self.t.delete_data(loaded)
         with self.t.db.begin() as s:
             volume = s.get(Volume, ctx.resource_id)
             if volume is not None:

@@ -51,6 +51,7 @@ MAX_GIB = 16384
 GIB = 1024**3
 # device names of data disks: vda is the root disk
 TARGETS = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
+ROOT_TARGET = "vda"  # the device of an instance's root disk (a volume when on a pool)
 
 
 @dataclass(frozen=True)
@@ -512,6 +513,11 @@ class VolumeService:
         )
         if attachment is None:
             raise NotFoundError(f"volume {volume.name!r} is not attached to {instance.name!r}")
+        if attachment.target == ROOT_TARGET:
+            raise Conflict(
+                f"volume {volume.name!r} is the root disk of {instance.name!r}: it goes "
+                "when the instance is deleted"
+            )
         covering = [
             snap.name
             for snap in session.scalars(select(Snapshot).where(Snapshot.instance_id == instance.id))
