@@ -112,6 +112,10 @@ class Platform:
         self.volume_driver = VolumeDriver(self.conns)
         self.volumes = VolumeService(self.engine)
         self.volume_tasks = VolumeTasks(self.engine, self.volume_driver, self.hosts, self.images)
+        self.images.on_delete.append(self.volume_tasks.bases.remove)
+        # bases of images deleted while a pool could not be reached, or by a process
+        # that died half-way
+        self.housekeeping.also.append(self.volume_tasks.bases.sweep)
         self.instances = InstanceService(self.engine, self.hosts, self.scheduler, self.volumes)
         self.network_driver = NetworkDriver(self.conns)
         self.filter_driver = FilterDriver(self.conns)

@@ -198,6 +198,18 @@ class NubisServer:
         self.wait_console(resp.json()["id"])
         return self.instance(resp.json()["id"])
 
+    def upload_image(self, path: Path, name: str) -> dict:
+        """Register the file as an image (streamed up as the API takes it)."""
+        with open(path, "rb") as fh:
+            resp = self.client.post(
+                "/images",
+                params={"name": name},
+                content=fh,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        assert resp.status_code == 201, resp.text
+        return resp.json()
+
     def wait_task(self, task_id: str, timeout: float = 180) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

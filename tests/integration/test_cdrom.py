@@ -36,15 +36,7 @@ def installer_iso(server, tmp_path_factory):
     with open(raw, "rb") as src, gzip.open(payload, "wb", compresslevel=6) as dst:
         shutil.copyfileobj(src, dst)
     iso = build_tiny_iso(work / "installer.iso", extra={"install/disk.gz": payload})
-    with open(iso, "rb") as fh:
-        resp = server.client.post(
-            "/images",
-            params={"name": "installer"},
-            content=fh,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-    assert resp.status_code == 201, resp.text
-    image = resp.json()
+    image = server.upload_image(iso, "installer")
     assert image["disk_format"] == "iso"
     yield image
     # no instance holds it any more: it can go, and its copy on the host with it

@@ -175,18 +175,6 @@ def iso(tmp_path_factory) -> Path:
     return build_tiny_iso(tmp_path_factory.mktemp("iso") / "disc.iso")
 
 
-def upload_iso(w: World, iso: Path, name: str) -> dict:
-    with open(iso, "rb") as fh:
-        resp = w.srv.client.post(
-            "/images",
-            params={"name": name},
-            content=fh,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-    assert resp.status_code == 201, resp.text
-    return resp.json()
-
-
 def port_filter(port_id: str) -> str:
     """The port's network filter on the host, as libvirt has it."""
     conn = libvirt.open("qemu:///system")
@@ -208,7 +196,7 @@ def test_every_step_on_one_host(zygote, iso, tmp_path):
 
 
 def single_host_scenarios(w: World, iso: Path, tmp: Path) -> None:
-    disc = upload_iso(w, iso, "fi-disc")
+    disc = w.srv.upload_image(iso, "fi-disc")
     net = w.srv.client.post(
         "/networks",
         json={"name": "fi-net", "mode": "nat", "subnets": [{"cidr": "10.239.7.0/24"}]},
@@ -492,7 +480,7 @@ def multi_host_scenarios(w: World, iso: Path, cluster: DevCluster) -> None:
     for host in cluster.hosts():
         resp = client.post("/hosts", json={"name": host.name, "uri": host.uri, "cluster": "fi"})
         assert resp.status_code == 201, resp.text
-    disc = upload_iso(w, iso, "fi-disc")
+    disc = w.srv.upload_image(iso, "fi-disc")
     vm = w.boot("fi-mover", host="dev-1", cluster="fi")["id"]
     w.run("PUT", f"/instances/{vm}/cdrom", json={"image": disc["id"]})
 

@@ -6,9 +6,10 @@ behind; a volume that is an RBD image, opened by QEMU through librbd, hot-plugge
 into a running guest that writes and reads it, kept across detach and attach, grown
 online, carried along when its guest live-migrates to another host, and gone from
 Ceph when deleted; an RBD snapshot taken under the running guest, reverted in place
-and copied into a new volume, each keeping the guest's data; a volume holding an
-image's disk, converted into an RBD image; an instance whose root disk is an RBD
-image, live-migrated between the devcluster's hosts, which share no disk directory
+and copied into a new volume, each keeping the guest's data; volumes holding an
+image's disk, RBD clones of the image's one copy in the pool, which keeps the image
+until they are gone; an instance whose root disk is such an RBD clone,
+live-migrated between the devcluster's hosts, which share no disk directory
 (file root disks are copied as they move), restarted by HA on the other host when its
 host crashes, and deleted with its instance."""
 
@@ -234,23 +235,40 @@ def test_rbd_snapshot_revert_and_clone_keep_the_guests_data(server, ceph, guest,
     detach(server, iid, clone["id"])
     assert server.client.delete(f"/volumes/{vol['id']}").status_code == 409
 
-    # a volume from an image: the image's disk converted into an RBD image
+    # volumes from an image: RBD clones of the image's one copy in the pool (its base),
+    # reading as the image's disk
     tiny = server.client.get("/images/nubis-tiny").json()
     source = server.data_dir / "images" / tiny["id"]
-    subprocess.run(
-        ["qemu-img", "convert", "-O", "raw", str(source), str(tmp_path / "image.raw")],
-        check=True,
-    )
-    raw = (tmp_path / "image.raw").read_bytes()
-    booted = create_volume(server, name="rbd-from-image", image="nubis-tiny", pool="ceph-snaps")
-    assert booted["format"] == "raw" and booted["size_gib"] == 1
-    exported = subprocess.run(
-        ["rbd", "-c", str(ceph.conf), "export", f"{POOL}/nubis-vol-{booted['id']}.img", "-"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    assert len(exported) == GIB and exported[: len(raw)] == raw and raw.strip(b"\0")
-    run_task(server, "DELETE", f"/volumes/{booted['id']}")
+    raw_file = tmp_path / "image.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(source), str(raw_file)], check=True)
+    image_id = server.upload_image(raw_file, "rbd-base-src")["id"]
+    base = f"nubis-base-{made.json()['id']}-{image_id}.img"
+    raw = raw_file.read_bytes()
+    booted = [
+        create_volume(server, name=f"rbd-from-image-{i}", image=image_id, pool="ceph-snaps")
+        for i in range(2)
+    ]
+    for vol_from_image in booted:
+        assert vol_from_image["format"] == "raw" and vol_from_image["size_gib"] == 1
+        name = f"nubis-vol-{vol_from_image['id']}.img"
+        info = json.loads(ceph.rbd("info", "--format", "json", f"{POOL}/{name}"))
+        assert info["parent"]["image"] == base and info["size"] == GIB, info
+        exported = subprocess.run(
+            ["rbd", "-c", str(ceph.conf), "export", f"{POOL}/{name}", "-"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        assert len(exported) == GIB and exported[: len(raw)] == raw and raw.strip(b"\0")
+    assert [i for i in ceph.images() if i.startswith("nubis-base-")] == [base]
+    # the image is kept while clones depend on its base; once they are gone, the
+    # image goes and its base leaves Ceph
+    refused = server.client.delete(f"/images/{image_id}")
+    assert refused.status_code == 409 and "rbd-from-image-0" in refused.text, refused.text
+    for vol_from_image in booted:
+        run_task(server, "DELETE", f"/volumes/{vol_from_image['id']}")
+    assert base in ceph.images()  # kept for the next clone
+    assert server.client.delete(f"/images/{image_id}").status_code == 204
+    assert base not in ceph.images()
 
     # the snapshot leaves Ceph, then the volumes and the pool go
     run_task(server, "DELETE", f"/volumes/{vol['id']}/snapshots/one")
@@ -322,12 +340,17 @@ def test_a_root_disk_on_rbd_boots_moves_live_and_goes_with_its_instance(srv, clu
     assert refused.status_code == 404 and "storage pool 'nope'" in refused.text
     iid = srv.boot("rbd-root", **body)["id"]
 
-    # its root disk is a volume: an RBD image in Ceph, no file of the host
+    # its root disk is a volume: an RBD clone of the image's copy in Ceph, no file of
+    # the host
     (root,) = [
         v for v in srv.client.get("/volumes").json()["items"] if v["name"] == "rbd-root-root"
     ]
     assert root["status"] == "in-use" and root["size_gib"] == 1 and root["format"] == "raw"
-    assert f"nubis-vol-{root['id']}.img" in ceph.images()
+    base = f"nubis-base-{made.json()['id']}-{srv.client.get('/images/nubis-tiny').json()['id']}"
+    info = json.loads(ceph.rbd("info", "--format", "json", f"{POOL}/nubis-vol-{root['id']}.img"))
+    assert info["parent"]["image"] == f"{base}.img" and info["size"] == GIB, info
+    refused = srv.client.delete("/images/nubis-tiny")
+    assert refused.status_code == 409 and "rbd-root-root" in refused.text, refused.text
     assert not [x for x in libvirt_leftovers(iid, uris["dev-1"]) if x.endswith("-root")]
     guest_run(srv, iid, WRITE, uri=uris["dev-1"])
 
@@ -378,4 +401,7 @@ def test_a_root_disk_on_rbd_boots_moves_live_and_goes_with_its_instance(srv, clu
     assert srv.wait_task(resp.json()["task_id"])["status"] == "succeeded"
     assert srv.client.get(f"/volumes/{root['id']}").status_code == 404
     assert f"nubis-vol-{root['id']}.img" not in ceph.images()
+    # the image's base stays for the next instance, until the pool goes
+    assert f"{base}.img" in ceph.images()
     assert srv.client.delete("/storage-pools/ceph-roots").status_code == 204
+    assert f"{base}.img" not in ceph.images()

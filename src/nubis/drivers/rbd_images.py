@@ -22,11 +22,23 @@ from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.volumes import PoolSpec
 
 SECRET_ID = "nubis-rbd-key"
+# an image's copy in an RBD pool, the base its RBD clones are made from; named after
+# the pool too, as two pools (of two installations) may use one Ceph pool
+BASE_PREFIX = "nubis-base-"
+BASE_SNAPSHOT = "base"  # taken once the copy is whole: a base without it is partial
 TIMEOUT = 3600.0  # a copy of a large image takes a while; a snapshot takes a moment
 
 
 class RbdError(DriverError):
     pass
+
+
+def base_prefix(pool_id: str) -> str:
+    return f"{BASE_PREFIX}{pool_id}-"
+
+
+def base_name(pool_id: str, image_id: str) -> str:
+    return f"{base_prefix(pool_id)}{image_id}.img"
 
 
 def image_opts(spec: PoolSpec, image: str, snapshot: str | None = None) -> str:

@@ -1,11 +1,13 @@
 """Periodic clean-up: audit records and events past retention; expired tokens, used
 signatures, console tickets, approvals and login throttling (kept off the request
-paths that make them)."""
+paths that make them); and what other services add to ``also`` (e.g. the copies of
+deleted images left in RBD pools)."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from sqlalchemy import delete
 
@@ -31,6 +33,7 @@ class Housekeeping:
         self.retention_days = audit_retention_days
         self.events_retention_days = events_retention_days
         self.interval = interval
+        self.also: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -51,6 +54,11 @@ class Housekeeping:
                 self.run_once()
             except Exception:  # a database hiccup: try again next round
                 log.exception("housekeeping failed")
+            for job in self.also:
+                try:
+                    job()
+                except Exception:
+                    log.exception("housekeeping: %s failed", job)
             if self._stop.wait(self.interval):
                 return
 

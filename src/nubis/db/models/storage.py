@@ -170,6 +170,8 @@ class Volume(Base):
     # the new file is made beside the old one, and the switch is one database update
     generation: Mapped[int] = mapped_column(Integer, default=0)
     lun: Mapped[int | None] = mapped_column(Integer)  # iscsi: the LUN it is
+    # rbd: the image whose copy in the pool (its base) this volume is an RBD clone of
+    base_image_id: Mapped[str | None] = mapped_column(String(36), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

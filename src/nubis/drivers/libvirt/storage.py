@@ -250,7 +250,14 @@ def grow(conn: libvirt.virConnect, vol: libvirt.virStorageVol, capacity: int, fm
         # later, in a thread of its own); asked for the capacity it believes the file
         # has already, it still runs qemu-img resize, which grows the real file
         return
-    vol.resize(capacity, 0)
+    try:
+        vol.resize(capacity, 0)
+    except libvirt.libvirtError as exc:
+        # a qcow2 file written in full holds more than its capacity (its metadata):
+        # libvirt refuses a resize to the capacity it has already
+        shrink = "shrink capacity below existing allocation" in (exc.get_error_message() or "")
+        if not (shrink and vol.info()[1] == capacity):
+            raise
 
 
 def grow_volume(
@@ -263,9 +270,9 @@ def grow_volume(
     grow(conn, vol, capacity, fmt)
 
 
-def delete_volume(pool: libvirt.virStoragePool, name: str) -> bool:
+def delete_volume(pool: libvirt.virStoragePool, name: str, flags: int = 0) -> bool:
     """Delete the volume if it exists (and a raw view of a copy into it that a dead
-    process left behind)."""
+    process left behind); ``flags`` are libvirt's (e.g. its RBD snapshots too)."""
     try:
         pool.storageVolLookupByName(name + VIEW_SUFFIX).delete(0)
     except libvirt.libvirtError as exc:
@@ -274,7 +281,7 @@ def delete_volume(pool: libvirt.virStoragePool, name: str) -> bool:
     vol = find_volume(pool, name)
     if vol is None:
         return False
-    vol.delete(0)
+    vol.delete(flags)
     return True
 
 

@@ -236,12 +236,35 @@ class VolumeDriver(DriverBase):
 
         return self._call(host, create, f"volume {name}")
 
-    def delete_volume(self, host: HostRef, pool_name: str, name: str) -> bool:
+    def delete_volume(
+        self, host: HostRef, pool_name: str, name: str, with_snapshots: bool = False
+    ) -> bool:
+        """Delete the volume if it exists; ``with_snapshots``: an RBD image with its
+        snapshots (unprotected first; refused while clones depend on one)."""
+        flags = libvirt.VIR_STORAGE_VOL_DELETE_WITH_SNAPSHOTS if with_snapshots else 0
         return self._call(
             host,
-            lambda c: storage.delete_volume(c.storagePoolLookupByName(pool_name), name),
+            lambda c: storage.delete_volume(c.storagePoolLookupByName(pool_name), name, flags),
             f"volume {name}",
         )
+
+    def clone_volume(
+        self, host: HostRef, pool_name: str, origin: str, name: str, capacity: int
+    ) -> None:
+        """``name``: an RBD clone of the pool's image ``origin`` (libvirt clones from a
+        protected snapshot of it that has no changes since, made if there is none),
+        grown to ``capacity`` bytes. A clone an interrupted run left is replaced."""
+
+        def clone(conn: libvirt.virConnect) -> None:
+            pool = conn.storagePoolLookupByName(pool_name)
+            if pool_type(pool) != "rbd":
+                raise DriverError(f"pool {pool_name} is no RBD pool: only RBD images are cloned")
+            storage.delete_volume(pool, name)
+            source = pool.storageVolLookupByName(origin)
+            vol = pool.createXMLFrom(storage.volume_xml(name, source.info()[1], "raw"), source, 0)
+            storage.grow(conn, vol, capacity, "raw")
+
+        self._call(host, clone, f"clone {name} of {origin}")
 
     def wipe_volume(self, host: HostRef, pool_name: str, name: str) -> None:
         """Overwrite every byte with random data (libvirt's wipe, run by scrub), so

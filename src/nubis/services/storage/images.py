@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,16 @@ import anyio
 from sqlalchemy import ColumnElement, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Host, HostStatus, Image, ImageStatus, Instance, new_id
+from nubis.db.models import (
+    Host,
+    HostStatus,
+    Image,
+    ImageStatus,
+    Instance,
+    Volume,
+    VolumeAttachment,
+    new_id,
+)
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.images.inspect import ImageFacts, ImageRejected, inspect_image
@@ -30,6 +39,7 @@ from nubis.services.identity import quotas
 from nubis.services.inventory.hosts import HostService
 
 CHUNK = 1024 * 1024
+ROOT_DEVICE = "vda"  # an instance's root disk (a volume when on a pool: see volumes.py)
 GIB = 1024**3
 
 
@@ -89,6 +99,8 @@ class ImageService:
         self.hosts = hosts
         self.max_upload_bytes = max_upload_bytes
         self.import_dir = import_dir
+        # called with an image's id once it is deleted (its copies in RBD pools go)
+        self.on_delete: list[Callable[[str], None]] = []
 
     def path(self, image: Image) -> Path:
         return self.store / image.id
@@ -364,15 +376,30 @@ class ImageService:
                     f"image {image.name!r} is in the CD-ROM drive of {len(loaded)} "
                     f"instance(s): {_names(loaded)}; eject it first"
                 )
+            on_pools = select(VolumeAttachment.instance_id).where(
+                VolumeAttachment.target == ROOT_DEVICE
+            )  # root disks that are volumes: their clones, if any, are counted below
             users = s.scalars(
                 select(Instance.name)
-                .where(Instance.image_id == image.id, Instance.clone_mode == "linked")
+                .where(
+                    Instance.image_id == image.id,
+                    Instance.clone_mode == "linked",
+                    Instance.id.not_in(on_pools),
+                )
                 .order_by(Instance.name)
             ).all()
             if users and image.disk_format != "iso":  # an ISO is no base of any disk
                 raise Conflict(
                     f"image {image.name!r} is the base of {len(users)} linked clone(s): "
                     f"{_names(users)}; delete them first"
+                )
+            clones = s.scalars(
+                select(Volume.name).where(Volume.base_image_id == image.id).order_by(Volume.name)
+            ).all()
+            if clones:
+                raise Conflict(
+                    f"image {image.name!r} is the base of {len(clones)} RBD clone(s): "
+                    f"{_names(clones)}; delete them first"
                 )
             image.status = ImageStatus.DELETING
             hosts = [
@@ -396,6 +423,8 @@ class ImageService:
                     update(Instance).where(Instance.image_id == image.id).values(image_id=None)
                 )
                 s.delete(row)
+        for hook in self.on_delete:
+            hook(image.id)
         self.path(image).unlink(missing_ok=True)
 
 

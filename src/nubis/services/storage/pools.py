@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import Cluster, Host, HostStatus, PoolState, StoragePool, Volume, utcnow
 from nubis.db.session import Database
+from nubis.drivers import rbd_images
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.volumes import PoolSpec, VolumeDriver
@@ -330,9 +331,12 @@ class PoolService:
             if pool.state not in (PoolState.ACTIVE, PoolState.ERROR):
                 raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
             before, pool.state = pool.state, PoolState.DELETING
-            pool_id, name = pool.id, pool.libvirt_name
+            pool_id, name, kind = pool.id, pool.libvirt_name, pool.kind
             refs = [self.hosts.ref(h) for h in hosts_of(s, pool)]
-        failed = call_each(refs, lambda ref: self.driver.remove_pool(ref, name))
+            up = [self.hosts.ref(h) for h in hosts_of(s, pool) if h.state == HostStatus.UP]
+        failed = self._remove_bases(up, name, pool_id) if kind == "rbd" else []
+        if not failed:
+            failed = call_each(refs, lambda ref: self.driver.remove_pool(ref, name))
         with self.db.begin() as s:
             pool = s.get(StoragePool, pool_id)
             if pool is None:
@@ -343,6 +347,20 @@ class PoolService:
                 s.delete(pool)
         if failed:
             raise Unavailable(f"could not remove the pool from a host: {'; '.join(failed)}")
+
+    def _remove_bases(self, refs: list[HostRef], name: str, pool_id: str) -> list[str]:
+        """The images' copies (bases of RBD clones, see ``rbd_bases``) out of an RBD
+        pool that holds no volume; the errors, if no host could do it."""
+        errors = []
+        for ref in refs:
+            try:
+                for vol in self.driver.list_volumes(ref, name):
+                    if vol.startswith(rbd_images.base_prefix(pool_id)):
+                        self.driver.delete_volume(ref, name, vol, with_snapshots=True)
+                return []
+            except DriverError as exc:
+                errors.append(f"{ref.uri}: {exc}")
+        return errors
 
     def luns(self, ref: str) -> list[tuple[int, int, str | None]]:
         """(LUN, bytes, the volume that is it) of an iscsi pool, read from the target

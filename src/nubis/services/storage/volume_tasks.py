@@ -34,8 +34,10 @@ from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.domain_xml import DiskSpec
 from nubis.drivers.libvirt.volumes import PoolSpec, VolumeDriver
 from nubis.services.inventory.hosts import HostService
+from nubis.services.storage import rbd_bases
 from nubis.services.storage.images import CHUNK, ImageService
 from nubis.services.storage.pools import one_host, spec_of
+from nubis.services.storage.rbd_bases import BaseSource, RbdBases, RbdPool
 from nubis.services.storage.volume_snapshot_tasks import rbd_snapshot_name
 from nubis.services.storage.volumes import GIB, attachment_count, disk_spec, pool_file
 from nubis.tasks.engine import TaskContext, TaskEngine, TaskHandler
@@ -73,6 +75,7 @@ class VolumeTasks:
         self.driver = driver
         self.images = images
         self.hosts = hosts
+        self.bases = RbdBases(self.db, driver, hosts)
 
     def handlers(self) -> list[TaskHandler]:
         return [
@@ -123,9 +126,9 @@ class VolumeTasks:
         )
 
     def fill_from_image(self, loaded: Loaded, image_id: str) -> None:
-        """The image's disk as the volume: in RBD converted by qemu-img into an image
-        libvirt made; in a file pool the image's file streamed in as it is (qcow2 or
-        raw, as the volume is recorded), then grown to the volume's size."""
+        """The image's disk as the volume: in RBD an RBD clone of the image's base in
+        the pool (see ``rbd_bases``); in a file pool the image's file streamed in as it
+        is (qcow2 or raw, as the volume is recorded); grown to the volume's size."""
         vol = loaded.volume
         with self.db.read() as s:
             image = s.get(Image, image_id)
@@ -135,10 +138,15 @@ class VolumeTasks:
             assert pool is not None
             path, fmt = self.images.path(image), image.disk_format or "qcow2"
             spec = spec_of(pool, self.hosts.box) if pool.kind == "rbd" else None
+            source = BaseSource(image.id, path, fmt, image.virtual_size or path.stat().st_size)
         if spec is not None:
-            self.driver.delete_volume(loaded.ref, loaded.pool_name, vol.libvirt_name)
-            self.allocate(loaded)
-            rbd_images.import_file(path, fmt, spec, vol.libvirt_name)
+            rbd_bases.clone(
+                self.driver,
+                RbdPool(vol.pool_id, loaded.ref, loaded.pool_name, spec),
+                source,
+                vol.libvirt_name,
+                vol.size_gib * GIB,
+            )
             return
         if fmt != vol.format:
             raise DriverError(f"the image is {fmt}, the volume {vol.format}")

@@ -41,7 +41,7 @@ from nubis.services.core.lookup import Page, PageRequest, get_by_id_or_name, pag
 from nubis.services.core.principal import Principal
 from nubis.services.core.submit import submit_task
 from nubis.services.identity import policy, quotas
-from nubis.services.storage.images import get_visible
+from nubis.services.storage.images import ROOT_DEVICE, get_visible
 from nubis.services.storage.pools import check_tags, monitor_addresses, portal_address, reaches
 from nubis.tasks.engine import TaskEngine
 
@@ -51,7 +51,8 @@ MAX_GIB = 16384
 GIB = 1024**3
 # device names of data disks: vda is the root disk
 TARGETS = tuple(f"vd{c}" for c in "bcdefghijklmnopqrstuvwxyz")
-ROOT_TARGET = "vda"  # the device of an instance's root disk (a volume when on a pool)
+# the device of an instance's root disk (a volume when on a pool)
+ROOT_TARGET = ROOT_DEVICE
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,8 @@ class VolumeService:
             status=VolumeStatus.CREATING,
             task_state="creating",
             lun=lun,
+            # in RBD an RBD clone of the image's copy there: the image is kept from now on
+            base_image_id=image.id if image is not None and pool.kind == "rbd" else None,
         )
 
     @staticmethod
