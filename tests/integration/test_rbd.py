@@ -8,10 +8,10 @@ online, carried along when its guest live-migrates to another host, and gone fro
 Ceph when deleted; an RBD snapshot taken under the running guest, reverted in place
 and copied into a new volume, each keeping the guest's data; volumes holding an
 image's disk, RBD clones of the image's one copy in the pool, which keeps the image
-until they are gone; an instance whose root disk is such an RBD clone,
-live-migrated between the devcluster's hosts, which share no disk directory
-(file root disks are copied as they move), restarted by HA on the other host when its
-host crashes, and deleted with its instance."""
+until they are gone; an instance whose root disk is such an RBD clone (the
+cluster's root pool is in Ceph), live-migrated between the devcluster's hosts,
+which share no disk directory (file root disks are copied as they move), restarted
+by HA on the other host when its host crashes, and deleted with its instance."""
 
 from __future__ import annotations
 
@@ -332,13 +332,17 @@ def test_a_root_disk_on_rbd_boots_moves_live_and_goes_with_its_instance(srv, clu
     made = srv.client.post("/storage-pools", json=rbd_body(ceph, name="ceph-roots"))
     assert made.status_code == 201, made.text
     uris = {h.name: h.uri for h in cluster.hosts()}
-    body = {"cluster": CLUSTER, "host": "dev-1", "root_pool": "ceph-roots", "ha": True}
+    body = {"cluster": CLUSTER, "host": "dev-1", "ha": True}
     refused = srv.client.post(
         "/instances",
         json={"name": "x", "image": "nubis-tiny", "flavor": "m1.tiny", **body, "root_pool": "nope"},
     )
     assert refused.status_code == 404 and "storage pool 'nope'" in refused.text
+    # the cluster's root pool: where root disks go when the request names none
+    resp = srv.client.patch(f"/clusters/{CLUSTER}", json={"root_pool": "ceph-roots"})
+    assert resp.status_code == 200 and resp.json()["root_pool_id"] == made.json()["id"]
     iid = srv.boot("rbd-root", **body)["id"]
+    assert srv.client.patch(f"/clusters/{CLUSTER}", json={"root_pool": ""}).status_code == 200
 
     # its root disk is a volume: an RBD clone of the image's copy in Ceph, no file of
     # the host

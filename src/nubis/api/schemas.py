@@ -152,6 +152,11 @@ class FlavorIn(In):
     bandwidth: BandwidthIn | None = Field(
         default=None, description="limits of every NIC of its instances (unless a NIC has its own)"
     )
+    root_pool: str | None = Field(
+        default=None,
+        description="storage pool (id or name) its instances' root disks are made in "
+        "(default: the cluster's root pool, else files on the host)",
+    )
 
 
 class FlavorOut(Out):
@@ -161,6 +166,7 @@ class FlavorOut(Out):
     memory_mib: int
     disk_gib: int
     bandwidth: dict | None
+    root_pool_id: str | None
     created_at: datetime
 
 
@@ -363,6 +369,11 @@ class ClusterSettingsIn(In):
         description="directory (as this server sees it) of the hosts' virtlockd lockspace "
         "on shared storage; held leases prove a VM still runs ('' removes it)",
     )
+    root_pool: str | None = Field(
+        default=None,
+        description="storage pool (id or name) of the cluster where root disks go when "
+        "neither the request nor the flavor names one ('' removes it: files on the host)",
+    )
 
 
 class ClusterIn(ClusterSettingsIn):
@@ -383,6 +394,7 @@ class ClusterOut(Out):
     trust_shared_storage: bool
     ha_reserve: bool
     ha_lockspace: str | None
+    root_pool_id: str | None
     created_at: datetime
 
 

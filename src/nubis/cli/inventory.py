@@ -79,6 +79,19 @@ def cluster_create(
     show(request("POST", "/clusters", json=body).json(), fmt, CLUSTER_COLS)
 
 
+@cluster_app.command("root-pool")
+def cluster_root_pool(
+    ref: str,
+    pool: Annotated[
+        str, typer.Argument(help="storage pool of the cluster ('': none, files on each host)")
+    ],
+    fmt: Fmt = "table",
+) -> None:
+    """Where the cluster's root disks go when neither the request nor the flavor says."""
+    shown = request("PATCH", f"/clusters/{ref}", json={"root_pool": pool}).json()
+    show(shown, fmt, [*CLUSTER_COLS[:1], "root_pool_id", "id"])
+
+
 @cluster_app.command("capacity")
 def cluster_capacity(ref: str, fmt: Fmt = "table") -> None:
     show_capacity(request("GET", f"/clusters/{ref}/capacity").json(), fmt)

@@ -29,7 +29,7 @@ task_app = typer.Typer(help="Tasks (long operations)", no_args_is_help=True)
 
 HOST_COLS = ["name", "uri", "state", "virt_type", "cpus", "memory_mib", "id"]
 IMAGE_COLS = ["name", "status", "disk_format", "virtual_size", "size", "id"]
-FLAVOR_COLS = ["name", "vcpus", "memory_mib", "disk_gib", "id"]
+FLAVOR_COLS = ["name", "vcpus", "memory_mib", "disk_gib", "root_pool_id", "id"]
 INSTANCE_COLS = ["name", "status", "task_state", "vcpus", "memory_mib", "id"]
 
 
@@ -90,6 +90,36 @@ def image_delete(ref: str) -> None:
 @flavor_app.command("list")
 def flavor_list(fmt: Fmt = "table") -> None:
     show(request("GET", "/flavors").json(), fmt, FLAVOR_COLS)
+
+
+@flavor_app.command("create")
+def flavor_create(
+    name: str,
+    vcpus: Annotated[int, typer.Option()],
+    memory_mib: Annotated[int, typer.Option()],
+    disk_gib: Annotated[int, typer.Option(help="root disk size")],
+    root_pool: Annotated[
+        str | None,
+        typer.Option(help="storage pool of its instances' root disks (default: the cluster's)"),
+    ] = None,
+    fmt: Fmt = "table",
+) -> None:
+    """A flavor (system administrators)."""
+    body = {
+        "name": name,
+        "vcpus": vcpus,
+        "memory_mib": memory_mib,
+        "disk_gib": disk_gib,
+        "root_pool": root_pool,
+    }
+    show(request("POST", "/flavors", json=body).json(), fmt, FLAVOR_COLS)
+
+
+@flavor_app.command("delete")
+def flavor_delete(ref: str) -> None:
+    """Delete a flavor (refused while an instance uses it)."""
+    request("DELETE", f"/flavors/{ref}")
+    console.print(f"flavor {ref} deleted")
 
 
 @instance_app.command("create")

@@ -39,6 +39,7 @@ def create_flavor(body: FlavorIn, platform: PlatformDep, _p: PrincipalDep) -> Fl
             body.memory_mib,
             body.disk_gib,
             bandwidth_dict(body.bandwidth),
+            body.root_pool,
         )
         return FlavorOut.model_validate(flavor)
 

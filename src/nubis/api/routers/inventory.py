@@ -16,6 +16,7 @@ from nubis.api.schemas import (
     ZoneOut,
 )
 from nubis.db.models import Cluster, Zone
+from nubis.services.compute import root_volumes
 from nubis.services.core.lookup import get_by_id_or_name, paginate
 from nubis.services.inventory import topology
 
@@ -62,13 +63,16 @@ def list_clusters(platform: PlatformDep, _p: PrincipalDep, pages: PageDep) -> Pa
 
 
 def _settings(body: ClusterSettingsIn) -> topology.ClusterSettings:
-    return topology.ClusterSettings(**body.model_dump(include=set(ClusterSettingsIn.model_fields)))
+    fields = set(ClusterSettingsIn.model_fields) - {"root_pool"}  # a storage matter
+    return topology.ClusterSettings(**body.model_dump(include=fields))
 
 
 @router.post("/clusters", status_code=201)
 def create_cluster(body: ClusterIn, platform: PlatformDep, _p: PrincipalDep) -> ClusterOut:
     with platform.db.begin() as s:
         cluster = topology.create_cluster(s, body.name, body.zone, _settings(body))
+        if body.root_pool:  # a new cluster has no pool yet: refused as another's
+            root_volumes.set_cluster_pool(s, cluster, body.root_pool)
         return ClusterOut.model_validate(cluster)
 
 
@@ -82,12 +86,15 @@ def get_cluster(ref: str, platform: PlatformDep, _p: PrincipalDep) -> ClusterOut
 def update_cluster(
     ref: str, body: ClusterSettingsIn, platform: PlatformDep, _p: PrincipalDep
 ) -> ClusterOut:
-    """Change overcommit ratios, threshold, max instances per host (null: no limit), weigher."""
+    """Change overcommit ratios, threshold, max instances per host (null: no limit),
+    weigher, HA settings, the pool of root disks."""
     unset_max = "max_instances_per_host" in body.model_fields_set and (
         body.max_instances_per_host is None
     )
     with platform.db.begin() as s:
         cluster = topology.update_cluster(s, ref, _settings(body), unset_max)
+        if body.root_pool is not None:
+            root_volumes.set_cluster_pool(s, cluster, body.root_pool)
         return ClusterOut.model_validate(cluster)
 
 

@@ -29,6 +29,10 @@ class Flavor(Base):
     disk_gib: Mapped[int]
     # the traffic limits of its instances' NICs, unless a NIC has its own (see Port)
     bandwidth: Mapped[dict | None] = mapped_column(JSON)
+    # the storage pool its instances' root disks are made in (None: the cluster's)
+    root_pool_id: Mapped[str | None] = mapped_column(
+        ForeignKey("storage_pools.id", name="fk_flavors_root_pool_id")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

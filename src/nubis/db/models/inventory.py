@@ -48,6 +48,11 @@ class Cluster(Base):
     # where this control plane sees the hosts' virtlockd lockspace (a directory on the
     # cluster's shared storage): a held lease there means the VM still runs somewhere
     ha_lockspace: Mapped[str | None] = mapped_column(String(255))
+    # the storage pool of its instances' root disks when neither the request nor the
+    # flavor names one (None: files in each host's disk pool)
+    root_pool_id: Mapped[str | None] = mapped_column(
+        ForeignKey("storage_pools.id", use_alter=True, name="fk_clusters_root_pool_id")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -1,4 +1,5 @@
-"""Flavors (compute offerings): vCPUs, memory, root disk size, NIC bandwidth limits."""
+"""Flavors (compute offerings): vCPUs, memory, root disk size and pool, NIC bandwidth
+limits."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Flavor, Instance
+from nubis.services.compute import root_volumes
 from nubis.services.core.errors import BadRequest, Conflict
 from nubis.services.core.lookup import get_by_id_or_name, validate_name
 from nubis.services.network.qos import check_bandwidth
@@ -25,6 +27,7 @@ def create(
     memory_mib: int,
     disk_gib: int,
     bandwidth: dict | None = None,
+    root_pool: str | None = None,
 ) -> Flavor:
     validate_name(name, "flavor")
     bandwidth = check_bandwidth(bandwidth)
@@ -37,7 +40,12 @@ def create(
     if session.scalar(select(Flavor).where(Flavor.name == name)) is not None:
         raise Conflict(f"a flavor named {name!r} already exists")
     flavor = Flavor(
-        name=name, vcpus=vcpus, memory_mib=memory_mib, disk_gib=disk_gib, bandwidth=bandwidth
+        name=name,
+        vcpus=vcpus,
+        memory_mib=memory_mib,
+        disk_gib=disk_gib,
+        bandwidth=bandwidth,
+        root_pool_id=root_volumes.flavor_pool(session, root_pool),
     )
     session.add(flavor)
     session.flush()

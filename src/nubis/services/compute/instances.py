@@ -19,7 +19,6 @@ from nubis.db.models import (
     ImageStatus,
     Instance,
     InstanceStatus,
-    StoragePool,
     Task,
 )
 from nubis.drivers.errors import DriverError
@@ -202,22 +201,10 @@ class InstanceService:
                 raise BadRequest("the instance's networks are not in the cluster asked for")
             cluster_id = networks[0].cluster_id
         host_id = requested.id if requested else None
-        root_pool = None
-        if req.root_pool:  # and where its root disk's pool is
-            if policy.SYSTEM_ADMIN not in principal.roles:
-                raise Forbidden(
-                    "choosing the root disk's storage pool is for system administrators"
-                )
-            root_pool = get_by_id_or_name(session, StoragePool, req.root_pool, "storage pool")
+        root_pool = root_volumes.requested(session, principal, req.root_pool, flavor)
+        if root_pool is not None:  # and where its root disk's pool is
             root_volumes.check_pool(root_pool, image)
-            if root_pool.cluster_id is not None:
-                if cluster_id not in (None, root_pool.cluster_id):
-                    raise BadRequest(f"storage pool {root_pool.name!r} is in another cluster")
-                cluster_id = root_pool.cluster_id
-            elif root_pool.host_id is not None:
-                if host_id not in (None, root_pool.host_id):
-                    raise BadRequest(f"storage pool {root_pool.name!r} is another host's")
-                host_id = root_pool.host_id
+            cluster_id, host_id = root_volumes.placement(root_pool, cluster_id, host_id)
         request = PlacementRequest(
             cluster_id=cluster_id,
             vcpus=flavor.vcpus,
@@ -229,6 +216,8 @@ class InstanceService:
         request = self.scheduler.group_request(session, request, group.id if group else None)
         quotas.claim(session, principal.project_id, _quota_of(flavor.vcpus, flavor.memory_mib))
         host = self.scheduler.place(session, request)
+        if root_pool is None:
+            root_pool = root_volumes.cluster_default(session, host, image)
         instance = Instance(
             rule_group_id=group.id if group else None,
             name=name,

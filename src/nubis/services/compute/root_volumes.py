@@ -16,16 +16,21 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import (
     AttachmentStatus,
+    Cluster,
     Flavor,
+    Host,
     Image,
     Instance,
+    PoolState,
     StoragePool,
     Volume,
     VolumeAttachment,
     VolumeSnapshot,
 )
-from nubis.services.core.errors import BadRequest, Conflict
+from nubis.services.core.errors import BadRequest, Conflict, Forbidden
+from nubis.services.core.lookup import get_by_id_or_name
 from nubis.services.core.principal import Principal
+from nubis.services.identity import policy
 from nubis.services.storage.volumes import IMAGE_POOLS, ROOT_TARGET, VolumeRequest, VolumeService
 
 
@@ -42,6 +47,90 @@ def check_pool(pool: StoragePool, image: Image) -> None:
         )
 
 
+def check_default(pool: StoragePool) -> None:
+    """A pool that can be a flavor's or a cluster's pool for root disks."""
+    if pool.kind not in IMAGE_POOLS:
+        raise BadRequest(
+            f"a root disk is made in a file or rbd pool, not in {pool.kind} pool {pool.name!r}"
+        )
+    if pool.state != PoolState.ACTIVE:
+        raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
+
+
+def flavor_pool(session: Session, ref: str | None) -> str | None:
+    """The id of the pool a flavor names for its instances' root disks."""
+    if not ref:
+        return None
+    pool = get_by_id_or_name(session, StoragePool, ref, "storage pool")
+    check_default(pool)
+    return pool.id
+
+
+def set_cluster_pool(session: Session, cluster: Cluster, ref: str) -> None:
+    """The cluster's pool for root disks (``""``: none, files on each host)."""
+    if not ref:
+        cluster.root_pool_id = None
+        return
+    pool = get_by_id_or_name(session, StoragePool, ref, "storage pool")
+    check_default(pool)
+    if pool.cluster_id != cluster.id:
+        raise BadRequest(
+            f"storage pool {pool.name!r} is not a pool of cluster {cluster.name!r}: "
+            "every host of the cluster must reach its default root pool"
+        )
+    cluster.root_pool_id = pool.id
+
+
+def requested(
+    session: Session, principal: Principal, ref: str | None, flavor: Flavor
+) -> StoragePool | None:
+    """The pool a create request's root disk goes to: the one it names (system
+    administrators), else its flavor's; None: the cluster's default, if any."""
+    if ref:
+        if policy.SYSTEM_ADMIN not in principal.roles:
+            raise Forbidden("choosing the root disk's storage pool is for system administrators")
+        pool = get_by_id_or_name(session, StoragePool, ref, "storage pool")
+    elif flavor.root_pool_id is not None:
+        found = session.get(StoragePool, flavor.root_pool_id)
+        assert found is not None  # a pool a flavor names is not deleted
+        pool = found
+    else:
+        return None
+    if pool.state != PoolState.ACTIVE:
+        raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
+    return pool
+
+
+def placement(
+    pool: StoragePool, cluster_id: str | None, host_id: str | None
+) -> tuple[str | None, str | None]:
+    """(cluster, host) an instance whose root disk is in ``pool`` may be placed on."""
+    if pool.cluster_id is not None:
+        if cluster_id not in (None, pool.cluster_id):
+            raise BadRequest(f"storage pool {pool.name!r} is in another cluster")
+        return pool.cluster_id, host_id
+    if pool.host_id is not None:
+        if host_id not in (None, pool.host_id):
+            raise BadRequest(f"storage pool {pool.name!r} is another host's")
+        return cluster_id, pool.host_id
+    return cluster_id, host_id
+
+
+def cluster_default(session: Session, host: Host, image: Image) -> StoragePool | None:
+    """The root pool of the host's cluster (every host of it reaches it), for a disk
+    image; an installer ISO installs onto a blank disk in the host's disk pool."""
+    cluster = session.get(Cluster, host.cluster_id)
+    if cluster is None or cluster.root_pool_id is None or image.disk_format == "iso":
+        return None
+    pool = session.get(StoragePool, cluster.root_pool_id)
+    assert pool is not None
+    if pool.state != PoolState.ACTIVE:
+        raise Conflict(
+            f"storage pool {pool.name!r}, cluster {cluster.name!r}'s root pool, is {pool.state}"
+        )
+    return pool
+
+
 def plan(
     session: Session,
     principal: Principal,
@@ -55,9 +144,8 @@ def plan(
     volume = volumes.plan(
         session,
         principal,
-        VolumeRequest(
-            name=f"{instance.name}-root", size_gib=flavor.disk_gib, pool=pool.id, image=image.id
-        ),
+        VolumeRequest(name=f"{instance.name}-root", size_gib=flavor.disk_gib, image=image.id),
+        pool,
     )
     session.add(volume)
     session.flush()

@@ -19,7 +19,16 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster, Host, HostStatus, PoolState, StoragePool, Volume, utcnow
+from nubis.db.models import (
+    Cluster,
+    Flavor,
+    Host,
+    HostStatus,
+    PoolState,
+    StoragePool,
+    Volume,
+    utcnow,
+)
 from nubis.db.session import Database
 from nubis.drivers import rbd_images
 from nubis.drivers.errors import DriverError
@@ -155,6 +164,17 @@ def spec_of(pool: StoragePool, box: SecretBox) -> PoolSpec:
             source_dir=pool.nfs_export,
         )
     return PoolSpec(pool.libvirt_name, "dir", pool.path)
+
+
+def _check_not_root_pool(session: Session, pool: StoragePool) -> None:
+    """409 while flavors or clusters make root disks in the pool."""
+    for model, what in ((Flavor, "flavor"), (Cluster, "cluster")):
+        names = session.scalars(select(model.name).where(model.root_pool_id == pool.id)).all()
+        if names:
+            raise Conflict(
+                f"storage pool {pool.name!r} is the root pool of {what} "
+                f"{', '.join(sorted(names))}: change that first"
+            )
 
 
 def hosts_of(session: Session, pool: StoragePool) -> list[Host]:
@@ -323,6 +343,7 @@ class PoolService:
         changes. It is ``deleting`` meanwhile (no volume is made in it)."""
         with self.db.begin() as s:
             pool = get_by_id_or_name(s, StoragePool, ref, "storage pool")
+            _check_not_root_pool(s, pool)
             count = s.scalar(select(func.count()).where(Volume.pool_id == pool.id)) or 0
             if count:
                 raise Conflict(

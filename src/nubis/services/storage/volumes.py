@@ -186,14 +186,27 @@ class VolumeService:
             self.engine, session, principal, "volume.create", "volume", volume.id, params
         )
 
-    def plan(self, session: Session, principal: Principal, req: VolumeRequest) -> Volume:
+    def plan(
+        self,
+        session: Session,
+        principal: Principal,
+        req: VolumeRequest,
+        pool: StoragePool | None = None,
+    ) -> Volume:
         """Check a request (and the project's quotas) and return the volume it describes
-        (status ``creating``), not yet added to the session."""
-        volume = self._plan(session, principal, req)
+        (status ``creating``), not yet added to the session. ``pool``: the pool the
+        caller chose for it (e.g. a flavor's for a root disk), whoever asks."""
+        volume = self._plan(session, principal, req, pool)
         quotas.claim(session, volume.project_id, {"volumes": 1, "volume_gib": volume.size_gib})
         return volume
 
-    def _plan(self, session: Session, principal: Principal, req: VolumeRequest) -> Volume:
+    def _plan(
+        self,
+        session: Session,
+        principal: Principal,
+        req: VolumeRequest,
+        chosen: StoragePool | None = None,
+    ) -> Volume:
         validate_name(req.name, "volume")
         if req.snapshot:
             if req.image:
@@ -228,7 +241,9 @@ class VolumeService:
         secure = req.secure_delete
         if secure is None:
             secure = offering.secure_delete if offering else False
-        if req.pool:
+        if chosen is not None:
+            pool = chosen
+        elif req.pool:
             if policy.SYSTEM_ADMIN not in principal.roles:
                 raise Forbidden(
                     "choosing the storage pool is for system administrators: give a disk "
