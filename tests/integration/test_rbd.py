@@ -11,7 +11,8 @@ image's disk, RBD clones of the image's one copy in the pool, which keeps the im
 until they are gone; an instance whose root disk is such an RBD clone (the
 cluster's root pool is in Ceph), live-migrated between the devcluster's hosts,
 which share no disk directory (file root disks are copied as they move), restarted
-by HA on the other host when its host crashes, and deleted with its instance."""
+by HA on the other host when its host crashes, and deleted with its instance; a
+running guest's root disk moved live from a directory pool into Ceph and back."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import pytest
 from nubis.devcluster import underlay
 from nubis.devcluster.chaos import CLUSTER, register_hosts
 from tests.integration.ceph import POOL, USER, CephCluster
-from tests.integration.guest import guest_run
+from tests.integration.guest import guest_run, wait_uptime
 from tests.integration.server import (
     NubisServer,
     free_port,
@@ -409,3 +410,37 @@ def test_a_root_disk_on_rbd_boots_moves_live_and_goes_with_its_instance(srv, clu
     assert f"{base}.img" in ceph.images()
     assert srv.client.delete("/storage-pools/ceph-roots").status_code == 204
     assert f"{base}.img" not in ceph.images()
+
+
+def test_a_running_guests_root_disk_moves_into_ceph_and_back(server, ceph, pool):
+    made = server.client.post(
+        "/storage-pools", json=rbd_body(ceph, name="ceph-moves", cluster="default")
+    )
+    assert made.status_code == 201, made.text
+    iid = server.boot("root-mover", root_pool="local-dir")["id"]
+    (root,) = [
+        v for v in server.client.get("/volumes").json()["items"] if v["name"] == "root-mover-root"
+    ]
+    guest_run(server, iid, WRITE)
+    before = wait_uptime(server, iid, 1)
+
+    # live into Ceph: the guest runs on, from an RBD image, and reads what it wrote
+    move(server, root["id"], "ceph-moves")
+    moved = server.client.get(f"/volumes/{root['id']}").json()
+    assert (moved["pool_id"], moved["format"]) == (made.json()["id"], "raw")
+    assert f"nubis-vol-{root['id']}.g1.img" in ceph.images()
+    assert os.listdir(pool["path"]) == []
+    during = wait_uptime(server, iid, before + 2)
+    assert guest_run(server, iid, READ).strip() == DATA
+
+    # and back to the directory, still running
+    move(server, root["id"], "local-dir")
+    assert server.client.get(f"/volumes/{root['id']}").json()["pool_id"] == pool["id"]
+    assert [i for i in ceph.images() if root["id"] in i] == []
+    assert wait_uptime(server, iid, during + 2) > during
+    assert server.instance(iid)["status"] == "running"
+    assert guest_run(server, iid, READ).strip() == DATA
+
+    resp = server.client.delete(f"/instances/{iid}")
+    assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+    assert server.client.delete("/storage-pools/ceph-moves").status_code == 204
