@@ -174,7 +174,9 @@ class Platform:
         self.sync.also.append(self.routers.sync_all)
         self.pools = PoolService(self.db, self.volume_driver, self.hosts)
         self.sync.also.append(self.pools.refresh_all)
-        self.volume_transfers = VolumeTransfers(self.volumes, self.volume_driver, self.hosts)
+        self.volume_transfers = VolumeTransfers(
+            self.volumes, self.volume_driver, self.hosts, settings.data_dir / "spool"
+        )
         self.volume_snapshots = VolumeSnapshotService(self.volumes)
         self.snapshots = SnapshotService(self.instances)
         self._register_handlers(settings)

@@ -6,7 +6,8 @@ behind; a volume that is an RBD image, opened by QEMU through librbd, hot-plugge
 into a running guest that writes and reads it, kept across detach and attach, grown
 online, carried along when its guest live-migrates to another host, and gone from
 Ceph when deleted; an RBD snapshot taken under the running guest, reverted in place
-and copied into a new volume, each keeping the guest's data; volumes holding an
+and copied into a new volume, each keeping the guest's data; a qcow2 uploaded into
+an RBD volume and downloaded from it; volumes holding an
 image's disk, RBD clones of the image's one copy in the pool, which keeps the image
 until they are gone; an instance whose root disk is such an RBD clone (the
 cluster's root pool is in Ceph), live-migrated between the devcluster's hosts,
@@ -243,6 +244,42 @@ def test_rbd_snapshot_revert_and_clone_keep_the_guests_data(server, ceph, guest,
     raw_file = tmp_path / "image.raw"
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(source), str(raw_file)], check=True)
     image_id = server.upload_image(raw_file, "rbd-base-src")["id"]
+
+    # a qcow2 uploaded as a volume lands in Ceph as the raw disk it holds, and comes
+    # back down as a qcow2 file holding the same disk
+    with open(source, "rb") as fh:
+        resp = server.client.post(
+            "/volumes/upload",
+            params={"name": "rbd-uploaded", "pool": "ceph-snaps"},
+            content=fh,
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=600,
+        )
+    assert resp.status_code == 201, resp.text
+    uploaded = resp.json()
+    assert (uploaded["format"], uploaded["status"], uploaded["size_gib"]) == ("raw", "available", 1)
+    exported = subprocess.run(
+        ["rbd", "-c", str(ceph.conf), "export", f"{POOL}/nubis-vol-{uploaded['id']}.img", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert exported[: raw_file.stat().st_size] == raw_file.read_bytes()
+    downloaded = tmp_path / "down.qcow2"
+    with server.client.stream("GET", f"/volumes/{uploaded['id']}/download") as stream:
+        assert stream.status_code == 200
+        with open(downloaded, "wb") as out:
+            for chunk in stream.iter_bytes():
+                out.write(chunk)
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(downloaded)], capture_output=True, check=True
+        ).stdout
+    )
+    assert (info["format"], info["virtual-size"]) == ("qcow2", GIB)
+    compare = ["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(raw_file), str(downloaded)]
+    assert subprocess.run(compare, capture_output=True).returncode == 0  # the rest is zeros
+    assert not list((server.data_dir / "spool").iterdir())  # nothing stays on the way
+    run_task(server, "DELETE", f"/volumes/{uploaded['id']}")
     base = f"nubis-base-{made.json()['id']}-{image_id}.img"
     raw = raw_file.read_bytes()
     booted = [

@@ -142,3 +142,9 @@ def import_file(path: Path, fmt: str, target: PoolSpec, into: str) -> None:
         "--target-image-opts",
         image_opts(target, into),
     )
+
+
+def export_file(spec: PoolSpec, image: str, path: Path) -> None:
+    """The image's data written into a new qcow2 file at ``path`` (only what is
+    allocated takes room: a download of a mostly empty disk stays small)."""
+    _qemu_img(spec, "convert", "--image-opts", image_opts(spec, image), "-O", "qcow2", str(path))

@@ -1,6 +1,7 @@
 """Uploading a disk image as a new volume, and downloading a volume, through libvirt
 streams: the bytes go between the HTTP client and the volume's host chunk by chunk,
-never whole in memory, and the host may be remote.
+never whole in memory, and the host may be remote. RBD volumes go through a file
+of the control plane and qemu-img instead (``rbd_transfers``).
 
 Each transfer is a task begun inline (it runs inside its request) that reports
 its progress as bytes move. An upload that fails, is cut short or carries bad
@@ -13,16 +14,18 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import DiskOffering, InstanceStatus, StoragePool, Volume, VolumeStatus
 from nubis.db.session import Database
+from nubis.drivers import rbd_images
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.streams import VolumeDownload, VolumeUpload
-from nubis.drivers.libvirt.volumes import VolumeDriver
+from nubis.drivers.libvirt.volumes import PoolSpec, VolumeDriver
 from nubis.images.header import HeaderFacts, sniff
 from nubis.images.inspect import ImageRejected
 from nubis.services.core.errors import BadRequest, Conflict, Unavailable
@@ -30,7 +33,13 @@ from nubis.services.core.guard import claim
 from nubis.services.core.lookup import get_by_id_or_name
 from nubis.services.core.principal import Principal
 from nubis.services.inventory.hosts import HostService
-from nubis.services.storage.pools import one_host
+from nubis.services.storage.pools import one_host, spec_of
+from nubis.services.storage.rbd_transfers import (
+    RbdDownload,
+    RbdUpload,
+    remove_spooled,
+    spool_file,
+)
 from nubis.services.storage.volumes import (
     GIB,
     MAX_GIB,
@@ -82,13 +91,23 @@ class Upload:
         self.volume = volume
         self.task_id = task_id
         self.facts = facts
-        self.stream: VolumeUpload | None = None
+        self.stream: VolumeUpload | RbdUpload | None = None
         self.progress: _Progress | None = None
         self.length = 0
 
-    def open(self, ref: HostRef, pool_name: str, length: int) -> None:
+    def open(self, ref: HostRef, pool_name: str, length: int, rbd: PoolSpec | None) -> None:
         self.ref, self.pool_name, self.length = ref, pool_name, length
-        self.stream = self.t.driver.open_upload(ref, pool_name, self.volume.libvirt_name, length)
+        name, size = self.volume.libvirt_name, self.volume.size_gib * GIB
+        if rbd is None:
+            self.stream = self.t.driver.open_upload(ref, pool_name, name, length)
+        else:
+
+            def store(path: Path) -> None:
+                self.t.driver.create_volume(ref, pool_name, name, size, "raw", "thin")
+                rbd_images.import_file(path, self.facts.disk_format, rbd, name)
+
+            spooled = spool_file(self.t.spool, self.volume.id, "upload")
+            self.stream = RbdUpload(spooled, self.facts.disk_format, size, store)
         self.progress = _Progress(self.t.engine, self.task_id, length)
 
     def write(self, data: bytes) -> None:
@@ -112,7 +131,7 @@ class Upload:
             self.pool_name,
             self.volume.libvirt_name,
             self.volume.size_gib * GIB,
-            self.facts.disk_format,
+            self.volume.format,  # the upload's own in file pools; raw in RBD
         )
         with self.t.db.begin() as s:
             s.execute(
@@ -136,14 +155,19 @@ class Download:
     """One download in flight: the API drains it, then closes it."""
 
     def __init__(
-        self, transfers: VolumeTransfers, volume: Volume, task_id: str, stream: VolumeDownload
+        self,
+        transfers: VolumeTransfers,
+        volume: Volume,
+        task_id: str,
+        stream: VolumeDownload | RbdDownload,
     ) -> None:
         self.t = transfers
         self.volume = volume
         self.task_id = task_id
         self.stream = stream
         self.length = stream.length
-        self.filename = f"{volume.name}.{'qcow2' if volume.format == 'qcow2' else 'img'}"
+        qcow2 = volume.format == "qcow2" or isinstance(stream, RbdDownload)
+        self.filename = f"{volume.name}.{'qcow2' if qcow2 else 'img'}"
         self.progress = _Progress(transfers.engine, task_id, stream.length)
 
     def read(self) -> bytes:
@@ -166,7 +190,10 @@ class Download:
 
 
 class VolumeTransfers:
-    def __init__(self, volumes: VolumeService, driver: VolumeDriver, hosts: HostService) -> None:
+    def __init__(
+        self, volumes: VolumeService, driver: VolumeDriver, hosts: HostService, spool: Path
+    ) -> None:
+        self.spool = spool  # where RBD transfers pass through (rbd_transfers)
         self.volumes = volumes
         self.engine: TaskEngine = volumes.engine
         self.db: Database = volumes.engine.db
@@ -191,7 +218,9 @@ class VolumeTransfers:
             volume = self._plan(s, principal, req, facts, needed)
             pool = s.get(StoragePool, volume.pool_id)
             assert pool is not None
-            files_only(pool, "an upload")
+            rbd = spec_of(pool, self.hosts.box) if pool.kind == "rbd" else None
+            if rbd is None:
+                files_only(pool, "an upload")
             if req.length > pool.available_bytes:
                 raise Conflict(
                     f"storage pool {pool.name!r} has {pool.available_bytes} bytes free; the "
@@ -215,7 +244,7 @@ class VolumeTransfers:
         upload = Upload(self, volume, task.id, facts)
         try:
             self.engine.fault_point("volume.upload", "stream")
-            upload.open(ref, pool_name, req.length)
+            upload.open(ref, pool_name, req.length, rbd)
         except Exception as exc:
             upload.abort(str(exc))
             raise
@@ -252,7 +281,7 @@ class VolumeTransfers:
                 size_gib=size,
                 pool=req.pool,
                 offering=req.offering,
-                format=facts.disk_format,
+                data_format=facts.disk_format,
                 provisioning="thin",
                 secure_delete=req.secure_delete,
                 shareable=req.shareable,
@@ -273,6 +302,7 @@ class VolumeTransfers:
                 ref: HostRef | None = one_host(s, pool, self.hosts)
             except Unavailable:
                 ref = None
+        remove_spooled(self.spool, volume_id)
         try:
             if ref is None:
                 raise DriverError("no host of its pool is up")
@@ -301,7 +331,9 @@ class VolumeTransfers:
             volume = self.volumes.get(s, principal, ref)
             pool = s.get(StoragePool, volume.pool_id)
             assert pool is not None
-            files_only(pool, "a download")
+            rbd = spec_of(pool, self.hosts.box) if pool.kind == "rbd" else None
+            if rbd is None:
+                files_only(pool, "a download")
             instances = [i for _a, i in volume_users(s, volume.id)]
             busy = [i.name for i in instances if i.status in RUNNING]
             if busy:
@@ -331,7 +363,12 @@ class VolumeTransfers:
             s.flush()
         try:
             self.engine.fault_point("volume.download", "stream")
-            stream = self.driver.open_download(host, pool_name, volume.libvirt_name)
+            stream: VolumeDownload | RbdDownload
+            if rbd is None:
+                stream = self.driver.open_download(host, pool_name, volume.libvirt_name)
+            else:
+                spooled = spool_file(self.spool, volume.id, "download")
+                stream = RbdDownload(spooled, rbd, volume.libvirt_name)
         except DriverError as exc:
             self.release(volume.id)
             self.engine.finish(task.id, str(exc))
@@ -340,6 +377,7 @@ class VolumeTransfers:
 
     def release(self, volume_id: str) -> None:
         """End a download's hold on the volume and its instances."""
+        remove_spooled(self.spool, volume_id)
         with self.db.begin() as s:
             release_hold(s, volume_id, "downloading")
 

@@ -68,6 +68,8 @@ class VolumeRequest:
     snapshot: str | None = None  # a volume snapshot to copy the data from
     lun: int | None = None  # an iscsi pool's LUN to adopt (LUNs are made on the SAN)
     image: str | None = None  # an image to copy the data from (a bootable volume)
+    # the format of the data an upload fills it with: kept in file pools, raw in RBD
+    data_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,8 @@ class VolumeService:
             fmt = "raw"
         if image is not None:
             fmt = self._image_layout(pool, image, req, provisioning)
+        if req.data_format is not None:
+            fmt = "raw" if pool.kind == "rbd" else req.data_format
         lun = self._check_lun(session, pool, req.lun)
         if lun is not None:
             provisioning = "thin"  # the SAN made it; nothing is allocated here
