@@ -7,7 +7,7 @@ into a running guest that writes and reads it, kept across detach and attach, gr
 online, carried along when its guest live-migrates to another host, and gone from
 Ceph when deleted; an RBD snapshot taken under the running guest, reverted in place
 and copied into a new volume, each keeping the guest's data; a qcow2 uploaded into
-an RBD volume and downloaded from it; volumes holding an
+an RBD volume, downloaded from it and made a template; volumes holding an
 image's disk, RBD clones of the image's one copy in the pool, which keeps the image
 until they are gone; an instance whose root disk is such an RBD clone (the
 cluster's root pool is in Ceph), live-migrated between the devcluster's hosts,
@@ -279,6 +279,19 @@ def test_rbd_snapshot_revert_and_clone_keep_the_guests_data(server, ceph, guest,
     compare = ["qemu-img", "compare", "-f", "raw", "-F", "qcow2", str(raw_file), str(downloaded)]
     assert subprocess.run(compare, capture_output=True).returncode == 0  # the rest is zeros
     assert not list((server.data_dir / "spool").iterdir())  # nothing stays on the way
+    # a template of it: an image holding the same disk
+    run_task(
+        server,
+        "POST",
+        f"/volumes/{uploaded['id']}/actions/create-template",
+        json={"name": "rbd-template"},
+    )
+    template = server.client.get("/images/rbd-template").json()
+    assert (template["status"], template["disk_format"]) == ("active", "qcow2"), template
+    stored = server.data_dir / "images" / template["id"]
+    compare[-1] = str(stored)
+    assert subprocess.run(compare, capture_output=True).returncode == 0
+    assert server.client.delete("/images/rbd-template").status_code == 204
     run_task(server, "DELETE", f"/volumes/{uploaded['id']}")
     base = f"nubis-base-{made.json()['id']}-{image_id}.img"
     raw = raw_file.read_bytes()

@@ -11,6 +11,7 @@ running instance, so the disk does not change mid-copy.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -25,6 +26,7 @@ from nubis.db.models import (
     new_id,
 )
 from nubis.db.session import Database
+from nubis.drivers import rbd_images
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.volumes import VolumeDriver
@@ -36,8 +38,8 @@ from nubis.services.core.guard import claim
 from nubis.services.core.principal import Principal
 from nubis.services.core.submit import submit_task
 from nubis.services.inventory.hosts import HostService
-from nubis.services.storage.images import ImageService, Staged
-from nubis.services.storage.pools import one_host
+from nubis.services.storage.images import CHUNK, ImageService, Staged
+from nubis.services.storage.pools import one_host, spec_of
 from nubis.services.storage.volumes import (
     VolumeService,
     files_only,
@@ -98,7 +100,8 @@ def request_volume_template(
     volume = volumes.get(session, principal, ref)
     pool = session.get(StoragePool, volume.pool_id)
     assert pool is not None
-    files_only(pool, "a template")
+    if pool.kind != "rbd":  # an RBD image is read by qemu-img through librbd
+        files_only(pool, "a template")
     users = [i for _a, i in volume_users(session, volume.id)]
     running = [i.name for i in users if i.status != InstanceStatus.STOPPED]
     if running:
@@ -226,6 +229,9 @@ class VolumeTemplateHandler:
     def run(self, ctx: TaskContext) -> None:
         volume, pool, ref = self._where(ctx.resource_id)
         temp = self.export.temp_name(ctx)
+        if pool.kind == "rbd":
+            self._run_rbd(ctx, volume, pool)
+            return
         self.export.run(
             ctx,
             lambda: self.driver.copy_volume(
@@ -238,7 +244,35 @@ class VolumeTemplateHandler:
         )
         self._release(ctx.resource_id)
 
+    def _run_rbd(self, ctx: TaskContext, volume: Volume, pool: StoragePool) -> None:
+        """The RBD image converted by qemu-img (librbd) into a qcow2 file beside the
+        image store's copy, which is filled from it (a ``.partial`` file: a crash
+        leaves nothing once the store's start-up clean-up runs)."""
+        spec = spec_of(pool, self.hosts.box)
+        export = self._export_path(ctx)
+
+        def read(write: Callable[[bytes], None], progress: Callable[[int], None]) -> None:
+            total, done = max(export.stat().st_size, 1), 0
+            with open(export, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    write(chunk)
+                    done += len(chunk)
+                    progress(done * 100 // total)
+
+        self.export.run(
+            ctx,
+            lambda: rbd_images.export_file(spec, volume.libvirt_name, export),
+            read,
+            lambda: export.unlink(missing_ok=True),
+        )
+        self._release(ctx.resource_id)
+
+    def _export_path(self, ctx: TaskContext) -> Path:
+        return self.export.images.store / f"{ctx.params['image_id']}.export.partial"
+
     def _drop(self, ref: HostRef, pool: StoragePool, volume: Volume, temp: str) -> None:
+        if pool.kind == "rbd":
+            return  # no temporary volume: a file the export removes
         if volume.secure_delete:  # the copy held the volume's data too
             self.driver.wipe_volume(ref, pool.libvirt_name, temp)
         self.driver.delete_volume(ref, pool.libvirt_name, temp)
@@ -249,6 +283,7 @@ class VolumeTemplateHandler:
 
     def failed(self, ctx: TaskContext, error: str) -> None:
         self.export.discard(ctx, error)
+        self._export_path(ctx).unlink(missing_ok=True)
         try:
             volume, pool, ref = self._where(ctx.resource_id)
             self._drop(ref, pool, volume, self.export.temp_name(ctx))
