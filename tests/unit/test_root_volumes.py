@@ -88,13 +88,17 @@ def test_flavor_and_cluster_root_pools(callers, tmp_path):
     cluster = sysadmin.request("PATCH", "/clusters/default", json={"root_pool": "cheap"})
     assert cluster.status_code == 200 and cluster.json()["root_pool_id"] == pools["cheap"]
 
-    # a member's instances: the flavor's pool, else the cluster's
+    # a member's instances: the flavor's pool, else the cluster's; their root disks
+    # take nothing of the host's disks
+    host_disk = sysadmin.get("/hosts/fake").json()["alloc_disk_gib"]
     base = {"image": image["id"], "networks": []}
     for name, flavor_name, pool in [("a", "f.fast", "fast"), ("b", "m1.tiny", "cheap")]:
         resp = member.post("/instances", json={"name": name, "flavor": flavor_name, **base})
         assert resp.status_code == 202, resp.text
+        assert resp.json()["disk_gib"] == 0
         (root,) = [v for v in member.get("/volumes").json()["items"] if v["name"] == f"{name}-root"]
         assert root["pool_id"] == pools[pool] and root["size_gib"] == 1, (name, root)
+    assert sysadmin.get("/hosts/fake").json()["alloc_disk_gib"] == host_disk
 
     # pools named by a flavor or a cluster stay until that changes
     for name, what in [("fast", "flavor f.fast"), ("cheap", "cluster default")]:
@@ -107,5 +111,6 @@ def test_flavor_and_cluster_root_pools(callers, tmp_path):
         is None
     )
     resp = member.post("/instances", json={"name": "c", "flavor": "m1.tiny", **base})
-    assert resp.status_code == 202, resp.text
+    assert resp.status_code == 202 and resp.json()["disk_gib"] == 1, resp.text
     assert [v for v in member.get("/volumes").json()["items"] if v["name"] == "c-root"] == []
+    assert sysadmin.get("/hosts/fake").json()["alloc_disk_gib"] == host_disk + 1

@@ -249,7 +249,7 @@ class InstanceOut(Out):
     seed_format: str | None = Field(description="cloud-init seed disc format")
     vcpus: int
     memory_mib: int
-    disk_gib: int
+    disk_gib: int = Field(description="GiB of its host's disk pool (0: its root disk is a volume)")
     status: str
     task_state: str | None
     error: str | None

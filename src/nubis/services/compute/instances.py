@@ -33,7 +33,7 @@ from nubis.services.identity import policy, quotas
 from nubis.services.inventory.hosts import HostService
 from nubis.services.network import ports, qos, security_groups
 from nubis.services.network.ports import NicRequest
-from nubis.services.scheduler import PlacementRequest, Scheduler
+from nubis.services.scheduler import PlacementRequest, Scheduler, claims
 from nubis.services.storage import images
 from nubis.services.storage.volumes import VolumeService
 from nubis.tasks.engine import TaskEngine
@@ -205,11 +205,14 @@ class InstanceService:
         if root_pool is not None:  # and where its root disk's pool is
             root_volumes.check_pool(root_pool, image)
             cluster_id, host_id = root_volumes.placement(root_pool, cluster_id, host_id)
+        else:  # the cluster's, if the cluster is known before placement
+            known = cluster_id or (requested.cluster_id if requested else None)
+            root_pool = root_volumes.cluster_default(session, known, image)
         request = PlacementRequest(
             cluster_id=cluster_id,
             vcpus=flavor.vcpus,
             memory_mib=flavor.memory_mib,
-            disk_gib=flavor.disk_gib,
+            disk_gib=0 if root_pool is not None else flavor.disk_gib,  # a volume: no host disk
             host_id=host_id,
             keep_ha_reserve=True,
         )
@@ -217,7 +220,9 @@ class InstanceService:
         quotas.claim(session, principal.project_id, _quota_of(flavor.vcpus, flavor.memory_mib))
         host = self.scheduler.place(session, request)
         if root_pool is None:
-            root_pool = root_volumes.cluster_default(session, host, image)
+            root_pool = root_volumes.cluster_default(session, host.cluster_id, image)
+            if root_pool is not None:  # placed with a root file it will not have
+                claims.release(session, host.id, 0, 0, flavor.disk_gib, instances=0)
         instance = Instance(
             rule_group_id=group.id if group else None,
             name=name,
@@ -227,7 +232,7 @@ class InstanceService:
             flavor_id=flavor.id,
             vcpus=flavor.vcpus,
             memory_mib=flavor.memory_mib,
-            disk_gib=flavor.disk_gib,
+            disk_gib=0 if root_pool is not None else flavor.disk_gib,  # of the host's disks
             status=InstanceStatus.BUILDING,
             task_state="spawning",
             # a blank root disk owes nothing to an installer ISO

@@ -18,7 +18,6 @@ from nubis.db.models import (
     AttachmentStatus,
     Cluster,
     Flavor,
-    Host,
     Image,
     Instance,
     PoolState,
@@ -116,10 +115,10 @@ def placement(
     return cluster_id, host_id
 
 
-def cluster_default(session: Session, host: Host, image: Image) -> StoragePool | None:
-    """The root pool of the host's cluster (every host of it reaches it), for a disk
-    image; an installer ISO installs onto a blank disk in the host's disk pool."""
-    cluster = session.get(Cluster, host.cluster_id)
+def cluster_default(session: Session, cluster_id: str | None, image: Image) -> StoragePool | None:
+    """The cluster's root pool (every host of it reaches it), for a disk image; an
+    installer ISO installs onto a blank disk in the host's disk pool."""
+    cluster = session.get(Cluster, cluster_id) if cluster_id else None
     if cluster is None or cluster.root_pool_id is None or image.disk_format == "iso":
         return None
     pool = session.get(StoragePool, cluster.root_pool_id)

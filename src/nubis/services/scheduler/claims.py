@@ -91,7 +91,15 @@ def change(session: Session, host: HostState, vcpus: int, memory_mib: int, disk_
     return bool(changed.rowcount == 1)  # type: ignore[attr-defined]
 
 
-def release(session: Session, host_id: str, vcpus: int, memory_mib: int, disk_gib: int) -> None:
+def release(
+    session: Session,
+    host_id: str,
+    vcpus: int,
+    memory_mib: int,
+    disk_gib: int,
+    instances: int = 1,
+) -> None:
+    """Take back what an instance (``instances=0``: part of one) claimed on the host."""
     session.execute(
         update(Host)
         .where(Host.id == host_id)
@@ -99,7 +107,7 @@ def release(session: Session, host_id: str, vcpus: int, memory_mib: int, disk_gi
             alloc_vcpus=Host.alloc_vcpus - vcpus,
             alloc_memory_mib=Host.alloc_memory_mib - memory_mib,
             alloc_disk_gib=Host.alloc_disk_gib - disk_gib,
-            instance_count=Host.instance_count - 1,
+            instance_count=Host.instance_count - instances,
         )
         .execution_options(synchronize_session=False)
     )
