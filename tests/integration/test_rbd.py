@@ -449,6 +449,9 @@ def test_a_root_disk_on_rbd_boots_moves_live_and_goes_with_its_instance(srv, clu
     assert guest_run(srv, iid, READ, uri=uris["dev-1"]).strip() == DATA
     cluster.start(cluster.host("dev-2"))
     srv.wait_field("/hosts/dev-2", "state", "up", timeout=120)
+    # back, the crashed host keeps nothing of the instance: its stale domain and the
+    # seed disc it had (the hosts share no disk directory) went before it counted up
+    assert libvirt_leftovers(iid, uris["dev-2"]) == []
 
     # deleted at once, it takes its root volume along, out of the database and out of
     # Ceph (where the crashed host's QEMU still watches the image for up to 30 s)

@@ -20,6 +20,7 @@ from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
 from nubis.drivers.libvirt.compute import HostRef
 from nubis.drivers.libvirt.connection import DomainEvent
+from nubis.services.compute.instance_tasks import volume_names
 from nubis.services.core import events
 from nubis.services.core.guard import swap
 from nubis.services.inventory.hosts import HostService
@@ -164,6 +165,24 @@ class StateSync:
                     inst.status = state
                     events.instance_state(s, inst, state, "found by reconciliation")
 
+    def _remove_stray_files(self, host_id: str, ref: HostRef, instance_id: str) -> None:
+        """The files of an instance that left this host: its seed disc (and a root
+        disk file) stay when the host was down as it left; removed unless the host
+        where it runs now sees the same files (shared storage), or cannot be asked."""
+        with self.db.read() as s:
+            inst = s.get(Instance, instance_id)
+            if inst is not None and inst.host_id == host_id:
+                return  # back here: they are its files
+            now = s.get(Host, inst.host_id) if inst is not None else None
+            other = self.hosts.ref(now) if now is not None else None
+        try:
+            if other is not None and self.hosts.driver.shares_disks(ref, other):
+                return
+            for name in volume_names(instance_id):
+                self.hosts.driver.delete_volume(ref, name)
+        except DriverError as exc:
+            log.warning("the files of %s stay on %s: %s", instance_id, ref.uri, exc)
+
     def _restart_crashed(self, host_id: str, ref: HostRef, domains: dict[str, str]) -> None:
         """An HA instance recorded running whose domain is off because its QEMU died:
         the crash event was missed (a connection hiccup); hand it to HA all the same."""
@@ -190,7 +209,8 @@ class StateSync:
     def _remove_strays(self, host_id: str, ref: HostRef, domains: dict[str, str]) -> None:
         """A domain left on a host whose instance was restarted elsewhere while this
         host was down must never start again: undefine it (the instance may have been
-        deleted since: the stale-domain record says it was here)."""
+        deleted since: the stale-domain record says it was here). Its files go too
+        where this host shares no disk directory with where it runs now."""
         with self.db.begin() as s:
             stale = set(
                 s.scalars(select(StaleDomain.instance_id).where(StaleDomain.host_id == host_id))
@@ -215,6 +235,7 @@ class StateSync:
                 except DriverError:
                     log.exception("could not remove the stale domain %s", instance_id)
                     continue
+            self._remove_stray_files(host_id, ref, instance_id)
             removed.append(instance_id)
         if removed:
             with self.db.begin() as s:
