@@ -53,7 +53,8 @@ def test_flavor_and_cluster_root_pools(callers, tmp_path):
     shared = {"kind": "shared", "cluster": "default"}
     for name in ("fast", "cheap"):
         made = sysadmin.post(
-            "/storage-pools", json={"name": name, "path": str(tmp_path / name), **shared}
+            "/storage-pools",
+            json={"name": name, "path": str(tmp_path / name), "tags": [name], **shared},
         )
         assert made.status_code == 201, made.text
     host_pool = sysadmin.post(
@@ -99,6 +100,23 @@ def test_flavor_and_cluster_root_pools(callers, tmp_path):
         (root,) = [v for v in member.get("/volumes").json()["items"] if v["name"] == f"{name}-root"]
         assert root["pool_id"] == pools[pool] and root["size_gib"] == 1, (name, root)
     assert sysadmin.get("/hosts/fake").json()["alloc_disk_gib"] == host_disk
+
+    # a disk offering's tags pick the pool, for anyone; its secure delete applies
+    offering = {"name": "safe-cheap", "tags": ["cheap"], "secure_delete": True}
+    assert sysadmin.post("/disk-offerings", json=offering).status_code == 201
+    assert sysadmin.post("/disk-offerings", json={"name": "gone", "tags": ["x"]}).status_code == 201
+    body = {"flavor": "f.fast", **base}
+    for root_body, status, fragment in [
+        ({"root_offering": "nope"}, 404, "disk offering 'nope'"),
+        ({"root_offering": "gone"}, 409, "no active storage pool tagged x"),
+        ({"root_offering": "gone", "root_pool": "fast"}, 403, "system administrators"),
+    ]:
+        resp = member.post("/instances", json={"name": "o", **body, **root_body})
+        assert resp.status_code == status and fragment in resp.text, (root_body, resp.text)
+    resp = member.post("/instances", json={"name": "o", **body, "root_offering": "safe-cheap"})
+    assert resp.status_code == 202, resp.text
+    (root,) = [v for v in member.get("/volumes").json()["items"] if v["name"] == "o-root"]
+    assert (root["pool_id"], root["secure_delete"]) == (pools["cheap"], True)
 
     # pools named by a flavor or a cluster stay until that changes
     for name, what in [("fast", "flavor f.fast"), ("cheap", "cluster default")]:

@@ -226,6 +226,12 @@ class InstanceIn(In):
         description="system administrators: a storage pool (file or rbd) for the root disk, "
         "made there as a volume from the image and deleted with the instance",
     )
+    root_offering: str | None = Field(
+        default=None,
+        description="a disk offering whose tags pick the storage pool of the root disk "
+        "(anyone may; its secure_delete applies; size, format and provisioning come from "
+        "the flavor and the image)",
+    )
 
 
 class InstanceHaIn(In):

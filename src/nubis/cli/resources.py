@@ -166,6 +166,10 @@ def instance_create(
         str | None,
         typer.Option(help="a storage pool for the root disk (a volume, deleted with it)"),
     ] = None,
+    root_offering: Annotated[
+        str | None,
+        typer.Option(help="a disk offering whose tags pick the root disk's storage pool"),
+    ] = None,
     wait: Wait = False,
     fmt: Fmt = "table",
 ) -> None:
@@ -193,6 +197,7 @@ def instance_create(
         "ha_priority": ha_priority,
         "properties": key_values(prop or []),
         "root_pool": root_pool,
+        "root_offering": root_offering,
     }
     created = request("POST", "/instances", json=body).json()
     if wait:

@@ -71,6 +71,7 @@ def create_instance(
             ha_priority=body.ha_priority,
             properties=body.properties,
             root_pool=body.root_pool,
+            root_offering=body.root_offering,
         )
         instance, task = platform.instances.create(s, principal, request)
         out = InstanceOut.model_validate(instance).model_dump()

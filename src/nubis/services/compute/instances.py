@@ -24,6 +24,7 @@ from nubis.db.models import (
 from nubis.drivers.errors import DriverError
 from nubis.services.compute import cloudinit, keypairs, root_volumes, rule_groups
 from nubis.services.compute.cloudinit import GuestRequest
+from nubis.services.compute.root_volumes import RootRequest
 from nubis.services.core.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unavailable
 from nubis.services.core.guard import claim
 from nubis.services.core.lookup import Page, PageRequest, get_by_id_or_name, paginate, validate_name
@@ -112,6 +113,7 @@ class InstanceRequest:
     ha_priority: int = 0
     properties: dict[str, str] | None = None
     root_pool: str | None = None  # a storage pool for the root disk (root_volumes.py)
+    root_offering: str | None = None  # a disk offering whose tags pick that pool
 
 
 class InstanceService:
@@ -201,7 +203,9 @@ class InstanceService:
                 raise BadRequest("the instance's networks are not in the cluster asked for")
             cluster_id = networks[0].cluster_id
         host_id = requested.id if requested else None
-        root_pool = root_volumes.requested(session, principal, req.root_pool, flavor)
+        root_pool, secure = root_volumes.requested(
+            session, principal, RootRequest(req.root_pool, req.root_offering, cluster_id), flavor
+        )
         if root_pool is not None:  # and where its root disk's pool is
             root_volumes.check_pool(root_pool, image)
             cluster_id, host_id = root_volumes.placement(root_pool, cluster_id, host_id)
@@ -252,7 +256,9 @@ class InstanceService:
         session.add(instance)
         session.flush()
         if root_pool is not None:
-            root_volumes.plan(session, principal, self.volumes, instance, image, flavor, root_pool)
+            root_volumes.plan(
+                session, principal, self.volumes, instance, image, flavor, root_pool, secure
+            )
         for position, (nic, network, groups, limits) in enumerate(
             zip(nics or [], networks, nic_groups, nic_limits, strict=True)
         ):

@@ -11,13 +11,17 @@ instance, a resize that grows the disk) is refused for these instances with a cl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nubis.db.models import (
     AttachmentStatus,
     Cluster,
+    DiskOffering,
     Flavor,
+    Host,
     Image,
     Instance,
     PoolState,
@@ -30,7 +34,13 @@ from nubis.services.core.errors import BadRequest, Conflict, Forbidden
 from nubis.services.core.lookup import get_by_id_or_name
 from nubis.services.core.principal import Principal
 from nubis.services.identity import policy
-from nubis.services.storage.volumes import IMAGE_POOLS, ROOT_TARGET, VolumeRequest, VolumeService
+from nubis.services.storage.volumes import (
+    IMAGE_POOLS,
+    ROOT_TARGET,
+    VolumeRequest,
+    VolumeService,
+    pick_pool,
+)
 
 
 def check_pool(pool: StoragePool, image: Image) -> None:
@@ -80,24 +90,54 @@ def set_cluster_pool(session: Session, cluster: Cluster, ref: str) -> None:
     cluster.root_pool_id = pool.id
 
 
+@dataclass(frozen=True)
+class RootRequest:
+    pool: str | None = None  # a pool by id or name (system administrators)
+    offering: str | None = None  # a disk offering whose tags pick the pool (anyone)
+    cluster_id: str | None = None  # the cluster the instance goes to, if known yet
+
+
 def requested(
-    session: Session, principal: Principal, ref: str | None, flavor: Flavor
-) -> StoragePool | None:
+    session: Session, principal: Principal, req: RootRequest, flavor: Flavor
+) -> tuple[StoragePool | None, bool | None]:
     """The pool a create request's root disk goes to: the one it names (system
-    administrators), else its flavor's; None: the cluster's default, if any."""
-    if ref:
+    administrators), the one its disk offering's tags pick, else its flavor's; None:
+    the cluster's default, if any. And the volume's secure delete (None: the
+    default), which an offering says."""
+    secure = None
+    if req.pool:
         if policy.SYSTEM_ADMIN not in principal.roles:
             raise Forbidden("choosing the root disk's storage pool is for system administrators")
-        pool = get_by_id_or_name(session, StoragePool, ref, "storage pool")
+        if req.offering:
+            raise BadRequest("give root_pool or root_offering, not both")
+        pool = get_by_id_or_name(session, StoragePool, req.pool, "storage pool")
+    elif req.offering:
+        offering = get_by_id_or_name(session, DiskOffering, req.offering, "disk offering")
+        pool = pick_pool(
+            session,
+            list(offering.tags or []),
+            lambda p: p.kind in IMAGE_POOLS and in_cluster(session, p, req.cluster_id),
+        )
+        secure = offering.secure_delete
     elif flavor.root_pool_id is not None:
         found = session.get(StoragePool, flavor.root_pool_id)
         assert found is not None  # a pool a flavor names is not deleted
         pool = found
     else:
-        return None
+        return None, None
     if pool.state != PoolState.ACTIVE:
         raise Conflict(f"storage pool {pool.name!r} is {pool.state}")
-    return pool
+    return pool, secure
+
+
+def in_cluster(session: Session, pool: StoragePool, cluster_id: str | None) -> bool:
+    """Whether the pool's volumes reach instances of the cluster (any: None)."""
+    if cluster_id is None:
+        return True
+    if pool.host_id is not None:
+        host = session.get(Host, pool.host_id)
+        return host is not None and host.cluster_id == cluster_id
+    return pool.cluster_id == cluster_id
 
 
 def placement(
@@ -138,12 +178,18 @@ def plan(
     image: Image,
     flavor: Flavor,
     pool: StoragePool,
+    secure_delete: bool | None = None,
 ) -> Volume:
     """The instance's root volume (made by its create task), attached as ``vda``."""
     volume = volumes.plan(
         session,
         principal,
-        VolumeRequest(name=f"{instance.name}-root", size_gib=flavor.disk_gib, image=image.id),
+        VolumeRequest(
+            name=f"{instance.name}-root",
+            size_gib=flavor.disk_gib,
+            image=image.id,
+            secure_delete=secure_delete,
+        ),
         pool,
     )
     session.add(volume)

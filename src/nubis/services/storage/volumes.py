@@ -9,6 +9,7 @@ being deleted or migrated.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, update
@@ -128,12 +129,14 @@ def delete_offering(session: Session, ref: str) -> None:
     session.delete(offering)
 
 
-def pick_pool(session: Session, tags: list[str]) -> StoragePool:
-    """The active pool carrying every tag with the most room left."""
+def pick_pool(
+    session: Session, tags: list[str], accept: Callable[[StoragePool], bool] | None = None
+) -> StoragePool:
+    """The active pool carrying every tag (and ``accept``-ed) with the most room left."""
     pools = [
         p
         for p in session.scalars(select(StoragePool).where(StoragePool.state == PoolState.ACTIVE))
-        if set(tags) <= set(p.tags or [])
+        if set(tags) <= set(p.tags or []) and (accept is None or accept(p))
     ]
     if not pools:
         wanted = f" tagged {', '.join(tags)}" if tags else ""
