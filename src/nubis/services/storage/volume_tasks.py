@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -174,15 +175,22 @@ class VolumeTasks:
         self.fill_from_image(loaded, image_id)
         self.settle(volume_id, status=VolumeStatus.IN_USE, error=None)
 
-    def remove_data(self, volume_id: str) -> None:
-        """The volume's data leaves its pool (its row stays: the caller removes it)."""
+    def remove_data(self, volume_id: str, step: Callable[[str, int], None] | None = None) -> None:
+        """The volume's data leaves its pool, overwritten first if it is secure-delete
+        (its row stays: the caller removes it); a LUN goes back to the SAN, kept.
+        ``step``: a task's, told of each step."""
         try:
             loaded = self.load(volume_id)
         except LookupError:
-            return
+            return  # a re-run after the row was removed
         if loaded.volume.secure_delete:
+            if step is not None:
+                step("wipe", 10)
             self.driver.wipe_volume(loaded.ref, loaded.pool_name, loaded.volume.libvirt_name)
-        self.delete_data(loaded)
+        if step is not None:
+            step("delete", 80)
+        if loaded.volume.lun is None:
+            self.delete_data(loaded)
 
     def delete_data(self, loaded: Loaded) -> None:
         """Remove the volume from its pool; an RBD image a crashed host's QEMU had open
@@ -317,17 +325,7 @@ class DeleteHandler(_Handler):
     steps = ("wipe", "delete")
 
     def run(self, ctx: TaskContext) -> None:
-        try:
-            loaded = self.t.load(ctx.resource_id)
-        except LookupError:
-            return  # a re-run after the row was removed
-        name = loaded.volume.libvirt_name
-        if loaded.volume.secure_delete:
-            ctx.step("wipe", 10)
-            self.t.driver.wipe_volume(loaded.ref, loaded.pool_name, name)
-        ctx.step("delete", 80)
-        if loaded.volume.lun is None:  # a LUN goes back to the SAN, kept (wiped if asked)
-            self.t.delete_data(loaded)
+        self.t.remove_data(ctx.resource_id, ctx.step)
         with self.t.db.begin() as s:
             volume = s.get(Volume, ctx.resource_id)
             if volume is not None:
