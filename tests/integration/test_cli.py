@@ -160,6 +160,24 @@ def test_cli_manages_pools_offerings_and_volumes(nubis):
     assert held.returncode != 0 and "still holds 1 volume" in held.stderr + held.stdout
     nubis("volume", "delete", "cli-vol", "--wait")
     nubis("disk-offering", "delete", "fast-2g")
+
+    # a flavor whose instances' root disks go to the pool, which it then holds; a
+    # host's pool is no cluster's root pool
+    flavor = json.loads(
+        nubis(
+            "flavor", "create", "cli-flavor", "--vcpus", "1", "--memory-mib", "128",
+            "--disk-gib", "1", "--root-pool", "cli-pool", "-f", "json",
+        ).stdout
+    )  # fmt: skip
+    assert flavor["root_pool_id"] == next(p["id"] for p in pools if p["name"] == "cli-pool")
+    held = nubis("pool", "delete", "cli-pool", ok=False)
+    assert held.returncode != 0 and "flavor cli-flavor" in held.stderr + held.stdout
+    bad = nubis("cluster", "root-pool", "default", "cli-pool", ok=False)
+    assert bad.returncode != 0 and "not a pool of cluster" in bad.stderr + bad.stdout
+    cleared = json.loads(nubis("cluster", "root-pool", "default", "", "-f", "json").stdout)
+    assert cleared["root_pool_id"] is None
+    nubis("flavor", "delete", "cli-flavor")
+    assert "cli-flavor" not in nubis("flavor", "list").stdout
     nubis("pool", "delete", "cli-pool")
     assert os.listdir(path) == []
     os.rmdir(path)
