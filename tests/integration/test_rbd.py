@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -295,6 +296,9 @@ def test_rbd_snapshot_revert_and_clone_keep_the_guests_data(server, ceph, guest,
     run_task(server, "DELETE", f"/volumes/{uploaded['id']}")
     base = f"nubis-base-{made.json()['id']}-{image_id}.img"
     raw = raw_file.read_bytes()
+    # what a copy cut off half-way leaves: a base without its "base" snapshot, made
+    # again by the first clone
+    ceph.rbd("create", "--size", "1", f"{POOL}/{base}")
     booted = [
         create_volume(server, name=f"rbd-from-image-{i}", image=image_id, pool="ceph-snaps")
         for i in range(2)
@@ -460,6 +464,18 @@ def test_a_root_disk_on_rbd_boots_moves_live_and_goes_with_its_instance(srv, clu
     assert srv.client.get(f"/volumes/{root['id']}").status_code == 404
     assert f"nubis-vol-{root['id']}.img" not in ceph.images()
     # the image's base stays for the next instance, until the pool goes
+    assert f"{base}.img" in ceph.images()
+    # the base of an image deleted while the control plane could not remove it
+    # (protected snapshot and all) is swept when it starts
+    stray = f"nubis-base-{made.json()['id']}-{uuid.uuid4()}.img"
+    ceph.rbd("create", "--size", "1", f"{POOL}/{stray}")
+    ceph.rbd("snap", "create", f"{POOL}/{stray}@base")
+    ceph.rbd("snap", "protect", f"{POOL}/{stray}@base")
+    srv.restart()
+    deadline = time.monotonic() + 60
+    while stray in ceph.images():
+        assert time.monotonic() < deadline, "the stray base was never swept"
+        time.sleep(1)
     assert f"{base}.img" in ceph.images()
     assert srv.client.delete("/storage-pools/ceph-roots").status_code == 204
     assert f"{base}.img" not in ceph.images()
