@@ -39,7 +39,7 @@ from nubis.db.models.network import (
     SecurityGroupRule,
     Subnet,
 )
-from nubis.db.models.routing import FloatingIP, PortForwarding, Router
+from nubis.db.models.routing import FloatingIP, PortForwarding, Router, StaleRouter
 from nubis.db.models.storage import (
     AttachmentStatus,
     DiskOffering,
@@ -60,6 +60,7 @@ __all__ = [
     "FloatingIP",
     "PortForwarding",
     "Router",
+    "StaleRouter",
     "ApiKey",
     "Approval",
     "AttachmentStatus",

@@ -46,6 +46,20 @@ class Router(Base):
         return f"nrg-{self.tag}"
 
 
+class StaleRouter(Base):
+    """A deleted router's namespace that may still be on its host (the host could
+    not be told, or the control plane died before it was): removed from the host at
+    the next reconciliation that reaches it. Only these go: a namespace Nubis has no
+    record of is left alone (it may be another control plane's)."""
+
+    __tablename__ = "stale_routers"
+    host_id: Mapped[str] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), primary_key=True
+    )
+    namespace: Mapped[str] = mapped_column(String(16), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class FloatingIP(Base):
     """An address of an external network (held by ``port_id``, a port of that
     network) that reaches ``fixed_port_id`` through its network's router (1:1 NAT),

@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -36,6 +36,7 @@ from nubis.db.models import (
     NetworkState,
     Port,
     Router,
+    StaleRouter,
     Subnet,
 )
 from nubis.db.models import PortForwarding as Forwarding
@@ -294,16 +295,28 @@ class RouterService:
                 return
             host = s.get(Host, router.host_id)
             agent = self.hosts.agent(host) if host is not None else None
-            namespace = router.namespace
+            namespace, host_id = router.namespace, router.host_id
             for port in s.scalars(select(Port).where(Port.router_id == router_id)):
                 s.delete(port)
             s.flush()
             s.delete(router)
+            if agent is not None:  # until the host has let it go (a crash may come first)
+                s.add(StaleRouter(host_id=host_id, namespace=namespace))
         if agent is not None:
             try:
                 self.agents.remove_router(agent, namespace)
             except DriverError as exc:
                 log.warning("router %s stays on its host until it is back: %s", namespace, exc)
+                return
+            self._gone(host_id, namespace)
+
+    def _gone(self, host_id: str, namespace: str) -> None:
+        with self.db.begin() as s:
+            s.execute(
+                delete(StaleRouter).where(
+                    StaleRouter.host_id == host_id, StaleRouter.namespace == namespace
+                )
+            )
 
     # -- the external gateway -------------------------------------------------------------
     def set_gateway(
@@ -497,8 +510,9 @@ class RouterService:
                 s.delete(port)
 
     def sync_all(self) -> None:
-        """Every router on its host; router namespaces no router owns leave the hosts
-        that are up (a router deleted while its host was down)."""
+        """Every router on its host; the namespaces of routers deleted while their host
+        could not be told leave the hosts that are up (``StaleRouter``; a namespace
+        Nubis has no record of stays: it may be another control plane's)."""
         self._sync_hosts(None)
 
     def sync_host(self, host_id: str) -> None:
@@ -517,23 +531,30 @@ class RouterService:
             for router in s.scalars(routers):
                 ids.append(router.id)
                 owned.setdefault(router.host_id, set()).add(router.namespace)
+            stale: dict[str, set[str]] = {}
+            for row in s.scalars(select(StaleRouter)):
+                stale.setdefault(row.host_id, set()).add(row.namespace)
             agents = [(h.id, a) for h in s.scalars(hosts) if (a := self.hosts.agent(h)) is not None]
         for router_id in ids:
             self.sync(router_id)
         for held_by, agent in agents:
-            self._remove_strays(agent, owned.get(held_by, set()))
+            if stale.get(held_by):
+                self._remove_stale(held_by, agent, stale[held_by] - owned.get(held_by, set()))
 
-    def _remove_strays(self, agent: AgentRef, owned: set[str]) -> None:
+    def _remove_stale(self, host_id: str, agent: AgentRef, namespaces: set[str]) -> None:
         try:
-            held = self.agents.routers(agent)
+            held = set(self.agents.routers(agent))
         except DriverError as exc:
             log.warning("could not list routers at %s: %s", agent.url, exc)
             return
-        for namespace in sorted(set(held) - owned):
-            try:
-                self.agents.remove_router(agent, namespace)
-            except DriverError as exc:
-                log.warning("could not remove stray router %s: %s", namespace, exc)
+        for namespace in sorted(namespaces):
+            if namespace in held:
+                try:
+                    self.agents.remove_router(agent, namespace)
+                except DriverError as exc:
+                    log.warning("could not remove stale router %s: %s", namespace, exc)
+                    continue
+            self._gone(host_id, namespace)
 
     def sync_networks(self, network_ids: list[str]) -> None:
         """The routers of these networks are put again (their ports changed)."""
