@@ -263,7 +263,12 @@ def grow(conn: libvirt.virConnect, vol: libvirt.virStorageVol, capacity: int, fm
 def grow_volume(
     conn: libvirt.virConnect, pool: libvirt.virStoragePool, name: str, capacity: int, fmt: str
 ) -> None:
-    """Grow the pool's volume ``name`` (recorded as ``fmt``) to ``capacity`` bytes."""
+    """Grow the pool's volume ``name`` (recorded as ``fmt``) to ``capacity`` bytes. A
+    qcow2 volume is looked up after a pool refresh: a file just uploaded over was
+    made raw, and until libvirt's own refresh after the upload has run, its resize
+    would lengthen the file as raw instead of growing the qcow2 disk."""
+    if fmt == "qcow2":
+        refresh(pool)
     vol = find_volume(pool, name)
     if vol is None:
         raise NotFound(f"volume {name}")
