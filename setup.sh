@@ -21,8 +21,9 @@ TEST_DEBIAN_PACKAGES=(
   postgresql openssh-client chromium
   # the storage engines the tests start (a one-node Ceph cluster, an iSCSI target),
   # and what a host needs to use them: libvirt's rbd and iscsi-direct pools, QEMU's
-  # librbd and libiscsi block drivers
-  ceph-mon ceph-mgr ceph-osd tgt
+  # librbd and libiscsi block drivers; Ceph's rbd tool (ceph-common), with which the
+  # control plane clones RBD snapshots
+  ceph-mon ceph-mgr ceph-osd ceph-common tgt
   libvirt-daemon-driver-storage-rbd libvirt-daemon-driver-storage-iscsi-direct qemu-block-extra
 )
 

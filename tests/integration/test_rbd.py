@@ -6,7 +6,7 @@ behind; a volume that is an RBD image, opened by QEMU through librbd, hot-plugge
 into a running guest that writes and reads it, kept across detach and attach, grown
 online, carried along when its guest live-migrates to another host, and gone from
 Ceph when deleted; an RBD snapshot taken under the running guest, reverted in place
-and copied into a new volume, each keeping the guest's data; a qcow2 uploaded into
+and cloned into a new volume, each keeping the guest's data; a qcow2 uploaded into
 an RBD volume, downloaded from it and made a template; volumes holding an
 image's disk, RBD clones of the image's one copy in the pool, which keeps the image
 until they are gone; an instance whose root disk is such an RBD clone (the
@@ -227,10 +227,21 @@ def test_rbd_snapshot_revert_and_clone_keep_the_guests_data(server, ceph, guest,
     assert guest_run(server, iid, "head -c 14 /dev/vdb").strip() == "NUBIS-SNAP-ONE"
     detach(server, iid, vol["id"])
 
-    # a new volume from the snapshot holds its data; the original is refused deletion
-    # while it has snapshots
+    # a new volume from the snapshot: an RBD clone of it (Ceph's tool shows the
+    # snapshot as its parent), holding its data; the original is refused deletion
+    # while it has snapshots, the snapshot while it has clones
+    bad = server.client.post(
+        "/volumes", json={"name": "rbd-qcow2", "snapshot": snap["id"], "format": "qcow2"}
+    )
+    assert bad.status_code == 400 and "raw" in bad.text, bad.text
     clone = create_volume(server, name="rbd-from-snap", snapshot=snap["id"], size_gib=2)
     assert clone["size_gib"] == 2 and clone["pool_id"] == made.json()["id"]
+    info = json.loads(ceph.rbd("info", "--format", "json", f"{POOL}/nubis-vol-{clone['id']}.img"))
+    assert info["size"] == 2 * GIB, info
+    assert (info["parent"]["image"], info["parent"]["snapshot"]) == (
+        image,
+        f"nubis-vsnap-{snap['id']}",
+    ), info
     att = attach(server, iid, clone["id"])
     wait_guest(server, iid, "cat /sys/block/vdb/serial", att["serial"])
     assert guest_run(server, iid, "head -c 14 /dev/vdb").strip() == "NUBIS-SNAP-ONE"
@@ -325,11 +336,14 @@ def test_rbd_snapshot_revert_and_clone_keep_the_guests_data(server, ceph, guest,
     assert server.client.delete(f"/images/{image_id}").status_code == 204
     assert base not in ceph.images()
 
-    # the snapshot leaves Ceph, then the volumes and the pool go
+    # the snapshot is kept while its clone exists; then it leaves Ceph, and the
+    # volumes and the pool go
+    refused = server.client.delete(f"/volumes/{vol['id']}/snapshots/one")
+    assert refused.status_code == 409 and "rbd-from-snap" in refused.text, refused.text
+    run_task(server, "DELETE", f"/volumes/{clone['id']}")
     run_task(server, "DELETE", f"/volumes/{vol['id']}/snapshots/one")
     assert json.loads(ceph.rbd("snap", "ls", "--format", "json", f"{POOL}/{image}")) == []
-    for v in (vol, clone):
-        run_task(server, "DELETE", f"/volumes/{v['id']}")
+    run_task(server, "DELETE", f"/volumes/{vol['id']}")
     assert server.client.delete("/storage-pools/ceph-snaps").status_code == 204
     assert ceph.images() == []
 

@@ -1,6 +1,8 @@
 """Ceph RBD snapshots, and copies out of them, made by qemu-img through its rbd driver
 (librbd) on the control plane: libvirt's rbd pools have neither snapshots nor a way
-to read an image's snapshot.
+to read an image's snapshot. Clones of a snapshot are made by Ceph's own ``rbd`` tool
+(Debian's ``ceph-common``, needed on the control plane for that only): neither
+libvirt (it clones an image's latest state) nor qemu-img makes them.
 
 An RBD snapshot is Ceph's own: instantaneous (copy-on-write inside Ceph) and
 crash-consistent when taken under a running guest, as the image's writes are
@@ -10,7 +12,10 @@ a command line (``ps`` shows command lines to every user).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -64,13 +69,15 @@ def image_opts(spec: PoolSpec, image: str, snapshot: str | None = None) -> str:
 
 
 @contextmanager
-def _key_file(spec: PoolSpec) -> Iterator[str]:
+def _key_file(spec: PoolSpec, encoded: bool = False) -> Iterator[str]:
+    """A file holding the pool's key: its bytes (qemu's secret), or ``encoded`` in
+    base64 as Ceph's keyfiles are."""
     if not spec.secret:
         raise RbdError(f"pool {spec.name} has no cephx key")
     fd, path = tempfile.mkstemp(prefix="nubis-rbd-")  # mode 0600
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(spec.secret)
+            fh.write(base64.b64encode(spec.secret) if encoded else spec.secret)
         yield path
     finally:
         os.unlink(path)
@@ -81,13 +88,75 @@ def _qemu_img(spec: PoolSpec, command: str, *args: str) -> str:
     blocking.check("qemu-img on an RBD image")
     with _key_file(spec) as key:
         cmd = ["qemu-img", command, "--object", f"secret,id={SECRET_ID},file={key}", *args]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise RbdError(f"qemu-img {command} took longer than {TIMEOUT:.0f} s") from None
+        return _run(cmd, f"qemu-img {command}")
+
+
+def _run(cmd: list[str], what: str) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise RbdError(f"{what} took longer than {TIMEOUT:.0f} s") from None
     if proc.returncode != 0:
-        raise RbdError(f"qemu-img {command}: {proc.stderr.strip() or proc.returncode}")
+        # Ceph's messenger logs to stderr as it falls back between protocols: the last
+        # line is the tool's own error
+        lines = proc.stderr.strip().splitlines()
+        raise RbdError(f"{what}: {lines[-1] if lines else proc.returncode}")
     return proc.stdout
+
+
+def has_tool() -> bool:
+    """Whether Ceph's ``rbd`` tool, which makes clones of snapshots, is installed."""
+    return shutil.which("rbd") is not None
+
+
+def _rbd(spec: PoolSpec, *args: str) -> str:
+    """Run Ceph's ``rbd`` tool as the pool's cephx user (images named ``pool/image``);
+    its output. No Ceph configuration file is read: the monitors and the key are the
+    pool's."""
+    if spec.type != "rbd" or not spec.source_name or not spec.auth_user:
+        raise RbdError(f"pool {spec.name} is not a Ceph RBD pool with a cephx user")
+    if not has_tool():
+        raise RbdError(
+            "Ceph's rbd tool is not installed on the control plane (Debian's ceph-common): "
+            "it makes the clones of RBD snapshots"
+        )
+    blocking.check("rbd on an RBD image")
+    monitors = ",".join(
+        f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in spec.monitors
+    )
+    with _key_file(spec, encoded=True) as key:
+        cmd = ["rbd", "--conf", "/dev/null", "--mon-host", monitors, "--id", spec.auth_user]
+        return _run([*cmd, "--keyfile", key, *args], f"rbd {args[0]}")
+
+
+def _spec_name(spec: PoolSpec, image: str, snapshot: str | None = None) -> str:
+    """``pool/image[@snapshot]``, as Ceph's tool names them."""
+    return f"{spec.source_name}/{image}" + (f"@{snapshot}" if snapshot else "")
+
+
+def clone_snapshot(spec: PoolSpec, image: str, snapshot: str, into: str, capacity: int) -> None:
+    """``into``: an RBD clone of ``image@snapshot`` in the same pool, of ``capacity``
+    bytes (at least the snapshot's size). The snapshot is protected first, as Ceph
+    clones protected snapshots only; a clone an interrupted run left is replaced."""
+    source, target = _spec_name(spec, image, snapshot), _spec_name(spec, into)
+    info = json.loads(_rbd(spec, "info", "--format", "json", source))
+    if info.get("protected") != "true":
+        _rbd(spec, "snap", "protect", source)
+    if into in json.loads(_rbd(spec, "ls", "--format", "json", str(spec.source_name)) or "[]"):
+        _rbd(spec, "rm", "--no-progress", target)
+    _rbd(spec, "clone", source, target)
+    if capacity > int(info["size"]):
+        _rbd(spec, "resize", "--no-progress", "--size", f"{capacity}B", target)
+
+
+def unprotect(spec: PoolSpec, image: str, snapshot: str) -> None:
+    """Let a snapshot that has no clones left be deleted (nothing to do if it is not
+    protected). Without Ceph's tool no clone was made: nothing protected it."""
+    if not has_tool():
+        return
+    name = _spec_name(spec, image, snapshot)
+    if json.loads(_rbd(spec, "info", "--format", "json", name)).get("protected") == "true":
+        _rbd(spec, "snap", "unprotect", name)
 
 
 def snapshot_create(spec: PoolSpec, image: str, snapshot: str) -> None:
@@ -108,22 +177,6 @@ def snapshots(spec: PoolSpec, image: str) -> list[str]:
     out = _qemu_img(spec, "snapshot", "-l", "--image-opts", image_opts(spec, image))
     rows = [line.split() for line in out.splitlines()[2:]]  # a title, a header first
     return [row[1] for row in rows if len(row) > 1]
-
-
-def copy_snapshot(spec: PoolSpec, image: str, snapshot: str, target: PoolSpec, into: str) -> None:
-    """The data of ``image@snapshot`` written into the existing image ``into`` of the
-    ``target`` pool (made by libvirt beforehand, at least as large)."""
-    if target.secret != spec.secret or target.auth_user != spec.auth_user:
-        raise RbdError("a snapshot is copied within its own Ceph pool only")
-    _qemu_img(
-        spec,
-        "convert",
-        "-n",
-        "--image-opts",
-        image_opts(spec, image, snapshot),
-        "--target-image-opts",
-        image_opts(target, into),
-    )
 
 
 def import_file(path: Path, fmt: str, target: PoolSpec, into: str) -> None:

@@ -172,6 +172,8 @@ class Volume(Base):
     lun: Mapped[int | None] = mapped_column(Integer)  # iscsi: the LUN it is
     # rbd: the image whose copy in the pool (its base) this volume is an RBD clone of
     base_image_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    # rbd: the volume snapshot (a Ceph snapshot of another volume) this one is a clone of
+    base_snapshot_id: Mapped[str | None] = mapped_column(String(36), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -243,7 +243,8 @@ class MoveHandler:
                 volume = s.get(Volume, move.volume.id)
                 assert volume is not None
                 volume.pool_id, volume.format = move.target.id, move.new_format
-                volume.base_image_id = None  # a full copy: no RBD clone of a base now
+                # a full copy: no RBD clone of a base or of a snapshot now
+                volume.base_image_id = volume.base_snapshot_id = None
                 volume.generation += 1
         ctx.may_cancel = False  # switched: the move is done, only the old copy goes
         ctx.step("release", 95)

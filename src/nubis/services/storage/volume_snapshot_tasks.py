@@ -108,6 +108,7 @@ class VolumeSnapshotTasks:
         """Remove the snapshot from the volume's image, if it is there."""
         image, snap = loaded.volume.libvirt_name, rbd_snapshot_name(loaded.snapshot.id)
         if snap in rbd_images.snapshots(spec, image):
+            rbd_images.unprotect(spec, image, snap)  # protected by the clones made of it
             rbd_images.snapshot_delete(spec, image, snap)
 
     def remove_file(self, loaded: Loaded, name: str) -> None:

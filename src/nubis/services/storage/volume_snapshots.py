@@ -176,6 +176,18 @@ class VolumeSnapshotService:
         self, session: Session, principal: Principal, volume_ref: str, ref: str
     ) -> tuple[VolumeSnapshot, Task]:
         _volume, snapshot = self.find(session, principal, volume_ref, ref)
+        clones = list(
+            session.scalars(
+                select(Volume.name)
+                .where(Volume.base_snapshot_id == snapshot.id)
+                .order_by(Volume.name)
+            )
+        )
+        if clones:  # RBD clones of it: Ceph keeps the snapshot while they exist
+            raise Conflict(
+                f"volume snapshot {snapshot.name!r} has RBD clones: volume(s) "
+                f"{', '.join(clones)}; delete them (or move them to another pool) first"
+            )
         claim(session, snapshot, None, "deleting", "volume snapshot")
         return snapshot, submit_task(
             self.engine,

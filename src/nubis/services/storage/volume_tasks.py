@@ -245,11 +245,10 @@ class CreateHandler(_Handler):
         if snapshot_id:  # a copy of a volume snapshot (in the same pool)
             ctx.step("copy", 10)
             path, rbd = self._snapshot_source(snapshot_id)
-            if rbd is not None:  # the RBD snapshot's data, into an image libvirt makes
+            if rbd is not None:  # an RBD clone of the snapshot (kept while it exists)
                 spec, image, snap = rbd
-                self.t.driver.delete_volume(loaded.ref, loaded.pool_name, vol.libvirt_name)
-                self.t.allocate(loaded)
-                rbd_images.copy_snapshot(spec, image, snap, spec, vol.libvirt_name)
+                capacity = vol.size_gib * GIB
+                rbd_images.clone_snapshot(spec, image, snap, vol.libvirt_name, capacity)
             else:
                 self.t.driver.copy_volume(
                     loaded.ref,

@@ -34,9 +34,10 @@ from nubis.db.models import (
     VolumeStatus,
     new_id,
 )
+from nubis.drivers import rbd_images
 from nubis.drivers.libvirt.domain_xml import DiskSpec, NetworkDisk
 from nubis.drivers.libvirt.volumes import PROVISIONING
-from nubis.services.core.errors import BadRequest, Conflict, Forbidden, NotFoundError
+from nubis.services.core.errors import BadRequest, Conflict, Forbidden, NotFoundError, Unavailable
 from nubis.services.core.guard import claim
 from nubis.services.core.lookup import Page, PageRequest, get_by_id_or_name, paginate, validate_name
 from nubis.services.core.principal import Principal
@@ -373,6 +374,13 @@ class VolumeService:
             source, check_size(req.size_gib) if req.size_gib is not None else None
         )
         fmt = req.format or origin.format
+        if pool.kind == "rbd" and fmt != "raw":
+            raise BadRequest(f"volumes of {pool.kind} pool {pool.name!r} are raw")
+        if pool.kind == "rbd" and not rbd_images.has_tool():
+            raise Unavailable(
+                "the control plane lacks Ceph's rbd tool (Debian's ceph-common), which "
+                "makes a volume from an RBD snapshot"
+            )
         provisioning = req.provisioning or "thin"
         check_layout(fmt, provisioning)
         if provisioning != "thin":
@@ -390,6 +398,8 @@ class VolumeService:
             shareable=req.shareable,
             status=VolumeStatus.CREATING,
             task_state="creating",
+            # in RBD an RBD clone of the snapshot: the snapshot is kept from now on
+            base_snapshot_id=source.id if pool.kind == "rbd" else None,
         )
 
     @staticmethod
