@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     pool_path: Path = Path("/var/lib/libvirt/nubis/disks")
     console_path: Path = Path("/var/lib/libvirt/nubis/console")
     task_workers: int = 4
+    # controllers sharing one database: a controller's id (default: made on its first
+    # start, kept in <data_dir>/controller-id), and how soon the tasks of one that
+    # died are taken over by another
+    controller_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+    task_takeover_seconds: float = Field(default=30.0, ge=2.0, le=3600.0)
     token_ttl_seconds: int = 12 * 3600
     # how long a console ticket (and its VNC password) stays valid, unused
     console_ticket_seconds: int = Field(default=60, ge=5, le=3600)

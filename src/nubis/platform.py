@@ -106,7 +106,14 @@ class Platform:
             settings.max_image_bytes,
             settings.images_import_dir,
         )
-        self.engine = TaskEngine(self.db, settings.task_workers, settings.fault_inject)
+        self.engine = TaskEngine(
+            self.db,
+            settings.task_workers,
+            settings.fault_inject,
+            controller_id=settings.controller_id or bootstrap.controller_id(settings.data_dir),
+            takeover_seconds=settings.task_takeover_seconds,
+            address=f"{settings.listen_host}:{settings.listen_port}",
+        )
         self.engine.on_finished.append(lambda task_id, status: self._task_event(task_id, status))
         self.scheduler = Scheduler()
         self.volume_driver = VolumeDriver(self.conns)

@@ -96,6 +96,9 @@ def test_cli_reports_errors_clearly(nubis, tmp_path):
 
 def test_cli_inventory_capacity_and_rule_groups(nubis):
     assert "default" in nubis("zone", "list").stdout
+    [me] = json.loads(nubis("controller", "list", "-f", "json").stdout)  # the one server
+    assert me["alive"] and me["this"], me
+    assert "running_tasks" in nubis("controller", "list").stdout
     clusters = json.loads(nubis("cluster", "list", "-f", "json").stdout)
     assert [c["name"] for c in clusters["items"]] == ["default"]
     cap = json.loads(nubis("cluster", "capacity", "default", "-f", "json").stdout)

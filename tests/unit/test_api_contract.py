@@ -7,6 +7,7 @@ Real VMs are exercised in tests/integration.
 
 import hashlib
 import subprocess
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from nubis.api.app import create_app
-from nubis.db.models import Host, Image, Instance, Task
+from nubis.db.models import Controller, Host, Image, Instance, Task, utcnow
 
 
 @pytest.fixture
@@ -397,3 +398,16 @@ def test_no_route_is_registered_twice():
         duplicates = sorted({r for r in seen if seen.count(r) > 1})
         assert duplicates == []
         assert len(seen) > 50
+
+
+def test_controllers_list_the_one_answering_with_its_tasks(client, platform):
+    [me] = client.get("/api/v1/controllers").json()  # registered when it started
+    assert (me["id"], me["this"], me["alive"]) == (platform.engine.worker_id, True, True)
+    assert me["address"].endswith(":8080") and me["running_tasks"] == 0
+    with platform.db.begin() as s:  # a controller that died long ago, holding a task
+        past = utcnow() - timedelta(days=1)
+        s.add(Controller(id="gone", address="10.0.0.9:8080", heartbeat_at=past))
+        s.add(Task(kind="instance.stop", resource_type="instance", resource_id="x",
+                   status="running", worker="gone"))  # fmt: skip
+    gone = {c["id"]: c for c in client.get("/api/v1/controllers").json()}["gone"]
+    assert (gone["alive"], gone["this"], gone["running_tasks"]) == (False, False, 1)

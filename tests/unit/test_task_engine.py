@@ -1,16 +1,17 @@
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
-from nubis.db.models import Task
+from nubis.db.models import Controller, Task, utcnow
 from nubis.db.session import Database
 from nubis.services.core.errors import Conflict, NotFoundError
 from nubis.services.core.principal import Principal
 from nubis.services.core.submit import cancel_task
 from nubis.services.identity import policy
-from nubis.tasks.engine import CANCELLED, INTERRUPTED, TaskContext, TaskEngine
+from nubis.tasks.engine import CANCELLED, INTERRUPTED, TaskContext, TaskEngine, TaskLost
 
 
 class Recorder:
@@ -123,7 +124,7 @@ def test_steps_are_declared_and_a_fault_fires_on_the_first_attempt_only(db, tmp_
     engine.register(handler)
     with db.begin() as s:
         task = engine.submit(s, "demo", "thing", "t-1")
-        task.attempts = 1
+        task.attempts, task.worker = 1, engine.worker_id  # claimed by this controller
         s.flush()
         first = TaskContext(engine, task)
     with pytest.raises(RuntimeError, match="fault injected at demo:work"):
@@ -182,3 +183,86 @@ def test_a_cancelled_task_stops_at_its_next_report_and_undoes_its_work(db):
     assert tasks[stubborn_id].status == "succeeded" and stubborn.failures == []
     with db.begin() as s, pytest.raises(Conflict, match="has ended"):
         cancel_task(engine, s, owner, copy_id)
+
+
+class Holder(Recorder):
+    """A task that, on the controller named ``holds_on``, waits at its step until
+    ``release`` is set; elsewhere it runs straight through."""
+
+    def __init__(self, kind: str, holds_on: str) -> None:
+        super().__init__(kind)
+        self.holds_on = holds_on
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.lost: list[str] = []
+
+    def run(self, ctx: TaskContext) -> None:
+        ctx.step("work", 10)
+        if ctx.engine.worker_id == self.holds_on:
+            self.holding.set()
+            self.release.wait(30)
+            try:
+                ctx.step("work", 50)
+            except TaskLost:
+                self.lost.append(ctx.engine.worker_id)
+                raise
+        with self.lock:
+            self.runs.append(ctx.engine.worker_id)
+
+
+def controllers(db: Database, handler: Recorder, *ids: str, takeover: float = 2.0):
+    engines = [TaskEngine(db, workers=1, controller_id=i, takeover_seconds=takeover) for i in ids]
+    for engine in engines:
+        engine.register(handler)
+    return engines
+
+
+def test_a_dead_controllers_task_is_taken_over_once_its_lease_passes(db):
+    handler = Holder("thing.hold", holds_on="ctl-a")
+    a, b = controllers(db, handler, "ctl-a", "ctl-b")
+    [task_id] = submit(db, a, "thing.hold", 1)
+    a.recover()
+    a.start()
+    assert handler.holding.wait(10)
+    b.recover()
+    b.start()
+    try:
+        time.sleep(2.5)  # longer than the lease: a renews it, b must not take the task
+        with db.begin() as s:
+            assert (s.get(Task, task_id).status, s.get(Task, task_id).worker) == (
+                "running",
+                "ctl-a",
+            )
+        a.stop(timeout=0)  # a stops renewing, as if it died; its handler is stuck
+        died = time.monotonic()
+        [task] = wait_all_done(db, timeout=10)
+        took = time.monotonic() - died
+        print(f"taken over and finished {took:.1f} s after the controller stopped")
+        assert took < 2.0 + 1.5  # the takeover time, then the run
+        handler.release.set()  # the old controller wakes up: the task is no longer its
+        deadline = time.monotonic() + 10
+        while not handler.lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        handler.release.set()
+        a.stop()
+        b.stop()
+    assert (task.status, task.worker, task.attempts) == ("succeeded", "ctl-b", 2)
+    assert handler.runs == ["ctl-b"] and handler.lost == ["ctl-a"]
+    assert handler.failures == []  # nothing undone: the task was resumed, not failed
+    with db.begin() as s:  # the old controller did not end it again
+        assert s.get(Task, task_id).status == "succeeded"
+
+
+def test_a_restarted_controller_takes_back_its_own_tasks_at_once_and_no_one_elses(db):
+    handler = Recorder("thing.resume")
+    mine, other = controllers(db, handler, "ctl-a", "ctl-b", takeover=600)
+    with db.begin() as s:  # what ctl-a left when it was killed; its lease still holds
+        task = mine.submit(s, "thing.resume", "thing", "a")
+        task.status, task.attempts, task.worker = "running", 1, "ctl-a"
+        task.lease_until = utcnow() + timedelta(minutes=5)
+    assert other.recover() == []  # another controller waits for the lease to pass
+    assert mine.recover() == [task.id]  # ctl-a restarted: no need to wait
+    with db.begin() as s:
+        assert s.get(Task, task.id).status == "queued"
+        assert {c.id for c in s.scalars(select(Controller))} == {"ctl-a", "ctl-b"}

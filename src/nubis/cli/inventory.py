@@ -1,4 +1,5 @@
-"""CLI commands for zones, clusters, capacity, rule groups and host operations."""
+"""CLI commands for zones, clusters, capacity, rule groups, host operations and the
+controllers sharing the database."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from nubis.cli.resources import HOST_COLS, Fmt, Wait, host_app
 zone_app = typer.Typer(help="Zones (data centres)", no_args_is_help=True)
 cluster_app = typer.Typer(help="Clusters (hosts sharing storage)", no_args_is_help=True)
 group_app = typer.Typer(help="Rule groups (affinity, anti-affinity, hosts)", no_args_is_help=True)
+controller_app = typer.Typer(
+    help="Controllers (nubis serve processes sharing the database)", no_args_is_help=True
+)
 
 ZONE_COLS = ["name", "id"]
 CLUSTER_COLS = [
@@ -25,6 +29,7 @@ CLUSTER_COLS = [
     "id",
 ]
 GROUP_COLS = ["name", "policy", "strict", "members", "id"]
+CONTROLLER_COLS = ["id", "address", "alive", "running_tasks", "heartbeat_at", "this"]
 
 
 def show_capacity(data: dict, fmt: str) -> None:
@@ -34,6 +39,12 @@ def show_capacity(data: dict, fmt: str) -> None:
     rows = [{"resource": r, **data[r]} for r in ("vcpus", "memory_mib", "disk_gib")]
     console.print(f"hosts: {data['hosts']}   instances: {data['instances']}")
     show(rows, fmt, ["resource", "physical", "overcommitted", "limit", "allocated", "free"])
+
+
+@controller_app.command("list")
+def controller_list(fmt: Fmt = "table") -> None:
+    """Each controller, whether it is alive, and the tasks it runs."""
+    show(request("GET", "/controllers").json(), fmt, CONTROLLER_COLS)
 
 
 @zone_app.command("list")

@@ -1,5 +1,5 @@
-"""First-run set-up: default flavors, the admin account, the local host, ``nubis-tiny``,
-and a default storage pool and network."""
+"""First-run set-up: the controller's id, default flavors, the admin account, the local
+host, ``nubis-tiny``, and a default storage pool and network."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from nubis.db.models import (
     StoragePool,
     User,
 )
+from nubis.db.models.base import new_id
 from nubis.db.session import Database
 from nubis.images.tinyimage import build_tiny_image
 from nubis.services.compute import flavors
@@ -36,6 +37,22 @@ from nubis.services.storage.pools import PoolRequest, PoolService
 
 log = logging.getLogger(__name__)
 TINY_IMAGE = "nubis-tiny"
+
+
+def controller_id(data_dir: Path) -> str:
+    """This controller's id: made on its first start and kept in
+    ``<data_dir>/controller-id``, so that after a restart it knows the tasks it ran."""
+    path = data_dir / "controller-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".controller-id.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(new_id() + "\n")
+    os.replace(tmp, path)
+    return path.read_text().strip()
 
 
 def seed(db: Database, data_dir: Path) -> Path | None:

@@ -1,31 +1,53 @@
 """The durable task engine: task rows in the database, claimed atomically by worker threads.
 
 Life of a task: ``queued -> running -> succeeded | failed``. A handler's steps are
-idempotent; at start-up ``recover()`` finds tasks a dead process left ``running``
-and either runs them again (resumable handlers) or fails them and lets the
-handler put its resource back into a true state.
+idempotent. Several controllers (``nubis serve`` processes) may share one database:
+each claims queued tasks with a compare-and-swap and holds what it runs with a
+*lease* it renews while it lives (``lease_until``). A task whose lease has passed
+was left by a dead controller: another one takes it over (``take_over``), as this
+one does at start-up with the tasks it ran before a crash (``recover``), and either
+runs it again (resumable handlers, from their recorded step) or fails it and lets
+the handler put its resource back into a true state. A controller whose task was
+taken over (it lost the database for longer than the lease) finds out at the task's
+next step or progress report (``TaskLost``) and stops without touching it again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, Update, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Task, TaskStatus, new_id, utcnow
+from nubis.db.models import Controller, Task, TaskStatus, new_id, utcnow
 from nubis.db.session import Database
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted by a control-plane restart"
 CANCELLED = "cancelled on request"
+TAKEOVER_SECONDS = 30.0  # a dead controller's tasks are taken over within this
+
+
+def _one(session: Session, statement: Update) -> bool:
+    """Run a conditional ``UPDATE`` of one row: True if it changed the row."""
+    result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
+    return result.rowcount == 1
+
+
+class TaskLost(Exception):
+    """Raised in a handler at its step or progress report when its task is no longer
+    this controller's: its lease passed and another controller took it over."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} was taken over by another controller")
 
 
 class TaskCancelled(Exception):
@@ -34,6 +56,19 @@ class TaskCancelled(Exception):
 
     def __init__(self) -> None:
         super().__init__(CANCELLED)
+
+
+@dataclass(frozen=True)
+class ControllerView:
+    """A controller as operators see it: alive while its heartbeat is recent."""
+
+    id: str
+    address: str
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool
+    running_tasks: int
+    this: bool  # the controller that answered
 
 
 class TaskContext:
@@ -53,22 +88,28 @@ class TaskContext:
 
     def step(self, name: str, progress: int) -> None:
         """Record the step about to run (one its handler declares); the fault-injection
-        hook fires here."""
+        hook fires here. ``TaskLost`` if the task is no longer this controller's."""
         steps = getattr(self.engine.handlers.get(self.kind), "steps", ())
         if name not in steps:
             raise RuntimeError(f"{self.kind} has no declared step {name!r}")
         with self.db.begin() as s:
-            s.execute(
-                update(Task).where(Task.id == self.task_id).values(step=name, progress=progress)
+            held = _one(
+                s,
+                update(Task)
+                .where(Task.id == self.task_id, Task.worker == self.engine.worker_id)
+                .values(step=name, progress=progress),
             )
+        if not held:
+            raise TaskLost(self.task_id)
         if self.attempt <= 1:  # a task run again after a crash is not crashed again
             self.engine.fault_point(self.kind, name)
         self._stop_if_cancelled()
 
     def progress(self, progress: int) -> None:
         """Record how far the task has come; a cancellable task asked to stop stops
-        here (``TaskCancelled``)."""
-        self.engine.report(self.task_id, progress)
+        here (``TaskCancelled``), a task another controller took over too (``TaskLost``)."""
+        if not self.engine.report(self.task_id, progress):
+            raise TaskLost(self.task_id)
         self._stop_if_cancelled()
 
     def _stop_if_cancelled(self) -> None:
@@ -101,12 +142,28 @@ class TaskHandler(Protocol):
 
 
 class TaskEngine:
-    def __init__(self, db: Database, workers: int = 4, fault_inject: str | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        workers: int = 4,
+        fault_inject: str | None = None,
+        controller_id: str | None = None,
+        takeover_seconds: float = TAKEOVER_SECONDS,
+        address: str = "",
+    ) -> None:
         self.db = db
         self.workers = workers
         self.fault_inject = fault_inject
         self.handlers: dict[str, TaskHandler] = {}
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        # the controller's id (kept across its restarts, so that it takes its own
+        # interrupted tasks back at once), written into the tasks it runs
+        self.worker_id = controller_id or new_id()
+        self.address = address
+        # a lease lasts 3/4 of the takeover time and is renewed every quarter of it;
+        # expired leases are looked for as often: a dead controller's tasks are taken
+        # over at most ``takeover_seconds`` after its last renewal
+        self.lease = timedelta(seconds=takeover_seconds * 0.75)
+        self.tick = takeover_seconds / 4
         self._wake = threading.Condition()
         self._pending = 0
         self._stop = threading.Event()
@@ -171,6 +228,7 @@ class TaskEngine:
         task = self._new(kind, resource_type, resource_id, params, project_id, user_id)
         task.status = TaskStatus.RUNNING
         task.worker = self.worker_id
+        task.lease_until = self._lease_end()
         task.started_at = utcnow()
         task.attempts = 1
         session.add(task)
@@ -193,10 +251,17 @@ class TaskEngine:
         if fault == f"{kind}:{step}:raise":
             raise RuntimeError(f"fault injected at {kind}:{step}")
 
-    def report(self, task_id: str, progress: int) -> None:
-        """Record how far a task has come (0-100)."""
+    def report(self, task_id: str, progress: int) -> bool:
+        """Record how far a task has come (0-100); False if it is no longer this
+        controller's."""
         with self.db.begin() as s:
-            s.execute(update(Task).where(Task.id == task_id).values(progress=progress))
+            held = _one(
+                s,
+                update(Task)
+                .where(Task.id == task_id, Task.worker == self.worker_id)
+                .values(progress=progress),
+            )
+        return held
 
     def finish(self, task_id: str, error: str | None = None) -> None:
         """End a task begun with ``begin_inline``: succeeded, or failed with ``error``."""
@@ -210,8 +275,12 @@ class TaskEngine:
     # -- workers --------------------------------------------------------------------
     def start(self) -> None:
         self._stop.clear()
-        for i in range(self.workers):
-            t = threading.Thread(target=self._loop, name=f"task-worker-{i}", daemon=True)
+        loops: list[tuple[str, Callable[[], None]]] = [
+            (f"task-worker-{i}", self._loop) for i in range(self.workers)
+        ]
+        loops += [("task-leases", self._renew_loop), ("task-takeover", self._takeover_loop)]
+        for name, target in loops:
+            t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
         self.wake()
@@ -248,17 +317,19 @@ class TaskEngine:
                 .limit(8)
             ).all()
             for task_id in candidates:
-                claimed = s.execute(
+                claimed = _one(
+                    s,
                     update(Task)
                     .where(Task.id == task_id, Task.status == TaskStatus.QUEUED)
                     .values(
                         status=TaskStatus.RUNNING,
                         worker=self.worker_id,
+                        lease_until=self._lease_end(),
                         started_at=utcnow(),
                         attempts=Task.attempts + 1,
-                    )
-                ).rowcount
-                if claimed == 1:
+                    ),
+                )
+                if claimed:
                     return task_id
         return None
 
@@ -270,6 +341,8 @@ class TaskEngine:
         handler = self.handlers[ctx.kind]
         try:
             handler.run(ctx)
+        except TaskLost:
+            log.warning("task %s (%s) was taken over by another controller", task_id, ctx.kind)
         except Exception as exc:
             error = str(exc) or exc.__class__.__name__
             log.warning("task %s (%s) failed: %s", task_id, ctx.kind, error)
@@ -286,31 +359,142 @@ class TaskEngine:
             values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow()}
             if status == TaskStatus.SUCCEEDED:
                 values["progress"] = 100
-            s.execute(update(Task).where(Task.id == task_id).values(**values))
+            held = _one(
+                s,
+                update(Task)
+                .where(Task.id == task_id, Task.worker == self.worker_id)
+                .values(lease_until=None, **values),
+            )
+        if not held:
+            log.warning("task %s was taken over by another controller: not ended here", task_id)
+            return
         for listener in self.on_finished:
             listener(task_id, status)
 
-    # -- recovery -------------------------------------------------------------------
-    def recover(self) -> list[str]:
-        """Run once at start-up, before workers start: settle tasks left ``running``."""
+    # -- leases ---------------------------------------------------------------------
+    def _lease_end(self) -> datetime:
+        return utcnow() + self.lease
+
+    def heartbeat(self) -> None:
+        """Renew the leases of the tasks this controller runs, and its heartbeat."""
+        now = utcnow()
         with self.db.begin() as s:
-            left = s.scalars(select(Task).where(Task.status == TaskStatus.RUNNING)).all()
-        recovered = []
-        for task in left:
-            handler = self.handlers.get(task.kind)
-            if handler is not None and handler.resumable and task.attempts < 3:
-                log.warning("re-queueing interrupted task %s (%s)", task.id, task.kind)
-                with self.db.begin() as s:
-                    s.execute(
-                        update(Task).where(Task.id == task.id).values(status=TaskStatus.QUEUED)
+            s.execute(
+                update(Task)
+                .where(Task.worker == self.worker_id, Task.status == TaskStatus.RUNNING)
+                .values(lease_until=now + self.lease)
+            )
+            beat = _one(
+                s,
+                update(Controller)
+                .where(Controller.id == self.worker_id)
+                .values(heartbeat_at=now, address=self.address),
+            )
+            if not beat:
+                s.add(Controller(id=self.worker_id, address=self.address, heartbeat_at=now))
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(self.tick):
+            try:
+                self.heartbeat()
+            except Exception:
+                log.exception("renewing the task leases failed")
+
+    def _takeover_loop(self) -> None:
+        while not self._stop.wait(self.tick):
+            try:
+                self.take_over()
+            except Exception:
+                log.exception("taking over tasks of dead controllers failed")
+
+    def take_over(self, own: bool = False) -> list[str]:
+        """Take the running tasks whose lease has passed (and with ``own`` those this
+        controller ran before it restarted): each is claimed with a compare-and-swap on
+        its worker and lease, so that one controller only takes it, then run again or
+        failed as its handler allows. Their ids."""
+        now = utcnow()
+        expired = or_(Task.lease_until.is_(None), Task.lease_until < now)
+        if own:
+            expired = or_(expired, Task.worker == self.worker_id)
+        with self.db.begin() as s:
+            left = s.execute(
+                select(Task.id, Task.worker, Task.lease_until).where(
+                    Task.status == TaskStatus.RUNNING, expired
+                )
+            ).all()
+        taken = []
+        for task_id, worker, lease_until in left:
+            with self.db.begin() as s:
+                claimed = _one(
+                    s,
+                    update(Task)
+                    .where(
+                        Task.id == task_id,
+                        Task.status == TaskStatus.RUNNING,
+                        Task.worker.is_(None) if worker is None else Task.worker == worker,
+                        Task.lease_until.is_(None)
+                        if lease_until is None
+                        else Task.lease_until == lease_until,
                     )
-            else:
-                log.warning("failing interrupted task %s (%s)", task.id, task.kind)
-                if handler is not None:
-                    try:
-                        handler.failed(TaskContext(self, task), INTERRUPTED)
-                    except Exception:
-                        log.exception("recovery of task %s failed", task.id)
-                self._finish(task.id, TaskStatus.FAILED, INTERRUPTED)
-            recovered.append(task.id)
-        return recovered
+                    .values(worker=self.worker_id, lease_until=self._lease_end()),
+                )
+                task = s.get(Task, task_id) if claimed else None
+            if task is None:
+                continue  # another controller took it first, or it ended meanwhile
+            if worker != self.worker_id:
+                log.warning("taking over task %s (%s) of controller %s", task_id, task.kind, worker)
+            self._resume(task)
+            taken.append(task_id)
+        if taken:
+            self.wake()
+        return taken
+
+    def _resume(self, task: Task) -> None:
+        handler = self.handlers.get(task.kind)
+        if handler is not None and handler.resumable and task.attempts < 3:
+            log.warning("re-queueing interrupted task %s (%s)", task.id, task.kind)
+            with self.db.begin() as s:
+                s.execute(
+                    update(Task)
+                    .where(Task.id == task.id, Task.worker == self.worker_id)
+                    .values(status=TaskStatus.QUEUED, lease_until=None)
+                )
+            return
+        log.warning("failing interrupted task %s (%s)", task.id, task.kind)
+        if handler is not None:
+            try:
+                handler.failed(TaskContext(self, task), INTERRUPTED)
+            except Exception:
+                log.exception("recovery of task %s failed", task.id)
+        self._finish(task.id, TaskStatus.FAILED, INTERRUPTED)
+
+    def controllers(self) -> list[ControllerView]:
+        """Every controller that ever shared the database, with the tasks it runs."""
+        alive_since = utcnow() - self.lease * 4 / 3  # one takeover time
+        with self.db.read() as s:
+            counts = s.execute(
+                select(Task.worker, func.count())
+                .where(Task.status == TaskStatus.RUNNING)
+                .group_by(Task.worker)
+            )
+            running = {worker: count for worker, count in counts}
+            rows = s.scalars(select(Controller).order_by(Controller.started_at)).all()
+            return [
+                ControllerView(
+                    c.id,
+                    c.address,
+                    c.started_at,
+                    c.heartbeat_at,
+                    c.heartbeat_at >= alive_since,
+                    running.get(c.id, 0),
+                    c.id == self.worker_id,
+                )
+                for c in rows
+            ]
+
+    def recover(self) -> list[str]:
+        """Run once at start-up, before workers start: register this controller, and
+        settle the tasks it left running before it restarted and those of controllers
+        whose lease has passed (a single controller: every task left running)."""
+        self.heartbeat()
+        return self.take_over(own=True)

@@ -54,7 +54,7 @@ from nubis.db.models.storage import (
     VolumeStatus,
     volume_file_name,
 )
-from nubis.db.models.tasks import FirstRunStep, Task, TaskStatus
+from nubis.db.models.tasks import Controller, FirstRunStep, Task, TaskStatus
 
 __all__ = [
     "FloatingIP",
@@ -69,6 +69,7 @@ __all__ = [
     "Cluster",
     "ConsoleTicket",
     "DiskOffering",
+    "Controller",
     "FirstRunStep",
     "Flavor",
     "Host",

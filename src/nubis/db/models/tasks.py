@@ -1,4 +1,5 @@
-"""The task queue, and the first-run steps done once per installation."""
+"""The task queue, the controllers that run it, and the first-run steps done once
+per installation."""
 
 from __future__ import annotations
 
@@ -45,10 +46,24 @@ class Task(Base):
     # asked to stop (POST /tasks/{id}/actions/cancel): a cancellable handler sees it
     # at its next step or progress report, stops, and undoes what it did
     cancel_requested: Mapped[bool] = mapped_column(default=False)
-    worker: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(64))  # the controller running it
+    # while running: until when the worker holds it; renewed while the worker lives, and
+    # once it has passed another controller takes the task over
+    lease_until: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class Controller(Base):
+    """A ``nubis serve`` process sharing the database with others: it writes its
+    heartbeat while it lives (the tasks it runs carry its id as their worker)."""
+
+    __tablename__ = "controllers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(255))  # where its API listens
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class FirstRunStep(Base):

@@ -105,6 +105,7 @@ POLICY: dict[str, frozenset[str]] = {
     "PATCH /clusters/{ref}": INFRA,
     "GET /clusters/{ref}/capacity": INFRA,
     **_crud("/hosts", INFRA, INFRA),
+    "GET /controllers": INFRA,
     "GET /hosts/{ref}/capacity": INFRA,
     "POST /hosts/{ref}/actions/maintenance": INFRA,
     "POST /hosts/{ref}/actions/exit-maintenance": INFRA,
