@@ -210,6 +210,16 @@ class Platform:
             self.retention,
             on_cycle=[self._evaluate_alarms],
         )
+        # the loops that run on one controller at a time
+        leadership = self.engine.leadership
+        for name, loop in (
+            ("ha-monitor", self.ha),
+            ("metrics", self.collector),
+            ("metering", self.meter),
+            ("notifier", self.notifier),
+            ("housekeeping", self.housekeeping),
+        ):
+            loop.lead = leadership.gate(name)
         self.admin_password_file: Path | None = None
         event.listen(self.db.sessionmaker, "after_commit", self._after_commit)
 

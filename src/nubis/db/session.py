@@ -12,11 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import CursorResult, Engine, Update, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from nubis import blocking
+
+
+def changed_one(session: Session, statement: Update) -> bool:
+    """Run a conditional ``UPDATE`` of one row (a compare-and-swap): True if it
+    changed the row, False if its conditions did not hold."""
+    result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
+    return result.rowcount == 1
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # noqa: ANN001

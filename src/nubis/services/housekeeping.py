@@ -36,6 +36,9 @@ class Housekeeping:
         self.also: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # whether this controller runs the loop's next round (one controller at a
+        # time when several share the database: Leadership.gate)
+        self.lead: Callable[[], bool] = lambda: True
 
     def run_once(self) -> None:
         with self.db.begin() as s:
@@ -51,10 +54,16 @@ class Housekeeping:
     def _loop(self) -> None:
         while True:
             try:
-                self.run_once()
+                leading = self.lead()
+            except Exception:  # a database hiccup: try again next round
+                leading = False
+                log.exception("housekeeping: the lease could not be taken")
+            try:
+                if leading:
+                    self.run_once()
             except Exception:  # a database hiccup: try again next round
                 log.exception("housekeeping failed")
-            for job in self.also:
+            for job in self.also if leading else []:
                 try:
                     job()
                 except Exception:

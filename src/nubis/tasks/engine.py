@@ -23,23 +23,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import CursorResult, Update, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Controller, Task, TaskStatus, new_id, utcnow
-from nubis.db.session import Database
+from nubis.db.session import Database, changed_one
+from nubis.tasks.leadership import Leadership
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted by a control-plane restart"
 CANCELLED = "cancelled on request"
 TAKEOVER_SECONDS = 30.0  # a dead controller's tasks are taken over within this
-
-
-def _one(session: Session, statement: Update) -> bool:
-    """Run a conditional ``UPDATE`` of one row: True if it changed the row."""
-    result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
-    return result.rowcount == 1
 
 
 class TaskLost(Exception):
@@ -68,6 +63,7 @@ class ControllerView:
     heartbeat_at: datetime
     alive: bool
     running_tasks: int
+    leads: list[str]  # the work only one controller does, done by this one
     this: bool  # the controller that answered
 
 
@@ -93,7 +89,7 @@ class TaskContext:
         if name not in steps:
             raise RuntimeError(f"{self.kind} has no declared step {name!r}")
         with self.db.begin() as s:
-            held = _one(
+            held = changed_one(
                 s,
                 update(Task)
                 .where(Task.id == self.task_id, Task.worker == self.engine.worker_id)
@@ -164,6 +160,8 @@ class TaskEngine:
         # over at most ``takeover_seconds`` after its last renewal
         self.lease = timedelta(seconds=takeover_seconds * 0.75)
         self.tick = takeover_seconds / 4
+        # the loops that run on one controller at a time hold leases renewed with these
+        self.leadership = Leadership(db, self.worker_id, self.lease)
         self._wake = threading.Condition()
         self._pending = 0
         self._stop = threading.Event()
@@ -255,7 +253,7 @@ class TaskEngine:
         """Record how far a task has come (0-100); False if it is no longer this
         controller's."""
         with self.db.begin() as s:
-            held = _one(
+            held = changed_one(
                 s,
                 update(Task)
                 .where(Task.id == task_id, Task.worker == self.worker_id)
@@ -291,6 +289,10 @@ class TaskEngine:
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
+        try:
+            self.leadership.release()
+        except Exception:
+            log.exception("handing back the leases failed")
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -317,7 +319,7 @@ class TaskEngine:
                 .limit(8)
             ).all()
             for task_id in candidates:
-                claimed = _one(
+                claimed = changed_one(
                     s,
                     update(Task)
                     .where(Task.id == task_id, Task.status == TaskStatus.QUEUED)
@@ -359,7 +361,7 @@ class TaskEngine:
             values: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow()}
             if status == TaskStatus.SUCCEEDED:
                 values["progress"] = 100
-            held = _one(
+            held = changed_one(
                 s,
                 update(Task)
                 .where(Task.id == task_id, Task.worker == self.worker_id)
@@ -376,7 +378,8 @@ class TaskEngine:
         return utcnow() + self.lease
 
     def heartbeat(self) -> None:
-        """Renew the leases of the tasks this controller runs, and its heartbeat."""
+        """Renew the leases of the tasks this controller runs and of the work it leads,
+        and its heartbeat."""
         now = utcnow()
         with self.db.begin() as s:
             s.execute(
@@ -384,7 +387,7 @@ class TaskEngine:
                 .where(Task.worker == self.worker_id, Task.status == TaskStatus.RUNNING)
                 .values(lease_until=now + self.lease)
             )
-            beat = _one(
+            beat = changed_one(
                 s,
                 update(Controller)
                 .where(Controller.id == self.worker_id)
@@ -392,6 +395,7 @@ class TaskEngine:
             )
             if not beat:
                 s.add(Controller(id=self.worker_id, address=self.address, heartbeat_at=now))
+        self.leadership.renew()
 
     def _renew_loop(self) -> None:
         while not self._stop.wait(self.tick):
@@ -425,7 +429,7 @@ class TaskEngine:
         taken = []
         for task_id, worker, lease_until in left:
             with self.db.begin() as s:
-                claimed = _one(
+                claimed = changed_one(
                     s,
                     update(Task)
                     .where(
@@ -471,6 +475,9 @@ class TaskEngine:
     def controllers(self) -> list[ControllerView]:
         """Every controller that ever shared the database, with the tasks it runs."""
         alive_since = utcnow() - self.lease * 4 / 3  # one takeover time
+        leads: dict[str, list[str]] = {}
+        for name, holder in sorted(self.leadership.holders().items()):
+            leads.setdefault(holder, []).append(name)
         with self.db.read() as s:
             counts = s.execute(
                 select(Task.worker, func.count())
@@ -487,6 +494,7 @@ class TaskEngine:
                     c.heartbeat_at,
                     c.heartbeat_at >= alive_since,
                     running.get(c.id, 0),
+                    leads.get(c.id, []),
                     c.id == self.worker_id,
                 )
                 for c in rows

@@ -54,7 +54,7 @@ from nubis.db.models.storage import (
     VolumeStatus,
     volume_file_name,
 )
-from nubis.db.models.tasks import Controller, FirstRunStep, Task, TaskStatus
+from nubis.db.models.tasks import Controller, FirstRunStep, Lease, Task, TaskStatus
 
 __all__ = [
     "FloatingIP",
@@ -71,6 +71,7 @@ __all__ = [
     "DiskOffering",
     "Controller",
     "FirstRunStep",
+    "Lease",
     "Flavor",
     "Host",
     "HostStatus",

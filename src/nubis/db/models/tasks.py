@@ -1,5 +1,5 @@
-"""The task queue, the controllers that run it, and the first-run steps done once
-per installation."""
+"""The task queue, the controllers that run it and the work only one of them does at a
+time, and the first-run steps done once per installation."""
 
 from __future__ import annotations
 
@@ -64,6 +64,16 @@ class Controller(Base):
     address: Mapped[str] = mapped_column(String(255))  # where its API listens
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lease(Base):
+    """Work that runs on one controller at a time (the HA monitor, the metrics
+    collector...): held by ``holder`` until ``until``, renewed while it lives."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    until: Mapped[datetime]
 
 
 class FirstRunStep(Base):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, CursorResult, update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.orm import Session
 
+from nubis.db.session import changed_one
 from nubis.services.core.errors import Conflict
 
 
@@ -34,8 +35,7 @@ def swap(
         .where(model.id == row_id, model.task_state.is_(None), *conditions)
         .values(**values)
     )
-    result: CursorResult[Any] = session.execute(statement)  # type: ignore[assignment]
-    return result.rowcount == 1
+    return changed_one(session, statement)
 
 
 def claim(

@@ -96,6 +96,9 @@ class HaMonitor:
         self._fence_tried: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # whether this controller runs the loop's next round (one controller at a
+        # time when several share the database: Leadership.gate)
+        self.lead: Callable[[], bool] = lambda: True
         # a host answers again: (host id) -> probe it, remove its stale domains, align
         # its instances (the state sync's reconcile_host)
         self.on_back = on_back
@@ -118,6 +121,9 @@ class HaMonitor:
     def _run(self) -> None:
         while not self._stop.wait(self.settings.check_interval):
             try:
+                if not self.lead():  # another controller checks the hosts
+                    self._failures.clear()
+                    continue
                 self.check_all()
             except Exception:
                 log.exception("host health check failed")

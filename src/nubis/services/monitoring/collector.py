@@ -108,6 +108,9 @@ class Collector:
         self.driver = driver
         self.retention = retention
         self.on_cycle = on_cycle if on_cycle is not None else []
+        # whether this controller runs the loop's next round (one controller at a
+        # time when several share the database: Leadership.gate)
+        self.lead: Callable[[], bool] = lambda: True
         self._last: dict[str, Reading] = {}
         self._over: dict[str, bool] = {}
         self._stop = threading.Event()
@@ -197,6 +200,9 @@ class Collector:
         while not self._stop.is_set():
             started = time.monotonic()
             try:
+                if not self.lead():  # another controller collects
+                    self._stop.wait(self.retention.interval)
+                    continue
                 self.collect_once()
                 self.maintain()
                 for listener in self.on_cycle:

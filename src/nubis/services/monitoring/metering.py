@@ -17,7 +17,7 @@ import io
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -312,6 +312,9 @@ class Meter:
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # whether this controller runs the loop's next round (one controller at a
+        # time when several share the database: Leadership.gate)
+        self.lead: Callable[[], bool] = lambda: True
 
     def sweep_now(self) -> int:
         with self.db.begin() as s:
@@ -320,7 +323,8 @@ class Meter:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.sweep_now()
+                if self.lead():
+                    self.sweep_now()
             except Exception:
                 log.exception("metering sweep failed")
             self._stop.wait(self.interval)

@@ -11,6 +11,7 @@ import json
 import logging
 import smtplib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
@@ -65,6 +66,9 @@ class Notifier:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        # whether this controller runs the loop's next round (one controller at a
+        # time when several share the database: Leadership.gate)
+        self.lead: Callable[[], bool] = lambda: True
 
     def _send(self, note: Outgoing) -> None:
         blocking.check(f"{note.channel} delivery")
@@ -153,7 +157,8 @@ class Notifier:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.deliver_due()
+                if self.lead():
+                    self.deliver_due()
             except Exception:
                 log.exception("notification delivery failed")
             self._wake.wait(self.poll_seconds)

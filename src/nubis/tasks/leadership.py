@@ -1,0 +1,120 @@
+"""Leadership: work that must run on one controller at a time (the HA monitor, the
+metrics collector, metering, housekeeping, the notifier), when several controllers
+share the database.
+
+Each such loop asks ``hold(name)`` at the start of every round and runs the round
+only when it is True. The first controller to ask takes the lease ``name`` (a row in
+``leases``: its holder and until when); its task engine renews every lease it holds
+while it lives (``renew``, with the task leases), so it keeps the work. When it dies
+its leases pass and the next controller to ask takes the work over; when it stops
+cleanly it hands them back at once (``release``). Taking a lease is a
+compare-and-swap on its holder and expiry, so two controllers never both hold one.
+With one controller (SQLite) it always holds every lease: everything runs as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from nubis.db.models import Lease, utcnow
+from nubis.db.session import Database, changed_one
+
+log = logging.getLogger(__name__)
+
+
+class Leadership:
+    def __init__(self, db: Database, holder: str, lease: timedelta) -> None:
+        self.db = db
+        self.holder = holder
+        self.lease = lease
+        self._held: dict[str, datetime] = {}  # name -> until when it is surely ours
+        self._lock = threading.Lock()
+
+    def hold(self, name: str) -> bool:
+        """Take or keep the lease ``name``: True if this controller holds it now. A
+        lease held for more than half its length yet is not asked for again."""
+        now = utcnow()
+        with self._lock:
+            until = self._held.get(name)
+        if until is not None and until - now > self.lease / 2:
+            return True
+        until = now + self.lease
+        with self.db.begin() as s:
+            won = changed_one(
+                s,
+                update(Lease)
+                .where(Lease.name == name, or_(Lease.holder == self.holder, Lease.until < now))
+                .values(holder=self.holder, until=until),
+            )
+            if not won and s.get(Lease, name) is None:
+                try:
+                    with s.begin_nested():
+                        s.add(Lease(name=name, holder=self.holder, until=until))
+                    won = True
+                except IntegrityError:  # another controller made it first
+                    won = False
+        with self._lock:
+            if won:
+                if name not in self._held:
+                    log.info("this controller now runs %s", name)
+                self._held[name] = until
+            elif self._held.pop(name, None) is not None:
+                log.warning("another controller took %s over", name)
+        return won
+
+    def gate(self, name: str) -> Callable[[], bool]:
+        """``hold(name)`` as a function a loop calls each round."""
+        return lambda: self.hold(name)
+
+    def renew(self) -> None:
+        """Extend every lease this controller holds (its engine's heartbeat); one
+        another controller took meanwhile (this one lost the database for longer
+        than the lease) is no longer held."""
+        with self._lock:
+            held = set(self._held)
+        if not held:
+            return
+        until = utcnow() + self.lease
+        with self.db.begin() as s:
+            s.execute(
+                update(Lease)
+                .where(Lease.name.in_(held), Lease.holder == self.holder)
+                .values(until=until)
+            )
+            kept = set(
+                s.scalars(
+                    select(Lease.name).where(Lease.name.in_(held), Lease.holder == self.holder)
+                )
+            )
+        with self._lock:
+            for name in held:
+                if name in kept and name in self._held:
+                    self._held[name] = until
+                elif self._held.pop(name, None) is not None:
+                    log.warning("another controller took %s over", name)
+
+    def release(self) -> None:
+        """Hand every lease back (a clean stop): another controller takes the work
+        at its next round instead of after the lease."""
+        with self._lock:
+            held = set(self._held)
+            self._held.clear()
+        if held:
+            with self.db.begin() as s:
+                s.execute(
+                    update(Lease)
+                    .where(Lease.name.in_(held), Lease.holder == self.holder)
+                    .values(until=utcnow())
+                )
+
+    def holders(self) -> dict[str, str]:
+        """Who holds each lease that has not passed: name -> controller id."""
+        with self.db.read() as s:
+            rows = s.execute(select(Lease.name, Lease.holder).where(Lease.until >= utcnow()))
+            return {name: holder for name, holder in rows}
