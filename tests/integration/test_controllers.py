@@ -1,0 +1,94 @@
+"""Two controllers (``nubis serve`` processes, each with its own data directory) on
+one PostgreSQL database: the one running an instance's create is killed half-way;
+the other takes the task over once its lease has passed and finishes it (once),
+and takes over the HA monitor's lease too; nothing of the instance is left after
+its delete."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.server import READY, NubisServer, libvirt_leftovers
+from tests.pg import create_database, drop_database
+
+pytestmark = pytest.mark.integration
+
+PG_URL = os.environ.get("NUBIS_TEST_DATABASE_URL")
+TAKEOVER = 6.0  # seconds: a lease of 4.5 s, renewed every 1.5 s
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    if not PG_URL:
+        pytest.skip("NUBIS_TEST_DATABASE_URL not set: several controllers need PostgreSQL")
+    url = create_database(PG_URL, "ctl")
+    try:
+        yield url
+    finally:
+        drop_database(PG_URL, url)
+
+
+def controller(data_dir, database: str, key: str) -> NubisServer:
+    data_dir.parent.mkdir(parents=True)
+    return NubisServer(
+        data_dir,
+        NUBIS_DATABASE_URL=database,
+        NUBIS_SECRET_KEY=key,  # the same on every controller: it decrypts stored secrets
+        NUBIS_TASK_TAKEOVER_SECONDS=str(TAKEOVER),
+        NUBIS_HA_CHECK_INTERVAL_SECONDS="1",
+        NUBIS_RECONCILE_INTERVAL_SECONDS="600",
+    )
+
+
+def test_a_dead_controllers_create_is_finished_by_another(tmp_path, database):
+    key = secrets.token_urlsafe(32)
+    first = controller(tmp_path / "a" / "data", database, key)
+    second = controller(tmp_path / "b" / "data", database, key)
+    try:
+        first.start(NUBIS_FAULT_INJECT="instance.create:define")
+        first_id = (first.data_dir / "controller-id").read_text().strip()
+        resp = first.client.post(
+            "/instances", json={"name": "handed-over", "image": "nubis-tiny", "flavor": "m1.tiny"}
+        )
+        assert resp.status_code == 202, resp.text
+        created = resp.json()
+        assert first.wait_exit() == 137  # killed at the task's define step
+        died = time.monotonic()
+
+        # the second controller: the first one's image store (shared, as over NFS), the
+        # admin's password the first one made
+        second.data_dir.mkdir()
+        (second.data_dir / "images").symlink_to(first.data_dir / "images")
+        shutil.copy(first.data_dir / "admin-password", second.data_dir / "admin-password")
+        second.start(NUBIS_REGISTER_LOCAL_HOST="0", NUBIS_BUILD_TINY_IMAGE="0")
+        task = second.wait_task(created["task_id"])
+        print(f"the create was finished by the second controller {time.monotonic() - died:.1f} s "
+              f"after the first died (its start-up included)")  # fmt: skip
+        assert (task["status"], task["attempts"]) == ("succeeded", 2), task
+        assert second.instance(created["id"])["status"] == "running"
+        assert READY in second.wait_console(created["id"])
+
+        # the HA monitor's lease passes to the survivor; the dead one is shown dead
+        deadline = time.monotonic() + 3 * TAKEOVER
+        while time.monotonic() < deadline:
+            listed = {c["id"]: c for c in second.client.get("/controllers").json()}
+            me = next(c for c in listed.values() if c["this"])
+            if "ha-monitor" in me["leads"] and not listed[first_id]["alive"]:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"no takeover of the HA monitor: {listed}")
+        assert listed[first_id]["running_tasks"] == 0 and listed[first_id]["leads"] == []
+
+        resp = second.client.delete(f"/instances/{created['id']}")
+        assert second.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+        assert libvirt_leftovers(created["id"]) == []
+    finally:
+        second.stop()
+        first.stop()
