@@ -66,3 +66,13 @@ def drop_database(server_url: str, url: str) -> None:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     finally:
         admin.dispose()
+
+
+@contextmanager
+def private_database(server_url: str, prefix: str = "t") -> Iterator[str]:
+    """A new, empty database on ``server_url``'s server while the block runs; its URL."""
+    url = create_database(server_url, prefix)
+    try:
+        yield url
+    finally:
+        drop_database(server_url, url)

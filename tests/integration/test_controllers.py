@@ -1,21 +1,26 @@
 """Two controllers (``nubis serve`` processes, each with its own data directory) on
 one PostgreSQL database: the one running an instance's create is killed half-way;
 the other takes the task over once its lease has passed and finishes it (once),
-and takes over the HA monitor's lease too; nothing of the instance is left after
-its delete."""
+and takes over the HA monitor's lease too; with both up, a token, a console ticket
+and a web session made on one work on the other; nothing of the instance is left
+after its delete."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
+from websockets.sync.client import connect
 
 from tests.integration.server import READY, NubisServer, libvirt_leftovers
-from tests.pg import create_database, drop_database
+from tests.integration.vnc import Rfb, tls, ws_url
+from tests.pg import private_database
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +32,8 @@ TAKEOVER = 6.0  # seconds: a lease of 4.5 s, renewed every 1.5 s
 def database() -> Iterator[str]:
     if not PG_URL:
         pytest.skip("NUBIS_TEST_DATABASE_URL not set: several controllers need PostgreSQL")
-    url = create_database(PG_URL, "ctl")
-    try:
+    with private_database(PG_URL, "ctl") as url:
         yield url
-    finally:
-        drop_database(PG_URL, url)
 
 
 def controller(data_dir, database: str, key: str) -> NubisServer:
@@ -44,6 +46,43 @@ def controller(data_dir, database: str, key: str) -> NubisServer:
         NUBIS_HA_CHECK_INTERVAL_SECONDS="1",
         NUBIS_RECONCILE_INTERVAL_SECONDS="600",
     )
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert found, page[:500]
+    return found.group(1)
+
+
+def across_controllers(one: NubisServer, other: NubisServer, instance_id: str) -> None:
+    # an API token
+    listed = httpx.get(
+        f"{other.url}/api/v1/instances",
+        headers={"Authorization": one.client.headers["Authorization"]},
+        verify=other.verify(),
+    )
+    assert listed.status_code == 200 and instance_id in listed.text
+    # a console ticket, opened through the other's websocket proxy
+    ticket = one.client.post(f"/instances/{instance_id}/console").json()
+    url = ws_url(other, ticket["websocket"], ticket["ticket"])
+    with connect(url, subprotocols=["binary"], open_timeout=10, ssl=tls(other)) as ws:
+        assert Rfb(ws).login(ticket["password"]) == 0
+    # a web session (its cookie, and the CSRF token of one's pages, checked by the other)
+    password = (one.data_dir / "admin-password").read_text().strip()
+    with (
+        httpx.Client(base_url=one.url, verify=one.verify()) as a,
+        httpx.Client(base_url=other.url, verify=other.verify()) as b,
+    ):
+        login_csrf = csrf_of(a.get("/login").text)
+        form = {"username": "admin", "password": password, "csrf_token": login_csrf}
+        assert a.post("/login", data=form).status_code == 303
+        b.cookies.set("nubis_session", a.cookies["nubis_session"])
+        page = b.get("/dashboard")
+        assert page.status_code == 200 and "admin" in page.text
+        csrf = csrf_of(a.get("/dashboard").text)
+        out = b.post("/logout", data={"csrf_token": csrf})
+        assert out.status_code == 303, out.text  # accepted: the session ends
+        assert a.get("/dashboard").status_code == 303  # on the first one too
 
 
 def test_a_dead_controllers_create_is_finished_by_another(tmp_path, database):
@@ -85,6 +124,11 @@ def test_a_dead_controllers_create_is_finished_by_another(tmp_path, database):
         else:
             raise AssertionError(f"no takeover of the HA monitor: {listed}")
         assert listed[first_id]["running_tasks"] == 0 and listed[first_id]["leads"] == []
+
+        # the first controller back: a token, a console ticket and a web session made on
+        # one controller work on the other
+        first.start(NUBIS_FAULT_INJECT="")
+        across_controllers(first, second, created["id"])
 
         resp = second.client.delete(f"/instances/{created['id']}")
         assert second.wait_task(resp.json()["task_id"])["status"] == "succeeded"

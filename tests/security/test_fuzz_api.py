@@ -17,9 +17,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from nubis.api.app import create_app
-from nubis.config import Settings
-from nubis.platform import Platform
 from nubis.services.identity import policy
+from tests.control_planes import started_control_plane
 
 API = "/api/v1"
 LEFT_OUT = {
@@ -36,21 +35,7 @@ EXAMPLES = 4  # per operation and mode: about 1,100 requests in all
 def fuzzed(tmp_path_factory):
     """A control plane on libvirt's test driver, and tokens of its two administrators."""
     tmp = tmp_path_factory.mktemp("fuzz")
-    platform = Platform(
-        Settings(
-            data_dir=tmp / "data",
-            database_url=f"sqlite:///{tmp / 'nubis.db'}",
-            register_local_host=False,
-            build_tiny_image=False,
-            task_workers=0,
-            collect_metrics=False,
-            pool_path=tmp / "disks",
-            console_path=tmp / "console",
-        )
-    )
-    platform.start()
-    for loop in (platform.notifier, platform.meter, platform.ha):
-        loop.stop()
+    platform = started_control_plane(tmp, f"sqlite:///{tmp / 'nubis.db'}")
     platform.hosts.add(platform.db, "fake", "test:///default")
     app = create_app(platform, manage_lifecycle=False)
     tokens = {}

@@ -4,8 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from nubis.api.app import create_app
-from nubis.config import Settings
-from nubis.platform import Platform
+from tests.control_planes import started_control_plane
 from tests.unit.identity_world import Caller, build
 
 
@@ -18,22 +17,7 @@ def db(migrated_db):
 @pytest.fixture
 def control_plane(migrated_db_url, tmp_path):
     """A started Platform on a fresh database; hosts are added by the test module."""
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=migrated_db_url,
-        register_local_host=False,
-        build_tiny_image=False,
-        task_workers=0,
-        collect_metrics=False,  # tests that want samples collect them themselves
-        pool_path=tmp_path / "disks",
-        console_path=tmp_path / "console",
-    )
-    platform = Platform(settings)
-    platform.start()
-    # tests deliver notifications, sweep usage and judge host health themselves
-    platform.notifier.stop()
-    platform.meter.stop()
-    platform.ha.stop()
+    platform = started_control_plane(tmp_path, migrated_db_url)
     yield platform
     platform.stop()
 

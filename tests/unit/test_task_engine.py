@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from nubis.db.models import Controller, Task, utcnow
 from nubis.db.session import Database
@@ -266,3 +267,47 @@ def test_a_restarted_controller_takes_back_its_own_tasks_at_once_and_no_one_else
     with db.begin() as s:
         assert s.get(Task, task.id).status == "queued"
         assert {c.id for c in s.scalars(select(Controller))} == {"ctl-a", "ctl-b"}
+
+
+class Outage(Recorder):
+    """A task that loses the database at its first attempt (every write fails)."""
+
+    def run(self, ctx: TaskContext) -> None:
+        ctx.step("work", 10)
+        if ctx.attempt == 1:
+            raise OperationalError("UPDATE tasks ...", {}, ConnectionError("connection refused"))
+        with self.lock:
+            self.runs.append(ctx.task_id)
+
+
+def test_a_task_that_loses_the_database_pauses_and_resumes_after_its_lease(db):
+    handler = Outage("thing.outage")
+    [engine] = controllers(db, handler, "ctl-a")
+    [task_id] = submit(db, engine, "thing.outage", 1)
+    engine.recover()
+    engine.start()
+    try:
+        [task] = wait_all_done(db, timeout=15)  # once its lease passed, taken back
+    finally:
+        engine.stop()
+    assert (task.status, task.attempts, task.error) == ("succeeded", 2, None)
+    assert handler.runs == [task_id] and handler.failures == []  # nothing was undone
+
+
+def test_a_controller_never_takes_over_a_task_it_is_still_running(db):
+    handler = Holder("thing.hold", holds_on="ctl-a")
+    [engine] = controllers(db, handler, "ctl-a", takeover=600)  # no renewal meanwhile
+    [task_id] = submit(db, engine, "thing.hold", 1)
+    engine.recover()
+    engine.start()
+    try:
+        assert handler.holding.wait(10)
+        with db.begin() as s:  # its renewal came late (a stalled heartbeat)
+            s.get(Task, task_id).lease_until = utcnow() - timedelta(seconds=1)
+        assert engine.take_over() == []
+        handler.release.set()
+        [task] = wait_all_done(db)
+    finally:
+        handler.release.set()
+        engine.stop()
+    assert (task.status, task.attempts) == ("succeeded", 1) and handler.runs == ["ctl-a"]

@@ -7,11 +7,16 @@ import json
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.types import Send
 
 from nubis.services.core.errors import ServiceError
+
+# what every API answers (503) while the database cannot be reached: nothing was
+# changed, and the request can be made again once it is back
+DATABASE_DOWN = "the database cannot be reached: nothing was changed, try again shortly"
+RETRY_AFTER = {"Retry-After": "5"}
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -56,6 +61,12 @@ def install(app: FastAPI) -> None:
     async def integrity_error(_req: Request, _exc: IntegrityError) -> JSONResponse:
         # a uniqueness check lost a race with a concurrent request: nothing was written
         return error_response(409, "conflict", "a concurrent change conflicts with this request")
+
+    @app.exception_handler(OperationalError)
+    async def database_down(_req: Request, _exc: OperationalError) -> JSONResponse:
+        response = error_response(503, "unavailable", DATABASE_DOWN)
+        response.headers.update(RETRY_AFTER)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_req: Request, exc: RequestValidationError) -> JSONResponse:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from nubis.cli import (
+    database,
     devcluster,
     identity,
     inventory,
@@ -54,6 +55,7 @@ app.add_typer(identity.quota_app, name="quota")
 app.add_typer(identity.apikey_app, name="apikey")
 app.add_typer(identity.audit_app, name="audit")
 app.add_typer(server.app, name="server")
+app.add_typer(database.app, name="db")
 app.command()(identity.whoami)
 
 

@@ -23,7 +23,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from nubis.db.models import Controller, Task, TaskStatus, new_id, utcnow
@@ -166,6 +167,11 @@ class TaskEngine:
         self._pending = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # the tasks this process is running now: only their leases are renewed, so a
+        # task its worker gave up on (the database was lost) is taken over once its
+        # lease passes, by this controller or another
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
         self.on_finished: list[Callable[[str, str], None]] = []
 
     def register(self, handler: TaskHandler) -> None:
@@ -230,6 +236,7 @@ class TaskEngine:
         task.started_at = utcnow()
         task.attempts = 1
         session.add(task)
+        self._track(task.id, True)
         return task
 
     def fault_point(self, kind: str, step: str) -> None:
@@ -263,7 +270,19 @@ class TaskEngine:
 
     def finish(self, task_id: str, error: str | None = None) -> None:
         """End a task begun with ``begin_inline``: succeeded, or failed with ``error``."""
-        self._finish(task_id, TaskStatus.SUCCEEDED if error is None else TaskStatus.FAILED, error)
+        try:
+            self._finish(
+                task_id, TaskStatus.SUCCEEDED if error is None else TaskStatus.FAILED, error
+            )
+        finally:
+            self._track(task_id, False)
+
+    def _track(self, task_id: str, running: bool) -> None:
+        with self._running_lock:
+            if running:
+                self._running.add(task_id)
+            else:
+                self._running.discard(task_id)
 
     def wake(self) -> None:
         with self._wake:
@@ -291,6 +310,8 @@ class TaskEngine:
         self._threads.clear()
         try:
             self.leadership.release()
+            with self.db.begin() as s:  # stopped, not dead: it leaves the list
+                s.execute(delete(Controller).where(Controller.id == self.worker_id))
         except Exception:
             log.exception("handing back the leases failed")
 
@@ -307,7 +328,10 @@ class TaskEngine:
                         self._wake.wait(timeout=2.0)
                     self._pending = max(0, self._pending - 1)
                 continue
-            self._execute(task_id)
+            try:
+                self._execute(task_id)
+            except Exception:  # the database went away while the task ended
+                log.exception("task %s could not be ended: it is taken over later", task_id)
 
     def _claim(self) -> str | None:
         """Take the oldest queued task with a compare-and-swap on its status."""
@@ -341,10 +365,24 @@ class TaskEngine:
             assert task is not None
             ctx = TaskContext(self, task)
         handler = self.handlers[ctx.kind]
+        self._track(task_id, True)
+        try:
+            self._run(handler, ctx)
+        finally:
+            self._track(task_id, False)
+
+    def _run(self, handler: TaskHandler, ctx: TaskContext) -> None:
+        task_id = ctx.task_id
         try:
             handler.run(ctx)
         except TaskLost:
             log.warning("task %s (%s) was taken over by another controller", task_id, ctx.kind)
+        except OperationalError as exc:
+            # the database cannot be reached: nothing is undone (that needs it too); the
+            # task keeps its recorded step and is resumed, or failed and undone, when
+            # its lease passes and the database is back, as after a crash
+            log.warning("task %s (%s) paused: the database is unreachable (%s)",
+                        task_id, ctx.kind, exc.orig)  # fmt: skip
         except Exception as exc:
             error = str(exc) or exc.__class__.__name__
             log.warning("task %s (%s) failed: %s", task_id, ctx.kind, error)
@@ -381,12 +419,19 @@ class TaskEngine:
         """Renew the leases of the tasks this controller runs and of the work it leads,
         and its heartbeat."""
         now = utcnow()
+        with self._running_lock:
+            running = set(self._running)
         with self.db.begin() as s:
-            s.execute(
-                update(Task)
-                .where(Task.worker == self.worker_id, Task.status == TaskStatus.RUNNING)
-                .values(lease_until=now + self.lease)
-            )
+            if running:
+                s.execute(
+                    update(Task)
+                    .where(
+                        Task.id.in_(running),
+                        Task.worker == self.worker_id,
+                        Task.status == TaskStatus.RUNNING,
+                    )
+                    .values(lease_until=now + self.lease)
+                )
             beat = changed_one(
                 s,
                 update(Controller)
@@ -398,18 +443,19 @@ class TaskEngine:
         self.leadership.renew()
 
     def _renew_loop(self) -> None:
-        while not self._stop.wait(self.tick):
-            try:
-                self.heartbeat()
-            except Exception:
-                log.exception("renewing the task leases failed")
+        self._every_tick(self.heartbeat, "renewing the task leases")
 
     def _takeover_loop(self) -> None:
+        self._every_tick(self.take_over, "taking over the tasks of dead controllers")
+
+    def _every_tick(self, job: Callable[[], object], what: str) -> None:
         while not self._stop.wait(self.tick):
             try:
-                self.take_over()
+                job()
+            except OperationalError as exc:  # one line while the database is away
+                log.warning("%s failed: the database is unreachable (%s)", what, exc.orig)
             except Exception:
-                log.exception("taking over tasks of dead controllers failed")
+                log.exception("%s failed", what)
 
     def take_over(self, own: bool = False) -> list[str]:
         """Take the running tasks whose lease has passed (and with ``own`` those this
@@ -426,8 +472,14 @@ class TaskEngine:
                     Task.status == TaskStatus.RUNNING, expired
                 )
             ).all()
+        with self._running_lock:
+            # a task this process runs is its own even if its lease was not renewed in
+            # time (a stalled heartbeat): running it again here would run it twice
+            running = set(self._running)
         taken = []
         for task_id, worker, lease_until in left:
+            if task_id in running:
+                continue
             with self.db.begin() as s:
                 claimed = changed_one(
                     s,

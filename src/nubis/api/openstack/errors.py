@@ -10,10 +10,10 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException
 
-from nubis.api.errors import describe
+from nubis.api.errors import DATABASE_DOWN, RETRY_AFTER, describe
 from nubis.services.core.errors import ServiceError
 
 FAULTS = {
@@ -64,6 +64,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(IntegrityError)
     async def integrity_error(req: Request, _exc: IntegrityError) -> JSONResponse:
         return fault(req.url.path, 409, "a concurrent change conflicts with this request")
+
+    @app.exception_handler(OperationalError)
+    async def database_down(req: Request, _exc: OperationalError) -> JSONResponse:
+        response = fault(req.url.path, 503, DATABASE_DOWN)
+        response.headers.update(RETRY_AFTER)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(req: Request, exc: RequestValidationError) -> JSONResponse:
