@@ -186,12 +186,12 @@ def test_audit_log_records_changes_and_logins_and_exports(client, callers):
     assert callers["system_admin"].get("/audit").status_code == 403
 
 
-def test_audit_retention_removes_only_old_records(callers, platform):
+def test_housekeeping_removes_only_old_audit_records_and_long_dead_controllers(callers, platform):
     from datetime import timedelta
 
     from sqlalchemy import func, select
 
-    from nubis.db.models import AuditRecord, utcnow
+    from nubis.db.models import AuditRecord, Controller, utcnow
     from nubis.services.housekeeping import Housekeeping
 
     with platform.db.begin() as s:
@@ -207,8 +207,13 @@ def test_audit_retention_removes_only_old_records(callers, platform):
         s.flush()
         old_id = old.id
         recent = s.scalar(select(func.count()).select_from(AuditRecord))
+    with platform.db.begin() as s:  # a controller that died long ago, one lately
+        for name, days in (("long-gone", 8), ("lately", 1)):
+            beat = utcnow() - timedelta(days=days)
+            s.add(Controller(id=name, address="10.0.0.9:8080", heartbeat_at=beat))
     Housekeeping(platform.db, audit_retention_days=365).run_once()
     with platform.db.begin() as s:
+        assert s.get(Controller, "long-gone") is None and s.get(Controller, "lately")
         assert s.get(AuditRecord, old_id) is None
         assert s.scalar(select(func.count()).select_from(AuditRecord)) == recent - 1
 

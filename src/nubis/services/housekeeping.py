@@ -1,22 +1,35 @@
 """Periodic clean-up: audit records and events past retention; expired tokens, used
 signatures, console tickets, approvals and login throttling (kept off the request
-paths that make them); and what other services add to ``also`` (e.g. the copies of
-deleted images left in RBD pools)."""
+paths that make them); controllers that died long ago; and what other services add
+to ``also`` (e.g. the copies of deleted images left in RBD pools)."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
-from nubis.db.models import Approval, ConsoleTicket, Token, UsedSignature, utcnow
+from nubis.db.models import (
+    Approval,
+    ConsoleTicket,
+    Controller,
+    Task,
+    TaskStatus,
+    Token,
+    UsedSignature,
+    utcnow,
+)
 from nubis.db.session import Database
 from nubis.services.core import events
 from nubis.services.identity import audit, throttle
 
 log = logging.getLogger(__name__)
+# a controller silent this long is gone for good: it leaves the controllers' list
+# (unless a task it ran is still recorded as running)
+CONTROLLER_FORGOTTEN = timedelta(days=7)
 
 
 class Housekeeping:
@@ -48,6 +61,13 @@ class Housekeeping:
             for model in (Token, UsedSignature, ConsoleTicket, Approval):
                 s.execute(delete(model).where(model.expires_at < now))
             throttle.forget_old(s, self.login_throttle)
+            holding = select(Task.worker).where(Task.status == TaskStatus.RUNNING)
+            s.execute(
+                delete(Controller).where(
+                    Controller.heartbeat_at < now - CONTROLLER_FORGOTTEN,
+                    Controller.id.not_in(holding),
+                )
+            )
         if pruned:
             log.info("removed %d audit record(s) older than %d days", pruned, self.retention_days)
 
