@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Error, Page, Response, sync_playwright
 
 from tests.integration.server import serving
 
@@ -93,8 +93,24 @@ def shot(page: Page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def goto(page: Page, url: str) -> Response | None:
+    """``page.goto``, again when Chromium aborted the load because the machine's network
+    interfaces changed: Chromium watches every interface and aborts whatever is in
+    flight when any of them changes (net::ERR_NETWORK_CHANGED, Chromium's behaviour
+    on Linux), and the other test worker adds and removes interfaces (a devcluster's
+    bridges, a network's veths). Nothing of Nubis is involved: the load never left
+    the browser. Any other error is raised."""
+    for _ in range(3):
+        try:
+            return page.goto(url)
+        except Error as exc:
+            if "ERR_NETWORK_CHANGED" not in str(exc):
+                raise
+    return page.goto(url)
+
+
 def sign_in(page: Page, base: str, username: str, password: str) -> None:
-    page.goto(base + "/")
+    goto(page, base + "/")
     page.get_by_label("User name").fill(username)
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Sign in").click()

@@ -4,6 +4,7 @@ disk; a revert gives it back its old ones, a confirm keeps them."""
 import libvirt
 import pytest
 
+from nubis.drivers.libvirt import storage
 from tests.integration.guest import guest_run
 from tests.integration.server import libvirt_leftovers
 
@@ -31,7 +32,9 @@ def _pool_volumes() -> list[str]:
     conn = libvirt.open("qemu:///system")
     try:
         pool = conn.storagePoolLookupByName("nubis-disks")
-        pool.refresh(0)
+        # the pool is shared with the other test worker's instances: libvirt refuses a
+        # refresh while one of their image copies streams into it, and this waits
+        storage.refresh(pool)
         return pool.listVolumes()
     finally:
         conn.close()
