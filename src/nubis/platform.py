@@ -62,6 +62,7 @@ from nubis.services.storage.volume_tasks import VolumeTasks
 from nubis.services.storage.volume_transfers import VolumeTransfers
 from nubis.services.storage.volumes import VolumeService
 from nubis.tasks.engine import TaskEngine
+from nubis.tasks.host_shares import HostShares
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,9 @@ class Platform:
             takeover_seconds=settings.task_takeover_seconds,
             address=f"{settings.listen_host}:{settings.listen_port}",
         )
+        # each host is watched (events, reconciliation) by one controller
+        self.sync.shares = HostShares(self.db, self.engine.leadership)
+        self.sync.tick = self.engine.tick
         self.engine.on_finished.append(lambda task_id, status: self._task_event(task_id, status))
         self.scheduler = Scheduler()
         self.volume_driver = VolumeDriver(self.conns)
@@ -218,6 +222,7 @@ class Platform:
             ("metering", self.meter),
             ("notifier", self.notifier),
             ("housekeeping", self.housekeeping),
+            ("reconcile", self.sync),
         ):
             loop.lead = leadership.gate(name)
         self.admin_password_file: Path | None = None

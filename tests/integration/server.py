@@ -92,6 +92,11 @@ class NubisServer:
         """The certificate the server made on its first start: what clients trust."""
         return self.data_dir / "tls" / "cert.pem"
 
+    @property
+    def log_path(self) -> Path:
+        """What the server process prints (every start of it, one after the other)."""
+        return self.data_dir.parent / f"server-{self.port}.log"
+
     def start(self, **extra_env: str) -> NubisServer:
         env = {
             **os.environ,
@@ -104,7 +109,7 @@ class NubisServer:
             **self.env,
             **extra_env,
         }
-        log_path = self.data_dir.parent / f"server-{self.port}.log"
+        log_path = self.log_path
         if self.spawn is not None:
             self.proc = self.spawn(env, log_path)
         else:
@@ -163,7 +168,7 @@ class NubisServer:
 
     def restart(self) -> NubisServer:
         """Stop the process (its images stay) and start it again on the same data."""
-        self._terminate()
+        self.terminate()
         return self.start()
 
     def stop(self) -> None:
@@ -172,9 +177,10 @@ class NubisServer:
             if self.proc is not None and self.proc.poll() is None and self.client is not None:
                 self.remove_images()
         finally:
-            self._terminate()
+            self.terminate()
 
-    def _terminate(self) -> None:
+    def terminate(self) -> None:
+        """Stop the process cleanly (SIGTERM); its images and data stay."""
         if self.client is not None:
             # first: uvicorn's shutdown waits for open keep-alive connections to close
             self.client.close()

@@ -2,8 +2,9 @@
 one PostgreSQL database: the one running an instance's create is killed half-way;
 the other takes the task over once its lease has passed and finishes it (once),
 and takes over the HA monitor's lease too; with both up, a token, a console ticket
-and a web session made on one work on the other; nothing of the instance is left
-after its delete."""
+and a web session made on one work on the other; the host is watched by one of
+them (what libvirt says of the instance is applied by that one only), and by the
+other once it stops; nothing of the instance is left after its delete."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 
 import httpx
+import libvirt
 import pytest
 from websockets.sync.client import connect
 
@@ -85,6 +87,45 @@ def across_controllers(one: NubisServer, other: NubisServer, instance_id: str) -
         assert a.get("/dashboard").status_code == 303  # on the first one too
 
 
+def controller_id(server: NubisServer) -> str:
+    return (server.data_dir / "controller-id").read_text().strip()
+
+
+def wait_watcher(server: NubisServer, expected: str) -> None:
+    """Until the controller ``expected`` watches the one host, and no other does."""
+    deadline = time.monotonic() + 3 * TAKEOVER
+    while time.monotonic() < deadline:
+        listed = server.client.get("/controllers").json()
+        hosts = {c["id"]: c["hosts"] for c in listed if c["alive"]}
+        if hosts.get(expected) == 1 and sum(hosts.values()) == 1:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{expected} does not watch the host: {listed}")
+
+
+def watched_by_one(first: NubisServer, second: NubisServer, instance_id: str) -> NubisServer:
+    """The instance stopped and started behind Nubis's back (virsh destroy, start):
+    the controller that watches its host applies it (alone), and, once that one
+    stops, the other. The controller left running."""
+    # with two controllers and one host, the first by id watches it
+    watcher, other = sorted((first, second), key=controller_id)
+    wait_watcher(other, controller_id(watcher))
+    conn = libvirt.open("qemu:///system")
+    try:
+        dom = conn.lookupByUUIDString(instance_id)
+        dom.destroy()
+        other.wait_status(instance_id, "stopped")
+        said = f"instance {instance_id} is now stopped (reported by libvirt)"
+        assert [s is watcher for s in (first, second) if said in s.log_path.read_text()] == [True]
+        watcher.terminate()  # a clean stop: the other watches the host from its next tick
+        wait_watcher(other, controller_id(other))
+        dom.create()
+        other.wait_status(instance_id, "running")
+    finally:
+        conn.close()
+    return other
+
+
 def test_a_dead_controllers_create_is_finished_by_another(tmp_path, database):
     key = secrets.token_urlsafe(32)
     first = controller(tmp_path / "a" / "data", database, key)
@@ -129,9 +170,10 @@ def test_a_dead_controllers_create_is_finished_by_another(tmp_path, database):
         # one controller work on the other
         first.start(NUBIS_FAULT_INJECT="")
         across_controllers(first, second, created["id"])
+        left = watched_by_one(first, second, created["id"])
 
-        resp = second.client.delete(f"/instances/{created['id']}")
-        assert second.wait_task(resp.json()["task_id"])["status"] == "succeeded"
+        resp = left.client.delete(f"/instances/{created['id']}")
+        assert left.wait_task(resp.json()["task_id"])["status"] == "succeeded"
         assert libvirt_leftovers(created["id"]) == []
     finally:
         second.stop()

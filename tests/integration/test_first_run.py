@@ -80,7 +80,7 @@ def test_first_vm_has_an_address_and_first_volume_attaches(server, tmp_path, poo
 
 def test_the_cli_pins_the_servers_certificate_by_its_fingerprint(server, tmp_path):
     printed = tls.fingerprint(server.ca_file.read_bytes())  # what nubis serve printed
-    log = (server.data_dir.parent / f"server-{server.port}.log").read_text()
+    log = server.log_path.read_text()
     assert f"SHA-256 fingerprint {printed}" in log
     password = (server.data_dir / "admin-password").read_text().strip()
     # another machine: neither the CA file nor the data directory

@@ -29,7 +29,7 @@ CLUSTER_COLS = [
     "id",
 ]
 GROUP_COLS = ["name", "policy", "strict", "members", "id"]
-CONTROLLER_COLS = ["id", "address", "alive", "running_tasks", "heartbeat_at", "this"]
+CONTROLLER_COLS = ["id", "address", "alive", "running_tasks", "hosts", "heartbeat_at", "this"]
 
 
 def show_capacity(data: dict, fmt: str) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import Controller, Task, TaskStatus, new_id, utcnow
 from nubis.db.session import Database, changed_one
+from nubis.tasks.host_shares import PREFIX as HOST_LEASE
 from nubis.tasks.leadership import Leadership
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class ControllerView:
     alive: bool
     running_tasks: int
     leads: list[str]  # the work only one controller does, done by this one
+    hosts: int  # the hosts whose events and reconciliation this one handles
     this: bool  # the controller that answered
 
 
@@ -528,8 +530,12 @@ class TaskEngine:
         """Every controller that ever shared the database, with the tasks it runs."""
         alive_since = utcnow() - self.lease * 4 / 3  # one takeover time
         leads: dict[str, list[str]] = {}
+        hosts: dict[str, int] = {}
         for name, holder in sorted(self.leadership.holders().items()):
-            leads.setdefault(holder, []).append(name)
+            if name.startswith(HOST_LEASE):
+                hosts[holder] = hosts.get(holder, 0) + 1
+            else:
+                leads.setdefault(holder, []).append(name)
         with self.db.read() as s:
             counts = s.execute(
                 select(Task.worker, func.count())
@@ -547,6 +553,7 @@ class TaskEngine:
                     c.heartbeat_at >= alive_since,
                     running.get(c.id, 0),
                     leads.get(c.id, []),
+                    hosts.get(c.id, 0),
                     c.id == self.worker_id,
                 )
                 for c in rows

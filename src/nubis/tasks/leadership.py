@@ -10,13 +10,17 @@ its leases pass and the next controller to ask takes the work over; when it stop
 cleanly it hands them back at once (``release``). Taking a lease is a
 compare-and-swap on its holder and expiry, so two controllers never both hold one.
 With one controller (SQLite) it always holds every lease: everything runs as before.
+
+The same leases share the hosts out (``tasks/host_shares.py``): ``take`` several at
+once, ``let_go`` some, ``held`` those of one kind.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -99,19 +103,78 @@ class Leadership:
                 elif self._held.pop(name, None) is not None:
                     log.warning("another controller took %s over", name)
 
+    def take(self, names: Collection[str], limit: int) -> set[str]:
+        """Take up to ``limit`` of the leases ``names`` that nobody holds (never made,
+        or passed), in random order so that controllers asking at once mostly ask for
+        different ones; those taken. Each is a compare-and-swap as in ``hold``."""
+        if limit <= 0 or not names:
+            return set()
+        now = utcnow()
+        until = now + self.lease
+        with self.db.begin() as s:
+            known = dict(
+                s.execute(select(Lease.name, Lease.until).where(Lease.name.in_(list(names)))).all()
+            )
+            free = [n for n in names if n not in known or known[n] < now]
+            chosen = random.sample(free, min(limit, len(free)))
+            passed = [n for n in chosen if n in known]
+            taken: set[str] = set()
+            if passed:
+                s.execute(
+                    update(Lease)
+                    .where(Lease.name.in_(passed), Lease.until < now)
+                    .values(holder=self.holder, until=until)
+                )
+                taken |= set(
+                    s.scalars(
+                        select(Lease.name).where(
+                            Lease.name.in_(passed), Lease.holder == self.holder
+                        )
+                    )
+                )
+            for name in chosen:
+                if name in known:
+                    continue
+                try:
+                    with s.begin_nested():
+                        s.add(Lease(name=name, holder=self.holder, until=until))
+                    taken.add(name)
+                except IntegrityError:  # another controller made it first
+                    pass
+        with self._lock:
+            for name in names:
+                if name in taken:
+                    self._held[name] = until
+                elif name in self._held and self._held[name] <= now:
+                    del self._held[name]  # it passed, and another controller has it
+        return taken
+
+    def held(self, prefix: str) -> set[str]:
+        """The leases named ``prefix...`` this controller surely holds: renewed, and
+        not passed since (one that passed may be another's now: ``take`` it again)."""
+        now = utcnow()
+        with self._lock:
+            return {n for n, until in self._held.items() if n.startswith(prefix) and until > now}
+
+    def let_go(self, names: Collection[str]) -> None:
+        """Hand the leases ``names`` back: the next controller to ask takes them."""
+        with self._lock:
+            for name in names:
+                self._held.pop(name, None)
+        if names:
+            with self.db.begin() as s:
+                s.execute(
+                    update(Lease)
+                    .where(Lease.name.in_(list(names)), Lease.holder == self.holder)
+                    .values(until=utcnow())
+                )
+
     def release(self) -> None:
         """Hand every lease back (a clean stop): another controller takes the work
         at its next round instead of after the lease."""
         with self._lock:
             held = set(self._held)
-            self._held.clear()
-        if held:
-            with self.db.begin() as s:
-                s.execute(
-                    update(Lease)
-                    .where(Lease.name.in_(held), Lease.holder == self.holder)
-                    .values(until=utcnow())
-                )
+        self.let_go(held)
 
     def holders(self) -> dict[str, str]:
         """Who holds each lease that has not passed: name -> controller id."""

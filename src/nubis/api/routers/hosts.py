@@ -56,6 +56,7 @@ def add_host(body: HostIn, platform: PlatformDep, _p: PrincipalDep) -> HostOut:
     )
     platform.pools.ensure_on_host(host.id)  # the pools of its cluster, on it too
     platform.networks.ensure_on_host(host.id)  # and its networks
+    platform.sync.share_now()  # a controller watches it from now on
     return HostOut.model_validate(host)
 
 

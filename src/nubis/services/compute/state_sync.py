@@ -4,6 +4,11 @@ Events arrive on libvirt's event thread; they are queued and applied by one
 sync thread so the event loop never waits for the database. Only instances
 with no operation in flight (``task_state`` is NULL) take the reported state:
 an operation in flight settles the state itself when it ends.
+
+With several controllers each host is watched by one (``HostShares``): a
+controller applies the events of the hosts it holds and reconciles those only;
+the cluster-wide reconciliation (``also``: overlays, routers, pool capacities)
+runs on the controller that leads ``reconcile``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import threading
 from collections.abc import Callable
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import OperationalError
 
 from nubis.db.models import Host, HostStatus, Instance, InstanceStatus, StaleDomain, utcnow
 from nubis.db.session import Database
@@ -24,6 +30,7 @@ from nubis.services.compute.instance_tasks import volume_names
 from nubis.services.core import events
 from nubis.services.core.guard import swap
 from nubis.services.inventory.hosts import HostService
+from nubis.tasks.host_shares import HostShares
 
 log = logging.getLogger(__name__)
 STABLE = (
@@ -35,12 +42,25 @@ STABLE = (
 
 
 class StateSync:
-    def __init__(self, db: Database, hosts: HostService, interval: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        hosts: HostService,
+        interval: float,
+        shares: HostShares | None = None,
+        tick: float = 5.0,
+    ) -> None:
         self.db = db
         self.hosts = hosts
         self.interval = interval
+        # the hosts this controller watches (None: every host), rebalanced every tick
+        self.shares = shares
+        self.tick = tick
+        # whether this controller runs the cluster-wide reconciliation (``also``)
+        self.lead: Callable[[], bool] = lambda: True
         self._events: queue.Queue[DomainEvent | str | None] = queue.Queue()
         self._stop = threading.Event()
+        self._share_now = threading.Event()
         self._threads: list[threading.Thread] = []
         # a domain's QEMU died: (instance id, host URI) -> True if someone restarts it
         self.on_crash: Callable[[str, str], bool] | None = None
@@ -56,13 +76,22 @@ class StateSync:
 
     def start(self) -> None:
         self._stop.clear()
-        for target, name in ((self._apply_events, "state-events"), (self._periodic, "reconcile")):
+        loops = [(self._apply_events, "state-events"), (self._periodic, "reconcile")]
+        if self.shares is not None:
+            self.shares.rebalance()
+            loops.append((self._share_hosts, "host-shares"))
+        for target, name in loops:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
 
+    def share_now(self) -> None:
+        """Share the hosts out at once (one was added), not at the next tick."""
+        self._share_now.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._share_now.set()
         self._events.put(None)
         for t in self._threads:
             t.join(5)
@@ -73,6 +102,9 @@ class StateSync:
             item = self._events.get()
             if item is None:
                 continue
+            uri = item.uri if isinstance(item, DomainEvent) else item
+            if self.shares is not None and not self.shares.owns_uri(uri):
+                continue  # another controller watches that host
             try:
                 if isinstance(item, DomainEvent):
                     if item.crashed and self.on_crash and self.on_crash(item.uuid, item.uri):
@@ -112,16 +144,53 @@ class StateSync:
 
     def _periodic(self) -> None:
         while not self._stop.wait(self.interval):
-            for reconcile in (self.reconcile_all, *self.also):
+            try:
+                self.reconcile_all()
+            except Exception:
+                log.exception("reconciliation failed")
+            try:
+                cluster = self.also if self.also and self.lead() else []
+            except OperationalError as exc:
+                log.warning(
+                    "no cluster-wide reconciliation: the database is unreachable (%s)", exc.orig
+                )
+                cluster = []
+            for reconcile in cluster:
                 try:
                     reconcile()
                 except Exception:
                     log.exception("reconciliation failed")
 
+    def _share_hosts(self) -> None:
+        """Every tick: this controller's share of the hosts; a host it gains is
+        reconciled at once (which opens the connection its events come by)."""
+        assert self.shares is not None
+        while not self._stop.is_set():
+            self._share_now.wait(self.tick)
+            self._share_now.clear()
+            if self._stop.is_set():
+                return
+            try:
+                gained, lost = self.shares.rebalance()
+                if gained or lost:
+                    log.info("now watching %d more and %d fewer hosts", len(gained), len(lost))
+                for host_id in gained:
+                    self.reconcile_host(host_id)
+            except OperationalError as exc:
+                log.warning(
+                    "the hosts were not shared out: the database is unreachable (%s)", exc.orig
+                )
+            except Exception:
+                log.exception("sharing the hosts out failed")
+
     def reconcile_all(self) -> None:
-        """Probe every host and align idle instances with what libvirt reports."""
-        with self.db.begin() as s:
-            host_ids = list(s.scalars(select(Host.id)).all())
+        """Probe every host this controller watches and align idle instances with
+        what libvirt reports."""
+        if self.shares is not None:
+            host_ids = self.shares.owned()
+        else:
+            with self.db.begin() as s:
+                host_ids = list(s.scalars(select(Host.id)).all())
         for host_id in host_ids:
             self.reconcile_host(host_id)
 
