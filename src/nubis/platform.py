@@ -63,6 +63,7 @@ from nubis.services.storage.volume_transfers import VolumeTransfers
 from nubis.services.storage.volumes import VolumeService
 from nubis.tasks.engine import TaskEngine
 from nubis.tasks.host_shares import HostShares
+from nubis.tasks.in_flight import InFlight
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +102,6 @@ class Platform:
             settings.events_retention_days,
             login_throttle=self.login_throttle.rules,
         )
-        self.images = ImageService(
-            settings.image_dir,
-            self.hosts,
-            settings.max_image_bytes,
-            settings.images_import_dir,
-        )
         self.engine = TaskEngine(
             self.db,
             settings.task_workers,
@@ -114,6 +109,15 @@ class Platform:
             controller_id=settings.controller_id or bootstrap.controller_id(settings.data_dir),
             takeover_seconds=settings.task_takeover_seconds,
             address=f"{settings.listen_host}:{settings.listen_port}",
+        )
+        # what API calls do on the hosts outside tasks, leased while it runs
+        self.in_flight = InFlight(self.engine.leadership)
+        self.images = ImageService(
+            settings.image_dir,
+            self.hosts,
+            settings.max_image_bytes,
+            self.in_flight,
+            settings.images_import_dir,
         )
         # each host is watched (events, reconciliation) by one controller
         self.sync.shares = HostShares(self.db, self.engine.leadership)
@@ -127,6 +131,9 @@ class Platform:
         # bases of images deleted while a pool could not be reached, or by a process
         # that died half-way
         self.housekeeping.also.append(self.volume_tasks.bases.sweep)
+        self.housekeeping.also.append(
+            lambda: self.images.cleanup_partials(settings.task_takeover_seconds)
+        )
         self.instances = InstanceService(self.engine, self.hosts, self.scheduler, self.volumes)
         self.network_driver = NetworkDriver(self.conns)
         self.filter_driver = FilterDriver(self.conns)
@@ -139,8 +146,11 @@ class Platform:
             self.hosts,
             self.overlays,
             VlanService(agents),
+            self.in_flight,
         )
-        self.routers = RouterService(self.db, agents, self.hosts, self.overlays, self.networks)
+        self.routers = RouterService(
+            self.db, agents, self.hosts, self.overlays, self.networks, self.in_flight
+        )
         self.floating_ips = FloatingIPService(self.db, self.routers)
         self.security_groups = SecurityGroupService(self.db, self.filter_driver, self.hosts)
         self.instance_tasks = InstanceTasks(
@@ -183,8 +193,16 @@ class Platform:
         self.sync.on_crash = self.ha.on_crash
         self.sync.also.append(self.overlays.sync_all)
         self.sync.also.append(self.routers.sync_all)
-        self.pools = PoolService(self.db, self.volume_driver, self.hosts)
+        self.pools = PoolService(self.db, self.volume_driver, self.hosts, self.in_flight)
         self.sync.also.append(self.pools.refresh_all)
+        # what an API call of a controller that died left half-done is undone by the
+        # controller that leads the reconciliation (its own, by each at its start-up)
+        self.sync.also += [
+            self.pools.undo_interrupted,
+            self.networks.undo_interrupted,
+            self.routers.undo_interrupted,
+            lambda: self.images.requeue_interrupted(self.db),
+        ]
         self.volume_transfers = VolumeTransfers(
             self.volumes, self.volume_driver, self.hosts, settings.data_dir / "spool"
         )
@@ -283,7 +301,7 @@ class Platform:
         """Migrate, bootstrap, recover interrupted work, then start workers and sync."""
         migrate.upgrade(self.db.engine)
         self.admin_password_file = bootstrap.seed(self.db, self.settings.data_dir)
-        self.images.cleanup_partials()
+        self.images.cleanup_partials(self.settings.task_takeover_seconds)
         self.images.requeue_interrupted(self.db)
         self.pools.undo_interrupted()
         self.networks.undo_interrupted()

@@ -46,7 +46,7 @@ class Housekeeping:
         self.retention_days = audit_retention_days
         self.events_retention_days = events_retention_days
         self.interval = interval
-        self.also: list[Callable[[], None]] = []
+        self.also: list[Callable[[], object]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         # whether this controller runs the loop's next round (one controller at a

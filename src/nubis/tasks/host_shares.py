@@ -62,8 +62,8 @@ class HostShares:
         share = fair_share(len(hosts), sorted(live | {me}), me)
         held = {name.removeprefix(PREFIX) for name in self.leadership.held(PREFIX)}
         kept = sorted(held & hosts.keys())
-        handed_back = (held - hosts.keys()) | set(kept[share:])
-        self.leadership.let_go([PREFIX + h for h in handed_back])
+        self.leadership.let_go([PREFIX + h for h in held - hosts.keys()], forget=True)
+        self.leadership.let_go([PREFIX + h for h in kept[share:]])
         kept = kept[:share]
         wanted = [PREFIX + h for h in hosts if h not in held]
         taken = self.leadership.take(wanted, share - len(kept))

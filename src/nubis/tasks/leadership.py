@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nubis.db.models import Lease, utcnow
@@ -103,26 +103,43 @@ class Leadership:
                 elif self._held.pop(name, None) is not None:
                     log.warning("another controller took %s over", name)
 
-    def take(self, names: Collection[str], limit: int) -> set[str]:
+    def take(self, names: Collection[str], limit: int, reclaim: bool = False) -> set[str]:
         """Take up to ``limit`` of the leases ``names`` that nobody holds (never made,
         or passed), in random order so that controllers asking at once mostly ask for
-        different ones; those taken. Each is a compare-and-swap as in ``hold``."""
+        different ones; those taken. Each is a compare-and-swap as in ``hold``. With
+        ``reclaim``, also those this controller's previous life held (its id on a
+        lease it does not hold now)."""
         if limit <= 0 or not names:
             return set()
         now = utcnow()
         until = now + self.lease
+        with self._lock:
+            mine = set(self._held)
         with self.db.begin() as s:
-            known = dict(
-                s.execute(select(Lease.name, Lease.until).where(Lease.name.in_(list(names)))).all()
-            )
-            free = [n for n in names if n not in known or known[n] < now]
-            chosen = random.sample(free, min(limit, len(free)))
+            known = {
+                name: (holder, ends)
+                for name, holder, ends in s.execute(
+                    select(Lease.name, Lease.holder, Lease.until).where(Lease.name.in_(list(names)))
+                )
+            }
+
+            def free(name: str) -> bool:
+                if name not in known:
+                    return True
+                holder, ends = known[name]
+                return ends < now or (reclaim and holder == self.holder and name not in mine)
+
+            unheld = [n for n in names if free(n)]
+            chosen = random.sample(unheld, min(limit, len(unheld)))
             passed = [n for n in chosen if n in known]
             taken: set[str] = set()
             if passed:
+                gone = Lease.until < now
+                if reclaim:
+                    gone = or_(gone, Lease.holder == self.holder)
                 s.execute(
                     update(Lease)
-                    .where(Lease.name.in_(passed), Lease.until < now)
+                    .where(Lease.name.in_(passed), gone)
                     .values(holder=self.holder, until=until)
                 )
                 taken |= set(
@@ -156,18 +173,20 @@ class Leadership:
         with self._lock:
             return {n for n, until in self._held.items() if n.startswith(prefix) and until > now}
 
-    def let_go(self, names: Collection[str]) -> None:
-        """Hand the leases ``names`` back: the next controller to ask takes them."""
+    def let_go(self, names: Collection[str], forget: bool = False) -> None:
+        """Hand the leases ``names`` back: the next controller to ask takes them.
+        With ``forget`` their rows go (the work they stood for is over)."""
         with self._lock:
             for name in names:
                 self._held.pop(name, None)
-        if names:
-            with self.db.begin() as s:
-                s.execute(
-                    update(Lease)
-                    .where(Lease.name.in_(list(names)), Lease.holder == self.holder)
-                    .values(until=utcnow())
-                )
+        if not names:
+            return
+        with self.db.begin() as s:
+            mine = and_(Lease.name.in_(list(names)), Lease.holder == self.holder)
+            if forget:
+                s.execute(delete(Lease).where(mine))
+            else:
+                s.execute(update(Lease).where(mine).values(until=utcnow()))
 
     def release(self) -> None:
         """Hand every lease back (a clean stop): another controller takes the work

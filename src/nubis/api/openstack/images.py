@@ -169,11 +169,12 @@ def create_image(
 def _start_upload(
     platform: PlatformDep, principal: Principal, image_id: str, length: int | None
 ) -> None:
-    with platform.db.begin() as s:
+    with platform.db.read() as s:
         image = find_image(s, principal, image_id)
         if image.project_id is None and not principal.all_projects:
             raise Forbidden("only the system administrator uploads a public image")
-        platform.images.start_fill(s, image, length)
+        image_id = image.id
+    platform.images.start_fill(platform.db, image_id, length)
 
 
 @router.put("/v2/images/{image_id}/file", status_code=204)

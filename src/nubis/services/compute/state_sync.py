@@ -65,7 +65,7 @@ class StateSync:
         # a domain's QEMU died: (instance id, host URI) -> True if someone restarts it
         self.on_crash: Callable[[str, str], bool] | None = None
         # other host state reconciled at the same pace (the overlay networks)
-        self.also: list[Callable[[], None]] = []
+        self.also: list[Callable[[], object]] = []
 
     # called from libvirt's event thread: never block there
     def on_domain_event(self, event: DomainEvent) -> None:

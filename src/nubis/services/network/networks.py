@@ -21,14 +21,24 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from nubis.db.models import Cluster, Host, HostStatus, Network, NetworkState, Port, Subnet
+from nubis.db.models import (
+    Cluster,
+    Host,
+    HostStatus,
+    Network,
+    NetworkState,
+    Port,
+    Subnet,
+    new_id,
+)
 from nubis.db.models.routing import ROUTER_INTERFACE
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
@@ -45,11 +55,14 @@ from nubis.services.network import vlans
 from nubis.services.network.ipam import SubnetRequest, check_disjoint, plan_subnet
 from nubis.services.network.overlays import FIRST_VNI, LAST_VNI, OverlayService, tunnel_address
 from nubis.services.network.specs import EXTERNAL, MODE, spec_of
+from nubis.tasks.in_flight import InFlight
 
 log = logging.getLogger(__name__)
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 MAX_SUBNETS = 4
 ALL_MODES = (*MODES, EXTERNAL)
+KIND = "network"  # the lease of an operation in flight: network:<id>
+BUSY = "another operation on the network is under way; try again"
 
 
 @dataclass(frozen=True)
@@ -221,7 +234,9 @@ class NetworkService:
         hosts: HostService,
         overlays: OverlayService,
         vlan_service: vlans.VlanService,
+        in_flight: InFlight,
     ) -> None:
+        self.in_flight = in_flight
         self.db = db
         self.driver = driver
         self.filters = filters
@@ -253,36 +268,49 @@ class NetworkService:
                 cluster = _validate(s, principal, req, self.hosts)
                 targets = vlans.hosts_of_cluster(s, self.hosts, cluster.id)
             self.vlans.check_support(targets)
-        with self.db.begin() as s:
-            cluster = _validate(s, principal, req, self.hosts)
-            quotas.claim(s, principal.project_id, {"networks": 1})
-            network = self._insert(s, principal, req, cluster)
-            if not req.subnets:
-                network.state = NetworkState.EMPTY  # nothing to define on the hosts yet
-                return network
-            _add_subnets(s, network, req.subnets)
-            network_id = network.id
-        return self._define_everywhere(network_id, self._undo)
+        network_id = new_id()
+        with self.in_flight.running(KIND, network_id, Conflict(BUSY)):
+            with self.db.begin() as s:
+                cluster = _validate(s, principal, req, self.hosts)
+                quotas.claim(s, principal.project_id, {"networks": 1})
+                network = self._insert(s, principal, req, cluster, network_id)
+                if not req.subnets:
+                    network.state = NetworkState.EMPTY  # nothing to define on the hosts yet
+                    return network
+                _add_subnets(s, network, req.subnets)
+            return self._define_everywhere(network_id, self._undo)
+
+    @contextmanager
+    def _operation(self, principal: Principal, ref: str) -> Iterator[str]:
+        """The network's id, its operation's lease held (``InFlight``)."""
+        with self.db.read() as s:
+            network_id = self.get(s, principal, ref).id
+        with self.in_flight.running(KIND, network_id, Conflict(BUSY)):
+            yield network_id
 
     def add_subnets(self, principal: Principal, ref: str, subnets: list[SubnetRequest]) -> Network:
         """Give an ``empty`` network its subnets and define it on the hosts."""
-        with self.db.begin() as s:
-            network = self.get(s, principal, ref)
-            if network.state != NetworkState.EMPTY:
-                raise Conflict(
-                    f"network {network.name!r} already has its subnets: subnets are added "
-                    "only to a network that has none yet (make another network)"
-                )
-            if not 1 <= len(subnets) <= MAX_SUBNETS:
-                raise BadRequest(f"a network has 1 to {MAX_SUBNETS} subnets")
-            _add_subnets(s, network, subnets)
-            network.state = NetworkState.ADDING
-            network_id = network.id
-        return self._define_everywhere(network_id, self._empty)
+        with self._operation(principal, ref) as network_id:
+            with self.db.begin() as s:
+                network = self.get(s, principal, network_id)
+                if network.state != NetworkState.EMPTY:
+                    raise Conflict(
+                        f"network {network.name!r} already has its subnets: subnets are added "
+                        "only to a network that has none yet (make another network)"
+                    )
+                if not 1 <= len(subnets) <= MAX_SUBNETS:
+                    raise BadRequest(f"a network has 1 to {MAX_SUBNETS} subnets")
+                _add_subnets(s, network, subnets)
+                network.state = NetworkState.ADDING
+            return self._define_everywhere(network_id, self._empty)
 
     def remove_subnet(self, principal: Principal, ref: str, subnet_id: str) -> Network:
         """Remove a network's subnet: only its last one, while no port uses it (the
         network is then ``empty``, defined on no host)."""
+        with self._operation(principal, ref) as network_id:
+            return self._remove_subnet(principal, network_id, subnet_id)
+
+    def _remove_subnet(self, principal: Principal, ref: str, subnet_id: str) -> Network:
         with self.db.begin() as s:
             network = self.get(s, principal, ref)
             subnets = subnets_of(s, network.id)
@@ -357,12 +385,17 @@ class NetworkService:
 
     @staticmethod
     def _insert(
-        session: Session, principal: Principal, req: NetworkRequest, cluster: Cluster
+        session: Session,
+        principal: Principal,
+        req: NetworkRequest,
+        cluster: Cluster,
+        network_id: str,
     ) -> Network:
         """The network's row with a fresh random tag (a tag already taken: the unique
         constraint refuses the row, and another tag is drawn)."""
         for _attempt in range(5):
             network = Network(
+                id=network_id,
                 name=req.name,
                 project_id=principal.project_id,
                 cluster_id=cluster.id,
@@ -433,39 +466,51 @@ class NetworkService:
             self.overlays.remove(network.overlay_device, agents)
 
     def undo_interrupted(self) -> None:
-        """Start-up: networks a dead process left half-created are removed everywhere;
-        those it left getting (or losing) their subnets are ``empty`` again; those it
-        left being deleted are deleted (a host that refuses leaves it ``error``)."""
+        """Networks a dead process left half-created are removed everywhere; those it
+        left getting (or losing) their subnets are ``empty`` again; those it left
+        being deleted are deleted (a host that refuses leaves it ``error``). At
+        start-up, and in the housekeeping rounds for controllers that died: never a
+        network another controller is working on."""
+        in_flight = Network.state.in_(
+            (NetworkState.CREATING, NetworkState.ADDING, NetworkState.DELETING)
+        )
         with self.db.read() as s:
-            stale = [
-                (n.id, n.state, n.libvirt_name, [self.hosts.ref(h) for h in hosts_of(s, n)])
-                for n in s.scalars(
-                    select(Network).where(
-                        Network.state.in_(
-                            (NetworkState.CREATING, NetworkState.ADDING, NetworkState.DELETING)
-                        )
-                    )
-                )
-            ]
-        for network_id, state, name, refs in stale:
-            if state != NetworkState.DELETING:
-                self._empty(network_id, refs, delete=state == NetworkState.CREATING)
-                continue
-            failed = call_each(refs, lambda ref, n=name: self.driver.remove_network(ref, n))
-            if failed:
-                with self.db.begin() as s:
-                    network = s.get(Network, network_id)
-                    if network is not None:
-                        network.state = NetworkState.ERROR
-                        network.error = f"delete interrupted: {'; '.join(failed)}"
-                continue
-            self._forget(network_id, refs)
+            found = list(s.scalars(select(Network.id).where(in_flight)))
+        if not found:
+            return
+        with self.in_flight.orphans(KIND, found) as orphaned:
+            with self.db.read() as s:
+                stale = [
+                    (n.id, n.state, n.libvirt_name, [self.hosts.ref(h) for h in hosts_of(s, n)])
+                    for n in s.scalars(select(Network).where(in_flight, Network.id.in_(orphaned)))
+                ]
+            for network_id, state, name, refs in stale:
+                log.warning("undoing the interrupted operation on network %s", network_id)
+                self._undo_one(network_id, state, name, refs)
+
+    def _undo_one(self, network_id: str, state: str, name: str, refs: list[HostRef]) -> None:
+        if state != NetworkState.DELETING:
+            self._empty(network_id, refs, delete=state == NetworkState.CREATING)
+            return
+        failed = call_each(refs, lambda ref: self.driver.remove_network(ref, name))
+        if failed:
+            with self.db.begin() as s:
+                network = s.get(Network, network_id)
+                if network is not None:
+                    network.state = NetworkState.ERROR
+                    network.error = f"delete interrupted: {'; '.join(failed)}"
+            return
+        self._forget(network_id, refs)
 
     def delete(self, principal: Principal, ref: str) -> None:
         """Remove the network from every host of its cluster, then its rows; if a host
         refuses, nothing changes (it is ``active`` again). It is ``deleting`` while the
         hosts are called (outside any transaction), so no port joins it meanwhile; a
         delete a dead process left half-done is finished at start-up."""
+        with self._operation(principal, ref) as network_id:
+            self._delete(principal, network_id)
+
+    def _delete(self, principal: Principal, ref: str) -> None:
         with self.db.begin() as s:
             network = self.get(s, principal, ref)
             if network.state not in (NetworkState.ACTIVE, NetworkState.ERROR, NetworkState.EMPTY):

@@ -54,8 +54,10 @@ from nubis.services.network import ports as port_alloc
 from nubis.services.network.networks import NetworkService, subnets_of
 from nubis.services.network.overlays import OverlayService, tunnelled
 from nubis.services.network.specs import EXTERNAL, MODE, MTU
+from nubis.tasks.in_flight import InFlight
 
 log = logging.getLogger(__name__)
+KIND = "router"  # the lease of a gateway move in flight: router:<id>
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,10 @@ class RouterService:
         hosts: HostService,
         overlays: OverlayService,
         networks: NetworkService,
+        in_flight: InFlight,
     ) -> None:
         self.db = db
+        self.in_flight = in_flight
         self.agents = agents
         self.hosts = hosts
         self.overlays = overlays
@@ -323,6 +327,15 @@ class RouterService:
         self, principal: Principal, ref: str, network_ref: str | None, snat: bool = True
     ) -> Router:
         """Join the router to an external network (None: leave it)."""
+        with self.db.read() as s:
+            router_id = self.get(s, principal, ref).id
+        busy = Conflict("another change of the router's gateway is under way; try again")
+        with self.in_flight.running(KIND, router_id, busy):
+            return self._set_gateway(principal, router_id, network_ref, snat)
+
+    def _set_gateway(
+        self, principal: Principal, ref: str, network_ref: str | None, snat: bool
+    ) -> Router:
         with self.db.begin() as s:
             router = self.get(s, principal, ref)
             old = gateway_port(s, router)
@@ -488,22 +501,27 @@ class RouterService:
                 raise BadRequest(f"the router's host refused the change: {error}")
 
     def undo_interrupted(self) -> None:
-        """Start-up: a gateway move a dead process left half-done (the new external
-        leg recorded, the old one not yet released) keeps the leg the router's row
-        names; the other's address goes back to its network."""
-        with self.db.begin() as s:
-            stale = s.scalars(
-                select(Port)
-                .join(Router, Router.id == Port.router_id)
-                .where(
-                    Port.device_owner == ROUTER_GATEWAY,
-                    or_(
-                        Router.external_network_id.is_(None),
-                        Port.network_id != Router.external_network_id,
-                    ),
-                )
-            ).all()
-            for port in stale:
+        """A gateway move a dead process left half-done (the new external leg
+        recorded, the old one not yet released) keeps the leg the router's row names;
+        the other's address goes back to its network. At start-up, and in the
+        housekeeping rounds: never a move another controller is making."""
+        stale = (
+            select(Port)
+            .join(Router, Router.id == Port.router_id)
+            .where(
+                Port.device_owner == ROUTER_GATEWAY,
+                or_(
+                    Router.external_network_id.is_(None),
+                    Port.network_id != Router.external_network_id,
+                ),
+            )
+        )
+        with self.db.read() as s:
+            found = {port.router_id for port in s.scalars(stale) if port.router_id}
+        if not found:
+            return
+        with self.in_flight.orphans(KIND, found) as orphaned, self.db.begin() as s:
+            for port in s.scalars(stale.where(Port.router_id.in_(orphaned))).all():
                 log.info(
                     "releasing the stale gateway address %s of router %s", port.ip, port.router_id
                 )

@@ -115,7 +115,10 @@ def release(
 
 def heal(session: Session) -> None:
     """Recompute every host's counters from the instances placed on it (and the targets
-    of migrations still to run). Run at start-up, after recovery."""
+    of migrations still to run). Run at start-up, after recovery. The hosts' rows are
+    locked first (PostgreSQL): a placement another controller makes meanwhile waits,
+    then is counted (it changes its host's row in the transaction that places it)."""
+    session.execute(select(Host.id).order_by(Host.id).with_for_update())
     totals = {
         row.host_id: row
         for row in session.execute(

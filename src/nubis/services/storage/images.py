@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +38,12 @@ from nubis.services.core.lookup import validate_name
 from nubis.services.core.principal import Principal
 from nubis.services.identity import quotas
 from nubis.services.inventory.hosts import HostService
+from nubis.tasks.in_flight import InFlight
 
 CHUNK = 1024 * 1024
 ROOT_DEVICE = "vda"  # an instance's root disk (a volume when on a pool: see volumes.py)
 GIB = 1024**3
+KIND = "image"  # the lease of an upload in flight: image:<id>
 
 
 def image_volume_name(image: Image) -> str:
@@ -93,8 +96,10 @@ class ImageService:
         store: Path,
         hosts: HostService,
         max_upload_bytes: int,
+        in_flight: InFlight,
         import_dir: Path | None = None,
     ) -> None:
+        self.in_flight = in_flight
         self.store = store
         self.hosts = hosts
         self.max_upload_bytes = max_upload_bytes
@@ -105,12 +110,20 @@ class ImageService:
     def path(self, image: Image) -> Path:
         return self.store / image.id
 
-    def cleanup_partials(self) -> int:
-        """Remove uploads a dead process left half-written (run at start-up)."""
-        partials = list(self.store.glob("*.partial"))
-        for p in partials:
-            p.unlink(missing_ok=True)
-        return len(partials)
+    def cleanup_partials(self, min_age: float) -> int:
+        """Remove files a dead process left half-written (an upload, a copy): those
+        not written for ``min_age`` seconds, so that a file another controller is
+        writing into a shared store stays (at start-up, and in housekeeping)."""
+        cutoff = time.time() - min_age
+        removed = 0
+        for p in self.store.glob("*.partial"):
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # finished or removed meanwhile
+        return removed
 
     def check_name(self, session: Session, name: str, project_id: str | None) -> None:
         """A new image's name must be free among the images any one project sees: a
@@ -291,17 +304,30 @@ class ImageService:
             .values(status=ImageStatus.ERROR, error=error)
         )
 
-    def start_fill(self, session: Session, image: Image, length: int | None = None) -> None:
-        """Claim a queued image for one upload (``saving``); a second upload is refused."""
+    def start_fill(self, db: Database, image_id: str, length: int | None = None) -> None:
+        """Claim a queued image for one upload (``saving``); a second upload is refused.
+        Its lease is held until the upload ends (``fill``, ``abandon_fill``): no
+        start-up of another controller queues the image again meanwhile."""
         self.check_upload_size(length)
-        claimed = session.execute(
-            update(Image)
-            .where(Image.id == image.id, Image.status == ImageStatus.QUEUED)
-            .values(status=ImageStatus.SAVING)
-        ).rowcount
-        if claimed != 1:
-            session.refresh(image)
-            raise Conflict(f"image {image.name!r} is {image.status}: its data can be uploaded once")
+        if not self.in_flight.begin(KIND, image_id):
+            raise Conflict("the image is being uploaded already")
+        try:
+            with db.begin() as s:
+                claimed = s.execute(
+                    update(Image)
+                    .where(Image.id == image_id, Image.status == ImageStatus.QUEUED)
+                    .values(status=ImageStatus.SAVING)
+                ).rowcount
+                image = s.get(Image, image_id)
+                if claimed != 1 and image is not None:
+                    raise Conflict(
+                        f"image {image.name!r} is {image.status}: its data can be uploaded once"
+                    )
+                if image is None:
+                    raise NotFoundError("the image is gone")
+        except BaseException:
+            self.in_flight.end(KIND, image_id)
+            raise
 
     def fill(self, db: Database, image_id: str, staged: Staged) -> Image:
         """Make a ``saving`` image active with the staged data; when the data is refused
@@ -313,7 +339,9 @@ class ImageService:
                 if image is None or image.status != ImageStatus.SAVING:
                     raise Conflict("the image was deleted during the upload")
                 _claim(s, image.project_id, {"image_gib": _gib(facts.size)})
-                return self._keep(s, image, staged, facts)
+                kept = self._keep(s, image, staged, facts)
+            self.in_flight.end(KIND, image_id)
+            return kept
         except BaseException:
             self.abandon_fill(db, image_id)
             raise
@@ -327,13 +355,19 @@ class ImageService:
                 .where(Image.id == image_id, Image.status == ImageStatus.SAVING)
                 .values(status=ImageStatus.QUEUED)
             )
+        self.in_flight.end(KIND, image_id)
 
     def requeue_interrupted(self, db: Database) -> int:
-        """Uploads a dead process left ``saving`` are queued again (run at start-up)."""
-        with db.begin() as s:
+        """Uploads a dead process left ``saving`` are queued again (at start-up, and
+        in the housekeeping rounds: never one another controller is receiving)."""
+        with db.read() as s:
+            found = list(s.scalars(select(Image.id).where(Image.status == ImageStatus.SAVING)))
+        if not found:
+            return 0
+        with self.in_flight.orphans(KIND, found) as orphaned, db.begin() as s:
             return s.execute(
                 update(Image)
-                .where(Image.status == ImageStatus.SAVING)
+                .where(Image.status == ImageStatus.SAVING, Image.id.in_(orphaned))
                 .values(status=ImageStatus.QUEUED)
             ).rowcount
 

@@ -27,6 +27,7 @@ from nubis.db.models import (
     PoolState,
     StoragePool,
     Volume,
+    new_id,
     utcnow,
 )
 from nubis.db.session import Database
@@ -38,8 +39,11 @@ from nubis.services.core.errors import BadRequest, Conflict, NotFoundError, Unav
 from nubis.services.core.lookup import get_by_id_or_name, validate_name
 from nubis.services.identity.secrets import SecretBox
 from nubis.services.inventory.hosts import HostService, call_each
+from nubis.tasks.in_flight import InFlight
 
 log = logging.getLogger(__name__)
+KIND = "pool"  # the lease of an operation in flight: pool:<id>
+BUSY = "another operation on the storage pool is under way; try again"
 
 # kind -> scope it is registered in
 KINDS = {
@@ -253,17 +257,26 @@ def _validate(session: Session, req: PoolRequest) -> tuple[Host | None, Cluster 
 
 
 class PoolService:
-    def __init__(self, db: Database, driver: VolumeDriver, hosts: HostService) -> None:
+    def __init__(
+        self, db: Database, driver: VolumeDriver, hosts: HostService, in_flight: InFlight
+    ) -> None:
         self.db = db
         self.driver = driver
         self.hosts = hosts
+        self.in_flight = in_flight
 
     def create(self, req: PoolRequest) -> StoragePool:
+        pool_id = new_id()
+        with self.in_flight.running(KIND, pool_id, Conflict(BUSY)):
+            return self._create(pool_id, req)
+
+    def _create(self, pool_id: str, req: PoolRequest) -> StoragePool:
         with self.db.begin() as s:
             host, cluster, path = _validate(s, req)
             rbd = req.kind == "rbd"
             user = req.auth_user.removeprefix("client.") if rbd and req.auth_user else req.auth_user
             pool = StoragePool(
+                id=pool_id,
                 name=req.name,
                 kind=req.kind,
                 path=path,
@@ -283,7 +296,6 @@ class PoolService:
             s.flush()
             if pool.kind == "iscsi" and not pool.initiator:
                 pool.initiator = default_initiator(pool.id)
-            pool_id = pool.id
             targets = [
                 (h.name, self.hosts.ref(h)) for h in hosts_of(s, pool) if h.state == HostStatus.UP
             ]
@@ -324,23 +336,35 @@ class PoolService:
                 s.delete(pool)
 
     def undo_interrupted(self) -> None:
-        """Start-up: pools a dead process left half-created are removed everywhere;
-        those it left being deleted are deleted."""
+        """Pools a dead process left half-created are removed everywhere; those it
+        left being deleted are deleted (at start-up, and in the housekeeping rounds
+        for controllers that died: never a pool another controller is working on)."""
+        in_flight = StoragePool.state.in_((PoolState.CREATING, PoolState.DELETING))
         with self.db.read() as s:
-            stale = [
-                (p.id, [self.hosts.ref(h) for h in hosts_of(s, p)])
-                for p in s.scalars(
-                    select(StoragePool).where(
-                        StoragePool.state.in_((PoolState.CREATING, PoolState.DELETING))
+            found = list(s.scalars(select(StoragePool.id).where(in_flight)))
+        if not found:
+            return
+        with self.in_flight.orphans(KIND, found) as orphaned:
+            with self.db.read() as s:
+                stale = [
+                    (p.id, [self.hosts.ref(h) for h in hosts_of(s, p)])
+                    for p in s.scalars(
+                        select(StoragePool).where(in_flight, StoragePool.id.in_(orphaned))
                     )
-                )
-            ]
-        for pool_id, refs in stale:
-            self._undo(pool_id, refs)
+                ]
+            for pool_id, refs in stale:
+                log.warning("undoing the interrupted operation on storage pool %s", pool_id)
+                self._undo(pool_id, refs)
 
     def delete(self, ref: str) -> None:
         """Remove the pool from its hosts, then its row; if a host refuses, nothing
         changes. It is ``deleting`` meanwhile (no volume is made in it)."""
+        with self.db.read() as s:
+            pool_id = get_by_id_or_name(s, StoragePool, ref, "storage pool").id
+        with self.in_flight.running(KIND, pool_id, Conflict(BUSY)):
+            self._delete(pool_id)
+
+    def _delete(self, ref: str) -> None:
         with self.db.begin() as s:
             pool = get_by_id_or_name(s, StoragePool, ref, "storage pool")
             _check_not_root_pool(s, pool)
