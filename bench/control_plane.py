@@ -4,9 +4,13 @@ SQLite file in a fresh directory unless a PostgreSQL URL is given."""
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import create_engine, text
 
 from nubis.config import Settings
 from nubis.platform import Platform
@@ -30,3 +34,20 @@ def control_plane(name: str, database_url: str | None) -> Iterator[Platform]:
         yield platform
     finally:
         platform.stop()
+
+
+@contextmanager
+def private_schema(url: str) -> Iterator[str]:
+    """A URL of a fresh PostgreSQL schema in the database ``url`` names, dropped
+    afterwards: the database is left as it was."""
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        sep = "&" if "?" in url else "?"
+        yield f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

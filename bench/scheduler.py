@@ -18,10 +18,11 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from urllib.parse import quote
 
-from sqlalchemy import create_engine, insert, text
+from control_plane import private_schema
+from sqlalchemy import insert, text
 
 from nubis.db import migrate
 from nubis.db.models import Cluster, Host, Instance, Project, Zone
@@ -29,7 +30,18 @@ from nubis.db.session import Database
 from nubis.services.scheduler import PlacementRequest, Scheduler
 
 
-def populate(db: Database, hosts: int, instances: int) -> None:
+def tcp_host(i: int) -> str:
+    return f"qemu+tcp://10.0.{i // 250}.{i % 250}/system"
+
+
+def populate(
+    db: Database,
+    hosts: int,
+    instances: int,
+    uri: Callable[[int], str] = tcp_host,
+    label: str = "",
+) -> None:
+    """``label``: what the names of this call's rows start with (to fill in twice)."""
     now = datetime.now(UTC)
     zone, cluster, project = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     host_ids = [str(uuid.uuid4()) for _ in range(hosts)]
@@ -41,7 +53,7 @@ def populate(db: Database, hosts: int, instances: int) -> None:
         rows.append(
             dict(
                 id=str(uuid.uuid4()),
-                name=f"vm{i}",
+                name=f"{label}vm{i}",
                 project_id=project,
                 host_id=host_ids[h],
                 vcpus=2,
@@ -53,13 +65,13 @@ def populate(db: Database, hosts: int, instances: int) -> None:
             )
         )
     with db.begin() as s:
-        s.execute(insert(Zone), [dict(id=zone, name="z", created_at=now)])
+        s.execute(insert(Zone), [dict(id=zone, name=f"{label}z", created_at=now)])
         s.execute(
             insert(Cluster),
             [
                 dict(
                     id=cluster,
-                    name="c",
+                    name=f"{label}c",
                     zone_id=zone,
                     cpu_ratio=3.0,
                     memory_ratio=1.0,
@@ -70,14 +82,14 @@ def populate(db: Database, hosts: int, instances: int) -> None:
                 )
             ],
         )
-        s.execute(insert(Project), [dict(id=project, name="p", created_at=now)])
+        s.execute(insert(Project), [dict(id=project, name=f"{label}p", created_at=now)])
         s.execute(
             insert(Host),
             [
                 dict(
                     id=hid,
-                    name=f"host-{i:04d}",
-                    uri=f"qemu+tcp://10.0.{i // 250}.{i % 250}/system",
+                    name=f"{label}host-{i:04d}",
+                    uri=uri(i),
                     cluster_id=cluster,
                     state="up",
                     enabled=True,
@@ -102,14 +114,10 @@ def populate(db: Database, hosts: int, instances: int) -> None:
         s.execute(insert(Instance), rows)
 
 
-def run(url: str, hosts: int, instances: int, decisions: int) -> None:
-    db = Database(url)
-    migrate.upgrade(db.engine)
-    populate(db, hosts, instances)
-    with db.engine.begin() as conn:  # statistics, as autovacuum would gather them
-        conn.execute(text("ANALYZE"))
+def time_decisions(db: Database, decisions: int) -> list[float]:
+    """Seconds each placement decision took (in its own transaction, rolled back so
+    that every one sees the same state), sorted."""
     scheduler = Scheduler()
-    gc.freeze()  # as Platform.start() does in the server once it is up
     flavors = [(1, 1024, 10), (2, 4096, 20), (4, 8192, 40)]
     rng = random.Random(7)
     times = []
@@ -121,7 +129,17 @@ def run(url: str, hosts: int, instances: int, decisions: int) -> None:
             scheduler.place(s, req)
             s.rollback()
         times.append(time.perf_counter() - t0)
-    times.sort()
+    return sorted(times)
+
+
+def run(url: str, hosts: int, instances: int, decisions: int) -> None:
+    db = Database(url)
+    migrate.upgrade(db.engine)
+    populate(db, hosts, instances)
+    with db.engine.begin() as conn:  # statistics, as autovacuum would gather them
+        conn.execute(text("ANALYZE"))
+    gc.freeze()  # as Platform.start() does in the server once it is up
+    times = time_decisions(db, decisions)
     p99 = times[int(0.99 * len(times)) - 1]
     backend = url.split(":")[0].split("+")[0]
     print(f"scheduler on {backend}: {hosts} hosts, {instances} instances, {decisions} decisions")
@@ -141,18 +159,8 @@ def main() -> None:
     parser.add_argument("--url", help="database URL (default: a fresh SQLite file)")
     args = parser.parse_args()
     if args.url:
-        # a private schema, dropped afterwards: the database is left as it was
-        schema = f"bench_{uuid.uuid4().hex[:8]}"
-        admin = create_engine(args.url)
-        with admin.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        try:
-            sep = "&" if "?" in args.url else "?"
-            url = f"{args.url}{sep}options={quote(f'-csearch_path={schema}')}"
+        with private_schema(args.url) as url:
             run(url, args.hosts, args.instances, args.decisions)
-        finally:
-            with admin.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         return
     with tempfile.TemporaryDirectory() as tmp:
         run(f"sqlite:///{tmp}/bench.db", args.hosts, args.instances, args.decisions)
