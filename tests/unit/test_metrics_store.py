@@ -1,12 +1,19 @@
 """The metrics store on a real database: rates from counters, roll-up into 5-minute
 and hourly averages, pruning by age, and which resolution a range is served at."""
 
+import time
+
 import pytest
 
 from nubis.db.models.monitoring import InstanceSample
 from nubis.drivers.libvirt.stats import DomainCounters, domain_counters
 from nubis.services.monitoring import metrics
-from nubis.services.monitoring.collector import Reading, instance_row
+from nubis.services.monitoring.collector import (
+    UNCERTAIN_SECONDS,
+    Reading,
+    instance_row,
+    timed_read,
+)
 from nubis.services.monitoring.metrics import FIVE_MIN, HOUR, Retention
 
 RETENTION = Retention(interval=15, raw_hours=24, five_min_days=30, hourly_days=365)
@@ -37,6 +44,24 @@ def test_rates_come_from_two_readings():
         "i1", 2, Reading(130.0, counters(10**8)), Reading(115.0, counters(16 * 10**9))
     )
     assert restarted["cpu_pct"] is None
+
+
+def test_a_reading_held_up_is_dropped_rather_than_stamped_late():
+    # libvirt takes the counters at some moment of the call: a rate over a call held
+    # up for seconds (a busy libvirtd) would be wrong, so such a reading is dropped
+    # and the next rate spans from the reading before
+    def prompt(_ref: object) -> str:
+        return "counters"
+
+    def held_up(_ref: object) -> str:
+        time.sleep(UNCERTAIN_SECONDS + 0.1)
+        return "counters"
+
+    before = time.time()
+    read = timed_read(prompt, None)
+    assert read is not None and read[1] == "counters"
+    assert before <= read[0] <= time.time()
+    assert timed_read(held_up, None) is None
 
 
 def test_libvirt_bulk_stats_are_summed_over_disks_and_nics():

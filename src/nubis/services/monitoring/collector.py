@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 from nubis.db.models import Host, HostStatus, Instance
 from nubis.db.session import Database
 from nubis.drivers.errors import DriverError
+from nubis.drivers.libvirt.base import HostRef
 from nubis.drivers.libvirt.stats import DomainCounters, HostCounters, StatsDriver
 from nubis.services.core import events
 from nubis.services.inventory.hosts import HostService
@@ -25,8 +27,25 @@ from nubis.services.monitoring.metrics import Retention
 from nubis.services.scheduler.state import load_host_states
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 MIB = 1024
 GIB = 1024**3
+# a read of counters that took longer is dropped: libvirt took them at some moment
+# of the call, and a rate over a time that uncertain is wrong (a read held up for
+# seconds by a busy libvirtd, stamped at its end, made an idle guest look busy)
+UNCERTAIN_SECONDS = 0.5
+
+
+def timed_read(read: Callable[[HostRef], T], ref: HostRef) -> tuple[float, T] | None:
+    """When the counters were read (the middle of the call), and them; None when the
+    call took longer than ``UNCERTAIN_SECONDS``."""
+    before = time.time()
+    counters = read(ref)
+    after = time.time()
+    if after - before > UNCERTAIN_SECONDS:
+        log.info("counters dropped: reading them took %.1f s", after - before)
+        return None
+    return (before + after) / 2, counters
 
 
 @dataclass(frozen=True)
@@ -137,11 +156,11 @@ class Collector:
         instance_rows: list[dict[str, object]] = []
         for host_id, ref in hosts:
             try:
-                domains = self.driver.domains(ref)
-                at = time.time()
+                read = timed_read(self.driver.domains, ref)
             except DriverError as exc:
                 log.debug("no domain statistics from %s: %s", ref.uri, exc)
                 continue
+            at, domains = read if read is not None else (0.0, [])
             for counters in domains:
                 if counters.uuid not in vcpus:
                     continue  # not (or no longer) an instance of ours
@@ -152,10 +171,13 @@ class Collector:
                 instance_rows.append(instance_row(counters.uuid, vcpus[counters.uuid], new, old))
                 self._last[counters.uuid] = new
             try:
-                new = Reading(time.time(), self.driver.host(ref))
+                host_read = timed_read(self.driver.host, ref)
             except DriverError as exc:
                 log.debug("no host statistics from %s: %s", ref.uri, exc)
                 continue
+            if host_read is None:
+                continue
+            new = Reading(*host_read)
             previous = self._last.get(host_id)
             if previous is not None and int(previous.at) == int(new.at):
                 continue
