@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from control_plane import private_schema
 from sqlalchemy import insert, text
@@ -60,7 +60,7 @@ def populate(
                 memory_mib=4096,
                 disk_gib=20,
                 status="running",
-                created_at=now,
+                created_at=now - timedelta(seconds=instances - i),  # one a second
                 updated_at=now,
             )
         )

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -53,7 +54,12 @@ class Instance(Base):
     """A VM. ``status`` is its stable state, ``task_state`` the operation in flight."""
 
     __tablename__ = "instances"
-    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    __table_args__ = (
+        UniqueConstraint("project_id", "name"),
+        # a page of the list, in creation order, all or of one state
+        Index("ix_instances_created", "created_at", "id"),
+        Index("ix_instances_status_created", "status", "created_at", "id"),
+    )
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(64))
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))

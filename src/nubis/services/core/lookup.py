@@ -71,8 +71,9 @@ def _order(model: type, sort: str | None, marker: str | None) -> list[Any]:
         raise BadRequest(f"sort must be one of {allowed} (with '-' for descending)")
     if marker is not None:
         raise BadRequest("marker pages in creation order: use offset with sort")
-    first = column.desc() if sort.startswith("-") else column.asc()
-    return [first, *default]
+    if sort.startswith("-"):  # ties in the same direction: one index scan serves it
+        return [column.desc(), *(c.desc() for c in default)]
+    return [column.asc(), *default]
 
 
 @dataclass
