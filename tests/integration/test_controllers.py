@@ -8,10 +8,8 @@ other once it stops; nothing of the instance is left after its delete."""
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
-import shutil
 import time
 from collections.abc import Iterator
 
@@ -20,34 +18,23 @@ import libvirt
 import pytest
 from websockets.sync.client import connect
 
+from tests.integration.controllers import (
+    TAKEOVER,
+    controller,
+    controller_id,
+    join,
+    shared_database,
+)
 from tests.integration.server import READY, NubisServer, libvirt_leftovers
 from tests.integration.vnc import Rfb, tls, ws_url
-from tests.pg import private_database
 
 pytestmark = pytest.mark.integration
-
-PG_URL = os.environ.get("NUBIS_TEST_DATABASE_URL")
-TAKEOVER = 6.0  # seconds: a lease of 4.5 s, renewed every 1.5 s
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    if not PG_URL:
-        pytest.skip("NUBIS_TEST_DATABASE_URL not set: several controllers need PostgreSQL")
-    with private_database(PG_URL, "ctl") as url:
+    with shared_database("ctl") as url:
         yield url
-
-
-def controller(data_dir, database: str, key: str) -> NubisServer:
-    data_dir.parent.mkdir(parents=True)
-    return NubisServer(
-        data_dir,
-        NUBIS_DATABASE_URL=database,
-        NUBIS_SECRET_KEY=key,  # the same on every controller: it decrypts stored secrets
-        NUBIS_TASK_TAKEOVER_SECONDS=str(TAKEOVER),
-        NUBIS_HA_CHECK_INTERVAL_SECONDS="1",
-        NUBIS_RECONCILE_INTERVAL_SECONDS="600",
-    )
 
 
 def csrf_of(page: str) -> str:
@@ -85,10 +72,6 @@ def across_controllers(one: NubisServer, other: NubisServer, instance_id: str) -
         out = b.post("/logout", data={"csrf_token": csrf})
         assert out.status_code == 303, out.text  # accepted: the session ends
         assert a.get("/dashboard").status_code == 303  # on the first one too
-
-
-def controller_id(server: NubisServer) -> str:
-    return (server.data_dir / "controller-id").read_text().strip()
 
 
 def wait_watcher(server: NubisServer, expected: str) -> None:
@@ -141,12 +124,7 @@ def test_a_dead_controllers_create_is_finished_by_another(tmp_path, database):
         assert first.wait_exit() == 137  # killed at the task's define step
         died = time.monotonic()
 
-        # the second controller: the first one's image store (shared, as over NFS), the
-        # admin's password the first one made
-        second.data_dir.mkdir()
-        (second.data_dir / "images").symlink_to(first.data_dir / "images")
-        shutil.copy(first.data_dir / "admin-password", second.data_dir / "admin-password")
-        second.start(NUBIS_REGISTER_LOCAL_HOST="0", NUBIS_BUILD_TINY_IMAGE="0")
+        join(first, second)
         task = second.wait_task(created["task_id"])
         print(f"the create was finished by the second controller {time.monotonic() - died:.1f} s "
               f"after the first died (its start-up included)")  # fmt: skip
