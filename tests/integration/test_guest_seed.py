@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import time
 
+import libvirt
 import pytest
 
 from tests.integration.guest import guest_run
@@ -102,6 +103,20 @@ def test_guests_take_host_name_key_and_user_data_from_their_seed_disc(server):
     assert server.client.delete(f"/networks/{net['id']}").status_code == 204
 
 
+def test_a_guest_without_a_seed_disc_boots_with_only_its_cdrom_drive(server):
+    inst = create(server, name="no-seed", seed_format="none")
+    assert inst["seed_format"] is None
+    server.wait_console(inst["id"])
+    conn = libvirt.open("qemu:///system")
+    try:
+        xml = conn.lookupByUUIDString(inst["id"]).XMLDesc(0)
+    finally:
+        conn.close()
+    assert xml.count("device='cdrom'") == 1  # the drive for discs, no seed disc
+    assert not [v for v in libvirt_leftovers(inst["id"]) if v.endswith("-seed.iso")]
+    delete(server, inst)
+
+
 def counts(server) -> tuple[int, int, int]:
     instances = server.client.get("/instances").json()["total"]
     pairs = len(server.client.get("/key-pairs").json())
@@ -121,6 +136,7 @@ def counts(server) -> tuple[int, int, int]:
         ({"user_data": "echo hi"}, 400, "must start with one of"),
         ({"hostname": "bad_name"}, 400, "hostname must be"),
         ({"seed_format": "floppy"}, 400, "seed_format must be one of"),
+        ({"seed_format": "none", "user_data": SCRIPT}, 400, "user_data could not reach it"),
     ],
 )
 def test_bad_guest_input_is_refused_and_nothing_is_made(server, body, status, message):

@@ -10,8 +10,10 @@ from nubis.db.models import Instance
 from nubis.images.seed_iso import build_iso, read_iso
 from nubis.services.compute.cloudinit import (
     MAX_USER_DATA_BYTES,
+    GuestRequest,
     NicConfig,
     check_hostname,
+    check_seed_format,
     check_user_data,
     hostname_from,
     seed_files,
@@ -124,3 +126,14 @@ def test_host_names():
     for bad in ("-db", "db-", "db..x", "a" * 64, "db_1", ""):
         with pytest.raises(BadRequest, match="hostname must be"):
             check_hostname(bad)
+
+
+def test_seed_formats_and_no_seed_disc():
+    assert check_seed_format(GuestRequest(seed_format="configdrive")) == "configdrive"
+    assert check_seed_format(GuestRequest(seed_format="none")) is None
+    with pytest.raises(BadRequest, match="one of nocloud, configdrive, none"):
+        check_seed_format(GuestRequest(seed_format="iso"))
+    # what only the disc would tell the guest is refused without one
+    asked = GuestRequest(key_pair="laptop", user_data="#!/bin/sh\n", seed_format="none")
+    with pytest.raises(BadRequest, match="key_pair, user_data could not reach it"):
+        check_seed_format(asked)

@@ -209,7 +209,9 @@ class InstanceIn(In):
     )
     seed_format: str = Field(
         default="nocloud",
-        description="cloud-init seed disc: nocloud (label cidata) or configdrive (config-2)",
+        description="cloud-init seed disc: nocloud (label cidata), configdrive (config-2), "
+        "or none (no disc: an image without cloud-init; then no hostname, key_pair or "
+        "user_data)",
     )
     ha: bool = Field(
         default=False,

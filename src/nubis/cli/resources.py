@@ -155,7 +155,7 @@ def instance_create(
         str | None, typer.Option(help="the guest's host name (default: from the name)")
     ] = None,
     seed_format: Annotated[
-        str, typer.Option(help="cloud-init seed disc: nocloud or configdrive")
+        str, typer.Option(help="cloud-init seed disc: nocloud, configdrive or none")
     ] = "nocloud",
     ha: Annotated[bool, typer.Option(help="restart it when its host or QEMU fails")] = False,
     ha_priority: Annotated[int, typer.Option(help="0-1000: higher ones restart first")] = 0,

@@ -31,6 +31,7 @@ from nubis.images.seed_iso import build_iso
 from nubis.services.core.errors import BadRequest
 
 SEED_FORMATS = ("nocloud", "configdrive")
+NO_SEED = "none"  # no seed disc: an image without cloud-init
 MAX_USER_DATA_BYTES = 65536  # Nova's limit, near enough (64 KiB)
 HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_HOSTNAME = 63
@@ -75,9 +76,28 @@ def check_hostname(hostname: str) -> str:
     return value
 
 
-def check_seed_format(value: str) -> str:
+def check_seed_format(guest: GuestRequest) -> str | None:
+    """The seed disc's format to keep; None for ``none``: no disc, so nothing may be
+    asked that only the disc would tell the guest."""
+    value = guest.seed_format
+    if value == NO_SEED:
+        asked = [
+            what
+            for what, given in (
+                ("hostname", guest.hostname),
+                ("key_pair", guest.key_pair),
+                ("user_data", guest.user_data),
+            )
+            if given
+        ]
+        if asked:
+            raise BadRequest(
+                f"seed_format none gives the guest no seed disc: {', '.join(asked)} "
+                "could not reach it"
+            )
+        return None
     if value not in SEED_FORMATS:
-        raise BadRequest(f"seed_format must be one of {', '.join(SEED_FORMATS)}")
+        raise BadRequest(f"seed_format must be one of {', '.join((*SEED_FORMATS, NO_SEED))}")
     return value
 
 

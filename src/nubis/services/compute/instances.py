@@ -166,7 +166,7 @@ class InstanceService:
         hostname = (
             cloudinit.check_hostname(guest.hostname) if guest.hostname else None
         ) or cloudinit.hostname_from(name)
-        seed_format = cloudinit.check_seed_format(guest.seed_format)
+        seed_format = cloudinit.check_seed_format(guest)
         user_data = cloudinit.check_user_data(guest.user_data) if guest.user_data else None
         key = keypairs.get(session, principal, guest.key_pair) if guest.key_pair else None
         image = images.get_visible(session, principal, image_ref)
