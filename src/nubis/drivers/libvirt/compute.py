@@ -523,8 +523,11 @@ class LibvirtDriver(DriverBase):
             flags = (
                 libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
                 | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
             )
+            # the firmware's variables go with a UEFI domain; asked only of one that
+            # has them (a driver without firmware files refuses the flag)
+            if "<nvram" in dom.XMLDesc(0):
+                flags |= libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
             dom.undefineFlags(flags)
 
         self._call(host, undefine, f"domain {uuid}")
