@@ -151,6 +151,18 @@ def test_quota_holds_under_parallel_creates(client, callers, tmp_path):
     assert over.status_code == 409 and "quota exceeded" in over.text
     # another project is not held back by this one's quota
     assert callers["p2-member"].get("/quotas").json()["quotas"]["instances"]["in_use"] == 0
+    # unlimited: creates count nothing (and take no lock); a limit set later holds again
+    unlimited = {"instances": -1, "vcpus": -1, "memory_mib": -1}
+    assert sysadmin.put("/projects/p1/quotas", json=unlimited).status_code == 200
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        codes = sorted(pool.map(create, range(10, 16)))
+    assert codes == [202] * 6
+    assert member.get("/quotas").json()["quotas"]["instances"]["in_use"] == 8
+    assert sysadmin.put("/projects/p1/quotas", json={"instances": 8}).status_code == 200
+    again = member.post(
+        "/instances", json={"name": "q20", "image": image["id"], "flavor": "m1.tiny"}
+    )
+    assert again.status_code == 409 and "8 in use + 1 asked > limit 8" in again.text
 
 
 def test_audit_log_records_changes_and_logins_and_exports(client, callers):

@@ -4,7 +4,8 @@ Usage is counted from the resources themselves (never a counter that can drift).
 ``claim`` first bumps the project's ``quota_serial``: the row lock that takes (on
 PostgreSQL; SQLite transactions are serialised anyway) makes parallel creates in a
 project wait for each other, so each counts what the ones before it committed and
-no two of them can both take the last unit of a quota.
+no two of them can both take the last unit of a quota. A create that asks only for
+what is unlimited counts nothing and takes no lock.
 """
 
 from __future__ import annotations
@@ -109,7 +110,18 @@ def set_limits(session: Session, project_id: str, changes: dict[str, int]) -> No
 
 def claim(session: Session, project_id: str, wants: dict[str, int]) -> None:
     """Refuse (409) a create that would take the project over a quota. Call inside the
-    transaction that inserts the new rows, before inserting them."""
+    transaction that inserts the new rows, before inserting them.
+
+    What is asked only of unlimited quotas needs no count, so it takes no lock: the
+    project's creates then run side by side (a limit set meanwhile stops the creates
+    that start after it, as a limit below what is in use does)."""
+    wanted = {r: n for r, n in wants.items() if n > 0}
+    if wanted and all(
+        v == UNLIMITED for r, v in limits(session, project_id).items() if r in wanted
+    ):
+        if session.get(Project, project_id) is None:
+            raise NotFoundError(f"project {project_id!r} not found")
+        return
     locked = session.execute(
         update(Project)
         .where(Project.id == project_id)
@@ -117,7 +129,6 @@ def claim(session: Session, project_id: str, wants: dict[str, int]) -> None:
     )
     if locked.rowcount != 1:  # type: ignore[attr-defined]
         raise NotFoundError(f"project {project_id!r} not found")
-    wanted = {r: n for r, n in wants.items() if n > 0}
     if not wanted:
         return
     used = usage(session, project_id, wanted)
