@@ -15,6 +15,7 @@ from sqlalchemy import delete, select, update
 from nubis.db.models import Cluster, Controller, Host, utcnow
 from nubis.db.session import Database
 from nubis.services.inventory import topology
+from nubis.tasks import heartbeats
 from nubis.tasks.host_shares import HostShares
 from nubis.tasks.leadership import Leadership
 
@@ -32,11 +33,7 @@ class Ctl:
     def beat(self) -> None:
         """The engine's heartbeat: the controller row and every lease renewed."""
         with self.db.begin() as s:
-            row = s.get(Controller, self.name)
-            if row is None:
-                s.add(Controller(id=self.name, address="", heartbeat_at=utcnow()))
-            else:
-                row.heartbeat_at = utcnow()
+            heartbeats.beat(s, self.name, "")
         self.shares.leadership.renew()
 
     def stop(self) -> None:

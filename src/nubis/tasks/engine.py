@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import Controller, Task, TaskStatus, new_id, utcnow
 from nubis.db.session import Database, changed_one
+from nubis.tasks import heartbeats
 from nubis.tasks.host_shares import PREFIX as HOST_LEASE
 from nubis.tasks.leadership import Leadership
 
@@ -434,14 +435,7 @@ class TaskEngine:
                     )
                     .values(lease_until=now + self.lease)
                 )
-            beat = changed_one(
-                s,
-                update(Controller)
-                .where(Controller.id == self.worker_id)
-                .values(heartbeat_at=now, address=self.address),
-            )
-            if not beat:
-                s.add(Controller(id=self.worker_id, address=self.address, heartbeat_at=now))
+            heartbeats.beat(s, self.worker_id, self.address, now)
         self.leadership.renew()
 
     def _renew_loop(self) -> None:

@@ -16,7 +16,6 @@ compare-and-swap), and is held by none for at most a lease and a tick.
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
 
 from sqlalchemy import select
 
@@ -42,10 +41,6 @@ class HostShares:
         self._uris: set[str] = set()  # and their URIs
         self._lock = threading.Lock()
 
-    @property
-    def alive_within(self) -> timedelta:
-        return self.leadership.lease
-
     def rebalance(self) -> tuple[list[str], list[str]]:
         """One round: keep this controller's share of the hosts, hand back the rest,
         take free ones up to the share. The hosts (ids) gained and those lost."""
@@ -55,7 +50,7 @@ class HostShares:
             live = set(
                 s.scalars(
                     select(Controller.id).where(
-                        Controller.heartbeat_at >= utcnow() - self.alive_within
+                        Controller.heartbeat_at >= utcnow() - self.leadership.lease
                     )
                 )
             )
@@ -78,10 +73,6 @@ class HostShares:
         """The hosts (ids) this controller watches."""
         with self._lock:
             return sorted(self._owned)
-
-    def owns(self, host_id: str) -> bool:
-        with self._lock:
-            return host_id in self._owned
 
     def owns_uri(self, uri: str) -> bool:
         with self._lock:
