@@ -111,7 +111,8 @@ def populate(
                 for i, hid in enumerate(host_ids)
             ],
         )
-        s.execute(insert(Instance), rows)
+        if rows:
+            s.execute(insert(Instance), rows)
 
 
 def time_decisions(db: Database, decisions: int) -> list[float]:
