@@ -255,6 +255,26 @@ def test_a_dead_controllers_task_is_taken_over_once_its_lease_passes(db):
         assert s.get(Task, task_id).status == "succeeded"
 
 
+def test_a_task_queued_on_one_controller_starts_at_once_on_another(db):
+    """On PostgreSQL the queueing transaction notifies every controller: an idle worker
+    of another starts the task at once, not at its next idle look (a minute here)."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("several controllers share a PostgreSQL database only")
+    handler = Recorder("thing.wake")
+    queuer, runner = controllers(db, handler, "ctl-a", "ctl-b", takeover=600)
+    runner.idle_poll = 60
+    runner.start()
+    try:
+        assert runner.listener is not None and runner.listener.listening.wait(10)
+        time.sleep(0.2)  # its workers have looked once and wait
+        with db.begin() as s:  # the queueing controller runs no workers
+            queuer.submit(s, "thing.wake", "thing", "r1")
+        [task] = wait_all_done(db, timeout=10)
+    finally:
+        runner.stop()
+    assert (task.status, task.worker) == ("succeeded", "ctl-b")
+
+
 def test_a_restarted_controller_takes_back_its_own_tasks_at_once_and_no_one_elses(db):
     handler = Recorder("thing.resume")
     mine, other = controllers(db, handler, "ctl-a", "ctl-b", takeover=600)

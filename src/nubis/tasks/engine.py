@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from nubis.db.models import Controller, Task, TaskStatus, new_id, utcnow
 from nubis.db.session import Database, changed_one
-from nubis.tasks import heartbeats
+from nubis.tasks import heartbeats, wakeups
 from nubis.tasks.host_shares import PREFIX as HOST_LEASE
 from nubis.tasks.leadership import Leadership
 
@@ -168,6 +168,12 @@ class TaskEngine:
         self.leadership = Leadership(db, self.worker_id, self.lease)
         self._wake = threading.Condition()
         self._pending = 0
+        # an idle worker looks for queued tasks this often even unwoken
+        self.idle_poll = 2.0
+        # tasks queued on other controllers wake this one's workers too (PostgreSQL)
+        self.listener = (
+            wakeups.Listener(db.url, self.wake) if wakeups.on_postgresql(db.url) else None
+        )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         # the tasks this process is running now: only their leases are renewed, so a
@@ -195,6 +201,7 @@ class TaskEngine:
         task = self._new(kind, resource_type, resource_id, params, project_id, user_id)
         session.add(task)
         session.info["nubis_wake_tasks"] = True
+        wakeups.announce(session)
         return task
 
     def _new(
@@ -303,10 +310,14 @@ class TaskEngine:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        if self.listener is not None:
+            self.listener.start()
         self.wake()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        if self.listener is not None:
+            self.listener.stop(timeout)
         self.wake()
         for t in self._threads:
             t.join(timeout)
@@ -328,7 +339,7 @@ class TaskEngine:
             if task_id is None:
                 with self._wake:
                     if self._pending == 0:
-                        self._wake.wait(timeout=2.0)
+                        self._wake.wait(timeout=self.idle_poll)
                     self._pending = max(0, self._pending - 1)
                 continue
             try:
