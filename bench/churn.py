@@ -19,8 +19,10 @@ alone; hence few by default.
 
 ``--concurrency`` clients each create an instance through the API, wait for its task,
 delete it, wait again, and start over, for ``--seconds``; first all against one
-controller, then spread over three. Printed, for each: create+delete pairs per second
-(target: >= 20 with one controller, more with three) and the ratio, failed tasks
+controller, then spread over three, then all asked of one of the three (as behind a
+balancer that sends everything to one: the tasks still run on all three). Printed, for
+each: create+delete pairs per second (target: >= 20 with one controller, more with
+three) and the ratio, how many tasks each controller ran, failed tasks
 (target 0), how long a task waited for a worker and ran, the controllers' CPU time and
 the database's commits per pair; then what is left on the fake hosts (target: nothing).
 """
@@ -36,6 +38,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -155,10 +158,17 @@ def commits(db: Database) -> int:
         return int(s.scalar(text(query)) or 0)
 
 
-def churn(servers: list[NubisServer], waits: Waits, concurrency: int, seconds: float) -> Tally:
-    """``concurrency`` clients, spread over ``servers``, creating and deleting."""
+def churn(
+    servers: list[NubisServer],
+    waits: Waits,
+    concurrency: int,
+    seconds: float,
+    asked: list[NubisServer] | None = None,
+) -> Tally:
+    """``concurrency`` clients creating and deleting, their requests spread over
+    ``asked`` (default: every one of ``servers``)."""
     tally = Tally()
-    clients = [s.client for s in servers]
+    clients = [s.client for s in asked or servers]
     until = time.monotonic() + seconds
     threads = [
         threading.Thread(
@@ -242,26 +252,30 @@ def shared_out(servers: list[NubisServer], hosts: int, timeout: float = 60) -> N
     raise SystemExit(f"the hosts were not shared out in {timeout:.0f} s: {views}")
 
 
-def task_times(db: Database, made: list[str]) -> tuple[float, float]:
-    """Median seconds a task of these instances waited for a worker, and ran."""
-    waited, ran = [], []
+def task_times(db: Database, made: list[str]) -> tuple[float, float, list[int]]:
+    """Median seconds a task of these instances waited for a worker, and ran; how
+    many each controller ran (most first)."""
+    waited, ran, by = [], [], Counter[str]()
     with db.read() as s:
         for chunk in range(0, len(made), 500):
             for t in s.scalars(select(Task).where(Task.resource_id.in_(made[chunk : chunk + 500]))):
                 if t.started_at and t.finished_at:
                     waited.append((t.started_at - t.created_at).total_seconds())
                     ran.append((t.finished_at - t.started_at).total_seconds())
-    return statistics.median(waited or [0.0]), statistics.median(ran or [0.0])
+                    by[t.worker or "?"] += 1
+    counts = sorted(by.values(), reverse=True)
+    return statistics.median(waited or [0.0]), statistics.median(ran or [0.0]), counts
 
 
 def report(label: str, tally: Tally, db: Database) -> float:
     rate = tally.pairs / tally.seconds
-    waited, ran = task_times(db, tally.made)
+    waited, ran, by = task_times(db, tally.made)
     pairs = max(1, tally.pairs)
-    print(f"  {label:<18} {tally.pairs:5d} pairs in {tally.seconds:5.1f} s = {rate:5.1f}/s, "
+    print(f"  {label:<24} {tally.pairs:5d} pairs in {tally.seconds:5.1f} s = {rate:5.1f}/s, "
           f"{len(tally.failed)} failed; a task waits {waited * 1000:4.0f} ms and runs "
           f"{ran * 1000:4.0f} ms (medians); per pair: {tally.cpu_seconds / pairs * 1000:.0f} ms "
-          f"of controller CPU, {tally.commits / pairs:.0f} database commits")  # fmt: skip
+          f"of controller CPU, {tally.commits / pairs:.0f} database commits; tasks run by "
+          f"each controller: {' / '.join(map(str, by))}")  # fmt: skip
     for line in tally.failed[:5]:
         print(f"    {line}")
     return rate
@@ -288,12 +302,16 @@ def run(url: str, hosts: int, concurrency: int, seconds: float) -> None:
                     servers.append(join(first, controller(tmp / f"c{n}" / "data", url, key)))
                 shared_out(servers, hosts)
                 three = churn(servers, waits, concurrency, seconds)
-                made = one.made + three.made
+                # a balancer that sends every request to one: the others' idle workers
+                # are woken by the queueing (NOTIFY), not by their next look
+                funnel = churn(servers, waits, concurrency, seconds, asked=servers[:1])
+                made = one.made + three.made + funnel.made
                 left = [x for i in made for x in libvirt_leftovers(i, FAKE)]
                 print(f"create+delete at concurrency {concurrency}, {hosts} fake hosts, "
                       f"{seconds:.0f} s each")  # fmt: skip
                 rate1 = report("one controller", one, db)
                 rate3 = report("three controllers", three, db)
+                report("three, all asked of one", funnel, db)
                 print(f"  ratio three/one: x{rate3 / rate1:.2f} (targets: one >= 20/s; "
                       f"three more than one) on {os.cpu_count()} CPUs")  # fmt: skip
                 print(f"  left on the fake hosts: {len(left)} objects of {len(made)} instances")
