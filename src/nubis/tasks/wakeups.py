@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "nubis_tasks"
 RECONNECT_SECONDS = 1.0
+LOOK_SECONDS = 0.2  # how soon a stop is seen while waiting for notifications
 
 
 def on_postgresql(url: str) -> bool:
@@ -63,7 +64,8 @@ class Listener:
         failing = False
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                connect = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5)
+                with connect as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
                     if failing:
@@ -71,7 +73,7 @@ class Listener:
                     failing = False
                     self.wake()
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=RECONNECT_SECONDS):
+                        for _ in conn.notifies(timeout=LOOK_SECONDS):
                             self.wake()
             except psycopg.Error as exc:
                 self.listening.clear()
