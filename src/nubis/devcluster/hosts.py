@@ -174,10 +174,12 @@ class DevHost:
             src = Path("/etc/libvirt") / name
             if src.exists() and not (etc / name).exists():
                 shutil.copy2(src, etc / name)
-        # libvirt's stock filters (clean-traffic and the rest), which port filters use
+        # libvirt's stock filters (clean-traffic and the rest), which port filters use;
+        # not the filters Nubis made on this machine's own libvirtd, which come and go
+        # as they are copied (a file listed, then gone: the copy failed)
         stock = Path("/etc/libvirt/nwfilter")
         if stock.is_dir() and not (etc / "nwfilter").exists():
-            shutil.copytree(stock, etc / "nwfilter")
+            shutil.copytree(stock, etc / "nwfilter", ignore=shutil.ignore_patterns("nubis-*"))
         shared.mkdir(parents=True, exist_ok=True)
         locks_of(shared).mkdir(parents=True, exist_ok=True)
 
