@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from nubis.files import write_atomically
+
 DEFAULT_CONFIG_FILE = Path("/etc/nubis/nubis.toml")
 
 
@@ -155,10 +157,7 @@ class Settings(BaseSettings):
         """A random secret kept in ``<data_dir>/<name>``, created on first use (0600)."""
         path = self.data_dir / name
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(32))
+            write_atomically(path, secrets.token_urlsafe(32), keep_existing=True)
         return path.read_text().strip()
 
     def encryption_key(self) -> bytes:

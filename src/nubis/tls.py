@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from nubis.files import write_atomically
 
 VALID_DAYS = 825  # what browsers accept of a certificate's lifetime
 
@@ -88,16 +89,16 @@ def make_self_signed(directory: Path, names: list[str], listen_host: str) -> Ser
         .sign(key, hashes.SHA256())
     )
     key_file, cert_file = directory / "key.pem", directory / "cert.pem"
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # the key first, the certificate last: a certificate on disk means both are whole
+    write_atomically(
+        key_file,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    write_atomically(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return ServerCertificate(cert_file, key_file)
 
 

@@ -4,7 +4,6 @@ host, ``nubis-tiny``, and a default storage pool and network."""
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from nubis.db.models import (
 )
 from nubis.db.models.base import new_id
 from nubis.db.session import Database
+from nubis.files import write_atomically
 from nubis.images.tinyimage import build_tiny_image
 from nubis.services.compute import flavors
 from nubis.services.core.errors import BadRequest, Conflict, ServiceError
@@ -47,11 +47,7 @@ def controller_id(data_dir: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".controller-id.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(new_id() + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, new_id() + "\n", 0o644)
     return path.read_text().strip()
 
 
@@ -81,10 +77,7 @@ def _first_user(db: Database, data_dir: Path, username: str, system_role: str) -
     password = secrets.token_urlsafe(18)
     new = passwords.prepare(db, username, password)
     path = data_dir / f"{username}-password"
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
+    write_atomically(path, password + "\n")
     with db.begin() as s:
         user = directory.create_user(s, username, new, system_role=system_role)
         if system_role == policy.SYSTEM_ADMIN:
