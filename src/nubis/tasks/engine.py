@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 INTERRUPTED = "interrupted by a control-plane restart"
 CANCELLED = "cancelled on request"
+# a worker looks at the oldest two queued tasks: it takes one and, if there is another,
+# wakes the next worker
+CLAIM_CANDIDATES = 2
 TAKEOVER_SECONDS = 30.0  # a dead controller's tasks are taken over within this
 
 
@@ -295,8 +298,14 @@ class TaskEngine:
                 self._running.discard(task_id)
 
     def wake(self) -> None:
+        """A task may be waiting: one idle worker looks (not all of them: a worker
+        that finds more than the one it takes wakes the next)."""
         with self._wake:
             self._pending += 1
+            self._wake.notify()
+
+    def _wake_all(self) -> None:
+        with self._wake:
             self._wake.notify_all()
 
     # -- workers --------------------------------------------------------------------
@@ -318,7 +327,7 @@ class TaskEngine:
         self._stop.set()
         if self.listener is not None:
             self.listener.stop(timeout)
-        self.wake()
+        self._wake_all()
         for t in self._threads:
             t.join(timeout)
         self._threads.clear()
@@ -332,31 +341,35 @@ class TaskEngine:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                task_id = self._claim()
+                ctx = self._claim()
             except Exception:
                 log.exception("claiming a task failed")
-                task_id = None
-            if task_id is None:
+                ctx = None
+            if ctx is None:
                 with self._wake:
                     if self._pending == 0:
                         self._wake.wait(timeout=self.idle_poll)
                     self._pending = max(0, self._pending - 1)
                 continue
             try:
-                self._execute(task_id)
+                self._execute(ctx)
             except Exception:  # the database went away while the task ended
-                log.exception("task %s could not be ended: it is taken over later", task_id)
+                log.exception("task %s could not be ended: it is taken over later", ctx.task_id)
 
-    def _claim(self) -> str | None:
-        """Take the oldest queued task with a compare-and-swap on its status."""
+    def _claim(self) -> TaskContext | None:
+        """Take the oldest queued task with a compare-and-swap on its status (on
+        PostgreSQL, rows another worker is claiming are skipped); if another is
+        queued behind it, wake the next worker."""
         with self.db.begin() as s:
             candidates = s.scalars(
                 select(Task.id)
                 .where(Task.status == TaskStatus.QUEUED)
                 .order_by(Task.created_at)
-                .limit(8)
+                .limit(CLAIM_CANDIDATES)
+                .with_for_update(skip_locked=True)
             ).all()
-            for task_id in candidates:
+            ctx, more = None, False
+            for i, task_id in enumerate(candidates):
                 claimed = changed_one(
                     s,
                     update(Task)
@@ -370,14 +383,17 @@ class TaskEngine:
                     ),
                 )
                 if claimed:
-                    return task_id
-        return None
+                    task = s.get(Task, task_id)
+                    assert task is not None
+                    ctx = TaskContext(self, task)
+                    more = i + 1 < len(candidates)
+                    break
+        if more:
+            self.wake()
+        return ctx
 
-    def _execute(self, task_id: str) -> None:
-        with self.db.begin() as s:
-            task = s.get(Task, task_id)
-            assert task is not None
-            ctx = TaskContext(self, task)
+    def _execute(self, ctx: TaskContext) -> None:
+        task_id = ctx.task_id
         handler = self.handlers[ctx.kind]
         self._track(task_id, True)
         try:
