@@ -28,7 +28,7 @@ from nubis.drivers.libvirt.compute import HostRef
 from nubis.drivers.libvirt.connection import DomainEvent
 from nubis.services.compute.instance_tasks import volume_names
 from nubis.services.core import events
-from nubis.services.core.guard import swap
+from nubis.services.core.guard import swap_all
 from nubis.services.inventory.hosts import HostService
 from nubis.tasks.host_shares import HostShares
 
@@ -39,6 +39,10 @@ STABLE = (
     InstanceStatus.PAUSED,
     InstanceStatus.SUSPENDED,
 )
+
+# domain events applied in one transaction at most (a host that reboots with many guests,
+# a burst of creates)
+EVENT_BATCH = 200
 
 
 class StateSync:
@@ -99,42 +103,70 @@ class StateSync:
 
     def _apply_events(self) -> None:
         while not self._stop.is_set():
-            item = self._events.get()
+            batch = [self._events.get()]
+            while len(batch) < EVENT_BATCH:  # what else has come meanwhile
+                try:
+                    batch.append(self._events.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._apply_batch(batch)
+            except Exception:
+                log.exception("applying %d domain event(s) failed", len(batch))
+
+    def _apply_batch(self, batch: list[DomainEvent | str | None]) -> None:
+        """The events of a batch in one transaction; an instance's last state counts
+        (a burst of events for it ends in that one); a host that disconnected is
+        refreshed after."""
+        states: dict[tuple[str, str], str] = {}  # (instance id, host URI) -> state
+        disconnected: list[str] = []
+        for item in batch:
             if item is None:
                 continue
             uri = item.uri if isinstance(item, DomainEvent) else item
             if self.shares is not None and not self.shares.owns_uri(uri):
                 continue  # another controller watches that host
+            if not isinstance(item, DomainEvent):
+                disconnected.append(item)
+                continue
+            key = (item.uuid, item.uri)
+            states.pop(key, None)  # a later event goes after the earlier ones
             try:
-                if isinstance(item, DomainEvent):
-                    if item.crashed and self.on_crash and self.on_crash(item.uuid, item.uri):
-                        continue  # high availability restarts it
-                    self.apply(item.uuid, item.state, item.uri)
-                else:
-                    self.refresh_host_by_uri(item)
+                if item.crashed and self.on_crash and self.on_crash(item.uuid, item.uri):
+                    continue  # high availability restarts it
             except Exception:
-                log.exception("applying %r failed", item)
+                log.exception("handing the crash of %s to HA failed", item.uuid)
+                continue  # the reconciliation looks at it again
+            states[key] = item.state
+        if states:
+            self.apply(states)
+        for uri in dict.fromkeys(disconnected):
+            self.refresh_host_by_uri(uri)
 
-    def apply(self, instance_id: str, state: str, uri: str) -> bool:
-        """Set a power state reported by host ``uri`` on an idle instance that lives
-        there (a migrated-away domain's last event must not count); True if changed."""
+    def apply(self, states: dict[tuple[str, str], str]) -> list[str]:
+        """Set the power state each host reported (``(instance id, host URI) ->
+        state``) on the idle instances that live on that host (a migrated-away
+        domain's last event must not count), in one transaction; the ids changed."""
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for (instance_id, uri), state in states.items():
+            grouped.setdefault((uri, state), []).append(instance_id)
+        changed: list[str] = []
         with self.db.begin() as s:
-            changed = swap(
-                s,
-                Instance,
-                instance_id,
-                Instance.host_id.in_(select(Host.id).where(Host.uri == uri)),
-                Instance.status.in_(STABLE),
-                Instance.status != state,
-                status=state,
-            )
-            if changed:
-                instance = s.get(Instance, instance_id)
-                assert instance is not None
-                events.instance_state(s, instance, state, "reported by libvirt")
-        if changed:
-            log.info("instance %s is now %s (reported by libvirt)", instance_id, state)
-        return bool(changed)
+            for (uri, state), ids in grouped.items():
+                won = swap_all(
+                    s,
+                    Instance,
+                    ids,
+                    Instance.host_id.in_(select(Host.id).where(Host.uri == uri)),
+                    Instance.status.in_(STABLE),
+                    Instance.status != state,
+                    status=state,
+                )
+                for instance in s.scalars(select(Instance).where(Instance.id.in_(won))):
+                    events.instance_state(s, instance, state, "reported by libvirt")
+                    log.info("instance %s is now %s (reported by libvirt)", instance.id, state)
+                changed += won
+        return changed
 
     def refresh_host_by_uri(self, uri: str) -> None:
         with self.db.begin() as s:

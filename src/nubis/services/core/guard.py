@@ -38,6 +38,24 @@ def swap(
     return changed_one(session, statement)
 
 
+def swap_all(
+    session: Session,
+    model: type[Any],
+    row_ids: list[str],
+    *conditions: ColumnElement[bool],
+    **values: Any,
+) -> list[str]:
+    """``swap`` on many rows in one statement: the ids of those this caller won."""
+    statement = (
+        update(model)
+        .where(model.id.in_(row_ids), model.task_state.is_(None), *conditions)
+        .values(**values)
+        .returning(model.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.scalars(statement).all())
+
+
 def claim(
     session: Session,
     row: Guarded,
