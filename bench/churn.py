@@ -115,6 +115,16 @@ class Tally:
 
 
 def client_loop(api: httpx.Client, waits: Waits, until: float, tally: Tally, n: int) -> None:
+    """One client creating and deleting until ``until``; a request the connection
+    dropped counts as failed (and this client stops)."""
+    try:
+        create_and_delete(api, waits, until, tally, n)
+    except httpx.TransportError as exc:
+        with tally.lock:
+            tally.failed.append(f"client {n}: {exc!r}")
+
+
+def create_and_delete(api: httpx.Client, waits: Waits, until: float, tally: Tally, n: int) -> None:
     round_ = 0
     while time.monotonic() < until:
         round_ += 1
