@@ -1,5 +1,7 @@
 """Unit-level fixtures: a control plane with no task worker and no local libvirtd."""
 
+import subprocess
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -40,3 +42,28 @@ def client(platform):
 def callers(client, platform) -> dict[str, Caller]:
     """Projects p1 and p2 and a user in every role (tests/unit/identity_world.py)."""
     return build(client, platform)
+
+
+def admin(client, platform):
+    password = (platform.settings.data_dir / "admin-password").read_text().strip()
+    token = client.post(
+        "/api/v1/auth/tokens", json={"username": "admin", "password": password}
+    ).json()["token"]
+    client.headers["Authorization"] = f"Bearer {token}"
+    return client
+
+
+@pytest.fixture
+def tiny_world(client, platform, tmp_path):
+    """The system administrator's client and an image named ``tiny``."""
+    c = admin(client, platform)
+    image = tmp_path / "tiny.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", image, "16M"], check=True)
+    resp = c.post(
+        "/api/v1/images",
+        params={"name": "tiny"},
+        content=image.read_bytes(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert resp.status_code == 201, resp.text
+    return c

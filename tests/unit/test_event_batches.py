@@ -9,7 +9,6 @@ from sqlalchemy import event, select, update
 from nubis.db.models import Host, Instance, InstanceStatus
 from nubis.db.models.monitoring import Event
 from nubis.drivers.libvirt.connection import DomainEvent
-from tests.unit.test_ha import world  # noqa: F401  (the fixture)
 
 URI = "test:///default"
 
@@ -54,9 +53,9 @@ def state_events(platform, instance_id: str) -> list[str]:
         )
 
 
-def test_a_burst_of_events_is_one_transaction_and_the_last_state_counts(world, platform):
+def test_a_burst_of_events_is_one_transaction_and_the_last_state_counts(tiny_world, platform):
     bursty, busy, elsewhere, quiet = (
-        idle_instance(world, name) for name in ("bursty", "busy", "elsewhere", "quiet")
+        idle_instance(tiny_world, name) for name in ("bursty", "busy", "elsewhere", "quiet")
     )
     for iid in (bursty, elsewhere, quiet):
         settle(platform, iid, InstanceStatus.RUNNING)
@@ -92,16 +91,14 @@ def test_a_burst_of_events_is_one_transaction_and_the_last_state_counts(world, p
         event.remove(platform.db.engine, "commit", count)
     assert len(commits) == 1
     assert status_of(platform, bursty) == InstanceStatus.PAUSED
-    assert state_events(platform, bursty) == [
-        "instance bursty is now paused (reported by libvirt)"
-    ]
+    assert state_events(platform, bursty) == ["instance bursty is now paused (reported by libvirt)"]
     assert status_of(platform, busy) == InstanceStatus.RUNNING  # its task decides
     assert status_of(platform, elsewhere) == InstanceStatus.RUNNING  # not that host's
     assert state_events(platform, quiet) == []  # no change, no event
 
 
-def test_a_crash_handed_to_ha_is_not_applied(world, platform):
-    crashed, later = idle_instance(world, "crashed"), idle_instance(world, "later")
+def test_a_crash_handed_to_ha_is_not_applied(tiny_world, platform):
+    crashed, later = idle_instance(tiny_world, "crashed"), idle_instance(tiny_world, "later")
     for iid in (crashed, later):
         settle(platform, iid, InstanceStatus.RUNNING)
     watch_the_hosts(platform)

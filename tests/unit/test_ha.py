@@ -23,15 +23,6 @@ from nubis.services.ha.recovery import RESTARTED, RestartLimit
 from nubis.services.scheduler import NoValidHost, PlacementRequest
 
 
-def admin(client, platform):
-    password = (platform.settings.data_dir / "admin-password").read_text().strip()
-    token = client.post(
-        "/api/v1/auth/tokens", json={"username": "admin", "password": password}
-    ).json()["token"]
-    client.headers["Authorization"] = f"Bearer {token}"
-    return client
-
-
 def host_row(platform, name: str = "fake") -> Host:
     with platform.db.begin() as s:
         host = s.scalar(select(Host).where(Host.name == name))
@@ -53,22 +44,6 @@ def ha_instance(client, name: str = "vm-ha") -> str:
     )
     assert resp.status_code == 202, resp.text
     return resp.json()["id"]
-
-
-@pytest.fixture
-def world(client, platform, tmp_path):
-    """The admin's client, an image, and the fake host put into a cluster."""
-    c = admin(client, platform)
-    image = tmp_path / "tiny.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", image, "16M"], check=True)
-    resp = c.post(
-        "/api/v1/images",
-        params={"name": "tiny"},
-        content=image.read_bytes(),
-        headers={"Content-Type": "application/octet-stream"},
-    )
-    assert resp.status_code == 201, resp.text
-    return c
 
 
 def age(platform, host_id: str, seconds: float) -> None:
@@ -114,8 +89,8 @@ def test_a_blip_is_not_a_failure(platform):
     assert len(events_of(platform, "host.up")) == 1
 
 
-def test_without_fence_or_lockspace_the_host_is_down_but_nothing_restarts(world, platform):
-    ha_instance(world)
+def test_without_fence_or_lockspace_the_host_is_down_but_nothing_restarts(tiny_world, platform):
+    ha_instance(tiny_world)
     host = host_row(platform)
     fail_for(platform, host.id, 60)
     assert host_row(platform).state == "down"
@@ -145,12 +120,12 @@ def holding(lease: Path) -> Iterator[None]:
         holder.wait()
 
 
-def test_a_held_lease_keeps_the_host_and_its_vms(world, platform, tmp_path):
+def test_a_held_lease_keeps_the_host_and_its_vms(tiny_world, platform, tmp_path):
     lockspace = tmp_path / "locks"
     lockspace.mkdir()
-    resp = world.patch("/api/v1/clusters/default", json={"ha_lockspace": str(lockspace)})
+    resp = tiny_world.patch("/api/v1/clusters/default", json={"ha_lockspace": str(lockspace)})
     assert resp.status_code == 200, resp.text
-    iid = ha_instance(world)
+    iid = ha_instance(tiny_world)
     lease = lockspace / lease_name(str(platform.settings.pool_path / root_volume_name(iid)))
     host = host_row(platform)
     with holding(lease):
@@ -166,8 +141,8 @@ def test_a_held_lease_keeps_the_host_and_its_vms(world, platform, tmp_path):
     assert task.resource_id == host.id and task.status == "queued"
 
 
-def test_no_failover_without_a_majority_of_the_cluster(world, platform):
-    ha_instance(world)
+def test_no_failover_without_a_majority_of_the_cluster(tiny_world, platform):
+    ha_instance(tiny_world)
     with platform.db.begin() as s:
         cluster_id = s.scalar(select(Cluster.id).where(Cluster.name == "default"))
         s.execute(update(Host).values(cluster_id=cluster_id))
@@ -184,12 +159,12 @@ def test_no_failover_without_a_majority_of_the_cluster(world, platform):
     assert failover_tasks(platform) == []
 
 
-def test_a_failed_fence_restarts_nothing(world, platform, tmp_path):
-    resp = world.patch("/api/v1/clusters/default", json={"ha_lockspace": str(tmp_path)})
+def test_a_failed_fence_restarts_nothing(tiny_world, platform, tmp_path):
+    resp = tiny_world.patch("/api/v1/clusters/default", json={"ha_lockspace": str(tmp_path)})
     assert resp.status_code == 200
-    ha_instance(world)
+    ha_instance(tiny_world)
     fencing = {"method": "devcluster", "host": "dev-1", "base": str(tmp_path / "nowhere")}
-    assert world.put("/api/v1/hosts/fake/fencing", json=fencing).status_code == 200
+    assert tiny_world.put("/api/v1/hosts/fake/fencing", json=fencing).status_code == 200
     host = host_row(platform)
     fail_for(platform, host.id, 60)
     assert host_row(platform).state == "unreachable"
@@ -198,13 +173,13 @@ def test_a_failed_fence_restarts_nothing(world, platform, tmp_path):
     assert failover_tasks(platform) == []
 
 
-def test_bad_ha_input_is_refused_and_changes_nothing(world, platform):
-    iid = ha_instance(world)
-    resp = world.put(f"/api/v1/instances/{iid}/ha", json={"enabled": False, "priority": 5000})
+def test_bad_ha_input_is_refused_and_changes_nothing(tiny_world, platform):
+    iid = ha_instance(tiny_world)
+    resp = tiny_world.put(f"/api/v1/instances/{iid}/ha", json={"enabled": False, "priority": 5000})
     assert resp.status_code == 400 and "ha_priority" in resp.json()["error"]["message"]
-    shown = world.get(f"/api/v1/instances/{iid}").json()
+    shown = tiny_world.get(f"/api/v1/instances/{iid}").json()
     assert shown["ha_enabled"] is True and shown["ha_priority"] == 0
-    ok = world.put(f"/api/v1/instances/{iid}/ha", json={"enabled": True, "priority": 700})
+    ok = tiny_world.put(f"/api/v1/instances/{iid}/ha", json={"enabled": True, "priority": 700})
     assert ok.status_code == 200 and ok.json()["ha_priority"] == 700
 
     for body, words in (
@@ -212,17 +187,17 @@ def test_bad_ha_input_is_refused_and_changes_nothing(world, platform):
         ({"method": "ipmi", "address": "10.0.0.5", "username": "root"}, "needs password"),
         ({"method": "devcluster", "host": "node-1", "base": "/x"}, "needs host"),
     ):
-        resp = world.put("/api/v1/hosts/fake/fencing", json=body)
+        resp = tiny_world.put("/api/v1/hosts/fake/fencing", json=body)
         assert resp.status_code == 400 and words in resp.json()["error"]["message"], resp.text
-    host = world.get("/api/v1/hosts/fake").json()
+    host = tiny_world.get("/api/v1/hosts/fake").json()
     assert host["fence_method"] == "none"
     ipmi = {"method": "ipmi", "address": "10.0.0.5", "username": "root", "password": "s3cret"}
-    shown = world.put("/api/v1/hosts/fake/fencing", json=ipmi).json()
+    shown = tiny_world.put("/api/v1/hosts/fake/fencing", json=ipmi).json()
     assert shown["fence_method"] == "ipmi" and "s3cret" not in str(shown)
 
-    resp = world.patch("/api/v1/clusters/default", json={"ha_lockspace": "relative/dir"})
+    resp = tiny_world.patch("/api/v1/clusters/default", json={"ha_lockspace": "relative/dir"})
     assert resp.status_code == 400
-    assert world.get("/api/v1/clusters/default").json()["ha_lockspace"] is None
+    assert tiny_world.get("/api/v1/clusters/default").json()["ha_lockspace"] is None
 
 
 def test_the_ha_reserve_keeps_room_for_the_largest_host(platform):
