@@ -307,12 +307,17 @@ class RouterService:
             if agent is not None:  # until the host has let it go (a crash may come first)
                 s.add(StaleRouter(host_id=host_id, namespace=namespace))
         if agent is not None:
-            try:
-                self.agents.remove_router(agent, namespace)
-            except DriverError as exc:
-                log.warning("router %s stays on its host until it is back: %s", namespace, exc)
-                return
-            self._gone(host_id, namespace)
+            self._remove(host_id, agent, namespace)
+
+    def _remove(self, host_id: str, agent: AgentRef, namespace: str) -> None:
+        """Take a deleted router's namespace off its host, then its stale record; a
+        host that cannot be asked keeps both (its reconciliation tries again)."""
+        try:
+            self.agents.remove_router(agent, namespace)
+        except DriverError as exc:
+            log.warning("router %s stays on its host until it is back: %s", namespace, exc)
+            return
+        self._gone(host_id, namespace)
 
     def _gone(self, host_id: str, namespace: str) -> None:
         with self.db.begin() as s:
@@ -567,12 +572,9 @@ class RouterService:
             return
         for namespace in sorted(namespaces):
             if namespace in held:
-                try:
-                    self.agents.remove_router(agent, namespace)
-                except DriverError as exc:
-                    log.warning("could not remove stale router %s: %s", namespace, exc)
-                    continue
-            self._gone(host_id, namespace)
+                self._remove(host_id, agent, namespace)
+            else:
+                self._gone(host_id, namespace)
 
     def sync_networks(self, network_ids: list[str]) -> None:
         """The routers of these networks are put again (their ports changed)."""
