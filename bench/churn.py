@@ -24,7 +24,9 @@ balancer that sends everything to one: the tasks still run on all three). Printe
 each: create+delete pairs per second (target: >= 20 with one controller, more with
 three) and the ratio, how many tasks each controller ran, failed tasks
 (target 0), how long a task waited for a worker and ran, the controllers' CPU time and
-the database's commits per pair; then what is left on the fake hosts (target: nothing).
+the database's commits per pair, and the CPU the whole machine spent per pair (the
+controllers, PostgreSQL, the libvirtd, the clients) with the rate its cores could reach at
+that cost; then what is left on the fake hosts (target: nothing).
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # of the controllers' processes
+    machine_cpu_seconds: float = 0.0  # of every process: PostgreSQL, libvirtd, the clients
     commits: int = 0  # PostgreSQL transactions, everything the controllers did meanwhile
 
 
@@ -162,6 +165,14 @@ def cpu_seconds(servers: list[NubisServer]) -> float:
     return total / ticks
 
 
+def machine_cpu_seconds() -> float:
+    """CPU time every process on this machine has used (busy: not idle, not waiting
+    for a disk)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # user..steal, less idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 def commits(db: Database) -> int:
     with db.read() as s:
         query = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
@@ -188,12 +199,14 @@ def churn(
         for n in range(concurrency)
     ]
     cpu, committed, start = cpu_seconds(servers), commits(waits.db), time.monotonic()
+    machine = machine_cpu_seconds()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     tally.seconds = time.monotonic() - start
     tally.cpu_seconds = cpu_seconds(servers) - cpu
+    tally.machine_cpu_seconds = machine_cpu_seconds() - machine
     time.sleep(0.5)  # the statistics collector's delay
     tally.commits = commits(waits.db) - committed
     return tally
@@ -286,6 +299,11 @@ def report(label: str, tally: Tally, db: Database) -> float:
           f"{ran * 1000:4.0f} ms (medians); per pair: {tally.cpu_seconds / pairs * 1000:.0f} ms "
           f"of controller CPU, {tally.commits / pairs:.0f} database commits; tasks run by "
           f"each controller: {' / '.join(map(str, by))}")  # fmt: skip
+    cores = os.cpu_count() or 1
+    machine = tally.machine_cpu_seconds / pairs
+    print(f"  {'':<24} the whole machine: {machine * 1000:.0f} ms of CPU per pair, its "
+          f"{cores} cores {tally.machine_cpu_seconds / (tally.seconds * cores):.0%} busy: at "
+          f"that cost these cores make at most {cores / machine:.1f} pairs/s")  # fmt: skip
     for line in tally.failed[:5]:
         print(f"    {line}")
     return rate

@@ -549,7 +549,7 @@ class TaskEngine:
 
     def controllers(self) -> list[ControllerView]:
         """Every controller that ever shared the database, with the tasks it runs."""
-        alive_since = utcnow() - self.lease * 4 / 3  # one takeover time
+        alive_since = heartbeats.alive_since(self.lease)
         leads: dict[str, list[str]] = {}
         hosts: dict[str, int] = {}
         for name, holder in sorted(self.leadership.holders().items()):

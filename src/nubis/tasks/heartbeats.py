@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -21,3 +21,10 @@ def beat(session: Session, controller_id: str, address: str, now: datetime | Non
     )
     if not changed_one(session, statement):
         session.add(Controller(id=controller_id, address=address, heartbeat_at=now))
+
+
+def alive_since(lease: timedelta) -> datetime:
+    """A controller is alive while its last heartbeat is no older than one lease
+    (three quarters of the takeover time; it beats every quarter): the heartbeats
+    since this instant."""
+    return utcnow() - lease

@@ -19,8 +19,9 @@ import threading
 
 from sqlalchemy import select
 
-from nubis.db.models import Controller, Host, utcnow
+from nubis.db.models import Controller, Host
 from nubis.db.session import Database
+from nubis.tasks import heartbeats
 from nubis.tasks.leadership import Leadership
 
 PREFIX = "host:"
@@ -50,7 +51,7 @@ class HostShares:
             live = set(
                 s.scalars(
                     select(Controller.id).where(
-                        Controller.heartbeat_at >= utcnow() - self.leadership.lease
+                        Controller.heartbeat_at >= heartbeats.alive_since(self.leadership.lease)
                     )
                 )
             )
