@@ -146,12 +146,28 @@ class StateSync:
     def apply(self, states: dict[tuple[str, str], str]) -> list[str]:
         """Set the power state each host reported (``(instance id, host URI) ->
         state``) on the idle instances that live on that host (a migrated-away
-        domain's last event must not count), in one transaction; the ids changed."""
-        grouped: dict[tuple[str, str], list[str]] = {}
-        for (instance_id, uri), state in states.items():
-            grouped.setdefault((uri, state), []).append(instance_id)
+        domain's last event must not count), in one transaction; the ids changed.
+        One read finds the instances a report could change (most events come from
+        Nubis's own tasks, whose instances are busy); only those are swapped."""
         changed: list[str] = []
         with self.db.begin() as s:
+            idle = {
+                instance_id: (uri, status)
+                for instance_id, uri, status in s.execute(
+                    select(Instance.id, Host.uri, Instance.status)
+                    .join(Host, Host.id == Instance.host_id)
+                    .where(
+                        Instance.id.in_({instance_id for instance_id, _ in states}),
+                        Instance.task_state.is_(None),
+                        Instance.status.in_(STABLE),
+                    )
+                )
+            }
+            grouped: dict[tuple[str, str], list[str]] = {}
+            for (instance_id, uri), state in states.items():
+                found = idle.get(instance_id)  # (where it lives, its status)
+                if found is not None and found[0] == uri and found[1] != state:
+                    grouped.setdefault((uri, state), []).append(instance_id)
             for (uri, state), ids in grouped.items():
                 won = swap_all(
                     s,
