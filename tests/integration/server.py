@@ -242,14 +242,17 @@ class NubisServer:
         assert resp.status_code == 200, resp.text
         return resp.text
 
-    def wait_console(self, ref: str, count: int = 1, timeout: float = 120) -> str:
+    def wait_console(
+        self, ref: str, count: int = 1, timeout: float = 120, marker: str = READY
+    ) -> str:
+        """The console log once ``marker`` is in it ``count`` times."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             text = self.console(ref)
-            if text.count(READY) >= count:
+            if text.count(marker) >= count:
                 return text
             time.sleep(0.5)
-        raise AssertionError(f"{READY} x{count} not seen; console:\n{text[-2000:]}")
+        raise AssertionError(f"{marker} x{count} not seen; console:\n{text[-2000:]}")
 
     def wait_field(self, path: str, field: str, value: Any, timeout: float = 30) -> dict:
         """GET ``path`` until its ``field`` is ``value``; the answer."""
