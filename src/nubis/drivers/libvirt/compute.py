@@ -514,21 +514,28 @@ class LibvirtDriver(DriverBase):
         self._call(host, reorder, f"domain {uuid}")
 
     def undefine(self, host: HostRef, uuid: str) -> None:
+        """Destroy and undefine the domain; one that is not there (or goes meanwhile,
+        removed by someone else) is what was asked for."""
+
         def undefine(conn: libvirt.virConnect) -> None:
             dom = self._find_domain(conn, uuid)
             if dom is None:
                 return
-            if dom.isActive():
-                dom.destroy()
-            flags = (
-                libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-                | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-            )
-            # the firmware's variables go with a UEFI domain; asked only of one that
-            # has them (a driver without firmware files refuses the flag)
-            if "<nvram" in dom.XMLDesc(0):
-                flags |= libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
-            dom.undefineFlags(flags)
+            try:
+                if dom.isActive():
+                    dom.destroy()
+                flags = (
+                    libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                )
+                # the firmware's variables go with a UEFI domain; asked only of one
+                # that has them (a driver without firmware files refuses the flag)
+                if "<nvram" in dom.XMLDesc(0):
+                    flags |= libvirt.VIR_DOMAIN_UNDEFINE_NVRAM
+                dom.undefineFlags(flags)
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
 
         self._call(host, undefine, f"domain {uuid}")
 
