@@ -11,6 +11,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import libvirt
 import pytest
 
@@ -288,6 +289,47 @@ def libvirt_jumps_removed(chains: list[str]) -> Iterator[None]:
             if subprocess.run(present, capture_output=True).returncode != 0:
                 rule = ["iptables", "-w", "-I", "FORWARD", str(position), "-j", chain]
                 subprocess.run(rule, check=True)
+
+
+def signed_in(server, username: str, password: str, project: str | None = None) -> httpx.Client:
+    """An API client of this user (in ``project``)."""
+    body = {"username": username, "password": password, "project": project}
+    token = server.client.post("/auth/tokens", json=body)
+    assert token.status_code == 201, token.text
+    headers = {"Authorization": f"Bearer {token.json()['token']}"}
+    return httpx.Client(base_url=server.client.base_url, headers=headers, timeout=120,
+                        verify=server.verify())  # fmt: skip
+
+
+def test_a_deleted_projects_default_group_leaves_no_filter_on_the_host(server):
+    security = signed_in(
+        server, "security", (server.data_dir / "security-password").read_text().strip()
+    )
+    assert security.post("/projects", json={"name": "leaving"}).status_code == 201
+    password = "a-long-enough-passphrase"
+    made = security.post("/users", json={"username": "lena", "password": password})
+    assert made.status_code == 201, made.text
+    granted = security.put("/projects/leaving/members/lena", json={"role": "member"})
+    assert granted.status_code == 200, granted.text
+    lena = signed_in(server, "lena", password, "leaving")
+    net = lena.post(
+        "/networks", json={"name": "own", "mode": "isolated", "subnets": [{"cidr": NET_B}]}
+    )
+    assert net.status_code == 201, net.text
+    body = {"name": "brief", "image": "nubis-tiny", "flavor": "m1.tiny",
+            "networks": [{"network": "own"}]}  # fmt: skip
+    made = lena.post("/instances", json=body)
+    assert made.status_code == 202, made.text
+    assert server.wait_task(made.json()["task_id"])["status"] == "succeeded"
+    # the instance's NIC is in the project's default group: its filter is on the host
+    (group,) = lena.get("/security-groups").json()["items"]
+    assert group["name"] == "default" and nwfilter_exists(f"nubis-sg-{group['id']}")
+    gone = lena.delete(f"/instances/{made.json()['id']}")
+    assert server.wait_task(gone.json()["task_id"])["status"] == "succeeded"
+    assert lena.delete(f"/networks/{net.json()['id']}").status_code == 204
+    assert security.delete("/projects/leaving").status_code == 204
+    assert not nwfilter_exists(f"nubis-sg-{group['id']}")
+    assert security.delete("/users/lena").status_code == 204
 
 
 def nwfilter_exists(name: str) -> bool:

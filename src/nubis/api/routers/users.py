@@ -192,8 +192,9 @@ def delete_project(ref: str, platform: PlatformDep, _p: PrincipalDep) -> Respons
     with platform.db.begin() as s:
         project = directory.get_project(s, ref)
         directory.check_empty(s, project)
-        security_groups.release_project(s, project)
+        filters = security_groups.release_project(s, project)
         directory.delete_project(s, project)
+    platform.security_groups.remove_filters(filters)
     return Response(status_code=204)
 
 

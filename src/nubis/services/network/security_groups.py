@@ -101,16 +101,20 @@ def ensure_default_in(db: Database, project_id: str) -> None:
             ensure_default(s, project_id)
 
 
-def release_project(session: Session, project: Project) -> None:
+def release_project(session: Session, project: Project) -> list[str]:
     """The project's default group, made for it, goes with the project; a group its
-    users made must be deleted by them first."""
+    users made must be deleted by them first. The names of the filters the hosts may
+    still hold of it (``SecurityGroupService.remove_filters``, once committed)."""
     groups = session.scalars(select(SecurityGroup).where(SecurityGroup.project_id == project.id))
+    filters = []
     for group in groups:
         if group.name != DEFAULT_GROUP:
             raise Conflict(f"project {project.name!r} still has security groups; delete them first")
         session.execute(delete(SecurityGroupRule).where(SecurityGroupRule.group_id == group.id))
         session.delete(group)
+        filters.append(group.filter_name)
     session.flush()
+    return filters
 
 
 def resolve(session: Session, principal: Principal, refs: list[str] | None) -> list[SecurityGroup]:
@@ -287,12 +291,21 @@ class SecurityGroupService:
             s.flush()
             s.delete(group)
             name = group.filter_name
+        self.remove_filters([name])
+
+    def remove_filters(self, names: list[str]) -> None:
+        """Deleted groups' filters leave the hosts that are up (outside any transaction;
+        no NIC uses them any more)."""
+        if not names:
+            return
+        with self.db.read() as s:
             refs = [self.hosts.ref(h) for h in s.scalars(select(Host)) if h.state == HostStatus.UP]
         for host_ref in refs:
-            try:
-                self.driver.remove(host_ref, name)
-            except DriverError as exc:  # an unused filter left behind harms nobody
-                log.warning("could not remove filter %s from %s: %s", name, host_ref.uri, exc)
+            for name in names:
+                try:
+                    self.driver.remove(host_ref, name)
+                except DriverError as exc:  # an unused filter left behind harms nobody
+                    log.warning("could not remove filter %s from %s: %s", name, host_ref.uri, exc)
 
     def filters_for(self, session: Session, group_ids: set[str]) -> list[tuple[str, str]]:
         """(name, XML) of the filters of these groups."""
