@@ -9,7 +9,7 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import PASSWORD, TICKET_SECONDS, goto, shot, sign_in
+from tests.e2e.conftest import PASSWORD, TICKET_SECONDS, shot, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -39,20 +39,20 @@ def canvas(page: Page) -> str:
     return page.locator("#screen canvas").evaluate("c => c.toDataURL()")
 
 
-def test_create_use_and_delete_an_instance_in_the_browser(server, page: Page):
-    goto(page, server.url + "/instances")
+def test_create_use_and_delete_an_instance_in_the_browser(server, site, page: Page):
+    page.goto(site + "/instances")
     page.wait_for_url("**/login?next=/instances")
     shot(page, "login")
     page.get_by_label("User name").fill("admin")
     page.get_by_label("Password").fill(admin_password(server))
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/instances")
-    goto(page, server.url + "/dashboard")
+    page.goto(site + "/dashboard")
     expect(page.get_by_test_id("count-hosts")).to_have_text("1")
     shot(page, "dashboard")
 
     # the wizard: inline messages first, then a real creation followed to `running`
-    goto(page, server.url + "/instances")
+    page.goto(site + "/instances")
     page.get_by_role("link", name="Create instance").click()
     page.get_by_role("button", name="Create").click()
     expect(page.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
@@ -76,19 +76,19 @@ def test_create_use_and_delete_an_instance_in_the_browser(server, page: Page):
     shot(page, "instance")
 
     # the same name again: the API's refusal is shown next to the field
-    goto(page, server.url + "/instances/new")
+    page.goto(site + "/instances/new")
     page.get_by_label("Name").fill("web-e2e")
     page.get_by_label("Image").select_option(label="nubis-tiny")
     page.get_by_label("Flavor").select_option(label="m1.tiny (1 vCPU, 128 MiB, 1 GiB)")
     page.get_by_role("button", name="Create").click()
     expect(page.locator("#f-name-error")).to_contain_text("already exists")
 
-    goto(page, server.url + "/instances?q=e2e&status=running")
+    page.goto(site + "/instances?q=e2e&status=running")
     expect(page.locator('tr[data-instance="web-e2e"]')).to_have_count(1)
     shot(page, "instances")
 
     # the console: noVNC through Nubis's proxy; typing changes the guest's screen
-    goto(page, f"{server.url}/instances/{inst_id}")
+    page.goto(f"{site}/instances/{inst_id}")
     page.get_by_role("link", name="Console").click()
     expect(page.locator("#console-status")).to_have_text("Connected")
     screen = page.locator("#screen canvas")
@@ -114,12 +114,12 @@ def test_create_use_and_delete_an_instance_in_the_browser(server, page: Page):
     assert page.evaluate(OPEN_SOCKET, other) == "refused"
 
     # charts of the instance's samples, an alarm rule made in the alarms page
-    goto(page, f"{server.url}/instances/{inst_id}")
+    page.goto(f"{site}/instances/{inst_id}")
     cpu_chart = page.locator('.chart[data-title="CPU"]')
     expect(cpu_chart).to_have_attribute("data-points", re.compile(r"^[1-9]"), timeout=30_000)
     expect(cpu_chart.locator("canvas")).to_be_visible()
     shot(page, "instance-metrics")
-    goto(page, server.url + "/alarms")
+    page.goto(site + "/alarms")
     page.get_by_text("New alarm rule").click()
     page.get_by_label("Name", exact=True).fill("e2e-cpu")
     page.get_by_label("Instance or host (name or id)").fill("web-e2e")
@@ -131,15 +131,15 @@ def test_create_use_and_delete_an_instance_in_the_browser(server, page: Page):
     row.get_by_role("button", name="Acknowledge").click()
     expect(row).to_contain_text("acknowledged")
     shot(page, "alarms")
-    goto(page, server.url + "/events")
+    page.goto(site + "/events")
     expect(page.locator("tbody")).to_contain_text("alarm e2e-cpu: insufficient_data -> alarm")
     shot(page, "events")
-    goto(page, server.url + "/dashboard")
+    page.goto(site + "/dashboard")
     expect(page.locator(".alarm-list")).to_contain_text("e2e-cpu")
     shot(page, "dashboard-alarm")
 
     # stop, with confirmation; the page follows the state by itself
-    goto(page, f"{server.url}/instances/{inst_id}")
+    page.goto(f"{site}/instances/{inst_id}")
     page.get_by_role("button", name="Stop", exact=True).click()
     dialog = page.locator("dialog#confirm")
     expect(dialog).to_be_visible()
@@ -158,14 +158,14 @@ def test_create_use_and_delete_an_instance_in_the_browser(server, page: Page):
     assert server.client.get(f"/instances/{inst_id}").status_code == 404
 
     for name in ("hosts", "images", "flavors", "volumes", "networks", "routers", "projects"):
-        goto(page, f"{server.url}/{name}")
+        page.goto(f"{site}/{name}")
         expect(page.locator("h1")).to_have_text(name.capitalize())
         shot(page, name)
-    goto(page, f"{server.url}/floating-ips")
+    page.goto(f"{site}/floating-ips")
     expect(page.locator("h1")).to_have_text("Floating IPs")
     page.locator("form[action='/logout'] button").click()
     page.wait_for_url("**/login")
-    goto(page, server.url + "/dashboard")
+    page.goto(site + "/dashboard")
     page.wait_for_url("**/login?next=/dashboard")
 
 
@@ -183,10 +183,10 @@ def stopped_instance(server):
     assert server.wait_task(resp.json()["task_id"])["status"] == "succeeded"
 
 
-def test_resize_and_confirm_in_the_browser(server, page: Page, stopped_instance):
+def test_resize_and_confirm_in_the_browser(server, site, page: Page, stopped_instance):
     inst = stopped_instance
-    sign_in(page, server.url, "admin", admin_password(server))
-    goto(page, f"{server.url}/instances/{inst['id']}")
+    sign_in(page, site, "admin", admin_password(server))
+    page.goto(f"{site}/instances/{inst['id']}")
     expect(page.get_by_role("button", name="Confirm resize")).to_have_count(0)
     page.locator("summary", has_text="Resize").click()  # opens the form
     small = server.client.get("/flavors/m1.small").json()
@@ -204,13 +204,15 @@ def test_resize_and_confirm_in_the_browser(server, page: Page, stopped_instance)
     expect(page.locator(".facts")).to_contain_text("m1.small")
 
 
-def test_a_reader_sees_no_actions_and_cannot_post(server, reader, page: Page, stopped_instance):
+def test_a_reader_sees_no_actions_and_cannot_post(
+    server, site, reader, page: Page, stopped_instance
+):
     inst = stopped_instance
-    sign_in(page, server.url, reader, PASSWORD)
-    goto(page, server.url + "/instances")
+    sign_in(page, site, reader, PASSWORD)
+    page.goto(site + "/instances")
     expect(page.locator('tr[data-instance="ro-e2e"]')).to_have_count(1)
     expect(page.get_by_role("link", name="Create instance")).to_have_count(0)
-    goto(page, f"{server.url}/instances/{inst['id']}")
+    page.goto(f"{site}/instances/{inst['id']}")
     expect(page.locator("h1 .badge")).to_have_text("stopped")
     expect(page.locator("button.act")).to_have_count(0)
     expect(page.locator("form.api-form")).to_have_count(0)  # no resize either
@@ -218,14 +220,14 @@ def test_a_reader_sees_no_actions_and_cannot_post(server, reader, page: Page, st
     shot(page, "instance-reader")
     status = page.evaluate(POST_STATUS, f"/api/v1/instances/{inst['id']}/actions/start")
     assert status == 403
-    assert goto(page, server.url + "/instances/new").status == 403
+    assert page.goto(site + "/instances/new").status == 403
     assert server.instance(inst["id"])["status"] == "stopped"
 
 
-def test_a_post_without_the_csrf_token_is_refused(server, page: Page, stopped_instance):
+def test_a_post_without_the_csrf_token_is_refused(server, site, page: Page, stopped_instance):
     inst = stopped_instance
-    sign_in(page, server.url, "admin", admin_password(server))
-    goto(page, f"{server.url}/instances/{inst['id']}")
+    sign_in(page, site, "admin", admin_password(server))
+    page.goto(f"{site}/instances/{inst['id']}")
     start = f"/api/v1/instances/{inst['id']}/actions/start"
     assert page.evaluate(POST_WITHOUT_CSRF, start) == 403
     time.sleep(1)
@@ -233,17 +235,17 @@ def test_a_post_without_the_csrf_token_is_refused(server, page: Page, stopped_in
     assert server.instance(inst["id"])["task_state"] is None
 
 
-def test_pages_fit_a_phone_screen(server, browser, stopped_instance):
+def test_pages_fit_a_phone_screen(server, site, browser, stopped_instance):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
     page = context.new_page()
     try:
-        sign_in(page, server.url, "admin", admin_password(server))
+        sign_in(page, site, "admin", admin_password(server))
         for path, name in (
             ("/dashboard", "phone-dashboard"),
             ("/instances", "phone-instances"),
             (f"/instances/{stopped_instance['id']}", "phone-instance"),
         ):
-            goto(page, server.url + path)
+            page.goto(site + path)
             overflow = page.evaluate(
                 "document.documentElement.scrollWidth - document.documentElement.clientWidth"
             )
@@ -253,11 +255,11 @@ def test_pages_fit_a_phone_screen(server, browser, stopped_instance):
         context.close()
 
 
-def test_upload_an_image_with_a_progress_bar(server, page: Page, tmp_path):
+def test_upload_an_image_with_a_progress_bar(server, site, page: Page, tmp_path):
     disk = tmp_path / "upload.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
-    sign_in(page, server.url, "admin", admin_password(server))
-    goto(page, server.url + "/images")
+    sign_in(page, site, "admin", admin_password(server))
+    page.goto(site + "/images")
     page.get_by_label("Name").fill("uploaded-e2e")
     page.get_by_label("Image file").set_input_files(str(disk))
     page.get_by_role("button", name="Upload").click()
