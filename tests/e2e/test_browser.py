@@ -199,7 +199,10 @@ def test_resize_and_confirm_in_the_browser(server, site, page: Page, stopped_ins
     assert (resized["memory_mib"], resized["disk_gib"], resized["status"]) == (512, 5, "stopped")
     shot(page, "instance-resized")
     page.get_by_role("button", name="Confirm resize").click()
+    # the button goes as soon as the confirmation runs; the page says it is done
+    # once the "resized from ...: confirm or revert" note is gone
     expect(page.get_by_role("button", name="Confirm resize")).to_have_count(0, timeout=90_000)
+    expect(page.locator(".facts")).not_to_contain_text("resized from", timeout=90_000)
     assert server.instance(inst["id"])["resize_from"] is None
     expect(page.locator(".facts")).to_contain_text("m1.small")
 
